@@ -1,0 +1,3 @@
+from trailgeo.cli import main
+
+raise SystemExit(main())

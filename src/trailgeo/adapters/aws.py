@@ -1,0 +1,185 @@
+"""S3 log source and SNS alert sink."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from trailgeo.core.alerts import Alert, email_subject, sns_message
+from trailgeo.core.keys import KeyKind, day_prefixes, parse_key, start_after
+from trailgeo.ports import (
+    ListedWindow,
+    LogObject,
+    ObjectGoneError,
+    ObjectUnreadableError,
+    PublishError,
+    TrailgeoError,
+    TransientReadError,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sns.client import SNSClient
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+MAX_OBJECT_BYTES = 256 * 1024 * 1024  # compressed; CloudTrail files are a few MB at most
+DISCOVERY_TTL_SECONDS = 3600.0  # accounts and regions change rarely: rediscover hourly
+
+
+class TrailBucketError(TrailgeoError):
+    """The trail bucket cannot be listed: a deployment problem, not a data problem."""
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+@dataclass(slots=True)
+class S3LogSource:
+    """Lists every account and region under ``<prefix>AWSLogs/``, single-account or organization."""
+
+    client: S3Client
+    bucket: str
+    prefix: str = ""
+    monotonic: Callable[[], float] = time.monotonic
+    _regions: list[tuple[str, str, str]] = field(default_factory=list)  # (region prefix, account, region)
+    _discovered_at: float | None = None
+    _skipped_prefixes: Counter[str] = field(default_factory=Counter)
+
+    def _common_prefixes(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    yield common["Prefix"]
+        except ClientError as exc:
+            raise TrailBucketError(self._explain(exc, f"s3:ListBucket on {self.bucket}/{prefix}")) from exc
+
+    def _explain(self, exc: ClientError, action: str) -> str:
+        code = _code(exc)
+        if code in {"AccessDenied", "AllAccessDisabled"}:
+            return f"{code}: the function's role needs {action}"
+        return f"{code}: {exc}"
+
+    def _discover(self) -> list[tuple[str, str, str]]:
+        now = self.monotonic()
+        if self._discovered_at is not None and now - self._discovered_at < DISCOVERY_TTL_SECONDS:
+            return self._regions
+        regions: list[tuple[str, str, str]] = []
+        skipped: Counter[str] = Counter()
+        base = f"{self.prefix}AWSLogs/"
+        account_prefixes: list[tuple[str, str]] = []
+        for level in self._common_prefixes(base):
+            name = level[len(base) : -1]
+            if _ACCOUNT.match(name):
+                account_prefixes.append((level, name))
+            elif _ORG.match(name):
+                account_prefixes.extend(
+                    (sub, sub[len(level) : -1])
+                    for sub in self._common_prefixes(level)
+                    if _ACCOUNT.match(sub[len(level) : -1])
+                )
+            else:
+                skipped["prefix_other"] += 1
+        for account_prefix, account in account_prefixes:
+            for service in self._common_prefixes(account_prefix):
+                kind = service[len(account_prefix) : -1]
+                if kind != "CloudTrail":
+                    # CloudTrail-Digest, CloudTrail-Insight, Config, ...: never read.
+                    skipped[f"prefix_{kind.lower()}"] += 1
+                    continue
+                regions.extend(
+                    (region_prefix, account, region_prefix[len(service) : -1])
+                    for region_prefix in self._common_prefixes(service)
+                )
+        self._regions, self._discovered_at, self._skipped_prefixes = regions, now, skipped
+        return regions
+
+    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+        window = ListedWindow()
+        for region_prefix, account, region in self._discover():
+            for day in day_prefixes(region_prefix, start, end):
+                self._list_day(day, account, region, start, end, window)
+        window.skipped.update(self._skipped_prefixes)
+        return window
+
+    def _list_day(
+        self, day: str, account: str, region: str, start: datetime, end: datetime, window: ListedWindow
+    ) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            pages = paginator.paginate(
+                Bucket=self.bucket, Prefix=day, StartAfter=start_after(day, account, region, start)
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    parsed = parse_key(obj["Key"])
+                    if parsed.kind is not KeyKind.LOG or parsed.delivered_at is None:
+                        window.skipped[f"key_{parsed.kind.value}"] += 1
+                        continue
+                    if parsed.delivered_at > end:
+                        return  # keys sort by delivery time within a day
+                    if parsed.delivered_at > start:
+                        window.objects.append(
+                            LogObject(parsed.key, parsed.delivered_at, int(obj.get("Size", 0)), account)
+                        )
+        except ClientError as exc:
+            raise TrailBucketError(self._explain(exc, f"s3:ListBucket on {self.bucket}/{day}")) from exc
+
+    def read(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key)
+            size = int(response.get("ContentLength", 0))
+            if size > MAX_OBJECT_BYTES:
+                response["Body"].close()
+                raise ObjectUnreadableError("too_large", f"{size} bytes compressed")
+            body: bytes = response["Body"].read()
+            return body
+        except ClientError as exc:
+            code = _code(exc)
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise ObjectGoneError(key) from exc
+            if code == "AccessDenied" or code.startswith("KMS."):
+                raise TransientReadError(
+                    f"{code} reading s3://{self.bucket}/{key}: the function's role needs s3:GetObject on the "
+                    "trail prefix and, for an SSE-KMS trail, kms:Decrypt on the trail's key (TrailKmsKeyArn)"
+                ) from exc
+            raise TransientReadError(f"{code} reading s3://{self.bucket}/{key}") from exc
+        except BotoCoreError as exc:
+            raise TransientReadError(f"{type(exc).__name__} reading s3://{self.bucket}/{key}") from exc
+
+
+@dataclass(slots=True)
+class SnsAlertSink:
+    """Publishes the JSON alert for machines and a text brief for email subscribers."""
+
+    client: SNSClient
+    topic_arn: str
+
+    def publish(self, alert: Alert) -> str:
+        attributes: dict[str, Any] = {
+            "severity": {"DataType": "String", "StringValue": alert.severity},
+            "country": {"DataType": "String", "StringValue": alert.country},
+            "score": {"DataType": "Number", "StringValue": format(alert.score, "g")},
+            "alert_id": {"DataType": "String", "StringValue": alert.alert_id},
+        }
+        try:
+            response = self.client.publish(
+                TopicArn=self.topic_arn,
+                Subject=email_subject(alert),
+                Message=sns_message(alert),
+                MessageStructure="json",
+                MessageAttributes=attributes,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            raise PublishError(f"{code} publishing alert {alert.alert_id}") from exc
+        return str(response["MessageId"])

@@ -1,0 +1,377 @@
+"""DynamoDB adapters: frequency counters, the processed-object ledger and the alert outbox.
+
+One table, keys ``pk``/``sk``:
+
+=====================  ==============  ==========================================
+pk                     sk              item
+=====================  ==============  ==========================================
+``M#<method>``         ``C#<cc>``      a method in a country
+``M#<method>``         ``TOTAL``       a method, all countries
+``P#<principal>``      ``C#<cc>`` ...  a principal in a country, and its total
+``ORG``                ``C#<cc>`` ...  the organization in a country, and its total
+``F#<s3 key>``         ``F``           ledger entry of one CloudTrail object (TTL)
+``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
+=====================  ==============  ==========================================
+
+Counters are written with optimistic concurrency (``ver``): a writer that lost a race
+re-reads the item and merges again, so concurrent runs never double count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.counters import (
+    DEFAULT_HALF_LIFE_HOURS,
+    EMPTY,
+    CounterDelta,
+    CounterKey,
+    CounterState,
+    apply_deltas,
+    merge,
+)
+from trailgeo.core.scoring import History
+from trailgeo.ports import CommitStats, LedgerEntry, TrailgeoError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+Item = dict[str, Any]
+MAX_CONFLICT_RETRIES = 8
+LEDGER_RETENTION = timedelta(days=14)  # far beyond the look-back: a listed file is always known
+OUTBOX_RETENTION = timedelta(days=30)
+OUTBOX_PARTITION = "OUTBOX"
+
+
+class StoreError(TrailgeoError):
+    """DynamoDB refused an operation for a reason retries will not fix."""
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _ttl(now: datetime, keep: timedelta) -> dict[str, str]:
+    return {"N": str(int((now + keep).timestamp()))}
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def counter_from_item(item: Item) -> CounterState:
+    return CounterState(
+        buckets=int(item["b"]["N"]),
+        wsum=float(item["w"]["N"]),
+        events=int(item["ev"]["N"]),
+        first_seen=item.get("fs", {}).get("S"),
+        last_seen=item.get("ls", {}).get("S"),
+        recent_hours=tuple(int(v["N"]) for v in item.get("hr", {}).get("L", [])),
+        recent_runs=tuple(v["S"] for v in item.get("rn", {}).get("L", [])),
+        version=int(item["ver"]["N"]),
+        countries={
+            cc: (int(value["L"][0]["N"]), float(value["L"][1]["N"]))
+            for cc, value in item.get("cm", {}).get("M", {}).items()
+        },
+    )
+
+
+def counter_to_item(partition: str, sort_key: str, state: CounterState) -> Item:
+    item: Item = {
+        "pk": {"S": partition},
+        "sk": {"S": sort_key},
+        "b": {"N": str(state.buckets)},
+        "w": {"N": format(state.wsum, ".6f")},
+        "ev": {"N": str(state.events)},
+        "hr": {"L": [{"N": str(h)} for h in state.recent_hours]},
+        "rn": {"L": [{"S": r} for r in state.recent_runs]},
+        "ver": {"N": str(state.version)},
+    }
+    if state.countries:
+        item["cm"] = {
+            "M": {
+                cc: {"L": [{"N": str(buckets)}, {"N": format(wsum, ".6f")}]}
+                for cc, (buckets, wsum) in sorted(state.countries.items())
+            }
+        }
+    if state.first_seen:
+        item["fs"] = {"S": state.first_seen}
+    if state.last_seen:
+        item["ls"] = {"S": state.last_seen}
+    return item
+
+
+@dataclass(slots=True)
+class DynamoFrequencyStore:
+    client: DynamoDBClient
+    table: str
+    half_life_hours: float = DEFAULT_HALF_LIFE_HOURS
+    concurrency: int = 8
+
+    def load(self, keys: Collection[CounterKey]) -> History:
+        """BatchGetItem, 100 keys a call: reads grow with the counters a run touches."""
+        chunks = list(_chunks(sorted(set(keys)), 100))
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            pages = list(pool.map(self._get_batch, chunks))
+        history: History = {}
+        for page in pages:
+            for item in page:
+                history.setdefault(item["pk"]["S"], {})[item["sk"]["S"]] = counter_from_item(item)
+        return history
+
+    def _get_batch(self, keys: Sequence[CounterKey]) -> list[Item]:
+        items: list[Item] = []
+        request: dict[str, Any] = {
+            self.table: {
+                "Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys],
+                "ConsistentRead": True,
+            }
+        }
+        while request:
+            response = self.client.batch_get_item(RequestItems=request)
+            items.extend(response.get("Responses", {}).get(self.table, []))
+            request = response.get("UnprocessedKeys") or {}
+        return items
+
+    def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
+        conflicts = 0
+
+        def write_one(
+            key: CounterKey, delta: CounterDelta, countries: Mapping[str, tuple[int, float]] | None
+        ) -> tuple[CounterState, bool]:
+            nonlocal conflicts
+            known = history.get(key[0], {}).get(key[1])
+            state, wrote, retries = self._write_one(key, delta, known, run_id, countries)
+            conflicts += retries
+            return state, wrote
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            written, skipped = apply_deltas(deltas, write_one, lambda fn, keys: list(pool.map(fn, keys)))
+        return CommitStats(written=written, already_applied=skipped, conflicts=conflicts)
+
+    def _write_one(
+        self,
+        key: CounterKey,
+        delta: CounterDelta,
+        known: CounterState | None,
+        run_id: str,
+        countries: Mapping[str, tuple[int, float]] | None,
+    ) -> tuple[CounterState, bool, int]:
+        partition, sort_key = key
+        current = known if known is not None else EMPTY
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            merged = merge(current, delta, run_id, half_life_hours=self.half_life_hours, countries=countries)
+            if merged is None:
+                return current, False, attempt
+            if current.version == 0:
+                condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+            else:
+                condition = {
+                    "ConditionExpression": "ver = :v",
+                    "ExpressionAttributeValues": {":v": {"N": str(current.version)}},
+                }
+            try:
+                self.client.put_item(
+                    TableName=self.table, Item=counter_to_item(partition, sort_key, merged), **condition
+                )
+                return merged, True, attempt
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+            # Someone else wrote this counter since we read it: merge into what is there now.
+            response = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": {"S": partition}, "sk": {"S": sort_key}},
+                ConsistentRead=True,
+            )
+            item = response.get("Item")
+            current = counter_from_item(item) if item else EMPTY
+        raise StoreError(
+            f"counter {partition}/{sort_key} kept changing under {MAX_CONFLICT_RETRIES} attempts"
+        )
+
+
+@dataclass(slots=True)
+class DynamoLedger:
+    client: DynamoDBClient
+    table: str
+    concurrency: int = 8
+
+    def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
+        found: dict[str, LedgerEntry] = {}
+        for chunk in _chunks(sorted(keys), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"pk": {"S": f"F#{k}"}, "sk": {"S": "F"}} for k in chunk],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table, []):
+                    entry = _ledger_entry(item)
+                    if entry.state != "released":
+                        found[entry.key] = entry
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def claim(self, keys: Collection[str], run_id: str, lease_until: datetime, now: datetime) -> list[str]:
+        """One conditional put per key, several in flight.
+
+        (TransactWriteItems would save requests, but a transaction with one taken key fails
+        whole, and moto copies every table per transaction: the demo would crawl.)
+        """
+        ordered = list(keys)
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            results = list(
+                pool.map(lambda key: self._claim_one(self._claim_put(key, run_id, lease_until, now)), ordered)
+            )
+        return [key for key, won in zip(ordered, results, strict=True) if won]
+
+    def _claim_put(self, key: str, run_id: str, lease_until: datetime, now: datetime) -> dict[str, Any]:
+        return {
+            "TableName": self.table,
+            "Item": {
+                "pk": {"S": f"F#{key}"},
+                "sk": {"S": "F"},
+                "st": {"S": "claimed"},
+                "rid": {"S": run_id},
+                "lease": {"S": lease_until.astimezone(UTC).isoformat()},
+                "expires_at": _ttl(now, LEDGER_RETENTION),
+            },
+            # New, released, or claimed by this very run id whose lease ran out (a takeover).
+            "ConditionExpression": (
+                "attribute_not_exists(pk) OR st = :released "
+                "OR (st = :claimed AND rid = :rid AND lease < :now)"
+            ),
+            "ExpressionAttributeValues": {
+                ":released": {"S": "released"},
+                ":claimed": {"S": "claimed"},
+                ":rid": {"S": run_id},
+                ":now": {"S": now.astimezone(UTC).isoformat()},
+            },
+        }
+
+    def _claim_one(self, put: dict[str, Any]) -> bool:
+        try:
+            self.client.put_item(**put)
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False  # another run has it
+            raise
+        return True
+
+    def release(self, keys: Collection[str], run_id: str) -> None:
+        for key in keys:
+            try:
+                self.client.update_item(
+                    TableName=self.table,
+                    Key={"pk": {"S": f"F#{key}"}, "sk": {"S": "F"}},
+                    UpdateExpression="SET st = :released",
+                    ConditionExpression="st = :claimed AND rid = :rid",
+                    ExpressionAttributeValues={
+                        ":released": {"S": "released"},
+                        ":claimed": {"S": "claimed"},
+                        ":rid": {"S": run_id},
+                    },
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+
+    def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
+        requests = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": {"S": f"F#{key}"},
+                        "sk": {"S": "F"},
+                        "st": {"S": "done"},
+                        "rid": {"S": run_id},
+                        "outcome": {"S": outcome},
+                        "done_at": {"S": now.astimezone(UTC).isoformat()},
+                        "expires_at": _ttl(now, LEDGER_RETENTION),
+                    }
+                }
+            }
+            for key, outcome in sorted(outcomes.items())
+        ]
+        for chunk in _chunks(requests, 25):
+            pending: dict[str, Any] = {self.table: list(chunk)}
+            while pending:
+                response = self.client.batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+
+
+def _ledger_entry(item: Item) -> LedgerEntry:
+    lease = item.get("lease", {}).get("S")
+    return LedgerEntry(
+        key=item["pk"]["S"][2:],
+        state=item["st"]["S"],
+        run_id=item["rid"]["S"],
+        lease_until=datetime.fromisoformat(lease) if lease else None,
+        outcome=item.get("outcome", {}).get("S"),
+    )
+
+
+@dataclass(slots=True)
+class DynamoOutbox:
+    client: DynamoDBClient
+    table: str
+    clock: Any = None  # Callable[[], datetime]; None means the wall clock
+
+    def _now(self) -> datetime:
+        return self.clock() if self.clock is not None else datetime.now(tz=UTC)
+
+    def put(self, alert: Alert) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": OUTBOX_PARTITION},
+                    "sk": {"S": f"A#{alert.alert_id}"},
+                    "st": {"S": "pending"},
+                    "doc": {"S": alert.to_json()},
+                    "created": {"S": self._now().isoformat()},
+                    "expires_at": _ttl(self._now(), OUTBOX_RETENTION),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def pending(self) -> list[Alert]:
+        alerts: list[Alert] = []
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            FilterExpression="st = :pending",
+            ExpressionAttributeValues={":pk": {"S": OUTBOX_PARTITION}, ":pending": {"S": "pending"}},
+            ConsistentRead=True,
+        ):
+            alerts.extend(Alert.model_validate_json(item["doc"]["S"]) for item in page.get("Items", []))
+        return sorted(alerts, key=lambda a: (a.detected_at, a.alert_id))
+
+    def mark_sent(self, alert_id: str, message_id: str) -> None:
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+            UpdateExpression="SET st = :sent, message_id = :mid, sent_at = :at",
+            ExpressionAttributeValues={
+                ":sent": {"S": "sent"},
+                ":mid": {"S": message_id},
+                ":at": {"S": self._now().isoformat()},
+            },
+        )

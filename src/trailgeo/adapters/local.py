@@ -1,0 +1,76 @@
+"""A local directory laid out like the trail bucket, and a JSON-lines alert file."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.keys import KeyKind, TrailKey, parse_key
+from trailgeo.ports import ListedWindow, LogObject, ObjectGoneError
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class LocalLogSource:
+    """Files under ``root`` whose relative paths are S3 keys (``AWSLogs/...``)."""
+
+    root: Path
+    _index: list[tuple[TrailKey, int]] = field(default_factory=list)
+    _skipped: Counter[str] = field(default_factory=Counter)
+    _times: list[datetime] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"log directory not found: {self.root}")
+        for path in sorted(self.root.rglob("*")):
+            if not path.is_file():
+                continue
+            parsed = parse_key(path.relative_to(self.root).as_posix())
+            if parsed.kind is KeyKind.LOG:
+                self._index.append((parsed, path.stat().st_size))
+            else:
+                self._skipped[f"key_{parsed.kind.value}"] += 1
+        self._index.sort(key=lambda item: (item[0].delivered_at or _NEVER, item[0].key))
+        self._times = [parsed.delivered_at or _NEVER for parsed, _ in self._index]
+
+    @property
+    def skipped_keys(self) -> Counter[str]:
+        """Objects that are not CloudTrail log files (digests, Insight, others), by kind."""
+        return Counter(self._skipped)
+
+    @property
+    def delivery_times(self) -> list[datetime]:
+        return list(self._times)
+
+    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+        times = self._times
+        window = ListedWindow()
+        for parsed, size in self._index[bisect_right(times, start) : bisect_right(times, end)]:
+            window.objects.append(LogObject(parsed.key, parsed.delivered_at or end, size, parsed.account))
+        return window
+
+    def read(self, key: str) -> bytes:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ObjectGoneError(key) from exc
+
+
+@dataclass(slots=True)
+class JsonLinesAlertSink:
+    """Writes one alert document per line."""
+
+    stream: IO[str]
+    count: int = 0
+
+    def publish(self, alert: Alert) -> str:
+        self.stream.write(alert.to_json() + "\n")
+        self.stream.flush()
+        self.count += 1
+        return f"line-{self.count}"

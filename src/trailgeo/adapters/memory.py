@@ -1,0 +1,103 @@
+"""In-memory store, ledger and outbox: the same contracts as DynamoDB, for replay and tests."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.counters import (
+    DEFAULT_HALF_LIFE_HOURS,
+    EMPTY,
+    CounterDelta,
+    CounterKey,
+    CounterState,
+    apply_deltas,
+    merge,
+)
+from trailgeo.core.scoring import History
+from trailgeo.ports import CommitStats, LedgerEntry
+
+
+@dataclass(slots=True)
+class MemoryFrequencyStore:
+    half_life_hours: float = DEFAULT_HALF_LIFE_HOURS
+    partitions: dict[str, dict[str, CounterState]] = field(default_factory=lambda: defaultdict(dict))
+    writes: int = 0
+
+    def load(self, keys: Collection[CounterKey]) -> History:
+        history: History = {}
+        for partition, sort_key in keys:
+            state = self.partitions.get(partition, {}).get(sort_key)
+            if state is not None:
+                history.setdefault(partition, {})[sort_key] = state
+        return history
+
+    def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
+        def write_one(
+            key: CounterKey, delta: CounterDelta, countries: Mapping[str, tuple[int, float]] | None
+        ) -> tuple[CounterState, bool]:
+            current = self.partitions[key[0]].get(key[1], EMPTY)
+            merged = merge(current, delta, run_id, half_life_hours=self.half_life_hours, countries=countries)
+            if merged is None:
+                return current, False
+            self.partitions[key[0]][key[1]] = merged
+            return merged, True
+
+        written, skipped = apply_deltas(deltas, write_one, map)
+        self.writes += written
+        return CommitStats(written=written, already_applied=skipped)
+
+
+@dataclass(slots=True)
+class MemoryLedger:
+    entries: dict[str, LedgerEntry] = field(default_factory=dict)
+
+    def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
+        return {k: self.entries[k] for k in keys if k in self.entries}
+
+    def claim(self, keys: Collection[str], run_id: str, lease_until: datetime, now: datetime) -> list[str]:
+        won = []
+        for key in keys:
+            entry = self.entries.get(key)
+            takeover = (
+                entry is not None
+                and entry.state == "claimed"
+                and entry.run_id == run_id
+                and entry.lease_until is not None
+                and entry.lease_until < now
+            )
+            if entry is None or takeover:
+                self.entries[key] = LedgerEntry(key, "claimed", run_id, lease_until)
+                won.append(key)
+        return won
+
+    def release(self, keys: Collection[str], run_id: str) -> None:
+        for key in keys:
+            entry = self.entries.get(key)
+            if entry is not None and entry.state == "claimed" and entry.run_id == run_id:
+                del self.entries[key]
+
+    def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
+        for key, outcome in outcomes.items():
+            self.entries[key] = LedgerEntry(key, "done", run_id, None, outcome)
+
+
+@dataclass(slots=True)
+class MemoryOutbox:
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    sent: dict[str, str] = field(default_factory=dict)
+
+    def put(self, alert: Alert) -> bool:
+        if alert.alert_id in self.alerts:
+            return False
+        self.alerts[alert.alert_id] = alert
+        return True
+
+    def pending(self) -> list[Alert]:
+        return [a for a_id, a in self.alerts.items() if a_id not in self.sent]
+
+    def mark_sent(self, alert_id: str, message_id: str) -> None:
+        self.sent[alert_id] = message_id

@@ -1,0 +1,1 @@
+"""Application layer: settings, dependency wiring and the detection run."""

@@ -1,0 +1,265 @@
+"""One detection run: plan, read, classify and geolocate, aggregate, score, commit, publish.
+
+The Lambda handler, ``trailgeo replay`` and ``trailgeo demo`` all call :func:`detect`; only
+the adapters behind the ports differ.
+
+Exactly-once, step by step:
+
+1. The ledger tells which listed files are new, done, being worked on, or were claimed by a
+   run that died (its lease expired).
+2. New files are claimed under a run id; a dead run's files are taken over under *its* run id.
+3. Files are read and aggregated; a file that cannot be read *now* is released for a later run.
+4. Scores are computed against the history before this batch; alerts go into the outbox
+   (keyed by a stable alert id) before counts are committed.
+5. Counters are committed; each remembers the run ids it applied, so a taken-over run
+   re-applies only what the dead one had not.
+6. Files are marked done. Pending alerts, including older ones, are published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.alerts import Alert, build_alert
+from trailgeo.core.payload import UnreadablePayloadError, decompress
+from trailgeo.core.records import MalformedFileError, decode_trail_file, gc_paused
+from trailgeo.core.scoring import ScoringPolicy, score_group
+from trailgeo.observability import logger
+from trailgeo.ports import (
+    AlertOutbox,
+    AlertSink,
+    FrequencyStore,
+    GeoResolver,
+    Ledger,
+    LogObject,
+    LogSource,
+    ObjectGoneError,
+    ObjectUnreadableError,
+    PublishError,
+    TransientReadError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    lookback: timedelta = timedelta(hours=2)
+    policy: ScoringPolicy = field(default_factory=ScoringPolicy)
+    max_decompressed_bytes: int = 512 * 1024 * 1024
+    batch_files: int = 2000
+    read_concurrency: int = 8
+    lease: timedelta = timedelta(minutes=20)
+    alerting: bool = True  # False when training history (backfill): count, never alert
+
+
+@dataclass(slots=True)
+class Dependencies:
+    source: LogSource
+    geo: GeoResolver
+    store: FrequencyStore
+    ledger: Ledger
+    outbox: AlertOutbox
+    sink: AlertSink
+    # Seconds left before the platform stops us; a batch is not started without enough margin.
+    time_left: Callable[[], float] = lambda: float("inf")
+    clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC)
+
+
+@dataclass(slots=True)
+class RunReport:
+    scheduled_at: datetime
+    window_start: datetime
+    window_end: datetime
+    files_listed: int = 0
+    files_new: int = 0
+    files_recovered: int = 0
+    files_read: int = 0
+    files_in_progress_elsewhere: int = 0
+    files_deferred: int = 0
+    bytes_read: int = 0
+    events: int = 0
+    events_geolocated: int = 0
+    keys_skipped: Counter[str] = field(default_factory=Counter)
+    files_skipped: Counter[str] = field(default_factory=Counter)
+    records_skipped: Counter[str] = field(default_factory=Counter)
+    counters_written: int = 0
+    counters_already_applied: int = 0
+    alerts_raised: int = 0
+    alerts_published: int = 0
+    alerts_pending: int = 0
+    alerts: list[Alert] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# Batches are not started with less time than this left; their files stay new for the next run.
+SAFETY_SECONDS = 60.0
+
+
+def run_id_for(scheduled_at: datetime, keys: list[str]) -> str:
+    digest = hashlib.sha256(scheduled_at.isoformat().encode())
+    for key in sorted(keys):
+        digest.update(b"\x00" + key.encode())
+    return digest.hexdigest()[:24]
+
+
+def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> RunReport:
+    started = time.perf_counter()
+    end = scheduled_at.astimezone(UTC)
+    # The listing reaches two leases further back than the look-back, so that the files of a run
+    # that died (its claims expire after one lease) are always seen again and finished.
+    report = RunReport(
+        scheduled_at=end, window_start=end - options.lookback - 2 * options.lease, window_end=end
+    )
+    listed = deps.source.list_window(report.window_start, end)
+    report.files_listed = len(listed.objects)
+    report.keys_skipped.update(listed.skipped)
+    for batch_keys, run_id in _plan(listed.objects, scheduled_at, deps, options, report):
+        if deps.time_left() < SAFETY_SECONDS:
+            report.files_deferred += len(batch_keys)
+            logger.warning("deferring files to the next run", files=len(batch_keys), run_id=run_id)
+            continue
+        _process_batch(batch_keys, run_id, scheduled_at, deps, options, report)
+    if options.alerting:
+        _publish_pending(deps, report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _plan(
+    objects: list[LogObject],
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> Iterator[tuple[list[str], str]]:
+    """Yield (keys, run_id) batches: takeovers of dead runs first, then new files."""
+    now = deps.clock()
+    by_key = {obj.key: obj for obj in objects}
+    status = deps.ledger.status(list(by_key))
+    orphaned: dict[str, list[str]] = {}
+    fresh: list[str] = []
+    for key in sorted(by_key, key=lambda k: (by_key[k].delivered_at, k)):
+        entry = status.get(key)
+        if entry is None:
+            fresh.append(key)
+        elif entry.state == "claimed":
+            if entry.lease_until is not None and entry.lease_until < now:
+                orphaned.setdefault(entry.run_id, []).append(key)
+            else:
+                report.files_in_progress_elsewhere += 1
+    for run_id, keys in sorted(orphaned.items()):
+        won = deps.ledger.claim(keys, run_id, now + options.lease, now)
+        report.files_recovered += len(won)
+        logger.warning("taking over an interrupted run", run_id=run_id, files=len(won))
+        if won:
+            yield won, run_id
+    for start in range(0, len(fresh), options.batch_files):
+        keys = fresh[start : start + options.batch_files]
+        run_id = run_id_for(scheduled_at, keys)
+        won = deps.ledger.claim(keys, run_id, deps.clock() + options.lease, deps.clock())
+        report.files_in_progress_elsewhere += len(keys) - len(won)
+        report.files_new += len(won)
+        if won:
+            yield won, run_id
+
+
+def _process_batch(
+    keys: list[str],
+    run_id: str,
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> None:
+    aggregate = RunAggregate(geolocate=deps.geo.country)
+    outcomes: dict[str, str] = {}
+    released: list[str] = []
+
+    def fetch(key: str) -> tuple[str, bytes | None, str | None]:
+        try:
+            return key, deps.source.read(key), None
+        except ObjectGoneError:
+            return key, None, "gone"
+        except ObjectUnreadableError as exc:
+            return key, None, exc.reason
+        except TransientReadError as exc:
+            logger.warning("object read failed, will retry on a later run", key=key, error=str(exc))
+            return key, None, "transient"
+
+    with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool:
+        for key, data, problem in pool.map(fetch, keys):
+            if problem == "transient":
+                released.append(key)
+                continue
+            if data is None:
+                outcomes[key] = f"skipped:{problem}"
+                report.files_skipped[problem or "unknown"] += 1
+                logger.warning("object skipped", key=key, reason=problem)
+                continue
+            outcomes[key] = _ingest(key, data, aggregate, options, report)
+    if released:
+        deps.ledger.release(released, run_id)
+
+    report.events += aggregate.events
+    report.events_geolocated += aggregate.geolocated
+    report.records_skipped.update(aggregate.skipped)
+    history = deps.store.load(list(aggregate.counters))
+    if options.alerting:
+        now_hour = int(scheduled_at.timestamp()) // 3600
+        for group in aggregate.groups.values():
+            alert = build_alert(
+                score_group(group, history, options.policy, now_hour),
+                options.policy.threshold,
+                scheduled_at,
+                run_id,
+            )
+            if alert is not None and deps.outbox.put(alert):
+                report.alerts_raised += 1
+                report.alerts.append(alert)
+                logger.info(
+                    "alert raised",
+                    alert_id=alert.alert_id,
+                    country=alert.country,
+                    principal=alert.principal,
+                    score=alert.score,
+                )
+    stats = deps.store.commit(aggregate.counters, history, run_id)
+    report.counters_written += stats.written
+    report.counters_already_applied += stats.already_applied
+    deps.ledger.complete(outcomes, run_id, deps.clock())
+
+
+def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions, report: RunReport) -> str:
+    report.bytes_read += len(data)
+    try:
+        document = decompress(data, name=key, limit=options.max_decompressed_bytes)
+        with gc_paused():
+            decoded = decode_trail_file(document)
+            aggregate.add_records(decoded.records)
+    except (UnreadablePayloadError, MalformedFileError) as exc:
+        report.files_skipped[exc.reason] += 1
+        logger.warning("object skipped", key=key, reason=exc.reason, detail=exc.detail[:200])
+        return f"skipped:{exc.reason}"
+    report.files_read += 1
+    if decoded.skipped:
+        report.records_skipped.update(decoded.skipped)
+        logger.info("records skipped in object", key=key, skipped=dict(decoded.skipped))
+    return "done"
+
+
+def _publish_pending(deps: Dependencies, report: RunReport) -> None:
+    for alert in deps.outbox.pending():
+        try:
+            message_id = deps.sink.publish(alert)
+        except PublishError as exc:
+            report.alerts_pending += 1
+            logger.error("alert not published, kept in the outbox", alert_id=alert.alert_id, error=str(exc))
+            continue
+        deps.outbox.mark_sent(alert.alert_id, message_id)
+        report.alerts_published += 1

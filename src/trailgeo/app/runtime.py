@@ -1,0 +1,91 @@
+"""What the scheduled Lambda does around :func:`detect`: settings, wiring, metrics, the summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
+from trailgeo.app.settings import Settings
+from trailgeo.app.wiring import build_dependencies
+from trailgeo.observability import logger, metrics
+
+
+@dataclass(slots=True)
+class DetectorRuntime:
+    settings: Settings
+    deps: Dependencies
+    options: RunOptions
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], clients: tuple[Any, Any, Any] | None = None
+    ) -> DetectorRuntime:
+        settings = Settings.from_environ(environ)
+        deps = build_dependencies(settings, clients=clients)
+        logger.info("detector ready", geoip=deps.geo.description, bucket=settings.trail_bucket)
+        return cls(settings=settings, deps=deps, options=settings.run_options())
+
+    def run(self, scheduled_time: str, time_left: Callable[[], float]) -> dict[str, Any]:
+        scheduled_at = parse_scheduled_time(scheduled_time)
+        self.deps.time_left = time_left
+        report = detect(scheduled_at, self.deps, self.options)
+        emit_metrics(report)
+        summary = summarize(report)
+        logger.info("run finished", **summary)
+        return summary
+
+
+def parse_scheduled_time(value: str) -> datetime:
+    """EventBridge's ``time`` (``2026-11-28T10:15:00Z``), the run's logical time, to the minute."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def summarize(report: RunReport) -> dict[str, Any]:
+    return {
+        "scheduled_at": report.scheduled_at.isoformat(),
+        "window_start": report.window_start.isoformat(),
+        "files_listed": report.files_listed,
+        "files_new": report.files_new,
+        "files_recovered": report.files_recovered,
+        "files_read": report.files_read,
+        "files_deferred": report.files_deferred,
+        "files_in_progress_elsewhere": report.files_in_progress_elsewhere,
+        "files_skipped": dict(report.files_skipped),
+        "keys_skipped": dict(report.keys_skipped),
+        "events": report.events,
+        "events_geolocated": report.events_geolocated,
+        "records_skipped": dict(report.records_skipped),
+        "counters_written": report.counters_written,
+        "alerts_raised": report.alerts_raised,
+        "alerts_published": report.alerts_published,
+        "alerts_pending": report.alerts_pending,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+def emit_metrics(report: RunReport) -> None:
+    count = MetricUnit.Count
+    metrics.add_metric(name="FilesRead", unit=count, value=report.files_read)
+    metrics.add_metric(name="FilesDeferred", unit=count, value=report.files_deferred)
+    metrics.add_metric(name="Events", unit=count, value=report.events)
+    metrics.add_metric(name="EventsGeolocated", unit=count, value=report.events_geolocated)
+    metrics.add_metric(name="CountersWritten", unit=count, value=report.counters_written)
+    metrics.add_metric(name="AlertsRaised", unit=count, value=report.alerts_raised)
+    metrics.add_metric(name="AlertsPublished", unit=count, value=report.alerts_published)
+    metrics.add_metric(name="AlertsPending", unit=count, value=report.alerts_pending)
+    metrics.add_metric(name="RunSeconds", unit=MetricUnit.Seconds, value=report.seconds)
+    for prefix, counter in (
+        ("FilesSkipped", report.files_skipped),
+        ("KeysSkipped", report.keys_skipped),
+        ("RecordsSkipped", report.records_skipped),
+    ):
+        for reason, value in counter.items():
+            metrics.add_metric(name=f"{prefix}.{reason}", unit=count, value=value)

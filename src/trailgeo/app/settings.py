@@ -1,0 +1,61 @@
+"""Settings: one pydantic model, validated from the environment once per cold start."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trailgeo.app.detect import RunOptions
+from trailgeo.core.scoring import ScoringPolicy
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a usable deployment; the message says what to fix."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    trail_bucket: str = Field(min_length=3, max_length=63)
+    trail_prefix: str = ""
+    table_name: str = Field(min_length=3, max_length=255)
+    topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$")
+    geoip_db_path: Path = Path("/opt/geoip/country.mmdb")
+    lookback_minutes: int = Field(default=120, ge=15, le=24 * 60)
+    score_threshold: float = Field(default=50.0, ge=0, le=100)
+    learning_buckets: int = Field(default=20, ge=0)
+    learning_days: float = Field(default=7.0, ge=0)
+    max_decompressed_mb: int = Field(default=512, ge=1, le=8192)
+    read_concurrency: int = Field(default=8, ge=1, le=64)
+
+    @field_validator("trail_prefix")
+    @classmethod
+    def _prefix_ends_with_slash(cls, value: str) -> str:
+        value = value.strip().lstrip("/")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        values = {name: environ[name.upper()] for name in cls.model_fields if name.upper() in environ}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in exc.errors()
+            )
+            raise SettingsError(f"invalid trailgeo configuration: {problems}") from exc
+
+    def run_options(self) -> RunOptions:
+        return RunOptions(
+            lookback=timedelta(minutes=self.lookback_minutes),
+            policy=ScoringPolicy(
+                threshold=self.score_threshold,
+                learning_buckets=self.learning_buckets,
+                learning_days=self.learning_days,
+            ),
+            max_decompressed_bytes=self.max_decompressed_mb * 1024 * 1024,
+            read_concurrency=self.read_concurrency,
+        )

@@ -1,0 +1,59 @@
+"""Building the AWS clients and adapters, once per execution environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
+from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
+from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.app.detect import Dependencies
+from trailgeo.app.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sns.client import SNSClient
+
+# Bounded waits and botocore's standard retry mode (exponential backoff with jitter, retry quota).
+CLIENT_CONFIG = Config(
+    connect_timeout=5,
+    read_timeout=30,
+    retries={"mode": "standard", "max_attempts": 5},
+    max_pool_connections=32,
+)
+
+
+def aws_clients(session: boto3.session.Session | None = None) -> tuple[S3Client, DynamoDBClient, SNSClient]:
+    """Clients honour AWS_ENDPOINT_URL (moto's server in the demo and end-to-end tests)."""
+    session = session or boto3.session.Session()
+    return (
+        session.client("s3", config=CLIENT_CONFIG),
+        session.client("dynamodb", config=CLIENT_CONFIG),
+        session.client("sns", config=CLIENT_CONFIG),
+    )
+
+
+def build_dependencies(
+    settings: Settings,
+    *,
+    clients: tuple[Any, Any, Any] | None = None,
+    geo: MaxMindGeoResolver | None = None,
+    time_left: Callable[[], float] | None = None,
+) -> Dependencies:
+    s3, dynamodb, sns = clients or aws_clients()
+    deps = Dependencies(
+        source=S3LogSource(s3, settings.trail_bucket, settings.trail_prefix),
+        geo=geo or MaxMindGeoResolver(settings.geoip_db_path),
+        store=DynamoFrequencyStore(dynamodb, settings.table_name),
+        ledger=DynamoLedger(dynamodb, settings.table_name),
+        outbox=DynamoOutbox(dynamodb, settings.table_name),
+        sink=SnsAlertSink(sns, settings.topic_arn),
+    )
+    if time_left is not None:
+        deps.time_left = time_left
+    return deps

@@ -1,0 +1,311 @@
+"""The alert document (ECS-style paths) and its renderings for machines and for email.
+
+Field paths follow Elastic Common Schema so that Elastic's investigation guide for "Unusual
+Country For an AWS Command" and SIEM pipelines apply unchanged. Every string in here came
+from CloudTrail, i.e. possibly from an attacker: lengths and list sizes are bounded, and the
+email rendering strips control characters and keeps the subject on one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trailgeo.core.scoring import GroupScore, MethodScore
+
+RULE_NAME = "Unusual Country For an AWS Command"
+MAX_LIST = 20
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Geo(_Model):
+    country_iso_code: str
+
+
+class Source(_Model):
+    geo: Geo
+    ip: list[str]
+
+
+class UserIdentity(_Model):
+    arn: str
+    type: str | None = None
+    access_key_id: str | None = None
+
+
+class CloudTrail(_Model):
+    user_identity: UserIdentity
+
+
+class Aws(_Model):
+    cloudtrail: CloudTrail
+
+
+class Event(_Model):
+    kind: Literal["alert"] = "alert"
+    action: list[str]
+    provider: list[str]
+    start: str
+    end: str
+
+
+class UserAgent(_Model):
+    original: list[str]
+
+
+class Account(_Model):
+    id: str
+
+
+class Cloud(_Model):
+    provider: Literal["aws"] = "aws"
+    account: Account
+    region: list[str]
+
+
+class Rule(_Model):
+    name: str = RULE_NAME
+    threshold: float
+
+
+class MethodEvidence(_Model):
+    method: str
+    provider: str
+    action: str
+    score: float
+    events_in_run: int
+    method_hourly_buckets: int
+    country_hourly_buckets: int
+    method_first_seen: str | None
+    top_countries: list[tuple[str, float]]
+
+
+class Omitted(_Model):
+    """How many items each bounded list left out (an alert never silently drops evidence)."""
+
+    source_ip: int = 0
+    user_agent: int = 0
+    methods: int = 0
+    access_key_ids: int = 0
+
+
+class Alert(_Model):
+    alert_id: str
+    detected_at: datetime
+    score: float = Field(ge=0, le=100)
+    severity: Severity
+    rule: Rule
+    source: Source
+    aws: Aws
+    event: Event
+    user_agent: UserAgent
+    cloud: Cloud
+    first_event_time: str
+    last_event_time: str
+    access_key_ids: list[str]
+    explanation: str
+    methods: list[MethodEvidence]
+    principal_usual_countries: list[tuple[str, float]]
+    event_ids: list[str]
+    omitted: Omitted
+
+    @property
+    def country(self) -> str:
+        return self.source.geo.country_iso_code
+
+    @property
+    def principal(self) -> str:
+        return self.aws.cloudtrail.user_identity.arn
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+def severity_for(score: float) -> Severity:
+    if score >= 90:
+        return "high"
+    if score >= 75:
+        return "medium"
+    return "low"
+
+
+def alert_id_for(account: str, principal: str, country: str, run_id: str) -> str:
+    """Stable across retries of the same run, so a re-published alert can be recognised."""
+    digest = hashlib.sha256(f"{account}\x1f{principal}\x1f{country}\x1f{run_id}".encode()).hexdigest()
+    return digest[:32]
+
+
+def _bounded(values: list[str]) -> tuple[list[str], int]:
+    return values[:MAX_LIST], max(0, len(values) - MAX_LIST)
+
+
+def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run_id: str) -> Alert | None:
+    """An alert for a (principal, country) when some method in it is rare enough, else None."""
+    rare = scored.rare_methods(threshold)
+    if not rare:
+        return None
+    group = scored.group
+    score = max(m.score for m in rare)
+    ips, ips_omitted = _bounded([ip for ip, _ in group.source_ips.most_common()])
+    agents, agents_omitted = _bounded([ua for ua, _ in group.user_agents.most_common()])
+    keys, keys_omitted = _bounded([k for k, _ in group.access_keys.most_common()])
+    evidence = [_evidence(m) for m in rare[:MAX_LIST]]
+    all_methods = sorted(group.methods)
+    actions = sorted({m.split(":", 1)[1] for m in all_methods})
+    providers = sorted({m.split(":", 1)[0] for m in all_methods})
+    first = group.first_event or ""
+    last = group.last_event or ""
+    return Alert(
+        alert_id=alert_id_for(group.account, group.principal, group.country, run_id),
+        detected_at=detected_at.astimezone(UTC),
+        score=score,
+        severity=severity_for(score),
+        rule=Rule(threshold=threshold),
+        source=Source(geo=Geo(country_iso_code=group.country), ip=ips),
+        aws=Aws(
+            cloudtrail=CloudTrail(
+                user_identity=UserIdentity(
+                    arn=group.principal, type=group.identity_type, access_key_id=keys[0] if keys else None
+                )
+            )
+        ),
+        event=Event(action=actions[:MAX_LIST], provider=providers[:MAX_LIST], start=first, end=last),
+        user_agent=UserAgent(original=agents),
+        cloud=Cloud(account=Account(id=group.account), region=sorted(group.regions)[:MAX_LIST]),
+        first_event_time=first,
+        last_event_time=last,
+        access_key_ids=keys,
+        explanation=explain(scored, rare),
+        methods=evidence,
+        principal_usual_countries=list(scored.principal_countries),
+        event_ids=group.event_ids[:MAX_LIST],
+        omitted=Omitted(
+            source_ip=ips_omitted,
+            user_agent=agents_omitted,
+            methods=max(0, len(rare) - MAX_LIST),
+            access_key_ids=keys_omitted,
+        ),
+    )
+
+
+def _evidence(m: MethodScore) -> MethodEvidence:
+    provider, _, action = m.method.partition(":")
+    return MethodEvidence(
+        method=m.method,
+        provider=provider,
+        action=action,
+        score=m.score,
+        events_in_run=m.events,
+        method_hourly_buckets=m.method_buckets,
+        country_hourly_buckets=m.country_buckets,
+        method_first_seen=m.method_first_seen,
+        top_countries=list(m.top_countries),
+    )
+
+
+def _countries_text(countries: tuple[tuple[str, float], ...]) -> str:
+    if not countries:
+        return "none yet"
+    return ", ".join(f"{cc} ({weight:g})" for cc, weight in countries)
+
+
+def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
+    group = scored.group
+    top = max(m.score for m in rare)
+    lines = [
+        (
+            f"{len(rare)} AWS method(s) called by {plain(group.principal)} from {group.country} "
+            f"are unusual for that country (score {top:g} >= threshold)."
+        ),
+    ]
+    if scored.org_country_buckets == 0:
+        lines.append(
+            f"The organization had never been seen calling AWS from {group.country} before this run."
+        )
+    else:
+        lines.append(
+            f"The organization had been seen from {group.country} "
+            f"in {scored.org_country_buckets} hourly buckets."
+        )
+    if scored.principal_buckets == 0:
+        lines.append("This principal had no geolocated history before this run.")
+    else:
+        lines.append(
+            f"This principal's usual countries (decayed hourly buckets): "
+            f"{_countries_text(scored.principal_countries)}."
+        )
+    lines.extend(
+        f"- {plain(m.reasons())} "
+        f"(method seen in {m.method_buckets} hourly buckets since {m.method_first_seen}; "
+        f"top countries {_countries_text(m.top_countries)}; {m.events} call(s) in this run; "
+        f"score {m.score:g})"
+        for m in rare[:MAX_LIST]
+    )
+    if len(rare) > MAX_LIST:
+        lines.append(f"- and {len(rare) - MAX_LIST} more")
+    return "\n".join(lines)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def plain(value: str, limit: int = 300) -> str:
+    """Attacker-controlled text made safe for a plain-text email line."""
+    cleaned = _CONTROL.sub("?", value.replace("\r", " ").replace("\n", " "))
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
+
+
+SUBJECT_LIMIT = 100  # SNS rejects longer subjects
+
+
+def email_subject(alert: Alert) -> str:
+    actions = alert.event.action
+    what = actions[0] if len(actions) == 1 else f"{len(actions)} methods"
+    subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
+    # SNS subjects: ASCII, no line breaks, at most 100 characters.
+    subject = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in subject)
+    return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 3] + "..."
+
+
+def email_body(alert: Alert) -> str:
+    rows = [
+        f"{RULE_NAME}: {alert.severity.upper()} (score {alert.score:g}/100)",
+        "",
+        f"Who:      {plain(alert.principal)}",
+        f"Account:  {plain(alert.cloud.account.id)}",
+        f"Key:      {plain(', '.join(alert.access_key_ids) or 'none')}",
+        f"From:     {alert.country}  IPs: {plain(', '.join(alert.source.ip))}"
+        + (f" and {alert.omitted.source_ip} more" if alert.omitted.source_ip else ""),
+        f"When:     {plain(alert.first_event_time)} .. {plain(alert.last_event_time)}",
+        f"Detected: {alert.detected_at:%Y-%m-%dT%H:%M:%SZ}",
+        f"Agents:   {plain('; '.join(alert.user_agent.original), 600)}"
+        + (f" and {alert.omitted.user_agent} more" if alert.omitted.user_agent else ""),
+        f"Calls:    {plain(', '.join(alert.event.action), 600)}",
+        "",
+        "Why it is rare:",
+        *(plain(line, 1000) for line in alert.explanation.splitlines()),
+        "",
+        "First steps:",
+        "1. Ask the owner of the principal whether they are travelling or using a new VPN or network.",
+        "2. Review every call made with the access key(s) above in CloudTrail event history.",
+        "3. If not recognised: deactivate the key / revoke the sessions, then look for persistence",
+        "   (new users, access keys, roles, policies) and changes to CloudTrail or GuardDuty.",
+        "",
+        f"Alert id: {alert.alert_id}",
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def sns_message(alert: Alert) -> str:
+    """A MessageStructure=json payload: JSON for machines, text for email subscribers."""
+    document = alert.to_json()
+    return json.dumps({"default": document, "email": email_body(alert), "sqs": document, "lambda": document})

@@ -1,0 +1,201 @@
+"""Frequency counters: hourly bucket presence, forward-decayed weight, events, first/last seen.
+
+Each counter (a method in a country, a principal in a country, the organization in a country,
+and the totals of each) counts the hours in which it occurred, as Elastic's ``rare`` function
+does: a burst of 10,000 calls in one hour is one observation.
+
+Two properties make counting exactly-once without transactions across items:
+
+* **Presence is idempotent.** A counter keeps the hour buckets it counted recently; an hour
+  already in that set adds no observation again, however many runs or late files see it.
+* **Runs are idempotent.** Each commit carries the id of the run (batch of files) it comes
+  from, and a counter remembers the ids of its recent runs; a recovered run that re-applies
+  its batch after a crash changes nothing it already changed.
+
+Decay uses forward decay (Cormode et al., ICDE 2009): an observation in hour ``h`` is stored
+with weight ``2 ** ((h - EPOCH_HOUR) / half_life)``, so adding stays commutative and the
+decayed count at hour ``t`` is ``wsum * 2 ** (-(t - EPOCH_HOUR) / half_life)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+EPOCH_HOUR = int(EPOCH.timestamp()) // 3600
+# Elastic's anomaly detection decays by 0.0005 per 60-minute bucket: half-life ln2/0.0005 h.
+DEFAULT_HALF_LIFE_HOURS = 1386.0
+# Hours kept for the presence check; must exceed look-back plus the latest delivery we accept.
+RECENT_HOURS_KEPT = 72
+RECENT_RUNS_KEPT = 32
+
+ORG_PARTITION = "ORG"
+TOTAL = "TOTAL"
+
+
+def method_partition(method: str) -> str:
+    return f"M#{method}"
+
+
+def principal_partition(principal: str) -> str:
+    return f"P#{principal}"
+
+
+def country_sort_key(country: str) -> str:
+    return f"C#{country}"
+
+
+def hour_of(event_time: str) -> int | None:
+    """Hours since the Unix epoch of a CloudTrail ``eventTime`` (``2021-07-29T23:53:26Z``)."""
+    if len(event_time) < 13 or event_time[10] != "T":
+        return None
+    try:
+        stamp = datetime(
+            int(event_time[0:4]),
+            int(event_time[5:7]),
+            int(event_time[8:10]),
+            int(event_time[11:13]),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+    return int(stamp.timestamp()) // 3600
+
+
+def hour_start(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * 3600, tz=UTC)
+
+
+def decay_weight(hour: int, half_life_hours: float) -> float:
+    return float(2.0 ** ((hour - EPOCH_HOUR) / half_life_hours))
+
+
+@dataclass(slots=True)
+class CounterDelta:
+    """What one run observed for one counter."""
+
+    hours: set[int] = field(default_factory=set)
+    events: int = 0
+    first_seen: str | None = None
+    last_seen: str | None = None
+
+    def observe(self, hour: int, event_time: str) -> None:
+        self.hours.add(hour)
+        self.events += 1
+        if self.first_seen is None or event_time < self.first_seen:
+            self.first_seen = event_time
+        if self.last_seen is None or event_time > self.last_seen:
+            self.last_seen = event_time
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """A counter as stored. ``version`` guards optimistic concurrent updates."""
+
+    buckets: int = 0
+    wsum: float = 0.0
+    events: int = 0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    recent_hours: tuple[int, ...] = ()
+    recent_runs: tuple[str, ...] = ()
+    version: int = 0
+    # On TOTAL counters only: each country's (buckets, wsum) as last seen on its own counter, so
+    # that one read of the TOTAL item gives the whole distribution (no partition query).
+    countries: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+
+    def decayed_buckets(self, at_hour: int, half_life_hours: float) -> float:
+        return self.wsum / decay_weight(at_hour, half_life_hours)
+
+
+EMPTY = CounterState()
+
+
+def merge(
+    state: CounterState,
+    delta: CounterDelta,
+    run_id: str,
+    *,
+    half_life_hours: float = DEFAULT_HALF_LIFE_HOURS,
+    countries: Mapping[str, tuple[int, float]] | None = None,
+) -> CounterState | None:
+    """Apply one run's observations to a counter; None when the run was applied already.
+
+    ``countries`` (TOTAL counters) are folded in by element-wise maximum: both numbers only grow,
+    so a writer holding an older view can never roll a newer one back.
+    """
+    if run_id in state.recent_runs:
+        return None
+    known = set(state.recent_hours)
+    new_hours = sorted(h for h in delta.hours if h not in known)
+    newest = max((*known, *delta.hours), default=0)
+    kept = sorted(h for h in known.union(new_hours) if h > newest - RECENT_HOURS_KEPT)
+    first = min(filter(None, (state.first_seen, delta.first_seen)), default=None)
+    last = max(filter(None, (state.last_seen, delta.last_seen)), default=None)
+    return replace(
+        state,
+        buckets=state.buckets + len(new_hours),
+        wsum=state.wsum + sum(decay_weight(h, half_life_hours) for h in new_hours),
+        events=state.events + delta.events,
+        first_seen=first,
+        last_seen=last,
+        recent_hours=tuple(kept),
+        recent_runs=(*state.recent_runs, run_id)[-RECENT_RUNS_KEPT:],
+        version=state.version + 1,
+        countries=fold_countries(state.countries, countries or {}),
+    )
+
+
+def fold_countries(
+    current: Mapping[str, tuple[int, float]], update: Mapping[str, tuple[int, float]]
+) -> dict[str, tuple[int, float]]:
+    folded = dict(current)
+    for country, (buckets, wsum) in update.items():
+        old = folded.get(country, (0, 0.0))
+        folded[country] = (max(old[0], buckets), max(old[1], wsum))
+    return folded
+
+
+CounterKey = tuple[str, str]
+# Writes one counter: (key, delta, countries for a TOTAL) -> (state now stored, whether written).
+WriteOne = Callable[
+    [CounterKey, CounterDelta, Mapping[str, tuple[int, float]] | None], tuple[CounterState, bool]
+]
+MapFn = Callable[
+    [Callable[[CounterKey], tuple[CounterState, bool]], list[CounterKey]], Iterable[tuple[CounterState, bool]]
+]
+
+
+def apply_deltas(
+    deltas: Mapping[CounterKey, CounterDelta], write_one: WriteOne, map_fn: MapFn
+) -> tuple[int, int]:
+    """Write country counters first, then TOTALs carrying their countries' fresh values.
+
+    Returns (written, already applied). ``map_fn`` may run writes concurrently.
+    """
+    keys = sorted(deltas)
+    country_keys = [k for k in keys if k[1] != TOTAL]
+    total_keys = [k for k in keys if k[1] == TOTAL]
+    fresh: dict[CounterKey, CounterState] = {}
+    written = skipped = 0
+    results = map_fn(lambda key: write_one(key, deltas[key], None), country_keys)
+    for key, (state, wrote) in zip(country_keys, results, strict=True):
+        fresh[key] = state
+        written, skipped = written + wrote, skipped + (not wrote)
+    results = map_fn(lambda key: write_one(key, deltas[key], countries_for(key[0], fresh)), total_keys)
+    for _, wrote in results:
+        written, skipped = written + wrote, skipped + (not wrote)
+    return written, skipped
+
+
+def countries_for(
+    partition: str, states: Mapping[tuple[str, str], CounterState]
+) -> dict[str, tuple[int, float]]:
+    """The (buckets, wsum) of each country counter of ``partition`` among ``states``."""
+    return {
+        sort_key[2:]: (state.buckets, state.wsum)
+        for (part, sort_key), state in states.items()
+        if part == partition and sort_key.startswith("C#")
+    }

@@ -1,0 +1,75 @@
+"""CloudTrail's S3 key layout: what an object is, and which prefixes a time window needs.
+
+Single-account trail: ``[prefix/]AWSLogs/<account>/CloudTrail/<region>/YYYY/MM/DD/<file>``
+Organization trail:   ``[prefix/]AWSLogs/<o-org-id>/<account>/CloudTrail/<region>/YYYY/MM/DD/<file>``
+with ``<file>`` = ``<account>_CloudTrail_<region>_<YYYYMMDDTHHMMZ>_<unique>.json.gz``, the
+timestamp being CloudTrail's delivery time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+
+class KeyKind(StrEnum):
+    LOG = "log"
+    DIGEST = "digest"
+    INSIGHT = "insight"
+    OTHER = "other"
+
+
+_KEY_RE = re.compile(
+    r"^(?P<prefix>(?:.*/)?)AWSLogs/(?:(?P<org>o-[a-z0-9]{10,32})/)?(?P<account>\d{12})/"
+    r"(?P<kind>CloudTrail|CloudTrail-Digest|CloudTrail-Insight)/(?P<region>[a-z0-9-]+)/"
+    r"(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<name>[^/]+)$"
+)
+_LOG_NAME_RE = re.compile(
+    r"^(?P<account>\d{12})_CloudTrail_(?P<region>[a-z0-9-]+)_(?P<ts>\d{8}T\d{4}Z)_[A-Za-z0-9]+\.json(?:\.gz)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrailKey:
+    key: str
+    kind: KeyKind
+    account: str | None = None
+    region: str | None = None
+    org_id: str | None = None
+    delivered_at: datetime | None = None
+
+
+def parse_key(key: str) -> TrailKey:
+    """Classify an S3 key; for log files also read the account, region and delivery time."""
+    match = _KEY_RE.match(key)
+    if match is None:
+        return TrailKey(key, KeyKind.OTHER)
+    kind = match["kind"]
+    if kind == "CloudTrail-Digest":
+        return TrailKey(key, KeyKind.DIGEST, match["account"], match["region"], match["org"])
+    if kind == "CloudTrail-Insight":
+        return TrailKey(key, KeyKind.INSIGHT, match["account"], match["region"], match["org"])
+    name = _LOG_NAME_RE.match(match["name"])
+    if name is None or name["account"] != match["account"] or name["region"] != match["region"]:
+        return TrailKey(key, KeyKind.OTHER, match["account"], match["region"], match["org"])
+    delivered = datetime.strptime(name["ts"], "%Y%m%dT%H%MZ").replace(tzinfo=UTC)
+    return TrailKey(key, KeyKind.LOG, match["account"], match["region"], match["org"], delivered)
+
+
+def day_prefixes(region_prefix: str, start: datetime, end: datetime) -> list[str]:
+    """The ``YYYY/MM/DD/`` prefixes under ``.../CloudTrail/<region>/`` covering [start, end]."""
+    day = start.astimezone(UTC).date()
+    last = end.astimezone(UTC).date()
+    out = []
+    while day <= last:
+        out.append(f"{region_prefix}{day:%Y/%m/%d}/")
+        day += timedelta(days=1)
+    return out
+
+
+def start_after(day_prefix: str, account: str, region: str, start: datetime) -> str:
+    """Within a day prefix, keys sort by delivery time: list from the window's start only."""
+    stamp = start.astimezone(UTC).strftime("%Y%m%dT%H%MZ")
+    return f"{day_prefix}{account}_CloudTrail_{region}_{stamp}"

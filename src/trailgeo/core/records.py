@@ -1,0 +1,192 @@
+"""Decoding CloudTrail delivery files into the few fields the detector uses.
+
+A delivery file is ``{"Records": [...]}``. The fast path decodes the whole file with typed
+msgspec structs that name only the fields we read (everything else is skipped by the decoder,
+never materialised). When a file contains one malformed record, msgspec rejects the whole
+document, so the slow path decodes record by record and counts what it had to skip: one bad
+record never costs the rest of the file.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import msgspec
+
+# Hostile strings (a 1 MB userAgent) are cut before they reach tables or alerts.
+MAX_FIELD_CHARS = 1024
+
+
+class SessionIssuer(msgspec.Struct, forbid_unknown_fields=False):
+    arn: str | None = None
+    type: str | None = None
+
+
+class SessionContext(msgspec.Struct, forbid_unknown_fields=False):
+    sessionIssuer: SessionIssuer | None = None  # noqa: N815 - CloudTrail's field name
+
+
+class UserIdentity(msgspec.Struct, forbid_unknown_fields=False):
+    type: str | None = None
+    arn: str | None = None
+    principalId: str | None = None  # noqa: N815
+    accountId: str | None = None  # noqa: N815
+    accessKeyId: str | None = None  # noqa: N815
+    userName: str | None = None  # noqa: N815
+    invokedBy: str | None = None  # noqa: N815
+    sessionContext: SessionContext | None = None  # noqa: N815
+
+
+class TrailRecord(msgspec.Struct, forbid_unknown_fields=False):
+    """One CloudTrail event, reduced to what detection and alerts need."""
+
+    eventTime: str | None = None  # noqa: N815
+    eventSource: str | None = None  # noqa: N815
+    eventName: str | None = None  # noqa: N815
+    sourceIPAddress: str | None = None  # noqa: N815
+    userAgent: str | None = None  # noqa: N815
+    userIdentity: UserIdentity | None = None  # noqa: N815
+    recipientAccountId: str | None = None  # noqa: N815
+    awsRegion: str | None = None  # noqa: N815
+    eventID: str | None = None  # noqa: N815
+    eventType: str | None = None  # noqa: N815
+    errorCode: str | None = None  # noqa: N815
+    vpcEndpointId: str | None = None  # noqa: N815
+
+
+class _TrailFile(msgspec.Struct):
+    Records: list[TrailRecord]
+
+
+class _RawTrailFile(msgspec.Struct):
+    Records: list[msgspec.Raw]
+
+
+_file_decoder = msgspec.json.Decoder(_TrailFile)
+_raw_file_decoder = msgspec.json.Decoder(_RawTrailFile)
+_record_decoder = msgspec.json.Decoder(TrailRecord)
+_any_decoder = msgspec.json.Decoder()
+
+
+class MalformedFileError(ValueError):
+    """The object is not a CloudTrail ``{"Records": [...]}`` document at all."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class DecodedFile:
+    records: list[TrailRecord]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Keep the cyclic collector out of bulk decoding: millions of fresh objects, no cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def decode_trail_file(data: bytes) -> DecodedFile:
+    """Decode an uncompressed delivery file.
+
+    Raises MalformedFileError when the document is not JSON, not an object, or has no
+    ``Records`` list; otherwise returns every record that decodes and counts the others.
+    """
+    try:
+        return DecodedFile(records=_file_decoder.decode(data).Records)
+    except msgspec.ValidationError:
+        pass  # some record is malformed (or the shape is wrong): sort it out below
+    except msgspec.DecodeError as exc:
+        raise MalformedFileError("invalid_json", str(exc)) from exc
+    return _decode_slowly(data)
+
+
+def _decode_slowly(data: bytes) -> DecodedFile:
+    try:
+        raw_records = _raw_file_decoder.decode(data).Records
+    except msgspec.ValidationError:
+        try:
+            document = _any_decoder.decode(data)
+        except msgspec.DecodeError as exc:  # pragma: no cover - the fast path saw valid JSON
+            raise MalformedFileError("invalid_json", str(exc)) from exc
+        if not isinstance(document, dict):
+            raise MalformedFileError("not_an_object", type(document).__name__) from None
+        if "Records" not in document:
+            raise MalformedFileError("no_records_key", ",".join(sorted(map(str, document))[:10])) from None
+        raise MalformedFileError("records_not_a_list", type(document["Records"]).__name__) from None
+    decoded = DecodedFile(records=[])
+    for raw in raw_records:
+        try:
+            decoded.records.append(_record_decoder.decode(raw))
+        except msgspec.ValidationError:
+            decoded.records.extend(_salvage(raw, decoded.skipped))
+    return decoded
+
+
+_STRING_FIELDS = (
+    "eventTime",
+    "eventSource",
+    "eventName",
+    "sourceIPAddress",
+    "userAgent",
+    "recipientAccountId",
+    "awsRegion",
+    "eventID",
+    "eventType",
+    "errorCode",
+    "vpcEndpointId",
+)
+_IDENTITY_FIELDS = ("type", "arn", "principalId", "accountId", "accessKeyId", "userName", "invokedBy")
+
+
+def _salvage(raw: msgspec.Raw, skipped: Counter[str]) -> list[TrailRecord]:
+    """Keep a record whose optional fields have the wrong type, dropping only those fields."""
+    value = _any_decoder.decode(raw)
+    if not isinstance(value, dict):
+        skipped["record_not_object"] += 1
+        return []
+    kwargs: dict[str, object] = {}
+    for name in _STRING_FIELDS:
+        item = value.get(name)
+        if isinstance(item, str):
+            kwargs[name] = item
+        elif item is not None:
+            skipped["field_wrong_type"] += 1
+    identity = value.get("userIdentity")
+    if isinstance(identity, dict):
+        id_kwargs = {k: identity[k] for k in _IDENTITY_FIELDS if isinstance(identity.get(k), str)}
+        issuer_arn = _issuer_arn(identity)
+        context = SessionContext(SessionIssuer(arn=issuer_arn)) if issuer_arn else None
+        kwargs["userIdentity"] = UserIdentity(**id_kwargs, sessionContext=context)
+    elif identity is not None:
+        skipped["field_wrong_type"] += 1
+    return [TrailRecord(**kwargs)]  # type: ignore[arg-type]
+
+
+def _issuer_arn(identity: dict[str, object]) -> str | None:
+    context = identity.get("sessionContext")
+    if isinstance(context, dict):
+        issuer = context.get("sessionIssuer")
+        if isinstance(issuer, dict) and isinstance(issuer.get("arn"), str):
+            return issuer["arn"]  # type: ignore[no-any-return]
+    return None
+
+
+def clip(value: str | None, limit: int = MAX_FIELD_CHARS) -> str | None:
+    """Cut attacker-controlled strings to a bounded length, marking the cut."""
+    if value is None or len(value) <= limit:
+        return value
+    return value[:limit] + "…[truncated]"

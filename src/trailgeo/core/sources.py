@@ -1,0 +1,84 @@
+"""Classifying CloudTrail's ``sourceIPAddress`` before any geolocation.
+
+Only a public IP address can be geolocated and scored. Everything else is a reason to skip,
+counted per reason so that operators can see what was not scored and why.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import NamedTuple
+
+
+class SourceKind(StrEnum):
+    PUBLIC = "public"
+    PRIVATE = "private"  # RFC 1918, ULA, shared address space: VPC endpoints, on-prem via DX
+    SPECIAL = "special"  # loopback, link-local, multicast, documentation, reserved, unspecified
+    SERVICE_HOST = "service_host"  # "ec2.amazonaws.com": an AWS service acting for the caller
+    AWS_INTERNAL = "aws_internal"  # the literal "AWS Internal"
+    HOSTNAME = "hostname"  # some other DNS name
+    INVALID = "invalid"  # unparseable: "253.252.51.07", "not-an-ip", overlong
+    MISSING = "missing"  # field absent or empty
+
+
+class SourceClass(NamedTuple):
+    kind: SourceKind
+    ip: str | None  # canonical text of the address when it is one
+
+
+_MAX_SOURCE_CHARS = 255  # longest DNS name
+
+
+def classify_source(value: str | None) -> SourceClass:
+    """Say what a ``sourceIPAddress`` is; the canonical IP text when it is an address."""
+    if not value:
+        return SourceClass(SourceKind.MISSING, None)
+    if value == "AWS Internal":
+        return SourceClass(SourceKind.AWS_INTERNAL, None)
+    if len(value) > _MAX_SOURCE_CHARS:
+        return SourceClass(SourceKind.INVALID, None)
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return _classify_name(value)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # "::ffff:1.2.3.4" is 1.2.3.4 on the wire
+    text = str(address)
+    if address.is_multicast:
+        return SourceClass(SourceKind.SPECIAL, text)  # Python's is_global says True for some
+    if address.is_global:
+        return SourceClass(SourceKind.PUBLIC, text)
+    if address.is_private and not _is_special(address):
+        return SourceClass(SourceKind.PRIVATE, text)
+    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED_ADDRESS_SPACE:
+        return SourceClass(SourceKind.PRIVATE, text)
+    return SourceClass(SourceKind.SPECIAL, text)
+
+
+_SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT, RFC 6598
+_PRIVATE_V4 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+_ULA_V6 = ipaddress.IPv6Network("fc00::/7")
+
+
+def _is_special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """``is_private`` also covers loopback, link-local, documentation: those are not a VPC."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return not any(address in net for net in _PRIVATE_V4)
+    return address not in _ULA_V6
+
+
+def _classify_name(value: str) -> SourceClass:
+    lowered = value.lower()
+    if lowered.endswith((".amazonaws.com", ".amazonaws.com.cn", ".amazon.com")):
+        return SourceClass(SourceKind.SERVICE_HOST, None)
+    if _looks_like_hostname(lowered):
+        return SourceClass(SourceKind.HOSTNAME, None)
+    return SourceClass(SourceKind.INVALID, None)
+
+
+def _looks_like_hostname(value: str) -> bool:
+    labels = value.split(".")
+    if len(labels) < 2 or labels[-1].isdigit():
+        return False  # "253.252.51.07" and friends are broken addresses, not names
+    return all(0 < len(label) <= 63 and label.replace("-", "").isalnum() for label in labels)

@@ -1,0 +1,122 @@
+"""The ports the detection run talks to. Adapters implement them; the core never sees boto3."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.counters import CounterDelta, CounterKey
+from trailgeo.core.scoring import History
+
+
+class TrailgeoError(Exception):
+    """Base of the domain errors adapters translate AWS and file errors into."""
+
+
+class ObjectGoneError(TrailgeoError):
+    """Listed, then deleted before it could be read."""
+
+
+class ObjectUnreadableError(TrailgeoError):
+    """A permanent problem with one object (access denied by KMS, not a CloudTrail file...)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class TransientReadError(TrailgeoError):
+    """Worth retrying on a later run (throttling, 5xx, timeouts after botocore's own retries)."""
+
+
+class PublishError(TrailgeoError):
+    """An alert could not be delivered now; it stays in the outbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogObject:
+    key: str
+    delivered_at: datetime
+    size: int
+    account: str | None = None
+
+
+@dataclass(slots=True)
+class ListedWindow:
+    objects: list[LogObject] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)  # keys not read, by reason
+
+
+class LogSource(Protocol):
+    def list_window(self, start: datetime, end: datetime) -> ListedWindow: ...
+
+    def read(self, key: str) -> bytes:
+        """The object's raw bytes (possibly gzip). Raises the errors above."""
+        ...
+
+
+class GeoResolver(Protocol):
+    def country(self, ip: str) -> str | None: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    key: str
+    state: str  # "claimed" or "done"
+    run_id: str
+    lease_until: datetime | None = None
+    outcome: str | None = None
+
+
+class Ledger(Protocol):
+    def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]: ...
+
+    def claim(self, keys: Collection[str], run_id: str, lease_until: datetime, now: datetime) -> list[str]:
+        """Claim unclaimed keys (or take over expired claims of ``run_id``); return those won."""
+        ...
+
+    def release(self, keys: Collection[str], run_id: str) -> None:
+        """Give back keys that could not be read now, so a later run takes them afresh."""
+        ...
+
+    def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStats:
+    written: int = 0
+    already_applied: int = 0
+    conflicts: int = 0
+
+
+class FrequencyStore(Protocol):
+    def load(self, keys: Collection[CounterKey]) -> History:
+        """The stored counters among ``keys`` (batched reads; absent keys are left out)."""
+        ...
+
+    def commit(
+        self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str
+    ) -> CommitStats: ...
+
+
+class AlertOutbox(Protocol):
+    def put(self, alert: Alert) -> bool:
+        """Queue an alert once; False when an alert with that id was queued before."""
+        ...
+
+    def pending(self) -> list[Alert]: ...
+
+    def mark_sent(self, alert_id: str, message_id: str) -> None: ...
+
+
+class AlertSink(Protocol):
+    def publish(self, alert: Alert) -> str:
+        """Deliver one alert; return the channel's message id. Raises PublishError."""
+        ...

@@ -1,0 +1,1627 @@
+"""Deterministic simulator of an organization's CloudTrail history, in the S3 delivery layout.
+
+It writes what an organization trail writes to its bucket: gzip-compressed ``{"Records": [...]}`` log files
+per account and region, one per delivery slot that has events, plus hourly CloudTrail-Digest files that
+consumers must skip. The history is shaped like a real organization's, not like random noise:
+
+* Humans (SSO assumed-role sessions and a couple of IAM users with long-term ``AKIA`` keys), each with a
+  home country and time zone (fixed UTC offsets; daylight saving time is ignored), 1-3 stable public IPs of
+  that country, office hours on weekdays (a little evening on-call, rare weekend sessions), a stable set of
+  user agents (AWS CLI v2, console, boto3, Terraform) and a role-typical method mix drawn from a catalogue
+  of real ``eventSource``/``eventName`` pairs with zipf-like weights (rank ``r`` gets weight ``1/r**1.1``),
+  so common methods are common and the long tail is long. Activity comes in bursts (a CLI session, a
+  console page, a ``terraform plan``), not as independent events.
+* Automation roles, 24/7: a CI deployer (Terraform bursts, busier in US working hours), an inventory
+  collector (hourly Describe/List sweeps of every account and region), a backup runner (through a VPC
+  endpoint from private 10.x addresses, KMS calls via ``AWS Internal``) and a cost reporter; their public
+  IPs are EC2 addresses in us-east-1.
+* AWS services: AWS Config's service-linked role, CloudTrail's bucket ACL checks and EC2 fetching
+  instance-profile credentials, with the service hostname as ``sourceIPAddress``.
+* One planted attack (by default on the last day): the long-term key of an IAM user is used from a country
+  the organization has never seen, for about 20 minutes of reconnaissance. :meth:`Simulation.ground_truth`
+  records it.
+
+Every public IP the simulator can emit comes from a /24 inside a large, long-stable ISP or AWS allocation
+(see :func:`emittable_ips`); the test suite checks each one against the DB-IP Lite country database.
+
+The default configuration (21 days, 2 accounts, 2 regions, 12 humans, 3 automation roles) produces about
+3,000-6,000 events per day on average (about 5,200 on a weekday, 2,200 on a weekend day). The same
+configuration always produces byte-identical output: every random draw comes from ``random.Random``
+instances seeded from ``(seed, actor)``, gzip headers carry ``mtime=0`` and no wall clock is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+try:  # isal is a project dependency and ~4x faster; stdlib gzip keeps the module importable without it
+    from isal.igzip import compress as _isal_compress
+
+    def _gzip(data: bytes) -> bytes:
+        return bytes(_isal_compress(data, 2, mtime=0))
+
+except ImportError:  # pragma: no cover - exercised only where isal is missing
+    import gzip
+
+    def _gzip(data: bytes) -> bytes:
+        return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+__all__ = [
+    "AutomationRole",
+    "Human",
+    "PlantedAttack",
+    "SimulatedFile",
+    "Simulation",
+    "SimulationConfig",
+    "emittable_ips",
+    "simulate",
+    "write_ground_truth",
+    "write_tree",
+]
+
+_HOUR = 3600
+_DAY = 86400
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_KEYCHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_IDCHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_EVENT_VERSION = "1.08"
+
+# ----------------------------------------------------------------------------------------------------------
+# Address space. Each entry is a /24 ("a.b.c") inside a large allocation that has belonged to the same ISP
+# (or to AWS EC2 us-east-1) for many years; hosts .1-.254 of each /24 may be emitted.
+# ----------------------------------------------------------------------------------------------------------
+_PUBLIC_PREFIXES: dict[str, tuple[str, ...]] = {
+    # Comcast (73/8, 24.6/16, 68.80/12, 76.102/15, 98.207/16, 174.62/15), Verizon (71.183/16, 108.28/15,
+    # 96.255/16), AT&T (99.43/16), Charter (72.229/16)
+    "US": (
+        "73.15.22",
+        "73.162.90",
+        "24.6.140",
+        "71.183.45",
+        "98.207.11",
+        "108.28.77",
+        "99.43.18",
+        "76.102.55",
+        "68.80.12",
+        "72.229.18",
+        "96.255.10",
+        "174.62.30",
+    ),
+    # Deutsche Telekom (79.192/10, 87.128/10, 91.0/10, 93.192/10, 84.128/10, 217.80/12, 80.128/11)
+    "DE": ("79.192.14", "87.128.42", "91.12.77", "93.192.5", "84.150.9", "217.80.12", "80.133.4"),
+    # BSNL (117.192/10, 59.88/13), Reliance Jio (49.32/12, 157.32/12), Airtel (122.160/12, 223.187/16),
+    # ACT Fibernet (106.51/16)
+    "IN": ("117.200.33", "49.36.18", "122.161.40", "59.95.12", "106.51.77", "223.187.4", "157.32.9"),
+    # BT (86.128/10, 81.128/12), Sky (90.192/11), BT (109.144/13)
+    "GB": ("86.130.22", "81.129.60", "86.160.11", "90.196.8", "109.144.3"),
+    # Vivo/Telefonica (177.32/12, 187.0/12, 189.96/13, 200.158/16, 201.20/16), Claro/NET (179.216/13)
+    "BR": ("177.33.12", "189.100.20", "179.218.5", "187.10.4", "200.158.1", "201.20.3"),
+    # Attack countries (never a human's home). VNPT (113.160/11, 14.160/11), Viettel (171.224/11, 27.72/13)
+    "VN": ("113.161.72", "113.185.40", "14.160.33", "171.224.18", "27.72.99"),
+    # RCS & RDS / Digi (86.120/14, 188.24/15, 5.2.128/17)
+    "RO": ("86.120.5", "188.24.3", "5.2.130"),
+}
+# EC2 us-east-1 public ranges (3.80/12, 54.80/13, 54.210/15, 52.4/14, 34.192/12, 44.192/11, 18.208/13).
+_EC2_US_EAST_1 = (
+    "3.80.12",
+    "3.85.201",
+    "54.80.33",
+    "54.210.77",
+    "52.4.120",
+    "34.192.10",
+    "44.192.12",
+    "18.208.4",
+)
+_HUMAN_COUNTRY_CYCLE = ("US", "US", "DE", "US", "IN", "US", "GB", "US", "BR", "US", "DE", "IN")
+_ATTACK_COUNTRIES = ("VN", "RO")
+# Standard-time offsets in minutes (US: Eastern, Central, Pacific).
+_UTC_OFFSETS: dict[str, tuple[int, ...]] = {
+    "US": (-300, -360, -480),
+    "DE": (60,),
+    "IN": (330,),
+    "GB": (0,),
+    "BR": (-180,),
+}
+
+
+def emittable_ips() -> dict[str, tuple[str, ...]]:
+    """Every public IP the simulator can emit, by the country a GeoIP database must return for it.
+
+    AWS EC2 addresses used by automation are listed under ``"US"`` (us-east-1). Private VPC addresses,
+    ``AWS Internal`` and service hostnames are not IPs a GeoIP database can resolve and are not listed.
+    """
+    out: dict[str, tuple[str, ...]] = {}
+    for country, prefixes in _PUBLIC_PREFIXES.items():
+        extra = _EC2_US_EAST_1 if country == "US" else ()
+        out[country] = tuple(f"{p}.{h}" for p in (*prefixes, *extra) for h in range(1, 255))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Method catalogue: (service, eventName, readOnly, parameter kind). Within a profile, order = popularity.
+# ----------------------------------------------------------------------------------------------------------
+_Method = tuple[str, str, bool, str]
+
+_PROFILES: dict[str, tuple[_Method, ...]] = {
+    "platform": (
+        ("ec2", "DescribeInstances", True, "ec2_instances"),
+        ("sts", "GetCallerIdentity", True, ""),
+        ("s3", "ListBuckets", True, "s3_host"),
+        ("ec2", "DescribeSecurityGroups", True, "ec2_filter"),
+        ("cloudformation", "DescribeStacks", True, "stack_opt"),
+        ("iam", "GetRole", True, "role"),
+        ("ec2", "DescribeVpcs", True, "ec2_filter"),
+        ("logs", "DescribeLogGroups", True, ""),
+        ("iam", "ListRoles", True, ""),
+        ("ec2", "DescribeSubnets", True, "ec2_filter"),
+        ("s3", "GetBucketPolicy", True, "bucket_policy"),
+        ("lambda", "ListFunctions20150331", True, ""),
+        ("iam", "ListAttachedRolePolicies", True, "role"),
+        ("cloudformation", "DescribeStackEvents", True, "stack"),
+        ("ec2", "DescribeRegions", True, "ec2_regions"),
+        ("ec2", "DescribeVolumes", True, "ec2_filter"),
+        ("kms", "ListKeys", True, ""),
+        ("iam", "ListUsers", True, ""),
+        ("s3", "GetBucketLocation", True, "bucket_location"),
+        ("ec2", "CreateTags", False, "ec2_tags"),
+        ("cloudformation", "UpdateStack", False, "stack"),
+        ("ec2", "StopInstances", False, "ec2_instance"),
+        ("ec2", "StartInstances", False, "ec2_instance"),
+        ("iam", "GetPolicyVersion", True, "policy"),
+        ("secretsmanager", "ListSecrets", True, ""),
+        ("iam", "PutRolePolicy", False, "role_policy"),
+        ("ssm", "DescribeInstanceInformation", True, ""),
+        ("s3", "PutBucketTagging", False, "bucket_tagging"),
+        ("ec2", "RunInstances", False, "ec2_run"),
+        ("iam", "AttachRolePolicy", False, "role_policy_arn"),
+    ),
+    "developer": (
+        ("logs", "FilterLogEvents", True, "log_group"),
+        ("lambda", "GetFunction20150331v2", True, "function"),
+        ("sts", "GetCallerIdentity", True, ""),
+        ("logs", "DescribeLogGroups", True, ""),
+        ("lambda", "ListFunctions20150331", True, ""),
+        ("cloudformation", "DescribeStacks", True, "stack_opt"),
+        ("logs", "DescribeLogStreams", True, "log_group"),
+        ("dynamodb", "DescribeTable", True, "table"),
+        ("s3", "ListBuckets", True, "s3_host"),
+        ("ssm", "GetParameter", True, "parameter"),
+        ("ecr", "GetAuthorizationToken", True, ""),
+        ("ecr", "DescribeRepositories", True, ""),
+        ("cloudformation", "DescribeStackEvents", True, "stack"),
+        ("ec2", "DescribeInstances", True, "ec2_instances"),
+        ("dynamodb", "ListTables", True, ""),
+        ("lambda", "UpdateFunctionCode20150331v2", False, "function_code"),
+        ("secretsmanager", "GetSecretValue", True, "secret"),
+        ("sqs", "ListQueues", True, ""),
+        ("cloudformation", "UpdateStack", False, "stack"),
+        ("logs", "PutRetentionPolicy", False, "log_retention"),
+        ("ssm", "PutParameter", False, "parameter_put"),
+        ("lambda", "UpdateFunctionConfiguration20150331v2", False, "function"),
+        ("iam", "GetRole", True, "role"),
+        ("kms", "Decrypt", True, "kms_decrypt"),
+    ),
+    "data": (
+        ("athena", "GetQueryExecution", True, "athena_query"),
+        ("athena", "StartQueryExecution", False, "athena_start"),
+        ("glue", "GetTables", True, "glue_db"),
+        ("glue", "GetDatabases", True, ""),
+        ("s3", "ListBuckets", True, "s3_host"),
+        ("athena", "GetQueryResults", True, "athena_query"),
+        ("glue", "GetTable", True, "glue_table"),
+        ("sts", "GetCallerIdentity", True, ""),
+        ("s3", "GetBucketLocation", True, "bucket_location"),
+        ("athena", "ListWorkGroups", True, ""),
+        ("dynamodb", "DescribeTable", True, "table"),
+        ("glue", "GetPartitions", True, "glue_table"),
+        ("glue", "StartJobRun", False, "glue_job"),
+        ("logs", "DescribeLogGroups", True, ""),
+        ("kms", "DescribeKey", True, "kms_key"),
+        ("s3", "GetBucketPolicy", True, "bucket_policy"),
+    ),
+    "security": (
+        ("iam", "ListUsers", True, ""),
+        ("iam", "GetAccountAuthorizationDetails", True, ""),
+        ("guardduty", "ListFindings", True, "detector"),
+        ("securityhub", "GetFindings", True, ""),
+        ("iam", "ListAttachedUserPolicies", True, "user"),
+        ("cloudtrail", "LookupEvents", True, ""),
+        ("iam", "GetRole", True, "role"),
+        ("sts", "GetCallerIdentity", True, ""),
+        ("config", "DescribeComplianceByConfigRule", True, ""),
+        ("iam", "ListAccessKeys", True, "user"),
+        ("kms", "ListKeys", True, ""),
+        ("s3", "GetBucketPolicy", True, "bucket_policy"),
+        ("guardduty", "GetFindings", True, "detector"),
+        ("cloudtrail", "DescribeTrails", True, ""),
+        ("kms", "GetKeyPolicy", True, "kms_key"),
+        ("ec2", "DescribeSecurityGroups", True, "ec2_filter"),
+        ("s3", "GetBucketPublicAccessBlock", True, "bucket_pab"),
+        ("organizations", "ListAccounts", True, ""),
+        ("iam", "GenerateCredentialReport", False, ""),
+        ("iam", "GetCredentialReport", True, ""),
+        ("securityhub", "BatchUpdateFindings", False, ""),
+        ("ec2", "DescribeInstances", True, "ec2_instances"),
+    ),
+}
+_PROFILE_CYCLE = ("platform", "developer", "platform", "data", "developer", "security")
+_SSO_PERMISSION_SETS = {
+    "platform": "AdministratorAccess",
+    "developer": "PowerUserAccess",
+    "data": "DataScientist",
+    "security": "SecurityAudit",
+}
+# Human tool mix per profile: cli, console, boto3, terraform.
+_TOOL_MIX: dict[str, tuple[float, float, float, float]] = {
+    "platform": (0.40, 0.25, 0.10, 0.25),
+    "developer": (0.35, 0.35, 0.20, 0.10),
+    "data": (0.20, 0.40, 0.40, 0.0),
+    "security": (0.30, 0.50, 0.20, 0.0),
+}
+_TOOLS = ("cli", "console", "boto3", "terraform")
+_TERRAFORM_READS: tuple[_Method, ...] = (
+    ("sts", "GetCallerIdentity", True, ""),
+    ("ec2", "DescribeVpcs", True, "ec2_filter"),
+    ("ec2", "DescribeSubnets", True, "ec2_filter"),
+    ("ec2", "DescribeSecurityGroups", True, "ec2_filter"),
+    ("ec2", "DescribeInstances", True, "ec2_instances"),
+    ("ec2", "DescribeInstanceAttribute", True, "ec2_instance"),
+    ("ec2", "DescribeVolumes", True, "ec2_filter"),
+    ("iam", "GetRole", True, "role"),
+    ("iam", "ListAttachedRolePolicies", True, "role"),
+    ("iam", "ListRolePolicies", True, "role"),
+    ("iam", "GetPolicy", True, "policy"),
+    ("iam", "GetPolicyVersion", True, "policy"),
+    ("s3", "GetBucketPolicy", True, "bucket_policy"),
+    ("s3", "GetBucketAcl", True, "bucket_acl"),
+    ("s3", "GetBucketTagging", True, "bucket_tagging"),
+    ("s3", "GetBucketVersioning", True, "bucket_versioning"),
+    ("s3", "GetBucketEncryption", True, "bucket_encryption"),
+    ("lambda", "GetFunction20150331v2", True, "function"),
+    ("lambda", "GetPolicy20150331v2", True, "function"),
+    ("logs", "DescribeLogGroups", True, ""),
+    ("kms", "DescribeKey", True, "kms_key"),
+    ("dynamodb", "DescribeTable", True, "table"),
+)
+_TERRAFORM_WRITES: tuple[_Method, ...] = (
+    ("ec2", "CreateTags", False, "ec2_tags"),
+    ("ec2", "AuthorizeSecurityGroupIngress", False, "ec2_sg"),
+    ("iam", "PutRolePolicy", False, "role_policy"),
+    ("lambda", "UpdateFunctionCode20150331v2", False, "function_code"),
+    ("lambda", "UpdateFunctionConfiguration20150331v2", False, "function"),
+    ("s3", "PutBucketTagging", False, "bucket_tagging"),
+    ("logs", "PutRetentionPolicy", False, "log_retention"),
+    ("ec2", "RunInstances", False, "ec2_run"),
+)
+_INVENTORY_SWEEP: tuple[_Method, ...] = (
+    ("ec2", "DescribeInstances", True, "ec2_instances"),
+    ("ec2", "DescribeVolumes", True, "ec2_filter"),
+    ("ec2", "DescribeSecurityGroups", True, "ec2_filter"),
+    ("ec2", "DescribeVpcs", True, "ec2_filter"),
+    ("lambda", "ListFunctions20150331", True, ""),
+    ("dynamodb", "ListTables", True, ""),
+    ("rds", "DescribeDBInstances", True, ""),
+    ("elasticloadbalancing", "DescribeLoadBalancers", True, ""),
+)
+_INVENTORY_GLOBAL: tuple[_Method, ...] = (
+    ("s3", "ListBuckets", True, "s3_host"),
+    ("iam", "ListRoles", True, ""),
+    ("iam", "ListUsers", True, ""),
+)
+_CONFIG_CALLS: tuple[_Method, ...] = (
+    ("ec2", "DescribeSecurityGroups", True, "ec2_filter"),
+    ("ec2", "DescribeNetworkInterfaces", True, "ec2_filter"),
+    ("ec2", "DescribeInstances", True, "ec2_instances"),
+    ("ec2", "DescribeVolumes", True, "ec2_filter"),
+    ("ec2", "DescribeRouteTables", True, "ec2_filter"),
+    ("s3", "GetBucketAcl", True, "bucket_acl"),
+    ("s3", "GetBucketVersioning", True, "bucket_versioning"),
+    ("lambda", "GetFunction20150331v2", True, "function"),
+    ("iam", "GetRole", True, "role"),
+)
+# Attack recon plan: (service, eventName, readOnly, parameter kind, per-region?, error code or "").
+_ATTACK_PLAN: tuple[tuple[str, str, bool, str, bool, str], ...] = (
+    ("sts", "GetCallerIdentity", True, "", False, ""),
+    ("iam", "ListUsers", True, "", False, ""),
+    ("iam", "ListAttachedUserPolicies", True, "victim", False, ""),
+    ("iam", "ListAttachedUserPolicies", True, "user", False, ""),
+    ("s3", "ListBuckets", True, "s3_host", False, ""),
+    ("ec2", "DescribeRegions", True, "ec2_regions", False, ""),
+    ("ec2", "DescribeInstances", True, "ec2_filter", True, ""),
+    ("secretsmanager", "ListSecrets", True, "", True, "AccessDenied"),
+)
+_ATTACK_USER_AGENTS = (
+    "aws-cli/1.18.69 Python/2.7.18 Linux/6.5.0-kali3-amd64 botocore/1.16.19",
+    (
+        "Boto3/1.28.64 md/Botocore#1.31.64 ua/2.0 os/linux#6.5.0-kali3-amd64 md/arch#x86_64 "
+        "lang/python#3.11.6 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.31.64"
+    ),
+)
+_GLOBAL_SERVICES = frozenset({"iam", "signin", "organizations", "cloudfront", "route53"})
+_GLOBAL_OPS = frozenset({("s3", "ListBuckets"), ("ce", "GetCostAndUsage"), ("ce", "GetCostForecast")})
+_NAMES = (
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "erin",
+    "frank",
+    "grace",
+    "heidi",
+    "ivan",
+    "judy",
+    "ken",
+    "laura",
+    "mike",
+    "nina",
+    "oscar",
+    "priya",
+    "quinn",
+    "rafael",
+    "sara",
+    "tomas",
+    "uma",
+    "victor",
+    "wendy",
+    "yusuf",
+)
+_WEBKIT = "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Safari/537.36"
+_BROWSERS = (
+    f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) {_WEBKIT}",
+    f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) {_WEBKIT} Edg/122.0.0.0",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:123.0) Gecko/20100101 Firefox/123.0",
+    f"Mozilla/5.0 (X11; Linux x86_64) {_WEBKIT}",
+)
+_CLI_BUILDS = (
+    ("2.15.30", "3.11.8", "Linux/6.5.0-1014-aws exe/x86_64.ubuntu.22"),
+    ("2.15.17", "3.11.6", "Darwin/23.3.0 exe/x86_64"),
+    ("2.13.25", "3.11.6", "Windows/10 exe/AMD64"),
+    ("2.15.30", "3.11.8", "Darwin/23.4.0 exe/arm64"),
+    ("2.11.20", "3.11.3", "Linux/6.5.0-21-generic exe/x86_64.ubuntu.22"),
+)
+_BOTO_BUILDS = (
+    ("1.34.60", "os/linux#6.5.0-1014-aws md/arch#x86_64 lang/python#3.11.8"),
+    ("1.34.44", "os/macos#23.3.0 md/arch#arm64 lang/python#3.11.7"),
+    ("1.33.13", "os/windows#10 md/arch#amd64 lang/python#3.11.5"),
+)
+_TF_BUILDS = (("1.7.4", "5.40.0"), ("1.6.6", "5.31.0"), ("1.7.5", "5.42.0"))
+
+
+def _terraform_ua(tf: str, provider: str, svc: str) -> str:
+    return (
+        f"APN/1.0 HashiCorp/1.0 Terraform/{tf} (+https://www.terraform.io) terraform-provider-aws/{provider} "
+        "(+https://registry.terraform.io/providers/hashicorp/aws) aws-sdk-go-v2/1.25.2 os/linux "
+        f"lang/go#1.21.8 md/GOOS#linux md/GOARCH#amd64 api/{svc}#1.{len(svc) * 7 % 40 + 10}.2"
+    )
+
+
+def _boto_ua(build: tuple[str, str], retry: str = "standard") -> str:
+    ver, plat = build
+    core = "1." + ver.split(".", 1)[1]
+    tail = f"md/pyimpl#CPython cfg/retry-mode#{retry} Botocore/{core}"
+    return f"Boto3/{ver} md/Botocore#{core} ua/2.0 {plat} {tail}"
+
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_API_VERSION = re.compile(r"\d{8}(v\d+)?$")
+
+
+def _action(name: str) -> str:
+    """IAM action name of an eventName (``ListFunctions20150331`` -> ``ListFunctions``)."""
+    return _API_VERSION.sub("", name)
+
+
+def _cli_command(svc: str, name: str) -> str:
+    if (svc, name) == ("s3", "ListBuckets"):
+        return "s3.ls"
+    cli_svc = {"elasticloadbalancing": "elbv2"}.get(svc, svc)
+    return f"{cli_svc}.{_CAMEL.sub('-', _action(name)).lower()}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public data types
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SimulatedFile:
+    """One S3 object of the trail bucket."""
+
+    key: str
+    delivered_at: datetime  # UTC; the timestamp in the file name (log files: minute precision)
+    body: bytes  # gzip-compressed JSON
+
+    @property
+    def is_digest(self) -> bool:
+        return "/CloudTrail-Digest/" in self.key
+
+
+@dataclass(frozen=True, slots=True)
+class PlantedAttack:
+    """Ground truth of one planted attack."""
+
+    name: str
+    principal_arn: str
+    access_key_id: str
+    country: str
+    source_ips: tuple[str, ...]
+    first_event: datetime
+    last_event: datetime
+    methods: tuple[str, ...]  # "eventSource:eventName", in order of first use
+    account_id: str
+    event_ids: tuple[str, ...] = ()
+    user_agents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Human:
+    """A simulated person. ``arns`` are every principal ARN the person acts as."""
+
+    name: str
+    email: str
+    kind: str  # "sso" (IAM Identity Center assumed role) or "iam_user"
+    profile: str  # "platform" | "developer" | "data" | "security"
+    country: str
+    utc_offset_minutes: int
+    ips: tuple[str, ...]
+    home_account: str
+    home_region: str
+    access_key_id: str | None  # long-term AKIA key of an IAM user
+    arns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AutomationRole:
+    """A 24/7 machine principal (an IAM role assumed by EC2 instances or CI jobs)."""
+
+    name: str
+    kind: str  # "ci" | "inventory" | "backup" | "cost"
+    accounts: tuple[str, ...]
+    ips: tuple[str, ...]  # EC2 public IPs in us-east-1, or private VPC addresses
+    vpc_endpoint_id: str | None
+    arns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationConfig:
+    """Parameters of a simulated organization. ``start`` must be a UTC midnight."""
+
+    start: datetime
+    days: int = 21
+    seed: int = 7
+    org_id: str | None = "o-a1b2c3d4e5"  # None -> single-account layout AWSLogs/<acct>/CloudTrail/...
+    accounts: tuple[str, ...] = ("111122223333", "444455556666")
+    regions: tuple[str, ...] = ("us-east-1", "eu-west-1")
+    humans: int = 12
+    automation_roles: int = 3
+    attack_day: int | None = None  # 0-based day of the attack; None -> the last day
+    attack: bool = True
+    attack_country: str = "VN"
+    file_minutes: int = 15  # one log file per account/region per slot that has events
+    events_per_human_hour: float = 25.0  # mean over humans, during their working hours
+    digests: bool = True
+    bucket: str = "aws-cloudtrail-logs-o-a1b2c3d4e5"
+    trail_name: str = "org-trail"
+    email_domain: str = "example.com"
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.start.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("start must be timezone-aware UTC")
+        if (self.start.hour, self.start.minute, self.start.second, self.start.microsecond) != (0, 0, 0, 0):
+            raise ValueError("start must be 00:00:00 UTC")
+        if self.days < 1 or not self.accounts or not self.regions:
+            raise ValueError("need at least one day, one account and one region")
+        if any(not re.fullmatch(r"\d{12}", a) for a in self.accounts) or len(set(self.accounts)) != len(
+            self.accounts
+        ):
+            raise ValueError("accounts must be distinct 12-digit account ids")
+        if not 1 <= self.file_minutes <= 60 or 1440 % self.file_minutes:
+            raise ValueError("file_minutes must divide a day and be at most 60")
+        if self.humans < 0 or self.automation_roles < 0 or self.events_per_human_hour < 0:
+            raise ValueError("humans, automation_roles and events_per_human_hour must be >= 0")
+        if self.attack:
+            if self.humans < 1:
+                raise ValueError("the attack steals an IAM user's key: need at least one human")
+            if not 0 <= self.effective_attack_day < self.days:
+                raise ValueError("attack_day outside the simulated days")
+            if self.attack_country not in _ATTACK_COUNTRIES:
+                raise ValueError(f"attack_country must be one of {_ATTACK_COUNTRIES} (never a human's home)")
+
+    @property
+    def effective_attack_day(self) -> int:
+        return self.days - 1 if self.attack_day is None else self.attack_day
+
+    @property
+    def end(self) -> datetime:
+        return datetime.fromtimestamp(int(self.start.timestamp()) + self.days * _DAY, tz=UTC)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "start": _iso(int(self.start.timestamp())),
+            "days": self.days,
+            "seed": self.seed,
+            "org_id": self.org_id,
+            "accounts": list(self.accounts),
+            "regions": list(self.regions),
+            "humans": self.humans,
+            "automation_roles": self.automation_roles,
+            "attack": self.attack,
+            "attack_day": self.effective_attack_day if self.attack else None,
+            "attack_country": self.attack_country if self.attack else None,
+            "file_minutes": self.file_minutes,
+            "events_per_human_hour": self.events_per_human_hour,
+            "digests": self.digests,
+            "bucket": self.bucket,
+            "trail_name": self.trail_name,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """The simulated bucket content and what was planted in it."""
+
+    config: SimulationConfig
+    files: list[SimulatedFile]  # sorted by delivered_at, then key
+    attacks: list[PlantedAttack]
+    events_count: int
+    humans: tuple[Human, ...]
+    automation: tuple[AutomationRole, ...]
+
+    @property
+    def log_files(self) -> list[SimulatedFile]:
+        return [f for f in self.files if not f.is_digest]
+
+    @property
+    def digest_files(self) -> list[SimulatedFile]:
+        return [f for f in self.files if f.is_digest]
+
+    def records(self) -> Iterator[tuple[SimulatedFile, dict[str, Any]]]:
+        """Decompress every log file (digests skipped) and yield ``(file, record)``."""
+        import gzip
+
+        for f in self.files:
+            if not f.is_digest:
+                for rec in json.loads(gzip.decompress(f.body))["Records"]:
+                    yield f, rec
+
+    def ground_truth(self) -> dict[str, Any]:
+        cfg = self.config
+        logs = self.log_files
+        benign = sorted({h.country for h in self.humans} | ({"US"} if self.automation else set()))
+        return {
+            "generator": "trailgeo.simulate",
+            "config": cfg.as_json(),
+            "window": {"start": _iso(int(cfg.start.timestamp())), "end": _iso(int(cfg.end.timestamp()))},
+            "events_count": self.events_count,
+            "events_per_day": round(self.events_count / cfg.days, 1),
+            "log_files": len(logs),
+            "digest_files": len(self.files) - len(logs),
+            "benign_countries": benign,
+            "attacks": [
+                {
+                    "name": a.name,
+                    "principal_arn": a.principal_arn,
+                    "access_key_id": a.access_key_id,
+                    "account_id": a.account_id,
+                    "country": a.country,
+                    "source_ips": list(a.source_ips),
+                    "first_event": _iso(int(a.first_event.timestamp())),
+                    "last_event": _iso(int(a.last_event.timestamp())),
+                    "methods": list(a.methods),
+                    "user_agents": list(a.user_agents),
+                    "event_ids": list(a.event_ids),
+                }
+                for a in self.attacks
+            ],
+            "humans": [
+                {
+                    "name": h.name,
+                    "kind": h.kind,
+                    "profile": h.profile,
+                    "country": h.country,
+                    "utc_offset_minutes": h.utc_offset_minutes,
+                    "ips": list(h.ips),
+                    "home_account": h.home_account,
+                    "access_key_id": h.access_key_id,
+                    "arns": list(h.arns),
+                }
+                for h in self.humans
+            ],
+            "automation": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "accounts": list(r.accounts),
+                    "ips": list(r.ips),
+                    "vpc_endpoint_id": r.vpc_endpoint_id,
+                    "arns": list(r.arns),
+                }
+                for r in self.automation
+            ],
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------
+def _iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _dt(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def _uuid(rng: random.Random) -> str:
+    n = rng.getrandbits(128)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[n & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _rand(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choices(alphabet, k=n))
+
+
+def _hex(rng: random.Random, n: int) -> str:
+    return f"{rng.getrandbits(4 * n):0{n}x}"
+
+
+def _zipf_cum(n: int, s: float = 1.1) -> list[float]:
+    return list(itertools.accumulate(1.0 / (r**s) for r in range(1, n + 1)))
+
+
+@dataclass(slots=True)
+class _Res:
+    """Named resources of one account, referenced by requestParameters."""
+
+    account: str
+    buckets: list[str]
+    roles: list[str]
+    users: list[str]
+    stacks: list[str]
+    functions: list[str]
+    log_groups: list[str]
+    instances: list[str]
+    secrets: list[str]
+    tables: list[str]
+    keys: list[str]
+    parameters: list[str]
+    policies: list[str]
+    security_groups: list[str]
+
+
+def _resources(rng: random.Random, account: str, users: list[str]) -> _Res:
+    apps = rng.sample(["billing", "orders", "catalog", "auth", "search", "reports", "ingest", "notify"], 5)
+    functions = [f"{a}-{s}" for a in apps[:4] for s in ("api", "worker")][: rng.randint(5, 8)]
+    return _Res(
+        account=account,
+        buckets=[f"{a}-{account}-{rng.choice(['data', 'assets', 'artifacts'])}" for a in apps]
+        + [f"terraform-state-{account}"],
+        roles=[f"{a}-lambda-role" for a in apps[:3]] + ["ci-deployer", "inventory-collector", "OrgAdmin"],
+        users=[*users, "svc-legacy-backup", "svc-monitoring"],
+        stacks=[f"{a}-{rng.choice(['prod', 'staging'])}" for a in apps[:4]],
+        functions=functions,
+        log_groups=[f"/aws/lambda/{f}" for f in functions]
+        + ["/ecs/orders", "/aws/rds/cluster/main/postgresql"],
+        instances=[f"i-0{_hex(rng, 16)}" for _ in range(rng.randint(6, 12))],
+        secrets=[f"prod/{a}/db" for a in apps[:3]],
+        tables=[f"{a}-table" for a in apps[:3]],
+        keys=[_uuid(rng) for _ in range(3)],
+        parameters=[f"/{a}/prod/config" for a in apps[:4]],
+        policies=[f"{a}-access" for a in apps[:3]],
+        security_groups=[f"sg-0{_hex(rng, 16)}" for _ in range(5)],
+    )
+
+
+def _bucket_params(r: random.Random, s: _Res, region: str, sub: str) -> dict[str, Any]:
+    b = r.choice(s.buckets)
+    return {"bucketName": b, "Host": f"{b}.s3.{region}.amazonaws.com", sub: ""}
+
+
+def _instances(ids: Sequence[str]) -> dict[str, Any]:
+    return {"instancesSet": {"items": [{"instanceId": i} for i in ids]}}
+
+
+_ParamFn = Callable[[random.Random, _Res, str], dict[str, Any] | None]
+_PARAMS: dict[str, _ParamFn] = {
+    "": lambda _r, _s, _g: None,
+    "s3_host": lambda _r, _s, _g: {"Host": "s3.amazonaws.com"},
+    "bucket_policy": lambda r, s, g: _bucket_params(r, s, g, "policy"),
+    "bucket_location": lambda r, s, g: _bucket_params(r, s, g, "location"),
+    "bucket_acl": lambda r, s, g: _bucket_params(r, s, g, "acl"),
+    "bucket_tagging": lambda r, s, g: _bucket_params(r, s, g, "tagging"),
+    "bucket_versioning": lambda r, s, g: _bucket_params(r, s, g, "versioning"),
+    "bucket_encryption": lambda r, s, g: _bucket_params(r, s, g, "encryption"),
+    "bucket_pab": lambda r, s, g: _bucket_params(r, s, g, "publicAccessBlock"),
+    "ec2_filter": lambda _r, _s, _g: {"filterSet": {}},
+    "ec2_regions": lambda r, _s, _g: {"regionSet": {}, "allRegions": r.random() < 0.3},
+    "ec2_instances": lambda r, s, _g: (
+        {"instancesSet": {}, "filterSet": {}} if r.random() < 0.7 else _instances([r.choice(s.instances)])
+    ),
+    "ec2_instance": lambda r, s, _g: _instances([r.choice(s.instances)]),
+    "ec2_tags": lambda r, s, _g: {
+        "resourcesSet": {"items": [{"resourceId": r.choice(s.instances)}]},
+        "tagSet": {
+            "items": [{"key": r.choice(["owner", "env", "cost-center"]), "value": r.choice(s.stacks)}]
+        },
+    },
+    "ec2_sg": lambda r, s, _g: {"groupId": r.choice(s.security_groups), "ipPermissions": {"items": []}},
+    "ec2_run": lambda r, _s, _g: {
+        "instancesSet": {"items": [{"imageId": f"ami-0{_hex(r, 16)}", "minCount": 1, "maxCount": 1}]},
+        "instanceType": r.choice(["t3.micro", "t3.medium", "m6i.large"]),
+        "subnetId": f"subnet-0{_hex(r, 16)}",
+    },
+    "role": lambda r, s, _g: {"roleName": r.choice(s.roles)},
+    "role_policy": lambda r, s, _g: {"roleName": r.choice(s.roles), "policyName": r.choice(s.policies)},
+    "role_policy_arn": lambda r, s, _g: {
+        "roleName": r.choice(s.roles),
+        "policyArn": f"arn:aws:iam::{s.account}:policy/{r.choice(s.policies)}",
+    },
+    "policy": lambda r, s, _g: {"policyArn": f"arn:aws:iam::{s.account}:policy/{r.choice(s.policies)}"},
+    "user": lambda r, s, _g: {"userName": r.choice(s.users)},
+    "stack": lambda r, s, _g: {"stackName": r.choice(s.stacks)},
+    "stack_opt": lambda r, s, _g: {"stackName": r.choice(s.stacks)} if r.random() < 0.5 else None,
+    "function": lambda r, s, _g: {"functionName": r.choice(s.functions)},
+    "function_code": lambda r, s, _g: {
+        "functionName": r.choice(s.functions),
+        "publish": False,
+        "dryRun": False,
+    },
+    "log_group": lambda r, s, _g: {"logGroupName": r.choice(s.log_groups)},
+    "log_retention": lambda r, s, _g: {"logGroupName": r.choice(s.log_groups), "retentionInDays": 30},
+    "table": lambda r, s, _g: {"tableName": r.choice(s.tables)},
+    "secret": lambda r, s, _g: {"secretId": r.choice(s.secrets)},
+    "parameter": lambda r, s, _g: {"name": r.choice(s.parameters), "withDecryption": True},
+    "parameter_put": lambda r, s, _g: {"name": r.choice(s.parameters), "type": "String", "overwrite": True},
+    "kms_key": lambda r, s, g: {"keyId": f"arn:aws:kms:{g}:{s.account}:key/{r.choice(s.keys)}"},
+    "kms_decrypt": lambda _r, _s, _g: {"encryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+    "kms_datakey": lambda r, s, g: {
+        "keyId": f"arn:aws:kms:{g}:{s.account}:key/{r.choice(s.keys)}",
+        "keySpec": "AES_256",
+    },
+    "athena_query": lambda r, _s, _g: {"queryExecutionId": _uuid(r)},
+    "athena_start": lambda _r, _s, _g: {
+        "queryString": "SELECT ... (query redacted)",
+        "workGroup": "primary",
+        "queryExecutionContext": {"database": "analytics"},
+    },
+    "glue_db": lambda _r, _s, _g: {"databaseName": "analytics"},
+    "glue_table": lambda r, s, _g: {"databaseName": "analytics", "tableName": r.choice(s.tables)},
+    "glue_job": lambda r, s, _g: {"jobName": f"etl-{r.choice(s.tables)}"},
+    "detector": lambda _r, _s, _g: {"detectorId": "12abc34d567e8fa901bc2d34e56789f0"},
+    "snapshot": lambda r, _s, _g: {"volumeId": f"vol-0{_hex(r, 16)}", "description": "nightly backup"},
+    "snapshot_id": lambda r, _s, _g: {"snapshotId": f"snap-0{_hex(r, 16)}"},
+    "cost": lambda _r, _s, _g: {
+        "granularity": "DAILY",
+        "metrics": ["UnblendedCost"],
+        "timePeriod": {"start": "", "end": ""},
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The world: collects records into delivery slots
+# ----------------------------------------------------------------------------------------------------------
+class _World:
+    def __init__(self, cfg: SimulationConfig) -> None:
+        self.cfg = cfg
+        self.t0 = int(cfg.start.timestamp())
+        self.t1 = self.t0 + cfg.days * _DAY
+        self.slot = cfg.file_minutes * 60
+        self.global_region = "us-east-1" if "us-east-1" in cfg.regions else cfg.regions[0]
+        self.buckets: dict[tuple[str, str, int], list[tuple[int, dict[str, Any]]]] = {}
+        self.res: dict[str, _Res] = {}
+        self._tls: dict[tuple[str, str, str], dict[str, str]] = {}
+        self.count = 0
+
+    def rng(self, *parts: object) -> random.Random:
+        return random.Random("/".join(map(str, (self.cfg.seed, *parts))))
+
+    def region_of(self, svc: str, name: str, region: str) -> str:
+        if svc in _GLOBAL_SERVICES or (svc, name) in _GLOBAL_OPS:
+            return self.global_region
+        return region
+
+    def tls(self, svc: str, region: str, version: str) -> dict[str, str]:
+        key = (svc, region, version)
+        d = self._tls.get(key)
+        if d is None:
+            if svc in _GLOBAL_SERVICES:
+                host = "signin.aws.amazon.com" if svc == "signin" else f"{svc}.amazonaws.com"
+            else:
+                host = f"{svc}.{region}.amazonaws.com"
+            suite = "TLS_AES_128_GCM_SHA256" if version == "TLSv1.3" else "ECDHE-RSA-AES128-GCM-SHA256"
+            d = {"tlsVersion": version, "cipherSuite": suite, "clientProvidedHostHeader": host}
+            self._tls[key] = d
+        return d
+
+    def emit(
+        self,
+        rng: random.Random,
+        ts: int,
+        account: str,
+        region: str,
+        ident: dict[str, Any],
+        method: _Method,
+        ip: str,
+        ua: str,
+        *,
+        error: str = "",
+        tls: str = "TLSv1.3",
+        params: dict[str, Any] | bool | None = False,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        """Build one record and file it into its delivery slot; returns its eventID."""
+        svc, name, read_only, kind = method
+        region = self.region_of(svc, name, region)
+        if params is False:
+            params = _PARAMS[kind](rng, self.res[account], region)
+        rec: dict[str, Any] = {
+            "eventVersion": _EVENT_VERSION,
+            "userIdentity": ident,
+            "eventTime": _iso(ts),
+            "eventSource": f"{svc}.amazonaws.com",
+            "eventName": name,
+            "awsRegion": region,
+            "sourceIPAddress": ip,
+            "userAgent": ua,
+        }
+        if error:
+            action = f"{svc}:{_action(name)}"
+            arn = ident.get("arn", "")
+            if svc == "ec2":
+                rec["errorCode"] = "Client.UnauthorizedOperation"
+                rec["errorMessage"] = (
+                    f"You are not authorized to perform this operation. User: {arn} is not authorized to "
+                    f"perform: {action} because no identity-based policy allows the {action} action"
+                )
+            else:
+                rec["errorCode"] = error
+                rec["errorMessage"] = (
+                    f"User: {arn} is not authorized to perform: {action} because no identity-based policy "
+                    f"allows the {action} action"
+                )
+        rec["requestParameters"] = params
+        rec["responseElements"] = None
+        rec["requestID"] = f"{rng.getrandbits(64):016X}" if svc == "s3" else _uuid(rng)
+        event_id = _uuid(rng)
+        rec["eventID"] = event_id
+        rec["readOnly"] = read_only
+        rec["eventType"] = "AwsApiCall"
+        rec["managementEvent"] = True
+        rec["recipientAccountId"] = account
+        if extra:
+            rec.update(extra)
+        rec["eventCategory"] = "Management"
+        if tls:
+            rec["tlsDetails"] = self.tls(svc, region, tls)
+        self.add(ts, account, region, rec)
+        return event_id
+
+    def add(self, ts: int, account: str, region: str, rec: dict[str, Any]) -> None:
+        if not self.t0 <= ts < self.t1:
+            return
+        key = (account, region, ts // self.slot)
+        lst = self.buckets.get(key)
+        if lst is None:
+            lst = self.buckets[key] = []
+        lst.append((ts, rec))
+        self.count += 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Humans
+# ----------------------------------------------------------------------------------------------------------
+class _HumanActor:
+    def __init__(self, world: _World, index: int, iam_user: bool, rng: random.Random) -> None:
+        cfg = world.cfg
+        self.world = world
+        self.rng = rng
+        self.name = _NAMES[index % len(_NAMES)] + (str(index // len(_NAMES)) if index >= len(_NAMES) else "")
+        self.email = f"{self.name}@{cfg.email_domain}"
+        self.country = _HUMAN_COUNTRY_CYCLE[index % len(_HUMAN_COUNTRY_CYCLE)]
+        self.offset = rng.choice(_UTC_OFFSETS[self.country]) * 60
+        self.profile = _PROFILE_CYCLE[index % len(_PROFILE_CYCLE)]
+        self.kind = "iam_user" if iam_user else "sso"
+        prefixes = rng.sample(_PUBLIC_PREFIXES[self.country], rng.randint(1, 3))
+        self.ips = [f"{p}.{rng.randint(2, 254)}" for p in prefixes]
+        self.ip_cum = list(itertools.accumulate([6.0, 3.0, 1.0][: len(self.ips)]))
+        self.home_account = cfg.accounts[index % len(cfg.accounts)]
+        eu = [r for r in cfg.regions if r.startswith("eu-")]
+        self.home_region = eu[0] if eu and self.country in {"DE", "GB"} else cfg.regions[0]
+        self.rate = cfg.events_per_human_hour * rng.lognormvariate(0.0, 0.35) / 1.06  # mean of lognormal
+        mix = list(_TOOL_MIX[self.profile])
+        if iam_user and mix[1] > 0.3:  # IAM users are mostly key users
+            mix[1] = 0.15
+        self.tool_cum = list(itertools.accumulate(mix))
+        methods = list(_PROFILES[self.profile])
+        for i in range(len(methods) - 1):  # personal taste: swap a few neighbours
+            if rng.random() < 0.25:
+                methods[i], methods[i + 1] = methods[i + 1], methods[i]
+        self.methods = methods[: rng.randint(len(methods) - 6, len(methods))]
+        self.method_cum = _zipf_cum(len(self.methods))
+        cli = rng.choice(_CLI_BUILDS)
+        self.cli_prefix = f"aws-cli/{cli[0]} Python/{cli[1]} {cli[2]} prompt/off command/"
+        self.boto = _boto_ua(rng.choice(_BOTO_BUILDS), rng.choice(["standard", "legacy"]))
+        self.tf = rng.choice(_TF_BUILDS)
+        self.browser = rng.choice(_BROWSERS)
+        self.error_rate = 0.015
+        self.key_id = "AKIA" + _rand(rng, _KEYCHARS, 16) if iam_user else None
+        self.principal_id = ("AIDA" if iam_user else "AROA") + _rand(rng, _IDCHARS, 17)
+        self._idents: dict[tuple[str, int, bool], dict[str, Any]] = {}
+        self.arns: list[str] = []
+        self._sso: dict[str, tuple[str, str]] = {}
+
+    def user_arn(self, account: str) -> str:
+        return f"arn:aws:iam::{account}:user/{self.name}"
+
+    def long_term_ident(self, account: str) -> dict[str, Any]:
+        return {
+            "type": "IAMUser",
+            "principalId": self.principal_id,
+            "arn": self.user_arn(account),
+            "accountId": account,
+            "accessKeyId": self.key_id,
+            "userName": self.name,
+        }
+
+    def sso_role(self, account: str) -> tuple[str, str]:
+        """(role name, role id) of this human's permission set in an account (stable per account)."""
+        got = self._sso.get(account)
+        if got is None:
+            r = self.world.rng("sso", account, self.profile)
+            role = f"AWSReservedSSO_{_SSO_PERMISSION_SETS[self.profile]}_{_hex(r, 16)}"
+            got = self._sso[account] = (role, "AROA" + _rand(r, _IDCHARS, 17))
+        return got
+
+    def ident(self, account: str, day: int, console: bool, created: int) -> dict[str, Any]:
+        key = (account, day, console)
+        got = self._idents.get(key)
+        if got is not None:
+            return got
+        if self.kind == "iam_user" and not console:
+            got = self.long_term_ident(account)
+        elif self.kind == "iam_user":
+            got = self.long_term_ident(account) | {
+                "accessKeyId": "ASIA" + _rand(self.rng, _KEYCHARS, 16),
+                "sessionContext": {
+                    "sessionIssuer": {},
+                    "webIdFederationData": {},
+                    "attributes": {"creationDate": _iso(created), "mfaAuthenticated": "true"},
+                },
+            }
+        else:
+            role, role_id = self.sso_role(account)
+            got = {
+                "type": "AssumedRole",
+                "principalId": f"{role_id}:{self.email}",
+                "arn": f"arn:aws:sts::{account}:assumed-role/{role}/{self.email}",
+                "accountId": account,
+                "accessKeyId": "ASIA" + _rand(self.rng, _KEYCHARS, 16),
+                "sessionContext": {
+                    "sessionIssuer": {
+                        "type": "Role",
+                        "principalId": role_id,
+                        "arn": f"arn:aws:iam::{account}:role/aws-reserved/sso.amazonaws.com/{role}",
+                        "accountId": account,
+                        "userName": role,
+                    },
+                    "webIdFederationData": {},
+                    "attributes": {"creationDate": _iso(created), "mfaAuthenticated": "false"},
+                },
+            }
+        self._idents[key] = got
+        if len(self._idents) > 64:  # old sessions are never reused
+            self._idents.pop(next(iter(self._idents)))
+        return got
+
+    def all_arns(self) -> tuple[str, ...]:
+        cfg = self.world.cfg
+        if self.kind == "iam_user":
+            return (self.user_arn(self.home_account),)
+        return tuple(
+            f"arn:aws:sts::{a}:assumed-role/{self.sso_role(a)[0]}/{self.email}" for a in cfg.accounts
+        )
+
+    def public(self) -> Human:
+        return Human(
+            name=self.name,
+            email=self.email,
+            kind=self.kind,
+            profile=self.profile,
+            country=self.country,
+            utc_offset_minutes=self.offset // 60,
+            ips=tuple(self.ips),
+            home_account=self.home_account,
+            home_region=self.home_region,
+            access_key_id=self.key_id,
+            arns=self.all_arns(),
+        )
+
+    # -- behaviour ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        rng, w = self.rng, self.world
+        first = (w.t0 + self.offset) // _DAY - 1
+        last = (w.t1 + self.offset) // _DAY + 1
+        for day in range(first, last + 1):
+            midnight = day * _DAY - self.offset  # local midnight, as UTC epoch seconds
+            weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+            if weekday < 5:
+                if rng.random() < 0.04:  # a day off
+                    continue
+                start = min(max(rng.gauss(8.75, 0.6), 7.25), 10.5)
+                end = min(max(rng.gauss(17.4, 0.7), 15.5), 18.6)
+                self.work(day, midnight, start, end, self.rate * (end - start) * rng.lognormvariate(0, 0.3))
+                if rng.random() < 0.15:  # evening on-call / catching up
+                    t = rng.uniform(19.5, 22.5)
+                    self.work(day, midnight, t, t + 1.0, self.rate * 0.8)
+            elif rng.random() < 0.12:  # the odd weekend session
+                t = rng.uniform(10.0, 16.0)
+                self.work(day, midnight, t, t + 1.0, self.rate * 0.6)
+
+    def work(self, day: int, midnight: int, start_h: float, end_h: float, budget: float) -> None:
+        rng, cfg = self.rng, self.world.cfg
+        remaining = int(budget)
+        plan: list[tuple[int, str, int]] = []
+        while remaining > 0:
+            tool = _TOOLS[_pick(rng, self.tool_cum)]
+            hour = rng.uniform(start_h, end_h)
+            if 12.0 <= hour < 13.0 and rng.random() < 0.6:  # lunch
+                hour = rng.uniform(start_h, end_h)
+            size = {
+                "cli": 1 + int(rng.expovariate(1 / 4)),
+                "console": rng.randint(4, 24),
+                "boto3": rng.randint(2, 30),
+                "terraform": rng.randint(15, 60),
+            }[tool]
+            remaining -= size
+            plan.append((midnight + int(hour * _HOUR), tool, size))
+        plan.sort()
+        logged_in: set[str] = set()
+        for ts, tool, size in plan:
+            account = self.home_account
+            if self.kind == "sso" and len(cfg.accounts) > 1 and rng.random() < 0.25:
+                account = rng.choice(cfg.accounts)
+            region = self.home_region
+            if len(cfg.regions) > 1 and rng.random() < 0.2:
+                region = rng.choice(cfg.regions)
+            console = tool == "console"
+            ip = self.ips[_pick(rng, self.ip_cum)]
+            ident = self.ident(account, day, console, ts - rng.randint(30, 900))
+            start = ts
+            if console and account not in logged_in:
+                logged_in.add(account)
+                self.console_login(ts, account, ip, ident)
+                start += rng.randint(3, 15)
+            self.burst(tool, size, start, account, region, ip, ident)
+
+    def console_login(self, ts: int, account: str, ip: str, ident: dict[str, Any]) -> None:
+        w, rng = self.world, self.rng
+        if self.kind == "iam_user":
+            who = {k: v for k, v in ident.items() if k not in {"accessKeyId", "sessionContext"}}
+        else:  # a federated sign-in carries the session but no access key yet
+            who = ident | {"accessKeyId": ""}
+        rec: dict[str, Any] = {
+            "eventVersion": _EVENT_VERSION,
+            "userIdentity": who,
+            "eventTime": _iso(ts),
+            "eventSource": "signin.amazonaws.com",
+            "eventName": "ConsoleLogin",
+            "awsRegion": w.global_region,
+            "sourceIPAddress": ip,
+            "userAgent": self.browser,
+            "requestParameters": None,
+            "responseElements": {"ConsoleLogin": "Success"},
+            "additionalEventData": {
+                "LoginTo": "https://console.aws.amazon.com/console/home?state=hashArgs%23&isauthcode=true",
+                "MobileVersion": "No",
+                "MFAUsed": "Yes" if self.kind == "iam_user" else "No",
+            },
+            "eventID": _uuid(rng),
+            "readOnly": False,
+            "eventType": "AwsConsoleSignIn",
+            "managementEvent": True,
+            "recipientAccountId": account,
+            "eventCategory": "Management",
+            "tlsDetails": w.tls("signin", w.global_region, "TLSv1.3"),
+        }
+        w.add(ts, account, w.global_region, rec)
+
+    def burst(
+        self, tool: str, size: int, ts: int, account: str, region: str, ip: str, ident: dict[str, Any]
+    ) -> None:
+        rng, w = self.rng, self.world
+        if tool == "terraform":
+            methods = rng.choices(_TERRAFORM_READS, k=size)
+            if rng.random() < 0.3:
+                methods += rng.choices(_TERRAFORM_WRITES, k=rng.randint(1, 6))
+            gap = 1.5
+        else:
+            methods = rng.choices(self.methods, cum_weights=self.method_cum, k=size)
+            gap = {"cli": 25.0, "console": 6.0, "boto3": 2.0}[tool]
+        t = float(ts)
+        for m in methods:
+            t += rng.expovariate(1 / gap)
+            src_ip, ua = ip, ""
+            extra: dict[str, Any] | None = None
+            if tool == "cli":
+                ua = self.cli_prefix + _cli_command(m[0], m[1])
+            elif tool == "boto3":
+                ua = self.boto
+            elif tool == "terraform":
+                ua = _terraform_ua(self.tf[0], self.tf[1], m[0])
+            elif rng.random() < 0.08:
+                src_ip = ua = "AWS Internal"
+            else:
+                ua = "console.amazonaws.com"
+            if tool == "console":
+                extra = {"sessionCredentialFromConsole": "true"}
+            error = "AccessDenied" if rng.random() < self.error_rate else ""
+            w.emit(
+                rng,
+                int(t),
+                account,
+                region,
+                ident,
+                m,
+                src_ip,
+                ua,
+                error=error,
+                tls="" if src_ip == "AWS Internal" else "TLSv1.3",
+                extra=extra,
+            )
+
+
+def _pick(rng: random.Random, cum: list[float]) -> int:
+    x = rng.random() * cum[-1]
+    for i, c in enumerate(cum):
+        if x < c:
+            return i
+    return len(cum) - 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Automation roles and AWS services
+# ----------------------------------------------------------------------------------------------------------
+_AUTOMATION_KINDS = (("ci", "ci-deployer"), ("inventory", "inventory-collector"), ("backup", "backup-runner"))
+_EXTRA_KINDS = (("cost", "cost-reporter"), ("inventory", "compliance-scanner"), ("ci", "release-pipeline"))
+
+
+class _RoleActor:
+    def __init__(self, world: _World, index: int) -> None:
+        cfg = world.cfg
+        kinds = _AUTOMATION_KINDS + _EXTRA_KINDS
+        kind, name = kinds[index % len(kinds)]
+        if index >= len(kinds):
+            name = f"{name}-{index // len(kinds) + 1}"
+        self.world, self.kind, self.name = world, kind, name
+        self.rng = rng = world.rng("role", name)
+        self.accounts = tuple(cfg.accounts) if kind in {"ci", "inventory"} else (cfg.accounts[0],)
+        if kind == "backup":
+            self.vpce: str | None = f"vpce-0{_hex(rng, 16)}"
+            self.ips = [f"10.{rng.randint(0, 3)}.{rng.randint(0, 255)}.{rng.randint(4, 250)}"]
+        else:
+            self.vpce = None
+            self.ips = [f"{p}.{rng.randint(2, 254)}" for p in rng.sample(_EC2_US_EAST_1, 2)]
+        self.instance = f"i-0{_hex(rng, 16)}"
+        self.role_id = {a: "AROA" + _rand(world.rng("roleid", name, a), _IDCHARS, 17) for a in cfg.accounts}
+        self.boto = _boto_ua(_BOTO_BUILDS[0])
+        self._keys: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def arn(self, account: str) -> str:
+        return f"arn:aws:sts::{account}:assumed-role/{self.name}/{self.instance}"
+
+    def public(self) -> AutomationRole:
+        return AutomationRole(
+            name=self.name,
+            kind=self.kind,
+            accounts=self.accounts,
+            ips=tuple(self.ips),
+            vpc_endpoint_id=self.vpce,
+            arns=tuple(self.arn(a) for a in self.accounts),
+        )
+
+    def ident(self, account: str, ts: int) -> dict[str, Any]:
+        """Instance-profile credentials rotate every 6 hours."""
+        window = ts // (6 * _HOUR)
+        got = self._keys.get((account, window))
+        if got is None:
+            got = {
+                "type": "AssumedRole",
+                "principalId": f"{self.role_id[account]}:{self.instance}",
+                "arn": self.arn(account),
+                "accountId": account,
+                "accessKeyId": "ASIA" + _rand(self.rng, _KEYCHARS, 16),
+                "sessionContext": {
+                    "sessionIssuer": {
+                        "type": "Role",
+                        "principalId": self.role_id[account],
+                        "arn": f"arn:aws:iam::{account}:role/{self.name}",
+                        "accountId": account,
+                        "userName": self.name,
+                    },
+                    "webIdFederationData": {},
+                    "attributes": {
+                        "creationDate": _iso(window * 6 * _HOUR),
+                        "mfaAuthenticated": "false",
+                    },
+                    "ec2RoleDelivery": "2.0",
+                },
+            }
+            self._keys[(account, window)] = got
+        return got
+
+    def run(self) -> None:
+        {
+            "ci": self.run_ci,
+            "inventory": self.run_inventory,
+            "backup": self.run_backup,
+            "cost": self.run_cost,
+        }[self.kind]()
+
+    def run_ci(self) -> None:
+        rng, w = self.rng, self.world
+        tf = _TF_BUILDS[0]
+        for day in range(w.t0 // _DAY, w.t1 // _DAY):
+            weekday = (day + 3) % 7
+            runs = rng.randint(3, 9) if weekday < 5 else rng.randint(0, 1)
+            for _ in range(runs):
+                # merges cluster in US working hours (13:00-23:00 UTC)
+                hour = rng.uniform(13.0, 23.0) if rng.random() < 0.8 else rng.uniform(0.0, 24.0)
+                t = float(day * _DAY + hour * _HOUR)
+                account = rng.choice(self.accounts)
+                region = rng.choice(w.cfg.regions)
+                methods = rng.choices(_TERRAFORM_READS, k=rng.randint(25, 70))
+                if rng.random() < 0.4:
+                    methods += rng.choices(_TERRAFORM_WRITES, k=rng.randint(2, 10))
+                ip = rng.choice(self.ips)
+                for m in methods:
+                    t += rng.expovariate(1 / 1.2)
+                    ts = int(t)
+                    ua = _terraform_ua(tf[0], tf[1], m[0])
+                    err = "AccessDenied" if rng.random() < 0.003 else ""
+                    w.emit(rng, ts, account, region, self.ident(account, ts), m, ip, ua, error=err)
+
+    def run_inventory(self) -> None:
+        rng, w = self.rng, self.world
+        minute = rng.randint(0, 59)
+        ip = self.ips[0]
+        for hour in range(w.t0 // _HOUR, w.t1 // _HOUR):
+            t = float(hour * _HOUR + minute * 60 + rng.randint(0, 20))
+            for account in self.accounts:
+                for m in _INVENTORY_GLOBAL:
+                    t += rng.uniform(0.2, 1.5)
+                    ts = int(t)
+                    w.emit(rng, ts, account, w.global_region, self.ident(account, ts), m, ip, self.boto)
+                for region in w.cfg.regions:
+                    for m in _INVENTORY_SWEEP:
+                        t += rng.uniform(0.2, 1.5)
+                        ts = int(t)
+                        w.emit(rng, ts, account, region, self.ident(account, ts), m, ip, self.boto)
+
+    def run_backup(self) -> None:
+        rng, w = self.rng, self.world
+        ip, vpce = self.ips[0], {"vpcEndpointId": self.vpce}
+        hourly: tuple[_Method, ...] = (
+            ("ec2", "DescribeVolumes", True, "ec2_filter"),
+            ("ec2", "DescribeSnapshots", True, "ec2_filter"),
+        )
+        nightly: tuple[_Method, ...] = (
+            ("ec2", "CreateSnapshot", False, "snapshot"),
+            ("ec2", "DeleteSnapshot", False, "snapshot_id"),
+        )
+        kms: _Method = ("kms", "GenerateDataKey", True, "kms_datakey")
+        for hour in range(w.t0 // _HOUR, w.t1 // _HOUR):
+            for account in self.accounts:
+                for region in w.cfg.regions:
+                    t = float(hour * _HOUR + 300 + rng.randint(0, 90))
+                    calls = list(hourly)
+                    if hour % 24 == 2:  # the nightly snapshot job
+                        calls += [nightly[0]] * rng.randint(4, 9) + [nightly[1]] * rng.randint(3, 9)
+                    for m in calls:
+                        t += rng.uniform(0.3, 3.0)
+                        ts = int(t)
+                        ident = self.ident(account, ts)
+                        w.emit(rng, ts, account, region, ident, m, ip, self.boto, extra=vpce)
+                    # S3 server-side encryption with KMS: KMS is called on the role's behalf
+                    ts = int(t) + 1
+                    ident = self.ident(account, ts) | {"invokedBy": "AWS Internal"}
+                    w.emit(rng, ts, account, region, ident, kms, "AWS Internal", "AWS Internal", tls="")
+
+    def run_cost(self) -> None:
+        rng, w = self.rng, self.world
+        methods: tuple[_Method, ...] = (
+            ("sts", "GetCallerIdentity", True, ""),
+            ("ce", "GetCostAndUsage", True, "cost"),
+            ("ce", "GetCostForecast", True, "cost"),
+            ("organizations", "ListAccounts", True, ""),
+        )
+        for day in range(w.t0 // _DAY, w.t1 // _DAY):
+            t = float(day * _DAY + 6 * _HOUR + rng.randint(0, 600))
+            for account in self.accounts:
+                for m in methods:
+                    t += rng.uniform(0.5, 4.0)
+                    ts = int(t)
+                    w.emit(
+                        rng, ts, account, w.global_region, self.ident(account, ts), m, self.ips[0], self.boto
+                    )
+
+
+def _run_services(world: _World, roles: list[_RoleActor]) -> None:
+    cfg, w = world.cfg, world
+    rng = w.rng("services")
+    for account in cfg.accounts:
+        role_id = "AROA" + _rand(w.rng("config-role", account), _IDCHARS, 17)
+        role = "AWSServiceRoleForConfig"
+        ident = {
+            "type": "AssumedRole",
+            "principalId": f"{role_id}:AWSConfig-Describe",
+            "arn": f"arn:aws:sts::{account}:assumed-role/{role}/AWSConfig-Describe",
+            "accountId": account,
+            "accessKeyId": "ASIA" + _rand(rng, _KEYCHARS, 16),
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "principalId": role_id,
+                    "arn": f"arn:aws:iam::{account}:role/aws-service-role/config.amazonaws.com/{role}",
+                    "accountId": account,
+                    "userName": role,
+                },
+                "webIdFederationData": {},
+                "attributes": {"creationDate": _iso(w.t0), "mfaAuthenticated": "false"},
+            },
+            "invokedBy": "config.amazonaws.com",
+        }
+        host = "config.amazonaws.com"
+        for region in cfg.regions:
+            for tick in range(w.t0 // 1200, w.t1 // 1200):  # AWS Config polls every 20 minutes
+                t = float(tick * 1200 + rng.randint(0, 300))
+                for m in rng.sample(_CONFIG_CALLS, rng.randint(2, 4)):
+                    t += rng.uniform(0.1, 2.0)
+                    w.emit(rng, int(t), account, region, ident, m, host, host, tls="")
+    # CloudTrail checks the bucket ACL before delivering (in the bucket's account and region).
+    trail_acct, trail_region = cfg.accounts[0], cfg.regions[0]
+    ct = "cloudtrail.amazonaws.com"
+    ct_ident = {"type": "AWSService", "invokedBy": ct}
+    acl: _Method = ("s3", "GetBucketAcl", True, "")
+    params = {"bucketName": cfg.bucket, "Host": f"{cfg.bucket}.s3.amazonaws.com", "acl": ""}
+    resources = [{"accountId": trail_acct, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{cfg.bucket}"}]
+    for tick in range(w.t0 // 900, w.t1 // 900):
+        ts = tick * 900 + rng.randint(0, 899)
+        extra = {"resources": resources, "sharedEventID": _uuid(rng)}
+        w.emit(rng, ts, trail_acct, trail_region, ct_ident, acl, ct, ct, params=params, tls="", extra=extra)
+    # EC2 fetches instance-profile credentials for the automation instances.
+    ec2 = "ec2.amazonaws.com"
+    assume: _Method = ("sts", "AssumeRole", True, "")
+    for role_actor in roles:
+        for account in role_actor.accounts[:1]:
+            role_arn = f"arn:aws:iam::{account}:role/{role_actor.name}"
+            p = {"roleArn": role_arn, "roleSessionName": role_actor.instance}
+            for window in range(w.t0 // (6 * _HOUR), w.t1 // (6 * _HOUR)):
+                ts = window * 6 * _HOUR + rng.randint(0, 40)
+                res = [{"accountId": account, "type": "AWS::IAM::Role", "ARN": role_arn}]
+                extra = {"resources": res, "sharedEventID": _uuid(rng)}
+                ident = {"type": "AWSService", "invokedBy": ec2}
+                w.emit(
+                    rng, ts, account, cfg.regions[0], ident, assume, ec2, ec2, params=p, tls="", extra=extra
+                )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The attack
+# ----------------------------------------------------------------------------------------------------------
+def _plant_attack(world: _World, victim: _HumanActor) -> PlantedAttack:
+    cfg, w = world.cfg, world
+    rng = w.rng("attack", cfg.attack_country)
+    prefixes = rng.sample(_PUBLIC_PREFIXES[cfg.attack_country], 2)
+    ips = [f"{p}.{rng.randint(2, 254)}" for p in prefixes]
+    account = victim.home_account
+    ident = victim.long_term_ident(account)
+    day0 = w.t0 + cfg.effective_attack_day * _DAY
+    t = float(day0 + rng.randint(1 * _HOUR, 21 * _HOUR))
+    steps: list[tuple[_Method, str, str, dict[str, Any] | bool | None]] = []
+    for svc, name, ro, kind, per_region, err in _ATTACK_PLAN:
+        method: _Method = (svc, name, ro, kind if kind != "victim" else "")
+        if kind == "victim":
+            steps.append((method, w.global_region, err, {"userName": victim.name}))
+        elif kind == "user":
+            others = [u for u in w.res[account].users if u != victim.name]
+            steps.extend(
+                ((svc, name, ro, ""), w.global_region, err, {"userName": u})
+                for u in rng.sample(others, min(2, len(others)))
+            )
+        elif per_region:
+            steps.extend((method, region, err, False) for region in cfg.regions)
+        else:
+            steps.append((method, w.global_region, err, False))
+    ids: list[str] = []
+    times: list[int] = []
+    used_ips: list[str] = []
+    used_uas: list[str] = []
+    methods: list[str] = []
+    switch = len(steps) // 2  # half-way the attacker moves from the CLI to a boto3 script and a second IP
+    gap = 20 * 60 / len(steps)
+    for i, (method, region, err, params) in enumerate(steps):
+        t += rng.uniform(0.7 * gap, 1.3 * gap)
+        ip = ips[0] if i < switch else ips[1]
+        ua = _ATTACK_USER_AGENTS[0] if i < switch else _ATTACK_USER_AGENTS[1]
+        ts = int(t)
+        eid = w.emit(rng, ts, account, region, ident, method, ip, ua, error=err, tls="TLSv1.2", params=params)
+        ids.append(eid)
+        times.append(ts)
+        for seq, v in ((used_ips, ip), (used_uas, ua), (methods, f"{method[0]}.amazonaws.com:{method[1]}")):
+            if v not in seq:
+                seq.append(v)
+    return PlantedAttack(
+        name="stolen-iam-user-key-recon",
+        principal_arn=str(ident["arn"]),
+        access_key_id=str(ident["accessKeyId"]),
+        country=cfg.attack_country,
+        source_ips=tuple(used_ips),
+        first_event=_dt(min(times)),
+        last_event=_dt(max(times)),
+        methods=tuple(methods),
+        account_id=account,
+        event_ids=tuple(ids),
+        user_agents=tuple(used_uas),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Delivery
+# ----------------------------------------------------------------------------------------------------------
+def _prefix(cfg: SimulationConfig, account: str, kind: str, region: str, ts: int) -> str:
+    org = f"{cfg.org_id}/" if cfg.org_id else ""
+    return f"AWSLogs/{org}{account}/{kind}/{region}/{time.strftime('%Y/%m/%d', time.gmtime(ts))}/"
+
+
+@dataclass(slots=True)
+class _LogMeta:
+    key: str
+    delivered: int
+    sha256: str
+    oldest: int
+    newest: int
+
+
+def _deliver(world: _World) -> tuple[list[SimulatedFile], dict[tuple[str, str], list[_LogMeta]]]:
+    cfg = world.cfg
+    rng = world.rng("delivery")
+    files: list[SimulatedFile] = []
+    metas: dict[tuple[str, str], list[_LogMeta]] = {}
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    for (account, region, slot), items in sorted(world.buckets.items(), key=lambda kv: kv[0]):
+        items.sort(key=lambda it: it[0])
+        delivered = (slot + 1) * world.slot + rng.randint(1, 5) * 60
+        stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(delivered))
+        name = f"{account}_CloudTrail_{region}_{stamp}_{_rand(rng, _ALNUM, 16)}.json.gz"
+        key = _prefix(cfg, account, "CloudTrail", region, delivered) + name
+        raw = dumps({"Records": [rec for _, rec in items]}).encode()
+        files.append(SimulatedFile(key=key, delivered_at=_dt(delivered), body=_gzip(raw)))
+        meta = _LogMeta(key, delivered, hashlib.sha256(raw).hexdigest(), items[0][0], items[-1][0])
+        metas.setdefault((account, region), []).append(meta)
+    return files, metas
+
+
+def _digests(world: _World, metas: dict[tuple[str, str], list[_LogMeta]]) -> list[SimulatedFile]:
+    cfg = world.cfg
+    home = cfg.regions[0]
+    rng = world.rng("digests")
+    out: list[SimulatedFile] = []
+    fingerprint = _hex(rng, 32)
+    last_delivery = world.t1 + world.slot + 5 * 60
+    for account in cfg.accounts:
+        for region in cfg.regions:
+            logs = sorted(metas.get((account, region), []), key=lambda m: (m.delivered, m.key))
+            prev_end, prev_key, prev_hash, prev_sig = world.t0, None, None, None
+            i = 0
+            for hour in range(world.t0 // _HOUR + 1, -(-last_delivery // _HOUR) + 1):
+                end = hour * _HOUR + rng.randint(180, 600)
+                batch: list[_LogMeta] = []
+                while i < len(logs) and logs[i].delivered <= end:
+                    batch.append(logs[i])
+                    i += 1
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(end))
+                name = f"{account}_CloudTrail-Digest_{region}_{cfg.trail_name}_{home}_{stamp}.json.gz"
+                key = _prefix(cfg, account, "CloudTrail-Digest", region, end) + name
+                doc = {
+                    "awsAccountId": account,
+                    "digestStartTime": _iso(prev_end),
+                    "digestEndTime": _iso(end),
+                    "digestS3Bucket": cfg.bucket,
+                    "digestS3Object": key,
+                    "digestPublicKeyFingerprint": fingerprint,
+                    "digestSignatureAlgorithm": "SHA256withRSA",
+                    "newestEventTime": _iso(max(m.newest for m in batch)) if batch else None,
+                    "oldestEventTime": _iso(min(m.oldest for m in batch)) if batch else None,
+                    "previousDigestS3Bucket": cfg.bucket if prev_key else None,
+                    "previousDigestS3Object": prev_key,
+                    "previousDigestHashValue": prev_hash,
+                    "previousDigestHashAlgorithm": "SHA-256" if prev_key else None,
+                    "previousDigestSignature": prev_sig,
+                    "logFiles": [
+                        {
+                            "s3Bucket": cfg.bucket,
+                            "s3Object": m.key,
+                            "hashValue": m.sha256,
+                            "hashAlgorithm": "SHA-256",
+                            "newestEventTime": _iso(m.newest),
+                            "oldestEventTime": _iso(m.oldest),
+                        }
+                        for m in batch
+                    ],
+                }
+                raw = json.dumps(doc, separators=(",", ":")).encode()
+                out.append(SimulatedFile(key=key, delivered_at=_dt(end), body=_gzip(raw)))
+                prev_end, prev_key, prev_hash, prev_sig = (
+                    end,
+                    key,
+                    hashlib.sha256(raw).hexdigest(),
+                    _hex(rng, 512),
+                )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------------------------------
+def simulate(config: SimulationConfig) -> Simulation:
+    """Simulate ``config.days`` of an organization's CloudTrail bucket. Pure and deterministic."""
+    world = _World(config)
+    cast_rng = world.rng("cast")
+    humans: list[_HumanActor] = []
+    for i in range(config.humans):
+        iam_user = i % 6 == 1 or (config.humans == 1)
+        humans.append(_HumanActor(world, i, iam_user, world.rng("human", i)))
+    iam_names = [h.name for h in humans if h.kind == "iam_user"]
+    for account in config.accounts:
+        local_iam = [h.name for h in humans if h.kind == "iam_user" and h.home_account == account]
+        world.res[account] = _resources(world.rng("resources", account), account, local_iam or iam_names[:1])
+    roles = [_RoleActor(world, i) for i in range(config.automation_roles)]
+    for h in humans:
+        h.run()
+    for r in roles:
+        r.run()
+    _run_services(world, roles)
+    attacks: list[PlantedAttack] = []
+    if config.attack:
+        victims = [h for h in humans if h.kind == "iam_user"]
+        attacks.append(_plant_attack(world, cast_rng.choice(victims)))
+    files, metas = _deliver(world)
+    if config.digests:
+        files.extend(_digests(world, metas))
+    files.sort(key=lambda f: (f.delivered_at, f.key))
+    return Simulation(
+        config=config,
+        files=files,
+        attacks=attacks,
+        events_count=world.count,
+        humans=tuple(h.public() for h in humans),
+        automation=tuple(r.public() for r in roles),
+    )
+
+
+def write_tree(sim: Simulation, root: Path) -> None:
+    """Write every file under ``root/<key>``, as the bucket would hold it (no ground truth in the tree)."""
+    made: set[Path] = set()
+    for f in sim.files:
+        path = root / f.key
+        if path.parent not in made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            made.add(path.parent)
+        path.write_bytes(f.body)
+
+
+def write_ground_truth(sim: Simulation, path: Path) -> None:
+    """Write :meth:`Simulation.ground_truth` as indented JSON (keep it outside the log tree)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sim.ground_truth(), indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,50 @@
+"""Shared fixtures: paths to the real corpora beside the project, and the GeoIP databases."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MAXMIND_TEST_DATA = SHARED_DATA / "geoip" / "maxmind-test" / "test-data"
+EVENTS = ROOT / "events"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(path: Path, what: str) -> Path:
+    """Corpora must be there in CI (fail loudly); elsewhere a missing one skips with the reason."""
+    if path.exists():
+        return path
+    if IN_CI:
+        pytest.fail(f"{what} missing at {path} (CI must have ../shared beside the clone)")
+    pytest.skip(f"{what} not available at {path}")
+    raise AssertionError  # unreachable: skip raises
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require(SHARED_DATA, "shared test corpora")
+
+
+@pytest.fixture(scope="session")
+def city_test_mmdb() -> Path:
+    return require(MAXMIND_TEST_DATA / "GeoLite2-City-Test.mmdb", "MaxMind GeoLite2 City test database")
+
+
+@pytest.fixture(scope="session")
+def country_test_mmdb() -> Path:
+    return require(MAXMIND_TEST_DATA / "GeoIP2-Country-Test.mmdb", "MaxMind GeoIP2 Country test database")
+
+
+@pytest.fixture(scope="session")
+def dbip_mmdb() -> Path:
+    """DB-IP Lite country (CC BY 4.0); `make test` fetches it and sets TRAILGEO_DBIP_MMDB."""
+    value = os.environ.get("TRAILGEO_DBIP_MMDB")
+    if not value:
+        if IN_CI:
+            pytest.fail("TRAILGEO_DBIP_MMDB is not set; `make test` sets it")
+        pytest.skip("TRAILGEO_DBIP_MMDB not set (run through `make test`)")
+    return require(Path(value), "DB-IP Lite country database")

@@ -1,0 +1,174 @@
+"""DynamoDB, S3 and SNS adapters against moto; AWS faults injected with botocore's Stubber."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import msgspec
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from tests.aws import BUCKET, REGION, TABLE, Deployment, create_deployment
+from tests.builders import BT_IP, T0, delivery_key, gz_file, record
+from tests.test_alerts import established
+from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
+from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
+from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.alerts import Alert, build_alert
+from trailgeo.core.counters import CounterDelta
+from trailgeo.core.records import TrailRecord
+from trailgeo.core.scoring import ScoringPolicy, score_group
+from trailgeo.ports import ObjectGoneError, PublishError, TransientReadError
+
+NOW = datetime(2026, 10, 2, tzinfo=UTC)
+NOW_HOUR = int(NOW.timestamp()) // 3600
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.session.Session(region_name=REGION)
+
+
+@pytest.fixture
+def deployment(aws: Any) -> Deployment:
+    return create_deployment(aws)
+
+
+def delta(hour: int, events: int = 1) -> CounterDelta:
+    d = CounterDelta()
+    for _ in range(events):
+        d.observe(hour, f"2026-10-01T{hour % 24:02d}:00:00Z")
+    return d
+
+
+def test_given_two_runs_racing_on_one_counter_then_the_loser_merges_and_nothing_is_lost(
+    aws: Any, deployment: Deployment
+) -> None:
+    client = aws.client("dynamodb")
+    key = ("M#ec2.amazonaws.com:DescribeInstances", "C#US")
+    first, second = DynamoFrequencyStore(client, TABLE), DynamoFrequencyStore(client, TABLE)
+    stale = first.load([key])  # both runs read the same (empty) history
+    first.commit({key: delta(100, events=2)}, stale, "run-a")
+
+    stats = second.commit({key: delta(101, events=3)}, stale, "run-b")
+
+    state = first.load([key])[key[0]][key[1]]
+    assert stats.conflicts == 1
+    assert (state.buckets, state.events, state.version) == (2, 5, 2)
+    assert state.recent_runs == ("run-a", "run-b")
+
+
+def test_given_a_total_and_its_countries_then_the_total_carries_the_distribution(
+    aws: Any, deployment: Deployment
+) -> None:
+    store = DynamoFrequencyStore(aws.client("dynamodb"), TABLE)
+    keys = {("M#m", "C#US"): delta(10), ("M#m", "C#DE"): delta(11), ("M#m", "TOTAL"): delta(10)}
+    keys[("M#m", "TOTAL")].observe(11, "x")
+    store.commit(keys, {}, "run-1")
+
+    total = store.load([("M#m", "TOTAL")])["M#m"]["TOTAL"]
+
+    assert total.buckets == 2
+    assert {cc: b for cc, (b, _) in total.countries.items()} == {"US": 1, "DE": 1}
+
+
+def test_given_a_file_claimed_by_a_live_run_then_another_run_cannot_take_it(
+    aws: Any, deployment: Deployment
+) -> None:
+    ledger = DynamoLedger(aws.client("dynamodb"), TABLE)
+    assert ledger.claim(["k1", "k2"], "run-a", NOW + timedelta(minutes=20), NOW) == ["k1", "k2"]
+    assert ledger.claim(["k1", "k3"], "run-b", NOW + timedelta(minutes=20), NOW) == ["k3"]
+    # the owner's lease expires: only a takeover under the same run id succeeds
+    later = NOW + timedelta(minutes=30)
+    assert ledger.claim(["k1"], "run-b", later + timedelta(minutes=20), later) == []
+    assert ledger.claim(["k1"], "run-a", later + timedelta(minutes=20), later) == ["k1"]
+    ledger.release(["k2"], "run-a")
+    assert set(ledger.status(["k1", "k2", "k3"])) == {"k1", "k3"}
+    ledger.complete({"k1": "done"}, "run-a", later)
+    assert ledger.status(["k1"])["k1"].state == "done"
+
+
+def alert() -> Alert:
+    aggregate = RunAggregate(geolocate=lambda ip: "BT")
+    aggregate.add(msgspec.convert(record(T0, ip=BT_IP), TrailRecord))
+    (group,) = aggregate.groups.values()
+    history = established("ec2.amazonaws.com:DescribeInstances", NOW_HOUR)
+    built = build_alert(
+        score_group(group, history, ScoringPolicy(learning_days=0), NOW_HOUR), 50.0, NOW, "run-1"
+    )
+    assert built is not None
+    return built
+
+
+def test_given_sns_throttling_then_publish_raises_and_the_outbox_keeps_the_alert(
+    aws: Any, deployment: Deployment
+) -> None:
+    sns = aws.client("sns")
+    outbox = DynamoOutbox(aws.client("dynamodb"), TABLE)
+    the_alert = alert()
+    assert outbox.put(the_alert)
+    assert not outbox.put(the_alert)  # queued once only
+
+    with Stubber(sns) as stub:
+        stub.add_client_error("publish", service_error_code="Throttled", http_status_code=400)
+        with pytest.raises(PublishError, match="Throttled"):
+            SnsAlertSink(sns, deployment.topic_arn).publish(the_alert)
+    assert [a.alert_id for a in outbox.pending()] == [the_alert.alert_id]
+
+    message_id = SnsAlertSink(sns, deployment.topic_arn).publish(the_alert)
+    outbox.mark_sent(the_alert.alert_id, message_id)
+    assert outbox.pending() == []
+
+
+def test_given_the_trail_bucket_then_listing_finds_every_account_and_region_and_reads_objects(
+    aws: Any, deployment: Deployment
+) -> None:
+    s3 = aws.client("s3")
+    inside = delivery_key(NOW - timedelta(minutes=30), org="o-a1b2c3d4e5", account="111122223333")
+    other_region = delivery_key(NOW - timedelta(minutes=40), account="444455556666", region="eu-west-1")
+    too_old = delivery_key(NOW - timedelta(hours=5), account="444455556666", region="eu-west-1")
+    for key in (inside, other_region, too_old):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=gz_file([]))
+    source = S3LogSource(s3, BUCKET)
+
+    window = source.list_window(NOW - timedelta(hours=2), NOW)
+
+    assert sorted(o.key for o in window.objects) == sorted([inside, other_region])
+    assert source.read(inside).startswith(b"\x1f\x8b")
+    with pytest.raises(ObjectGoneError):
+        source.read(inside.replace(".json.gz", "-gone.json.gz"))
+
+
+def test_given_s3_slowdown_or_a_missing_kms_permission_then_the_read_is_retried_later_with_a_clear_reason(
+    aws: Any, deployment: Deployment
+) -> None:
+    s3 = aws.client("s3")
+    source = S3LogSource(s3, BUCKET)
+    with Stubber(s3) as stub:
+        stub.add_client_error("get_object", service_error_code="SlowDown", http_status_code=503)
+        stub.add_client_error(
+            "get_object", service_error_code="KMS.AccessDeniedException", http_status_code=403
+        )
+        with pytest.raises(TransientReadError, match="SlowDown"):
+            source.read("AWSLogs/x.json.gz")
+        with pytest.raises(TransientReadError, match="kms:Decrypt"):
+            source.read("AWSLogs/x.json.gz")
+
+
+def test_given_a_jsonl_sink_then_each_alert_is_one_line() -> None:
+    from trailgeo.adapters.local import JsonLinesAlertSink
+
+    out = io.StringIO()
+    sink = JsonLinesAlertSink(out)
+    sink.publish(alert())
+    sink.publish(alert())
+    assert len(out.getvalue().splitlines()) == 2

@@ -1,0 +1,255 @@
+"""The detection run end to end over local files and in-memory state (no AWS needed)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.builders import (
+    ALICE,
+    BOB,
+    BT_IP,
+    GB_IP,
+    SE_IP,
+    T0,
+    US_IP,
+    files_by_delivery,
+    hourly_history,
+    record,
+    write_tree,
+)
+from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
+from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
+from trailgeo.app.detect import Dependencies, RunOptions, detect
+from trailgeo.app.replay import ReplayState, replay
+from trailgeo.core.aggregate import CounterKey
+from trailgeo.core.counters import CounterDelta
+from trailgeo.core.scoring import History
+from trailgeo.ports import CommitStats
+
+ATTACK_AT = T0 + timedelta(days=10, hours=3)
+
+
+@pytest.fixture
+def geo(country_test_mmdb: Path) -> MaxMindGeoResolver:
+    return MaxMindGeoResolver(country_test_mmdb)
+
+
+def baseline() -> list[dict[str, object]]:
+    """Ten days of alice calling DescribeInstances from the US, one call every 6 hours (40 buckets)."""
+    return [record(T0 + timedelta(hours=6 * i, minutes=3), ip=US_IP) for i in range(40)]
+
+
+def run_replay(
+    logs: Path, geo: MaxMindGeoResolver, state: ReplayState | None = None, options: RunOptions | None = None
+) -> tuple[list[dict[str, object]], ReplayState]:
+    out = io.StringIO()
+    _, final = replay(logs, geo, JsonLinesAlertSink(out), options or RunOptions(), state)
+    return [json.loads(line) for line in out.getvalue().splitlines()], final
+
+
+def test_given_an_established_method_when_called_from_a_new_country_then_one_alert_explains_it(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    attack = [
+        record(
+            ATTACK_AT + timedelta(minutes=m), name=name, source=source, ip=BT_IP, agent="python-requests/2.31"
+        )
+        for m, (source, name) in enumerate(
+            [("ec2.amazonaws.com", "DescribeInstances"), ("iam.amazonaws.com", "ListUsers")] * 3
+        )
+    ]
+    write_tree(tmp_path, files_by_delivery(baseline() + attack))
+
+    alerts, _ = run_replay(tmp_path, geo)
+
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert["source"]["geo"]["country_iso_code"] == "BT"
+    assert alert["source"]["ip"] == [BT_IP]
+    assert alert["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE
+    assert alert["aws"]["cloudtrail"]["user_identity"]["access_key_id"] == "AKIAALICE0000000001"
+    assert alert["event"]["action"] == ["DescribeInstances", "ListUsers"]
+    assert alert["event"]["provider"] == ["ec2.amazonaws.com", "iam.amazonaws.com"]
+    assert alert["user_agent"]["original"] == ["python-requests/2.31"]
+    assert alert["cloud"]["account"]["id"] == "111122223333"
+    # ListUsers was never seen before: new methods do not alert by themselves (learning).
+    assert [m["method"] for m in alert["methods"]] == ["ec2.amazonaws.com:DescribeInstances"]
+    evidence = alert["methods"][0]
+    assert evidence["country_hourly_buckets"] == 0
+    assert evidence["method_hourly_buckets"] == 40
+    assert evidence["top_countries"][0][0] == "US"
+    assert alert["score"] >= 90
+    assert alert["severity"] == "high"
+    assert "never seen from this country" in alert["explanation"]
+    assert "never been seen calling AWS from BT" in alert["explanation"]
+    assert alert["first_event_time"] == ATTACK_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_given_the_usual_country_when_the_method_is_called_then_no_alert(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    later = [record(ATTACK_AT + timedelta(minutes=m), ip=US_IP) for m in range(5)]
+    write_tree(tmp_path, files_by_delivery(baseline() + later))
+
+    alerts, _ = run_replay(tmp_path, geo)
+
+    assert alerts == []
+
+
+def test_given_a_young_method_when_called_from_a_new_country_then_learning_keeps_it_quiet(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    young = [record(T0 + timedelta(hours=6 * i), ip=US_IP) for i in range(40)]
+    young = young[:10] + [
+        record(T0 + timedelta(days=9, hours=h), ip=US_IP, name="ListUsers", source="iam.amazonaws.com")
+        for h in range(5)
+    ]
+    attack = [record(ATTACK_AT, ip=BT_IP, name="ListUsers", source="iam.amazonaws.com")]
+    write_tree(tmp_path, files_by_delivery(young + attack))
+
+    alerts, _ = run_replay(tmp_path, geo)
+
+    assert alerts == []
+
+
+def test_given_a_deployment_younger_than_the_learning_days_then_no_alert(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    dense = hourly_history(T0, 30, ip=US_IP)  # 30 buckets, but only 30 hours of baseline
+    attack = [record(T0 + timedelta(hours=31), ip=BT_IP)]
+    write_tree(tmp_path, files_by_delivery(dense + attack))
+
+    alerts, _ = run_replay(tmp_path, geo)
+    assert alerts == []
+    alerts, _ = run_replay(tmp_path, geo, options=RunOptions())
+    assert alerts == []
+
+
+def test_given_a_principal_who_works_from_a_country_then_a_method_new_there_is_weak_evidence(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    bobs_days = [
+        record(
+            T0 + timedelta(hours=6 * i, minutes=1),
+            arn=BOB,
+            key="AKIABOB",
+            ip=GB_IP,
+            name="ListBuckets",
+            source="s3.amazonaws.com",
+        )
+        for i in range(40)
+    ]
+    bob_describes = [record(ATTACK_AT, arn=BOB, key="AKIABOB", ip=GB_IP)]
+    write_tree(tmp_path, files_by_delivery(baseline() + bobs_days + bob_describes))
+
+    alerts, _ = run_replay(tmp_path, geo)
+
+    assert alerts == []
+
+
+def test_given_a_finished_replay_when_the_same_files_are_replayed_then_counts_and_alerts_do_not_change(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    attack = [record(ATTACK_AT, ip=BT_IP)]
+    write_tree(tmp_path, files_by_delivery(baseline() + attack))
+    first_alerts, state = run_replay(tmp_path, geo)
+    snapshot = {p: dict(items) for p, items in state.store.partitions.items()}
+
+    second_alerts, state = run_replay(tmp_path, geo, state=state)
+
+    assert len(first_alerts) == 1
+    assert second_alerts == []
+    assert {p: dict(items) for p, items in state.store.partitions.items()} == snapshot
+
+
+def test_given_two_trails_delivering_the_same_event_then_it_counts_once(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    event = record(T0 + timedelta(minutes=2), ip=SE_IP)
+    files = files_by_delivery([event], region="us-east-1")
+    files |= files_by_delivery([event], region="eu-west-1")
+    write_tree(tmp_path, files)
+
+    _, state = run_replay(tmp_path, geo)
+
+    assert state.store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 1
+
+
+@dataclass
+class CrashingStore:
+    """A real in-memory store that dies once, after writing part of a commit (a Lambda timeout)."""
+
+    inner: MemoryFrequencyStore
+    crash_after: int
+    crashed: bool = False
+
+    def load(self, partitions: object) -> History:
+        return self.inner.load(partitions)  # type: ignore[arg-type]
+
+    def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
+        if self.crashed:
+            return self.inner.commit(deltas, history, run_id)
+        self.crashed = True
+        partial = dict(list(deltas.items())[: self.crash_after])
+        self.inner.commit(partial, history, run_id)
+        raise TimeoutError("Task timed out")
+
+
+def counts(
+    store: MemoryFrequencyStore,
+) -> dict[tuple[str, str], tuple[int, float, int, str | None, str | None]]:
+    return {
+        (p, k): (v.buckets, v.wsum, v.events, v.first_seen, v.last_seen)
+        for p, items in store.partitions.items()
+        for k, v in items.items()
+    }
+
+
+def test_given_a_run_that_died_mid_commit_when_the_next_run_takes_over_then_counts_equal_an_uninterrupted_run(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    history = [
+        record(T0 + timedelta(minutes=5 * i), ip=[US_IP, GB_IP, SE_IP][i % 3], name=f"Call{i % 4}")
+        for i in range(24)
+    ]
+    write_tree(tmp_path, files_by_delivery(history))
+    source = LocalLogSource(tmp_path)
+    tick = T0 + timedelta(hours=2, minutes=15)
+    sink = JsonLinesAlertSink(io.StringIO())
+
+    reference = MemoryFrequencyStore()
+    detect(
+        tick,
+        Dependencies(source, geo, reference, MemoryLedger(), MemoryOutbox(), sink, clock=lambda: tick),
+        RunOptions(),
+    )
+
+    crashing = CrashingStore(MemoryFrequencyStore(), crash_after=5)
+    ledger = MemoryLedger()
+    with pytest.raises(TimeoutError):
+        detect(
+            tick,
+            Dependencies(source, geo, crashing, ledger, MemoryOutbox(), sink, clock=lambda: tick),
+            RunOptions(),
+        )
+    assert {e.state for e in ledger.entries.values()} == {"claimed"}
+    later = tick + timedelta(minutes=30)  # the lease (20 min) has expired
+    report = detect(
+        later,
+        Dependencies(source, geo, crashing, ledger, MemoryOutbox(), sink, clock=lambda: later),
+        RunOptions(),
+    )
+
+    assert report.files_recovered == len(list(tmp_path.rglob("*.json.gz")))
+    assert report.counters_already_applied == 5
+    assert counts(crashing.inner) == counts(reference)
+    assert len(counts(reference)) > 5
+    assert {e.state for e in ledger.entries.values()} == {"done"}

@@ -1,0 +1,172 @@
+"""The scheduled Lambda handler against moto: S3 -> DynamoDB -> SNS (read through SQS)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.aws import BUCKET, REGION, Deployment, create_deployment, environment, receive_alerts
+from tests.builders import ALICE, BT_IP, T0, US_IP, delivery_key, files_by_delivery, gz_file, record
+from tests.conftest import EVENTS, ROOT
+
+ORG = "o-a1b2c3d4e5"
+
+
+def load_handler_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("detector_app", ROOT / "functions" / "detector" / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "trailgeo-detector"
+    memory_limit_in_mb: int = 1769
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:trailgeo-detector"
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+    remaining_ms: int = 600_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def scheduled_event(time: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / "scheduled.json").read_text())
+    event["time"] = time
+    return event
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield boto3.session.Session(region_name=REGION)
+
+
+@pytest.fixture
+def deployment(aws: Any, monkeypatch: pytest.MonkeyPatch, country_test_mmdb: Path) -> Deployment:
+    deployed = create_deployment(aws)
+    for name, value in environment(
+        deployed, str(country_test_mmdb), LEARNING_DAYS="0", LOOKBACK_MINUTES="1440"
+    ).items():
+        monkeypatch.setenv(name, value)
+    return deployed
+
+
+def put_files(session: Any, files: dict[str, bytes]) -> None:
+    s3 = session.client("s3", region_name=REGION)
+    for key, body in files.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+
+def table_items(session: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    dynamodb = session.client("dynamodb", region_name=REGION)
+    items = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            items[(item["pk"]["S"], item["sk"]["S"])] = item
+    return items
+
+
+def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamodb_and_alerts_on_sns(
+    aws: Any, deployment: Deployment
+) -> None:
+    # Given: 24 hourly buckets of alice from the US (organization trail layout), plus noise to skip
+    baseline = [record(T0 + timedelta(hours=h, minutes=3), ip=US_IP) for h in range(24)]
+    put_files(aws, files_by_delivery(baseline, org=ORG))
+    put_files(
+        aws,
+        {
+            f"AWSLogs/{ORG}/111122223333/CloudTrail-Digest/us-east-1/2026/10/01/"
+            "111122223333_CloudTrail-Digest_us-east-1_trail_us-east-1_20261001T010000Z.json.gz": gz_file([]),
+            f"AWSLogs/{ORG}/111122223333/CloudTrail/us-east-1/2026/10/01/not-a-trail-file.txt": b"hello",
+        },
+    )
+    handler = load_handler_module()
+    context = FakeLambdaContext()
+
+    # When: a run looks back over the whole baseline day, then the attacker's file arrives
+    first = handler.lambda_handler(scheduled_event("2026-10-02T00:30:00Z"), context)
+    attack_at = T0 + timedelta(hours=25)
+    attack = [
+        record(
+            attack_at + timedelta(minutes=m), ip=BT_IP, name=name, source=src, agent="python-requests/2.31"
+        )
+        for m, (src, name) in enumerate(
+            [("ec2.amazonaws.com", "DescribeInstances"), ("iam.amazonaws.com", "ListUsers")]
+        )
+    ]
+    attack_key = delivery_key(attack_at + timedelta(minutes=10), org=ORG)
+    put_files(aws, {attack_key: gz_file(attack)})
+    runtime = handler.runtime()
+    second = handler.lambda_handler(scheduled_event("2026-10-02T01:15:00Z"), context)
+
+    # Then: the baseline was counted once per hourly bucket, nothing alerted on it
+    assert runtime is handler.runtime()  # built once per execution environment
+    assert first["files_read"] == 24
+    assert first["events_geolocated"] == 24
+    assert first["alerts_raised"] == 0
+    assert first["keys_skipped"] == {"key_other": 1, "prefix_cloudtrail-digest": 1}
+    items = table_items(aws, deployment.table)
+    pair = items[("M#ec2.amazonaws.com:DescribeInstances", "C#US")]
+    assert pair["b"]["N"] == "24"
+    assert pair["ev"]["N"] == "24"
+    ledger = {k: v for k, v in items.items() if k[0].startswith("F#")}
+    assert len(ledger) == 25
+    assert {v["st"]["S"] for v in ledger.values()} == {"done"}
+
+    # Then: the attack run published one alert with the ECS fields and filterable attributes
+    assert second["alerts_raised"] == 1
+    assert second["alerts_published"] == 1
+    envelopes = receive_alerts(aws, deployment.queue_url)
+    assert len(envelopes) == 1
+    envelope = envelopes[0]
+    assert envelope["Subject"].startswith(
+        "Unusual country for AWS command: 2 methods from BT by arn:aws:iam::"
+    )
+    assert envelope["MessageAttributes"]["country"]["Value"] == "BT"
+    assert envelope["MessageAttributes"]["severity"]["Value"] == "high"
+    assert float(envelope["MessageAttributes"]["score"]["Value"]) >= 90
+    alert = json.loads(envelope["Message"])
+    assert alert["detected_at"].startswith("2026-10-02T01:15:00")
+    assert alert["source"] == {"geo": {"country_iso_code": "BT"}, "ip": [BT_IP]}
+    assert alert["aws"]["cloudtrail"]["user_identity"] == {
+        "arn": ALICE,
+        "type": "IAMUser",
+        "access_key_id": "AKIAALICE0000000001",
+    }
+    assert alert["event"]["action"] == ["DescribeInstances", "ListUsers"]
+    assert alert["event"]["provider"] == ["ec2.amazonaws.com", "iam.amazonaws.com"]
+    assert alert["user_agent"]["original"] == ["python-requests/2.31"]
+    assert alert["cloud"]["account"]["id"] == "111122223333"
+    assert alert["first_event_time"] == attack[0]["eventTime"]
+    assert alert["last_event_time"] == attack[1]["eventTime"]
+    assert "never seen from this country" in alert["explanation"]
+    items_after = table_items(aws, deployment.table)
+    outbox = items_after
+    assert [v["st"]["S"] for k, v in outbox.items() if k[0] == "OUTBOX"] == ["sent"]
+
+    # When: the same window runs again (a retry, or the next overlapping look-back)
+    third = handler.lambda_handler(scheduled_event("2026-10-02T01:15:00Z"), context)
+
+    # Then: no count changes and nothing is sent twice
+    assert third["files_new"] == 0
+    assert third["alerts_raised"] == 0
+    assert receive_alerts(aws, deployment.queue_url) == []
+    assert table_items(aws, deployment.table) == items_after

@@ -1,0 +1,130 @@
+"""Decoding delivery files: the fast typed path, the record-by-record fallback, and bad shapes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from trailgeo.core.payload import UnreadablePayloadError, decompress
+from trailgeo.core.records import MAX_FIELD_CHARS, MalformedFileError, clip, decode_trail_file
+
+
+def test_given_a_well_formed_file_when_decoded_then_only_the_needed_fields_are_kept() -> None:
+    data = json.dumps(
+        {
+            "Records": [
+                {
+                    "eventTime": "2021-07-29T23:53:26Z",
+                    "eventSource": "lambda.amazonaws.com",
+                    "eventName": "ListFunctions20150331",
+                    "sourceIPAddress": "96.253.26.224",
+                    "userAgent": "console.amazonaws.com",
+                    "userIdentity": {
+                        "type": "Root",
+                        "arn": "arn:aws:iam::342082656213:root",
+                        "accessKeyId": "ASIA1",
+                    },
+                    "recipientAccountId": "342082656213",
+                    "requestParameters": {"huge": "x" * 10_000},
+                }
+            ]
+        }
+    ).encode()
+
+    decoded = decode_trail_file(data)
+
+    assert len(decoded.records) == 1
+    rec = decoded.records[0]
+    assert (rec.eventSource, rec.eventName, rec.sourceIPAddress) == (
+        "lambda.amazonaws.com",
+        "ListFunctions20150331",
+        "96.253.26.224",
+    )
+    assert rec.userIdentity is not None
+    assert rec.userIdentity.arn == "arn:aws:iam::342082656213:root"
+    assert not hasattr(rec, "requestParameters")
+    assert decoded.skipped == {}
+
+
+def test_given_one_record_with_wrong_types_when_decoded_then_the_others_survive_and_it_is_counted() -> None:
+    data = json.dumps(
+        {
+            "Records": [
+                {"eventName": "A", "eventSource": "s3.amazonaws.com", "sourceIPAddress": 12345},
+                "not an object",
+                None,
+                {"eventName": "B", "eventSource": "s3.amazonaws.com", "userIdentity": "oops"},
+                {
+                    "eventName": "C",
+                    "eventSource": "s3.amazonaws.com",
+                    "userIdentity": {"arn": 7, "type": "IAMUser"},
+                },
+            ]
+        }
+    ).encode()
+
+    decoded = decode_trail_file(data)
+
+    assert [r.eventName for r in decoded.records] == ["A", "B", "C"]
+    assert decoded.records[0].sourceIPAddress is None
+    assert decoded.records[2].userIdentity is not None
+    assert decoded.records[2].userIdentity.type == "IAMUser"
+    assert decoded.records[2].userIdentity.arn is None
+    assert decoded.skipped == {"record_not_object": 2, "field_wrong_type": 2}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'{"records": []}', "no_records_key"),
+        (b'{"Records": {"a": 1}}', "records_not_a_list"),
+        (b"\xff\xfe\x00", "invalid_json"),
+    ],
+)
+def test_given_a_document_that_is_not_a_trail_file_then_a_clear_error_names_the_reason(
+    payload: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedFileError) as caught:
+        decode_trail_file(payload)
+    assert caught.value.reason == reason
+
+
+def test_given_an_empty_records_list_then_nothing_is_decoded_and_nothing_skipped() -> None:
+    decoded = decode_trail_file(b'{"Records": []}')
+    assert decoded.records == []
+    assert decoded.skipped == {}
+
+
+def test_given_a_huge_attacker_string_then_clip_bounds_it_visibly() -> None:
+    clipped = clip("A" * 1_000_000)
+    assert clipped is not None
+    assert len(clipped) == MAX_FIELD_CHARS + len("…[truncated]")
+    assert clipped.endswith("…[truncated]")
+    assert clip("short") == "short"
+    assert clip(None) is None
+
+
+def test_given_gzip_and_plain_objects_then_both_decompress_and_bad_ones_have_reasons() -> None:
+    body = b'{"Records": []}'
+    assert decompress(gzip.compress(body), name="x.json.gz") == body
+    assert decompress(body, name="x.json") == body
+    with pytest.raises(UnreadablePayloadError) as not_gzip:
+        decompress(body, name="x.json.gz")
+    assert not_gzip.value.reason == "not_gzip"
+    with pytest.raises(UnreadablePayloadError) as truncated:
+        decompress(gzip.compress(body * 100)[:-12], name="x.json.gz")
+    assert truncated.value.reason == "truncated_gzip"
+    with pytest.raises(UnreadablePayloadError) as corrupt:
+        decompress(b"\x1f\x8b" + b"\x00" * 40, name="x.json.gz")
+    assert corrupt.value.reason == "corrupt_gzip"
+
+
+def test_given_a_gzip_bomb_then_decompression_stops_at_the_cap() -> None:
+    bomb = gzip.compress(b"\x00" * (64 * 1024 * 1024))  # 64 MiB of zeros in ~64 KiB
+    with pytest.raises(UnreadablePayloadError) as caught:
+        decompress(bomb, name="bomb.json.gz", limit=1024 * 1024)
+    assert caught.value.reason == "too_large"

@@ -1,0 +1,642 @@
+"""The deployment: template.yaml (SAM), its least-privilege policy and the GeoIP layer build script.
+
+Self-contained: reads template.yaml with PyYAML when it is installed (short tags such as ``!Ref``
+become their long forms), else with cfn-lint's decoder from the .venv-sam venv (``make template-venv``).
+Tools that are missing skip these tests with the reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+SAM_BIN = ROOT / ".venv-sam" / "bin"
+BUILD_SH = ROOT / "layers" / "geoip" / "build.sh"
+SHARED = Path(__file__).parents[1].parent / "shared"
+MAXMIND_COUNTRY_TEST_MMDB = (
+    SHARED / "data" / "geoip" / "maxmind-test" / "test-data" / "GeoLite2-Country-Test.mmdb"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+MMDB_MARKER = b"\xab\xcd\xefMaxMind.com"
+DBIP_ATTRIBUTION = "IP Geolocation by DB-IP"
+
+# Actions for which AWS offers no resource-level permissions, so "*" is the only possible Resource.
+UNSCOPABLE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "cloudwatch:PutMetricData"}
+TABLE_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",  # TransactWriteItems is authorised per item: no action of its own
+}
+# The settings the package reads (trailgeo.app.settings plus Powertools and the log level).
+FUNCTION_ENVIRONMENT = {
+    "TRAIL_BUCKET",
+    "TRAIL_PREFIX",
+    "TABLE_NAME",
+    "TOPIC_ARN",
+    "GEOIP_DB_PATH",
+    "LOOKBACK_MINUTES",
+    "SCORE_THRESHOLD",
+    "LEARNING_BUCKETS",
+    "LEARNING_DAYS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "LOG_LEVEL",
+}
+
+
+def unavailable(reason: str) -> None:
+    """A missing tool fails the test in CI and skips it elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{reason} (required when CI=true)")
+    pytest.skip(reason)
+
+
+# ---------------------------------------------------------------------------- reading the template
+
+
+def _load_with_pyyaml(text: str) -> dict[str, Any] | None:
+    try:
+        import yaml
+    except ImportError:
+        return None
+
+    class CloudFormationLoader(yaml.SafeLoader):
+        pass
+
+    def short_form(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        if suffix in {"Ref", "Condition"}:
+            return {suffix: value}
+        if suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+        return {f"Fn::{suffix}": value}
+
+    CloudFormationLoader.add_multi_constructor("!", short_form)
+    document: dict[str, Any] = yaml.load(text, Loader=CloudFormationLoader)  # noqa: S506 - SafeLoader subclass
+    return document
+
+
+def _load_with_cfn_lint() -> dict[str, Any] | None:
+    python = SAM_BIN / "python"
+    if not python.exists():
+        return None
+    script = (
+        "import json, sys\n"
+        "from cfnlint.decode import decode\n"
+        "template, matches = decode(sys.argv[1])\n"
+        "if matches: sys.exit('\\n'.join(str(m) for m in matches))\n"
+        "print(json.dumps(template))\n"
+    )
+    done = subprocess.run(
+        [str(python), "-c", script, str(TEMPLATE)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
+
+
+@cache
+def _template() -> dict[str, Any] | None:
+    return _load_with_pyyaml(TEMPLATE.read_text(encoding="utf-8")) or _load_with_cfn_lint()
+
+
+@pytest.fixture
+def template() -> dict[str, Any]:
+    document = _template()
+    if document is None:
+        unavailable("neither PyYAML nor .venv-sam (cfn-lint) is available to read template.yaml")
+    assert document is not None
+    return document
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in template["Resources"].items() if res["Type"] == kind}
+
+
+def the_one(template: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+    found = resources_of(template, kind)
+    assert len(found) == 1, f"expected exactly one {kind}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def referenced(value: Any) -> str:
+    """The logical id behind a Ref or a GetAtt."""
+    if isinstance(value, dict) and "Ref" in value:
+        return str(value["Ref"])
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        target = value["Fn::GetAtt"]
+        return str(target[0] if isinstance(target, list) else target.split(".", 1)[0])
+    raise AssertionError(f"not a Ref or GetAtt: {value!r}")
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def branches(item: Any) -> Iterator[dict[str, Any]]:
+    """A policy statement, or both branches of an Fn::If around one (AWS::NoValue dropped)."""
+    if isinstance(item, dict) and "Fn::If" in item:
+        _, when_true, when_false = item["Fn::If"]
+        for branch in (when_true, when_false):
+            if branch != {"Ref": "AWS::NoValue"}:
+                yield from branches(branch)
+    else:
+        yield item
+
+
+def sub_text(value: Any) -> str:
+    """The template string of a Fn::Sub (or a plain string)."""
+    if isinstance(value, str):
+        return value
+    assert isinstance(value, dict), value
+    assert "Fn::Sub" in value, value
+    sub = value["Fn::Sub"]
+    return str(sub if isinstance(sub, str) else sub[0])
+
+
+def function(template: dict[str, Any]) -> dict[str, Any]:
+    return the_one(template, "AWS::Serverless::Function")[1]["Properties"]
+
+
+def function_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    props = function(template)
+    assert "Policies" not in props, "the function's permissions belong in its explicit role"
+    role = template["Resources"][referenced(props["Role"])]
+    assert role["Type"] == "AWS::IAM::Role"
+    assert "ManagedPolicyArns" not in role["Properties"], "managed policies grant Resource '*'"
+    statements = [
+        statement
+        for policy in role["Properties"]["Policies"]
+        for item in policy["PolicyDocument"]["Statement"]
+        for statement in branches(item)
+    ]
+    assert statements
+    return statements
+
+
+def statements_with(template: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in function_statements(template) if action in as_list(s["Action"])]
+
+
+def statements_for(template: dict[str, Any], service: str) -> list[dict[str, Any]]:
+    """The statements granting any action of one service (``dynamodb``, ``sns``...)."""
+    return [
+        s
+        for s in function_statements(template)
+        if any(a.startswith(f"{service}:") for a in as_list(s["Action"]))
+    ]
+
+
+# ---------------------------------------------------------------------------- (a) linters
+
+
+def sam_tool(name: str) -> Path:
+    tool = SAM_BIN / name
+    if not tool.exists():
+        unavailable(f"{tool} is missing: run `make template-venv`")
+    return tool
+
+
+def run_tool(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run(
+        [str(a) for a in argv], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+
+
+def test_given_the_template_when_sam_transforms_and_lints_it_then_it_is_valid() -> None:
+    sam = sam_tool("sam")
+    for argv in (
+        [sam, "validate", "--region", "us-east-1"],
+        [sam, "validate", "--lint", "--region", "us-east-1"],
+    ):
+        done = run_tool(*argv, "--template-file", TEMPLATE)
+        assert done.returncode == 0, f"{argv[1:]}:\n{done.stdout}\n{done.stderr}"
+
+
+def test_given_the_template_when_cfn_lint_runs_then_it_reports_no_finding() -> None:
+    done = run_tool(sam_tool("cfn-lint"), TEMPLATE)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not done.stdout.strip()
+
+
+# ---------------------------------------------------------------------------- (b) least privilege
+
+
+def test_given_the_function_role_then_only_unscopable_actions_use_a_wildcard_resource(
+    template: dict[str, Any],
+) -> None:
+    for statement in function_statements(template):
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement
+        assert "NotResource" not in statement
+        actions = as_list(statement["Action"])
+        assert all("*" not in action for action in actions), statement
+        if "*" in as_list(statement["Resource"]):
+            assert set(actions) <= UNSCOPABLE_ACTIONS, statement
+            if "cloudwatch:PutMetricData" in actions:
+                assert "cloudwatch:namespace" in json.dumps(statement.get("Condition", {})), statement
+
+
+def test_given_the_function_role_then_it_reads_only_the_trail_prefix_of_the_bucket(
+    template: dict[str, Any],
+) -> None:
+    (get,) = statements_with(template, "s3:GetObject")
+    assert as_list(get["Action"]) == ["s3:GetObject"]
+    assert (
+        sub_text(get["Resource"]) == "arn:${AWS::Partition}:s3:::${TrailBucketName}/${TrailPrefix}AWSLogs/*"
+    )
+
+    (listing,) = statements_with(template, "s3:ListBucket")
+    assert as_list(listing["Action"]) == ["s3:ListBucket"]
+    assert sub_text(listing["Resource"]) == "arn:${AWS::Partition}:s3:::${TrailBucketName}"
+    patterns = [sub_text(p) for p in as_list(listing["Condition"]["StringLike"]["s3:prefix"])]
+    assert set(patterns) >= {"${TrailPrefix}AWSLogs/", "${TrailPrefix}AWSLogs/*"}
+
+
+@pytest.mark.parametrize("trail_prefix", ["", "cloudtrail/"])
+def test_given_the_list_condition_when_the_detector_lists_its_prefixes_then_only_those_are_allowed(
+    template: dict[str, Any], trail_prefix: str
+) -> None:
+    (listing,) = statements_with(template, "s3:ListBucket")
+    patterns = [
+        sub_text(p).replace("${TrailPrefix}", trail_prefix)
+        for p in as_list(listing["Condition"]["StringLike"]["s3:prefix"])
+    ]
+
+    def allowed(prefix: str) -> bool:  # IAM StringLike: * and ? wildcards, case-sensitive
+        return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns)
+
+    base = f"{trail_prefix}AWSLogs/"
+    for prefix in (
+        base,  # discovery, with Delimiter="/"
+        f"{base}o-abc123def4/",  # organization trail
+        f"{base}111122223333/",
+        f"{base}111122223333/CloudTrail/",
+        f"{base}111122223333/CloudTrail/eu-west-1/2024/05/06/",
+    ):
+        assert allowed(prefix), prefix
+    for prefix in ("", "AWSLogs", "other/AWSLogs/", f"{trail_prefix}Config/"):
+        assert not allowed(prefix), prefix
+
+
+def test_given_the_function_role_then_it_uses_exactly_the_needed_table_actions_on_the_table(
+    template: dict[str, Any],
+) -> None:
+    table_name, _ = the_one(template, "AWS::DynamoDB::Table")
+    (statement,) = statements_for(template, "dynamodb")
+    assert set(as_list(statement["Action"])) == TABLE_ACTIONS
+    assert [referenced(r) for r in as_list(statement["Resource"])] == [table_name]
+
+
+def test_given_the_function_role_then_it_publishes_only_to_the_alerts_topic(template: dict[str, Any]) -> None:
+    topic_name, _ = the_one(template, "AWS::SNS::Topic")
+    (statement,) = statements_for(template, "sns")
+    assert as_list(statement["Action"]) == ["sns:Publish"]
+    assert [referenced(r) for r in as_list(statement["Resource"])] == [topic_name]
+
+
+def test_given_the_function_role_then_kms_use_is_limited_to_its_keys_and_services(
+    template: dict[str, Any],
+) -> None:
+    key_name, _ = the_one(template, "AWS::KMS::Key")
+    for statement in statements_for(template, "kms"):
+        actions = as_list(statement["Action"])
+        assert set(actions) <= {"kms:Decrypt", "kms:GenerateDataKey"}, statement
+        assert "kms:ViaService" in json.dumps(statement["Condition"]), statement
+        (resource,) = as_list(statement["Resource"])
+        if resource == {"Ref": "TrailKmsKeyArn"}:
+            assert actions == ["kms:Decrypt"]
+        else:
+            assert referenced(resource) == key_name
+    # the trail bucket's key is granted only when one is given
+    role = template["Resources"][referenced(function(template)["Role"])]
+    document = json.dumps(role["Properties"]["Policies"])
+    assert '"Fn::If": ["HasTrailKmsKey"' in document
+    assert template["Conditions"]["HasTrailKmsKey"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "TrailKmsKeyArn"}, ""]}]
+    }
+
+
+def test_given_the_function_then_it_logs_to_its_own_retained_log_group(template: dict[str, Any]) -> None:
+    group_name, group = the_one(template, "AWS::Logs::LogGroup")
+    assert referenced(function(template)["LoggingConfig"]["LogGroup"]) == group_name
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert template["Parameters"]["LogRetentionDays"]["Default"] == 90
+    (logs,) = statements_for(template, "logs")
+    assert set(as_list(logs["Action"])) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert referenced(logs["Resource"]) == group_name
+
+
+def test_given_the_function_then_its_environment_is_what_the_package_reads(template: dict[str, Any]) -> None:
+    props = function(template)
+    variables = props["Environment"]["Variables"]
+    assert set(variables) == FUNCTION_ENVIRONMENT
+    assert variables["GEOIP_DB_PATH"] == "/opt/geoip/country.mmdb"
+    assert variables["POWERTOOLS_SERVICE_NAME"] == variables["POWERTOOLS_METRICS_NAMESPACE"] == "trailgeo"
+    assert (props["Runtime"], props["Handler"], props["Architectures"]) == (
+        "python3.13",
+        "app.lambda_handler",
+        ["x86_64"],
+    )
+    assert props["ReservedConcurrentExecutions"] == 1
+    assert props["Timeout"] < 900  # inside the 15-minute schedule
+    assert props["Tracing"] == "Active"
+    parameters = template["Parameters"]
+    assert parameters["LookbackMinutes"]["Default"] == 120
+    assert parameters["ScoreThreshold"]["Default"] == 50
+    for optional in ("TrailPrefix", "TrailKmsKeyArn", "AlertEmail"):
+        assert parameters[optional]["Default"] == ""
+
+
+def test_given_the_layers_then_sam_builds_each_with_its_own_makefile_target(template: dict[str, Any]) -> None:
+    layers = resources_of(template, "AWS::Serverless::LayerVersion")
+    assert set(layers) == {"TrailgeoLayer", "GeoIpLayer"}
+    assert sorted(referenced(layer) for layer in function(template)["Layers"]) == sorted(layers)
+    for name, layer in layers.items():
+        assert layer["Metadata"]["BuildMethod"] == "makefile"
+        makefile = ROOT / layer["Properties"]["ContentUri"] / "Makefile"
+        assert f"build-{name}:" in makefile.read_text(encoding="utf-8"), makefile
+        assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+
+
+# ---------------------------------------------------------------------------- (c) table
+
+
+def test_given_the_table_then_it_is_on_demand_with_pitr_ttl_and_encryption(template: dict[str, Any]) -> None:
+    _, table = the_one(template, "AWS::DynamoDB::Table")
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    assert {(a["AttributeName"], a["AttributeType"]) for a in props["AttributeDefinitions"]} == {
+        ("pk", "S"),
+        ("sk", "S"),
+    }
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+
+
+# ---------------------------------------------------------------------------- (d) encryption
+
+
+def test_given_the_topic_and_the_dead_letter_queue_then_both_are_encrypted_with_the_stack_key(
+    template: dict[str, Any],
+) -> None:
+    key_name, key = the_one(template, "AWS::KMS::Key")
+    assert key["Properties"]["EnableKeyRotation"] is True
+    _, topic = the_one(template, "AWS::SNS::Topic")
+    assert referenced(topic["Properties"]["KmsMasterKeyId"]) == key_name
+    _, queue = the_one(template, "AWS::SQS::Queue")
+    assert referenced(queue["Properties"]["KmsMasterKeyId"]) == key_name
+    # EventBridge must be able to encrypt what it sends to the dead-letter queue
+    services = [
+        service
+        for statement in key["Properties"]["KeyPolicy"]["Statement"]
+        for service in as_list(statement.get("Principal", {}).get("Service", []))
+    ]
+    assert "events.amazonaws.com" in services
+
+
+def test_given_an_alert_email_when_empty_then_no_subscription_is_created(template: dict[str, Any]) -> None:
+    _, subscription = the_one(template, "AWS::SNS::Subscription")
+    assert subscription["Condition"] == "HasAlertEmail"
+    assert template["Conditions"]["HasAlertEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
+    }
+    assert subscription["Properties"]["Protocol"] == "email"
+
+
+# ---------------------------------------------------------------------------- (e) schedule
+
+
+def test_given_the_schedule_then_it_runs_every_15_minutes_with_retries_and_a_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    function_name, _ = the_one(template, "AWS::Serverless::Function")
+    queue_name, _ = the_one(template, "AWS::SQS::Queue")
+    events = function(template)["Events"]
+    schedules = {
+        name: e["Properties"] for name, e in events.items() if e["Type"] in {"Schedule", "ScheduleV2"}
+    }
+    assert len(schedules) == 1
+    ((event_name, schedule),) = schedules.items()
+    assert schedule["Schedule" if "Schedule" in schedule else "ScheduleExpression"] == "rate(15 minutes)"
+    assert schedule["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert 60 <= schedule["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 900
+    assert referenced(schedule["DeadLetterConfig"]["Arn"]) == queue_name
+
+    # the queue lets exactly that rule (SAM names it <function><event>) send to it
+    _, queue_policy = the_one(template, "AWS::SQS::QueuePolicy")
+    (allow,) = [
+        s for s in queue_policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+    ]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    assert referenced(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == function_name + event_name
+
+    # runs that fail after Lambda's own retries land in the same queue, with their error
+    invoke = function(template)["EventInvokeConfig"]
+    assert referenced(invoke["DestinationConfig"]["OnFailure"]["Destination"]) == queue_name
+    assert statements_with(template, "sqs:SendMessage")
+
+
+# ---------------------------------------------------------------------------- (f) GeoIP layer build
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any GeoIP source setting, plus ``extra``."""
+    sources = {"TRAILGEO_MMDB", "MAXMIND_LICENSE_KEY", "MAXMIND_EDITION"}
+    return {**{k: v for k, v in os.environ.items() if k not in sources}, **extra}
+
+
+def build_geoip(artifacts: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(BUILD_SH), str(artifacts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def maxmind_test_db() -> Path:
+    if not MAXMIND_COUNTRY_TEST_MMDB.exists():
+        unavailable(f"MaxMind test database not found at {MAXMIND_COUNTRY_TEST_MMDB}")
+    return MAXMIND_COUNTRY_TEST_MMDB
+
+
+def assert_country_lookup_works(mmdb: Path, ip: str, iso_code: str) -> None:
+    try:
+        import maxminddb
+    except ImportError:
+        return  # the byte-level checks already ran; maxminddb lives in the project venv
+    with maxminddb.open_database(str(mmdb)) as reader:
+        record = reader.get(ip)
+    assert isinstance(record, dict)
+    found = record.get("country", {}).get("iso_code") or record.get("country_code")
+    assert found == iso_code
+
+
+def test_given_a_user_supplied_mmdb_when_the_layer_builds_then_it_is_installed_with_its_provenance(
+    tmp_path: Path,
+) -> None:
+    source = maxmind_test_db()
+    env = clean_env(TRAILGEO_MMDB=str(source), MAXMIND_LICENSE_KEY="ignored-when-a-path-is-given")
+    done = build_geoip(tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    installed = tmp_path / "geoip" / "country.mmdb"
+    assert installed.read_bytes() == source.read_bytes()
+    provenance = (tmp_path / "geoip" / "SOURCE.txt").read_text(encoding="utf-8")
+    assert "supplied" in provenance
+    assert source.name in provenance
+    assert hashlib.sha256(source.read_bytes()).hexdigest() in provenance
+    assert_country_lookup_works(installed, "2.125.160.216", "GB")
+
+
+def test_given_a_path_that_is_not_an_mmdb_when_the_layer_builds_then_it_fails_and_says_why(
+    tmp_path: Path,
+) -> None:
+    bogus = tmp_path / "bogus.mmdb"
+    bogus.write_bytes(b"not a database")
+    done = build_geoip(tmp_path / "out", clean_env(TRAILGEO_MMDB=str(bogus)))
+    assert done.returncode != 0
+    assert "not a MaxMind DB" in done.stderr
+    assert not (tmp_path / "out" / "geoip" / "country.mmdb").exists()
+
+    done = build_geoip(tmp_path / "out", clean_env(TRAILGEO_MMDB=str(tmp_path / "missing.mmdb")))
+    assert done.returncode != 0
+    assert "no such file" in done.stderr
+
+
+FAKE_CURL = """#!/bin/sh
+# Stands in for curl: records argv and the config read from stdin, serves the prepared files.
+printf '%s\\n' "$@" >>"$FAKE_CURL_DIR/argv.log"
+config=$(cat)
+printf '%s\\n' "$config" >>"$FAKE_CURL_DIR/config.log"
+out=
+while [ $# -gt 0 ]; do
+    if [ "$1" = --output ]; then out=$2; shift; fi
+    shift
+done
+case "$config" in
+    *"license_key=$FAKE_CURL_KEY&"*"suffix=tar.gz.sha256"*) cp "$FAKE_CURL_DIR/db.tar.gz.sha256" "$out" ;;
+    *"license_key=$FAKE_CURL_KEY&"*"suffix=tar.gz"*) cp "$FAKE_CURL_DIR/db.tar.gz" "$out" ;;
+    *) echo "curl: (22) The requested URL returned error: 401" >&2; exit 22 ;;
+esac
+"""
+
+
+def fake_maxmind(tmp_path: Path, mmdb: Path, key: str, *, corrupt_checksum: bool = False) -> dict[str, str]:
+    served = tmp_path / "served"
+    served.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in (
+            ("GeoLite2-Country_20240102/GeoLite2-Country.mmdb", mmdb.read_bytes()),
+            ("GeoLite2-Country_20240102/LICENSE.txt", b"GeoLite2 EULA (test)\n"),
+            ("GeoLite2-Country_20240102/COPYRIGHT.txt", b"Database and Contents Copyright (c) MaxMind\n"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (served / "db.tar.gz").write_bytes(buffer.getvalue())
+    digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+    if corrupt_checksum:
+        digest = "0" * 64
+    (served / "db.tar.gz.sha256").write_text(
+        f"{digest}  GeoLite2-Country_20240102.tar.gz\n", encoding="utf-8"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(FAKE_CURL, encoding="utf-8")
+    (bin_dir / "curl").chmod(0o755)
+    return clean_env(
+        MAXMIND_LICENSE_KEY=key,
+        FAKE_CURL_DIR=str(served),
+        FAKE_CURL_KEY=key,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+
+
+def test_given_a_maxmind_licence_key_when_the_layer_builds_then_it_downloads_without_revealing_the_key(
+    tmp_path: Path,
+) -> None:
+    key = "TeStKeY_0123456789abcdef"
+    env = fake_maxmind(tmp_path, maxmind_test_db(), key)
+    done = build_geoip(tmp_path / "out", env)
+    assert done.returncode == 0, done.stderr
+    assert key not in done.stdout + done.stderr
+    served = Path(env["FAKE_CURL_DIR"])
+    assert key not in (served / "argv.log").read_text(encoding="utf-8")  # not on a command line (ps)
+    config = (served / "config.log").read_text(encoding="utf-8")
+    assert "https://download.maxmind.com/app/geoip_download?edition_id=GeoLite2-Country&" in config
+    geoip = tmp_path / "out" / "geoip"
+    assert (geoip / "country.mmdb").read_bytes() == maxmind_test_db().read_bytes()
+    provenance = (geoip / "SOURCE.txt").read_text(encoding="utf-8")
+    assert "GeoLite2-Country_20240102" in provenance
+    assert "This product includes GeoLite2 data created by MaxMind" in provenance
+    assert key not in provenance
+
+
+def test_given_a_download_with_a_wrong_checksum_when_the_layer_builds_then_it_fails(tmp_path: Path) -> None:
+    key = "AnotherTestKey987"
+    env = fake_maxmind(tmp_path, maxmind_test_db(), key, corrupt_checksum=True)
+    done = build_geoip(tmp_path / "out", env)
+    assert done.returncode != 0
+    assert "SHA-256 mismatch" in done.stderr
+    assert key not in done.stdout + done.stderr
+    assert not (tmp_path / "out" / "geoip" / "country.mmdb").exists()
+
+
+def test_given_no_path_and_no_key_when_the_layer_builds_then_it_ships_db_ip_with_the_attribution(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("npm") is None:
+        unavailable("npm is not on PATH (needed to fetch DB-IP Lite from the npm registry)")
+    done = build_geoip(tmp_path, clean_env())
+    assert done.returncode == 0, done.stderr
+    geoip = tmp_path / "geoip"
+    database = (geoip / "country.mmdb").read_bytes()
+    assert MMDB_MARKER in database[-128 * 1024 :]
+    provenance = (geoip / "SOURCE.txt").read_text(encoding="utf-8")
+    assert DBIP_ATTRIBUTION in provenance
+    assert "https://db-ip.com" in provenance
+    assert "CC BY 4.0" in provenance
+    assert "Creative Commons" in (geoip / "DBIP-LICENSE").read_text(encoding="utf-8")
+    assert_country_lookup_works(geoip / "country.mmdb", "8.8.8.8", "US")
+
+
+def test_given_the_build_script_then_it_is_posix_sh_that_parses() -> None:
+    done = subprocess.run(["sh", "-n", str(BUILD_SH)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert BUILD_SH.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
