@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--geoip", type=Path, required=True, help="country .mmdb (make demo fetches DB-IP Lite)"
     )
-    demo.add_argument("--days", type=int, default=21, help="days of simulated history (default 21)")
+    demo.add_argument(
+        "--days", type=int, default=14, help="days of simulated history (default 14, at least 9)"
+    )
     demo.add_argument("--seed", type=int, default=7)
     return parser
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,35 +120,54 @@ def _free_port() -> int:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """moto's AWS server on a free loopback port, with boto3 pointed at it."""
-    from moto.server import ThreadedMotoServer
+    """moto's AWS server on a free loopback port, with boto3 pointed at it.
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on the demo's screen
+    The server runs in a child process (``python -m moto.server``) rather than a thread: the
+    detector and the server then use a core each instead of sharing one interpreter lock,
+    which makes the demo about twice as fast.
+    """
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in _AWS_ENV}
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-        }
+    server = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
     try:
+        _wait_for_port(port, server)
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "demo",
+                "AWS_SECRET_ACCESS_KEY": "demo",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
         yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _wait_for_port(port: int, server: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"moto server exited with code {server.returncode}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"moto server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 _AWS_ENV = (
@@ -205,9 +226,10 @@ class _DemoContext:
         return 600_000
 
 
-def run_demo(geoip: Path, days: int = 21, seed: int = 7, out: Callable[[str], None] = print) -> int:
+def run_demo(geoip: Path, days: int = 14, seed: int = 7, out: Callable[[str], None] | None = None) -> int:
     import boto3
 
+    out = out or partial(print, flush=True)
     if days < 9:
         out(
             "trailgeo demo: --days must be at least 9 "
@@ -235,8 +257,9 @@ def run_demo(geoip: Path, days: int = 21, seed: int = 7, out: Callable[[str], No
 
         trained = _train(settings, geo, DEMO_START, live_day)
         out(
-            f"backfill of days 1-{days - 1} (alerting off, one run a day): {trained['events']:,} events, "
-            f"{trained['files']:,} files, {trained['counters']:,} counter writes, {trained['seconds']:.1f} s"
+            f"backfill of days 1-{days - 1} (alerting off, one run a day): {trained['events']:,.0f} events, "
+            f"{trained['files']:,.0f} files, {trained['counters']:,.0f} counter writes, "
+            f"{trained['seconds']:.1f} s"
         )
         out(f"live: invoking the Lambda handler for each 15-minute tick of {live_day:%Y-%m-%d} (UTC)")
         invoke = _handler_invoker()

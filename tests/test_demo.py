@@ -1,0 +1,26 @@
+"""`make demo` end to end: moto's server on 127.0.0.1, the real handler, alerts through SNS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trailgeo.demo import run_demo
+
+
+@pytest.mark.slow
+def test_given_a_simulated_organization_when_the_demo_runs_then_the_attacker_is_caught_through_sns(
+    dbip_mmdb: Path,
+) -> None:
+    lines: list[str] = []
+
+    code = run_demo(geoip=dbip_mmdb, days=9, seed=7, out=lines.append)
+
+    text = "\n".join(lines)
+    assert code == 0, text
+    assert "ALERT via SNS: VN arn:aws:iam::444455556666:user/bob" in text
+    assert "detected: yes" in text
+    assert "other alerts: 0" in text
+    assert "What an email subscriber reads:" in text
+    assert "subject: Unusual country for AWS command: " in text
