@@ -85,16 +85,27 @@ def test_given_a_file_claimed_by_a_live_run_then_another_run_cannot_take_it(
     aws: Any, deployment: Deployment
 ) -> None:
     ledger = DynamoLedger(aws.client("dynamodb"), TABLE)
-    assert ledger.claim(["k1", "k2"], "run-a", NOW + timedelta(minutes=20), NOW) == ["k1", "k2"]
-    assert ledger.claim(["k1", "k3"], "run-b", NOW + timedelta(minutes=20), NOW) == ["k3"]
-    # the owner's lease expires: only a takeover under the same run id succeeds
-    later = NOW + timedelta(minutes=30)
-    assert ledger.claim(["k1"], "run-b", later + timedelta(minutes=20), later) == []
-    assert ledger.claim(["k1"], "run-a", later + timedelta(minutes=20), later) == ["k1"]
+    lease = NOW + timedelta(minutes=20)
+    ledger.begin("run-a", ["k1", "k2", "k4"], lease, NOW)
+    assert ledger.claim(["k1", "k2"], "run-a", lease, NOW) == ["k1", "k2"]  # died before claiming k4
+    assert ledger.claim(["k1", "k3"], "run-b", lease, NOW) == ["k3"]
     ledger.release(["k2"], "run-a")
-    assert set(ledger.status(["k1", "k2", "k3"])) == {"k1", "k3"}
-    ledger.complete({"k1": "done"}, "run-a", later)
+    assert ledger.expired_runs(NOW) == []
+
+    # the owner's lease expires: its run record says what to take over, under its own run id
+    later = NOW + timedelta(minutes=30)
+    assert ledger.expired_runs(later) == [("run-a", ["k1", "k2", "k4"])]
+    assert ledger.claim(["k1"], "run-b", later + timedelta(minutes=20), later, takeover=True) == []
+    # k2 was handed back (a fresh run takes it), k4 was never claimed: it is the dead run's to finish
+    assert ledger.claim(["k1", "k2", "k4"], "run-a", later + timedelta(minutes=20), later, takeover=True) == [
+        "k1",
+        "k4",
+    ]
+    assert ledger.expired_runs(later) == []  # the takeover renewed the run's lease
+    assert set(ledger.status(["k1", "k2", "k3", "k4"])) == {"k1", "k3", "k4"}
+    ledger.complete({"k1": "done", "k4": "done"}, "run-a", later)
     assert ledger.status(["k1"])["k1"].state == "done"
+    assert ledger.expired_runs(later + timedelta(hours=1)) == []
 
 
 def alert() -> Alert:

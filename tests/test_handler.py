@@ -6,7 +6,7 @@ import importlib.util
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -102,7 +102,7 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     context = FakeLambdaContext()
 
     # When: a run looks back over the whole baseline day, then the attacker's file arrives
-    first = handler.lambda_handler(scheduled_event("2026-10-02T00:30:00Z"), context)
+    first = handler.lambda_handler(scheduled_event("2026-10-02T00:15:00Z"), context)
     attack_at = T0 + timedelta(hours=25)
     attack = [
         record(
@@ -170,3 +170,37 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     assert third["alerts_raised"] == 0
     assert receive_alerts(aws, deployment.queue_url) == []
     assert table_items(aws, deployment.table) == items_after
+
+
+def test_given_a_file_that_lands_three_hours_late_then_the_next_run_reads_it_once(
+    aws: Any, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: the default 2-hour look-back and runs at the real current time (S3 stamps LastModified)
+    monkeypatch.setenv("LOOKBACK_MINUTES", "120")
+    handler = load_handler_module()
+    context = FakeLambdaContext()
+    now = datetime.now(tz=UTC).replace(second=0, microsecond=0)
+    tick = now - timedelta(minutes=now.minute % 15)
+    on_time_at = tick - timedelta(minutes=10)
+    put_files(aws, {delivery_key(on_time_at): gz_file([record(on_time_at - timedelta(minutes=5), ip=US_IP)])})
+    first = handler.lambda_handler(scheduled_event(f"{tick:%Y-%m-%dT%H:%M:%SZ}"), context)
+
+    # When: a file named three hours ago lands only now (outside the look-back by its name)
+    late_at = tick - timedelta(hours=3)
+    late_event = record(
+        late_at - timedelta(minutes=5), ip=US_IP, name="ListBuckets", source="s3.amazonaws.com"
+    )
+    put_files(aws, {delivery_key(late_at): gz_file([late_event])})
+    next_tick = tick + timedelta(minutes=15)
+    second = handler.lambda_handler(scheduled_event(f"{next_tick:%Y-%m-%dT%H:%M:%SZ}"), context)
+    third = handler.lambda_handler(
+        scheduled_event(f"{next_tick + timedelta(minutes=15):%Y-%m-%dT%H:%M:%SZ}"), context
+    )
+
+    # Then: it is read by the next run, reported as late, and counted exactly once
+    assert first["files_read"] == 1
+    assert second["files_read"] == 1
+    assert second["files_late"] == 1
+    assert third["files_new"] == 0
+    items = table_items(aws, deployment.table)
+    assert items[("M#s3.amazonaws.com:ListBuckets", "C#US")]["ev"]["N"] == "1"

@@ -40,9 +40,10 @@ class PublishError(TrailgeoError):
 @dataclass(frozen=True, slots=True)
 class LogObject:
     key: str
-    delivered_at: datetime
+    delivered_at: datetime  # the delivery time in the object's name
     size: int
     account: str | None = None
+    last_modified: datetime | None = None  # when it landed in the bucket (S3), if known
 
 
 @dataclass(slots=True)
@@ -78,15 +79,34 @@ class LedgerEntry:
 class Ledger(Protocol):
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]: ...
 
-    def claim(self, keys: Collection[str], run_id: str, lease_until: datetime, now: datetime) -> list[str]:
-        """Claim unclaimed keys (or take over expired claims of ``run_id``); return those won."""
+    def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
+        """Record a run and the keys it is about to claim, before claiming them."""
+        ...
+
+    def expired_runs(self, now: datetime) -> list[tuple[str, list[str]]]:
+        """Runs still open whose lease ran out (they died): (run id, keys it meant to process)."""
+        ...
+
+    def claim(
+        self,
+        keys: Collection[str],
+        run_id: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        takeover: bool = False,
+    ) -> list[str]:
+        """Claim new (or released) keys; with ``takeover``, re-claim keys of the dead run ``run_id``
+        that it claimed and never finished, or never got to claim. Returns the keys won."""
         ...
 
     def release(self, keys: Collection[str], run_id: str) -> None:
         """Give back keys that could not be read now, so a later run takes them afresh."""
         ...
 
-    def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None: ...
+    def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
+        """Mark files done (with their outcome) and close the run record."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

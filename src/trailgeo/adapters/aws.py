@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -50,6 +50,8 @@ class S3LogSource:
     bucket: str
     prefix: str = ""
     monotonic: Callable[[], float] = time.monotonic
+    # How far before the window a file's name may be and still be picked up when it lands late.
+    late_tolerance: timedelta = timedelta(hours=24)
     _regions: list[tuple[str, str, str]] = field(default_factory=list)  # (region prefix, account, region)
     _discovered_at: float | None = None
     _skipped_prefixes: Counter[str] = field(default_factory=Counter)
@@ -104,20 +106,29 @@ class S3LogSource:
         return regions
 
     def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+        """Objects named within (start, end], and late ones: named up to ``late_tolerance`` earlier
+        but landed in the bucket (LastModified) within the window."""
         window = ListedWindow()
+        earliest = start - self.late_tolerance
         for region_prefix, account, region in self._discover():
-            for day in day_prefixes(region_prefix, start, end):
-                self._list_day(day, account, region, start, end, window)
+            for day in day_prefixes(region_prefix, earliest, end):
+                self._list_day(day, account, region, (earliest, start, end), window)
         window.skipped.update(self._skipped_prefixes)
         return window
 
     def _list_day(
-        self, day: str, account: str, region: str, start: datetime, end: datetime, window: ListedWindow
+        self,
+        day: str,
+        account: str,
+        region: str,
+        bounds: tuple[datetime, datetime, datetime],
+        window: ListedWindow,
     ) -> None:
+        earliest, start, end = bounds
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             pages = paginator.paginate(
-                Bucket=self.bucket, Prefix=day, StartAfter=start_after(day, account, region, start)
+                Bucket=self.bucket, Prefix=day, StartAfter=start_after(day, account, region, earliest)
             )
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -127,9 +138,12 @@ class S3LogSource:
                         continue
                     if parsed.delivered_at > end:
                         return  # keys sort by delivery time within a day
-                    if parsed.delivered_at > start:
+                    landed = obj.get("LastModified")
+                    if parsed.delivered_at > start or (landed is not None and start < landed <= end):
                         window.objects.append(
-                            LogObject(parsed.key, parsed.delivered_at, int(obj.get("Size", 0)), account)
+                            LogObject(
+                                parsed.key, parsed.delivered_at, int(obj.get("Size", 0)), account, landed
+                            )
                         )
         except ClientError as exc:
             raise TrailBucketError(self._explain(exc, f"s3:ListBucket on {self.bucket}/{day}")) from exc

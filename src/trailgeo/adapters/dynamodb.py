@@ -10,6 +10,7 @@ pk                     sk              item
 ``P#<principal>``      ``C#<cc>`` ...  a principal in a country, and its total
 ``ORG``                ``C#<cc>`` ...  the organization in a country, and its total
 ``F#<s3 key>``         ``F``           ledger entry of one CloudTrail object (TTL)
+``RUN``                ``<run id>``    a batch of files being processed (lease; TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
 =====================  ==============  ==========================================
 
@@ -48,6 +49,8 @@ MAX_CONFLICT_RETRIES = 8
 LEDGER_RETENTION = timedelta(days=14)  # far beyond the look-back: a listed file is always known
 OUTBOX_RETENTION = timedelta(days=30)
 OUTBOX_PARTITION = "OUTBOX"
+RUN_PARTITION = "RUN"
+RUN_RETENTION = timedelta(days=1)  # closed run records are kept a day, for inspection
 
 
 class StoreError(TrailgeoError):
@@ -223,7 +226,48 @@ class DynamoLedger:
                 request = response.get("UnprocessedKeys") or {}
         return found
 
-    def claim(self, keys: Collection[str], run_id: str, lease_until: datetime, now: datetime) -> list[str]:
+    def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": RUN_PARTITION},
+                "sk": {"S": run_id},
+                "st": {"S": "open"},
+                "lease": {"S": lease_until.astimezone(UTC).isoformat()},
+                "keys": {"L": [{"S": key} for key in keys]},
+                "expires_at": _ttl(now, LEDGER_RETENTION),
+            },
+        )
+
+    def expired_runs(self, now: datetime) -> list[tuple[str, list[str]]]:
+        runs: list[tuple[str, list[str]]] = []
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            FilterExpression="st = :open AND lease < :now",
+            ExpressionAttributeValues={
+                ":pk": {"S": RUN_PARTITION},
+                ":open": {"S": "open"},
+                ":now": {"S": now.astimezone(UTC).isoformat()},
+            },
+            ConsistentRead=True,
+        ):
+            runs.extend(
+                (item["sk"]["S"], [key["S"] for key in item.get("keys", {}).get("L", [])])
+                for item in page.get("Items", [])
+            )
+        return sorted(runs)
+
+    def claim(
+        self,
+        keys: Collection[str],
+        run_id: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        takeover: bool = False,
+    ) -> list[str]:
         """One conditional put per key, several in flight.
 
         (TransactWriteItems would save requests, but a transaction with one taken key fails
@@ -232,11 +276,35 @@ class DynamoLedger:
         ordered = list(keys)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             results = list(
-                pool.map(lambda key: self._claim_one(self._claim_put(key, run_id, lease_until, now)), ordered)
+                pool.map(
+                    lambda key: self._claim_one(self._claim_put(key, run_id, lease_until, now, takeover)),
+                    ordered,
+                )
+            )
+        if takeover:
+            self.client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
+                UpdateExpression="SET lease = :lease",
+                ExpressionAttributeValues={":lease": {"S": lease_until.astimezone(UTC).isoformat()}},
             )
         return [key for key, won in zip(ordered, results, strict=True) if won]
 
-    def _claim_put(self, key: str, run_id: str, lease_until: datetime, now: datetime) -> dict[str, Any]:
+    def _claim_put(
+        self, key: str, run_id: str, lease_until: datetime, now: datetime, takeover: bool
+    ) -> dict[str, Any]:
+        values = {
+            ":claimed": {"S": "claimed"},
+            ":rid": {"S": run_id},
+            ":now": {"S": now.astimezone(UTC).isoformat()},
+        }
+        if takeover:
+            # Keys the dead run claimed and never finished, or never got to claim; never keys it
+            # released (they are new again, for a fresh run).
+            condition = "attribute_not_exists(pk) OR (st = :claimed AND rid = :rid AND lease < :now)"
+        else:
+            condition = "attribute_not_exists(pk) OR st = :released"
+            values = {":released": {"S": "released"}}
         return {
             "TableName": self.table,
             "Item": {
@@ -247,17 +315,8 @@ class DynamoLedger:
                 "lease": {"S": lease_until.astimezone(UTC).isoformat()},
                 "expires_at": _ttl(now, LEDGER_RETENTION),
             },
-            # New, released, or claimed by this very run id whose lease ran out (a takeover).
-            "ConditionExpression": (
-                "attribute_not_exists(pk) OR st = :released "
-                "OR (st = :claimed AND rid = :rid AND lease < :now)"
-            ),
-            "ExpressionAttributeValues": {
-                ":released": {"S": "released"},
-                ":claimed": {"S": "claimed"},
-                ":rid": {"S": run_id},
-                ":now": {"S": now.astimezone(UTC).isoformat()},
-            },
+            "ConditionExpression": condition,
+            "ExpressionAttributeValues": values,
         }
 
     def _claim_one(self, put: dict[str, Any]) -> bool:
@@ -309,6 +368,13 @@ class DynamoLedger:
             while pending:
                 response = self.client.batch_write_item(RequestItems=pending)
                 pending = response.get("UnprocessedItems") or {}
+        self.client.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
+            UpdateExpression="SET st = :closed, expires_at = :ttl REMOVE #keys",
+            ExpressionAttributeNames={"#keys": "keys"},
+            ExpressionAttributeValues={":closed": {"S": "closed"}, ":ttl": _ttl(now, RUN_RETENTION)},
+        )
 
 
 def _ledger_entry(item: Item) -> LedgerEntry:

@@ -54,24 +54,43 @@ class MemoryFrequencyStore:
 @dataclass(slots=True)
 class MemoryLedger:
     entries: dict[str, LedgerEntry] = field(default_factory=dict)
+    runs: dict[str, tuple[list[str], datetime]] = field(default_factory=dict)  # open runs only
 
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
         return {k: self.entries[k] for k in keys if k in self.entries}
 
-    def claim(self, keys: Collection[str], run_id: str, lease_until: datetime, now: datetime) -> list[str]:
+    def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
+        self.runs[run_id] = (list(keys), lease_until)
+
+    def expired_runs(self, now: datetime) -> list[tuple[str, list[str]]]:
+        return sorted((run_id, keys) for run_id, (keys, lease) in self.runs.items() if lease < now)
+
+    def claim(
+        self,
+        keys: Collection[str],
+        run_id: str,
+        lease_until: datetime,
+        now: datetime,
+        *,
+        takeover: bool = False,
+    ) -> list[str]:
         won = []
         for key in keys:
             entry = self.entries.get(key)
-            takeover = (
-                entry is not None
-                and entry.state == "claimed"
-                and entry.run_id == run_id
-                and entry.lease_until is not None
-                and entry.lease_until < now
-            )
-            if entry is None or takeover:
+            if takeover:
+                ok = entry is None or (
+                    entry.state == "claimed"
+                    and entry.run_id == run_id
+                    and entry.lease_until is not None
+                    and entry.lease_until < now
+                )
+            else:
+                ok = entry is None
+            if ok:
                 self.entries[key] = LedgerEntry(key, "claimed", run_id, lease_until)
                 won.append(key)
+        if takeover and run_id in self.runs:
+            self.runs[run_id] = (self.runs[run_id][0], lease_until)
         return won
 
     def release(self, keys: Collection[str], run_id: str) -> None:
@@ -83,6 +102,7 @@ class MemoryLedger:
     def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
         for key, outcome in outcomes.items():
             self.entries[key] = LedgerEntry(key, "done", run_id, None, outcome)
+        self.runs.pop(run_id, None)
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ class RunOptions:
     lookback: timedelta = timedelta(hours=2)
     policy: ScoringPolicy = field(default_factory=ScoringPolicy)
     max_decompressed_bytes: int = 512 * 1024 * 1024
-    batch_files: int = 2000
+    batch_files: int = 1000  # keys of one batch are kept in its run record (400 KB item limit)
     read_concurrency: int = 8
     lease: timedelta = timedelta(minutes=20)
     alerting: bool = True  # False when training history (backfill): count, never alert
@@ -82,6 +82,7 @@ class RunReport:
     files_read: int = 0
     files_in_progress_elsewhere: int = 0
     files_deferred: int = 0
+    files_late: int = 0  # named before the look-back, landed within it: read all the same
     bytes_read: int = 0
     events: int = 0
     events_geolocated: int = 0
@@ -111,13 +112,14 @@ def run_id_for(scheduled_at: datetime, keys: list[str]) -> str:
 def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> RunReport:
     started = time.perf_counter()
     end = scheduled_at.astimezone(UTC)
-    # The listing reaches two leases further back than the look-back, so that the files of a run
-    # that died (its claims expire after one lease) are always seen again and finished.
-    report = RunReport(
-        scheduled_at=end, window_start=end - options.lookback - 2 * options.lease, window_end=end
-    )
+    report = RunReport(scheduled_at=end, window_start=end - options.lookback, window_end=end)
     listed = deps.source.list_window(report.window_start, end)
     report.files_listed = len(listed.objects)
+    late = [obj for obj in listed.objects if obj.delivered_at <= report.window_start]
+    if late:
+        report.files_late = len(late)
+        oldest = min(late, key=lambda obj: obj.delivered_at)
+        logger.warning("late CloudTrail files picked up", files=len(late), oldest=oldest.key)
     report.keys_skipped.update(listed.skipped)
     for batch_keys, run_id in _plan(listed.objects, scheduled_at, deps, options, report):
         if deps.time_left() < SAFETY_SECONDS:
@@ -138,31 +140,36 @@ def _plan(
     options: RunOptions,
     report: RunReport,
 ) -> Iterator[tuple[list[str], str]]:
-    """Yield (keys, run_id) batches: takeovers of dead runs first, then new files."""
+    """Yield (keys, run_id) batches: takeovers of runs that died first, then new files.
+
+    A dead run is found from its run record, not from the listing: its files may have left the
+    look-back by the time its lease expires.
+    """
     now = deps.clock()
+    for run_id, intended in deps.ledger.expired_runs(now):
+        won = deps.ledger.claim(intended, run_id, now + options.lease, now, takeover=True)
+        report.files_recovered += len(won)
+        logger.warning("taking over an interrupted run", run_id=run_id, files=len(won))
+        if won:
+            yield won, run_id
+        else:
+            deps.ledger.complete({}, run_id, now)  # everything was finished or handed back
     by_key = {obj.key: obj for obj in objects}
     status = deps.ledger.status(list(by_key))
-    orphaned: dict[str, list[str]] = {}
     fresh: list[str] = []
     for key in sorted(by_key, key=lambda k: (by_key[k].delivered_at, k)):
         entry = status.get(key)
         if entry is None:
             fresh.append(key)
         elif entry.state == "claimed":
-            if entry.lease_until is not None and entry.lease_until < now:
-                orphaned.setdefault(entry.run_id, []).append(key)
-            else:
-                report.files_in_progress_elsewhere += 1
-    for run_id, keys in sorted(orphaned.items()):
-        won = deps.ledger.claim(keys, run_id, now + options.lease, now)
-        report.files_recovered += len(won)
-        logger.warning("taking over an interrupted run", run_id=run_id, files=len(won))
-        if won:
-            yield won, run_id
+            report.files_in_progress_elsewhere += 1
     for start in range(0, len(fresh), options.batch_files):
         keys = fresh[start : start + options.batch_files]
         run_id = run_id_for(scheduled_at, keys)
-        won = deps.ledger.claim(keys, run_id, deps.clock() + options.lease, deps.clock())
+        lease_until = deps.clock() + options.lease
+        # The run record goes first: a crash between it and the claims loses nothing.
+        deps.ledger.begin(run_id, keys, lease_until, deps.clock())
+        won = deps.ledger.claim(keys, run_id, lease_until, deps.clock())
         report.files_in_progress_elsewhere += len(keys) - len(won)
         report.files_new += len(won)
         if won:
