@@ -70,7 +70,10 @@ def test_given_forward_decay_then_one_half_life_halves_the_decayed_count() -> No
 
 
 def test_given_cloudtrail_times_then_hours_are_read_and_garbage_is_refused() -> None:
-    assert hour_of("1970-01-01T01:59:59Z") == 1
+    assert hour_of("2021-07-29T23:53:26Z") == 1627599600 // 3600
+    assert hour_of("1970-01-01T01:59:59Z") is None  # before CloudTrail existed
+    assert hour_of("9999-12-31T23:59:59Z") is None  # would overflow the decay weight
+    assert hour_of("2021-07-29T23:53:26Z" + "0" * 100) is None
     assert hour_of("2021-07-29T23:53:26Z") == hour_of("2021-07-29T23:00:00.000Z")
     assert hour_of("2021-13-29T23:53:26Z") is None
     assert hour_of("yesterday") is None

@@ -57,13 +57,18 @@ def deps_for(session: Any, geo: MaxMindGeoResolver, topic_arn: str, when: Any) -
     )
 
 
-def counters(session: Any) -> dict[tuple[str, str], tuple[str, str, str]]:
+def counters(session: Any) -> dict[tuple[str, str], tuple[int, int, float]]:
+    """Buckets and events exactly; the decayed weight is a float sum, equal up to rounding."""
     dynamodb = session.client("dynamodb")
     out = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE):
         for item in page["Items"]:
             if item["pk"]["S"].startswith(("M#", "P#", "ORG")):
-                out[(item["pk"]["S"], item["sk"]["S"])] = (item["b"]["N"], item["ev"]["N"], item["w"]["N"])
+                out[(item["pk"]["S"], item["sk"]["S"])] = (
+                    int(item["b"]["N"]),
+                    int(item["ev"]["N"]),
+                    pytest.approx(float(item["w"]["N"]), rel=1e-9),
+                )
     return out
 
 

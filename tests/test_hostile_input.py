@@ -87,6 +87,8 @@ def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[LogLines]:
     handler = logger.registered_handler
     assert isinstance(handler, logging.StreamHandler)
     previous = handler.setStream(_CurrentStdout())
+    level = logger.log_level
+    logger.setLevel("INFO")  # skips are logged at INFO and WARNING, whatever LOG_LEVEL says
 
     def read() -> list[dict[str, Any]]:
         lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
@@ -96,6 +98,7 @@ def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[LogLines]:
 
     yield read
     handler.setStream(previous)
+    logger.setLevel(level)
 
 
 @dataclass
@@ -163,40 +166,9 @@ class Case:
     key: str = HOSTILE_KEY
 
 
-def _bug(case: Case, reason: str) -> Any:
-    return pytest.param(
-        case, id=case.fixture.removesuffix(".json.gz"), marks=pytest.mark.xfail(strict=True, reason=reason)
-    )
-
-
 def _ok(case: Case, name: str | None = None) -> Any:
     return pytest.param(case, id=name or case.fixture.removesuffix(".json.gz"))
 
-
-BUG_INVALID_UTF8 = (
-    "BUG: invalid UTF-8 inside a JSON string makes msgspec raise UnicodeDecodeError, which neither "
-    "decode_trail_file nor detect._ingest catches (they catch msgspec.DecodeError/ValidationError, "
-    "MalformedFileError): the exception escapes detect() and the whole window stops, the file stays claimed"
-)
-BUG_DEEP_NESTING = (
-    "BUG: a record nested ~5000 levels deep (in requestParameters, a field never read) makes msgspec "
-    "raise RecursionError, uncaught by decode_trail_file and detect._ingest: it escapes detect() and "
-    "the whole window stops"
-)
-BUG_FAR_FUTURE = (
-    "BUG: eventTime 9999-12-31T23:59:59Z passes hour_of() and reaches counters.decay_weight(), where "
-    "2.0 ** ((hour - EPOCH_HOUR) / 1386) raises OverflowError inside store.commit(): detect() raises and "
-    "the whole window stops (any eventTime after ~2186 does); expected: the record skipped as bad_event_time"
-)
-BUG_MULTI_MEMBER = (
-    "BUG: payload.decompress inflates only the first gzip member (decompressobj stops at its end, the "
-    "rest is ignored as unused_data): a valid two-member gzip (what `gzip -d` and gzip.decompress read "
-    "whole) is skipped as invalid_json, its records lost"
-)
-BUG_NESTED_TYPES = (
-    "BUG: records._salvage drops userIdentity fields of the wrong type (arn: 42, accessKeyId: 7) "
-    "silently: records_skipped has no field_wrong_type for them, unlike top-level fields"
-)
 
 CASES = [
     _ok(Case("gzip_bomb.json.gz", file_reason="too_large")),
@@ -211,9 +183,9 @@ CASES = [
     _ok(Case("no_records_key.json.gz", file_reason="no_records_key")),
     _ok(Case("records_not_a_list.json.gz", file_reason="records_not_a_list")),
     _ok(Case("records_null.json.gz", file_reason="records_not_a_list")),
-    _bug(Case("invalid_utf8.json.gz", file_reason="invalid_json"), BUG_INVALID_UTF8),
-    _bug(Case("deeply_nested.json.gz", file_reason="invalid_json"), BUG_DEEP_NESTING),
-    _bug(Case("multi_member.json.gz", countries={"C#GB": 1, "C#SE": 1}), BUG_MULTI_MEMBER),
+    _ok(Case("invalid_utf8.json.gz", records={"invalid_utf8_replaced": 1}, countries={"C#GB": 2})),
+    _ok(Case("deeply_nested.json.gz", file_reason="too_deep")),
+    _ok(Case("multi_member.json.gz", countries={"C#GB": 1, "C#SE": 1})),
     _ok(Case("empty_records.json.gz")),
     _ok(Case("records_not_objects.json.gz", records={"record_not_object": 5}, countries={"C#GB": 1})),
     _ok(
@@ -230,10 +202,7 @@ CASES = [
             countries={"C#GB": 2},
         )
     ),
-    _bug(
-        Case("wrong_types_nested.json.gz", records={"field_wrong_type": 2}, countries={"C#GB": 1}),
-        BUG_NESTED_TYPES,
-    ),
+    _ok(Case("wrong_types_nested.json.gz", records={"field_wrong_type": 2}, countries={"C#GB": 1})),
     _ok(
         Case(
             "odd_ips.json.gz",
@@ -249,9 +218,15 @@ CASES = [
             countries={"C#GB": 1},
         )
     ),
-    _ok(Case("huge_user_agent.json.gz", countries={"C#BT": 1})),
-    _ok(Case("huge_strings.json.gz", records={"source_invalid": 1}, countries={"C#GB": 3})),
-    _bug(Case("far_future_event_time.json.gz", records={"bad_event_time": 1}), BUG_FAR_FUTURE),
+    _ok(Case("huge_user_agent.json.gz", records={"field_truncated": 1}, countries={"C#BT": 1})),
+    _ok(
+        Case(
+            "huge_strings.json.gz",
+            records={"source_invalid": 1, "field_truncated": 1},
+            countries={"C#GB": 3},
+        )
+    ),
+    _ok(Case("far_future_event_time.json.gz", records={"bad_event_time": 1})),
     _ok(Case("control_chars.json.gz", countries={"C#BT": 1})),
     _ok(
         Case("url_encoded_key.json.gz", countries={"C#SE": 1}, key=WEIRD_PREFIX + HOSTILE_KEY),
@@ -310,26 +285,17 @@ def test_given_a_hostile_object_beside_a_good_file_then_it_is_skipped_by_reason_
         assert skipped == []
 
 
-# Record-level skips the decoder finds are logged with the key; those the aggregation finds
-# (source_*, geo_unknown, no_method, bad_event_time) are only summed over the whole batch.
-BUG_RECORDS_NOT_LOGGED = (
-    "BUG: records skipped by RunAggregate (source_*, geo_unknown, no_method, bad_event_time) are counted "
-    "in report.records_skipped but no log line names the object they came from: detect._ingest logs "
-    "only the decoder's skips (record_not_object, field_wrong_type)"
-)
 RECORD_LOG_CASES = [
     pytest.param("records_not_objects.json.gz", {"record_not_object": 5}, id="records_not_objects"),
     pytest.param(
         "missing_fields.json.gz",
         {"source_missing": 4, "no_method": 2, "bad_event_time": 4},
         id="missing_fields",
-        marks=pytest.mark.xfail(strict=True, reason=BUG_RECORDS_NOT_LOGGED),
     ),
     pytest.param(
         "wrong_types.json.gz",
         {"field_wrong_type": 7, "source_missing": 1, "bad_event_time": 1, "no_method": 1},
         id="wrong_types",
-        marks=pytest.mark.xfail(strict=True, reason=BUG_RECORDS_NOT_LOGGED),
     ),
     pytest.param(
         "odd_ips.json.gz",
@@ -343,14 +309,8 @@ RECORD_LOG_CASES = [
             "source_special": 3,
         },
         id="odd_ips",
-        marks=pytest.mark.xfail(strict=True, reason=BUG_RECORDS_NOT_LOGGED),
     ),
-    pytest.param(
-        "huge_strings.json.gz",
-        {"source_invalid": 1},
-        id="huge_strings",
-        marks=pytest.mark.xfail(strict=True, reason=BUG_RECORDS_NOT_LOGGED),
-    ),
+    pytest.param("huge_strings.json.gz", {"source_invalid": 1, "field_truncated": 1}, id="huge_strings"),
 ]
 
 
@@ -389,14 +349,6 @@ def test_given_a_key_that_is_not_a_log_file_then_it_is_never_read_nor_claimed_an
     assert set(result.ledger.entries) == {good_key}
 
 
-BUG_LOCAL_KEYS = (
-    "BUG: LocalLogSource.list_window never fills ListedWindow.skipped: with detect() over a local "
-    "directory a digest/Insight/other key is missing from report.keys_skipped (it is only in "
-    "LocalLogSource.skipped_keys, which replay copies into its summary)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_LOCAL_KEYS)
 @pytest.mark.parametrize("case", KEY_CASES)
 def test_given_a_key_that_is_not_a_log_file_then_the_run_report_counts_it_under_its_reason(
     case: Case, tmp_path: Path, geo: MaxMindGeoResolver
@@ -408,13 +360,6 @@ def test_given_a_key_that_is_not_a_log_file_then_the_run_report_counts_it_under_
     assert result.report.keys_skipped == Counter({case.key_reason: 1})
 
 
-BUG_KEYS_NOT_LOGGED = (
-    "BUG: a skipped key (digest, Insight, a name that is not CloudTrail's) is never logged: no JSON "
-    "log line carries the key and its reason (S3LogSource and detect only count it)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_KEYS_NOT_LOGGED)
 @pytest.mark.parametrize("case", KEY_CASES)
 def test_given_a_key_that_is_not_a_log_file_then_a_json_log_line_names_the_key_and_the_reason(
     case: Case, tmp_path: Path, geo: MaxMindGeoResolver, log_lines: LogLines
@@ -541,13 +486,6 @@ def test_given_a_1mb_user_agent_on_a_rare_hit_then_the_alert_carries_it_truncate
     assert max(len(line) for line in email_body(alert).splitlines()) < 1100
 
 
-BUG_TRUNCATION_SILENT = (
-    "BUG: a 1 MB userAgent is clipped (records.clip) without any trace: no RunReport counter and no "
-    "log line says a field of that object was truncated"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_TRUNCATION_SILENT)
 def test_given_a_1mb_user_agent_then_the_truncation_is_counted_and_logged_with_the_key(
     tmp_path: Path, geo: MaxMindGeoResolver, log_lines: LogLines
 ) -> None:
@@ -578,15 +516,6 @@ def test_given_huge_strings_then_every_counter_key_stays_bounded(
     assert result.store.partitions[clipped[0]]["C#GB"].events == 1
 
 
-BUG_HUGE_EVENT_TIME = (
-    "BUG: an eventTime of a valid timestamp followed by 1 MB of digits passes hour_of() (it reads the "
-    "first 13 characters) and is kept whole: counters' first_seen/last_seen of 1,048,596 characters and "
-    "a 4.2 MB alert document (first/last_event_time, event.start/end), past SNS's 256 KB message limit "
-    "and DynamoDB's 400 KB item limit"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_HUGE_EVENT_TIME)
 def test_given_a_1mb_event_time_then_neither_the_counters_nor_the_alert_carry_it_whole(
     tmp_path: Path, geo: MaxMindGeoResolver
 ) -> None:
@@ -626,14 +555,6 @@ def test_given_control_characters_in_fields_then_none_reaches_the_email_body_or_
     assert len(subject) <= 100
 
 
-BUG_TAB = (
-    "BUG: alerts.plain() leaves TAB (U+0009) out of its control-character class, so a TAB in "
-    "recipientAccountId, arn, accessKeyId or userAgent reaches the email body (the module says the "
-    "email rendering strips control characters)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_TAB)
 def test_given_control_characters_in_fields_then_not_even_a_tab_reaches_the_email_body(
     tmp_path: Path, geo: MaxMindGeoResolver
 ) -> None:

@@ -65,12 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from trailgeo.observability import logger
 
-    logger.setLevel("WARNING")  # the CLI prints its own summary; warnings still reach stderr
-    if args.command == "replay":
-        return _replay(args)
-    from trailgeo.demo import run_demo
+    level = logger.log_level
+    logger.setLevel("WARNING")  # the CLI prints its own summary; warnings still show
+    try:
+        if args.command == "replay":
+            return _replay(args)
+        from trailgeo.demo import run_demo
 
-    return run_demo(geoip=args.geoip, days=args.days, seed=args.seed)
+        return run_demo(geoip=args.geoip, days=args.days, seed=args.seed)
+    finally:
+        logger.setLevel(level)
 
 
 def _replay(args: argparse.Namespace) -> int:

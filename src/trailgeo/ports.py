@@ -108,6 +108,14 @@ class Ledger(Protocol):
         """Mark files done (with their outcome) and close the run record."""
         ...
 
+    def watermark(self) -> datetime | None:
+        """The scheduled time of the last run that listed and processed its whole window."""
+        ...
+
+    def advance_watermark(self, scheduled_at: datetime) -> None:
+        """Move the watermark forward (never back)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CommitStats:

@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from trailgeo.core.alerts import Alert, email_subject, sns_message
 from trailgeo.core.keys import KeyKind, day_prefixes, parse_key, start_after
+from trailgeo.observability import logger
 from trailgeo.ports import (
     ListedWindow,
     LogObject,
@@ -97,6 +98,7 @@ class S3LogSource:
                 if kind != "CloudTrail":
                     # CloudTrail-Digest, CloudTrail-Insight, Config, ...: never read.
                     skipped[f"prefix_{kind.lower()}"] += 1
+                    logger.info("prefix skipped", key=service, reason=f"prefix_{kind.lower()}")
                     continue
                 regions.extend(
                     (region_prefix, account, region_prefix[len(service) : -1])
@@ -135,6 +137,7 @@ class S3LogSource:
                     parsed = parse_key(obj["Key"])
                     if parsed.kind is not KeyKind.LOG or parsed.delivered_at is None:
                         window.skipped[f"key_{parsed.kind.value}"] += 1
+                        logger.info("key skipped", key=parsed.key, reason=f"key_{parsed.kind.value}")
                         continue
                     if parsed.delivered_at > end:
                         return  # keys sort by delivery time within a day

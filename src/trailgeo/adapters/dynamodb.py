@@ -11,6 +11,7 @@ pk                     sk              item
 ``ORG``                ``C#<cc>`` ...  the organization in a country, and its total
 ``F#<s3 key>``         ``F``           ledger entry of one CloudTrail object (TTL)
 ``RUN``                ``<run id>``    a batch of files being processed (lease; TTL)
+``STATE``              ``WATERMARK``   the last run that processed its whole window
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
 =====================  ==============  ==========================================
 
@@ -50,6 +51,7 @@ LEDGER_RETENTION = timedelta(days=14)  # far beyond the look-back: a listed file
 OUTBOX_RETENTION = timedelta(days=30)
 OUTBOX_PARTITION = "OUTBOX"
 RUN_PARTITION = "RUN"
+STATE_PARTITION = "STATE"
 RUN_RETENTION = timedelta(days=1)  # closed run records are kept a day, for inspection
 
 
@@ -225,6 +227,27 @@ class DynamoLedger:
                         found[entry.key] = entry
                 request = response.get("UnprocessedKeys") or {}
         return found
+
+    def watermark(self) -> datetime | None:
+        item = self.client.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": STATE_PARTITION}, "sk": {"S": "WATERMARK"}},
+            ConsistentRead=True,
+        ).get("Item")
+        return datetime.fromisoformat(item["wm"]["S"]) if item else None
+
+    def advance_watermark(self, scheduled_at: datetime) -> None:
+        stamp = scheduled_at.astimezone(UTC).isoformat()
+        try:
+            self.client.put_item(
+                TableName=self.table,
+                Item={"pk": {"S": STATE_PARTITION}, "sk": {"S": "WATERMARK"}, "wm": {"S": stamp}},
+                ConditionExpression="attribute_not_exists(pk) OR wm < :wm",
+                ExpressionAttributeValues={":wm": {"S": stamp}},
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
 
     def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
         self.client.put_item(

@@ -11,6 +11,7 @@ from typing import IO
 
 from trailgeo.core.alerts import Alert
 from trailgeo.core.keys import KeyKind, TrailKey, parse_key
+from trailgeo.observability import logger
 from trailgeo.ports import ListedWindow, LogObject, ObjectGoneError
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -24,6 +25,7 @@ class LocalLogSource:
     _index: list[tuple[TrailKey, int]] = field(default_factory=list)
     _skipped: Counter[str] = field(default_factory=Counter)
     _times: list[datetime] = field(default_factory=list)
+    _unreported: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) not yet in a window
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
@@ -36,6 +38,7 @@ class LocalLogSource:
                 self._index.append((parsed, path.stat().st_size))
             else:
                 self._skipped[f"key_{parsed.kind.value}"] += 1
+                self._unreported.append((parsed.key, f"key_{parsed.kind.value}"))
         self._index.sort(key=lambda item: (item[0].delivered_at or _NEVER, item[0].key))
         self._times = [parsed.delivered_at or _NEVER for parsed, _ in self._index]
 
@@ -51,6 +54,11 @@ class LocalLogSource:
     def list_window(self, start: datetime, end: datetime) -> ListedWindow:
         times = self._times
         window = ListedWindow()
+        # Objects that are not log files have no delivery time: the first window reports them.
+        for key, reason in self._unreported:
+            window.skipped[reason] += 1
+            logger.info("key skipped", key=key, reason=reason)
+        self._unreported.clear()
         for parsed, size in self._index[bisect_right(times, start) : bisect_right(times, end)]:
             window.objects.append(LogObject(parsed.key, parsed.delivered_at or end, size, parsed.account))
         return window

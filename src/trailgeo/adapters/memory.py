@@ -55,6 +55,14 @@ class MemoryFrequencyStore:
 class MemoryLedger:
     entries: dict[str, LedgerEntry] = field(default_factory=dict)
     runs: dict[str, tuple[list[str], datetime]] = field(default_factory=dict)  # open runs only
+    high_water: datetime | None = None
+
+    def watermark(self) -> datetime | None:
+        return self.high_water
+
+    def advance_watermark(self, scheduled_at: datetime) -> None:
+        if self.high_water is None or scheduled_at > self.high_water:
+            self.high_water = scheduled_at
 
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
         return {k: self.entries[k] for k in keys if k in self.entries}

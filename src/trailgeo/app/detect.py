@@ -83,6 +83,7 @@ class RunReport:
     files_in_progress_elsewhere: int = 0
     files_deferred: int = 0
     files_late: int = 0  # named before the look-back, landed within it: read all the same
+    catch_up: bool = False  # the window reached back to the last complete run
     bytes_read: int = 0
     events: int = 0
     events_geolocated: int = 0
@@ -100,6 +101,8 @@ class RunReport:
 
 # Batches are not started with less time than this left; their files stay new for the next run.
 SAFETY_SECONDS = 60.0
+# How far back a run catches up after an outage; the ledger keeps entries for 14 days.
+MAX_CATCH_UP = timedelta(days=7)
 
 
 def run_id_for(scheduled_at: datetime, keys: list[str]) -> str:
@@ -113,6 +116,13 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
     started = time.perf_counter()
     end = scheduled_at.astimezone(UTC)
     report = RunReport(scheduled_at=end, window_start=end - options.lookback, window_end=end)
+    # After failed runs (an outage longer than the look-back), list from the last complete run on,
+    # so that no file is silently missed; the ledger skips what was already done.
+    watermark = deps.ledger.watermark()
+    if watermark is not None and watermark < report.window_start:
+        report.window_start = max(watermark, end - MAX_CATCH_UP)
+        report.catch_up = True
+        logger.warning("catching up after incomplete runs", since=report.window_start.isoformat())
     listed = deps.source.list_window(report.window_start, end)
     report.files_listed = len(listed.objects)
     late = [obj for obj in listed.objects if obj.delivered_at <= report.window_start]
@@ -127,6 +137,8 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
             logger.warning("deferring files to the next run", files=len(batch_keys), run_id=run_id)
             continue
         _process_batch(batch_keys, run_id, scheduled_at, deps, options, report)
+    if not report.files_deferred:
+        deps.ledger.advance_watermark(end)
     if options.alerting:
         _publish_pending(deps, report)
     report.seconds = time.perf_counter() - started
@@ -246,6 +258,7 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
     report.bytes_read += len(data)
     try:
         document = decompress(data, name=key, limit=options.max_decompressed_bytes)
+        skipped_before = Counter(aggregate.skipped)
         with gc_paused():
             decoded = decode_trail_file(document)
             aggregate.add_records(decoded.records)
@@ -254,9 +267,10 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
         logger.warning("object skipped", key=key, reason=exc.reason, detail=exc.detail[:200])
         return f"skipped:{exc.reason}"
     report.files_read += 1
-    if decoded.skipped:
-        report.records_skipped.update(decoded.skipped)
-        logger.info("records skipped in object", key=key, skipped=dict(decoded.skipped))
+    report.records_skipped.update(decoded.skipped)
+    in_object = decoded.skipped + (aggregate.skipped - skipped_before)
+    if in_object:
+        logger.info("records skipped in object", key=key, skipped=dict(in_object))
     return "done"
 
 

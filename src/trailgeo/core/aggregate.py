@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trailgeo.core.counters import (
+    MAX_EVENT_TIME_CHARS,
     ORG_PARTITION,
     TOTAL,
     CounterDelta,
@@ -21,7 +22,7 @@ from trailgeo.core.counters import (
     method_partition,
     principal_partition,
 )
-from trailgeo.core.records import TrailRecord, clip
+from trailgeo.core.records import MAX_FIELD_CHARS, TrailRecord, clip
 from trailgeo.core.sources import SourceKind, classify_source
 
 GroupKey = tuple[str, str, str]  # (account, principal, country)
@@ -148,6 +149,8 @@ class RunAggregate:
             self.skipped["bad_event_time"] += 1
             return
         self.geolocated += 1
+        if record.userAgent is not None and len(record.userAgent) > MAX_FIELD_CHARS:
+            self.skipped["field_truncated"] += 1  # kept, cut to MAX_FIELD_CHARS (not skipped)
         principal = principal_of(record)
         account = record.recipientAccountId or (
             record.userIdentity.accountId if record.userIdentity else None
@@ -173,6 +176,8 @@ class RunAggregate:
         group.add(record, method, hour, ip, event_time)
 
     def _hour(self, event_time: str) -> int | None:
+        if len(event_time) > MAX_EVENT_TIME_CHARS:
+            return None  # a valid prefix followed by a megabyte is not an event time
         prefix = event_time[:13]
         if prefix not in self._hours:
             self._hours[prefix] = hour_of(prefix)

@@ -255,7 +255,7 @@ def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
     return "\n".join(lines)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def plain(value: str, limit: int = 300) -> str:

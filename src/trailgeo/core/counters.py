@@ -47,9 +47,17 @@ def country_sort_key(country: str) -> str:
     return f"C#{country}"
 
 
+# CloudTrail began in 2013; anything outside these years is not a real event time (and a year
+# like 9999 would overflow the forward-decay weight).
+_FIRST_YEAR, _LAST_YEAR = 2005, 2100
+MAX_EVENT_TIME_CHARS = 40
+
+
 def hour_of(event_time: str) -> int | None:
     """Hours since the Unix epoch of a CloudTrail ``eventTime`` (``2021-07-29T23:53:26Z``)."""
-    if len(event_time) < 13 or event_time[10] != "T":
+    if not 13 <= len(event_time) <= MAX_EVENT_TIME_CHARS or event_time[10] != "T":
+        return None
+    if not _FIRST_YEAR <= (int(event_time[0:4]) if event_time[0:4].isdigit() else 0) <= _LAST_YEAR:
         return None
     try:
         stamp = datetime(

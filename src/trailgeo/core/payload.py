@@ -25,13 +25,27 @@ def decompress(data: bytes, *, name: str, limit: int = DEFAULT_MAX_DECOMPRESSED)
         if len(data) > limit:
             raise UnreadablePayloadError("too_large", f"{len(data)} bytes > {limit}")
         return data
-    inflater = isal_zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
-        raise UnreadablePayloadError("corrupt_gzip", str(exc)) from exc
-    if len(out) > limit:
-        raise UnreadablePayloadError("too_large", f"decompresses to more than {limit} bytes")
-    if not inflater.eof:
-        raise UnreadablePayloadError("truncated_gzip", "stream ends before the gzip trailer")
-    return bytes(out)
+    parts: list[bytes] = []
+    size = 0
+    remaining = data
+    # A gzip file may hold several members one after another (as `gzip -d` reads them).
+    while remaining:
+        inflater = isal_zlib.decompressobj(wbits=31)
+        try:
+            out = inflater.decompress(remaining, limit + 1 - size)
+        except (isal_zlib.error, ValueError) as exc:  # type: ignore[misc]
+            raise UnreadablePayloadError("corrupt_gzip", str(exc)) from exc
+        size += len(out)
+        if size > limit:
+            raise UnreadablePayloadError("too_large", f"decompresses to more than {limit} bytes")
+        if not inflater.eof:
+            raise UnreadablePayloadError("truncated_gzip", "stream ends before the gzip trailer")
+        parts.append(out)
+        remaining = inflater.unused_data
+        if remaining and not remaining.startswith(GZIP_MAGIC):
+            if remaining.strip(b"\x00"):
+                raise UnreadablePayloadError(
+                    "corrupt_gzip", f"{len(remaining)} trailing bytes after the gzip data"
+                )
+            break  # zero padding after the last member, as some writers leave
+    return b"".join(parts)

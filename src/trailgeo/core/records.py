@@ -109,9 +109,19 @@ def decode_trail_file(data: bytes) -> DecodedFile:
         return DecodedFile(records=_file_decoder.decode(data).Records)
     except msgspec.ValidationError:
         pass  # some record is malformed (or the shape is wrong): sort it out below
+    except UnicodeDecodeError:
+        # Invalid UTF-8 somewhere in a string: keep the file, with U+FFFD for the bad bytes.
+        decoded = decode_trail_file(data.decode("utf-8", errors="replace").encode("utf-8"))
+        decoded.skipped["invalid_utf8_replaced"] += 1
+        return decoded
     except msgspec.DecodeError as exc:
         raise MalformedFileError("invalid_json", str(exc)) from exc
-    return _decode_slowly(data)
+    except RecursionError as exc:
+        raise MalformedFileError("too_deep", "JSON nested deeper than the decoder follows") from exc
+    try:
+        return _decode_slowly(data)
+    except RecursionError as exc:
+        raise MalformedFileError("too_deep", "JSON nested deeper than the decoder follows") from exc
 
 
 def _decode_slowly(data: bytes) -> DecodedFile:
@@ -168,6 +178,9 @@ def _salvage(raw: msgspec.Raw, skipped: Counter[str]) -> list[TrailRecord]:
     identity = value.get("userIdentity")
     if isinstance(identity, dict):
         id_kwargs = {k: identity[k] for k in _IDENTITY_FIELDS if isinstance(identity.get(k), str)}
+        skipped["field_wrong_type"] += sum(
+            1 for k in _IDENTITY_FIELDS if identity.get(k) is not None and not isinstance(identity[k], str)
+        )
         issuer_arn = _issuer_arn(identity)
         context = SessionContext(SessionIssuer(arn=issuer_arn)) if issuer_arn else None
         kwargs["userIdentity"] = UserIdentity(**id_kwargs, sessionContext=context)
