@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from moto import mock_aws
 
 from tests.aws import BUCKET, REGION, TABLE, create_deployment, receive_alerts
@@ -22,11 +22,18 @@ from tests.test_faults import counters, deps_for
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.scoring import ScoringPolicy
+from trailgeo.ports import TrailgeoError
 from trailgeo.simulate import Simulation, SimulationConfig, simulate
 
 FAULT_CODES = {
-    "dynamodb": ["ProvisionedThroughputExceededException", "ThrottlingException", "InternalServerError"],
-    "sns": ["Throttled", "InternalError"],
+    "dynamodb": [
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "InternalServerError",
+        "timeout",
+    ],
+    "sns": ["Throttled", "InternalError", "timeout"],
+    "s3": ["SlowDown", "InternalError", "timeout"],
 }
 
 
@@ -41,6 +48,8 @@ class RandomFaults:
             if self.rng.random() < self.rate:
                 code = self.rng.choice(FAULT_CODES[service])
                 self.injected[f"{model.name}:{code}"] += 1
+                if code == "timeout":
+                    raise ReadTimeoutError(endpoint_url=f"https://{service}.{REGION}.amazonaws.com")
                 raise ClientError({"Error": {"Code": code, "Message": "injected"}}, model.name)
 
         client.meta.events.register(f"before-call.{service}.*", maybe_fail)
@@ -63,9 +72,10 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
             if faults is not None:
                 faults.attach(deps.store.client, "dynamodb")  # type: ignore[attr-defined]
                 faults.attach(deps.sink.client, "sns")  # type: ignore[attr-defined]
+                faults.attach(deps.source.client, "s3")  # type: ignore[attr-defined]
             try:
                 detect(tick, deps, options)
-            except ClientError:
+            except (ClientError, BotoCoreError, TrailgeoError):
                 failed_runs += 1  # the Lambda fails; EventBridge's next tick recovers
             for envelope in receive_alerts(session, deployment.queue_url):
                 delivered[envelope["MessageAttributes"]["alert_id"]["Value"]] += 1
@@ -96,7 +106,7 @@ def test_given_a_week_of_logs_and_random_aws_faults_then_tables_and_alerts_equal
     sim = simulate(
         SimulationConfig(
             start=datetime(2026, 9, 7, tzinfo=UTC),
-            days=6,
+            days=7,
             seed=11,
             org_id=None,
             accounts=("111122223333",),

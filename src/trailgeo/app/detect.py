@@ -131,12 +131,12 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
         oldest = min(late, key=lambda obj: obj.delivered_at)
         logger.warning("late CloudTrail files picked up", files=len(late), oldest=oldest.key)
     report.keys_skipped.update(listed.skipped)
-    for batch_keys, run_id in _plan(listed.objects, scheduled_at, deps, options, report):
+    for batch_keys, run_id, takeover in _plan(listed.objects, scheduled_at, deps, options, report):
         if deps.time_left() < SAFETY_SECONDS:
             report.files_deferred += len(batch_keys)
             logger.warning("deferring files to the next run", files=len(batch_keys), run_id=run_id)
             continue
-        _process_batch(batch_keys, run_id, scheduled_at, deps, options, report)
+        _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
     if not report.files_deferred:
         deps.ledger.advance_watermark(end)
     if options.alerting:
@@ -151,8 +151,8 @@ def _plan(
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
-) -> Iterator[tuple[list[str], str]]:
-    """Yield (keys, run_id) batches: takeovers of runs that died first, then new files.
+) -> Iterator[tuple[list[str], str, bool]]:
+    """Yield (keys, run_id, takeover) batches: takeovers of runs that died first, then new files.
 
     A dead run is found from its run record, not from the listing: its files may have left the
     look-back by the time its lease expires.
@@ -163,7 +163,7 @@ def _plan(
         report.files_recovered += len(won)
         logger.warning("taking over an interrupted run", run_id=run_id, files=len(won))
         if won:
-            yield won, run_id
+            yield won, run_id, True
         else:
             deps.ledger.complete({}, run_id, now)  # everything was finished or handed back
     by_key = {obj.key: obj for obj in objects}
@@ -185,12 +185,13 @@ def _plan(
         report.files_in_progress_elsewhere += len(keys) - len(won)
         report.files_new += len(won)
         if won:
-            yield won, run_id
+            yield won, run_id, False
 
 
 def _process_batch(
     keys: list[str],
     run_id: str,
+    takeover: bool,
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
@@ -222,6 +223,10 @@ def _process_batch(
                 logger.warning("object skipped", key=key, reason=problem)
                 continue
             outcomes[key] = _ingest(key, data, aggregate, options, report)
+    if released and takeover:
+        # The dead run may have committed these files' counts already: handing them back would
+        # let a fresh run count them again. Stop; the lease expires and the takeover is retried.
+        raise TransientReadError(f"{len(released)} file(s) of interrupted run {run_id} unreadable for now")
     if released:
         deps.ledger.release(released, run_id)
 
