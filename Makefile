@@ -8,7 +8,7 @@ CACHE := .cache
 DBIP_MMDB := $(CACHE)/geoip/dbip-country.mmdb
 export PYENV_VERSION ?= 3.11.7:3.13.0
 
-.PHONY: demo test lint typecheck unit template-lint build geoip replay-sans clean
+.PHONY: demo test lint typecheck unit template-lint build geoip replay-sans clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ geoip: $(DBIP_MMDB)
 
 demo: $(BIN)/.installed $(DBIP_MMDB)
 	$(BIN)/trailgeo demo --geoip $(DBIP_MMDB)
+
+# Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
+bench: $(BIN)/.installed $(DBIP_MMDB)
+	$(BIN)/python -m trailgeo.bench --geoip $(DBIP_MMDB)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests functions

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alerts import Alert, build_alert
@@ -99,8 +100,11 @@ class RunReport:
     seconds: float = 0.0
 
 
+_T = TypeVar("_T")
+
 # Batches are not started with less time than this left; their files stay new for the next run.
 SAFETY_SECONDS = 60.0
+ROUTINE_SKIPS = frozenset({"source_service_host", "source_aws_internal", "source_private", "duplicate_event"})
 # How far back a run catches up after an outage; the ledger keeps entries for 14 days.
 MAX_CATCH_UP = timedelta(days=7)
 
@@ -212,8 +216,10 @@ def _process_batch(
             logger.warning("object read failed, will retry on a later run", key=key, error=str(exc))
             return key, None, "transient"
 
-    with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool:
-        for key, data, problem in pool.map(fetch, keys):
+    # The cyclic collector stays out of bulk decoding (millions of fresh objects, no cycles):
+    # paused once per batch, not per file, so it does not rescan the growing aggregate each time.
+    with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool, gc_paused():
+        for key, data, problem in _bounded_map(pool, fetch, keys, 2 * options.read_concurrency):
             if problem == "transient":
                 released.append(key)
                 continue
@@ -259,14 +265,27 @@ def _process_batch(
     deps.ledger.complete(outcomes, run_id, deps.clock())
 
 
+def _bounded_map(
+    pool: ThreadPoolExecutor, fn: Callable[[str], _T], items: list[str], ahead: int
+) -> Iterator[_T]:
+    """Like ``pool.map`` in order, but with at most ``ahead`` results in memory at once: memory
+    is bounded by objects in flight, not by the size of the batch."""
+    pending: deque[Future[_T]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions, report: RunReport) -> str:
     report.bytes_read += len(data)
     try:
         document = decompress(data, name=key, limit=options.max_decompressed_bytes)
         skipped_before = Counter(aggregate.skipped)
-        with gc_paused():
-            decoded = decode_trail_file(document)
-            aggregate.add_records(decoded.records)
+        decoded = decode_trail_file(document)
+        aggregate.add_records(decoded.records)
     except (UnreadablePayloadError, MalformedFileError) as exc:
         report.files_skipped[exc.reason] += 1
         logger.warning("object skipped", key=key, reason=exc.reason, detail=exc.detail[:200])
@@ -274,7 +293,9 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
     report.files_read += 1
     report.records_skipped.update(decoded.skipped)
     in_object = decoded.skipped + (aggregate.skipped - skipped_before)
-    if in_object:
+    # AWS services, "AWS Internal" and VPC traffic are in nearly every file: counted, and logged
+    # per object only beside a reason worth a look.
+    if not ROUTINE_SKIPS.issuperset(in_object):
         logger.info("records skipped in object", key=key, skipped=dict(in_object))
     return "done"
 

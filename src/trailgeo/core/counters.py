@@ -89,6 +89,14 @@ class CounterDelta:
     first_seen: str | None = None
     last_seen: str | None = None
 
+    def observe_many(self, hour: int, events: int, first: str, last: str) -> None:
+        self.hours.add(hour)
+        self.events += events
+        if self.first_seen is None or first < self.first_seen:
+            self.first_seen = first
+        if self.last_seen is None or last > self.last_seen:
+            self.last_seen = last
+
     def observe(self, hour: int, event_time: str) -> None:
         self.hours.add(hour)
         self.events += 1

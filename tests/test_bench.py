@@ -1,0 +1,58 @@
+"""`python -m trailgeo.bench --quick`: the benchmark's structure and its event counts, not speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trailgeo import bench
+
+
+def test_given_a_tiny_corpus_when_the_benchmark_runs_then_every_measurement_counts_the_same_events(
+    dbip_mmdb: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    args = bench.parse_args(["--quick", "--skip-moto", "--workdir", str(tmp_path), "--geoip", str(dbip_mmdb)])
+
+    report = bench.run(args, out=lines.append)
+
+    corpus = report.corpus
+    assert args.events == bench.QUICK_EVENTS
+    assert bench.QUICK_EVENTS <= corpus.events < 20_000
+    assert not corpus.reused
+    assert (tmp_path / "corpus-quick.json").is_file()
+    measured = report.measurements
+    assert {"pipeline", "floor", "naive"} <= set(measured)
+    assert ("duckdb" in measured) != bool(report.duckdb_note)
+    # Three independent ways of counting records (msgspec decode in detect, a byte marker after
+    # ISA-L inflate, json.loads) over the same files, and the simulator's own count.
+    assert (
+        measured["pipeline"].events == measured["floor"].events == measured["naive"].events == corpus.events
+    )
+    for measurement in measured.values():
+        assert measurement.events == corpus.events
+        assert measurement.files == corpus.log_files
+        assert measurement.seconds > 0
+        assert measurement.peak_rss_mb >= measurement.rss_before_mb > 0
+        assert measurement.core == bench.default_core()
+    assert report.events_agree
+    assert measured["pipeline"].details["events_geolocated"] > 0
+    assert measured["floor"].details["inflated_bytes"] > corpus.gzip_bytes
+    assert report.dynamo is None
+    assert report.dynamo_note == "skipped (--skip-moto)"
+    assert [t.name for t in report.targets] == [
+        "pipeline events/s, one core",
+        "pipeline / ISA-L floor",
+        "pipeline / naive",
+        "pipeline peak RSS",
+        "events counted equal (correctness)",
+    ]
+    assert {t.verdict for t in report.targets} <= {"PASS", "MISS"}
+    assert report.targets[-1].verdict == "PASS"
+    text = "\n".join(lines)
+    for expected in ("pipeline / floor:", "pipeline / naive:", "events/s", "peak RSS", "verdict"):
+        assert expected in text
+
+    again = bench.prepare_corpus(tmp_path, bench.QUICK_PLAN, args.events, lines.append)
+
+    assert again.reused
+    assert (again.key, again.events, again.log_files) == (corpus.key, corpus.events, corpus.log_files)
