@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import msgspec
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
-from tests.aws import BUCKET, REGION, TABLE, Deployment, create_deployment
+from tests.aws import BUCKET, TABLE, Deployment, create_deployment
 from tests.builders import BT_IP, T0, delivery_key, gz_file, record
 from tests.test_alerts import established
 from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
@@ -27,15 +24,6 @@ from trailgeo.ports import ObjectGoneError, PublishError, TransientReadError
 
 NOW = datetime(2026, 10, 2, tzinfo=UTC)
 NOW_HOUR = int(NOW.timestamp()) // 3600
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield boto3.session.Session(region_name=REGION)
 
 
 @pytest.fixture

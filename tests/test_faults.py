@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,15 +32,6 @@ class FailNthCall:
         self.calls += 1
         if self.calls == self.nth:
             raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, self.operation)
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        yield boto3.session.Session(region_name=REGION)
 
 
 def deps_for(session: Any, geo: MaxMindGeoResolver, topic_arn: str, when: Any) -> Dependencies:
