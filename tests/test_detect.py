@@ -253,3 +253,30 @@ def test_given_a_run_that_died_mid_commit_when_the_next_run_takes_over_then_coun
     assert counts(crashing.inner) == counts(reference)
     assert len(counts(reference)) > 5
     assert {e.state for e in ledger.entries.values()} == {"done"}
+
+
+def test_given_an_attacker_active_over_several_runs_then_one_alert_per_principal_and_country_per_day(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    first_burst = [record(ATTACK_AT + timedelta(minutes=m), ip=BT_IP) for m in range(3)]
+    second_burst = [
+        record(ATTACK_AT + timedelta(minutes=40 + m), ip=BT_IP, name="DescribeVolumes") for m in range(3)
+    ]
+    next_day = [record(ATTACK_AT + timedelta(hours=26), ip=BT_IP, name="DescribeSnapshots")]
+    history = [
+        *baseline(),
+        *[
+            record(T0 + timedelta(hours=6 * i, minutes=9), ip=US_IP, name=n)
+            for i in range(40)
+            for n in ("DescribeVolumes", "DescribeSnapshots")
+        ],
+    ]
+    write_tree(tmp_path, files_by_delivery(history + first_burst + second_burst + next_day))
+    out = io.StringIO()
+    summaries = []
+
+    replay(tmp_path, geo, JsonLinesAlertSink(out), RunOptions(), on_tick=summaries.append)
+
+    alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [a["event"]["action"] for a in alerts] == [["DescribeInstances"], ["DescribeSnapshots"]]
+    assert sum(r.alerts_suppressed for r in summaries) == 1

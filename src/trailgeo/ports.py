@@ -143,6 +143,12 @@ class AlertOutbox(Protocol):
 
     def mark_sent(self, alert_id: str, message_id: str) -> None: ...
 
+    def recent(self, subjects: Collection[str]) -> Mapping[str, tuple[datetime, str]]:
+        """When each subject (account|principal|country) was last alerted, and that alert's id."""
+        ...
+
+    def remember(self, subject: str, alert_id: str, at: datetime) -> None: ...
+
 
 class AlertSink(Protocol):
     def publish(self, alert: Alert) -> str:

@@ -12,6 +12,7 @@ pk                     sk              item
 ``F#<s3 key>``         ``F``           ledger entry of one CloudTrail object (TTL)
 ``RUN``                ``<run id>``    a batch of files being processed (lease; TTL)
 ``STATE``              ``WATERMARK``   the last run that processed its whole window
+``SUPPRESS``           ``acct|arn|cc`` when a principal and country were last alerted (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
 =====================  ==============  ==========================================
 
@@ -52,6 +53,8 @@ OUTBOX_RETENTION = timedelta(days=30)
 OUTBOX_PARTITION = "OUTBOX"
 RUN_PARTITION = "RUN"
 STATE_PARTITION = "STATE"
+SUPPRESS_PARTITION = "SUPPRESS"
+SUPPRESS_RETENTION = timedelta(days=8)  # longer than any suppression window we accept
 RUN_RETENTION = timedelta(days=1)  # closed run records are kept a day, for inspection
 
 
@@ -452,6 +455,34 @@ class DynamoOutbox:
         ):
             alerts.extend(Alert.model_validate_json(item["doc"]["S"]) for item in page.get("Items", []))
         return sorted(alerts, key=lambda a: (a.detected_at, a.alert_id))
+
+    def recent(self, subjects: Collection[str]) -> Mapping[str, tuple[datetime, str]]:
+        found: dict[str, tuple[datetime, str]] = {}
+        for chunk in _chunks(sorted(set(subjects)), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"pk": {"S": SUPPRESS_PARTITION}, "sk": {"S": s}} for s in chunk],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table, []):
+                    found[item["sk"]["S"]] = (datetime.fromisoformat(item["at"]["S"]), item["aid"]["S"])
+                request = response.get("UnprocessedKeys") or {}
+        return found
+
+    def remember(self, subject: str, alert_id: str, at: datetime) -> None:
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "pk": {"S": SUPPRESS_PARTITION},
+                "sk": {"S": subject},
+                "at": {"S": at.astimezone(UTC).isoformat()},
+                "aid": {"S": alert_id},
+                "expires_at": _ttl(at, SUPPRESS_RETENTION),
+            },
+        )
 
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.client.update_item(

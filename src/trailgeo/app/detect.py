@@ -57,6 +57,7 @@ class RunOptions:
     read_concurrency: int = 8
     lease: timedelta = timedelta(minutes=20)
     alerting: bool = True  # False when training history (backfill): count, never alert
+    suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ class RunReport:
     counters_written: int = 0
     counters_already_applied: int = 0
     alerts_raised: int = 0
+    alerts_suppressed: int = 0
     alerts_published: int = 0
     alerts_pending: int = 0
     alerts: list[Alert] = field(default_factory=list)
@@ -242,6 +244,7 @@ def _process_batch(
     history = deps.store.load(list(aggregate.counters))
     if options.alerting:
         now_hour = int(scheduled_at.timestamp()) // 3600
+        candidates: list[Alert] = []
         for group in aggregate.groups.values():
             alert = build_alert(
                 score_group(group, history, options.policy, now_hour),
@@ -249,16 +252,9 @@ def _process_batch(
                 scheduled_at,
                 run_id,
             )
-            if alert is not None and deps.outbox.put(alert):
-                report.alerts_raised += 1
-                report.alerts.append(alert)
-                logger.info(
-                    "alert raised",
-                    alert_id=alert.alert_id,
-                    country=alert.country,
-                    principal=alert.principal,
-                    score=alert.score,
-                )
+            if alert is not None:
+                candidates.append(alert)
+        _raise_alerts(candidates, scheduled_at, deps, options, report)
     stats = deps.store.commit(aggregate.counters, history, run_id)
     report.counters_written += stats.written
     report.counters_already_applied += stats.already_applied
@@ -277,6 +273,47 @@ def _bounded_map(
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def alert_subject(alert: Alert) -> str:
+    return f"{alert.cloud.account.id}|{alert.principal}|{alert.country}"
+
+
+def _raise_alerts(
+    candidates: list[Alert],
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> None:
+    """Queue alerts, one per (principal, country) per suppression window: an attacker's next
+    runs of calls do not page the team again within the window."""
+    if not candidates:
+        return
+    recent = deps.outbox.recent([alert_subject(a) for a in candidates])
+    for alert in candidates:
+        subject = alert_subject(alert)
+        last = recent.get(subject)
+        if last is not None and last[1] != alert.alert_id and scheduled_at - last[0] < options.suppress_for:
+            report.alerts_suppressed += 1
+            logger.info(
+                "alert suppressed",
+                alert_id=alert.alert_id,
+                previous_alert_id=last[1],
+                since=last[0].isoformat(),
+            )
+            continue
+        if deps.outbox.put(alert):
+            report.alerts_raised += 1
+            report.alerts.append(alert)
+            logger.info(
+                "alert raised",
+                alert_id=alert.alert_id,
+                country=alert.country,
+                principal=alert.principal,
+                score=alert.score,
+            )
+        deps.outbox.remember(subject, alert.alert_id, scheduled_at)
 
 
 def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions, report: RunReport) -> str:

@@ -66,6 +66,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "records_skipped": dict(report.records_skipped),
         "counters_written": report.counters_written,
         "alerts_raised": report.alerts_raised,
+        "alerts_suppressed": report.alerts_suppressed,
         "alerts_published": report.alerts_published,
         "alerts_pending": report.alerts_pending,
         "seconds": round(report.seconds, 3),
@@ -81,6 +82,7 @@ def emit_metrics(report: RunReport) -> None:
     metrics.add_metric(name="EventsGeolocated", unit=count, value=report.events_geolocated)
     metrics.add_metric(name="CountersWritten", unit=count, value=report.counters_written)
     metrics.add_metric(name="AlertsRaised", unit=count, value=report.alerts_raised)
+    metrics.add_metric(name="AlertsSuppressed", unit=count, value=report.alerts_suppressed)
     metrics.add_metric(name="AlertsPublished", unit=count, value=report.alerts_published)
     metrics.add_metric(name="AlertsPending", unit=count, value=report.alerts_pending)
     metrics.add_metric(name="RunSeconds", unit=MetricUnit.Seconds, value=report.seconds)

@@ -30,6 +30,7 @@ class Settings(BaseModel):
     learning_days: float = Field(default=7.0, ge=0)
     max_decompressed_mb: int = Field(default=512, ge=1, le=8192)
     read_concurrency: int = Field(default=8, ge=1, le=64)
+    suppress_hours: float = Field(default=24.0, ge=0, le=7 * 24)
 
     @field_validator("trail_prefix")
     @classmethod
@@ -58,4 +59,5 @@ class Settings(BaseModel):
             ),
             max_decompressed_bytes=self.max_decompressed_mb * 1024 * 1024,
             read_concurrency=self.read_concurrency,
+            suppress_for=timedelta(hours=self.suppress_hours),
         )
