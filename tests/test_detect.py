@@ -280,3 +280,27 @@ def test_given_an_attacker_active_over_several_runs_then_one_alert_per_principal
     alerts = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [a["event"]["action"] for a in alerts] == [["DescribeInstances"], ["DescribeSnapshots"]]
     assert sum(r.alerts_suppressed for r in summaries) == 1
+
+
+def test_given_too_little_time_left_then_files_are_deferred_unclaimed_and_the_next_run_reads_them(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    write_tree(
+        tmp_path, files_by_delivery([record(T0 + timedelta(minutes=m), ip=SE_IP) for m in range(0, 60, 5)])
+    )
+    source, store, ledger = LocalLogSource(tmp_path), MemoryFrequencyStore(), MemoryLedger()
+    tick = T0 + timedelta(hours=1, minutes=30)
+    sink = JsonLinesAlertSink(io.StringIO())
+
+    late_in_life = Dependencies(
+        source, geo, store, ledger, MemoryOutbox(), sink, time_left=lambda: 5.0, clock=lambda: tick
+    )
+    deferred = detect(tick, late_in_life, RunOptions())
+    fresh = Dependencies(source, geo, store, ledger, MemoryOutbox(), sink, clock=lambda: tick)
+    finished = detect(tick, fresh, RunOptions())
+
+    assert deferred.files_deferred == 4
+    assert deferred.files_new == 0
+    assert ledger.runs == {}
+    assert finished.files_new == 4
+    assert store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 12

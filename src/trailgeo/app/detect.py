@@ -104,7 +104,7 @@ class RunReport:
 
 _T = TypeVar("_T")
 
-# Batches are not started with less time than this left; their files stay new for the next run.
+# Batches are not claimed with less time than this left; their files stay new for the next run.
 SAFETY_SECONDS = 60.0
 ROUTINE_SKIPS = frozenset({"source_service_host", "source_aws_internal", "source_private", "duplicate_event"})
 # How far back a run catches up after an outage; the ledger keeps entries for 14 days.
@@ -138,10 +138,6 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
         logger.warning("late CloudTrail files picked up", files=len(late), oldest=oldest.key)
     report.keys_skipped.update(listed.skipped)
     for batch_keys, run_id, takeover in _plan(listed.objects, scheduled_at, deps, options, report):
-        if deps.time_left() < SAFETY_SECONDS:
-            report.files_deferred += len(batch_keys)
-            logger.warning("deferring files to the next run", files=len(batch_keys), run_id=run_id)
-            continue
         _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
     if not report.files_deferred:
         deps.ledger.advance_watermark(end)
@@ -165,6 +161,8 @@ def _plan(
     """
     now = deps.clock()
     for run_id, intended in deps.ledger.expired_runs(now):
+        if _out_of_time(deps, report, len(intended)):
+            return  # the dead run stays as it is: a later run takes it over
         won = deps.ledger.claim(intended, run_id, now + options.lease, now, takeover=True)
         report.files_recovered += len(won)
         logger.warning("taking over an interrupted run", run_id=run_id, files=len(won))
@@ -182,6 +180,8 @@ def _plan(
         elif entry.state == "claimed":
             report.files_in_progress_elsewhere += 1
     for start in range(0, len(fresh), options.batch_files):
+        if _out_of_time(deps, report, len(fresh) - start):
+            return  # not claimed: still new for the next run
         keys = fresh[start : start + options.batch_files]
         run_id = run_id_for(scheduled_at, keys)
         lease_until = deps.clock() + options.lease
@@ -192,6 +192,21 @@ def _plan(
         report.files_new += len(won)
         if won:
             yield won, run_id, False
+
+
+def _out_of_time(deps: Dependencies, report: RunReport, files: int) -> bool:
+    """Checked before a batch is claimed, so that files it will not reach are not held by a lease."""
+    if deps.time_left() >= SAFETY_SECONDS:
+        return False
+    report.files_deferred += files
+    logger.warning("deferring files to the next run", files=files)
+    return True
+
+
+def _skip_file(key: str, reason: str, report: RunReport, detail: str = "") -> str:
+    report.files_skipped[reason] += 1
+    logger.warning("object skipped", key=key, reason=reason, detail=detail[:200])
+    return f"skipped:{reason}"
 
 
 def _process_batch(
@@ -226,9 +241,7 @@ def _process_batch(
                 released.append(key)
                 continue
             if data is None:
-                outcomes[key] = f"skipped:{problem}"
-                report.files_skipped[problem or "unknown"] += 1
-                logger.warning("object skipped", key=key, reason=problem)
+                outcomes[key] = _skip_file(key, problem or "unknown", report)
                 continue
             outcomes[key] = _ingest(key, data, aggregate, options, report)
     if released and takeover:
@@ -324,9 +337,7 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
         decoded = decode_trail_file(document)
         aggregate.add_records(decoded.records)
     except (UnreadablePayloadError, MalformedFileError) as exc:
-        report.files_skipped[exc.reason] += 1
-        logger.warning("object skipped", key=key, reason=exc.reason, detail=exc.detail[:200])
-        return f"skipped:{exc.reason}"
+        return _skip_file(key, exc.reason, report, exc.detail)
     report.files_read += 1
     report.records_skipped.update(decoded.skipped)
     in_object = decoded.skipped + (aggregate.skipped - skipped_before)

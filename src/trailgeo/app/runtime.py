@@ -52,6 +52,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
     return {
         "scheduled_at": report.scheduled_at.isoformat(),
         "window_start": report.window_start.isoformat(),
+        "catch_up": report.catch_up,
         "files_listed": report.files_listed,
         "files_new": report.files_new,
         "files_recovered": report.files_recovered,
