@@ -23,18 +23,18 @@ def test_given_a_trail_directory_when_replayed_then_alerts_are_written_and_a_sum
     alerts_out = tmp_path / "alerts.jsonl"
     state = tmp_path / "state.json"
 
-    code = main(
-        [
-            "replay",
-            str(logs),
-            "--geoip",
-            str(country_test_mmdb),
-            "--alerts-out",
-            str(alerts_out),
-            "--state",
-            str(state),
-        ]
-    )
+    replay_args = [
+        "replay",
+        str(logs),
+        "--geoip",
+        str(country_test_mmdb),
+        "--alerts-out",
+        str(alerts_out),
+        "--state",
+        str(state),
+    ]
+
+    code = main(replay_args)
 
     assert code == 0
     alerts = [json.loads(line) for line in alerts_out.read_text().splitlines()]
@@ -46,18 +46,7 @@ def test_given_a_trail_directory_when_replayed_then_alerts_are_written_and_a_sum
     assert summary["events_per_second"] > 0
 
     # When: replayed again with the saved state, then nothing is new
-    again = main(
-        [
-            "replay",
-            str(logs),
-            "--geoip",
-            str(country_test_mmdb),
-            "--alerts-out",
-            str(alerts_out),
-            "--state",
-            str(state),
-        ]
-    )
+    again = main(replay_args)
     assert again == 0
     assert alerts_out.read_text() == ""
     assert json.loads(capsys.readouterr().err)["replay"]["events"] == 0

@@ -22,9 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from tests.builders import ACCOUNT, T0, US_IP, delivery_key, gz_file, record, write_tree
 from trailgeo.adapters.aws import S3LogSource
@@ -571,14 +569,10 @@ def test_given_control_characters_in_fields_then_not_even_a_tab_reaches_the_emai
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.session.Session(region_name=REGION).client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(aws: Any) -> Any:
+    client = aws.client("s3")
+    client.create_bucket(Bucket=BUCKET)
+    return client
 
 
 @dataclass

@@ -22,7 +22,7 @@ re-reads the item and merges again, so concurrent runs never double count.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,6 +65,30 @@ class StoreError(TrailgeoError):
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _get_items(client: DynamoDBClient, table: str, keys: Sequence[tuple[str, str]]) -> list[Item]:
+    """Consistent BatchGetItem of up to 100 (pk, sk) keys, retrying what DynamoDB left unprocessed."""
+    items: list[Item] = []
+    request: dict[str, Any] = {
+        table: {"Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys], "ConsistentRead": True}
+    }
+    while request:
+        response = client.batch_get_item(RequestItems=request)
+        items.extend(response.get("Responses", {}).get(table, []))
+        request = response.get("UnprocessedKeys") or {}
+    return items
+
+
+def _conditional(call: Callable[..., Any], **request: Any) -> bool:
+    """Run a conditional write; False (not an error) when its condition does not hold."""
+    try:
+        call(**request)
+    except ClientError as exc:
+        if _error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def _ttl(now: datetime, keep: timedelta) -> dict[str, str]:
@@ -136,18 +160,7 @@ class DynamoFrequencyStore:
         return history
 
     def _get_batch(self, keys: Sequence[CounterKey]) -> list[Item]:
-        items: list[Item] = []
-        request: dict[str, Any] = {
-            self.table: {
-                "Keys": [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys],
-                "ConsistentRead": True,
-            }
-        }
-        while request:
-            response = self.client.batch_get_item(RequestItems=request)
-            items.extend(response.get("Responses", {}).get(self.table, []))
-            request = response.get("UnprocessedKeys") or {}
-        return items
+        return _get_items(self.client, self.table, keys)
 
     def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
         conflicts = 0
@@ -186,22 +199,17 @@ class DynamoFrequencyStore:
                     "ConditionExpression": "ver = :v",
                     "ExpressionAttributeValues": {":v": {"N": str(current.version)}},
                 }
-            try:
-                self.client.put_item(
-                    TableName=self.table, Item=counter_to_item(partition, sort_key, merged), **condition
-                )
+            item = counter_to_item(partition, sort_key, merged)
+            if _conditional(self.client.put_item, TableName=self.table, Item=item, **condition):
                 return merged, True, attempt
-            except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
-                    raise
             # Someone else wrote this counter since we read it: merge into what is there now.
             response = self.client.get_item(
                 TableName=self.table,
                 Key={"pk": {"S": partition}, "sk": {"S": sort_key}},
                 ConsistentRead=True,
             )
-            item = response.get("Item")
-            current = counter_from_item(item) if item else EMPTY
+            stored = response.get("Item")
+            current = counter_from_item(stored) if stored else EMPTY
         raise StoreError(
             f"counter {partition}/{sort_key} kept changing under {MAX_CONFLICT_RETRIES} attempts"
         )
@@ -216,19 +224,10 @@ class DynamoLedger:
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
         found: dict[str, LedgerEntry] = {}
         for chunk in _chunks(sorted(keys), 100):
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": [{"pk": {"S": f"F#{k}"}, "sk": {"S": "F"}} for k in chunk],
-                    "ConsistentRead": True,
-                }
-            }
-            while request:
-                response = self.client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table, []):
-                    entry = _ledger_entry(item)
-                    if entry.state != "released":
-                        found[entry.key] = entry
-                request = response.get("UnprocessedKeys") or {}
+            for item in _get_items(self.client, self.table, [(f"F#{k}", "F") for k in chunk]):
+                entry = _ledger_entry(item)
+                if entry.state != "released":
+                    found[entry.key] = entry
         return found
 
     def watermark(self) -> datetime | None:
@@ -241,16 +240,13 @@ class DynamoLedger:
 
     def advance_watermark(self, scheduled_at: datetime) -> None:
         stamp = scheduled_at.astimezone(UTC).isoformat()
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={"pk": {"S": STATE_PARTITION}, "sk": {"S": "WATERMARK"}, "wm": {"S": stamp}},
-                ConditionExpression="attribute_not_exists(pk) OR wm < :wm",
-                ExpressionAttributeValues={":wm": {"S": stamp}},
-            )
-        except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                raise
+        _conditional(  # never moves back
+            self.client.put_item,
+            TableName=self.table,
+            Item={"pk": {"S": STATE_PARTITION}, "sk": {"S": "WATERMARK"}, "wm": {"S": stamp}},
+            ConditionExpression="attribute_not_exists(pk) OR wm < :wm",
+            ExpressionAttributeValues={":wm": {"S": stamp}},
+        )
 
     def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
         self.client.put_item(
@@ -346,31 +342,22 @@ class DynamoLedger:
         }
 
     def _claim_one(self, put: dict[str, Any]) -> bool:
-        try:
-            self.client.put_item(**put)
-        except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
-                return False  # another run has it
-            raise
-        return True
+        return _conditional(self.client.put_item, **put)  # False: another run has it
 
     def release(self, keys: Collection[str], run_id: str) -> None:
         for key in keys:
-            try:
-                self.client.update_item(
-                    TableName=self.table,
-                    Key={"pk": {"S": f"F#{key}"}, "sk": {"S": "F"}},
-                    UpdateExpression="SET st = :released",
-                    ConditionExpression="st = :claimed AND rid = :rid",
-                    ExpressionAttributeValues={
-                        ":released": {"S": "released"},
-                        ":claimed": {"S": "claimed"},
-                        ":rid": {"S": run_id},
-                    },
-                )
-            except ClientError as exc:
-                if _error_code(exc) != "ConditionalCheckFailedException":
-                    raise
+            _conditional(  # only our own claim is handed back
+                self.client.update_item,
+                TableName=self.table,
+                Key={"pk": {"S": f"F#{key}"}, "sk": {"S": "F"}},
+                UpdateExpression="SET st = :released",
+                ConditionExpression="st = :claimed AND rid = :rid",
+                ExpressionAttributeValues={
+                    ":released": {"S": "released"},
+                    ":claimed": {"S": "claimed"},
+                    ":rid": {"S": run_id},
+                },
+            )
 
     def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
         requests = [
@@ -424,24 +411,19 @@ class DynamoOutbox:
         return self.clock() if self.clock is not None else datetime.now(tz=UTC)
 
     def put(self, alert: Alert) -> bool:
-        try:
-            self.client.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": {"S": OUTBOX_PARTITION},
-                    "sk": {"S": f"A#{alert.alert_id}"},
-                    "st": {"S": "pending"},
-                    "doc": {"S": alert.to_json()},
-                    "created": {"S": self._now().isoformat()},
-                    "expires_at": _ttl(self._now(), OUTBOX_RETENTION),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return _conditional(
+            self.client.put_item,
+            TableName=self.table,
+            Item={
+                "pk": {"S": OUTBOX_PARTITION},
+                "sk": {"S": f"A#{alert.alert_id}"},
+                "st": {"S": "pending"},
+                "doc": {"S": alert.to_json()},
+                "created": {"S": self._now().isoformat()},
+                "expires_at": _ttl(self._now(), OUTBOX_RETENTION),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
 
     def pending(self) -> list[Alert]:
         alerts: list[Alert] = []
@@ -459,17 +441,8 @@ class DynamoOutbox:
     def recent(self, subjects: Collection[str]) -> Mapping[str, tuple[datetime, str]]:
         found: dict[str, tuple[datetime, str]] = {}
         for chunk in _chunks(sorted(set(subjects)), 100):
-            request: dict[str, Any] = {
-                self.table: {
-                    "Keys": [{"pk": {"S": SUPPRESS_PARTITION}, "sk": {"S": s}} for s in chunk],
-                    "ConsistentRead": True,
-                }
-            }
-            while request:
-                response = self.client.batch_get_item(RequestItems=request)
-                for item in response.get("Responses", {}).get(self.table, []):
-                    found[item["sk"]["S"]] = (datetime.fromisoformat(item["at"]["S"]), item["aid"]["S"])
-                request = response.get("UnprocessedKeys") or {}
+            for item in _get_items(self.client, self.table, [(SUPPRESS_PARTITION, s) for s in chunk]):
+                found[item["sk"]["S"]] = (datetime.fromisoformat(item["at"]["S"]), item["aid"]["S"])
         return found
 
     def remember(self, subject: str, alert_id: str, at: datetime) -> None:

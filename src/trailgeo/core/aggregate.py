@@ -32,11 +32,15 @@ GroupKey = tuple[str, str, str]  # (account, principal, country)
 MAX_DISTINCT_EVIDENCE = 50
 
 
-def method_of(record: TrailRecord) -> str | None:
+def method_key(event_source: str, event_name: str) -> str:
     """``eventSource:eventName``; Elastic keys on eventName alone, which merges services."""
+    return f"{clip(event_source, 128)}:{clip(event_name, 128)}"
+
+
+def method_of(record: TrailRecord) -> str | None:
     if not record.eventSource or not record.eventName:
         return None
-    return f"{clip(record.eventSource, 128)}:{clip(record.eventName, 128)}"
+    return method_key(record.eventSource, record.eventName)
 
 
 def principal_of(record: TrailRecord) -> str:
@@ -166,7 +170,7 @@ class RunAggregate:
             return
         method = self._methods.get((source, name))
         if method is None:
-            method = self._methods[(source, name)] = f"{clip(source, 128)}:{clip(name, 128)}"
+            method = self._methods[(source, name)] = method_key(source, name)
         event_time = record.eventTime
         hour = self._hour(event_time) if event_time else None
         if hour is None or event_time is None:
@@ -235,7 +239,7 @@ class RunAggregate:
                 delta = get(key)
                 if delta is None:
                     counters[key] = CounterDelta({hour}, events, first, last)
-                else:  # CounterDelta.observe_many, inlined: this loop runs six times per cell
+                else:  # inlined rather than a method call: this loop runs six times per cell
                     delta.hours.add(hour)
                     delta.events += events
                     if first < delta.first_seen:  # noqa: PLR1730 - cheaper than min() here

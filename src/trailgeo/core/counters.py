@@ -72,10 +72,6 @@ def hour_of(event_time: str) -> int | None:
     return int(stamp.timestamp()) // 3600
 
 
-def hour_start(hour: int) -> datetime:
-    return datetime.fromtimestamp(hour * 3600, tz=UTC)
-
-
 def decay_weight(hour: int, half_life_hours: float) -> float:
     return float(2.0 ** ((hour - EPOCH_HOUR) / half_life_hours))
 
@@ -88,14 +84,6 @@ class CounterDelta:
     events: int = 0
     first_seen: str | None = None
     last_seen: str | None = None
-
-    def observe_many(self, hour: int, events: int, first: str, last: str) -> None:
-        self.hours.add(hour)
-        self.events += events
-        if self.first_seen is None or first < self.first_seen:
-            self.first_seen = first
-        if self.last_seen is None or last > self.last_seen:
-            self.last_seen = last
 
     def observe(self, hour: int, event_time: str) -> None:
         self.hours.add(hour)
