@@ -28,7 +28,7 @@ EVIL_ARN = "arn:aws:iam::111122223333:user/eve\r\nBcc: victim@example.com"
 
 
 def established(method: str, now_hour: int = NOW) -> dict[str, dict[str, CounterState]]:
-    """History in which ``method`` has 40 hourly buckets, all from the US."""
+    """History in which ``method`` has 40 hourly buckets and the organization 400, all from the US."""
     weight = decay_weight(now_hour, 1386.0)
     return {
         f"M#{method}": {
@@ -40,7 +40,14 @@ def established(method: str, now_hour: int = NOW) -> dict[str, dict[str, Counter
                 countries={"US": (40, 40 * weight)},
             ),
         },
-        "ORG": {"TOTAL": CounterState(buckets=400, wsum=1.0, first_seen="2026-08-01T00:00:00Z")},
+        "ORG": {
+            "TOTAL": CounterState(
+                buckets=400,
+                wsum=400 * weight,
+                first_seen="2026-08-01T00:00:00Z",
+                countries={"US": (400, 400 * weight)},
+            )
+        },
     }
 
 

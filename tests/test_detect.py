@@ -80,16 +80,22 @@ def test_given_an_established_method_when_called_from_a_new_country_then_one_ale
     assert alert["event"]["provider"] == ["ec2.amazonaws.com", "iam.amazonaws.com"]
     assert alert["user_agent"]["original"] == ["python-requests/2.31"]
     assert alert["cloud"]["account"]["id"] == "111122223333"
-    # ListUsers was never seen before: new methods do not alert by themselves (learning).
-    assert [m["method"] for m in alert["methods"]] == ["ec2.amazonaws.com:DescribeInstances"]
-    evidence = alert["methods"][0]
-    assert evidence["country_hourly_buckets"] == 0
-    assert evidence["method_hourly_buckets"] == 40
-    assert evidence["top_countries"][0][0] == "US"
+    # ListUsers was never seen before: its own model is still learning and adds no evidence, but
+    # the organization and alice never called from BT, and that is evidence enough for both calls.
+    evidence = {m["method"]: m for m in alert["methods"]}
+    assert set(evidence) == {"ec2.amazonaws.com:DescribeInstances", "iam.amazonaws.com:ListUsers"}
+    assert evidence["iam.amazonaws.com:ListUsers"]["method_model"] == "learning"
+    established = evidence["ec2.amazonaws.com:DescribeInstances"]
+    assert established["method_model"] == "trained"
+    assert established["country_hourly_buckets"] == 0
+    assert established["method_hourly_buckets"] == 40
+    assert established["top_countries"][0][0] == "US"
     assert alert["score"] >= 90
     assert alert["severity"] == "high"
-    assert "never seen from this country" in alert["explanation"]
-    assert "never been seen calling AWS from BT" in alert["explanation"]
+    assert alert["country_new_to_organization"]
+    assert alert["country_new_to_principal"]
+    assert "never called from this country in 40 hourly buckets" in alert["explanation"]
+    assert "Organization: no call from BT before this run" in alert["explanation"]
     assert alert["first_event_time"] == ATTACK_AT.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -104,20 +110,39 @@ def test_given_the_usual_country_when_the_method_is_called_then_no_alert(
     assert alerts == []
 
 
-def test_given_a_young_method_when_called_from_a_new_country_then_learning_keeps_it_quiet(
+def test_given_a_never_seen_method_from_the_usual_country_then_it_is_not_an_alert_by_itself(
     tmp_path: Path, geo: MaxMindGeoResolver
 ) -> None:
-    young = [record(T0 + timedelta(hours=6 * i), ip=US_IP) for i in range(40)]
-    young = young[:10] + [
+    # Given alice's usual US history, when she calls methods nobody ever called, from the US
+    new_methods = [
+        record(ATTACK_AT + timedelta(minutes=m), ip=US_IP, name=f"Brand{m}New", source="iam.amazonaws.com")
+        for m in range(5)
+    ]
+    write_tree(tmp_path, files_by_delivery(baseline() + new_methods))
+
+    alerts, _ = run_replay(tmp_path, geo)
+
+    # Then nothing alerts: a new method is not evidence of a new country
+    assert alerts == []
+
+
+def test_given_a_young_method_when_called_from_a_new_country_then_the_org_and_principal_history_score_it(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    young = [
         record(T0 + timedelta(days=9, hours=h), ip=US_IP, name="ListUsers", source="iam.amazonaws.com")
         for h in range(5)
     ]
     attack = [record(ATTACK_AT, ip=BT_IP, name="ListUsers", source="iam.amazonaws.com")]
-    write_tree(tmp_path, files_by_delivery(young + attack))
+    write_tree(tmp_path, files_by_delivery(baseline() + young + attack))
 
     alerts, _ = run_replay(tmp_path, geo)
 
-    assert alerts == []
+    assert len(alerts) == 1
+    (method,) = alerts[0]["methods"]
+    assert method["method_model"] == "learning"
+    assert method["method_hourly_buckets"] == 5
+    assert "still learning" in alerts[0]["explanation"]
 
 
 def test_given_a_deployment_younger_than_the_learning_days_then_no_alert(
@@ -304,3 +329,29 @@ def test_given_too_little_time_left_then_files_are_deferred_unclaimed_and_the_ne
     assert ledger.runs == {}
     assert finished.files_new == 4
     assert store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 12
+
+
+def test_given_a_suppressed_attacker_when_a_sensitive_method_appears_then_it_re_alerts_once(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given an alert for alice's recon from BT
+    recon = [record(ATTACK_AT + timedelta(minutes=m), ip=BT_IP) for m in range(3)]
+    # When, two hours later, the same key creates an access key (persistence), twice
+    persistence = [
+        record(ATTACK_AT + timedelta(hours=h), ip=BT_IP, name="CreateAccessKey", source="iam.amazonaws.com")
+        for h in (2, 4)
+    ]
+    write_tree(tmp_path, files_by_delivery(baseline() + recon + persistence))
+    out = io.StringIO()
+    summaries = []
+
+    replay(tmp_path, geo, JsonLinesAlertSink(out), RunOptions(), on_tick=summaries.append)
+
+    # Then the sensitive method re-alerts within the suppression window, once, pointing at the first alert
+    first, second = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert first["follows_alert_id"] is None
+    assert second["follows_alert_id"] == first["alert_id"]
+    assert second["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
+    assert second["severity"] == "critical"
+    assert "Persistence" in second["tactics"]
+    assert sum(r.alerts_suppressed for r in summaries) == 1

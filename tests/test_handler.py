@@ -144,7 +144,7 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     assert alert["cloud"]["account"]["id"] == "111122223333"
     assert alert["first_event_time"] == attack[0]["eventTime"]
     assert alert["last_event_time"] == attack[1]["eventTime"]
-    assert "never seen from this country" in alert["explanation"]
+    assert "never called from this country" in alert["explanation"]
     items_after = table_items(aws, deployment.table)
     outbox = items_after
     assert [v["st"]["S"] for k, v in outbox.items() if k[0] == "OUTBOX"] == ["sent"]
@@ -191,3 +191,52 @@ def test_given_a_file_that_lands_three_hours_late_then_the_next_run_reads_it_onc
     assert third["files_new"] == 0
     items = table_items(aws, deployment.table)
     assert items[("M#s3.amazonaws.com:ListBuckets", "C#US")]["ev"]["N"] == "1"
+
+
+def _baseline_then_attack(aws: Any, handler: ModuleType) -> dict[str, Any]:
+    """A day of alice in the US, counted by a first run; then her key from BT; the second run's summary."""
+    baseline = [record(T0 + timedelta(hours=h, minutes=3), ip=US_IP) for h in range(24)]
+    put_files(aws, files_by_delivery(baseline, org=ORG))
+    handler.lambda_handler(scheduled_event("2026-10-02T00:15:00Z"), FakeLambdaContext())
+    attack_at = T0 + timedelta(hours=25)
+    put_files(
+        aws,
+        {delivery_key(attack_at + timedelta(minutes=10), org=ORG): gz_file([record(attack_at, ip=BT_IP)])},
+    )
+    summary: dict[str, Any] = handler.lambda_handler(
+        scheduled_event("2026-10-02T01:15:00Z"), FakeLambdaContext()
+    )
+    return summary
+
+
+def test_given_an_allowlist_in_ssm_when_the_country_is_allowed_then_no_alert_and_the_run_says_why(
+    aws: Any, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given alice's BT trip allowlisted in an SSM SecureString parameter
+    aws.client("ssm", region_name=REGION).put_parameter(
+        Name="/trailgeo/tuning",
+        Type="SecureString",
+        Value=f'version = 1\n[[allowed_countries]]\nprincipals = ["{ALICE}"]\ncountries = ["BT"]\n',
+    )
+    monkeypatch.setenv("TUNING_PARAMETER", "/trailgeo/tuning")
+
+    # When the schedule fires after a day of baseline, then after the BT calls
+    summary = _baseline_then_attack(aws, load_handler_module())
+
+    # Then nothing is published, and the run counts the allowlisted alert
+    assert summary["alerts_raised"] == 0
+    assert summary["alerts_allowlisted"] == {"allowed_country": 1}
+    assert receive_alerts(aws, deployment.queue_url) == []
+
+
+def test_given_a_broken_tuning_parameter_on_a_cold_start_then_the_run_fails_naming_the_field(
+    aws: Any, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws.client("ssm", region_name=REGION).put_parameter(
+        Name="/trailgeo/tuning", Type="String", Value='version = 1\nignored_principalz = ["x"]\n'
+    )
+    monkeypatch.setenv("TUNING_PARAMETER", "/trailgeo/tuning")
+    handler = load_handler_module()
+
+    with pytest.raises(ValueError, match="ignored_principalz"):
+        handler.lambda_handler(scheduled_event("2026-10-02T01:15:00Z"), FakeLambdaContext())

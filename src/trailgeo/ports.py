@@ -134,6 +134,22 @@ class FrequencyStore(Protocol):
     ) -> CommitStats: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    """The last alert of a subject (principal's identity and country): when, its id, the
+    sensitive methods alerted so far in the window (a new one re-alerts early) and the hours
+    whose calls alerted (kept out of the principal's familiarity with the country)."""
+
+    at: datetime
+    alert_id: str
+    sensitive_methods: frozenset[str] = frozenset()
+    hours: frozenset[int] = frozenset()  # hours that alerted: quarantined from the principal's history
+
+
+MAX_REMEMBERED_METHODS = 200
+MAX_REMEMBERED_HOURS = 72
+
+
 class AlertOutbox(Protocol):
     def put(self, alert: Alert) -> bool:
         """Queue an alert once; False when an alert with that id was queued before."""
@@ -143,11 +159,11 @@ class AlertOutbox(Protocol):
 
     def mark_sent(self, alert_id: str, message_id: str) -> None: ...
 
-    def recent(self, subjects: Collection[str]) -> Mapping[str, tuple[datetime, str]]:
-        """When each subject (account|principal|country) was last alerted, and that alert's id."""
+    def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
+        """The last alert of each subject (identity|country) that has one."""
         ...
 
-    def remember(self, subject: str, alert_id: str, at: datetime) -> None: ...
+    def remember(self, subject: str, suppression: Suppression) -> None: ...
 
 
 class AlertSink(Protocol):

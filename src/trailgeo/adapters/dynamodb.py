@@ -12,7 +12,7 @@ pk                     sk              item
 ``F#<s3 key>``         ``F``           ledger entry of one CloudTrail object (TTL)
 ``RUN``                ``<run id>``    a batch of files being processed (lease; TTL)
 ``STATE``              ``WATERMARK``   the last run that processed its whole window
-``SUPPRESS``           ``acct|arn|cc`` when a principal and country were last alerted (TTL)
+``SUPPRESS``           ``identity|cc`` when a principal and country were last alerted (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
 =====================  ==============  ==========================================
 
@@ -41,7 +41,14 @@ from trailgeo.core.counters import (
     merge,
 )
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, LedgerEntry, TrailgeoError
+from trailgeo.ports import (
+    MAX_REMEMBERED_HOURS,
+    MAX_REMEMBERED_METHODS,
+    CommitStats,
+    LedgerEntry,
+    Suppression,
+    TrailgeoError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -54,7 +61,8 @@ OUTBOX_PARTITION = "OUTBOX"
 RUN_PARTITION = "RUN"
 STATE_PARTITION = "STATE"
 SUPPRESS_PARTITION = "SUPPRESS"
-SUPPRESS_RETENTION = timedelta(days=8)  # longer than any suppression window we accept
+# Longer than any suppression window we accept; alerted hours stay quarantined this long.
+SUPPRESS_RETENTION = timedelta(days=30)
 RUN_RETENTION = timedelta(days=1)  # closed run records are kept a day, for inspection
 
 
@@ -438,22 +446,31 @@ class DynamoOutbox:
             alerts.extend(Alert.model_validate_json(item["doc"]["S"]) for item in page.get("Items", []))
         return sorted(alerts, key=lambda a: (a.detected_at, a.alert_id))
 
-    def recent(self, subjects: Collection[str]) -> Mapping[str, tuple[datetime, str]]:
-        found: dict[str, tuple[datetime, str]] = {}
+    def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
+        found: dict[str, Suppression] = {}
         for chunk in _chunks(sorted(set(subjects)), 100):
             for item in _get_items(self.client, self.table, [(SUPPRESS_PARTITION, s) for s in chunk]):
-                found[item["sk"]["S"]] = (datetime.fromisoformat(item["at"]["S"]), item["aid"]["S"])
+                found[item["sk"]["S"]] = Suppression(
+                    at=datetime.fromisoformat(item["at"]["S"]),
+                    alert_id=item["aid"]["S"],
+                    sensitive_methods=frozenset(v["S"] for v in item.get("ms", {}).get("L", [])),
+                    hours=frozenset(int(v["N"]) for v in item.get("hr", {}).get("L", [])),
+                )
         return found
 
-    def remember(self, subject: str, alert_id: str, at: datetime) -> None:
+    def remember(self, subject: str, suppression: Suppression) -> None:
+        methods = sorted(suppression.sensitive_methods)[:MAX_REMEMBERED_METHODS]
+        hours = sorted(suppression.hours)[-MAX_REMEMBERED_HOURS:]
         self.client.put_item(
             TableName=self.table,
             Item={
                 "pk": {"S": SUPPRESS_PARTITION},
                 "sk": {"S": subject},
-                "at": {"S": at.astimezone(UTC).isoformat()},
-                "aid": {"S": alert_id},
-                "expires_at": _ttl(at, SUPPRESS_RETENTION),
+                "at": {"S": suppression.at.astimezone(UTC).isoformat()},
+                "aid": {"S": suppression.alert_id},
+                "ms": {"L": [{"S": m} for m in methods]},
+                "hr": {"L": [{"N": str(h)} for h in hours]},
+                "expires_at": _ttl(suppression.at, SUPPRESS_RETENTION),
             },
         )
 

@@ -18,7 +18,7 @@ from trailgeo.core.counters import (
     merge,
 )
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, LedgerEntry
+from trailgeo.ports import CommitStats, LedgerEntry, Suppression
 
 
 @dataclass(slots=True)
@@ -117,7 +117,7 @@ class MemoryLedger:
 class MemoryOutbox:
     alerts: dict[str, Alert] = field(default_factory=dict)
     sent: dict[str, str] = field(default_factory=dict)
-    last_alerted: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    last_alerted: dict[str, Suppression] = field(default_factory=dict)
 
     def put(self, alert: Alert) -> bool:
         if alert.alert_id in self.alerts:
@@ -131,8 +131,8 @@ class MemoryOutbox:
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.sent[alert_id] = message_id
 
-    def recent(self, subjects: Collection[str]) -> Mapping[str, tuple[datetime, str]]:
+    def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         return {s: self.last_alerted[s] for s in subjects if s in self.last_alerted}
 
-    def remember(self, subject: str, alert_id: str, at: datetime) -> None:
-        self.last_alerted[subject] = (at, alert_id)
+    def remember(self, subject: str, suppression: Suppression) -> None:
+        self.last_alerted[subject] = suppression

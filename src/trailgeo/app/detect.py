@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.aggregate import RunAggregate, identity_of
 from trailgeo.core.alerts import Alert, build_alert
 from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import MalformedFileError, decode_trail_file, gc_paused
-from trailgeo.core.scoring import ScoringPolicy, score_group
+from trailgeo.core.scoring import History, ScoringPolicy, score_group
+from trailgeo.core.tuning import EMPTY_TUNING, Tuning
 from trailgeo.observability import logger
 from trailgeo.ports import (
     AlertOutbox,
@@ -44,6 +45,7 @@ from trailgeo.ports import (
     ObjectGoneError,
     ObjectUnreadableError,
     PublishError,
+    Suppression,
     TransientReadError,
 )
 
@@ -58,6 +60,8 @@ class RunOptions:
     lease: timedelta = timedelta(minutes=20)
     alerting: bool = True  # False when training history (backfill): count, never alert
     suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
+    quarantine: timedelta = timedelta(days=30)  # alerted hours do not vouch for their country this long
+    tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
 
 
 @dataclass(slots=True)
@@ -96,6 +100,7 @@ class RunReport:
     counters_already_applied: int = 0
     alerts_raised: int = 0
     alerts_suppressed: int = 0
+    alerts_allowlisted: Counter[str] = field(default_factory=Counter)  # by verdict
     alerts_published: int = 0
     alerts_pending: int = 0
     alerts: list[Alert] = field(default_factory=list)
@@ -256,18 +261,7 @@ def _process_batch(
     report.records_skipped.update(aggregate.skipped)
     history = deps.store.load(list(aggregate.counters))
     if options.alerting:
-        now_hour = int(scheduled_at.timestamp()) // 3600
-        candidates: list[Alert] = []
-        for group in aggregate.groups.values():
-            alert = build_alert(
-                score_group(group, history, options.policy, now_hour),
-                options.policy.threshold,
-                scheduled_at,
-                run_id,
-            )
-            if alert is not None:
-                candidates.append(alert)
-        _raise_alerts(candidates, scheduled_at, deps, options, report)
+        _score_and_raise(aggregate, history, run_id, scheduled_at, deps, options, report)
     stats = deps.store.commit(aggregate.counters, history, run_id)
     report.counters_written += stats.written
     report.counters_already_applied += stats.already_applied
@@ -288,34 +282,105 @@ def _bounded_map(
         yield pending.popleft().result()
 
 
+def subject_of(principal: str, country: str) -> str:
+    """Suppression is per person and country: an Identity Center user alerting in two accounts
+    at once is one incident."""
+    return f"{identity_of(principal)}|{country}"
+
+
 def alert_subject(alert: Alert) -> str:
-    return f"{alert.cloud.account.id}|{alert.principal}|{alert.country}"
+    return subject_of(alert.principal, alert.country)
 
 
-def _raise_alerts(
-    candidates: list[Alert],
+def _score_and_raise(
+    aggregate: RunAggregate,
+    history: History,
+    run_id: str,
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
 ) -> None:
-    """Queue alerts, one per (principal, country) per suppression window: an attacker's next
-    runs of calls do not page the team again within the window."""
-    if not candidates:
+    groups = list(aggregate.groups.values())
+    if not groups:
         return
-    recent = deps.outbox.recent([alert_subject(a) for a in candidates])
-    for alert in candidates:
-        subject = alert_subject(alert)
-        last = recent.get(subject)
-        if last is not None and last[1] != alert.alert_id and scheduled_at - last[0] < options.suppress_for:
-            report.alerts_suppressed += 1
+    recent = dict(deps.outbox.recent({subject_of(g.principal, g.country) for g in groups}))
+    now_hour = int(scheduled_at.timestamp()) // 3600
+    tuning = options.tuning
+    candidates: list[tuple[Alert, frozenset[int]]] = []
+    for group in groups:
+        last = recent.get(subject_of(group.principal, group.country))
+        quarantined = last.hours if last and scheduled_at - last.at < options.quarantine else frozenset()
+        scored = score_group(
+            group,
+            history,
+            options.policy,
+            now_hour,
+            quarantined_hours=quarantined,
+            method_policy=tuning.method_policy if tuning.methods else None,
+        )
+        alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id)
+        if alert is None:
+            continue
+        verdict = tuning.group_verdict(
+            account=group.account,
+            principal=group.principal,
+            country=group.country,
+            source_ips=group.source_ips,
+            user_agents=group.user_agents,
+            on=scheduled_at.date(),
+        )
+        if verdict is not None:
+            # Counted and logged, never silent: the tuning said so, the run says it used it.
+            report.alerts_allowlisted[verdict] += 1
             logger.info(
-                "alert suppressed",
-                alert_id=alert.alert_id,
-                previous_alert_id=last[1],
-                since=last[0].isoformat(),
+                "alert allowlisted", verdict=verdict, principal=group.principal, country=group.country
             )
             continue
+        hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
+        candidates.append((alert, hours))
+    _raise_alerts(candidates, recent, scheduled_at, deps, options, report)
+
+
+def _raise_alerts(
+    candidates: list[tuple[Alert, frozenset[int]]],
+    recent: dict[str, Suppression],
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> None:
+    """Queue alerts, one per (identity, country) per suppression window: an attacker's next
+    runs of calls do not page the team again within the window, unless they reach for a
+    sensitive method (IAM, credentials, logging...) not alerted yet.
+
+    The hours whose calls raised an alert stay quarantined from the principal's familiarity
+    with the country (an attacker's first burst does not vouch for their later ones); hours
+    only suppressed are not, so a traveller's trip becomes familiar and alerts once."""
+    for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
+        alert = candidate
+        subject = alert_subject(alert)
+        sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
+        last = recent.get(subject)
+        within = (
+            last is not None
+            and last.alert_id != alert.alert_id
+            and scheduled_at - last.at < options.suppress_for
+        )
+        held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
+        if last is not None and within:
+            fresh = sensitive - last.sensitive_methods
+            if not fresh:
+                report.alerts_suppressed += 1
+                logger.info(
+                    "alert suppressed",
+                    alert_id=alert.alert_id,
+                    previous_alert_id=last.alert_id,
+                    since=last.at.isoformat(),
+                )
+                continue
+            alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
+            logger.info("re-alert within the window: new sensitive method", methods=sorted(fresh))
         if deps.outbox.put(alert):
             report.alerts_raised += 1
             report.alerts.append(alert)
@@ -325,8 +390,12 @@ def _raise_alerts(
                 country=alert.country,
                 principal=alert.principal,
                 score=alert.score,
+                severity=alert.severity,
             )
-        deps.outbox.remember(subject, alert.alert_id, scheduled_at)
+        carried = last.sensitive_methods if last is not None and within else frozenset()
+        remembered = Suppression(scheduled_at, alert.alert_id, sensitive | carried, held | hours)
+        deps.outbox.remember(subject, remembered)
+        recent[subject] = remembered
 
 
 def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions, report: RunReport) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.settings import Settings
 from trailgeo.app.wiring import build_dependencies
+from trailgeo.core.tuning import Tuning, TuningError
 from trailgeo.observability import logger, metrics
+
+TuningSource = Callable[[], Tuning]
 
 
 @dataclass(slots=True)
@@ -20,6 +23,8 @@ class DetectorRuntime:
     settings: Settings
     deps: Dependencies
     options: RunOptions
+    tuning_source: TuningSource | None = None
+    tuning_loaded: bool = False
 
     @classmethod
     def from_environ(
@@ -28,16 +33,61 @@ class DetectorRuntime:
         settings = Settings.from_environ(environ)
         deps = build_dependencies(settings, clients=clients)
         logger.info("detector ready", geoip=deps.geo.description, bucket=settings.trail_bucket)
-        return cls(settings=settings, deps=deps, options=settings.run_options())
+        return cls(
+            settings=settings,
+            deps=deps,
+            options=settings.run_options(),
+            tuning_source=tuning_source(settings),
+        )
 
     def run(self, scheduled_time: str, time_left: Callable[[], float]) -> dict[str, Any]:
         scheduled_at = parse_scheduled_time(scheduled_time)
         self.deps.time_left = time_left
+        self.refresh_tuning(scheduled_at)
         report = detect(scheduled_at, self.deps, self.options)
         emit_metrics(report)
         summary = summarize(report)
         logger.info("run finished", **summary)
         return summary
+
+    def refresh_tuning(self, scheduled_at: datetime) -> None:
+        """Read the tuning for this run. A broken edit keeps the last good tuning (logged as an
+        error, with a metric to alarm on); with no good tuning yet, the run fails loudly rather
+        than alert on what the team has allowlisted."""
+        if self.tuning_source is None:
+            return
+        try:
+            tuning = self.tuning_source()
+        except TuningError as exc:
+            metrics.add_metric(name="TuningInvalid", unit=MetricUnit.Count, value=1)
+            if not self.tuning_loaded:
+                raise
+            logger.error("tuning invalid, keeping the last good one", error=str(exc)[:2000])
+            return
+        self.options = replace(self.options, tuning=tuning)
+        self.tuning_loaded = True
+        expired = tuning.expired_entries(scheduled_at.date())
+        if expired:
+            logger.warning(
+                "allowlist entries expired: remove them",
+                entries=[{"principals": e.principals, "countries": e.countries} for e in expired][:20],
+            )
+
+
+def tuning_source(settings: Settings) -> TuningSource | None:
+    if settings.tuning_parameter:
+        from trailgeo.adapters.ssm import SsmTuningSource
+        from trailgeo.app.wiring import ssm_client
+
+        source = SsmTuningSource(ssm_client())
+        name = settings.tuning_parameter
+        return lambda: source.load(name)
+    if settings.tuning_file is not None:
+        from trailgeo.adapters.local_tuning import load_tuning_file
+
+        path = settings.tuning_file
+        return lambda: load_tuning_file(path)
+    return None
 
 
 def parse_scheduled_time(value: str) -> datetime:
@@ -68,6 +118,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "counters_written": report.counters_written,
         "alerts_raised": report.alerts_raised,
         "alerts_suppressed": report.alerts_suppressed,
+        "alerts_allowlisted": dict(report.alerts_allowlisted),
         "alerts_published": report.alerts_published,
         "alerts_pending": report.alerts_pending,
         "seconds": round(report.seconds, 3),
@@ -88,6 +139,7 @@ def emit_metrics(report: RunReport) -> None:
     metrics.add_metric(name="AlertsPending", unit=count, value=report.alerts_pending)
     metrics.add_metric(name="RunSeconds", unit=MetricUnit.Seconds, value=report.seconds)
     for prefix, counter in (
+        ("AlertsAllowlisted", report.alerts_allowlisted),
         ("FilesSkipped", report.files_skipped),
         ("KeysSkipped", report.keys_skipped),
         ("RecordsSkipped", report.records_skipped),

@@ -31,6 +31,10 @@ class Settings(BaseModel):
     max_decompressed_mb: int = Field(default=512, ge=1, le=8192)
     read_concurrency: int = Field(default=8, ge=1, le=64)
     suppress_hours: float = Field(default=24.0, ge=0, le=7 * 24)
+    # Allowlists and per-method overrides (docs/tuning.md): an SSM parameter name, or a file
+    # deployed with the function. Read at every run, so an edit applies on the next run.
+    tuning_parameter: str = Field(default="", max_length=2048)
+    tuning_file: Path | None = None
 
     @field_validator("trail_prefix")
     @classmethod

@@ -38,6 +38,11 @@ def aws_clients(session: boto3.session.Session | None = None) -> tuple[S3Client,
     )
 
 
+def ssm_client(session: boto3.session.Session | None = None) -> Any:
+    """For the tuning parameter only (built when TUNING_PARAMETER is set)."""
+    return (session or boto3.session.Session()).client("ssm", config=CLIENT_CONFIG)
+
+
 def build_dependencies(
     settings: Settings,
     *,

@@ -18,6 +18,7 @@ from trailgeo.core.counters import (
     TOTAL,
     CounterDelta,
     CounterKey,
+    access_key_partition,
     country_sort_key,
     hour_of,
     method_partition,
@@ -28,8 +29,9 @@ from trailgeo.core.sources import SourceKind, classify_source
 
 GroupKey = tuple[str, str, str]  # (account, principal, country)
 
-# Evidence lists in an alert are bounded; counts of what was left out are kept.
+# Evidence lists in an alert are bounded; counts of what was left out are kept under this name.
 MAX_DISTINCT_EVIDENCE = 50
+OTHER_MARKER = "…other"
 
 
 def method_key(event_source: str, event_name: str) -> str:
@@ -52,6 +54,25 @@ def principal_of(record: TrailRecord) -> str:
     if identity.type and identity.principalId:
         return clip(f"{identity.type}:{identity.principalId}", 512) or "unknown"
     return clip(identity.type or "unknown", 512) or "unknown"
+
+
+_SSO_ROLE = "assumed-role/AWSReservedSSO_"
+
+
+def identity_of(principal: str) -> str:
+    """Whose history a principal's calls belong to.
+
+    An IAM Identity Center user appears as a different role ARN in each account and permission
+    set (``arn:aws:sts::<acct>:assumed-role/AWSReservedSSO_<set>_<id>/<user>``), always with
+    the user name as the session name: one person, so one history (``sso:<user>``). Every other
+    principal is its ARN (or the type and principal id CloudTrail gives instead).
+    """
+    at = principal.find(_SSO_ROLE)
+    if at > 0 and principal.startswith("arn:"):
+        _, slash, session = principal[at + len(_SSO_ROLE) :].partition("/")
+        if slash and session:
+            return f"sso:{session}"
+    return principal
 
 
 @dataclass(slots=True)
@@ -106,7 +127,7 @@ def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
     if value in counter or len(counter) < MAX_DISTINCT_EVIDENCE:
         counter[value] += count
     else:
-        counter["…other"] += count
+        counter[OTHER_MARKER] += count
 
 
 GeoLookup = Callable[[str], str | None]
@@ -137,6 +158,7 @@ class RunAggregate:
     events: int = 0
     geolocated: int = 0
     _cells: dict[CellKey, list[Any]] = field(default_factory=dict)  # [events, first, last]
+    _key_cells: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)  # long-term keys
     _evidence: dict[GroupKey, _GroupEvidence] = field(default_factory=dict)
     _sources: dict[str, tuple[SourceKind, str | None, str | None]] = field(default_factory=dict)
     _event_ids: set[int] = field(default_factory=set)
@@ -193,6 +215,8 @@ class RunAggregate:
                 cell[1] = event_time
             elif event_time > cell[2]:
                 cell[2] = event_time
+        if access_key is not None and access_key[:4] == "AKIA":  # counters.is_long_term_key, inlined
+            self._count_key(access_key, country, hour, event_time)
         group_key = (account, principal, country)
         evidence = self._evidence.get(group_key)
         if evidence is None:
@@ -200,6 +224,15 @@ class RunAggregate:
         evidence.seen[(ip, user_agent, access_key, record.awsRegion, identity_type)] += 1
         if event_id and len(evidence.event_ids) < MAX_DISTINCT_EVIDENCE:
             evidence.event_ids.append(clip(event_id, 128) or "")
+
+    def _count_key(self, access_key: str, country: str, hour: int, event_time: str) -> None:
+        cell = self._key_cells.get((access_key, country, hour))
+        if cell is None:
+            self._key_cells[(access_key, country, hour)] = [1, event_time, event_time]
+        else:
+            cell[0] += 1
+            cell[1] = min(cell[1], event_time)
+            cell[2] = max(cell[2], event_time)
 
     def _identity(self, record: TrailRecord) -> tuple[str, str | None, str | None, str | None]:
         """(principal, account id, access key id, identity type), the principal cached."""
@@ -226,8 +259,12 @@ class RunAggregate:
         counters: dict[CounterKey, CounterDelta] = {}
         groups: dict[GroupKey, HitGroup] = {}
         get = counters.get
+        identities: dict[str, str] = {}
         for (account, principal, country, method, hour), (events, first, last) in self._cells.items():
-            cc, mp, pp = country_sort_key(country), method_partition(method), principal_partition(principal)
+            identity = identities.get(principal)
+            if identity is None:
+                identity = identities[principal] = identity_of(principal)
+            cc, mp, pp = country_sort_key(country), method_partition(method), principal_partition(identity)
             for key in (
                 (mp, cc),
                 (mp, TOTAL),
@@ -251,6 +288,14 @@ class RunAggregate:
             if group is None:
                 group = groups[group_key] = HitGroup(*group_key)
             group.add_cell(method, hour, events, first, last)
+        for (access_key, country, hour), (events, first, last) in self._key_cells.items():
+            kp = access_key_partition(clip(access_key, 128) or "")
+            for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
+                delta = get(key)
+                if delta is None:
+                    counters[key] = CounterDelta({hour}, events, first, last)
+                else:
+                    delta.observe_cell(hour, events, first, last)
         for (account, principal, country), evidence in self._evidence.items():
             group = groups[(clip(account, 64) or "unknown", principal, country)]
             group.add_evidence(evidence.seen, evidence.event_ids)

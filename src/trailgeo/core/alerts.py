@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trailgeo.core.scoring import GroupScore, MethodScore
+from trailgeo.core.scoring import GroupScore, LevelView, MethodScore
 
 RULE_NAME = "Unusual Country For an AWS Command"
 MAX_LIST = 20
@@ -87,6 +87,11 @@ class MethodEvidence(_Model):
     country_hourly_buckets: int
     method_first_seen: str | None
     top_countries: list[tuple[str, float]]
+    probability: float  # P(this country) for this call under the model
+    p_tail: float  # P(a country at most as likely): the score is its surprisal
+    method_model: Literal["trained", "learning"]
+    sensitive: bool
+    tactics: list[str]
 
 
 class Omitted(_Model):
@@ -115,8 +120,13 @@ class Alert(_Model):
     explanation: str
     methods: list[MethodEvidence]
     principal_usual_countries: list[tuple[str, float]]
+    country_new_to_organization: bool
+    country_new_to_principal: bool
+    sensitive_methods: list[str]
+    tactics: list[str]
     event_ids: list[str]
     omitted: Omitted
+    follows_alert_id: str | None = None  # a re-alert within the suppression window (sensitive method)
 
     @property
     def country(self) -> str:
@@ -130,12 +140,14 @@ class Alert(_Model):
         return self.model_dump_json()
 
 
-def severity_for(score: float) -> Severity:
-    if score >= 90:
-        return "high"
-    if score >= 75:
-        return "medium"
-    return "low"
+_LEVELS: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+
+def severity_for(score: float, *, sensitive: bool = False) -> Severity:
+    """From the score; one level higher when a rare method is sensitive (IAM and credential
+    changes, logging tampering, ...: core/sensitive.py)."""
+    level = 2 if score >= 90 else 1 if score >= 75 else 0
+    return _LEVELS[level + sensitive]
 
 
 def alert_id_for(account: str, principal: str, country: str, run_id: str) -> str:
@@ -159,6 +171,8 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
     agents, agents_omitted = _bounded([ua for ua, _ in group.user_agents.most_common()])
     keys, keys_omitted = _bounded([k for k, _ in group.access_keys.most_common()])
     evidence = [_evidence(m) for m in rare[:MAX_LIST]]
+    sensitive = [m.method for m in rare if m.sensitive]
+    tactics = sorted({t for m in rare for t in m.tactics})
     all_methods = sorted(group.methods)
     actions = sorted({m.split(":", 1)[1] for m in all_methods})
     providers = sorted({m.split(":", 1)[0] for m in all_methods})
@@ -168,7 +182,7 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
         alert_id=alert_id_for(group.account, group.principal, group.country, run_id),
         detected_at=detected_at.astimezone(UTC),
         score=score,
-        severity=severity_for(score),
+        severity=severity_for(score, sensitive=bool(sensitive)),
         rule=Rule(threshold=threshold),
         source=Source(geo=Geo(country_iso_code=group.country), ip=ips),
         aws=Aws(
@@ -187,6 +201,10 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
         explanation=explain(scored, rare),
         methods=evidence,
         principal_usual_countries=list(scored.principal_countries),
+        country_new_to_organization=scored.new_to_org,
+        country_new_to_principal=scored.new_to_principal,
+        sensitive_methods=sensitive[:MAX_LIST],
+        tactics=tactics,
         event_ids=group.event_ids[:MAX_LIST],
         omitted=Omitted(
             source_ip=ips_omitted,
@@ -209,6 +227,11 @@ def _evidence(m: MethodScore) -> MethodEvidence:
         country_hourly_buckets=m.country_buckets,
         method_first_seen=m.method_first_seen,
         top_countries=list(m.top_countries),
+        probability=m.probability,
+        p_tail=m.p_tail,
+        method_model="trained" if m.method_model == "trained" else "learning",
+        sensitive=m.sensitive,
+        tactics=list(m.tactics),
     )
 
 
@@ -218,36 +241,61 @@ def _countries_text(countries: tuple[tuple[str, float], ...]) -> str:
     return ", ".join(f"{cc} ({weight:g})" for cc, weight in countries)
 
 
+def _share(level: LevelView) -> str:
+    if level.total == 0:
+        return "no history before this run"
+    if level.country == 0:
+        return f"never seen from there in {level.total:.0f} decayed hourly buckets"
+    return f"{level.country:.1f} of {level.total:.0f} decayed hourly buckets ({100 * level.share:.1f}%)"
+
+
 def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
+    """Words and numbers an analyst can act on without opening another tool."""
     group = scored.group
-    top = max(m.score for m in rare)
+    cc = group.country
+    top = rare[0]
     lines = [
         (
-            f"{len(rare)} AWS method(s) called by {plain(group.principal)} from {group.country} "
-            f"are unusual for that country (score {top:g} >= threshold)."
+            f"{len(rare)} AWS method(s) called by {plain(group.principal)} from {cc} are unusual "
+            f"(top score {top.score:g} >= threshold)."
         ),
     ]
-    if scored.org_country_buckets == 0:
+    if scored.new_to_org:
         lines.append(
-            f"The organization had never been seen calling AWS from {group.country} before this run."
+            f"Organization: no call from {cc} before this run, in {scored.org_buckets} hourly buckets "
+            f"of history from {scored.org_countries} countries since {scored.org_first_seen}."
         )
     else:
-        lines.append(
-            f"The organization had been seen from {group.country} "
-            f"in {scored.org_country_buckets} hourly buckets."
-        )
-    if scored.principal_buckets == 0:
-        lines.append("This principal had no geolocated history before this run.")
+        lines.append(f"Organization: {cc} in {_share(scored.levels[0])}.")
+    principal = scored.levels[1]
+    if principal.total == 0:
+        lines.append("Principal: no geolocated history before this run.")
     else:
         lines.append(
-            f"This principal's usual countries (decayed hourly buckets): "
-            f"{_countries_text(scored.principal_countries)}."
+            f"Principal: usual countries {_countries_text(scored.principal_countries)} "
+            f"(decayed hourly buckets, since {scored.principal_first_seen}); {cc}: {_share(principal)}."
+        )
+    lines.extend(
+        f"{plain(level.level, 200).capitalize()}: {cc}: {_share(level)}." for level in scored.levels[2:]
+    )
+    lines.append(
+        f"Why: under the model a call like {top.method} by this principal comes from {cc} with probability "
+        f"{top.probability:.2g}; countries at most that likely add up to {top.p_tail:.2g}, so "
+        f"{100 * (1 - top.p_tail):.2f}% of its calls are expected from more usual countries (score "
+        f"{top.score:g})."
+    )
+    sensitive = [m for m in rare if m.sensitive]
+    if sensitive:
+        lines.append(
+            "Sensitive: "
+            + "; ".join(f"{plain(m.method)} ({', '.join(m.tactics)})" for m in sensitive[:MAX_LIST])
+            + (f"; and {len(sensitive) - MAX_LIST} more" if len(sensitive) > MAX_LIST else "")
+            + "."
         )
     lines.extend(
         f"- {plain(m.reasons())} "
-        f"(method seen in {m.method_buckets} hourly buckets since {m.method_first_seen}; "
-        f"top countries {_countries_text(m.top_countries)}; {m.events} call(s) in this run; "
-        f"score {m.score:g})"
+        f"(since {m.method_first_seen}; top countries {_countries_text(m.top_countries)}; "
+        f"{m.events} call(s) in this run; score {m.score:g})"
         for m in rare[:MAX_LIST]
     )
     if len(rare) > MAX_LIST:

@@ -1,8 +1,8 @@
 """Frequency counters: hourly bucket presence, forward-decayed weight, events, first/last seen.
 
-Each counter (a method in a country, a principal in a country, the organization in a country,
-and the totals of each) counts the hours in which it occurred, as Elastic's ``rare`` function
-does: a burst of 10,000 calls in one hour is one observation.
+Each counter (a method in a country, a principal in a country, a long-term access key in a
+country, the organization in a country, and the totals of each) counts the hours in which it
+occurred, as Elastic's ``rare`` function does: a burst of 10,000 calls in one hour is one observation.
 
 Two properties make counting exactly-once without transactions across items:
 
@@ -41,6 +41,16 @@ def method_partition(method: str) -> str:
 
 def principal_partition(principal: str) -> str:
     return f"P#{principal}"
+
+
+def access_key_partition(access_key_id: str) -> str:
+    return f"K#{access_key_id}"
+
+
+def is_long_term_key(access_key_id: str | None) -> bool:
+    """IAM users' long-term keys (``AKIA``) live for months: worth a history of their own.
+    Temporary ``ASIA`` keys live for one session and would only bloat the table."""
+    return access_key_id is not None and access_key_id.startswith("AKIA")
 
 
 def country_sort_key(country: str) -> str:
@@ -92,6 +102,14 @@ class CounterDelta:
             self.first_seen = event_time
         if self.last_seen is None or event_time > self.last_seen:
             self.last_seen = event_time
+
+    def observe_cell(self, hour: int, events: int, first: str, last: str) -> None:
+        self.hours.add(hour)
+        self.events += events
+        if self.first_seen is None or first < self.first_seen:
+            self.first_seen = first
+        if self.last_seen is None or last > self.last_seen:
+            self.last_seen = last
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,41 +1,56 @@
-"""Scoring how unusual a country is for a method, against the history before this run.
+"""How unusual a country is for a call, scored against the history before this run.
 
-First model (see docs/scoring.md):
+The model (docs/scoring.md has the maths and worked examples):
 
-* Each method's countries are a categorical distribution over hourly-bucket observations
-  (forward-decayed). Under a Dirichlet-process prior with concentration ``theta``, a country
-  seen in ``n_c`` of ``N`` buckets has probability ``n_c / (N + theta)`` and an unseen one
-  ``theta / (N + theta)``.
-* Rarity is Elastic's "probability of less likely categories": the probability that the next
-  observation is at most as common as this one, ``p_tail = (theta + sum_{n_j <= n_c} n_j) / (N + theta)``.
-* A principal that often works from this country is weak evidence of compromise whatever the
-  method: its familiarity ``q = k_c / (K + theta)`` (its own buckets in the country over all
-  its buckets) discounts the score.
-
-``score = 100 * (1 - p_tail) * (1 - q)``, in [0, 100]. Learning periods keep young methods
-and young deployments quiet.
+* Counts are hourly-bucket presence with forward decay (counters.py), kept at four levels: the
+  organization's countries, each method's countries, each principal's countries (an IAM Identity
+  Center user is one principal across accounts) and each long-term access key's countries.
+* The levels form a hierarchy of Dirichlet-smoothed predictive distributions, each smoothing
+  towards the one above it (the "back-off" of a hierarchical Dirichlet process):
+  ``P_org(c) = (o_c + a/U) / (O + a)``, ``P_method(c) = (n_c + b P_org(c)) / (N + b)``,
+  ``P_principal(c) = (k_c + g P_method(c)) / (K + g)``, ``P_key(c) = (a_c + d P_principal(c)) / (A + d)``.
+  A country the organization never saw gets almost no mass at the top, so it stays improbable at
+  every level below: brand-new countries score highest, which Elastic's per-country models
+  cannot do. A country the principal works from every day gets most of the principal's mass
+  whatever the method, so a familiar country is weak evidence even for a rare method.
+* Rarity is Elastic's "probability of less likely categories" on the final distribution:
+  ``p_tail = sum of P(c') over every country c' with P(c') <= P(c)``, and the score is its
+  surprisal on a 0-100 scale: ``100 * min(1, ln p_tail / ln p_full)``, with ``p_full = 1e-4``
+  (a 1-in-10,000 event scores 100; a 1-in-100 event scores 50, the default threshold).
+* A method's own model needs ``learning_buckets`` hours of history (Elastic's 20) before it is
+  used: a young or never-seen method adds no evidence; its calls are then scored on the
+  organization's and the principal's history alone. Nothing alerts before the organization's
+  baseline spans ``learning_days``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from trailgeo.core.aggregate import HitGroup
+from trailgeo.core.aggregate import HitGroup, identity_of
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
     ORG_PARTITION,
     TOTAL,
     CounterState,
+    access_key_partition,
     country_sort_key,
     decay_weight,
     hour_of,
+    is_long_term_key,
     method_partition,
     principal_partition,
 )
+from trailgeo.core.sensitive import is_sensitive, tactics_of
+from trailgeo.core.tuning import DEFAULT_METHOD_POLICY, MethodPolicy
 
 History = dict[str, dict[str, CounterState]]  # partition -> sort key -> counter
 TOP_COUNTRIES = 5
+# ISO 3166-1 has 249 country codes; the base measure spreads the unseen mass over them.
+COUNTRY_CODES = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +58,27 @@ class ScoringPolicy:
     threshold: float = 50.0
     learning_buckets: int = 20  # Elastic's documented minimum for a model to score
     learning_days: float = 7.0
-    theta: float = 1.0
+    # Concentrations of the hierarchy: how many hourly buckets of evidence the level above is
+    # worth. 1 is the classic "add one" choice; docs/scoring.md shows the effect of each.
+    org_concentration: float = 1.0
+    method_concentration: float = 1.0
+    principal_concentration: float = 1.0
+    key_concentration: float = 1.0
+    full_score_tail: float = 1e-4  # a tail probability this small scores 100
     half_life_hours: float = DEFAULT_HALF_LIFE_HOURS
+
+
+@dataclass(frozen=True, slots=True)
+class LevelView:
+    """One level's decayed buckets for the hit's country, out of its total."""
+
+    level: str  # "organization" | "method" | "principal" | "access key"
+    country: float
+    total: float
+
+    @property
+    def share(self) -> float:
+        return self.country / self.total if self.total else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,20 +91,30 @@ class MethodScore:
     country_buckets: int  # all-time hourly buckets of this method from this country
     method_first_seen: str | None
     top_countries: tuple[tuple[str, float], ...]  # decayed buckets, most common first
-    p_tail: float
-    principal_familiarity: float
-    suppressed: str | None  # why a high score does not alert: "method_learning", "org_learning"
+    probability: float  # P(this country) for this call under the model
+    p_tail: float  # P(a country at most as likely)
+    method_model: str  # "trained" or "learning" (fewer than learning_buckets: adds no evidence)
+    sensitive: bool
+    tactics: tuple[str, ...]
+    suppressed: str | None  # why a high score does not alert: "org_learning", "ignored_method"
+    threshold: float | None = None  # the tuning's threshold for this method, if it has one
 
     @property
     def alerts(self) -> bool:
         return self.suppressed is None
 
     def reasons(self) -> str:
-        seen = (
-            "never seen from this country"
-            if self.country_buckets == 0
-            else f"seen from this country in {self.country_buckets} of {self.method_buckets} hourly buckets"
-        )
+        if self.method_model == "learning":
+            seen = (
+                f"method new to the organization ({self.method_buckets} hourly buckets of history, "
+                "still learning: scored on the organization's and the principal's history)"
+            )
+        elif self.country_buckets == 0:
+            seen = f"never called from this country in {self.method_buckets} hourly buckets"
+        else:
+            seen = (
+                f"called from this country in {self.country_buckets} of {self.method_buckets} hourly buckets"
+            )
         return f"{self.method}: {seen}"
 
 
@@ -80,84 +124,188 @@ class GroupScore:
     methods: tuple[MethodScore, ...]  # every method of the group, highest score first
     principal_countries: tuple[tuple[str, float], ...]
     principal_buckets: int
+    principal_country_buckets: int
+    principal_first_seen: str | None
     org_country_buckets: int
+    org_buckets: int
+    org_countries: int  # distinct countries in the organization's history
     org_first_seen: str | None
+    levels: tuple[LevelView, ...]  # organization, principal, access key(s), for the hit's country
 
     @property
     def score(self) -> float:
         return max((m.score for m in self.methods), default=0.0)
 
+    @property
+    def new_to_org(self) -> bool:
+        return self.org_country_buckets == 0
+
+    @property
+    def new_to_principal(self) -> bool:
+        return self.principal_country_buckets == 0
+
     def rare_methods(self, threshold: float) -> tuple[MethodScore, ...]:
-        return tuple(m for m in self.methods if m.score >= threshold and m.alerts)
+        return tuple(
+            m
+            for m in self.methods
+            if m.alerts and m.score >= (threshold if m.threshold is None else m.threshold)
+        )
 
 
-def _countries(partition: dict[str, CounterState], now_hour: int, half_life: float) -> dict[str, float]:
+def _countries(partition: Mapping[str, CounterState], scale: float) -> dict[str, float]:
     """Decayed buckets per country, from the TOTAL counter's copy of its countries."""
-    scale = decay_weight(now_hour, half_life)
     total = partition.get(TOTAL, EMPTY)
     return {cc: wsum / scale for cc, (buckets, wsum) in total.countries.items() if buckets > 0}
 
 
-def _top(countries: dict[str, float]) -> tuple[tuple[str, float], ...]:
+def _top(countries: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
     ranked = sorted(countries.items(), key=lambda item: (-item[1], item[0]))
     return tuple((cc, round(weight, 2)) for cc, weight in ranked[:TOP_COUNTRIES])
 
 
-def tail_probability(countries: dict[str, float], country: str, theta: float) -> float:
-    """P(next observation is at most as common as ``country``) under the smoothed model."""
-    total = sum(countries.values())
-    own = countries.get(country, 0.0)
-    less_or_equal = sum(w for w in countries.values() if w <= own) if own > 0 else 0.0
-    return (theta + less_or_equal) / (total + theta)
+Level = tuple[Mapping[str, float], float]  # (decayed buckets per country, concentration)
 
 
-def score_group(group: HitGroup, history: History, policy: ScoringPolicy, now_hour: int) -> GroupScore:
-    half_life = policy.half_life_hours
-    principal_part = history.get(principal_partition(group.principal), {})
-    principal_countries = _countries(principal_part, now_hour, half_life)
-    principal_total = sum(principal_countries.values())
-    familiarity = principal_countries.get(group.country, 0.0) / (principal_total + policy.theta)
+def predictive(levels: Iterable[Level], candidates: Iterable[str]) -> tuple[dict[str, float], float, int]:
+    """The hierarchy's predictive distribution: (P per candidate country, P of each country
+    seen nowhere, how many such countries). Probabilities sum to one over all countries."""
+    names = set(candidates)
+    prob = dict.fromkeys(names, 1.0 / COUNTRY_CODES)
+    unseen = 1.0 / COUNTRY_CODES
+    for counts, concentration in levels:
+        denominator = sum(counts.values()) + concentration
+        prob = {cc: (counts.get(cc, 0.0) + concentration * p) / denominator for cc, p in prob.items()}
+        unseen = concentration * unseen / denominator
+    return prob, unseen, max(0, COUNTRY_CODES - len(names))
+
+
+def tail_probability(prob: Mapping[str, float], unseen: float, unseen_count: int, country: str) -> float:
+    """Elastic's probability of less likely categories: P(next country is at most as likely)."""
+    own = prob[country] * (1.0 + 1e-9)  # float noise must not split equal categories
+    tail = sum(p for p in prob.values() if p <= own)
+    if unseen <= own:
+        tail += unseen * unseen_count
+    return min(1.0, tail)
+
+
+def surprisal_score(p_tail: float, full_score_tail: float) -> float:
+    """0 for a certain event, 50 at sqrt(full_score_tail), 100 at full_score_tail or rarer."""
+    if p_tail >= 1.0:
+        return 0.0
+    if p_tail <= full_score_tail:
+        return 100.0
+    return 100.0 * math.log(p_tail) / math.log(full_score_tail)
+
+
+def score_group(
+    group: HitGroup,
+    history: History,
+    policy: ScoringPolicy,
+    now_hour: int,
+    *,
+    quarantined_hours: Collection[int] = (),
+    method_policy: Callable[[str], MethodPolicy] | None = None,
+) -> GroupScore:
+    """Score every method of a group against ``history`` (the counters before this run).
+
+    ``quarantined_hours``: hours of this identity and country that raised an alert recently.
+    They do not vouch for the country (an attacker's own calls must not make their country
+    familiar); they count again once the quarantine ends or the country is allowlisted.
+    ``method_policy``: the tuning's per-method overrides (ignore, threshold, sensitive).
+    """
+    scale = decay_weight(now_hour, policy.half_life_hours)
+    country = group.country
     org_part = history.get(ORG_PARTITION, {})
     org_total = org_part.get(TOTAL, EMPTY)
-    org_country = org_part.get(country_sort_key(group.country), EMPTY)
+    org_countries = _countries(org_part, scale)
+    principal_part = history.get(principal_partition(identity_of(group.principal)), {})
+    principal_countries = _countries(principal_part, scale)
+    principal_country_buckets = principal_part.get(country_sort_key(country), EMPTY).buckets
+    held = sum(decay_weight(h, policy.half_life_hours) for h in set(quarantined_hours)) / scale
+    if held:
+        _hold(principal_countries, country, held)
+        principal_country_buckets = max(0, principal_country_buckets - len(set(quarantined_hours)))
+    keys = [k for k in group.access_keys if is_long_term_key(k)]
+    key_levels = [
+        (k, _hold(_countries(history.get(access_key_partition(k), {}), scale), country, held))
+        for k in sorted(keys)
+    ]
     org_young = _span_days(org_total.first_seen, now_hour) < policy.learning_days
+    org_level: Level = (org_countries, policy.org_concentration)
+    principal_level: Level = (principal_countries, policy.principal_concentration)
 
     scores = []
     for method, activity in group.methods.items():
         method_part = history.get(method_partition(method), {})
-        countries = _countries(method_part, now_hour, half_life)
         method_total = method_part.get(TOTAL, EMPTY)
-        p_tail = tail_probability(countries, group.country, policy.theta)
-        score = 100.0 * (1.0 - p_tail) * (1.0 - familiarity)
-        suppressed = None
-        if method_total.buckets < policy.learning_buckets:
-            suppressed = "method_learning"
-        elif org_young:
-            suppressed = "org_learning"
+        method_countries = _countries(method_part, scale)
+        trained = method_total.buckets >= policy.learning_buckets
+        above: list[Level] = [org_level]
+        if trained:
+            above.append((method_countries, policy.method_concentration))
+        above.append(principal_level)
+        candidates = {country, *org_countries, *method_countries, *principal_countries}
+        # With several long-term keys in one group, the most surprising key speaks for the group.
+        best: tuple[float, float] | None = None
+        for _, key_countries in key_levels or [("", {})]:
+            chain = [*above, (key_countries, policy.key_concentration)] if key_countries else above
+            prob, unseen, unseen_count = predictive(chain, candidates | set(key_countries))
+            p_tail = tail_probability(prob, unseen, unseen_count, country)
+            if best is None or p_tail < best[1]:
+                best = (prob[country], p_tail)
+        probability, p_tail = best or (1.0, 1.0)
+        override = method_policy(method) if method_policy else DEFAULT_METHOD_POLICY
+        sensitive = is_sensitive(method, override.sensitive)
         scores.append(
             MethodScore(
                 method=method,
-                score=round(score, 1),
+                score=round(surprisal_score(p_tail, policy.full_score_tail), 1),
                 events=activity.events,
                 hours_in_run=len(activity.hours),
                 method_buckets=method_total.buckets,
-                country_buckets=method_part.get(country_sort_key(group.country), EMPTY).buckets,
+                country_buckets=method_part.get(country_sort_key(country), EMPTY).buckets,
                 method_first_seen=method_total.first_seen,
-                top_countries=_top(countries),
+                top_countries=_top(method_countries),
+                probability=probability,
                 p_tail=p_tail,
-                principal_familiarity=familiarity,
-                suppressed=suppressed,
+                method_model="trained" if trained else "learning",
+                sensitive=sensitive,
+                tactics=tactics_of(method),
+                suppressed="ignored_method" if override.ignore else "org_learning" if org_young else None,
+                threshold=override.threshold,
             )
         )
     scores.sort(key=lambda m: (-m.score, m.method))
+    views = [
+        LevelView("organization", org_countries.get(country, 0.0), sum(org_countries.values())),
+        LevelView("principal", principal_countries.get(country, 0.0), sum(principal_countries.values())),
+        *(
+            LevelView(f"access key {k}", counts.get(country, 0.0), sum(counts.values()))
+            for k, counts in key_levels
+        ),
+    ]
     return GroupScore(
         group=group,
         methods=tuple(scores),
         principal_countries=_top(principal_countries),
         principal_buckets=principal_part.get(TOTAL, EMPTY).buckets,
-        org_country_buckets=org_country.buckets,
+        principal_country_buckets=principal_country_buckets,
+        principal_first_seen=principal_part.get(TOTAL, EMPTY).first_seen,
+        org_country_buckets=org_part.get(country_sort_key(country), EMPTY).buckets,
+        org_buckets=org_total.buckets,
+        org_countries=len(org_countries),
         org_first_seen=org_total.first_seen,
+        levels=tuple(views),
     )
+
+
+def _hold(countries: dict[str, float], country: str, held: float) -> dict[str, float]:
+    """Take quarantined (alerted) hours out of one of the principal's own levels."""
+    if held and country in countries:
+        countries[country] = max(0.0, countries[country] - held)
+        if countries[country] <= 1e-9:
+            del countries[country]
+    return countries
 
 
 def _span_days(first_seen: str | None, now_hour: int) -> float:

@@ -1,0 +1,53 @@
+"""Attack-relevant AWS methods and the MITRE ATT&CK tactics they serve.
+
+The catalogue is TrailDiscover's list of CloudTrail events used in real attacks (CC BY 4.0,
+see ``data/attack_methods.json`` and NOTICE), reduced to ``eventSource:eventName`` and tactics.
+
+A method is **sensitive** when it serves a tactic that changes something or takes something:
+persistence, privilege escalation, defence evasion, credential access, exfiltration, impact,
+lateral movement, execution, initial access, command and control. Discovery and collection
+alone are not: an attacker's reconnaissance already makes the first alert; re-alerting on each
+``List*`` call would undo the grouping.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+NOT_SENSITIVE_TACTICS = frozenset({"Discovery", "Collection"})
+
+
+@dataclass(frozen=True, slots=True)
+class AttackMethod:
+    tactics: tuple[str, ...]
+    techniques: tuple[str, ...]
+
+    @property
+    def sensitive(self) -> bool:
+        return any(t not in NOT_SENSITIVE_TACTICS for t in self.tactics)
+
+
+@cache
+def attack_methods() -> dict[str, AttackMethod]:
+    text = resources.files("trailgeo").joinpath("data/attack_methods.json").read_text(encoding="utf-8")
+    document = json.loads(text)
+    return {
+        method: AttackMethod(tuple(entry["tactics"]), tuple(entry["techniques"]))
+        for method, entry in document["methods"].items()
+    }
+
+
+def tactics_of(method: str) -> tuple[str, ...]:
+    found = attack_methods().get(method)
+    return found.tactics if found else ()
+
+
+def is_sensitive(method: str, override: bool | None = None) -> bool:
+    """Whether a method is sensitive; ``override`` (from the tuning file) wins when set."""
+    if override is not None:
+        return override
+    found = attack_methods().get(method)
+    return found is not None and found.sensitive
