@@ -8,7 +8,7 @@ CACHE := .cache
 DBIP_MMDB := $(CACHE)/geoip/dbip-country.mmdb
 export PYENV_VERSION ?= 3.11.7:3.13.0
 
-.PHONY: demo test lint typecheck unit template-lint build geoip replay-sans clean bench
+.PHONY: demo test lint typecheck unit template-lint build geoip replay-sans clean bench eval
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ geoip: $(DBIP_MMDB)
 
 demo: $(BIN)/.installed $(DBIP_MMDB)
 	$(BIN)/trailgeo demo --geoip $(DBIP_MMDB)
+
+# Evaluation harness (src/trailgeo/evaluation.py): trailgeo vs a first-seen rule vs an Elastic-like
+# rare job on simulated incidents; prints TARGET PASS/FAIL lines (exit 0 either way).
+eval: $(BIN)/.installed $(DBIP_MMDB)
+	$(BIN)/trailgeo eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
 
 # Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
 bench: $(BIN)/.installed $(DBIP_MMDB)

@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import ipaddress
 import json
 import os
 import re
 from collections import Counter, defaultdict
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from trailgeo.simulate import (
+    _UTC_OFFSETS,
+    SCENARIOS,
+    AttackSpec,
+    CrossoverSpec,
+    NewHireSpec,
     Simulation,
     SimulationConfig,
+    TravelSpec,
     emittable_ips,
+    eval_config,
+    incidents,
     simulate,
     write_ground_truth,
     write_tree,
@@ -460,3 +470,429 @@ def test_given_dbip_lite_database_then_every_emittable_ip_resolves_to_its_countr
                     wrong[country].append((ip, code))
     assert checked > 10_000
     assert not wrong, {c: v[:5] for c, v in wrong.items()}
+
+
+# ------------------------------------------------------------------------------------------ compatibility
+# Pinned from the simulator as it was before incidents, trips, hires and crossovers existed: the default
+# configuration must keep producing exactly these files (demo, soak test and benchmark depend on it).
+DEFAULT_EVENTS = 91_762
+DEFAULT_FILES = 8_956
+DEFAULT_CONTENT_SHA256 = "a4d2e936c454a7fa8519ebf6d66fcd2af83f731af5408652a4d58011cdd4cf46"
+
+
+def test_given_default_config_when_simulated_then_every_file_is_as_before_incidents_existed(
+    default_sim: Simulation,
+) -> None:
+    digest = hashlib.sha256()
+    for f in default_sim.files:
+        digest.update(f.key.encode() + b"\n" + gzip.decompress(f.body) + b"\n")
+    assert default_sim.events_count == DEFAULT_EVENTS
+    assert len(default_sim.files) == DEFAULT_FILES
+    assert digest.hexdigest() == DEFAULT_CONTENT_SHA256
+    assert set(DEFAULT.as_json()) == {
+        "start", "days", "seed", "org_id", "accounts", "regions", "humans", "automation_roles", "attack",
+        "attack_day", "attack_country", "file_minutes", "events_per_human_hour", "digests", "bucket",
+        "trail_name",
+    }  # fmt: skip
+
+
+def test_given_default_config_then_its_one_incident_is_the_classic_attack(default_sim: Simulation) -> None:
+    gt = default_sim.ground_truth()
+    (attack,) = gt["attacks"]
+    assert attack["name"] == "stolen-iam-user-key-recon"
+    assert (attack["first_event"], attack["source_ips"]) == (
+        "2026-11-22T17:58:42Z",
+        ["113.185.40.206", "27.72.99.94"],
+    )
+    (incident,) = gt["incidents"]
+    assert incident == incidents(default_sim)[0]
+    ids = set(attack["event_ids"])
+    holding = [f.delivered_at for f, r in default_sim.records() if r["eventID"] in ids]
+    assert incident == {
+        "id": "attack-recon-new-country",
+        "kind": "attack",
+        "scenario": "stolen-key-recon-new-country",
+        "description": incident["description"],
+        "account_id": attack["account_id"],
+        "principal_arns": [attack["principal_arn"]],
+        "access_key_ids": [attack["access_key_id"]],
+        "country": "VN",
+        "source_ips": attack["source_ips"],
+        "first_event": attack["first_event"],
+        "last_event": attack["last_event"],
+        "first_delivery": f"{min(holding):%Y-%m-%dT%H:%M:%SZ}",
+        "events": len(ids),
+        "methods": attack["methods"],
+        "country_new_to_org": True,
+        "country_new_to_principal": True,
+    }
+    assert len(holding) == len(ids)
+    assert "bob" in incident["description"]
+
+
+# ------------------------------------------------------------------------------------------------ eval preset
+EVAL_SEED = 1
+EVAL_DAYS = 18  # the shortest evaluation the preset accepts, to keep this module fast
+ATTACK_IDS = {
+    "attack-recon-new-country": "stolen-key-recon-new-country",
+    "attack-hijacked-admin-persistence": "hijacked-admin-persistence",
+    "attack-low-and-slow-probe": "low-and-slow",
+    "attack-low-and-slow-exfil": "low-and-slow",
+    "attack-burst": "burst",
+    "attack-travel-country": "attacker-in-travel-country",
+    "attack-org-country-new-to-principal": "attacker-in-org-country-new-to-principal",
+}
+NEVER_SEEN_IDS = (
+    "attack-recon-new-country",
+    "attack-hijacked-admin-persistence",
+    "attack-low-and-slow-probe",
+    "attack-burst",
+)
+
+
+class Event(NamedTuple):
+    """The fields of a record the incident checks need (the full records of 18 days take gigabytes)."""
+
+    delivered_at: datetime
+    time: str
+    arn: str
+    key: str
+    ip: str
+    method: str
+    account: str
+
+
+@pytest.fixture(scope="module")
+def eval_sim() -> Simulation:
+    return simulate(eval_config(EVAL_SEED, days=EVAL_DAYS))
+
+
+@pytest.fixture(scope="module")
+def eval_events(eval_sim: Simulation) -> list[Event]:
+    return [
+        Event(
+            f.delivered_at,
+            r["eventTime"],
+            r["userIdentity"].get("arn", ""),
+            r["userIdentity"].get("accessKeyId", ""),
+            r["sourceIPAddress"],
+            f"{r['eventSource']}:{r['eventName']}",
+            r["recipientAccountId"],
+        )
+        for f, r in eval_sim.records()
+    ]
+
+
+@pytest.fixture(scope="module")
+def eval_incidents(eval_sim: Simulation) -> dict[str, dict[str, Any]]:
+    found = eval_sim.ground_truth()["incidents"]
+    by_id = {inc["id"]: inc for inc in found}
+    assert len(by_id) == len(found), "incident ids must be unique"
+    return by_id
+
+
+@pytest.fixture(scope="module")
+def dbip_country(dbip_mmdb: Path) -> Callable[[str], str | None]:
+    """Country of a sourceIPAddress by DB-IP Lite (None for hostnames, AWS Internal and private IPs)."""
+    maxminddb = pytest.importorskip("maxminddb")
+    reader = maxminddb.open_database(str(dbip_mmdb))
+    cache: dict[str, str | None] = {}
+
+    def country(ip: str) -> str | None:
+        if ip not in cache:
+            got = None
+            if ip[0].isdigit() and not ipaddress.ip_address(ip).is_private:
+                got = (reader.get(ip) or {}).get("country_code")
+            cache[ip] = got
+        return cache[ip]
+
+    return country
+
+
+@dataclass
+class Timeline:
+    """First eventTime per country, per (principal ARN, country) and per (method, country), by DB-IP."""
+
+    org: dict[str, str]
+    principal: dict[tuple[str, str], str]
+    method: dict[tuple[str, str], str]
+    by_arn: dict[str, list[Event]]
+
+
+@pytest.fixture(scope="module")
+def timeline(eval_events: list[Event], dbip_country: Callable[[str], str | None]) -> Timeline:
+    t = Timeline({}, {}, {}, defaultdict(list))
+    for e in eval_events:
+        t.by_arn[e.arn].append(e)
+        c = dbip_country(e.ip)
+        if c is None:
+            continue
+        if e.time < t.org.get(c, "~"):
+            t.org[c] = e.time
+        if e.time < t.principal.get((e.arn, c), "~"):
+            t.principal[(e.arn, c)] = e.time
+        if e.time < t.method.get((e.method, c), "~"):
+            t.method[(e.method, c)] = e.time
+    return t
+
+
+def _day_of(sim: Simulation, when: str) -> int:
+    return (_time(when) - sim.config.start).days
+
+
+def test_given_eval_preset_then_it_is_a_35_person_org_of_25k_to_35k_events_per_day(
+    eval_sim: Simulation, eval_events: list[Event]
+) -> None:
+    cfg = eval_sim.config
+    per_day = Counter(e.time[:10] for e in eval_events)
+    assert len(per_day) == EVAL_DAYS
+    assert 25_000 <= eval_sim.events_count / EVAL_DAYS <= 35_000
+    assert len(eval_sim.humans) == 35
+    assert {"US", "DE", "IN", "GB", "BR"} < {h.country for h in eval_sim.humans}
+    assert 2 <= len(cfg.accounts) <= 3
+    assert len(cfg.regions) == 2
+    assert len(eval_sim.automation) >= 3
+    assert eval_sim.config.as_json()["scenarios"][0]["scenario"] in SCENARIOS
+
+
+def test_given_eval_preset_then_all_six_scenarios_hit_distinct_days_victims_and_countries_after_day_10(
+    eval_sim: Simulation, eval_incidents: dict[str, dict[str, Any]]
+) -> None:
+    attacks = {i: inc for i, inc in eval_incidents.items() if inc["kind"] == "attack"}
+    assert {i: inc["scenario"] for i, inc in attacks.items()} == ATTACK_IDS
+    assert {inc["scenario"] for inc in attacks.values()} == set(SCENARIOS)
+    days = [_day_of(eval_sim, inc["first_event"]) for inc in attacks.values()]
+    assert min(days) > 10
+    assert len(set(days)) == len(days)
+    probe, exfil = attacks["attack-low-and-slow-probe"], attacks["attack-low-and-slow-exfil"]
+    assert 3 <= _day_of(eval_sim, exfil["first_event"]) - _day_of(eval_sim, probe["first_event"]) <= 5
+    assert (probe["country"], probe["access_key_ids"]) == (exfil["country"], exfil["access_key_ids"])
+    assert probe["events"] == 1
+    assert probe["methods"] == ["sts.amazonaws.com:GetCallerIdentity"]
+    assert 300 <= attacks["attack-burst"]["events"] <= 800
+    others = [inc for i, inc in attacks.items() if i != "attack-low-and-slow-exfil"]
+    assert len({inc["principal_arns"][0] for inc in others}) == 6
+    assert len({inc["country"] for inc in others}) == 6
+    for inc in attacks.values():
+        assert len(inc["principal_arns"]) == 1
+        assert len(inc["access_key_ids"]) == 1
+    admin = attacks["attack-hijacked-admin-persistence"]
+    assert admin["access_key_ids"][0].startswith("ASIA")
+    assert "/AWSReservedSSO_AdministratorAccess_" in admin["principal_arns"][0]
+    assert {
+        "iam.amazonaws.com:CreateUser",
+        "iam.amazonaws.com:CreateAccessKey",
+        "iam.amazonaws.com:AttachUserPolicy",
+        "iam.amazonaws.com:CreateLoginProfile",
+        "cloudtrail.amazonaws.com:StopLogging",
+    } <= set(admin["methods"])
+    for i in ATTACK_IDS.keys() - {"attack-hijacked-admin-persistence"}:
+        assert attacks[i]["access_key_ids"][0].startswith("AKIA")
+    benign = {inc["country"] for inc in eval_incidents.values() if inc["kind"] in {"travel", "new_hire"}}
+    never_seen = {attacks[i]["country"] for i in NEVER_SEEN_IDS}
+    assert len(never_seen) == 4
+    assert not never_seen & benign
+    assert not never_seen & {h.country for h in eval_sim.humans}
+
+
+def test_given_eval_preset_then_attack_flags_match_their_scenarios(
+    eval_sim: Simulation, eval_incidents: dict[str, dict[str, Any]]
+) -> None:
+    flags = {
+        i: (eval_incidents[i]["country_new_to_org"], eval_incidents[i]["country_new_to_principal"])
+        for i in ATTACK_IDS
+    }
+    assert flags == {
+        "attack-recon-new-country": (True, True),
+        "attack-hijacked-admin-persistence": (True, True),
+        "attack-low-and-slow-probe": (True, True),
+        "attack-low-and-slow-exfil": (False, False),  # the probe brought the key there days before
+        "attack-burst": (True, True),
+        "attack-travel-country": (False, True),
+        "attack-org-country-new-to-principal": (False, True),
+    }
+    in_trip = eval_incidents["attack-travel-country"]
+    trips = [
+        inc
+        for inc in eval_incidents.values()
+        if inc["kind"] == "travel"
+        and inc["country"] == in_trip["country"]
+        and _time(inc["last_event"]) <= _time(in_trip["first_event"]) - timedelta(days=3)
+    ]
+    assert trips, "scenario 5 must use a country an earlier trip visited at least 3 days before"
+    assert not set(trips[0]["principal_arns"]) & set(in_trip["principal_arns"])
+    assert in_trip["country"] not in {h.country for h in eval_sim.humans}
+    in_org = eval_incidents["attack-org-country-new-to-principal"]
+    victim = next(h for h in eval_sim.humans if in_org["principal_arns"][0] in h.arns)
+    assert sum(h.country == in_org["country"] for h in eval_sim.humans) >= 3
+    assert victim.country != in_org["country"]
+
+
+def test_given_eval_preset_then_trips_hire_and_crossovers_are_benign_episodes_with_correct_flags(
+    eval_sim: Simulation, eval_incidents: dict[str, dict[str, Any]]
+) -> None:
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for inc in eval_incidents.values():
+        by_kind[inc["kind"]].append(inc)
+    homes = {h.country for h in eval_sim.humans if h.name not in by_kind["new_hire"][0]["description"]}
+    trips = by_kind["travel"]
+    assert len(trips) == 3
+    assert len({t["country"] for t in trips}) == 3
+    for trip in trips:
+        traveller = next(h for h in eval_sim.humans if set(trip["principal_arns"]) <= set(h.arns))
+        assert trip["country"] != traveller.country
+        assert _day_of(eval_sim, trip["first_event"]) >= EVAL_DAYS // 2
+        assert 1 <= (_time(trip["last_event"]) - _time(trip["first_event"])).days <= 7
+        assert trip["country_new_to_org"] == (trip["country"] not in homes)
+        assert trip["country_new_to_principal"] is True
+    assert any(t["country"] not in homes for t in trips)
+    assert any(t["country"] in homes for t in trips)
+    (hire,) = by_kind["new_hire"]
+    assert hire["country"] not in homes
+    assert _day_of(eval_sim, hire["first_event"]) >= 2 * EVAL_DAYS / 3
+    assert (hire["country_new_to_org"], hire["country_new_to_principal"]) == (True, True)
+    assert 1 <= len(by_kind["crossover"]) <= 2
+    for cross in by_kind["crossover"]:
+        person = next(h for h in eval_sim.humans if set(cross["principal_arns"]) <= set(h.arns))
+        assert cross["country"] == person.country
+        assert (cross["country_new_to_org"], cross["country_new_to_principal"]) == (False, False)
+    assert set(by_kind) == {"attack", "travel", "new_hire", "crossover"}
+
+
+def test_given_eval_preset_then_every_incidents_events_are_in_the_files_as_declared(
+    eval_incidents: dict[str, dict[str, Any]],
+    timeline: Timeline,
+    dbip_country: Callable[[str], str | None],
+) -> None:
+    for inc in eval_incidents.values():
+        lo, hi, country = inc["first_event"], inc["last_event"], inc["country"]
+        assert all(dbip_country(ip) == country for ip in inc["source_ips"]), inc["id"]
+        got = [
+            e
+            for arn in inc["principal_arns"]
+            for e in timeline.by_arn[arn]
+            if lo <= e.time <= hi and dbip_country(e.ip) == country
+        ]
+        assert len(got) == inc["events"], inc["id"]
+        assert {e.arn for e in got} == set(inc["principal_arns"])
+        assert {e.key for e in got} - {""} == set(inc["access_key_ids"])
+        assert {e.ip for e in got} == set(inc["source_ips"])
+        assert {e.method for e in got} == set(inc["methods"])
+        assert len(inc["methods"]) == len(set(inc["methods"]))
+        assert f"{min(e.delivered_at for e in got):%Y-%m-%dT%H:%M:%SZ}" == inc["first_delivery"]
+        assert min(e.time for e in got) == lo
+        assert max(e.time for e in got) == hi
+        assert {e.account for e in got} == {inc["account_id"]}, inc["id"]
+
+
+def test_given_eval_preset_then_novelty_flags_agree_with_a_dbip_recount_of_all_records(
+    eval_incidents: dict[str, dict[str, Any]], timeline: Timeline
+) -> None:
+    for inc in eval_incidents.values():
+        first, c = inc["first_event"], inc["country"]
+        assert inc["country_new_to_org"] == (timeline.org[c] >= first), inc["id"]
+        principal_first = min(timeline.principal.get((arn, c), "~") for arn in inc["principal_arns"])
+        assert inc["country_new_to_principal"] == (principal_first >= first), inc["id"]
+
+
+def test_given_a_crossover_then_it_calls_methods_so_far_only_called_from_other_countries(
+    eval_incidents: dict[str, dict[str, Any]], timeline: Timeline
+) -> None:
+    crossovers = [inc for inc in eval_incidents.values() if inc["kind"] == "crossover"]
+    assert crossovers
+    for cross in crossovers:
+        first, home = cross["first_event"], cross["country"]
+        new_here = [m for m in cross["methods"] if timeline.method.get((m, home), "~") >= first]
+        seen_elsewhere = [
+            m
+            for m in new_here
+            if any(when < first for (m2, c), when in timeline.method.items() if m2 == m and c != home)
+        ]
+        assert seen_elsewhere, cross["id"]
+
+
+def test_given_a_trip_then_its_events_keep_office_hours_of_the_destination(
+    eval_incidents: dict[str, dict[str, Any]], timeline: Timeline, dbip_country: Callable[[str], str | None]
+) -> None:
+    for trip in (inc for inc in eval_incidents.values() if inc["kind"] == "travel"):
+        times = [
+            _time(e.time)
+            for arn in trip["principal_arns"]
+            for e in timeline.by_arn[arn]
+            if trip["first_event"] <= e.time <= trip["last_event"] and dbip_country(e.ip) == trip["country"]
+        ]
+        office = max(
+            sum(7 <= (t + timedelta(minutes=off)).hour < 19 for t in times) / len(times)
+            for off in _UTC_OFFSETS[trip["country"]]
+        )
+        assert office >= 0.8, (trip["id"], office)
+
+
+def test_given_the_new_hire_then_all_their_activity_is_the_incident(
+    eval_sim: Simulation, eval_incidents: dict[str, dict[str, Any]], timeline: Timeline
+) -> None:
+    (hire,) = (inc for inc in eval_incidents.values() if inc["kind"] == "new_hire")
+    person = eval_sim.humans[-1]
+    assert person.country == hire["country"]
+    assert set(hire["principal_arns"]) <= set(person.arns)
+    public = [e for arn in person.arns for e in timeline.by_arn[arn] if e.ip != "AWS Internal"]
+    assert len(public) == hire["events"]
+    assert min(e.time for e in public) == hire["first_event"]
+    assert max(e.time for e in public) == hire["last_event"]
+
+
+def test_given_eval_ground_truth_when_written_then_it_is_json_with_the_incidents(
+    eval_sim: Simulation, tmp_path: Path
+) -> None:
+    write_ground_truth(eval_sim, tmp_path / "truth.json")
+    truth = json.loads((tmp_path / "truth.json").read_text(encoding="utf-8"))
+    assert truth["incidents"] == incidents(eval_sim)
+    assert len(truth["attacks"]) == len(ATTACK_IDS)
+    assert {a["name"] for a in truth["attacks"]} == set(ATTACK_IDS)
+    assert truth["config"]["new_hires"][0]["country"] == eval_sim.humans[-1].country
+
+
+# --------------------------------------------------------------------------------------- eval determinism
+def test_given_same_seed_then_eval_config_is_equal_and_other_seeds_move_placements_and_victims() -> None:
+    assert eval_config(1) == eval_config(1)
+    configs = [eval_config(seed) for seed in (1, 2, 3)]
+    placements = [tuple((a.day, a.victim, a.country) for a in cfg.scenarios) for cfg in configs]
+    assert len(set(placements)) == 3
+    victims = [tuple(a.victim for a in cfg.scenarios) for cfg in configs]
+    assert len(set(victims)) == 3
+    days = [tuple(a.day for a in cfg.scenarios) for cfg in configs]
+    assert len(set(days)) == 3
+
+
+def test_given_a_light_eval_config_when_simulated_twice_then_bytes_and_incidents_are_identical() -> None:
+    light = replace(eval_config(2, days=EVAL_DAYS), events_per_human_hour=4.0, automation_roles=0)
+    a, b = simulate(light), simulate(light)
+    assert [(f.key, f.body) for f in a.files] == [(f.key, f.body) for f in b.files]
+    assert a.incidents == b.incidents
+    assert len(a.incidents) == len(ATTACK_IDS) + 3 + 1 + 2
+    other = simulate(replace(light, seed=3))
+    assert [f.body for f in a.log_files] != [f.body for f in other.log_files]
+
+
+def test_given_too_few_days_then_the_eval_preset_is_rejected() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        eval_config(1, days=10)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"scenarios": (AttackSpec("phishing", 3, 1, "VN"),)}, "unknown scenario"),
+        ({"scenarios": (AttackSpec("burst", 3, 0, "VN"),)}, "IAM user"),
+        ({"scenarios": (AttackSpec("hijacked-admin-persistence", 3, 1, "VN"),)}, "SSO user"),
+        ({"scenarios": (AttackSpec("low-and-slow", 18, 1, "VN", follow_up_days=4),)}, "day outside"),
+        ({"scenarios": (AttackSpec("burst", 3, 1, "XX"),)}, "no IP prefixes"),
+        ({"travels": (TravelSpec(0, "US", 3, 2),)}, "travel country"),
+        ({"travels": (TravelSpec(0, "FR", 20, 2),)}, "outside"),
+        ({"new_hires": (NewHireSpec("PL", 3, "sales"),)}, "new hire"),
+        ({"crossovers": (CrossoverSpec(4, 3, "golf"),)}, "crossover"),
+    ],
+)
+def test_given_invalid_episode_specs_then_the_config_is_rejected(changes: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        replace(DEFAULT, **changes)

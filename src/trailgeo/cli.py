@@ -1,4 +1,4 @@
-"""The ``trailgeo`` command line: ``replay`` a local trail, run the ``demo``."""
+"""The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from trailgeo.app.detect import RunOptions
+from trailgeo.app.detect import RunOptions, RunReport
 from trailgeo.core.scoring import ScoringPolicy
 
 
@@ -58,7 +59,57 @@ def build_parser() -> argparse.ArgumentParser:
         "--days", type=int, default=14, help="days of simulated history (default 14, at least 9)"
     )
     demo.add_argument("--seed", type=int, default=7)
+    _add_backfill_command(commands)
+    _add_evaluation_commands(commands)
     return parser
+
+
+def _add_backfill_command(commands: Any) -> None:
+    backfill = commands.add_parser(
+        "backfill",
+        help="train the tables from historical CloudTrail (alerting off): a new deployment alerts on day one",
+    )
+    source = backfill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--logs", type=Path, help="local directory laid out like the trail bucket")
+    source.add_argument("--bucket", help="the trail bucket")
+    backfill.add_argument("--prefix", default="", help="the trail's S3 key prefix, if any")
+    state = backfill.add_mutually_exclusive_group(required=True)
+    state.add_argument("--table", help="the deployment's DynamoDB table (stack output FrequencyTableName)")
+    state.add_argument("--state", type=Path, help="JSON state file (as `trailgeo replay --state`)")
+    backfill.add_argument("--days", type=int, required=True, help="days of history before --end to count")
+    backfill.add_argument(
+        "--end", type=_utc, help="end of the history, ISO 8601 (default: now, rounded down to the hour)"
+    )
+    backfill.add_argument("--geoip", type=Path, required=True, help="MaxMind-format country or city .mmdb")
+    backfill.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    backfill.add_argument("--profile", help="AWS named profile")
+
+
+def _utc(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _add_evaluation_commands(commands: Any) -> None:
+    """``simulate`` (write a simulated trail and its ground truth) and ``eval`` (the harness)."""
+    sim = commands.add_parser("simulate", help="write a simulated organization's trail and its ground truth")
+    sim.add_argument("outdir", type=Path, help="directory to write AWSLogs/... into")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--days", type=int, help="days to simulate (default: 21, or 28 with --eval)")
+    sim.add_argument("--eval", action="store_true", help="the evaluation organization (simulate.eval_config)")
+    sim.add_argument(
+        "--truth", type=Path, help="ground-truth JSON path (default OUTDIR/../ground-truth.json)"
+    )
+
+    ev = commands.add_parser(
+        "eval", help="score trailgeo, a first-seen rule and an Elastic-like rare job on simulated incidents"
+    )
+    ev.add_argument("--geoip", type=Path, required=True, help="country .mmdb (make eval fetches DB-IP Lite)")
+    ev.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2, 3], help="simulation seeds (default 1 2 3)"
+    )
+    ev.add_argument("--days", type=int, default=28, help="days per simulation (default 28)")
+    ev.add_argument("--json", type=Path, help="write every figure as JSON here")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,11 +121,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _replay(args)
+        if args.command == "backfill":
+            return _backfill(args)
+        if args.command in ("simulate", "eval"):
+            return _simulate(args) if args.command == "simulate" else _eval(args)
         from trailgeo.demo import run_demo
 
         return run_demo(geoip=args.geoip, days=args.days, seed=args.seed)
     finally:
         logger.setLevel(level)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    import boto3
+
+    from trailgeo.adapters.aws import S3LogSource
+    from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
+    from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
+    from trailgeo.adapters.local import LocalLogSource
+    from trailgeo.app.backfill import NoAlertSink, backfill
+    from trailgeo.app.detect import Dependencies
+    from trailgeo.app.replay import ReplayState
+    from trailgeo.app.wiring import CLIENT_CONFIG
+    from trailgeo.ports import LogSource
+
+    if args.days < 1:
+        print("trailgeo: --days must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        geo = MaxMindGeoResolver(args.geoip)
+    except GeoDatabaseError as exc:
+        print(f"trailgeo: {exc}", file=sys.stderr)
+        return 2
+    session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    source: LogSource
+    if args.logs is not None:
+        if not args.logs.is_dir():
+            print(f"trailgeo: not a directory: {args.logs}", file=sys.stderr)
+            return 2
+        source = LocalLogSource(args.logs)
+    else:
+        source = S3LogSource(session.client("s3", config=CLIENT_CONFIG), args.bucket, args.prefix)
+    state = ReplayState.load(args.state) if args.state else ReplayState()
+    if args.table:
+        dynamodb = session.client("dynamodb", config=CLIENT_CONFIG)
+        deps = Dependencies(
+            source,
+            geo,
+            DynamoFrequencyStore(dynamodb, args.table),
+            DynamoLedger(dynamodb, args.table),
+            DynamoOutbox(dynamodb, args.table),
+            NoAlertSink(),
+        )
+    else:
+        deps = Dependencies(source, geo, state.store, state.ledger, state.outbox, NoAlertSink())
+    end = args.end or datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
+
+    def progress(report: RunReport) -> None:
+        print(
+            f"  {report.window_end:%Y-%m-%d %H:%MZ}: {report.files_read:,} files, {report.events:,} events",
+            file=sys.stderr,
+        )
+
+    print(f"backfill: {args.days} day(s) up to {end:%Y-%m-%dT%H:%MZ}, alerting off", file=sys.stderr)
+    summary = backfill(deps, RunOptions(), end=end, days=args.days, on_day=progress)
+    if args.state:
+        state.save(args.state)
+    print(json.dumps({"backfill": summary.as_dict(), "geoip": geo.description}, indent=2))
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -101,6 +215,55 @@ def _replay(args: argparse.Namespace) -> int:
         final.save(args.state)
     print(json.dumps({"replay": summary.as_dict(), "geoip": geo.description}, indent=2), file=sys.stderr)
     return 0
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from trailgeo.evaluation import EVAL_START, evaluation_config
+    from trailgeo.simulate import SimulationConfig, simulate, write_ground_truth, write_tree
+
+    try:
+        if args.eval:
+            config = evaluation_config(args.seed, args.days or 28)
+        else:
+            config = SimulationConfig(start=EVAL_START, days=args.days or 21, seed=args.seed)
+    except ValueError as exc:  # e.g. too few days for the evaluation organization
+        print(f"trailgeo: {exc}", file=sys.stderr)
+        return 2
+    sim = simulate(config)
+    write_tree(sim, args.outdir)
+    truth = args.truth or args.outdir.resolve().parent / "ground-truth.json"
+    write_ground_truth(sim, truth)
+    _progress(
+        f"wrote {len(sim.files):,} objects ({sim.events_count:,} events, {config.days} days) "
+        f"under {args.outdir}; ground truth: {truth}"
+    )
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
+    from trailgeo.evaluation import format_report, run_evaluation, write_json
+
+    try:
+        geo = MaxMindGeoResolver(args.geoip)
+    except GeoDatabaseError as exc:
+        print(f"trailgeo: {exc}", file=sys.stderr)
+        return 2
+    _progress(f"GeoIP: {geo.description}")
+    try:
+        result = run_evaluation(geo, args.seeds, args.days, progress=_progress)
+    except ValueError as exc:  # a simulation config the simulator refuses (e.g. too few days)
+        print(f"trailgeo: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(result), flush=True)
+    if args.json:
+        write_json(result, args.json)
+        _progress(f"figures written to {args.json}")
+    return 0  # a report: failed targets are printed as FAIL lines, not an error
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,14 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.app.detect import detect
 from trailgeo.app.runtime import DetectorRuntime
 from trailgeo.app.settings import Settings
 from trailgeo.app.wiring import build_dependencies
@@ -289,20 +288,17 @@ def run_demo(geoip: Path, days: int = 14, seed: int = 7, out: Callable[[str], No
 
 
 def _train(settings: Settings, geo: MaxMindGeoResolver, start: datetime, end: datetime) -> dict[str, float]:
-    """Daily runs with alerting off: how `trailgeo backfill` trains a new deployment."""
+    """Daily runs with alerting off: `trailgeo backfill` on the demo's deployment."""
+    from trailgeo.app.backfill import backfill
+
     deps = build_dependencies(settings, geo=geo)
-    options = replace(settings.run_options(), lookback=timedelta(days=1), alerting=False)
-    totals = {"events": 0.0, "files": 0.0, "counters": 0.0, "seconds": 0.0}
-    day = start + timedelta(days=1)
-    while day <= end:
-        deps.clock = lambda day=day: day  # type: ignore[misc]
-        report = detect(day, deps, options)
-        totals["events"] += report.events
-        totals["files"] += report.files_read
-        totals["counters"] += report.counters_written
-        totals["seconds"] += report.seconds
-        day += timedelta(days=1)
-    return totals
+    summary = backfill(deps, settings.run_options(), end=end, days=(end - start) // timedelta(days=1))
+    return {
+        "events": summary.events,
+        "files": summary.files,
+        "counters": summary.counters_written,
+        "seconds": summary.seconds,
+    }
 
 
 def _verdict(attack: Any, received: list[Alert], seconds: float, out: Callable[[str], None]) -> int:

@@ -20,6 +20,16 @@ consumers must skip. The history is shaped like a real organization's, not like 
 * One planted attack (by default on the last day): the long-term key of an IAM user is used from a country
   the organization has never seen, for about 20 minutes of reconnaissance. :meth:`Simulation.ground_truth`
   records it.
+* Optionally (``SimulationConfig.scenarios``, ``travels``, ``new_hires``, ``crossovers``; all empty by
+  default) more attack scenarios (:data:`SCENARIOS`) and benign episodes: trips abroad in the destination's
+  office hours, a remote hire from a new country, a day of another team's work. :func:`eval_config` is the
+  evaluation preset that uses them all (35 people, ~30,000 events per day).
+
+``ground_truth()["incidents"]`` describes every planted episode, attacks and benign ones alike (id, kind,
+scenario, principals, keys, country, source IPs, first/last event, first delivery, methods, and whether the
+country was new to the organization or to the principals). Everything but the intent is measured on the
+generated records: each episode's records are tagged as they are emitted, and the novelty flags and the
+first delivery come from a pass over all records and delivered files.
 
 Every public IP the simulator can emit comes from a /24 inside a large, long-stable ISP or AWS allocation
 (see :func:`emittable_ips`); the test suite checks each one against the DB-IP Lite country database.
@@ -40,7 +50,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +68,21 @@ except ImportError:  # pragma: no cover - exercised only where isal is missing
 
 
 __all__ = [
+    "CROSSOVER_KINDS",
+    "SCENARIOS",
+    "AttackSpec",
     "AutomationRole",
+    "CrossoverSpec",
     "Human",
+    "NewHireSpec",
     "PlantedAttack",
     "SimulatedFile",
     "Simulation",
     "SimulationConfig",
+    "TravelSpec",
     "emittable_ips",
+    "eval_config",
+    "incidents",
     "simulate",
     "write_ground_truth",
     "write_tree",
@@ -111,6 +129,29 @@ _PUBLIC_PREFIXES: dict[str, tuple[str, ...]] = {
     "VN": ("113.161.72", "113.185.40", "14.160.33", "171.224.18", "27.72.99"),
     # RCS & RDS / Digi (86.120/14, 188.24/15, 5.2.128/17)
     "RO": ("86.120.5", "188.24.3", "5.2.130"),
+    # More never-seen countries for the evaluation's attacks (incumbent or largest mobile/fixed operators):
+    # MTN / Airtel Nigeria, Telkom Indonesia, Turk Telekom, KT, TRUE / TOT, PLDT / Globe, TE Data.
+    "NG": ("105.112.5", "102.89.3", "197.210.5", "105.113.9"),
+    "ID": ("36.72.5", "114.125.3", "110.136.12", "125.164.3", "36.80.9"),
+    "TR": ("78.170.5", "88.230.3", "85.100.3", "78.180.12"),
+    "KR": ("175.200.5", "121.130.3", "211.36.3", "175.210.9"),
+    "TH": ("171.100.5", "58.10.3", "1.46.12", "171.96.5"),
+    "PH": ("112.198.5", "49.145.3", "180.190.3", "49.146.9"),
+    "EG": ("41.34.5", "156.200.3", "197.34.5", "41.40.9"),
+    # Trip destinations (hotel and mobile networks): Orange / Free / SFR, Telefonica, SoftBank / NTT OCN,
+    # Telstra, Rogers / Bell, Telecom Italia, KPN / Ziggo.
+    "FR": ("90.12.5", "86.200.3", "2.6.77", "82.65.20", "109.9.30"),
+    "ES": ("83.40.12", "88.12.34", "79.150.5", "80.30.10"),
+    "JP": ("126.10.20", "126.200.5", "153.150.3", "60.40.12"),
+    "AU": ("1.136.5", "58.165.9", "120.150.3", "124.168.7"),
+    "CA": ("99.230.5", "70.26.12", "174.91.3", "99.240.3"),
+    "IT": ("79.20.12", "87.10.33", "151.30.5", "79.40.5"),
+    "NL": ("77.165.3", "84.26.10", "86.80.5", "77.170.5"),
+    # Remote hires' home countries: Orange Polska / UPC, Telmex, Telkom SA / Vodacom, Telecom Argentina.
+    "PL": ("83.20.5", "79.185.9", "89.70.12", "83.25.30"),
+    "MX": ("187.140.5", "189.140.3", "201.141.7", "187.190.5"),
+    "ZA": ("105.228.3", "41.13.12", "105.233.5", "41.113.5"),
+    "AR": ("181.46.5", "190.16.5", "186.22.3", "181.47.9"),
 }
 # EC2 us-east-1 public ranges (3.80/12, 54.80/13, 54.210/15, 52.4/14, 34.192/12, 44.192/11, 18.208/13).
 _EC2_US_EAST_1 = (
@@ -124,7 +165,9 @@ _EC2_US_EAST_1 = (
     "18.208.4",
 )
 _HUMAN_COUNTRY_CYCLE = ("US", "US", "DE", "US", "IN", "US", "GB", "US", "BR", "US", "DE", "IN")
-_ATTACK_COUNTRIES = ("VN", "RO")
+_ATTACK_COUNTRIES = ("VN", "RO", "NG", "ID", "TR", "KR", "TH", "PH", "EG")
+_TRIP_COUNTRIES = ("FR", "ES", "JP", "AU", "CA", "IT", "NL")
+_HIRE_COUNTRIES = ("PL", "MX", "ZA", "AR")
 # Standard-time offsets in minutes (US: Eastern, Central, Pacific).
 _UTC_OFFSETS: dict[str, tuple[int, ...]] = {
     "US": (-300, -360, -480),
@@ -132,6 +175,17 @@ _UTC_OFFSETS: dict[str, tuple[int, ...]] = {
     "IN": (330,),
     "GB": (0,),
     "BR": (-180,),
+    "FR": (60,),
+    "ES": (60,),
+    "JP": (540,),
+    "AU": (600,),
+    "CA": (-300, -480),
+    "IT": (60,),
+    "NL": (60,),
+    "PL": (60,),
+    "MX": (-360,),
+    "ZA": (120,),
+    "AR": (-180,),
 }
 
 
@@ -330,6 +384,11 @@ _CONFIG_CALLS: tuple[_Method, ...] = (
     ("lambda", "GetFunction20150331v2", True, "function"),
     ("iam", "GetRole", True, "role"),
 )
+# A deploy as the CI runs it also refreshes what only automation reads (load balancers, databases).
+_DEPLOY_EXTRA_READS: tuple[_Method, ...] = (
+    ("rds", "DescribeDBInstances", True, ""),
+    ("elasticloadbalancing", "DescribeLoadBalancers", True, ""),
+)
 # Attack recon plan: (service, eventName, readOnly, parameter kind, per-region?, error code or "").
 _ATTACK_PLAN: tuple[tuple[str, str, bool, str, bool, str], ...] = (
     ("sts", "GetCallerIdentity", True, "", False, ""),
@@ -491,6 +550,87 @@ class AutomationRole:
     arns: tuple[str, ...]
 
 
+SCENARIOS = (
+    "stolen-key-recon-new-country",
+    "hijacked-admin-persistence",
+    "low-and-slow",
+    "burst",
+    "attacker-in-travel-country",
+    "attacker-in-org-country-new-to-principal",
+)
+_SSO_SCENARIOS = frozenset({"hijacked-admin-persistence"})  # the others steal an IAM user's AKIA key
+CROSSOVER_KINDS = ("terraform-deploy", "data-analysis")
+
+
+@dataclass(frozen=True, slots=True)
+class AttackSpec:
+    """One planted attack scenario (see :data:`SCENARIOS`). ``day`` is 0-based; ``victim`` a human index."""
+
+    scenario: str
+    day: int
+    victim: int
+    country: str
+    follow_up_days: int = 4  # low-and-slow: days from the probe to the exfiltration
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "day": self.day,
+            "victim": self.victim,
+            "country": self.country,
+            "follow_up_days": self.follow_up_days,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TravelSpec:
+    """Human ``human`` works from ``country`` (its office hours and ISPs) on days ``start_day`` .. +days-1."""
+
+    human: int
+    country: str
+    start_day: int
+    days: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"human": self.human, "country": self.country, "start_day": self.start_day, "days": self.days}
+
+
+@dataclass(frozen=True, slots=True)
+class NewHireSpec:
+    """A remote employee (an SSO user) who works from ``country`` from ``start_day`` on."""
+
+    country: str
+    start_day: int
+    profile: str = "developer"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"country": self.country, "start_day": self.start_day, "profile": self.profile}
+
+
+@dataclass(frozen=True, slots=True)
+class CrossoverSpec:
+    """Human ``human`` spends day ``day`` at home on another team's work (see :data:`CROSSOVER_KINDS`)."""
+
+    human: int
+    day: int
+    kind: str = "terraform-deploy"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"human": self.human, "day": self.day, "kind": self.kind}
+
+
+def _human_country(index: int) -> str:
+    return _HUMAN_COUNTRY_CYCLE[index % len(_HUMAN_COUNTRY_CYCLE)]
+
+
+def _human_profile(index: int) -> str:
+    return _PROFILE_CYCLE[index % len(_PROFILE_CYCLE)]
+
+
+def _is_iam_user(index: int, humans: int) -> bool:
+    return index % 6 == 1 or humans == 1
+
+
 @dataclass(frozen=True, slots=True)
 class SimulationConfig:
     """Parameters of a simulated organization. ``start`` must be a UTC midnight."""
@@ -512,6 +652,10 @@ class SimulationConfig:
     bucket: str = "aws-cloudtrail-logs-o-a1b2c3d4e5"
     trail_name: str = "org-trail"
     email_domain: str = "example.com"
+    scenarios: tuple[AttackSpec, ...] = ()  # planted attacks besides the classic ``attack``
+    travels: tuple[TravelSpec, ...] = ()
+    new_hires: tuple[NewHireSpec, ...] = ()
+    crossovers: tuple[CrossoverSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.start.utcoffset() != UTC.utcoffset(None):
@@ -535,6 +679,43 @@ class SimulationConfig:
                 raise ValueError("attack_day outside the simulated days")
             if self.attack_country not in _ATTACK_COUNTRIES:
                 raise ValueError(f"attack_country must be one of {_ATTACK_COUNTRIES} (never a human's home)")
+        self._check_episodes()
+
+    def _check_episodes(self) -> None:
+        def day_ok(day: int) -> bool:
+            return 0 <= day < self.days
+
+        for a in self.scenarios:
+            if a.scenario not in SCENARIOS:
+                raise ValueError(f"unknown scenario {a.scenario!r}; known: {SCENARIOS}")
+            last = a.day + (a.follow_up_days if a.scenario == "low-and-slow" else 0)
+            if not (day_ok(a.day) and day_ok(last)):
+                raise ValueError(f"scenario {a.scenario} day outside the simulated days")
+            if not 0 <= a.victim < self.humans:
+                raise ValueError(f"scenario {a.scenario} victim {a.victim} is not a human index")
+            want_iam = a.scenario not in _SSO_SCENARIOS
+            if _is_iam_user(a.victim, self.humans) != want_iam:
+                kind = "an IAM user" if want_iam else "an SSO user"
+                raise ValueError(f"scenario {a.scenario} needs {kind} as victim (human {a.victim})")
+            if a.country not in _PUBLIC_PREFIXES:
+                raise ValueError(f"scenario {a.scenario}: no IP prefixes for country {a.country}")
+        for t in self.travels:
+            if (
+                not 0 <= t.human < self.humans
+                or t.days < 1
+                or not (day_ok(t.start_day) and day_ok(t.start_day + t.days - 1))
+            ):
+                raise ValueError(f"travel {t} outside the simulated humans or days")
+            if t.country not in _UTC_OFFSETS or t.country == _human_country(t.human):
+                raise ValueError(f"travel country {t.country} must be known and not the traveller's home")
+        for h in self.new_hires:
+            if not day_ok(h.start_day) or h.country not in _UTC_OFFSETS or h.profile not in _PROFILES:
+                raise ValueError(f"new hire {h} has an unknown country or profile or starts outside the days")
+        for c in self.crossovers:
+            if not 0 <= c.human < self.humans or not day_ok(c.day) or c.kind not in CROSSOVER_KINDS:
+                raise ValueError(
+                    f"crossover {c} has an unknown kind or is outside the simulated humans or days"
+                )
 
     @property
     def effective_attack_day(self) -> int:
@@ -562,6 +743,15 @@ class SimulationConfig:
             "digests": self.digests,
             "bucket": self.bucket,
             "trail_name": self.trail_name,
+        } | {
+            name: [spec.as_json() for spec in specs]
+            for name, specs in (
+                ("scenarios", self.scenarios),
+                ("travels", self.travels),
+                ("new_hires", self.new_hires),
+                ("crossovers", self.crossovers),
+            )
+            if specs
         }
 
 
@@ -575,6 +765,7 @@ class Simulation:
     events_count: int
     humans: tuple[Human, ...]
     automation: tuple[AutomationRole, ...]
+    incidents: tuple[dict[str, Any], ...] = ()  # the contract of "incidents" in the ground truth
 
     @property
     def log_files(self) -> list[SimulatedFile]:
@@ -596,7 +787,11 @@ class Simulation:
     def ground_truth(self) -> dict[str, Any]:
         cfg = self.config
         logs = self.log_files
-        benign = sorted({h.country for h in self.humans} | ({"US"} if self.automation else set()))
+        benign = sorted(
+            {h.country for h in self.humans}
+            | ({"US"} if self.automation else set())
+            | {t.country for t in cfg.travels}
+        )
         return {
             "generator": "trailgeo.simulate",
             "config": cfg.as_json(),
@@ -647,6 +842,7 @@ class Simulation:
                 }
                 for r in self.automation
             ],
+            "incidents": incidents(self),
         }
 
 
@@ -822,6 +1018,10 @@ class _World:
         self.res: dict[str, _Res] = {}
         self._tls: dict[tuple[str, str, str], dict[str, str]] = {}
         self.count = 0
+        # Episode tagging: records added while ``tag`` is set belong to that incident (AWS Internal excepted).
+        self.tag: str | None = None
+        self.tagged: dict[str, list[tuple[str, str, int, dict[str, Any]]]] = {}
+        self.delivered: dict[tuple[str, str, int], int] = {}  # (account, region, slot) -> delivery time
 
     def rng(self, *parts: object) -> random.Random:
         return random.Random("/".join(map(str, (self.cfg.seed, *parts))))
@@ -916,21 +1116,46 @@ class _World:
             lst = self.buckets[key] = []
         lst.append((ts, rec))
         self.count += 1
+        if self.tag is not None and rec["sourceIPAddress"] != "AWS Internal":
+            self.tagged.setdefault(self.tag, []).append((account, region, ts, rec))
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Humans
 # ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Trip:
+    offset: int  # seconds east of UTC
+    ips: list[str]
+    ip_cum: list[float]
+    tag: str
+
+
 class _HumanActor:
-    def __init__(self, world: _World, index: int, iam_user: bool, rng: random.Random) -> None:
+    def __init__(
+        self,
+        world: _World,
+        index: int,
+        iam_user: bool,
+        rng: random.Random,
+        *,
+        country: str | None = None,
+        profile: str | None = None,
+    ) -> None:
         cfg = world.cfg
         self.world = world
         self.rng = rng
+        self.index = index
         self.name = _NAMES[index % len(_NAMES)] + (str(index // len(_NAMES)) if index >= len(_NAMES) else "")
         self.email = f"{self.name}@{cfg.email_domain}"
-        self.country = _HUMAN_COUNTRY_CYCLE[index % len(_HUMAN_COUNTRY_CYCLE)]
+        self.country = country or _human_country(index)
         self.offset = rng.choice(_UTC_OFFSETS[self.country]) * 60
-        self.profile = _PROFILE_CYCLE[index % len(_PROFILE_CYCLE)]
+        self.profile = profile or _human_profile(index)
+        # Episodes (none by default): local day -> trip, local day -> crossover, first working day of a hire.
+        self.trips: dict[int, _Trip] = {}
+        self.crossovers: dict[int, tuple[str, str]] = {}  # local day -> (kind, incident id)
+        self.start_day: int | None = None
+        self.hire_tag: str | None = None
         self.kind = "iam_user" if iam_user else "sso"
         prefixes = rng.sample(_PUBLIC_PREFIXES[self.country], rng.randint(1, 3))
         self.ips = [f"{p}.{rng.randint(2, 254)}" for p in prefixes]
@@ -983,6 +1208,28 @@ class _HumanActor:
             got = self._sso[account] = (role, "AROA" + _rand(r, _IDCHARS, 17))
         return got
 
+    def sso_ident(self, account: str, access_key_id: str, created: int) -> dict[str, Any]:
+        """An IAM Identity Center session of this human's permission set in ``account``."""
+        role, role_id = self.sso_role(account)
+        return {
+            "type": "AssumedRole",
+            "principalId": f"{role_id}:{self.email}",
+            "arn": f"arn:aws:sts::{account}:assumed-role/{role}/{self.email}",
+            "accountId": account,
+            "accessKeyId": access_key_id,
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "principalId": role_id,
+                    "arn": f"arn:aws:iam::{account}:role/aws-reserved/sso.amazonaws.com/{role}",
+                    "accountId": account,
+                    "userName": role,
+                },
+                "webIdFederationData": {},
+                "attributes": {"creationDate": _iso(created), "mfaAuthenticated": "false"},
+            },
+        }
+
     def ident(self, account: str, day: int, console: bool, created: int) -> dict[str, Any]:
         key = (account, day, console)
         got = self._idents.get(key)
@@ -1000,25 +1247,7 @@ class _HumanActor:
                 },
             }
         else:
-            role, role_id = self.sso_role(account)
-            got = {
-                "type": "AssumedRole",
-                "principalId": f"{role_id}:{self.email}",
-                "arn": f"arn:aws:sts::{account}:assumed-role/{role}/{self.email}",
-                "accountId": account,
-                "accessKeyId": "ASIA" + _rand(self.rng, _KEYCHARS, 16),
-                "sessionContext": {
-                    "sessionIssuer": {
-                        "type": "Role",
-                        "principalId": role_id,
-                        "arn": f"arn:aws:iam::{account}:role/aws-reserved/sso.amazonaws.com/{role}",
-                        "accountId": account,
-                        "userName": role,
-                    },
-                    "webIdFederationData": {},
-                    "attributes": {"creationDate": _iso(created), "mfaAuthenticated": "false"},
-                },
-            }
+            got = self.sso_ident(account, "ASIA" + _rand(self.rng, _KEYCHARS, 16), created)
         self._idents[key] = got
         if len(self._idents) > 64:  # old sessions are never reused
             self._idents.pop(next(iter(self._idents)))
@@ -1049,24 +1278,79 @@ class _HumanActor:
 
     # -- behaviour ------------------------------------------------------------------------------------
     def run(self) -> None:
-        rng, w = self.rng, self.world
+        w = self.world
         first = (w.t0 + self.offset) // _DAY - 1
         last = (w.t1 + self.offset) // _DAY + 1
+        w.tag = self.hire_tag
         for day in range(first, last + 1):
-            midnight = day * _DAY - self.offset  # local midnight, as UTC epoch seconds
-            weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-            if weekday < 5:
-                if rng.random() < 0.04:  # a day off
-                    continue
-                start = min(max(rng.gauss(8.75, 0.6), 7.25), 10.5)
-                end = min(max(rng.gauss(17.4, 0.7), 15.5), 18.6)
-                self.work(day, midnight, start, end, self.rate * (end - start) * rng.lognormvariate(0, 0.3))
-                if rng.random() < 0.15:  # evening on-call / catching up
-                    t = rng.uniform(19.5, 22.5)
-                    self.work(day, midnight, t, t + 1.0, self.rate * 0.8)
-            elif rng.random() < 0.12:  # the odd weekend session
-                t = rng.uniform(10.0, 16.0)
-                self.work(day, midnight, t, t + 1.0, self.rate * 0.6)
+            if self.start_day is not None and day < self.start_day:
+                continue
+            trip = self.trips.get(day) if self.trips else None
+            if trip is not None:
+                self.travel_day(day, trip)
+            elif self.crossovers and day in self.crossovers:
+                self.crossover_day(day, *self.crossovers[day])
+            else:
+                self.day(day, day * _DAY - self.offset, forced=self.start_day == day)
+        w.tag = None
+
+    def travel_day(self, day: int, trip: _Trip) -> None:
+        """A working day abroad: the trip's time zone and networks, the usual work (never a day off)."""
+        home = (self.offset, self.ips, self.ip_cum)
+        self.offset, self.ips, self.ip_cum = trip.offset, trip.ips, trip.ip_cum
+        self.world.tag = trip.tag
+        try:
+            self.day(day, day * _DAY - trip.offset, forced=True)
+        finally:
+            self.offset, self.ips, self.ip_cum = home
+            self.world.tag = self.hire_tag
+
+    def crossover_day(self, day: int, kind: str, tag: str) -> None:
+        """A day at home on another team's work: a Terraform deploy or data analysis, in office hours."""
+        rng, w = self.rng, self.world
+        midnight = day * _DAY - self.offset
+        w.tag = tag
+        sessions = sorted(rng.uniform(9.0, 17.0) for _ in range(rng.randint(3, 5)))
+        logged_in = False
+        for hour in sessions:
+            ts = midnight + int(hour * _HOUR)
+            account, region = self.home_account, self.home_region
+            ip = self.ips[_pick(rng, self.ip_cum)]
+            if kind == "terraform-deploy":
+                methods = rng.choices(_TERRAFORM_READS, k=rng.randint(25, 60)) + list(_DEPLOY_EXTRA_READS)
+                methods += rng.choices(_TERRAFORM_WRITES, k=rng.randint(3, 10))
+                rng.shuffle(methods)
+                ident = self.ident(account, day, console=False, created=ts - rng.randint(30, 900))
+                self.burst("terraform", len(methods), ts, account, region, ip, ident, methods)
+            else:
+                tool = "console" if rng.random() < 0.5 else "boto3"
+                data = _PROFILES["data"]
+                methods = rng.choices(data, cum_weights=_zipf_cum(len(data)), k=rng.randint(20, 50))
+                ident = self.ident(account, day, tool == "console", ts - rng.randint(30, 900))
+                start = ts
+                if tool == "console" and not logged_in:
+                    logged_in = True
+                    self.console_login(ts, account, ip, ident)
+                    start += rng.randint(3, 15)
+                self.burst(tool, len(methods), start, account, region, ip, ident, methods)
+        w.tag = self.hire_tag
+
+    def day(self, day: int, midnight: int, *, forced: bool) -> None:
+        """One local day of the usual work pattern (``forced``: no day off on a weekday)."""
+        rng = self.rng
+        weekday = (day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        if weekday < 5:
+            if not forced and rng.random() < 0.04:  # a day off
+                return
+            start = min(max(rng.gauss(8.75, 0.6), 7.25), 10.5)
+            end = min(max(rng.gauss(17.4, 0.7), 15.5), 18.6)
+            self.work(day, midnight, start, end, self.rate * (end - start) * rng.lognormvariate(0, 0.3))
+            if rng.random() < 0.15:  # evening on-call / catching up
+                t = rng.uniform(19.5, 22.5)
+                self.work(day, midnight, t, t + 1.0, self.rate * 0.8)
+        elif rng.random() < 0.12:  # the odd weekend session
+            t = rng.uniform(10.0, 16.0)
+            self.work(day, midnight, t, t + 1.0, self.rate * 0.6)
 
     def work(self, day: int, midnight: int, start_h: float, end_h: float, budget: float) -> None:
         rng, cfg = self.rng, self.world.cfg
@@ -1089,7 +1373,13 @@ class _HumanActor:
         logged_in: set[str] = set()
         for ts, tool, size in plan:
             account = self.home_account
-            if self.kind == "sso" and len(cfg.accounts) > 1 and rng.random() < 0.25:
+            # SSO users hop accounts, except during an episode (its ground truth names one account).
+            if (
+                self.kind == "sso"
+                and len(cfg.accounts) > 1
+                and self.world.tag is None
+                and rng.random() < 0.25
+            ):
                 account = rng.choice(cfg.accounts)
             region = self.home_region
             if len(cfg.regions) > 1 and rng.random() < 0.2:
@@ -1137,10 +1427,21 @@ class _HumanActor:
         w.add(ts, account, w.global_region, rec)
 
     def burst(
-        self, tool: str, size: int, ts: int, account: str, region: str, ip: str, ident: dict[str, Any]
+        self,
+        tool: str,
+        size: int,
+        ts: int,
+        account: str,
+        region: str,
+        ip: str,
+        ident: dict[str, Any],
+        chosen: list[_Method] | None = None,
     ) -> None:
         rng, w = self.rng, self.world
-        if tool == "terraform":
+        if chosen is not None:
+            methods = chosen
+            gap = {"cli": 25.0, "console": 6.0, "boto3": 2.0, "terraform": 1.5}[tool]
+        elif tool == "terraform":
             methods = rng.choices(_TERRAFORM_READS, k=size)
             if rng.random() < 0.3:
                 methods += rng.choices(_TERRAFORM_WRITES, k=rng.randint(1, 6))
@@ -1417,55 +1718,111 @@ def _run_services(world: _World, roles: list[_RoleActor]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The attack
+# Attacks and benign episodes
 # ----------------------------------------------------------------------------------------------------------
-def _plant_attack(world: _World, victim: _HumanActor) -> PlantedAttack:
-    cfg, w = world.cfg, world
-    rng = w.rng("attack", cfg.attack_country)
-    prefixes = rng.sample(_PUBLIC_PREFIXES[cfg.attack_country], 2)
-    ips = [f"{p}.{rng.randint(2, 254)}" for p in prefixes]
-    account = victim.home_account
-    ident = victim.long_term_ident(account)
-    day0 = w.t0 + cfg.effective_attack_day * _DAY
-    t = float(day0 + rng.randint(1 * _HOUR, 21 * _HOUR))
-    steps: list[tuple[_Method, str, str, dict[str, Any] | bool | None]] = []
-    for svc, name, ro, kind, per_region, err in _ATTACK_PLAN:
-        method: _Method = (svc, name, ro, kind if kind != "victim" else "")
-        if kind == "victim":
-            steps.append((method, w.global_region, err, {"userName": victim.name}))
-        elif kind == "user":
-            others = [u for u in w.res[account].users if u != victim.name]
-            steps.extend(
-                ((svc, name, ro, ""), w.global_region, err, {"userName": u})
-                for u in rng.sample(others, min(2, len(others)))
-            )
-        elif per_region:
-            steps.extend((method, region, err, False) for region in cfg.regions)
-        else:
-            steps.append((method, w.global_region, err, False))
+_Step = tuple[_Method, str, str, dict[str, Any] | bool | None]  # method, region, error code, parameters
+_INCIDENT_IDS: dict[str, tuple[str, ...]] = {
+    "stolen-key-recon-new-country": ("attack-recon-new-country",),
+    "hijacked-admin-persistence": ("attack-hijacked-admin-persistence",),
+    "low-and-slow": ("attack-low-and-slow-probe", "attack-low-and-slow-exfil"),
+    "burst": ("attack-burst",),
+    "attacker-in-travel-country": ("attack-travel-country",),
+    "attacker-in-org-country-new-to-principal": ("attack-org-country-new-to-principal",),
+}
+_BURST_METHODS: tuple[_Method, ...] = (
+    ("ec2", "DescribeInstances", True, "ec2_instances"),
+    ("ec2", "DescribeVolumes", True, "ec2_filter"),
+    ("ec2", "DescribeSecurityGroups", True, "ec2_filter"),
+    ("ec2", "DescribeVpcs", True, "ec2_filter"),
+    ("ec2", "DescribeSubnets", True, "ec2_filter"),
+    ("ec2", "DescribeSnapshots", True, "ec2_filter"),
+    ("ec2", "DescribeRegions", True, "ec2_regions"),
+    ("iam", "ListUsers", True, ""),
+    ("iam", "ListRoles", True, ""),
+    ("iam", "ListPolicies", True, ""),
+    ("iam", "GetRole", True, "role"),
+    ("iam", "ListAttachedRolePolicies", True, "role"),
+    ("iam", "ListAccessKeys", True, "user"),
+    ("s3", "ListBuckets", True, "s3_host"),
+    ("s3", "GetBucketPolicy", True, "bucket_policy"),
+    ("s3", "GetBucketAcl", True, "bucket_acl"),
+    ("lambda", "ListFunctions20150331", True, ""),
+    ("lambda", "GetFunction20150331v2", True, "function"),
+    ("dynamodb", "ListTables", True, ""),
+    ("dynamodb", "DescribeTable", True, "table"),
+    ("rds", "DescribeDBInstances", True, ""),
+    ("secretsmanager", "ListSecrets", True, ""),
+    ("kms", "ListKeys", True, ""),
+    ("logs", "DescribeLogGroups", True, ""),
+    ("sqs", "ListQueues", True, ""),
+    ("sns", "ListTopics", True, ""),
+    ("cloudformation", "DescribeStacks", True, "stack_opt"),
+    ("ssm", "DescribeParameters", True, ""),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Episode:
+    """What was planted (intent); :func:`_incident` measures the rest from the generated records."""
+
+    id: str
+    kind: str
+    scenario: str
+    description: str
+    account_id: str
+
+
+def _pick_ips(rng: random.Random, country: str, n: int, avoid: set[str]) -> list[str]:
+    """``n`` fresh host addresses of ``country`` in distinct /24s, none of them in ``avoid``."""
+    out: list[str] = []
+    for p in rng.sample(_PUBLIC_PREFIXES[country], min(n, len(_PUBLIC_PREFIXES[country]))):
+        ip = f"{p}.{rng.randint(2, 254)}"
+        while ip in avoid or ip in out:
+            ip = f"{p}.{rng.randint(2, 254)}"
+        out.append(ip)
+    return out
+
+
+def _run_steps(
+    world: _World,
+    rng: random.Random,
+    *,
+    name: str,
+    country: str,
+    account: str,
+    ident: dict[str, Any],
+    steps: Sequence[_Step],
+    t: float,
+    span: float,
+    ips: Sequence[str],
+    uas: Sequence[str],
+) -> PlantedAttack:
+    """Emit ``steps`` over about ``span`` seconds after ``t``; half-way the attacker switches IP and tool."""
     ids: list[str] = []
     times: list[int] = []
     used_ips: list[str] = []
     used_uas: list[str] = []
     methods: list[str] = []
-    switch = len(steps) // 2  # half-way the attacker moves from the CLI to a boto3 script and a second IP
-    gap = 20 * 60 / len(steps)
+    switch = len(steps) // 2
+    gap = span / len(steps)
     for i, (method, region, err, params) in enumerate(steps):
         t += rng.uniform(0.7 * gap, 1.3 * gap)
-        ip = ips[0] if i < switch else ips[1]
-        ua = _ATTACK_USER_AGENTS[0] if i < switch else _ATTACK_USER_AGENTS[1]
+        ip = ips[0] if i < switch else ips[-1]
+        ua = uas[0] if i < switch else uas[-1]
         ts = int(t)
-        eid = w.emit(rng, ts, account, region, ident, method, ip, ua, error=err, tls="TLSv1.2", params=params)
+        eid = world.emit(
+            rng, ts, account, region, ident, method, ip, ua, error=err, tls="TLSv1.2", params=params
+        )
         ids.append(eid)
         times.append(ts)
         for seq, v in ((used_ips, ip), (used_uas, ua), (methods, f"{method[0]}.amazonaws.com:{method[1]}")):
             if v not in seq:
                 seq.append(v)
     return PlantedAttack(
-        name="stolen-iam-user-key-recon",
+        name=name,
         principal_arn=str(ident["arn"]),
         access_key_id=str(ident["accessKeyId"]),
-        country=cfg.attack_country,
+        country=country,
         source_ips=tuple(used_ips),
         first_event=_dt(min(times)),
         last_event=_dt(max(times)),
@@ -1474,6 +1831,319 @@ def _plant_attack(world: _World, victim: _HumanActor) -> PlantedAttack:
         event_ids=tuple(ids),
         user_agents=tuple(used_uas),
     )
+
+
+def _plant_attack(
+    world: _World, victim: _HumanActor, *, day: int, country: str, rng: random.Random, name: str
+) -> PlantedAttack:
+    """Stolen long-term key, ~20 minutes of reconnaissance from ``country`` (the classic planted attack)."""
+    cfg, w = world.cfg, world
+    prefixes = rng.sample(_PUBLIC_PREFIXES[country], 2)
+    ips = [f"{p}.{rng.randint(2, 254)}" for p in prefixes]
+    account = victim.home_account
+    ident = victim.long_term_ident(account)
+    t = float(w.t0 + day * _DAY + rng.randint(1 * _HOUR, 21 * _HOUR))
+    steps: list[_Step] = []
+    for svc, method_name, ro, kind, per_region, err in _ATTACK_PLAN:
+        method: _Method = (svc, method_name, ro, kind if kind != "victim" else "")
+        if kind == "victim":
+            steps.append((method, w.global_region, err, {"userName": victim.name}))
+        elif kind == "user":
+            others = [u for u in w.res[account].users if u != victim.name]
+            steps.extend(
+                ((svc, method_name, ro, ""), w.global_region, err, {"userName": u})
+                for u in rng.sample(others, min(2, len(others)))
+            )
+        elif per_region:
+            steps.extend((method, region, err, False) for region in cfg.regions)
+        else:
+            steps.append((method, w.global_region, err, False))
+    return _run_steps(
+        w,
+        rng,
+        name=name,
+        country=country,
+        account=account,
+        ident=ident,
+        steps=steps,
+        t=t,
+        span=20 * 60,
+        ips=ips,
+        uas=_ATTACK_USER_AGENTS,
+    )
+
+
+def _persistence_steps(world: _World, rng: random.Random) -> list[_Step]:
+    cfg, g = world.cfg, world.global_region
+    user = rng.choice(["svc-support", "backup-admin", "aws-health-check", "devops-temp"])
+    trail = f"arn:aws:cloudtrail:{cfg.regions[0]}:{cfg.accounts[0]}:trail/{cfg.trail_name}"
+    admin = "arn:aws:iam::aws:policy/AdministratorAccess"
+    steps: list[_Step] = [
+        (("sts", "GetCallerIdentity", True, ""), g, "", None),
+        (("iam", "ListUsers", True, ""), g, "", None),
+        (("iam", "ListRoles", True, ""), g, "", None),
+        (("iam", "CreateUser", False, ""), g, "", {"userName": user}),
+        (("iam", "CreateAccessKey", False, ""), g, "", {"userName": user}),
+        (("iam", "AttachUserPolicy", False, ""), g, "", {"userName": user, "policyArn": admin}),
+        (("iam", "CreateLoginProfile", False, ""), g, "", {"userName": user, "passwordResetRequired": False}),
+        (("cloudtrail", "DescribeTrails", True, ""), cfg.regions[0], "", None),
+    ]
+    steps += [(("guardduty", "ListDetectors", True, ""), r, "", None) for r in cfg.regions]
+    steps.append((("cloudtrail", "StopLogging", False, ""), cfg.regions[0], "", {"name": trail}))
+    return steps
+
+
+def _theft_steps(world: _World, rng: random.Random, account: str, victim: str) -> list[_Step]:
+    """Recon of the stolen identity, then secrets and parameters (a data thief's session)."""
+    res, g, home = world.res[account], world.global_region, world.cfg.regions[0]
+    steps: list[_Step] = [
+        (("sts", "GetCallerIdentity", True, ""), g, "", None),
+        (("iam", "ListAttachedUserPolicies", True, ""), g, "", {"userName": victim}),
+        (("s3", "ListBuckets", True, "s3_host"), g, "", False),
+        (("secretsmanager", "ListSecrets", True, ""), home, "", False),
+    ]
+    steps += [(("s3", "GetBucketPolicy", True, "bucket_policy"), home, "", False)] * rng.randint(1, 3)
+    secrets = rng.sample(res.secrets, min(len(res.secrets), rng.randint(2, 3)))
+    steps += [(("secretsmanager", "GetSecretValue", True, ""), home, "", {"secretId": s}) for s in secrets]
+    steps += [(("ssm", "GetParameter", True, "parameter"), home, "", False)] * rng.randint(1, 3)
+    steps.append((("lambda", "ListFunctions20150331", True, ""), home, "", False))
+    return steps
+
+
+class _Planter:
+    """Plants one :class:`AttackSpec`; each incident's records are tagged with its id."""
+
+    def __init__(
+        self,
+        world: _World,
+        spec: AttackSpec,
+        victim: _HumanActor,
+        ids: tuple[str, ...],
+        avoid: set[str],
+        humans: Sequence[_HumanActor] = (),
+    ) -> None:
+        self.world, self.spec, self.victim, self.ids, self.avoid = world, spec, victim, ids, avoid
+        self.humans = humans
+        self.rng = world.rng("scenario", spec.scenario, spec.day, spec.victim, spec.country)
+        self.account = victim.home_account
+        self.out: list[tuple[_Episode, PlantedAttack]] = []
+
+    def start(self, day: int) -> float:
+        return float(self.world.t0 + day * _DAY + self.rng.randint(1 * _HOUR, 20 * _HOUR))
+
+    def key_ident(self) -> dict[str, Any]:
+        return self.victim.long_term_ident(self.account)
+
+    def ips(self, n: int) -> list[str]:
+        return _pick_ips(self.rng, self.spec.country, n, self.avoid)
+
+    def run(
+        self,
+        k: int,
+        what: str,
+        ident: dict[str, Any],
+        steps: Sequence[_Step],
+        times: tuple[float, float],
+        ips: Sequence[str],
+        uas: Sequence[str],
+    ) -> None:
+        w, incident = self.world, self.ids[k]
+        w.tag = incident
+        try:
+            attack = _run_steps(
+                w,
+                self.rng,
+                name=incident,
+                country=self.spec.country,
+                account=self.account,
+                ident=ident,
+                steps=steps,
+                t=times[0],
+                span=times[1],
+                ips=ips,
+                uas=uas,
+            )
+        finally:
+            w.tag = None
+        self.out.append((_Episode(incident, "attack", self.spec.scenario, what, self.account), attack))
+
+    def plant(self) -> list[tuple[_Episode, PlantedAttack]]:
+        {
+            "stolen-key-recon-new-country": self.recon,
+            "hijacked-admin-persistence": self.persistence,
+            "low-and-slow": self.low_and_slow,
+            "burst": self.burst,
+            "attacker-in-travel-country": self.theft,
+            "attacker-in-org-country-new-to-principal": self.theft,
+        }[self.spec.scenario]()
+        return self.out
+
+    def recon(self) -> None:
+        spec, w = self.spec, self.world
+        w.tag = self.ids[0]
+        try:
+            attack = _plant_attack(
+                w, self.victim, day=spec.day, country=spec.country, rng=self.rng, name=w.tag
+            )
+        finally:
+            w.tag = None
+        what = f"{self.victim.name}'s long-term access key used from {spec.country} for ~20 minutes of recon"
+        self.out.append((_Episode(self.ids[0], "attack", spec.scenario, what, self.account), attack))
+
+    def persistence(self) -> None:
+        rng, t = self.rng, self.start(self.spec.day)
+        key = "ASIA" + _rand(rng, _KEYCHARS, 16)
+        ident = self.victim.sso_ident(self.account, key, int(t) - rng.randint(600, 3000))
+        steps = _persistence_steps(self.world, rng)
+        what = (
+            f"{self.victim.name}'s admin SSO session hijacked from {self.spec.country}: "
+            "a backdoor user with a key, a login profile and AdministratorAccess, then StopLogging"
+        )
+        times = (t, rng.uniform(8, 18) * 60)
+        self.run(0, what, ident, steps, times, self.ips(1), _ATTACK_USER_AGENTS[:1])
+
+    def low_and_slow(self) -> None:
+        spec, rng, w = self.spec, self.rng, self.world
+        ips = self.ips(2)
+        probe: list[_Step] = [(("sts", "GetCallerIdentity", True, ""), w.global_region, "", None)]
+        what = f"a single GetCallerIdentity with {self.victim.name}'s stolen key from {spec.country}"
+        self.run(
+            0, what, self.key_ident(), probe, (self.start(spec.day), 1.0), ips[:1], _ATTACK_USER_AGENTS[1:]
+        )
+        later = self.start(spec.day + spec.follow_up_days)
+        steps = _theft_steps(w, rng, self.account, self.victim.name)
+        secret: _Method = ("secretsmanager", "GetSecretValue", True, "secret")
+        steps += [(secret, w.cfg.regions[0], "", False)] * rng.randint(2, 5)
+        what = f"{spec.follow_up_days} days after the probe, slow secret theft with the same key and country"
+        times = (later, rng.uniform(60, 120) * 60)
+        self.run(1, what, self.key_ident(), steps, times, ips, _ATTACK_USER_AGENTS[1:])
+
+    def blend_steps(self) -> list[_Step]:
+        """The everyday calls of someone who works from the attack country (a colleague who lives
+        there, or the traveller who went there): every (method, country) pair is already known to
+        the organization, so a first-seen rule and a per-country model have nothing to see."""
+        spec, rng = self.spec, self.rng
+        if "travel" in spec.scenario:
+            models = [
+                h
+                for h in self.humans
+                if any(_country_of(ip) == spec.country for trip in h.trips.values() for ip in trip.ips)
+            ]
+        else:
+            models = [h for h in self.humans if h.country == spec.country and h is not self.victim]
+        model = models[0] if models else self.victim
+        chosen = rng.choices(model.methods[:6], cum_weights=model.method_cum[:6], k=rng.randint(10, 20))
+        return [(m, rng.choice(self.world.cfg.regions), "", False) for m in chosen]
+
+    def burst(self) -> None:
+        rng, regions = self.rng, self.world.cfg.regions
+        n = rng.randint(300, 800)
+        steps = [
+            (m, rng.choice(regions), "AccessDenied" if rng.random() < 0.08 else "", False)
+            for m in rng.choices(_BURST_METHODS, k=n)
+        ]
+        what = f"{n} Describe/List/Get calls within ~15 minutes with {self.victim.name}'s stolen key"
+        times = (self.start(self.spec.day), rng.uniform(10, 15) * 60)
+        self.run(0, what, self.key_ident(), steps, times, self.ips(2), _ATTACK_USER_AGENTS[1:])
+
+    def theft(self) -> None:
+        spec, rng = self.spec, self.rng
+        ips = self.ips(rng.randint(1, 2))
+        steps = self.blend_steps()
+        where = "seen only on a colleague's trip" if "travel" in spec.scenario else "where colleagues live"
+        what = (
+            f"{self.victim.name}'s stolen key used from {spec.country} ({where}), blending in: the calls "
+            "people already make from there"
+        )
+        times = (self.start(spec.day), rng.uniform(15, 40) * 60)
+        self.run(0, what, self.key_ident(), steps, times, ips, _ATTACK_USER_AGENTS)
+
+
+_COUNTRY_OF_PREFIX: dict[str, str] = {p: c for c, ps in _PUBLIC_PREFIXES.items() for p in ps} | dict.fromkeys(
+    _EC2_US_EAST_1, "US"
+)
+
+
+def _country_of(ip: str) -> str | None:
+    return _COUNTRY_OF_PREFIX.get(ip.rpartition(".")[0])
+
+
+def _measure_incidents(world: _World, episodes: Sequence[_Episode]) -> tuple[dict[str, Any], ...]:
+    """The ground truth of each episode, measured on the generated records (after delivery)."""
+    out: list[dict[str, Any]] = []
+    for ep in episodes:
+        recs = sorted(world.tagged.get(ep.id, ()), key=lambda it: it[2])
+        if not recs:
+            raise ValueError(f"episode {ep.id} produced no events inside the simulated window")
+        arns: list[str] = []
+        keys: list[str] = []
+        ips: list[str] = []
+        methods: list[str] = []
+        countries: set[str | None] = set()
+        for _, _, _, rec in recs:
+            who = rec["userIdentity"]
+            for seq, v in (
+                (arns, who.get("arn", "")),
+                (keys, who.get("accessKeyId", "")),
+                (ips, rec["sourceIPAddress"]),
+                (methods, f"{rec['eventSource']}:{rec['eventName']}"),
+            ):
+                if v and v not in seq:
+                    seq.append(v)
+        countries = {_country_of(ip) for ip in ips}
+        if len(countries) != 1 or None in countries:
+            raise ValueError(f"episode {ep.id} spans countries {countries}")
+        accounts = {account for account, _, _, _ in recs}
+        if accounts != {ep.account_id}:
+            raise ValueError(f"episode {ep.id} spans accounts {accounts}, expected {ep.account_id}")
+        out.append(
+            {
+                "id": ep.id,
+                "kind": ep.kind,
+                "scenario": ep.scenario,
+                "description": ep.description,
+                "account_id": ep.account_id,
+                "principal_arns": arns,
+                "access_key_ids": keys,
+                "country": countries.pop(),
+                "source_ips": ips,
+                "first_event": recs[0][2],
+                "last_event": recs[-1][2],
+                "first_delivery": min(world.delivered[(a, r, ts // world.slot)] for a, r, ts, _ in recs),
+                "events": len(recs),
+                "methods": methods,
+            }
+        )
+    # First appearance of each incident country, overall and per principal, from every record.
+    wanted = {inc["country"] for inc in out}
+    principals = {arn for inc in out for arn in inc["principal_arns"]}
+    org_first: dict[str, int] = {}
+    principal_first: dict[tuple[str, str], int] = {}
+    for items in world.buckets.values():
+        for ts, rec in items:
+            country = _country_of(rec["sourceIPAddress"])
+            if country is None or country not in wanted:
+                continue
+            if ts < org_first.get(country, world.t1):
+                org_first[country] = ts
+            arn = rec["userIdentity"].get("arn")
+            if arn in principals and ts < principal_first.get((arn, country), world.t1):
+                principal_first[(arn, country)] = ts
+    for inc in out:
+        first, c = inc["first_event"], inc["country"]
+        inc["country_new_to_org"] = org_first[c] >= first
+        inc["country_new_to_principal"] = all(
+            principal_first.get((arn, c), world.t1) >= first for arn in inc["principal_arns"]
+        )
+        for k in ("first_event", "last_event", "first_delivery"):
+            inc[k] = _iso(inc[k])
+    out.sort(key=lambda inc: (inc["first_event"], inc["id"]))
+    return tuple(out)
+
+
+def incidents(sim: Simulation) -> list[dict[str, Any]]:
+    """Ground-truth incidents (attacks and benign episodes), as in ``ground_truth()["incidents"]``."""
+    return [json.loads(json.dumps(inc)) for inc in sim.incidents]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1502,6 +2172,7 @@ def _deliver(world: _World) -> tuple[list[SimulatedFile], dict[tuple[str, str], 
     for (account, region, slot), items in sorted(world.buckets.items(), key=lambda kv: kv[0]):
         items.sort(key=lambda it: it[0])
         delivered = (slot + 1) * world.slot + rng.randint(1, 5) * 60
+        world.delivered[(account, region, slot)] = delivered
         stamp = time.strftime("%Y%m%dT%H%MZ", time.gmtime(delivered))
         name = f"{account}_CloudTrail_{region}_{stamp}_{_rand(rng, _ALNUM, 16)}.json.gz"
         key = _prefix(cfg, account, "CloudTrail", region, delivered) + name
@@ -1587,7 +2258,12 @@ def simulate(config: SimulationConfig) -> Simulation:
         local_iam = [h.name for h in humans if h.kind == "iam_user" and h.home_account == account]
         world.res[account] = _resources(world.rng("resources", account), account, local_iam or iam_names[:1])
     roles = [_RoleActor(world, i) for i in range(config.automation_roles)]
-    for h in humans:
+    hires = [
+        _HumanActor(world, i, False, world.rng("human", i), country=hire.country, profile=hire.profile)  # noqa: FBT003
+        for i, hire in enumerate(config.new_hires, config.humans)
+    ]
+    episodes = _schedule_episodes(world, humans, hires)
+    for h in (*humans, *hires):
         h.run()
     for r in roles:
         r.run()
@@ -1595,7 +2271,32 @@ def simulate(config: SimulationConfig) -> Simulation:
     attacks: list[PlantedAttack] = []
     if config.attack:
         victims = [h for h in humans if h.kind == "iam_user"]
-        attacks.append(_plant_attack(world, cast_rng.choice(victims)))
+        victim = cast_rng.choice(victims)
+        rng = world.rng("attack", config.attack_country)
+        world.tag = incident = _INCIDENT_IDS[SCENARIOS[0]][0]
+        attack = _plant_attack(
+            world,
+            victim,
+            day=config.effective_attack_day,
+            country=config.attack_country,
+            rng=rng,
+            name="stolen-iam-user-key-recon",
+        )
+        world.tag = None
+        attacks.append(attack)
+        what = f"{victim.name}'s long-term access key used from {attack.country} for ~20 minutes of recon"
+        episodes.append(_Episode(incident, "attack", SCENARIOS[0], what, attack.account_id))
+    avoid = {ip for h in (*humans, *hires) for ip in h.ips} | {
+        ip for h in humans for trip in h.trips.values() for ip in trip.ips
+    }
+    for spec in config.scenarios:
+        ids = tuple(
+            i if i not in {e.id for e in episodes} else f"{i}-{spec.day}"
+            for i in _INCIDENT_IDS[spec.scenario]
+        )
+        for ep, attack in _Planter(world, spec, humans[spec.victim], ids, avoid, humans).plant():
+            episodes.append(ep)
+            attacks.append(attack)
     files, metas = _deliver(world)
     if config.digests:
         files.extend(_digests(world, metas))
@@ -1605,8 +2306,143 @@ def simulate(config: SimulationConfig) -> Simulation:
         files=files,
         attacks=attacks,
         events_count=world.count,
-        humans=tuple(h.public() for h in humans),
+        humans=tuple(h.public() for h in (*humans, *hires)),
         automation=tuple(r.public() for r in roles),
+        incidents=_measure_incidents(world, episodes),
+    )
+
+
+def _schedule_episodes(world: _World, humans: list[_HumanActor], hires: list[_HumanActor]) -> list[_Episode]:
+    """Hand trips, crossovers and start days to the humans; the episodes they will produce."""
+    cfg = world.cfg
+    base = world.t0 // _DAY  # epoch day of the first simulated day
+    episodes: list[_Episode] = []
+    homes = {ip for h in (*humans, *hires) for ip in h.ips}
+    for k, spec in enumerate(cfg.travels, 1):
+        h, tag = humans[spec.human], f"travel-{k}"
+        rng = world.rng("travel", k, spec.human, spec.country)
+        ips = _pick_ips(rng, spec.country, rng.randint(1, 2), homes)  # hotel, then a local SIM card
+        trip = _Trip(rng.choice(_UTC_OFFSETS[spec.country]) * 60, ips, [4.0, 5.0][: len(ips)], tag)
+        homes.update(ips)
+        for d in range(spec.start_day, spec.start_day + spec.days):
+            h.trips[base + d] = trip
+        what = f"{h.name} (lives in {h.country}) works from {spec.country} for {spec.days} days"
+        episodes.append(_Episode(tag, "travel", "travel", what, h.home_account))
+    for k, (hire, h) in enumerate(zip(cfg.new_hires, hires, strict=True), 1):
+        h.start_day, h.hire_tag = base + hire.start_day, f"new-hire-{k}"
+        what = f"{h.name}, a remote {hire.profile} in {hire.country}, starts on day {hire.start_day}"
+        episodes.append(_Episode(h.hire_tag, "new_hire", "new_hire", what, h.home_account))
+    for k, cross in enumerate(cfg.crossovers, 1):
+        h, tag = humans[cross.human], f"crossover-{k}"
+        h.crossovers[base + cross.day] = (cross.kind, tag)
+        work = (
+            "runs the Terraform deploy"
+            if cross.kind == "terraform-deploy"
+            else "runs the data team's queries"
+        )
+        what = f"{h.name} ({h.profile}, {h.country}) {work} for a day, from home"
+        episodes.append(_Episode(tag, "crossover", "crossover", what, h.home_account))
+    return episodes
+
+
+_EVAL_START = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
+_EVAL_ACCOUNTS = ("111122223333", "444455556666", "777788889999")
+_EVAL_MIN_DAYS = 18
+_EVAL_FIRST_ATTACK_DAY = 11  # after a 10-day baseline (the detector needs 7)
+
+
+def eval_config(seed: int, start: datetime | None = None, days: int = 28) -> SimulationConfig:
+    """The evaluation organization: 35 people, ~30,000 events/day, six attack scenarios, benign episodes.
+
+    34 employees in the US, DE, IN, GB and BR plus one remote hire from a country where nobody works, 3
+    accounts, 2 regions, 6 automation roles; three trips in the second half (one to a country where
+    colleagues live), two crossovers, and all of :data:`SCENARIOS` on distinct days from day 11 on, against
+    distinct victims. The seed moves the placements, victims and countries; ``days`` must be >= 18.
+    """
+    if days < _EVAL_MIN_DAYS:
+        raise ValueError(f"the evaluation needs at least {_EVAL_MIN_DAYS} days")
+    start = _EVAL_START if start is None else start
+    rng = random.Random(f"trailgeo-eval/{seed}")
+    humans = 34
+    last = days - 1
+
+    def weekday(day: int) -> bool:
+        return (start + timedelta(days=day)).weekday() < 5
+
+    def weekday_in(lo: int, hi: int) -> int:
+        return rng.choice([d for d in range(lo, hi + 1) if weekday(d)] or [lo])
+
+    # Victims: five IAM users (long-term keys) and one SSO platform admin, all different people.
+    iam = [i for i in range(humans) if _is_iam_user(i, humans)]
+    key_victims = rng.sample(iam, 5)
+    admin = rng.choice([i for i in range(humans) if _human_profile(i) == "platform"])
+    free = [i for i in range(humans) if i not in {*key_victims, admin}]
+
+    def take(candidates: list[int]) -> int:
+        chosen = rng.choice(candidates)
+        free.remove(chosen)
+        return chosen
+
+    # Trips in the second half: A abroad (the later attacker's country), B where colleagues live, C abroad.
+    half = days // 2
+    abroad_a, abroad_c = rng.sample(_TRIP_COUNTRIES, 2)
+    a_start, a_len = weekday_in(half, half + 1), rng.randint(2, 4)
+    b_start = weekday_in(half + 1, last - 3)
+    c_start = weekday_in(half + 2, last - 2)
+    b_home = take([i for i in free if _human_country(i) == "US"])
+    b_country = rng.choice(["DE", "IN", "GB", "BR"])
+    travels = (
+        TravelSpec(take(free), abroad_a, a_start, a_len),
+        TravelSpec(b_home, b_country, b_start, min(rng.randint(3, 7), days - b_start)),
+        TravelSpec(take(free), abroad_c, c_start, min(rng.randint(2, 7), days - c_start)),
+    )
+    hire = NewHireSpec(rng.choice(_HIRE_COUNTRIES), weekday_in(-(-2 * days // 3), last - 2))
+    crossovers = (
+        CrossoverSpec(
+            take([i for i in free if _human_country(i) == "IN" and _human_profile(i) == "developer"]),
+            weekday_in(_EVAL_FIRST_ATTACK_DAY - 1, last),
+            "terraform-deploy",
+        ),
+        CrossoverSpec(
+            take([i for i in free if _human_country(i) in {"DE", "GB", "BR"}]),
+            weekday_in(_EVAL_FIRST_ATTACK_DAY - 1, last),
+            "data-analysis",
+        ),
+    )
+    # Attack days: the low-and-slow pair 3-5 days apart, the travel-country attack >= 3 days after trip A.
+    while True:
+        probe = rng.randint(_EVAL_FIRST_ATTACK_DAY, last - 3)
+        gap = rng.randint(3, min(5, last - probe))
+        in_travel = rng.randint(max(a_start + a_len - 1 + 3, _EVAL_FIRST_ATTACK_DAY), last)
+        taken = {probe, probe + gap, in_travel}
+        rest = [d for d in range(_EVAL_FIRST_ATTACK_DAY, days) if d not in taken]
+        if len(taken) == 3 and len(rest) >= 4:
+            break
+    recon_day, admin_day, burst_day, org_day = rng.sample(rest, 4)
+    never_seen = rng.sample(_ATTACK_COUNTRIES, 4)
+    org_country = rng.choice([c for c in ("IN", "DE") if c != b_country])
+    v_recon, v_slow, v_burst, v_travel, v_org = key_victims
+    scenarios = (
+        AttackSpec("stolen-key-recon-new-country", recon_day, v_recon, never_seen[0]),
+        AttackSpec("hijacked-admin-persistence", admin_day, admin, never_seen[1]),
+        AttackSpec("low-and-slow", probe, v_slow, never_seen[2], follow_up_days=gap),
+        AttackSpec("burst", burst_day, v_burst, never_seen[3]),
+        AttackSpec("attacker-in-travel-country", in_travel, v_travel, abroad_a),
+        AttackSpec("attacker-in-org-country-new-to-principal", org_day, v_org, org_country),
+    )
+    return SimulationConfig(
+        start=start,
+        days=days,
+        seed=seed,
+        accounts=_EVAL_ACCOUNTS,
+        humans=humans,
+        automation_roles=8,
+        attack=False,
+        events_per_human_hour=110.0,
+        scenarios=scenarios,
+        travels=travels,
+        new_hires=(hire,),
+        crossovers=crossovers,
     )
 
 

@@ -369,8 +369,9 @@ def _raise_alerts(
         )
         held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
         if last is not None and within:
-            fresh = sensitive - last.sensitive_methods
-            if not fresh:
+            # One escalation per window: the first rare sensitive method after an alert without
+            # any pages again (as an update of that alert); later ones are part of the same story.
+            if not sensitive or last.sensitive_methods:
                 report.alerts_suppressed += 1
                 logger.info(
                     "alert suppressed",
@@ -380,7 +381,7 @@ def _raise_alerts(
                 )
                 continue
             alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
-            logger.info("re-alert within the window: new sensitive method", methods=sorted(fresh))
+            logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive))
         if deps.outbox.put(alert):
             report.alerts_raised += 1
             report.alerts.append(alert)

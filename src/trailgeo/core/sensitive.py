@@ -3,11 +3,12 @@
 The catalogue is TrailDiscover's list of CloudTrail events used in real attacks (CC BY 4.0,
 see ``data/attack_methods.json`` and NOTICE), reduced to ``eventSource:eventName`` and tactics.
 
-A method is **sensitive** when it serves a tactic that changes something or takes something:
-persistence, privilege escalation, defence evasion, credential access, exfiltration, impact,
-lateral movement, execution, initial access, command and control. Discovery and collection
-alone are not: an attacker's reconnaissance already makes the first alert; re-alerting on each
-``List*`` call would undo the grouping.
+A method is **sensitive** when it serves one of the tactics that turn a stolen key into a lasting
+compromise: persistence, privilege escalation, defence evasion (CloudTrail and GuardDuty
+tampering) and credential access (IAM and credential changes, secrets). Those raise an alert's
+severity and may re-alert within the suppression window. Discovery, collection, impact,
+exfiltration and the rest are listed in alerts with their tactics, but are everyday work for
+many teams (``RunInstances``, ``GetObject``) and would make every engineer's trip page twice.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-NOT_SENSITIVE_TACTICS = frozenset({"Discovery", "Collection"})
+SENSITIVE_TACTICS = frozenset({"Persistence", "Privilege Escalation", "Defense Evasion", "Credential Access"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +28,7 @@ class AttackMethod:
 
     @property
     def sensitive(self) -> bool:
-        return any(t not in NOT_SENSITIVE_TACTICS for t in self.tactics)
+        return any(t in SENSITIVE_TACTICS for t in self.tactics)
 
 
 @cache
