@@ -96,6 +96,25 @@ def test_given_a_file_claimed_by_a_live_run_then_another_run_cannot_take_it(
     assert ledger.expired_runs(later + timedelta(hours=1)) == []
 
 
+def test_given_a_claim_whose_response_was_lost_when_the_put_is_retried_then_the_retry_wins(
+    aws: Any, deployment: Deployment
+) -> None:
+    # Given claims that landed but whose responses were lost (botocore then retries the same put)
+    ledger = DynamoLedger(aws.client("dynamodb"), TABLE)
+    lease = NOW + timedelta(minutes=20)
+    assert ledger.claim(["k1"], "run-a", lease, NOW) == ["k1"]
+    later, new_lease = NOW + timedelta(minutes=30), NOW + timedelta(minutes=50)
+    assert ledger.claim(["k1"], "run-a", new_lease, later, takeover=True) == ["k1"]
+
+    # When the very same puts are retried, then they win again: the run reads the files it holds
+    assert ledger.claim(["k1"], "run-a", new_lease, later, takeover=True) == ["k1"]
+    assert ledger.claim(["k2"], "run-a", lease, NOW) == ["k2"]
+    assert ledger.claim(["k2"], "run-a", lease, NOW) == ["k2"]
+    # And another run, or the same run id with another lease (a duplicate invocation), does not
+    assert ledger.claim(["k1", "k2"], "run-b", new_lease, later) == []
+    assert ledger.claim(["k2"], "run-a", new_lease, NOW) == []
+
+
 def alert() -> Alert:
     aggregate = RunAggregate(geolocate=lambda ip: "BT")
     aggregate.add(msgspec.convert(record(T0, ip=BT_IP), TrailRecord))

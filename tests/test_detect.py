@@ -6,7 +6,7 @@ import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,12 +27,12 @@ from tests.builders import (
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
-from trailgeo.app.detect import Dependencies, RunOptions, detect
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.replay import ReplayState, replay
 from trailgeo.core.aggregate import CounterKey
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats
+from trailgeo.ports import CommitStats, ListedWindow, TransientReadError
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 
@@ -355,3 +355,44 @@ def test_given_a_suppressed_attacker_when_a_sensitive_method_appears_then_it_re_
     assert second["severity"] == "critical"
     assert "Persistence" in second["tactics"]
     assert sum(r.alerts_suppressed for r in summaries) == 1
+
+
+class FlakyReads:
+    """A log source whose first read of each key in ``flaky`` fails as S3 throttling would."""
+
+    def __init__(self, inner: LocalLogSource, flaky: set[str]) -> None:
+        self.inner, self.flaky = inner, set(flaky)
+
+    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+        return self.inner.list_window(start, end)
+
+    def read(self, key: str) -> bytes:
+        if key in self.flaky:
+            self.flaky.discard(key)
+            raise TransientReadError(f"SlowDown reading {key}")
+        return self.inner.read(key)
+
+
+def test_given_a_file_unreadable_for_now_when_later_runs_no_longer_look_back_that_far_then_it_is_still_read(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given a file delivered early in a run's window, which that run cannot read (S3 throttling)
+    files = files_by_delivery([record(T0 + timedelta(minutes=m), ip=SE_IP) for m in range(0, 30, 5)])
+    write_tree(tmp_path, files)
+    source = FlakyReads(LocalLogSource(tmp_path), {min(files)})
+    store, ledger, sink = MemoryFrequencyStore(), MemoryLedger(), JsonLinesAlertSink(io.StringIO())
+
+    def run(at: datetime) -> RunReport:
+        return detect(
+            at, Dependencies(source, geo, store, ledger, MemoryOutbox(), sink, clock=lambda: at), RunOptions()
+        )
+
+    # When the run that sees it releases it, and the next run's 2-hour look-back starts after its delivery
+    first = run(T0 + timedelta(hours=1, minutes=45))
+    second = run(T0 + timedelta(hours=2, minutes=45))
+
+    # Then the second run catches up from the last complete run and reads it: nothing is missed
+    assert first.files_released == 1
+    assert second.catch_up
+    assert second.files_new == 1
+    assert store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 6

@@ -270,9 +270,10 @@ def run_demo(geoip: Path, days: int = 14, seed: int = 7, out: Callable[[str], No
             for envelope in receive_envelopes(session, deployment.queue_url):
                 alert = Alert.model_validate_json(envelope["Message"])
                 received.append(alert)
+                kind = f"UPDATE of {alert.follows_alert_id[:8]}" if alert.follows_alert_id else "ALERT"
                 out(
-                    f"  {tick:%H:%M}Z ALERT via SNS: {alert.country} {alert.principal} score {alert.score:g} "
-                    f"({alert.severity}) methods: {', '.join(alert.event.action)}"
+                    f"  {tick:%H:%M}Z {kind} via SNS: {alert.country} {alert.principal} "
+                    f"score {alert.score:g} ({alert.severity}) methods: {', '.join(alert.event.action)}"
                 )
                 out(f"         subject: {envelope.get('Subject')}")
             if summary["files_new"] and tick.minute == 0 and tick.hour % 3 == 0:

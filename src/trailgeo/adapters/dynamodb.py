@@ -323,18 +323,22 @@ class DynamoLedger:
     def _claim_put(
         self, key: str, run_id: str, lease_until: datetime, now: datetime, takeover: bool
     ) -> dict[str, Any]:
-        values = {
-            ":claimed": {"S": "claimed"},
-            ":rid": {"S": run_id},
-            ":now": {"S": now.astimezone(UTC).isoformat()},
-        }
+        lease = lease_until.astimezone(UTC).isoformat()
+        # "... OR this very claim": botocore retries a put whose response was lost (a timeout after
+        # the write landed); the retry must see its own claim as won, or the file would stay
+        # claimed by a run that never reads it.
+        ours = "(st = :claimed AND rid = :rid AND lease = :lease)"
+        values = {":claimed": {"S": "claimed"}, ":rid": {"S": run_id}, ":lease": {"S": lease}}
         if takeover:
             # Keys the dead run claimed and never finished, or never got to claim; never keys it
             # released (they are new again, for a fresh run).
-            condition = "attribute_not_exists(pk) OR (st = :claimed AND rid = :rid AND lease < :now)"
+            condition = (
+                f"attribute_not_exists(pk) OR (st = :claimed AND rid = :rid AND lease < :now) OR {ours}"
+            )
+            values[":now"] = {"S": now.astimezone(UTC).isoformat()}
         else:
-            condition = "attribute_not_exists(pk) OR st = :released"
-            values = {":released": {"S": "released"}}
+            condition = f"attribute_not_exists(pk) OR st = :released OR {ours}"
+            values[":released"] = {"S": "released"}
         return {
             "TableName": self.table,
             "Item": {
@@ -342,7 +346,7 @@ class DynamoLedger:
                 "sk": {"S": "F"},
                 "st": {"S": "claimed"},
                 "rid": {"S": run_id},
-                "lease": {"S": lease_until.astimezone(UTC).isoformat()},
+                "lease": {"S": lease},
                 "expires_at": _ttl(now, LEDGER_RETENTION),
             },
             "ConditionExpression": condition,

@@ -88,6 +88,7 @@ class RunReport:
     files_read: int = 0
     files_in_progress_elsewhere: int = 0
     files_deferred: int = 0
+    files_released: int = 0  # unreadable for now (S3 throttling, 5xx, timeouts): new again for the next run
     files_late: int = 0  # named before the look-back, landed within it: read all the same
     catch_up: bool = False  # the window reached back to the last complete run
     bytes_read: int = 0
@@ -130,7 +131,11 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
     # After failed runs (an outage longer than the look-back), list from the last complete run on,
     # so that no file is silently missed; the ledger skips what was already done.
     watermark = deps.ledger.watermark()
-    if watermark is not None and watermark < report.window_start:
+    if watermark is None:
+        # The very first run: start the watermark at its window, so that if it does not finish,
+        # the next run catches up from here rather than from its own look-back.
+        deps.ledger.advance_watermark(report.window_start)
+    elif watermark < report.window_start:
         report.window_start = max(watermark, end - MAX_CATCH_UP)
         report.catch_up = True
         logger.warning("catching up after incomplete runs", since=report.window_start.isoformat())
@@ -144,7 +149,10 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
     report.keys_skipped.update(listed.skipped)
     for batch_keys, run_id, takeover in _plan(listed.objects, scheduled_at, deps, options, report):
         _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
-    if not report.files_deferred:
+    # Files deferred or handed back must be listed again: the next run catches up from the last
+    # watermark, which therefore stays where it is (a released file delivered early in this window
+    # would otherwise fall out of the next run's look-back and be missed).
+    if not report.files_deferred and not report.files_released:
         deps.ledger.advance_watermark(end)
     if options.alerting:
         _publish_pending(deps, report)
@@ -255,6 +263,7 @@ def _process_batch(
         raise TransientReadError(f"{len(released)} file(s) of interrupted run {run_id} unreadable for now")
     if released:
         deps.ledger.release(released, run_id)
+        report.files_released += len(released)
 
     report.events += aggregate.events
     report.events_geolocated += aggregate.geolocated

@@ -108,6 +108,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "files_recovered": report.files_recovered,
         "files_read": report.files_read,
         "files_deferred": report.files_deferred,
+        "files_released": report.files_released,
         "files_late": report.files_late,
         "files_in_progress_elsewhere": report.files_in_progress_elsewhere,
         "files_skipped": dict(report.files_skipped),
@@ -129,6 +130,7 @@ def emit_metrics(report: RunReport) -> None:
     count = MetricUnit.Count
     metrics.add_metric(name="FilesRead", unit=count, value=report.files_read)
     metrics.add_metric(name="FilesDeferred", unit=count, value=report.files_deferred)
+    metrics.add_metric(name="FilesReleased", unit=count, value=report.files_released)
     metrics.add_metric(name="FilesLate", unit=count, value=report.files_late)
     metrics.add_metric(name="Events", unit=count, value=report.events)
     metrics.add_metric(name="EventsGeolocated", unit=count, value=report.events_geolocated)
