@@ -53,7 +53,7 @@ def counters(session: Any) -> dict[tuple[str, str], tuple[int, int, float]]:
     out = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE):
         for item in page["Items"]:
-            if item["pk"]["S"].startswith(("M#", "P#", "ORG")):
+            if item["pk"]["S"].startswith(("M#", "P#", "K#", "ORG")):
                 out[(item["pk"]["S"], item["sk"]["S"])] = (
                     int(item["b"]["N"]),
                     int(item["ev"]["N"]),

@@ -22,9 +22,10 @@ re-reads the item and merges again, so concurrent runs never double count.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -228,6 +229,7 @@ class DynamoLedger:
     client: DynamoDBClient
     table: str
     concurrency: int = 8
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)  # this invocation's claims
 
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
         found: dict[str, LedgerEntry] = {}
@@ -326,9 +328,10 @@ class DynamoLedger:
         lease = lease_until.astimezone(UTC).isoformat()
         # "... OR this very claim": botocore retries a put whose response was lost (a timeout after
         # the write landed); the retry must see its own claim as won, or the file would stay
-        # claimed by a run that never reads it.
-        ours = "(st = :claimed AND rid = :rid AND lease = :lease)"
-        values = {":claimed": {"S": "claimed"}, ":rid": {"S": run_id}, ":lease": {"S": lease}}
+        # claimed by a run that never reads it. ``holder`` tells a retry from another invocation
+        # that happens to plan the same batch (same run id).
+        ours = "(st = :claimed AND rid = :rid AND holder = :holder)"
+        values = {":claimed": {"S": "claimed"}, ":rid": {"S": run_id}, ":holder": {"S": self.holder}}
         if takeover:
             # Keys the dead run claimed and never finished, or never got to claim; never keys it
             # released (they are new again, for a fresh run).
@@ -347,6 +350,7 @@ class DynamoLedger:
                 "st": {"S": "claimed"},
                 "rid": {"S": run_id},
                 "lease": {"S": lease},
+                "holder": {"S": self.holder},
                 "expires_at": _ttl(now, LEDGER_RETENTION),
             },
             "ConditionExpression": condition,

@@ -1,0 +1,101 @@
+"""Invocations running at the same time (a retried run overlapping the next one, a manual run
+during the schedule) against moto's server on 127.0.0.1: nothing is counted twice or lost."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from moto.server import ThreadedMotoServer
+
+from tests.aws import BUCKET, REGION, create_deployment
+from tests.builders import BT_IP, GB_IP, SE_IP, T0, US_IP, files_by_delivery, record
+from tests.test_faults import counters, deps_for
+from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.app.detect import RunOptions, RunReport, detect
+
+RACERS = 3
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield url
+    server.stop()
+
+
+def reset(url: str) -> None:
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+
+
+def deploy_trail(session: Any) -> tuple[str, int]:
+    deployment = create_deployment(session)
+    events = [
+        record(T0 + timedelta(minutes=2 * i), ip=[US_IP, GB_IP, SE_IP, BT_IP][i % 4], name=f"Call{i % 7}")
+        for i in range(90)
+    ]
+    files = files_by_delivery(events)
+    s3 = session.client("s3")
+    for key, body in files.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return deployment.topic_arn, len(files)
+
+
+def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
+    moto_server: str, country_test_mmdb: Path
+) -> None:
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    tick = T0 + timedelta(hours=4)
+    # Small batches, so that the racers' claims interleave batch by batch.
+    options = RunOptions(lookback=timedelta(hours=5), batch_files=4)
+
+    # Given the counts of a single run over the window
+    session = boto3.session.Session(region_name=REGION)
+    topic, files = deploy_trail(session)
+    single = detect(tick, deps_for(session, geo, topic, tick), options)
+    expected = counters(session)
+    reset(moto_server)
+
+    # When three invocations run the same window at the same moment, each with its own clients
+    session = boto3.session.Session(region_name=REGION)
+    topic, _ = deploy_trail(session)
+    start = threading.Barrier(RACERS)
+    reports: list[RunReport] = []
+    errors: list[BaseException] = []
+
+    def race() -> None:
+        deps = deps_for(boto3.session.Session(region_name=REGION), geo, topic, tick)
+        start.wait()
+        try:
+            reports.append(detect(tick, deps, options))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race) for _ in range(RACERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    # Then every file was read by exactly one of them, and the tables equal the single run's
+    assert errors == []
+    assert single.files_read == files
+    assert sum(r.files_read for r in reports) == files
+    assert sum(r.events for r in reports) == single.events
+    assert counters(session) == expected
