@@ -48,12 +48,12 @@ typecheck: $(BIN)/.installed
 unit: $(BIN)/.installed $(DBIP_MMDB)
 	TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) $(BIN)/pytest
 
-test: lint typecheck template-venv unit
+test: lint typecheck template-venv checkov-venv unit
 
 # ---- SAM / CloudFormation (aws-sam-cli lives in a venv of its own: it pins boto3 and pydantic) ----
 # The layers are built by layers/*/Makefile through `sam build` (see template.yaml); GeoIpLayer
 # reads TRAILGEO_MMDB or MAXMIND_LICENSE_KEY (+ MAXMIND_EDITION) from the environment, else DB-IP.
-.PHONY: template-venv template-checkov
+.PHONY: template-venv template-checkov checkov-venv
 export SAM_CLI_TELEMETRY := 0
 SAM_REGION ?= us-east-1
 # checkov would downgrade boto3, botocore and packaging under aws-sam-cli: it gets a venv of its own.
@@ -80,7 +80,9 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov
 	touch $@
 
-# Optional (not part of `make test`); skips are justified in template.yaml's resource Metadata.
+checkov-venv: $(CHECKOV_VENV)/.installed
+
+# tests/test_checkov.py runs it in `make test`; skips are justified in template.yaml's resource Metadata.
 template-checkov: $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 
