@@ -11,8 +11,10 @@ from tests.builders import BT_IP, record
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alerts import (
     MAX_LIST,
+    SNS_MESSAGE_LIMIT,
     SUBJECT_LIMIT,
     Alert,
+    UserAgent,
     build_alert,
     email_body,
     email_subject,
@@ -105,10 +107,28 @@ def test_given_many_addresses_and_methods_then_lists_are_bounded_with_a_count_of
     assert len(sns_message(alert).encode()) < 256 * 1024
 
 
+def test_given_an_alert_too_large_for_sns_then_it_is_compacted_with_visible_cuts() -> None:
+    # Given an alert whose texts exceed SNS's 256 KiB (as no built alert does: a constructed worst case)
+    alert = alert_for([record(DETECTED, ip=BT_IP, name=f"Describe{i}") for i in range(30)])
+    huge = alert.model_copy(
+        update={"explanation": "x" * 400_000, "user_agent": UserAgent(original=["y" * 50_000] * 20)}
+    )
+
+    # When it is rendered for SNS
+    message = sns_message(huge)
+
+    # Then it fits, still parses, and says what it cut
+    assert len(message.encode()) <= SNS_MESSAGE_LIMIT
+    document = json.loads(json.loads(message)["default"])
+    assert document["explanation"].endswith("[truncated]")
+    assert document["omitted"]["user_agent"] == 15
+    assert len(document["user_agent"]["original"]) == 5
+
+
 def test_given_an_alert_then_the_sns_message_has_json_for_machines_and_text_for_email() -> None:
     alert = alert_for([record(DETECTED, ip=BT_IP)])
     message = json.loads(sns_message(alert))
     assert json.loads(message["default"])["alert_id"] == alert.alert_id
-    assert json.loads(message["sqs"]) == json.loads(message["default"])
+    assert set(message) == {"default", "email", "https"}  # SQS, Lambda and HTTP take the default
     assert message["email"].startswith("Unusual Country For an AWS Command: HIGH")
     assert "Why it is rare:" in message["email"]

@@ -57,6 +57,7 @@ FUNCTION_ENVIRONMENT = {
     "LEARNING_BUCKETS",
     "LEARNING_DAYS",
     "TUNING_PARAMETER",
+    "DETECTORS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
@@ -179,12 +180,19 @@ def sub_text(value: Any) -> str:
     return str(sub if isinstance(sub, str) else sub[0])
 
 
-def function(template: dict[str, Any]) -> dict[str, Any]:
-    return the_one(template, "AWS::Serverless::Function")[1]["Properties"]
+DETECTOR = "DetectorFunction"
+NOTIFIER = "NotifierFunction"
 
 
-def function_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
-    props = function(template)
+def function(template: dict[str, Any], name: str = DETECTOR) -> dict[str, Any]:
+    resource = template["Resources"][name]
+    assert resource["Type"] == "AWS::Serverless::Function"
+    properties: dict[str, Any] = resource["Properties"]
+    return properties
+
+
+def function_statements(template: dict[str, Any], name: str = DETECTOR) -> list[dict[str, Any]]:
+    props = function(template, name)
     assert "Policies" not in props, "the function's permissions belong in its explicit role"
     role = template["Resources"][referenced(props["Role"])]
     assert role["Type"] == "AWS::IAM::Role"
@@ -199,15 +207,15 @@ def function_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     return statements
 
 
-def statements_with(template: dict[str, Any], action: str) -> list[dict[str, Any]]:
-    return [s for s in function_statements(template) if action in as_list(s["Action"])]
+def statements_with(template: dict[str, Any], action: str, name: str = DETECTOR) -> list[dict[str, Any]]:
+    return [s for s in function_statements(template, name) if action in as_list(s["Action"])]
 
 
-def statements_for(template: dict[str, Any], service: str) -> list[dict[str, Any]]:
+def statements_for(template: dict[str, Any], service: str, name: str = DETECTOR) -> list[dict[str, Any]]:
     """The statements granting any action of one service (``dynamodb``, ``sns``...)."""
     return [
         s
-        for s in function_statements(template)
+        for s in function_statements(template, name)
         if any(a.startswith(f"{service}:") for a in as_list(s["Action"]))
     ]
 
@@ -248,10 +256,11 @@ def test_given_the_template_when_cfn_lint_runs_then_it_reports_no_finding() -> N
 # ---------------------------------------------------------------------------- (b) least privilege
 
 
+@pytest.mark.parametrize("name", [DETECTOR, NOTIFIER])
 def test_given_the_function_role_then_only_unscopable_actions_use_a_wildcard_resource(
-    template: dict[str, Any],
+    template: dict[str, Any], name: str
 ) -> None:
-    for statement in function_statements(template):
+    for statement in function_statements(template, name):
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement
         assert "NotResource" not in statement
@@ -315,7 +324,8 @@ def test_given_the_function_role_then_it_uses_exactly_the_needed_table_actions_o
 
 
 def test_given_the_function_role_then_it_publishes_only_to_the_alerts_topic(template: dict[str, Any]) -> None:
-    topic_name, _ = the_one(template, "AWS::SNS::Topic")
+    assert set(resources_of(template, "AWS::SNS::Topic")) == {"AlertsTopic", "OperationsTopic"}
+    topic_name = "AlertsTopic"
     (statement,) = statements_for(template, "sns")
     assert as_list(statement["Action"]) == ["sns:Publish"]
     assert [referenced(r) for r in as_list(statement["Resource"])] == [topic_name]
@@ -344,7 +354,8 @@ def test_given_the_function_role_then_kms_use_is_limited_to_its_keys_and_service
 
 
 def test_given_the_function_then_it_logs_to_its_own_retained_log_group(template: dict[str, Any]) -> None:
-    group_name, group = the_one(template, "AWS::Logs::LogGroup")
+    group_name = "DetectorLogGroup"
+    group = template["Resources"][group_name]
     assert referenced(function(template)["LoggingConfig"]["LogGroup"]) == group_name
     assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
     assert template["Parameters"]["LogRetentionDays"]["Default"] == 90
@@ -409,15 +420,51 @@ def test_given_the_table_then_it_is_on_demand_with_pitr_ttl_and_encryption(templ
 # ---------------------------------------------------------------------------- (d) encryption
 
 
+def test_given_the_alarms_then_each_watches_a_failure_mode_and_tells_the_operations_topic(
+    template: dict[str, Any],
+) -> None:
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms.values()}
+    assert watched == {
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Duration"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("trailgeo", "FilesRead"),
+        ("trailgeo", "AlertsRaised"),
+    }
+    for alarm in alarms.values():
+        assert [referenced(a) for a in alarm["Properties"]["AlarmActions"]] == ["OperationsTopic"]
+    # No CloudTrail file for an hour is itself a signal: missing data counts as breaching
+    (silence,) = [a for a in alarms.values() if a["Properties"]["MetricName"] == "FilesRead"]
+    assert silence["Properties"]["TreatMissingData"] == "breaching"
+    # The metrics the alarms and the dashboard read are the ones the detector emits
+    from trailgeo.app import runtime
+
+    emitted = Path(runtime.__file__).read_text(encoding="utf-8")
+    for name in ("FilesRead", "AlertsRaised", "RunSeconds", "FilesReleased", "FilesDeferred"):
+        assert f'name="{name}"' in emitted
+    assert "AWS::CloudWatch::Dashboard" in {r["Type"] for r in template["Resources"].values()}
+
+
+def test_given_the_serverless_repository_metadata_then_it_names_the_licence_and_readme(
+    template: dict[str, Any],
+) -> None:
+    app = template["Metadata"]["AWS::ServerlessRepo::Application"]
+    assert app["SpdxLicenseId"] == "Apache-2.0"
+    assert (ROOT / app["LicenseUrl"]).is_file()
+    assert (ROOT / app["ReadmeUrl"]).is_file()
+    assert app["SemanticVersion"]
+
+
 def test_given_the_topic_and_the_dead_letter_queue_then_both_are_encrypted_with_the_stack_key(
     template: dict[str, Any],
 ) -> None:
     key_name, key = the_one(template, "AWS::KMS::Key")
     assert key["Properties"]["EnableKeyRotation"] is True
-    _, topic = the_one(template, "AWS::SNS::Topic")
-    assert referenced(topic["Properties"]["KmsMasterKeyId"]) == key_name
-    _, queue = the_one(template, "AWS::SQS::Queue")
-    assert referenced(queue["Properties"]["KmsMasterKeyId"]) == key_name
+    for topic in resources_of(template, "AWS::SNS::Topic").values():
+        assert referenced(topic["Properties"]["KmsMasterKeyId"]) == key_name
+    for queue in resources_of(template, "AWS::SQS::Queue").values():
+        assert referenced(queue["Properties"]["KmsMasterKeyId"]) == key_name
     # EventBridge must be able to encrypt what it sends to the dead-letter queue
     services = [
         service
@@ -428,7 +475,7 @@ def test_given_the_topic_and_the_dead_letter_queue_then_both_are_encrypted_with_
 
 
 def test_given_an_alert_email_when_empty_then_no_subscription_is_created(template: dict[str, Any]) -> None:
-    _, subscription = the_one(template, "AWS::SNS::Subscription")
+    subscription = template["Resources"]["AlertsEmailSubscription"]
     assert subscription["Condition"] == "HasAlertEmail"
     assert template["Conditions"]["HasAlertEmail"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
@@ -442,8 +489,7 @@ def test_given_an_alert_email_when_empty_then_no_subscription_is_created(templat
 def test_given_the_schedule_then_it_runs_every_15_minutes_with_retries_and_a_dead_letter_queue(
     template: dict[str, Any],
 ) -> None:
-    function_name, _ = the_one(template, "AWS::Serverless::Function")
-    queue_name, _ = the_one(template, "AWS::SQS::Queue")
+    function_name, queue_name = DETECTOR, "DeadLetterQueue"
     events = function(template)["Events"]
     schedules = {
         name: e["Properties"] for name, e in events.items() if e["Type"] in {"Schedule", "ScheduleV2"}
@@ -456,7 +502,7 @@ def test_given_the_schedule_then_it_runs_every_15_minutes_with_retries_and_a_dea
     assert referenced(schedule["DeadLetterConfig"]["Arn"]) == queue_name
 
     # the queue lets exactly that rule (SAM names it <function><event>) send to it
-    _, queue_policy = the_one(template, "AWS::SQS::QueuePolicy")
+    queue_policy = template["Resources"]["DeadLetterQueuePolicy"]
     (allow,) = [
         s for s in queue_policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
     ]
@@ -641,3 +687,167 @@ def test_given_the_build_script_then_it_is_posix_sh_that_parses() -> None:
     done = subprocess.run(["sh", "-n", str(BUILD_SH)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert BUILD_SH.read_text(encoding="utf-8").startswith("#!/bin/sh\n")
+
+
+# ---------------------------------------------------------------------------- (g) notifier
+
+# What trailgeo.app.notify.NotifierSettings reads, plus Powertools and the log level.
+NOTIFIER_ENVIRONMENT = {
+    "SLACK_WEBHOOK_SECRET_ARN",
+    "SECURITY_HUB_PRODUCT_ARN",
+    "EVENT_BUS_NAME",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "LOG_LEVEL",
+}
+NOTIFIER_RESOURCES = {
+    "NotifierQueue": "AWS::SQS::Queue",
+    "NotifierDeadLetterQueue": "AWS::SQS::Queue",
+    "NotifierQueuePolicy": "AWS::SQS::QueuePolicy",
+    "NotifierDeadLetterQueuePolicy": "AWS::SQS::QueuePolicy",
+    "AlertsNotifierSubscription": "AWS::SNS::Subscription",
+    "NotifierLogGroup": "AWS::Logs::LogGroup",
+    "NotifierRole": "AWS::IAM::Role",
+    "NotifierFunction": "AWS::Serverless::Function",
+}
+DEFAULT_PRODUCT_ARN = (
+    "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:product/${AWS::AccountId}/default"
+)
+
+
+def test_given_no_channel_then_the_notifier_and_its_queues_are_not_created(template: dict[str, Any]) -> None:
+    conditions = template["Conditions"]
+    assert conditions["HasSlack"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SlackWebhookSecretArn"}, ""]}]}
+    assert conditions["HasSecurityHub"] == {"Fn::Equals": [{"Ref": "SecurityHub"}, "Enabled"]}
+    assert conditions["HasEventBus"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EventBusName"}, ""]}]}
+    assert conditions["HasNotifier"] == {
+        "Fn::Or": [{"Condition": "HasSlack"}, {"Condition": "HasSecurityHub"}, {"Condition": "HasEventBus"}]
+    }
+    for name, kind in NOTIFIER_RESOURCES.items():
+        resource = template["Resources"][name]
+        assert (resource["Type"], resource.get("Condition")) == (kind, "HasNotifier"), name
+    parameters = template["Parameters"]
+    assert parameters["SlackWebhookSecretArn"]["Default"] == ""
+    assert parameters["EventBusName"]["Default"] == ""
+    assert parameters["SecurityHub"]["Default"] == "Disabled"
+    assert set(parameters["SecurityHub"]["AllowedValues"]) == {"Enabled", "Disabled"}
+    assert "hooks.slack.com" not in TEMPLATE.read_text(encoding="utf-8")  # no webhook URL anywhere
+
+
+def conditional_statements(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The notifier's statements wrapped in Fn::If, by condition name."""
+    policies = template["Resources"]["NotifierRole"]["Properties"]["Policies"]
+    found = {}
+    for policy in policies:
+        for item in policy["PolicyDocument"]["Statement"]:
+            if isinstance(item, dict) and "Fn::If" in item:
+                condition, statement, otherwise = item["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}
+                found[condition] = statement
+    return found
+
+
+def test_given_the_notifier_role_then_each_channel_is_granted_only_its_resource_and_only_when_set(
+    template: dict[str, Any],
+) -> None:
+    guarded = conditional_statements(template)
+    assert set(guarded) == {"HasSlack", "HasSecurityHub", "HasEventBus"}
+    assert as_list(guarded["HasSlack"]["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert guarded["HasSlack"]["Resource"] == {"Ref": "SlackWebhookSecretArn"}
+    assert as_list(guarded["HasSecurityHub"]["Action"]) == ["securityhub:BatchImportFindings"]
+    assert sub_text(guarded["HasSecurityHub"]["Resource"]) == DEFAULT_PRODUCT_ARN
+    assert as_list(guarded["HasEventBus"]["Action"]) == ["events:PutEvents"]
+    assert (
+        sub_text(guarded["HasEventBus"]["Resource"])
+        == "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"
+    )
+
+
+def test_given_the_notifier_role_then_it_consumes_only_its_queue_and_decrypts_only_through_sqs(
+    template: dict[str, Any],
+) -> None:
+    (consume,) = statements_for(template, "sqs", NOTIFIER)
+    assert set(as_list(consume["Action"])) == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    }
+    assert referenced(consume["Resource"]) == "NotifierQueue"
+    (decrypt,) = statements_for(template, "kms", NOTIFIER)
+    assert as_list(decrypt["Action"]) == ["kms:Decrypt"]
+    assert referenced(decrypt["Resource"]) == "AlertsKey"
+    assert [sub_text(v) for v in as_list(decrypt["Condition"]["StringEquals"]["kms:ViaService"])] == [
+        "sqs.${AWS::Region}.amazonaws.com"
+    ]
+    (logs,) = statements_for(template, "logs", NOTIFIER)
+    assert set(as_list(logs["Action"])) == {"logs:CreateLogStream", "logs:PutLogEvents"}
+    assert referenced(logs["Resource"]) == "NotifierLogGroup"
+    services = {
+        a.split(":", 1)[0] for s in function_statements(template, NOTIFIER) for a in as_list(s["Action"])
+    }
+    assert services == {"logs", "xray", "sqs", "kms", "secretsmanager", "securityhub", "events"}
+
+
+def test_given_the_notifier_then_its_environment_is_what_the_package_reads_and_holds_no_secret(
+    template: dict[str, Any],
+) -> None:
+    props = function(template, NOTIFIER)
+    variables = props["Environment"]["Variables"]
+    assert set(variables) == NOTIFIER_ENVIRONMENT
+    source = (ROOT / "src" / "trailgeo" / "app" / "notify.py").read_text(encoding="utf-8")
+    for name in NOTIFIER_ENVIRONMENT - {
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "LOG_LEVEL",
+    }:
+        assert f'"{name}"' in source, name
+    assert variables["SLACK_WEBHOOK_SECRET_ARN"] == {"Ref": "SlackWebhookSecretArn"}  # an ARN, not the URL
+    condition, product_arn, otherwise = variables["SECURITY_HUB_PRODUCT_ARN"]["Fn::If"]
+    assert (condition, sub_text(product_arn), otherwise) == ("HasSecurityHub", DEFAULT_PRODUCT_ARN, "")
+    assert variables["EVENT_BUS_NAME"] == {"Ref": "EventBusName"}
+    assert (props["Runtime"], props["Handler"], props["CodeUri"]) == (
+        "python3.13",
+        "app.lambda_handler",
+        "functions/notifier/",
+    )
+    assert (ROOT / "functions" / "notifier" / "app.py").exists()
+    assert [referenced(layer) for layer in props["Layers"]] == ["TrailgeoLayer"]
+    assert referenced(props["LoggingConfig"]["LogGroup"]) == "NotifierLogGroup"
+    assert referenced(props["Role"]) == "NotifierRole"
+    assert props["Tracing"] == "Active"
+
+
+def test_given_the_notifier_queue_then_the_topic_feeds_it_raw_and_failures_retry_then_dead_letter(
+    template: dict[str, Any],
+) -> None:
+    resources = template["Resources"]
+    queue = resources["NotifierQueue"]["Properties"]
+    assert referenced(queue["KmsMasterKeyId"]) == "AlertsKey"
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == 5
+    assert referenced(queue["RedrivePolicy"]["deadLetterTargetArn"]) == "NotifierDeadLetterQueue"
+    assert queue["VisibilityTimeout"] >= 6 * function(template, NOTIFIER)["Timeout"]
+    dead = resources["NotifierDeadLetterQueue"]["Properties"]
+    assert referenced(dead["KmsMasterKeyId"]) == "AlertsKey"
+    assert dead["MessageRetentionPeriod"] == 1209600
+
+    subscription = resources["AlertsNotifierSubscription"]["Properties"]
+    assert (subscription["Protocol"], subscription["RawMessageDelivery"]) == ("sqs", True)
+    assert referenced(subscription["TopicArn"]) == "AlertsTopic"
+    assert referenced(subscription["Endpoint"]) == "NotifierQueue"
+
+    statements = resources["NotifierQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (allow,) = [s for s in statements if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    assert referenced(allow["Condition"]["ArnEquals"]["aws:SourceArn"]) == "AlertsTopic"
+    # SNS must be able to encrypt into the KMS-encrypted queue
+    key_statements = resources["AlertsKey"]["Properties"]["KeyPolicy"]["Statement"]
+    (sns_key,) = [s for s in key_statements if s.get("Principal", {}).get("Service") == "sns.amazonaws.com"]
+    assert set(as_list(sns_key["Action"])) == {"kms:Decrypt", "kms:GenerateDataKey"}
+    assert "aws:SourceAccount" in json.dumps(sns_key["Condition"])
+
+    events = function(template, NOTIFIER)["Events"]
+    (source,) = events.values()
+    assert source["Type"] == "SQS"
+    assert referenced(source["Properties"]["Queue"]) == "NotifierQueue"
+    assert source["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

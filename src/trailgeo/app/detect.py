@@ -27,11 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from trailgeo.core.aggregate import RunAggregate, identity_of
-from trailgeo.core.alerts import Alert, build_alert
+from trailgeo.core.aggregate import DEFAULT_DETECTORS, ErrorGroup, HitGroup, RunAggregate, identity_of
+from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation
 from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import MalformedFileError, decode_trail_file, gc_paused
-from trailgeo.core.scoring import History, ScoringPolicy, score_group
+from trailgeo.core.scoring import (
+    History,
+    ScoringPolicy,
+    score_error_codes,
+    score_group,
+    score_user_methods,
+)
 from trailgeo.core.tuning import EMPTY_TUNING, Tuning
 from trailgeo.observability import logger
 from trailgeo.ports import (
@@ -62,6 +68,7 @@ class RunOptions:
     suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
     quarantine: timedelta = timedelta(days=30)  # alerted hours do not vouch for their country this long
     tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
+    detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
 
 
 @dataclass(slots=True)
@@ -231,7 +238,7 @@ def _process_batch(
     options: RunOptions,
     report: RunReport,
 ) -> None:
-    aggregate = RunAggregate(geolocate=deps.geo.country)
+    aggregate = RunAggregate(geolocate=deps.geo.country, detectors=options.detectors)
     outcomes: dict[str, str] = {}
     released: list[str] = []
 
@@ -298,6 +305,13 @@ def subject_of(principal: str, country: str) -> str:
 
 
 def alert_subject(alert: Alert) -> str:
+    """What one suppression window covers: a person and a country (country detector), a person
+    (unusual commands), a person and an error code (rare error codes)."""
+    if alert.detector == "user_method":
+        return f"{identity_of(alert.principal)}|user_method"
+    if alert.detector == "error_code":
+        codes = ",".join(sorted(f.value for f in alert.findings))
+        return f"{identity_of(alert.principal)}|error_code:{codes}"
     return subject_of(alert.principal, alert.country)
 
 
@@ -313,7 +327,12 @@ def _score_and_raise(
     groups = list(aggregate.groups.values())
     if not groups:
         return
-    recent = dict(deps.outbox.recent({subject_of(g.principal, g.country) for g in groups}))
+    subjects = {subject_of(g.principal, g.country) for g in groups}
+    if "user_method" in options.detectors:
+        subjects |= {f"{identity_of(g.principal)}|user_method" for g in groups}
+    errors = list(aggregate.error_groups.values())
+    subjects |= {f"{identity_of(g.principal)}|error_code:{g.code}" for g in errors}
+    recent = dict(deps.outbox.recent(subjects))
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
     candidates: list[tuple[Alert, frozenset[int]]] = []
@@ -348,7 +367,65 @@ def _score_and_raise(
             continue
         hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
         candidates.append((alert, hours))
-    _raise_alerts(candidates, recent, scheduled_at, deps, options, report)
+    candidates.extend(
+        _sibling_candidates(groups, errors, history, now_hour, scheduled_at, run_id, options, report)
+    )
+    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report)
+
+
+def _sibling_candidates(
+    groups: list[HitGroup],
+    errors: list[ErrorGroup],
+    history: History,
+    now_hour: int,
+    scheduled_at: datetime,
+    run_id: str,
+    options: RunOptions,
+    report: RunReport,
+) -> list[tuple[Alert, frozenset[int]]]:
+    """Unusual commands for a user and rare error codes, from the same pass (when configured)."""
+    scores = (
+        [score_user_methods(g, history, options.policy, now_hour) for g in groups]
+        if "user_method" in options.detectors
+        else []
+    )
+    scores.extend(score_error_codes(g, history, options.policy, now_hour) for g in errors)
+    found = []
+    for scored in scores:
+        alert = build_sibling_alert(scored, scheduled_at, run_id)
+        if alert is None:
+            continue
+        if options.tuning.ignored_principals and any(
+            options.tuning.group_verdict(
+                account=g.account,
+                principal=g.principal,
+                country=g.country,
+                source_ips=(),
+                user_agents=(),
+                on=scheduled_at.date(),
+            )
+            == "ignored_principal"
+            for g in scored.sources
+        ):
+            report.alerts_allowlisted["ignored_principal"] += 1
+            continue
+        hours = frozenset(h for g in scored.sources for a in g.methods.values() for h in a.hours)
+        found.append((alert, hours))
+    return found
+
+
+def _correlated(candidates: list[tuple[Alert, frozenset[int]]]) -> list[tuple[Alert, frozenset[int]]]:
+    """The same person hitting two detectors in one run: each of those alerts one severity up."""
+    by_identity: dict[str, set[str]] = {}
+    for alert, _ in candidates:
+        by_identity.setdefault(identity_of(alert.principal), set()).add(alert.detector)
+    out = []
+    for alert, hours in candidates:
+        detectors = by_identity[identity_of(alert.principal)]
+        if len(detectors) > 1:
+            alert = with_correlation(alert, sorted(detectors - {alert.detector}))  # noqa: PLW2901
+        out.append((alert, hours))
+    return out
 
 
 def _raise_alerts(

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trailgeo.app.detect import RunOptions
+from trailgeo.core.aggregate import DETECTORS
 from trailgeo.core.scoring import ScoringPolicy
 
 
@@ -35,6 +36,18 @@ class Settings(BaseModel):
     # deployed with the function. Read at every run, so an edit applies on the next run.
     tuning_parameter: str = Field(default="", max_length=2048)
     tuning_file: Path | None = None
+    # Sibling detectors fed by the same pass (docs/scoring.md): "country" always runs.
+    detectors: str = "country"
+    user_method_threshold: float = Field(default=75.0, ge=0, le=100)
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, value: str) -> str:
+        names = {name.strip() for name in value.split(",") if name.strip()} | {"country"}
+        unknown = names - DETECTORS
+        if unknown:
+            raise ValueError(f"unknown detector(s) {sorted(unknown)}; known: {sorted(DETECTORS)}")
+        return ",".join(sorted(names))
 
     @field_validator("trail_prefix")
     @classmethod
@@ -60,7 +73,9 @@ class Settings(BaseModel):
                 threshold=self.score_threshold,
                 learning_buckets=self.learning_buckets,
                 learning_days=self.learning_days,
+                user_method_threshold=self.user_method_threshold,
             ),
+            detectors=frozenset(self.detectors.split(",")),
             max_decompressed_bytes=self.max_decompressed_mb * 1024 * 1024,
             read_concurrency=self.read_concurrency,
             suppress_for=timedelta(hours=self.suppress_hours),

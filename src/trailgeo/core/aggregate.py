@@ -14,15 +14,19 @@ from typing import Any
 
 from trailgeo.core.counters import (
     MAX_EVENT_TIME_CHARS,
+    ORG_ERRORS,
+    ORG_METHODS,
     ORG_PARTITION,
     TOTAL,
     CounterDelta,
     CounterKey,
     access_key_partition,
+    category_sort_key,
     country_sort_key,
     hour_of,
     method_partition,
     principal_partition,
+    user_methods_partition,
 )
 from trailgeo.core.records import MAX_FIELD_CHARS, TrailRecord, clip
 from trailgeo.core.sources import SourceKind, classify_source
@@ -123,6 +127,16 @@ class HitGroup:
         self.event_ids.extend(event_ids[: MAX_DISTINCT_EVIDENCE - len(self.event_ids)])
 
 
+def _observe(
+    counters: dict[CounterKey, CounterDelta], key: CounterKey, hour: int, events: int, first: str, last: str
+) -> None:
+    delta = counters.get(key)
+    if delta is None:
+        counters[key] = CounterDelta({hour}, events, first, last)
+    else:
+        delta.observe_cell(hour, events, first, last)
+
+
 def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
     if value in counter or len(counter) < MAX_DISTINCT_EVIDENCE:
         counter[value] += count
@@ -131,6 +145,33 @@ def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
 
 
 GeoLookup = Callable[[str], str | None]
+# The detectors one pass feeds (docs/scoring.md); "country" always runs.
+DETECTORS = frozenset({"country", "user_method", "error_code"})
+DEFAULT_DETECTORS = frozenset({"country"})
+ErrorKey = tuple[str, str, str]  # (account, principal, error code)
+
+
+@dataclass(slots=True)
+class ErrorGroup:
+    """One principal's calls that returned one error code in this run, with the country groups
+    (addresses, agents, keys) they came from."""
+
+    account: str
+    principal: str
+    code: str
+    methods: dict[str, MethodActivity] = field(default_factory=dict)
+    sources: list[HitGroup] = field(default_factory=list)
+
+    def add(self, source: HitGroup, method: str, hour: int, events: int) -> None:
+        activity = self.methods.get(method)
+        if activity is None:
+            activity = self.methods[method] = MethodActivity()
+        activity.events += events
+        activity.hours.add(hour)
+        if all(existing is not source for existing in self.sources):
+            self.sources.append(source)
+
+
 # (account, principal, country, method, hour): the one key the per-event loop updates.
 CellKey = tuple[str, str, str, str, int]
 # (source ip, userAgent, accessKeyId, awsRegion, identity type): raw evidence, bounded later.
@@ -154,10 +195,13 @@ class RunAggregate:
     """
 
     geolocate: GeoLookup
+    detectors: frozenset[str] = DEFAULT_DETECTORS
     skipped: Counter[str] = field(default_factory=Counter)
     events: int = 0
     geolocated: int = 0
     _cells: dict[CellKey, list[Any]] = field(default_factory=dict)  # [events, first, last]
+    # (account, principal, country, error code, method, hour): the rare-error-code detector only
+    _error_cells: dict[tuple[str, str, str, str, str, int], list[Any]] = field(default_factory=dict)
     _key_cells: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)  # long-term keys
     _evidence: dict[GroupKey, _GroupEvidence] = field(default_factory=dict)
     _sources: dict[str, tuple[SourceKind, str | None, str | None]] = field(default_factory=dict)
@@ -166,6 +210,16 @@ class RunAggregate:
     _methods: dict[tuple[str, str], str] = field(default_factory=dict)
     _principals: dict[tuple[str | None, str | None, str | None], str] = field(default_factory=dict)
     _derived: tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]] | None = None
+    _error_groups: dict[ErrorKey, ErrorGroup] = field(default_factory=dict)
+    _count_errors: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = self.detectors - DETECTORS
+        if unknown or "country" not in self.detectors:
+            raise ValueError(
+                f"detectors must include 'country' and be among {sorted(DETECTORS)}: {sorted(unknown)}"
+            )
+        self._count_errors = "error_code" in self.detectors
 
     def add_records(self, records: list[TrailRecord], account_hint: str | None = None) -> None:
         for record in records:
@@ -217,6 +271,8 @@ class RunAggregate:
                 cell[2] = event_time
         if access_key is not None and access_key[:4] == "AKIA":  # counters.is_long_term_key, inlined
             self._count_key(access_key, country, hour, event_time)
+        if record.errorCode is not None and self._count_errors:
+            self._count_error(account, principal, country, record.errorCode, method, hour, event_time)
         group_key = (account, principal, country)
         evidence = self._evidence.get(group_key)
         if evidence is None:
@@ -224,6 +280,24 @@ class RunAggregate:
         evidence.seen[(ip, user_agent, access_key, record.awsRegion, identity_type)] += 1
         if event_id and len(evidence.event_ids) < MAX_DISTINCT_EVIDENCE:
             evidence.event_ids.append(clip(event_id, 128) or "")
+
+    def _count_error(
+        self, account: str, principal: str, country: str, code: str, method: str, hour: int, event_time: str
+    ) -> None:
+        key = (account, principal, country, clip(code, 128) or "", method, hour)
+        cell = self._error_cells.get(key)
+        if cell is None:
+            self._error_cells[key] = [1, event_time, event_time]
+        else:
+            cell[0] += 1
+            cell[1] = min(cell[1], event_time)
+            cell[2] = max(cell[2], event_time)
+
+    @property
+    def error_groups(self) -> dict[ErrorKey, ErrorGroup]:
+        """(account, principal, error code) -> what the principal got that code for, in this run."""
+        self._derive()
+        return self._error_groups
 
     def _count_key(self, access_key: str, country: str, hour: int, event_time: str) -> None:
         cell = self._key_cells.get((access_key, country, hour))
@@ -260,6 +334,7 @@ class RunAggregate:
         groups: dict[GroupKey, HitGroup] = {}
         get = counters.get
         identities: dict[str, str] = {}
+        user_methods = "user_method" in self.detectors
         for (account, principal, country, method, hour), (events, first, last) in self._cells.items():
             identity = identities.get(principal)
             if identity is None:
@@ -283,6 +358,10 @@ class RunAggregate:
                         delta.first_seen = first
                     if last > delta.last_seen:  # noqa: PLR1730
                         delta.last_seen = last
+            if user_methods:
+                up = user_methods_partition(identity)
+                for key in ((up, category_sort_key(method)), (up, TOTAL), (ORG_METHODS, TOTAL)):
+                    _observe(counters, key, hour, events, first, last)
             group_key = (clip(account, 64) or "unknown", principal, country)
             group = groups.get(group_key)
             if group is None:
@@ -299,8 +378,44 @@ class RunAggregate:
         for (account, principal, country), evidence in self._evidence.items():
             group = groups[(clip(account, 64) or "unknown", principal, country)]
             group.add_evidence(evidence.seen, evidence.event_ids)
+        error_groups: dict[ErrorKey, ErrorGroup] = {}
+        for (account, principal, country, code, method, hour), (
+            events,
+            first,
+            last,
+        ) in self._error_cells.items():
+            for key in ((ORG_ERRORS, category_sort_key(code)), (ORG_ERRORS, TOTAL)):
+                delta = get(key)
+                if delta is None:
+                    counters[key] = CounterDelta({hour}, events, first, last)
+                else:
+                    delta.observe_cell(hour, events, first, last)
+            error_key = (clip(account, 64) or "unknown", principal, code)
+            error_group = error_groups.get(error_key)
+            if error_group is None:
+                error_group = error_groups[error_key] = ErrorGroup(*error_key)
+            error_group.add(groups[(error_key[0], principal, country)], method, hour, events)
+        self._error_groups = error_groups
         self._derived = (counters, groups)
         return self._derived
+
+    def _derive_errors(
+        self, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
+    ) -> dict[ErrorKey, ErrorGroup]:
+        error_groups: dict[ErrorKey, ErrorGroup] = {}
+        for (account, principal, country, code, method, hour), (
+            events,
+            first,
+            last,
+        ) in self._error_cells.items():
+            for key in ((ORG_ERRORS, category_sort_key(code)), (ORG_ERRORS, TOTAL)):
+                _observe(counters, key, hour, events, first, last)
+            error_key = (clip(account, 64) or "unknown", principal, code)
+            error_group = error_groups.get(error_key)
+            if error_group is None:
+                error_group = error_groups[error_key] = ErrorGroup(*error_key)
+            error_group.add(groups[(error_key[0], principal, country)], method, hour, events)
+        return error_groups
 
     def _hour(self, event_time: str) -> int | None:
         if len(event_time) > MAX_EVENT_TIME_CHARS:

@@ -11,14 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trailgeo.core.scoring import GroupScore, LevelView, MethodScore
+from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodScore, SiblingScore
+from trailgeo.core.sensitive import is_sensitive, tactics_of
 
 RULE_NAME = "Unusual Country For an AWS Command"
+Detector = Literal["country", "user_method", "error_code"]
+RULE_NAMES: dict[str, str] = {
+    "country": RULE_NAME,
+    "user_method": "Unusual AWS Command For a User",
+    "error_code": "Rare AWS Error Code",
+}
 MAX_LIST = 20
 Severity = Literal["low", "medium", "high", "critical"]
 
@@ -94,6 +102,21 @@ class MethodEvidence(_Model):
     tactics: list[str]
 
 
+class Finding(_Model):
+    """What a sibling detector found rare: a method for this principal, or an error code."""
+
+    value: str
+    score: float
+    events_in_run: int
+    hourly_buckets: int  # of this value in the history scored against
+    history_hourly_buckets: int  # all hourly buckets of that history
+    organization_hourly_buckets: int
+    probability: float
+    p_tail: float
+    sensitive: bool = False
+    tactics: list[str] = []
+
+
 class Omitted(_Model):
     """How many items each bounded list left out (an alert never silently drops evidence)."""
 
@@ -105,6 +128,7 @@ class Omitted(_Model):
 
 class Alert(_Model):
     alert_id: str
+    detector: Detector = "country"
     detected_at: datetime
     score: float = Field(ge=0, le=100)
     severity: Severity
@@ -127,6 +151,8 @@ class Alert(_Model):
     event_ids: list[str]
     omitted: Omitted
     follows_alert_id: str | None = None  # a re-alert within the suppression window (sensitive method)
+    findings: list[Finding] = []  # sibling detectors: what is rare (the country detector uses methods)
+    correlated_detectors: list[str] = []  # other detectors that fired for this principal in the run
 
     @property
     def country(self) -> str:
@@ -213,6 +239,126 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
             access_key_ids=keys_omitted,
         ),
     )
+
+
+def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str) -> Alert | None:
+    """An alert of a sibling detector (unusual command for a user, rare error code), or None."""
+    rare = scored.rare()
+    if not rare or not scored.sources:
+        return None
+    sources = sorted(scored.sources, key=lambda g: -sum(a.events for a in g.methods.values()))
+    main = sources[0]
+    ips = _merged([g.source_ips for g in sources])
+    agents = _merged([g.user_agents for g in sources])
+    keys = _merged([g.access_keys for g in sources])
+    regions = sorted({r for g in sources for r in g.regions})
+    if scored.detector == "user_method":
+        actions_of = [i.value for i in rare]
+    else:
+        actions_of = sorted({m for g in sources for m in g.methods})
+    firsts = [g.first_event for g in sources if g.first_event]
+    lasts = [g.last_event for g in sources if g.last_event]
+    first, last = min(firsts, default=""), max(lasts, default="")
+    findings = [
+        Finding(
+            value=i.value,
+            score=i.score,
+            events_in_run=i.events,
+            hourly_buckets=i.own_buckets,
+            history_hourly_buckets=i.own_total,
+            organization_hourly_buckets=i.org_buckets,
+            probability=i.probability,
+            p_tail=i.p_tail,
+            sensitive=scored.detector == "user_method" and is_sensitive(i.value),
+            tactics=list(tactics_of(i.value)) if scored.detector == "user_method" else [],
+        )
+        for i in rare[:MAX_LIST]
+    ]
+    score = max(i.score for i in rare)
+    subject = ",".join(i.value for i in rare) if scored.detector == "error_code" else scored.detector
+    return Alert(
+        alert_id=alert_id_for(scored.account, scored.principal, f"{scored.detector}:{subject}", run_id),
+        detector="user_method" if scored.detector == "user_method" else "error_code",
+        detected_at=detected_at.astimezone(UTC),
+        score=score,
+        severity=severity_for(score, sensitive=any(f.sensitive for f in findings)),
+        rule=Rule(name=RULE_NAMES[scored.detector], threshold=scored.threshold),
+        source=Source(geo=Geo(country_iso_code=main.country), ip=ips[0]),
+        aws=Aws(
+            cloudtrail=CloudTrail(
+                user_identity=UserIdentity(
+                    arn=scored.principal,
+                    type=main.identity_type,
+                    access_key_id=keys[0][0] if keys[0] else None,
+                )
+            )
+        ),
+        event=Event(
+            action=sorted({m.split(":", 1)[-1] for m in actions_of})[:MAX_LIST],
+            provider=sorted({m.split(":", 1)[0] for m in actions_of})[:MAX_LIST],
+            start=first,
+            end=last,
+        ),
+        user_agent=UserAgent(original=agents[0]),
+        cloud=Cloud(account=Account(id=scored.account), region=regions[:MAX_LIST]),
+        first_event_time=first,
+        last_event_time=last,
+        access_key_ids=keys[0],
+        explanation=explain_sibling(scored, rare),
+        methods=[],
+        principal_usual_countries=[],
+        country_new_to_organization=False,
+        country_new_to_principal=False,
+        sensitive_methods=[f.value for f in findings if f.sensitive],
+        tactics=sorted({t for f in findings for t in f.tactics}),
+        event_ids=[e for g in sources for e in g.event_ids][:MAX_LIST],
+        omitted=Omitted(
+            source_ip=ips[1],
+            user_agent=agents[1],
+            methods=max(0, len(rare) - MAX_LIST),
+            access_key_ids=keys[1],
+        ),
+        findings=findings,
+    )
+
+
+def _merged(counters: list[Counter[str]]) -> tuple[list[str], int]:
+    total: Counter[str] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return _bounded([value for value, _ in total.most_common()])
+
+
+def explain_sibling(scored: SiblingScore, rare: tuple[CategoryScore, ...]) -> str:
+    who = plain(scored.principal)
+    top = rare[0]
+    if scored.detector == "user_method":
+        lines = [
+            f"{len(rare)} AWS method(s) unusual for {who} (top score {top.score:g} >= {scored.threshold:g})."
+        ]
+        lines.extend(
+            f"- {plain(i.value)}: {i.own_buckets} of this principal's {i.own_total} hourly buckets; "
+            f"the organization's: {i.org_buckets}; probability {i.probability:.2g}, less likely or equal "
+            f"{i.p_tail:.2g} (score {i.score:g}; {i.events} call(s) in this run)"
+            for i in rare[:MAX_LIST]
+        )
+    else:
+        lines = [
+            (
+                f"{who} got the error code {plain(top.value)} {top.events} time(s); the organization saw it "
+                f"in {top.own_buckets} of {top.own_total} hourly buckets with an error (probability "
+                f"{top.probability:.2g}, less likely or equal {top.p_tail:.2g}, score {top.score:g})."
+            )
+        ]
+    if len(rare) > MAX_LIST:
+        lines.append(f"- and {len(rare) - MAX_LIST} more")
+    return "\n".join(lines)
+
+
+def with_correlation(alert: Alert, detectors: list[str]) -> Alert:
+    """The same principal hit several detectors in one run: one severity level higher."""
+    level = min(_LEVELS.index(alert.severity) + 1, len(_LEVELS) - 1)
+    return alert.model_copy(update={"severity": _LEVELS[level], "correlated_detectors": sorted(detectors)})
 
 
 def _evidence(m: MethodScore) -> MethodEvidence:
@@ -318,7 +464,13 @@ SUBJECT_LIMIT = 100  # SNS rejects longer subjects
 def email_subject(alert: Alert) -> str:
     actions = alert.event.action
     what = actions[0] if len(actions) == 1 else f"{len(actions)} methods"
-    subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
+    if alert.detector == "user_method":
+        subject = f"Unusual AWS command for a user: {what} by {alert.principal}"
+    elif alert.detector == "error_code":
+        code = alert.findings[0].value if alert.findings else "?"
+        subject = f"Rare AWS error code: {code} for {alert.principal}"
+    else:
+        subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
     # SNS subjects: ASCII, no line breaks, at most 100 characters.
     subject = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in subject)
     return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 3] + "..."
@@ -353,7 +505,44 @@ def email_body(alert: Alert) -> str:
     return "\n".join(rows) + "\n"
 
 
+SNS_MESSAGE_LIMIT = 250_000  # bytes; SNS takes 256 KiB, subject and attributes included
+
+
 def sns_message(alert: Alert) -> str:
-    """A MessageStructure=json payload: JSON for machines, text for email subscribers."""
-    document = alert.to_json()
-    return json.dumps({"default": document, "email": email_body(alert), "sqs": document, "lambda": document})
+    """A MessageStructure=json payload: JSON for machines (``default``: SQS, Lambda, HTTP), text for
+    email subscribers and an AWS Chatbot custom notification for https subscribers (Chatbot:
+    core/chatbot.py). Never over SNS's size limit: an alert that would be is compacted first,
+    with visible "truncated" marks."""
+    from trailgeo.core.chatbot import chatbot_message
+
+    for candidate in (alert, compacted(alert)):
+        message = json.dumps(
+            {
+                "default": candidate.to_json(),
+                "email": email_body(candidate),
+                "https": chatbot_message(candidate),
+            }
+        )
+        if len(message.encode()) <= SNS_MESSAGE_LIMIT:
+            return message
+    raise ValueError(f"alert {alert.alert_id} does not fit in an SNS message even compacted")
+
+
+def compacted(alert: Alert, keep: int = 5) -> Alert:
+    """The alert with its long texts and lists cut (each cut says so and how much was left out)."""
+    more = max(0, len(alert.methods) - keep)
+    return alert.model_copy(
+        update={
+            "explanation": plain(alert.explanation, 2000) + " [truncated]",
+            "user_agent": UserAgent(original=[plain(ua, 200) for ua in alert.user_agent.original[:keep]]),
+            "methods": alert.methods[:keep],
+            "findings": alert.findings[:keep],
+            "event_ids": alert.event_ids[:keep],
+            "omitted": alert.omitted.model_copy(
+                update={
+                    "user_agent": alert.omitted.user_agent + max(0, len(alert.user_agent.original) - keep),
+                    "methods": alert.omitted.methods + more,
+                }
+            ),
+        }
+    )

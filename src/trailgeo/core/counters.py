@@ -33,6 +33,11 @@ RECENT_RUNS_KEPT = 32
 
 ORG_PARTITION = "ORG"
 TOTAL = "TOTAL"
+# Sibling detectors (off unless configured): each principal's methods, the organization's methods
+# (a roll-up of every method's TOTAL: one item holding the whole distribution) and error codes.
+ORG_METHODS = "OM"
+ORG_ERRORS = "OE"
+ROLLUPS = frozenset({ORG_METHODS})
 
 
 def method_partition(method: str) -> str:
@@ -41,6 +46,15 @@ def method_partition(method: str) -> str:
 
 def principal_partition(principal: str) -> str:
     return f"P#{principal}"
+
+
+def user_methods_partition(identity: str) -> str:
+    return f"U#{identity}"
+
+
+def category_sort_key(value: str) -> str:
+    """A category counter under its partition: a country, a method, an error code."""
+    return f"C#{value}"
 
 
 def access_key_partition(access_key_id: str) -> str:
@@ -185,31 +199,54 @@ CounterKey = tuple[str, str]
 WriteOne = Callable[
     [CounterKey, CounterDelta, Mapping[str, tuple[int, float]] | None], tuple[CounterState, bool]
 ]
+Categories = Mapping[str, tuple[int, float]] | None
 MapFn = Callable[
-    [Callable[[CounterKey], tuple[CounterState, bool]], list[CounterKey]], Iterable[tuple[CounterState, bool]]
+    [
+        Callable[[tuple[CounterKey, Categories]], tuple[CounterState, bool]],
+        list[tuple[CounterKey, Categories]],
+    ],
+    Iterable[tuple[CounterState, bool]],
 ]
 
 
 def apply_deltas(
     deltas: Mapping[CounterKey, CounterDelta], write_one: WriteOne, map_fn: MapFn
 ) -> tuple[int, int]:
-    """Write country counters first, then TOTALs carrying their countries' fresh values.
+    """Write category counters first, then TOTALs carrying their categories' fresh values, then
+    the roll-ups of TOTALs (the organization's methods).
 
     Returns (written, already applied). ``map_fn`` may run writes concurrently.
     """
     keys = sorted(deltas)
     country_keys = [k for k in keys if k[1] != TOTAL]
-    total_keys = [k for k in keys if k[1] == TOTAL]
+    total_keys = [k for k in keys if k[1] == TOTAL and k[0] not in ROLLUPS]
+    rollup_keys = [k for k in keys if k[1] == TOTAL and k[0] in ROLLUPS]
     fresh: dict[CounterKey, CounterState] = {}
     written = skipped = 0
-    results = map_fn(lambda key: write_one(key, deltas[key], None), country_keys)
-    for key, (state, wrote) in zip(country_keys, results, strict=True):
-        fresh[key] = state
-        written, skipped = written + wrote, skipped + (not wrote)
-    results = map_fn(lambda key: write_one(key, deltas[key], countries_for(key[0], fresh)), total_keys)
-    for _, wrote in results:
-        written, skipped = written + wrote, skipped + (not wrote)
+    # Phase 1: category counters; 2: TOTALs carrying their categories; 3: roll-ups of TOTALs.
+    phases: tuple[tuple[list[CounterKey], Callable[[CounterKey], Categories]], ...] = (
+        (country_keys, lambda _: None),
+        (total_keys, lambda key: countries_for(key[0], fresh)),
+        (rollup_keys, lambda key: rollup_for(key[0], fresh)),
+    )
+    for phase_keys, categories in phases:
+        batch = [(key, categories(key)) for key in phase_keys]
+        results = map_fn(lambda item: write_one(item[0], deltas[item[0]], item[1]), batch)
+        for (key, _), (state, wrote) in zip(batch, results, strict=True):
+            fresh[key] = state
+            written, skipped = written + wrote, skipped + (not wrote)
     return written, skipped
+
+
+def rollup_for(partition: str, states: Mapping[CounterKey, CounterState]) -> dict[str, tuple[int, float]]:
+    """The organization's methods: every method TOTAL among ``states`` (``M#<method>``)."""
+    if partition != ORG_METHODS:
+        return {}
+    return {
+        part[2:]: (state.buckets, state.wsum)
+        for (part, sort_key), state in states.items()
+        if sort_key == TOTAL and part.startswith("M#")
+    }
 
 
 def countries_for(

@@ -25,24 +25,30 @@ The model (docs/scoring.md has the maths and worked examples):
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from trailgeo.core.aggregate import HitGroup, identity_of
+from trailgeo.core.aggregate import ErrorGroup, HitGroup, identity_of
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
+    ORG_ERRORS,
+    ORG_METHODS,
     ORG_PARTITION,
     TOTAL,
     CounterState,
     access_key_partition,
+    category_sort_key,
     country_sort_key,
     decay_weight,
     hour_of,
     is_long_term_key,
     method_partition,
     principal_partition,
+    user_methods_partition,
 )
 from trailgeo.core.sensitive import is_sensitive, tactics_of
 from trailgeo.core.tuning import DEFAULT_METHOD_POLICY, MethodPolicy
@@ -66,6 +72,7 @@ class ScoringPolicy:
     key_concentration: float = 1.0
     full_score_tail: float = 1e-4  # a tail probability this small scores 100
     half_life_hours: float = DEFAULT_HALF_LIFE_HOURS
+    user_method_threshold: float = 75.0  # Elastic's rule for rare_method_for_a_username alerts at 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +173,19 @@ def _top(countries: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
 Level = tuple[Mapping[str, float], float]  # (decayed buckets per country, concentration)
 
 
-def predictive(levels: Iterable[Level], candidates: Iterable[str]) -> tuple[dict[str, float], float, int]:
-    """The hierarchy's predictive distribution: (P per candidate country, P of each country
-    seen nowhere, how many such countries). Probabilities sum to one over all countries."""
+def predictive(
+    levels: Iterable[Level], candidates: Iterable[str], support: int = COUNTRY_CODES
+) -> tuple[dict[str, float], float, int]:
+    """The hierarchy's predictive distribution: (P per candidate, P of each category seen nowhere,
+    how many such categories). Probabilities sum to one over the ``support`` categories."""
     names = set(candidates)
-    prob = dict.fromkeys(names, 1.0 / COUNTRY_CODES)
-    unseen = 1.0 / COUNTRY_CODES
+    prob = dict.fromkeys(names, 1.0 / support)
+    unseen = 1.0 / support
     for counts, concentration in levels:
         denominator = sum(counts.values()) + concentration
-        prob = {cc: (counts.get(cc, 0.0) + concentration * p) / denominator for cc, p in prob.items()}
+        prob = {name: (counts.get(name, 0.0) + concentration * p) / denominator for name, p in prob.items()}
         unseen = concentration * unseen / denominator
-    return prob, unseen, max(0, COUNTRY_CODES - len(names))
+    return prob, unseen, max(0, support - len(names))
 
 
 def tail_probability(prob: Mapping[str, float], unseen: float, unseen_count: int, country: str) -> float:
@@ -311,3 +320,151 @@ def _hold(countries: dict[str, float], country: str, held: float) -> dict[str, f
 def _span_days(first_seen: str | None, now_hour: int) -> float:
     first = hour_of(first_seen) if first_seen else None
     return 0.0 if first is None else (now_hour - first) / 24.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sibling detectors from the same pass (off unless configured): the same predictive hierarchy
+# and surprisal score, over other categories.
+# ---------------------------------------------------------------------------------------------
+# AWS has about 15,000 API actions and a few hundred error codes: the base measures' supports.
+METHOD_NAMES = 15_000
+ERROR_CODES = 500
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryScore:
+    value: str  # the method (user_method) or the error code (error_code)
+    score: float
+    events: int
+    own_buckets: int  # hourly buckets of it in the history that is scored against
+    own_total: int  # all hourly buckets of that history
+    org_buckets: int  # the organization's hourly buckets of it (user_method)
+    probability: float
+    p_tail: float
+
+
+@dataclass(frozen=True, slots=True)
+class SiblingScore:
+    detector: str  # "user_method" | "error_code"
+    account: str
+    principal: str
+    sources: tuple[HitGroup, ...]  # the (principal, country) groups the calls came from: evidence
+    items: tuple[CategoryScore, ...]  # highest score first
+    suppressed: str | None  # "learning" (too little history) or "org_learning"
+    threshold: float
+
+    @property
+    def score(self) -> float:
+        return max((i.score for i in self.items), default=0.0)
+
+    def rare(self) -> tuple[CategoryScore, ...]:
+        if self.suppressed is not None:
+            return ()
+        return tuple(i for i in self.items if i.score >= self.threshold)
+
+
+def _tails(
+    prob: Mapping[str, float], unseen: float, unseen_count: int, values: Iterable[str]
+) -> dict[str, float]:
+    """:func:`tail_probability` for many values at once (sorted once: thousands of methods)."""
+    ranked = sorted(prob.values())
+    cumulative = list(itertools.accumulate(ranked))
+    tails = {}
+    for value in values:
+        own = prob[value] * (1.0 + 1e-9)
+        at = bisect.bisect_right(ranked, own)
+        tail = cumulative[at - 1] if at else 0.0
+        if unseen <= own:
+            tail += unseen * unseen_count
+        tails[value] = min(1.0, tail)
+    return tails
+
+
+def score_user_methods(
+    group: HitGroup, history: History, policy: ScoringPolicy, now_hour: int
+) -> SiblingScore:
+    """Unusual AWS command for a user: how rare each method is for this principal, backing off to
+    the organization's methods (Elastic's ``rare_method_for_a_username``, plus the back-off)."""
+    scale = decay_weight(now_hour, policy.half_life_hours)
+    org_part = history.get(ORG_PARTITION, {})
+    methods_part = history.get(ORG_METHODS, {})
+    user_part = history.get(user_methods_partition(identity_of(group.principal)), {})
+    org_methods = _countries(methods_part, scale)
+    user_methods = _countries(user_part, scale)
+    user_total = user_part.get(TOTAL, EMPTY)
+    levels: list[Level] = [
+        (org_methods, policy.org_concentration),
+        (user_methods, policy.principal_concentration),
+    ]
+    candidates = {*org_methods, *user_methods, *group.methods}
+    prob, unseen, unseen_count = predictive(levels, candidates, METHOD_NAMES)
+    tails = _tails(prob, unseen, unseen_count, group.methods)
+    items = sorted(
+        (
+            CategoryScore(
+                value=method,
+                score=round(surprisal_score(tails[method], policy.full_score_tail), 1),
+                events=activity.events,
+                own_buckets=user_part.get(category_sort_key(method), EMPTY).buckets,
+                own_total=user_total.buckets,
+                org_buckets=methods_part.get(TOTAL, EMPTY).countries.get(method, (0, 0.0))[0],
+                probability=prob[method],
+                p_tail=tails[method],
+            )
+            for method, activity in group.methods.items()
+        ),
+        key=lambda i: (-i.score, i.value),
+    )
+    return SiblingScore(
+        detector="user_method",
+        account=group.account,
+        principal=group.principal,
+        sources=(group,),
+        items=tuple(items),
+        suppressed=_sibling_learning(user_total, org_part, policy, now_hour),
+        threshold=policy.user_method_threshold,
+    )
+
+
+def score_error_codes(
+    group: ErrorGroup, history: History, policy: ScoringPolicy, now_hour: int
+) -> SiblingScore:
+    """Rare AWS error code: how rare the code is for the organization (Elastic's
+    ``rare_error_code``), for the principal that got it."""
+    scale = decay_weight(now_hour, policy.half_life_hours)
+    codes_part = history.get(ORG_ERRORS, {})
+    codes = _countries(codes_part, scale)
+    total = codes_part.get(TOTAL, EMPTY)
+    prob, unseen, unseen_count = predictive(
+        [(codes, policy.org_concentration)], {*codes, group.code}, ERROR_CODES
+    )
+    tail = _tails(prob, unseen, unseen_count, [group.code])[group.code]
+    item = CategoryScore(
+        value=group.code,
+        score=round(surprisal_score(tail, policy.full_score_tail), 1),
+        events=sum(a.events for a in group.methods.values()),
+        own_buckets=codes_part.get(category_sort_key(group.code), EMPTY).buckets,
+        own_total=total.buckets,
+        org_buckets=codes_part.get(category_sort_key(group.code), EMPTY).buckets,
+        probability=prob[group.code],
+        p_tail=tail,
+    )
+    return SiblingScore(
+        detector="error_code",
+        account=group.account,
+        principal=group.principal,
+        sources=tuple(group.sources),
+        items=(item,),
+        suppressed=_sibling_learning(total, history.get(ORG_PARTITION, {}), policy, now_hour),
+        threshold=policy.threshold,
+    )
+
+
+def _sibling_learning(
+    own_total: CounterState, org_part: Mapping[str, CounterState], policy: ScoringPolicy, now_hour: int
+) -> str | None:
+    if own_total.buckets < policy.learning_buckets:
+        return "learning"
+    if _span_days(org_part.get(TOTAL, EMPTY).first_seen, now_hour) < policy.learning_days:
+        return "org_learning"
+    return None

@@ -1,0 +1,210 @@
+"""Where the notifier delivers an alert: a Slack incoming webhook, Security Hub, an EventBridge bus.
+
+Each channel's ``send(alert)`` returns when the channel accepted the alert and raises
+:class:`ChannelError` otherwise; the notifier then reports the SQS message failed so that SQS
+retries it (and, after the last receive, moves it to the dead-letter queue).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.asff import asff_finding, validate_finding
+from trailgeo.core.slack import slack_message
+from trailgeo.ports import TrailgeoError
+
+SLACK_TIMEOUT_SECONDS = 5.0
+WEBHOOK_TTL_SECONDS = 300.0
+EVENT_SOURCE = "trailgeo"
+EVENT_DETAIL_TYPE = "Unusual country for AWS command"
+# PutEvents takes at most 256 KB per entry (detail, source, detail type and resources together).
+EVENT_DETAIL_LIMIT = 200 * 1024
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class ChannelError(TrailgeoError):
+    """A channel did not accept the alert now; the message is retried by SQS."""
+
+
+# ---------------------------------------------------------------------------- Slack
+
+
+def check_webhook_url(url: str) -> str:
+    """An https URL (plain http only on loopback, for tests); anything else is refused."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+        return url
+    raise ChannelError("the Slack webhook secret does not hold an https URL")
+
+
+@dataclass(slots=True)
+class SecretWebhookUrl:
+    """The webhook URL read from Secrets Manager and cached for ``ttl`` seconds.
+
+    The secret string is the URL itself, or JSON with a ``url`` or ``webhook_url`` key. The URL
+    is a credential: it is never logged nor put in an error message.
+    """
+
+    client: Any  # SecretsManagerClient
+    secret_id: str
+    ttl: float = WEBHOOK_TTL_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _cached: tuple[float, str] | None = None
+
+    def __call__(self) -> str:
+        now = self.clock()
+        if self._cached is not None and now - self._cached[0] < self.ttl:
+            return self._cached[1]
+        try:
+            value = self.client.get_secret_value(SecretId=self.secret_id)["SecretString"]
+        except (ClientError, BotoCoreError, KeyError) as exc:
+            raise ChannelError(f"cannot read the Slack webhook secret: {type(exc).__name__}") from exc
+        url = str(value).strip()
+        if url.startswith("{"):
+            try:
+                document = json.loads(url)
+            except ValueError as exc:
+                raise ChannelError("the Slack webhook secret is neither a URL nor JSON") from exc
+            if not isinstance(document, dict):
+                document = {}
+            url = str(document.get("url") or document.get("webhook_url") or "")
+        self._cached = (now, check_webhook_url(url))
+        return self._cached[1]
+
+    def forget(self) -> None:
+        """Read the secret again next time (after a rotation made the cached URL fail)."""
+        self._cached = None
+
+
+@dataclass(slots=True)
+class SlackWebhookPoster:
+    """POSTs a JSON payload to the webhook; 2xx is success, anything else a :class:`ChannelError`
+    (a 429 included: SQS redelivers after the visibility timeout, well past Retry-After)."""
+
+    url: Callable[[], str]
+    timeout: float = SLACK_TIMEOUT_SECONDS
+
+    def post(self, payload: dict[str, Any]) -> None:
+        url = check_webhook_url(self.url())
+        request = urllib.request.Request(  # noqa: S310 - scheme checked above (https, or loopback http)
+            url,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                response.read(1024)
+        except urllib.error.HTTPError as exc:
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            detail = exc.read(200).decode("utf-8", "replace")
+            forget = getattr(self.url, "forget", None)
+            if exc.code in {403, 404, 410} and callable(forget):
+                forget()  # a revoked or rotated webhook: re-read the secret on the retry
+            raise ChannelError(
+                f"Slack answered HTTP {exc.code}"
+                + (f" (Retry-After {retry_after[:10]})" if retry_after else "")
+                + f": {detail[:200]}"
+            ) from exc
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise ChannelError(f"Slack webhook unreachable: {type(exc).__name__}") from exc
+
+
+@dataclass(slots=True)
+class SlackChannel:
+    poster: SlackWebhookPoster
+    default_region: str = "us-east-1"
+    name: str = "slack"
+
+    def send(self, alert: Alert) -> None:
+        self.poster.post(slack_message(alert, self.default_region))
+
+
+# ---------------------------------------------------------------------------- Security Hub
+
+
+@dataclass(slots=True)
+class SecurityHubChannel:
+    client: Any  # SecurityHubClient
+    product_arn: str
+    name: str = "securityhub"
+
+    def send(self, alert: Alert) -> None:
+        finding = asff_finding(alert, self.product_arn)
+        problems = validate_finding(finding)
+        if problems:
+            raise ChannelError(f"invalid ASFF finding: {'; '.join(problems)[:500]}")
+        try:
+            answer = self.client.batch_import_findings(Findings=[finding])
+        except (ClientError, BotoCoreError) as exc:
+            raise ChannelError(f"Security Hub BatchImportFindings failed: {exc}") from exc
+        if answer.get("FailedCount", 0):
+            failed = answer.get("FailedFindings", [])
+            raise ChannelError(f"Security Hub refused the finding: {json.dumps(failed)[:500]}")
+
+
+# ---------------------------------------------------------------------------- EventBridge
+
+
+def _shrunk(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if isinstance(value, list):
+        return [_shrunk(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _shrunk(v, limit) for k, v in value.items()}
+    return value
+
+
+def bounded_detail(alert: Alert, limit: int = EVENT_DETAIL_LIMIT) -> str:
+    """The alert JSON, its long strings shortened (and ``"truncated": true``) when it exceeds
+    ``limit`` bytes, e.g. because of a megabyte-long user agent."""
+    document = alert.to_json()
+    if len(document.encode()) <= limit:
+        return document
+    data = json.loads(document)
+    for each in (8192, 2048, 512, 128):
+        shrunk = json.dumps({**_shrunk(data, each), "truncated": True})
+        if len(shrunk.encode()) <= limit:
+            return shrunk
+    raise ChannelError("the alert does not fit in an EventBridge event")
+
+
+@dataclass(slots=True)
+class EventBridgeChannel:
+    client: Any  # EventBridgeClient
+    bus_name: str
+    name: str = "eventbridge"
+    resources: list[str] = field(default_factory=list)
+
+    def send(self, alert: Alert) -> None:
+        entry = {
+            "Source": EVENT_SOURCE,
+            "DetailType": EVENT_DETAIL_TYPE,
+            "Detail": bounded_detail(alert),
+            "EventBusName": self.bus_name,
+            "Resources": list(self.resources),
+        }
+        try:
+            answer = self.client.put_events(Entries=[entry])
+        except (ClientError, BotoCoreError) as exc:
+            raise ChannelError(f"EventBridge PutEvents failed: {exc}") from exc
+        if answer.get("FailedEntryCount", 0):
+            failed = [
+                {"code": e.get("ErrorCode"), "message": e.get("ErrorMessage")}
+                for e in answer.get("Entries", [])
+                if e.get("ErrorCode")
+            ]
+            raise ChannelError(f"EventBridge refused the event: {json.dumps(failed)[:500]}")

@@ -1,0 +1,160 @@
+"""The notifier's domain call: one SQS message (an alert from the alerts topic) to every channel.
+
+Delivery is at least once: a channel that fails makes :meth:`Notifier.notify` raise, the SQS
+message is reported failed and retried, then dead-lettered after the queue's last receive.
+Channels that already accepted an alert are remembered per execution environment (by alert id
+and channel, bounded), so a retry that lands in the same warm environment skips them; across
+environments, Security Hub updates the same finding (stable Id) and EventBridge consumers can
+de-duplicate on ``detail.alert_id``, while Slack may then show the alert twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ValidationError
+
+from trailgeo.core.alerts import Alert
+from trailgeo.observability import logger, metrics
+from trailgeo.ports import TrailgeoError
+
+MEMORY_SIZE = 10_000
+
+
+class Channel(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def send(self, alert: Alert) -> None: ...
+
+
+class NotificationError(TrailgeoError):
+    """The message is not an alert, or some channel did not accept it: retry the message."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierSettings:
+    slack_webhook_secret_arn: str = ""
+    security_hub_product_arn: str = ""
+    event_bus_name: str = ""
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> NotifierSettings:
+        return cls(
+            slack_webhook_secret_arn=environ.get("SLACK_WEBHOOK_SECRET_ARN", "").strip(),
+            security_hub_product_arn=environ.get("SECURITY_HUB_PRODUCT_ARN", "").strip(),
+            event_bus_name=environ.get("EVENT_BUS_NAME", "").strip(),
+            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        )
+
+
+def parse_alert(body: str) -> Alert:
+    """The alert in an SQS message body: raw delivery (the alert JSON), or an SNS envelope."""
+    try:
+        document: Any = json.loads(body)
+        if isinstance(document, dict) and document.get("Type") == "Notification" and "Message" in document:
+            document = json.loads(document["Message"])
+        return Alert.model_validate(document)
+    except (ValueError, ValidationError, TypeError) as exc:
+        raise NotificationError(f"the message is not an alert: {str(exc)[:300]}") from exc
+
+
+@dataclass(slots=True)
+class DeliveryMemory:
+    """(alert id, channel) pairs already delivered in this execution environment, bounded."""
+
+    size: int = MEMORY_SIZE
+    _seen: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._seen
+
+    def add(self, key: tuple[str, str]) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyReport:
+    alert_id: str
+    delivered: tuple[str, ...]
+    skipped: tuple[str, ...]  # delivered by an earlier attempt
+
+
+@dataclass(slots=True)
+class Notifier:
+    channels: Sequence[Channel]
+    memory: DeliveryMemory = field(default_factory=DeliveryMemory)
+
+    def notify(self, body: str) -> NotifyReport:
+        """Every channel gets the alert; raises :class:`NotificationError` when any failed
+        (after trying all of them, so one broken channel does not hold back the others)."""
+        alert = parse_alert(body)
+        delivered: list[str] = []
+        skipped: list[str] = []
+        failed: dict[str, str] = {}
+        for channel in self.channels:
+            key = (alert.alert_id, channel.name)
+            if key in self.memory:
+                skipped.append(channel.name)
+                metrics.add_metric(name=f"NotifySkipped.{channel.name}", unit=MetricUnit.Count, value=1)
+                continue
+            try:
+                channel.send(alert)
+            except TrailgeoError as exc:
+                failed[channel.name] = str(exc)[:500]
+                metrics.add_metric(name=f"NotifyFailed.{channel.name}", unit=MetricUnit.Count, value=1)
+                continue
+            self.memory.add(key)
+            delivered.append(channel.name)
+            metrics.add_metric(name=f"Notified.{channel.name}", unit=MetricUnit.Count, value=1)
+        if failed:
+            logger.error("alert not delivered", alert_id=alert.alert_id, failed=failed, delivered=delivered)
+            raise NotificationError(f"alert {alert.alert_id} not delivered to {', '.join(sorted(failed))}")
+        logger.info("alert delivered", alert_id=alert.alert_id, delivered=delivered, skipped=skipped)
+        return NotifyReport(alert.alert_id, tuple(delivered), tuple(skipped))
+
+
+def build_notifier(settings: NotifierSettings, session: Any = None) -> Notifier:
+    """The configured channels, with clients from ``session`` (a boto3 session)."""
+    import boto3
+
+    from trailgeo.adapters.channels import (
+        EventBridgeChannel,
+        SecretWebhookUrl,
+        SecurityHubChannel,
+        SlackChannel,
+        SlackWebhookPoster,
+    )
+    from trailgeo.app.wiring import CLIENT_CONFIG
+
+    session = session or boto3.session.Session()
+
+    def client(service: str) -> Any:
+        return session.client(service, region_name=settings.region, config=CLIENT_CONFIG)
+
+    channels: list[Channel] = []
+    if settings.slack_webhook_secret_arn:
+        url = SecretWebhookUrl(client("secretsmanager"), settings.slack_webhook_secret_arn)
+        channels.append(SlackChannel(SlackWebhookPoster(url), default_region=settings.region))
+    if settings.security_hub_product_arn:
+        channels.append(SecurityHubChannel(client("securityhub"), settings.security_hub_product_arn))
+    if settings.event_bus_name:
+        channels.append(EventBridgeChannel(client("events"), settings.event_bus_name))
+    if not channels:
+        raise NotificationError("no channel configured (Slack secret, Security Hub product or event bus)")
+    logger.info("notifier ready", channels=[c.name for c in channels])
+    return Notifier(channels)
+
+
+def notifier_from_environ(session: Any = None) -> Notifier:
+    return build_notifier(NotifierSettings.from_environ(os.environ), session)

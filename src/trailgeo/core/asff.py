@@ -1,0 +1,252 @@
+"""The alert as an AWS Security Finding Format (ASFF) finding for Security Hub (pure).
+
+One finding per alert thread: its ``Id`` is the first alert's id (``follows_alert_id or
+alert_id``), so a re-alert within the suppression window re-imports, i.e. updates, the same
+finding instead of adding one. Findings are imported under the account's default product
+(``product/<account>/default``); Security Hub accepts them only with ``AwsAccountId`` equal to
+the importing account, so the account the calls were made in (an organization trail covers
+many) is in ``ProductFields`` and in the resources' ARNs.
+
+Limits (Security Hub API reference, AwsSecurityFinding): Id and GeneratorId 512 characters,
+Title 256, Description 1024, 1 to 50 Types, 1 to 32 Resources, at most 50 ProductFields with
+keys of 128 and values of 2048 characters. :func:`validate_finding` checks them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from trailgeo.core.alerts import Alert, plain
+from trailgeo.core.chatbot import safe_id
+from trailgeo.core.slack import console_links, principal_name, rare_items
+
+SCHEMA_VERSION = "2018-10-08"
+GENERATOR_ID = "trailgeo/unusual-country-for-aws-command"
+GENERATOR_IDS = {
+    "country": GENERATOR_ID,
+    "user_method": "trailgeo/unusual-aws-command-for-a-user",
+    "error_code": "trailgeo/rare-aws-error-code",
+}
+VALID_ACCOUNTS = "TTPs/Initial Access/T1078.004-Valid Accounts: Cloud Accounts"
+TYPES = [VALID_ACCOUNTS, "Unusual Behaviors/User/Unusual country for AWS command"]
+SEVERITY_LABELS = {"low": "LOW", "medium": "MEDIUM", "high": "HIGH", "critical": "CRITICAL"}
+REQUIRED = (
+    "SchemaVersion",
+    "Id",
+    "ProductArn",
+    "GeneratorId",
+    "AwsAccountId",
+    "Types",
+    "CreatedAt",
+    "UpdatedAt",
+    "Severity",
+    "Title",
+    "Description",
+    "Resources",
+)
+ID_LIMIT = 512
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 1024
+MAX_TYPES = 50
+MAX_RESOURCES = 32
+MAX_PRODUCT_FIELDS = 50
+PRODUCT_FIELD_KEY_LIMIT = 128
+PRODUCT_FIELD_VALUE_LIMIT = 2048
+TYPE_NAMESPACES = {
+    "Software and Configuration Checks",
+    "TTPs",
+    "Effects",
+    "Unusual Behaviors",
+    "Sensitive Data Identifications",
+}
+_PRODUCT_ARN = re.compile(
+    r"^arn:(aws|aws-cn|aws-us-gov):securityhub:([a-z0-9-]+):(\d{12}):product/(\d{12})/default$"
+)
+_ACCOUNT = re.compile(r"^\d{12}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+
+
+def default_product_arn(partition: str, region: str, account: str) -> str:
+    """The ARN of the account's default product, the one custom findings are imported under."""
+    return f"arn:{partition}:securityhub:{region}:{account}:product/{account}/default"
+
+
+def _timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _event_time(value: str, fallback: datetime) -> str:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return _timestamp(fallback)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return _timestamp(parsed)
+
+
+def _bounded(value: str, limit: int) -> str:
+    return plain(value, limit - 1)
+
+
+def _principal_resource(alert: Alert, partition: str, region: str) -> dict[str, Any]:
+    arn = alert.principal
+    named = principal_name(arn)
+    base = {"Partition": partition, "Region": region}
+    if named and named[0] == "user":
+        return {"Type": "AwsIamUser", "Id": _bounded(arn, ID_LIMIT), **base}
+    if named and named[0] == "role":
+        parts = arn.split(":")
+        role_arn = f"arn:{parts[1]}:iam::{parts[4]}:role/{named[1]}" if ":assumed-role/" in arn else arn
+        resource: dict[str, Any] = {"Type": "AwsIamRole", "Id": _bounded(role_arn, ID_LIMIT), **base}
+        if role_arn != arn:
+            resource["Details"] = {"Other": {"SessionArn": _bounded(arn, PRODUCT_FIELD_VALUE_LIMIT)}}
+        return resource
+    return {"Type": "Other", "Id": _bounded(arn or "unknown principal", ID_LIMIT), **base}
+
+
+def _network(alert: Alert) -> dict[str, str] | None:
+    for ip in alert.source.ip:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            continue
+        key = "SourceIpV4" if address.version == 4 else "SourceIpV6"
+        return {"Direction": "IN", key: str(address)}
+    return None
+
+
+def _description(alert: Alert) -> str:
+    keys = ", ".join(alert.access_key_ids) or "none"
+    text = (
+        f"{alert.rule.name}: {alert.principal} (account {alert.cloud.account.id}, access key {keys}) "
+        f"from {alert.country}, score {alert.score:g}. " + " ".join(alert.explanation.splitlines())
+    )
+    return plain(text, DESCRIPTION_LIMIT - 1)
+
+
+def _product_fields(alert: Alert) -> dict[str, str]:
+    def joined(values: list[str], omitted: int) -> str:
+        text = ", ".join(values) + (f" and {omitted} more" if omitted else "")
+        return plain(text, PRODUCT_FIELD_VALUE_LIMIT - 1)
+
+    fields = {
+        "trailgeo/AlertId": alert.alert_id,
+        "trailgeo/ThreadId": alert.follows_alert_id or alert.alert_id,
+        "trailgeo/Score": f"{alert.score:g}",
+        "trailgeo/Country": alert.country,
+        "trailgeo/Severity": alert.severity,
+        "trailgeo/AccountId": alert.cloud.account.id,
+        "trailgeo/Principal": alert.principal,
+        "trailgeo/Methods": joined([item.value for item in rare_items(alert)], alert.omitted.methods),
+        "trailgeo/SourceIps": joined(alert.source.ip, alert.omitted.source_ip),
+        "trailgeo/UserAgents": joined(alert.user_agent.original, alert.omitted.user_agent),
+        "trailgeo/Regions": joined(alert.cloud.region, 0),
+        "trailgeo/FirstEventTime": alert.first_event_time,
+        "trailgeo/LastEventTime": alert.last_event_time,
+        "trailgeo/NewToOrganization": str(alert.country_new_to_organization).lower(),
+        "trailgeo/NewToPrincipal": str(alert.country_new_to_principal).lower(),
+    }
+    if alert.tactics:
+        fields["trailgeo/Tactics"] = joined(alert.tactics, 0)
+    if alert.follows_alert_id:
+        fields["trailgeo/FollowsAlertId"] = alert.follows_alert_id
+    return {key: plain(value, PRODUCT_FIELD_VALUE_LIMIT - 1) for key, value in fields.items() if value}
+
+
+def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
+    """The finding for ``alert``, imported under ``product_arn`` (the default product's ARN)."""
+    match = _PRODUCT_ARN.match(product_arn)
+    if match is None:
+        raise ValueError(f"not the ARN of an account's default Security Hub product: {product_arn!r}")
+    partition, region, account = match.group(1), match.group(2), match.group(3)
+    detected = _timestamp(alert.detected_at)
+    detector = str(getattr(alert, "detector", "country"))
+    types = TYPES if detector == "country" else [VALID_ACCOUNTS, f"Unusual Behaviors/User/{alert.rule.name}"]
+    if detector == "country":
+        title = f"Unusual country {alert.country} for AWS command by {alert.principal}"
+    else:
+        title = f"{alert.rule.name} by {alert.principal}"
+    severity = {"Label": SEVERITY_LABELS[alert.severity], "Original": f"{alert.score:g}"}
+    resources = [_principal_resource(alert, partition, region)]
+    resources.extend(
+        {"Type": "AwsIamAccessKey", "Id": _bounded(key, ID_LIMIT), "Partition": partition, "Region": region}
+        for key in alert.access_key_ids[: MAX_RESOURCES - 1]
+    )
+    finding: dict[str, Any] = {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": safe_id(alert.follows_alert_id or alert.alert_id),
+        "ProductArn": product_arn,
+        "GeneratorId": GENERATOR_IDS.get(detector, GENERATOR_ID),
+        "AwsAccountId": account,
+        "Types": list(types),
+        "CreatedAt": detected,
+        "UpdatedAt": detected,
+        "FirstObservedAt": _event_time(alert.first_event_time, alert.detected_at),
+        "LastObservedAt": _event_time(alert.last_event_time, alert.detected_at),
+        "Severity": severity,
+        "FindingProviderFields": {"Severity": dict(severity), "Types": list(types)},
+        "Title": plain(title, TITLE_LIMIT - 1),
+        "Description": _description(alert),
+        "ProductFields": _product_fields(alert),
+        "Resources": resources,
+        "RecordState": "ACTIVE",
+    }
+    source_url = console_links(alert, region).get("access_key")
+    if source_url:
+        finding["SourceUrl"] = source_url
+    network = _network(alert)
+    if network:
+        finding["Network"] = network
+    return finding
+
+
+def validate_finding(finding: dict[str, Any]) -> list[str]:
+    """What makes ``finding`` invalid for BatchImportFindings (required fields and limits)."""
+    problems = [f"missing {name}" for name in REQUIRED if not finding.get(name)]
+    if problems:
+        return problems
+    if finding["SchemaVersion"] != SCHEMA_VERSION:
+        problems.append("SchemaVersion")
+    for name, limit in (("Id", ID_LIMIT), ("GeneratorId", ID_LIMIT), ("Title", TITLE_LIMIT)):
+        if len(finding[name]) > limit:
+            problems.append(f"{name} longer than {limit}")
+    if len(finding["Description"]) > DESCRIPTION_LIMIT:
+        problems.append(f"Description longer than {DESCRIPTION_LIMIT}")
+    if not _PRODUCT_ARN.match(finding["ProductArn"]):
+        problems.append("ProductArn is not a default product ARN")
+    if not _ACCOUNT.match(finding["AwsAccountId"]):
+        problems.append("AwsAccountId")
+    types = finding["Types"]
+    if not 1 <= len(types) <= MAX_TYPES:
+        problems.append("Types count")
+    problems.extend(
+        f"Type {t!r}" for t in types if t.count("/") < 1 or t.split("/", 1)[0] not in TYPE_NAMESPACES
+    )
+    problems.extend(
+        f"{name} is not an ISO 8601 UTC timestamp"
+        for name in ("CreatedAt", "UpdatedAt", "FirstObservedAt", "LastObservedAt")
+        if name in finding and not _TIMESTAMP.match(finding[name])
+    )
+    if finding["Severity"].get("Label") not in {"INFORMATIONAL", *SEVERITY_LABELS.values()}:
+        problems.append("Severity.Label")
+    resources = finding["Resources"]
+    if not 1 <= len(resources) <= MAX_RESOURCES:
+        problems.append("Resources count")
+    problems.extend(
+        f"Resource {i} lacks Type or Id"
+        for i, r in enumerate(resources)
+        if not r.get("Type") or not r.get("Id")
+    )
+    fields = finding.get("ProductFields", {})
+    if len(fields) > MAX_PRODUCT_FIELDS:
+        problems.append("too many ProductFields")
+    problems.extend(
+        f"ProductFields[{key!r}] too long"
+        for key, value in fields.items()
+        if len(key) > PRODUCT_FIELD_KEY_LIMIT or len(value) > PRODUCT_FIELD_VALUE_LIMIT
+    )
+    return problems

@@ -1,0 +1,119 @@
+"""The alert as an AWS Chatbot (Amazon Q Developer in chat applications) custom notification (pure).
+
+SNS delivers the ``https`` key of the alerts topic's ``MessageStructure=json`` message to
+Chatbot subscriptions, while SQS and Lambda subscribers keep the alert JSON. Schema: version
+``1.0``, source ``custom``, content (``textType`` ``client-markdown``, title, description,
+nextSteps, keywords) and metadata (``threadId`` groups an alert and its re-alerts in one thread).
+
+Chatbot renders client-markdown in the chat's own markdown (Slack mrkdwn, Teams markdown), so
+attacker-controlled strings get the same treatment as in :mod:`trailgeo.core.slack`: ``&<>`` as
+entities (no ``<!channel>`` or ``<url|label>``), inside inline code with backticks replaced (no
+styling), control characters removed, bounded lengths. Links are plain URLs we build with
+percent-encoded parts, in nextSteps.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items
+
+TITLE_LIMIT = 250
+DESCRIPTION_LIMIT = 4000
+MAX_KEYWORDS = 10
+EVENT_TYPE = "UnusualCountryForAwsCommand"
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+_EMOJI = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:"}
+
+
+def _title(alert: Alert) -> str:
+    emoji = _EMOJI.get(alert.severity, ":red_circle:")
+    rule = escape(alert.rule.name, 100)
+    return f"{emoji} {alert.severity.upper()}: {rule} ({escape(alert.country, 10)})"[:TITLE_LIMIT]
+
+
+def _description(alert: Alert) -> str:
+    budget = 600
+    methods = [item.value for item in rare_items(alert)]
+    omitted_methods = alert.omitted.methods
+    ips = code_list(alert.source.ip, alert.omitted.source_ip, budget)
+    lines = [
+        f"*Who:* {inline_code(alert.principal, budget)}",
+        f"*Account:* {inline_code(alert.cloud.account.id, 100)}",
+        f"*Access key:* {code_list(alert.access_key_ids, alert.omitted.access_key_ids, budget)}",
+        f"*From:* {inline_code(alert.country, 20)} {ips}",
+        f"*When:* {inline_code(alert.first_event_time, 60)} to {inline_code(alert.last_event_time, 60)}",
+        f"*Score:* {alert.score:g}/100 (threshold {alert.rule.threshold:g})",
+        f"*Rare methods:* {code_list(methods, omitted_methods, 900, each=120)}",
+        f"*User agent:* {code_list(alert.user_agent.original, alert.omitted.user_agent, 600, each=300)}",
+        f"*Alert:* {inline_code(alert.alert_id, 80)}",
+    ]
+    if alert.follows_alert_id:
+        lines.append(f"*Follows alert:* {inline_code(alert.follows_alert_id, 80)}")
+    return "\n".join(lines)[:DESCRIPTION_LIMIT]
+
+
+def _next_steps(alert: Alert, default_region: str) -> list[str]:
+    links = console_links(alert, default_region)
+    steps = ["Ask the owner of the principal whether they are travelling or on a new VPN or network."]
+    if "access_key" in links:
+        steps.append(f"Review every call made with the access key: {links['access_key']}")
+    if "user_name" in links:
+        steps.append(f"Review the calls by this user name: {links['user_name']}")
+    if "principal" in links:
+        steps.append(f"Inspect the principal in IAM: {links['principal']}")
+    steps.append(
+        "If not recognised: deactivate the key or revoke the sessions, then look for persistence "
+        "(new users, keys, roles, policies) and changes to CloudTrail or GuardDuty."
+    )
+    return steps
+
+
+def _keywords(alert: Alert) -> list[str]:
+    """Our own values only (validated), never free text from CloudTrail."""
+    keywords = ["trailgeo", alert.severity]
+    if _COUNTRY.match(alert.country):
+        keywords.append(alert.country)
+    if _ACCOUNT.match(alert.cloud.account.id):
+        keywords.append(alert.cloud.account.id)
+    if alert.sensitive_methods:
+        keywords.append("sensitive")
+    return keywords[:MAX_KEYWORDS]
+
+
+def safe_id(value: str) -> str:
+    """An alert id as an identifier: letters, digits, ``-`` and ``_`` only, at most 64."""
+    return _UNSAFE_ID.sub("", value)[:64] or "unknown"
+
+
+def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dict[str, Any]:
+    alert_id = safe_id(alert.alert_id)
+    thread = safe_id(alert.follows_alert_id or alert.alert_id)
+    summary = f"{alert.severity.upper()}: unusual country {escape(alert.country, 10)} for AWS command"
+    return {
+        "version": "1.0",
+        "source": "custom",
+        "id": alert_id,
+        "content": {
+            "textType": "client-markdown",
+            "title": _title(alert),
+            "description": _description(alert),
+            "nextSteps": _next_steps(alert, default_region),
+            "keywords": _keywords(alert),
+        },
+        "metadata": {
+            "threadId": thread,
+            "summary": summary,
+            "eventType": EVENT_TYPE,
+            "additionalContext": {"alert_id": alert_id, "score": f"{alert.score:g}"},
+        },
+    }
+
+
+def chatbot_message(alert: Alert, default_region: str = "us-east-1") -> str:
+    return json.dumps(chatbot_notification(alert, default_region))
