@@ -78,3 +78,27 @@ def test_given_cloudtrail_times_then_hours_are_read_and_garbage_is_refused() -> 
     assert hour_of("2021-13-29T23:53:26Z") is None
     assert hour_of("yesterday") is None
     assert hour_of("2021-07-29 23:53:26") is None
+
+
+def test_given_methods_and_the_org_methods_rollup_then_the_rollup_holds_every_method_total() -> None:
+    # Given one run touching two methods' counters and the organization's methods roll-up
+    from trailgeo.adapters.memory import MemoryFrequencyStore
+
+    deltas = {
+        ("M#iam:ListUsers", "C#US"): delta(1, 2),
+        ("M#iam:ListUsers", "TOTAL"): delta(1, 2),
+        ("M#s3:ListBuckets", "C#US"): delta(2),
+        ("M#s3:ListBuckets", "TOTAL"): delta(2),
+        ("OM", "TOTAL"): delta(1, 2),
+    }
+    store = MemoryFrequencyStore()
+
+    # When committed
+    store.commit(deltas, {}, "run-1")
+
+    # Then the roll-up carries each method's buckets, read in one item by the user-method detector
+    rollup = store.partitions["OM"]["TOTAL"]
+    assert {m: b for m, (b, _) in rollup.countries.items()} == {"iam:ListUsers": 2, "s3:ListBuckets": 1}
+    assert store.partitions["M#iam:ListUsers"]["TOTAL"].countries == {
+        "US": (2, rollup.countries["iam:ListUsers"][1])
+    }

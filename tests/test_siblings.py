@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.builders import ALICE, T0, US_IP, files_by_delivery, record, write_tree
+from tests.conftest import MAXMIND_TEST_DATA
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import replay
 from trailgeo.app.settings import Settings, SettingsError
-from trailgeo.core.aggregate import ErrorGroup, HitGroup, MethodActivity
+from trailgeo.core.aggregate import ErrorGroup, HitGroup, MethodActivity, RunAggregate
 from trailgeo.core.counters import DEFAULT_HALF_LIFE_HOURS, CounterState, decay_weight, hour_of
 from trailgeo.core.scoring import History, ScoringPolicy, score_error_codes, score_user_methods
 
@@ -24,6 +25,7 @@ WEIGHT = decay_weight(NOW, DEFAULT_HALF_LIFE_HOURS)
 DESCRIBE = "ec2.amazonaws.com:DescribeInstances"
 CREATE_USER = "iam.amazonaws.com:CreateUser"
 ALL = frozenset({"country", "user_method", "error_code"})
+LONDON_IP, BOXFORD_IP = "81.2.69.142", "2.125.160.216"  # GB in MaxMind's GeoLite2-City test database
 
 
 def total(categories: dict[str, int], buckets: int | None = None) -> CounterState:
@@ -140,5 +142,36 @@ def test_given_the_default_settings_then_only_the_country_detector_runs_and_unkn
     assert Settings.from_environ(base).run_options().detectors == {"country"}
     both = Settings.from_environ({**base, "DETECTORS": "error_code, user_method"}).run_options().detectors
     assert both == ALL
+    assert Settings.from_environ({**base, "DETECTORS": "city"}).run_options().detectors == {"country", "city"}
     with pytest.raises(SettingsError, match="unknown detector"):
-        Settings.from_environ({**base, "DETECTORS": "city,userr_method"})
+        Settings.from_environ({**base, "DETECTORS": "town,userr_method"})
+
+
+def test_given_the_city_detector_when_a_principal_calls_from_another_city_of_her_country_then_it_alerts(
+    tmp_path: Path,
+) -> None:
+    # Given a City database, and ten days of alice's hourly calls from London
+    city_db = MAXMIND_TEST_DATA / "GeoLite2-City-Test.mmdb"
+    if not city_db.is_file():
+        pytest.skip("MaxMind GeoLite2-City test database not available")
+    geo = MaxMindGeoResolver(city_db)
+    assert geo.has_cities
+    baseline = [record(T0 + timedelta(hours=i, minutes=3), ip=LONDON_IP) for i in range(240)]
+    # When her key is used from Boxford (GB too: the country detector has nothing to say)
+    later = [record(T0 + timedelta(days=10, hours=3, minutes=m), ip=BOXFORD_IP) for m in range(3)]
+    write_tree(tmp_path, files_by_delivery(baseline + later))
+    out = io.StringIO()
+    replay(tmp_path, geo, JsonLinesAlertSink(out), RunOptions(detectors=frozenset({"country", "city"})))
+
+    # Then one city alert names the city, and no country alert
+    (alert,) = map(json.loads, out.getvalue().splitlines())
+    assert alert["detector"] == "city"
+    assert alert["rule"]["name"] == "Unusual City For an AWS Command"
+    assert alert["source"]["geo"] == {"country_iso_code": "GB", "city_name": "Boxford"}
+    assert alert["findings"][0]["value"] == DESCRIBE
+    assert "GB: Boxford" in alert["explanation"]
+
+
+def test_given_the_city_detector_with_a_country_only_database_then_the_aggregate_refuses_to_start() -> None:
+    with pytest.raises(ValueError, match="City database"):
+        RunAggregate(geolocate=lambda ip: "US", detectors=frozenset({"country", "city"}))

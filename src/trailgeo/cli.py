@@ -1,14 +1,16 @@
-"""The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``."""
+"""The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``, and the
+operator commands ``status``, ``explain`` and ``allow`` (app/operate.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from trailgeo.app.detect import RunOptions, RunReport
 from trailgeo.core.scoring import ScoringPolicy
@@ -61,7 +63,50 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     _add_backfill_command(commands)
     _add_evaluation_commands(commands)
+    _add_operator_commands(commands)
     return parser
+
+
+def _add_aws_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", help="AWS named profile")
+    parser.add_argument("--region", help="AWS region (default: the profile's or AWS_DEFAULT_REGION)")
+    parser.add_argument(
+        "--output", choices=("table", "json"), default="table", help="table (default) or json"
+    )
+
+
+def _add_operator_commands(commands: Any) -> None:
+    status = commands.add_parser(
+        "status", help="the deployment's health from its table: last complete run, lag, runs, pending alerts"
+    )
+    status.add_argument("--table", required=True, help="the stack output FrequencyTableName")
+    _add_aws_options(status)
+
+    explain = commands.add_parser("explain", help="an alert from the outbox (kept 30 days), as a brief")
+    explain.add_argument("alert_id", metavar="ALERT_ID", help="the 'Alert id:' of the email")
+    explain.add_argument("--table", required=True, help="the stack output FrequencyTableName")
+    _add_aws_options(explain)
+
+    allow = commands.add_parser(
+        "allow", help="add an allowed_countries entry to the tuning SSM parameter (docs/tuning.md)"
+    )
+    allow.add_argument("--parameter", required=True, help="the SSM parameter (TuningParameterName)")
+    allow.add_argument(
+        "--principal", required=True, help="principal ARN glob, e.g. 'arn:aws:iam::*:user/alice'"
+    )
+    allow.add_argument(
+        "--country", required=True, action="append", help="ISO 3166-1 alpha-2 code (repeat for more)"
+    )
+    allow.add_argument("--until", help="last day the entry applies, YYYY-MM-DD (inclusive, UTC)")
+    allow.add_argument("--note", default="", help="why (a ticket number helps whoever removes it)")
+    allow.add_argument("--account", action="append", help="restrict to this 12-digit account (repeatable)")
+    allow.add_argument(
+        "--type",
+        choices=("String", "SecureString"),
+        default="String",
+        help="type of a parameter created by this command (an existing one keeps its type)",
+    )
+    _add_aws_options(allow)
 
 
 def _add_backfill_command(commands: Any) -> None:
@@ -81,7 +126,7 @@ def _add_backfill_command(commands: Any) -> None:
         "--end", type=_utc, help="end of the history, ISO 8601 (default: now, rounded down to the hour)"
     )
     backfill.add_argument("--geoip", type=Path, required=True, help="MaxMind-format country or city .mmdb")
-    backfill.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    backfill.add_argument("--region", help="AWS region (default: the profile's or AWS_DEFAULT_REGION)")
     backfill.add_argument("--profile", help="AWS named profile")
 
 
@@ -125,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _backfill(args)
         if args.command in ("simulate", "eval"):
             return _simulate(args) if args.command == "simulate" else _eval(args)
+        if args.command in OPERATOR_COMMANDS:
+            return _operate(args)
         from trailgeo.demo import run_demo
 
         return run_demo(geoip=args.geoip, days=args.days, seed=args.seed)
@@ -177,14 +224,17 @@ def _backfill(args: argparse.Namespace) -> int:
         deps = Dependencies(source, geo, state.store, state.ledger, state.outbox, NoAlertSink())
     end = args.end or datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
 
+    bar = ProgressBar(sys.stderr, total=args.days, unit="days")
+
     def progress(report: RunReport) -> None:
-        print(
-            f"  {report.window_end:%Y-%m-%d %H:%MZ}: {report.files_read:,} files, {report.events:,} events",
-            file=sys.stderr,
-        )
+        detail = f"{report.window_end:%Y-%m-%d %H:%MZ}: {report.files_read:,} files, {report.events:,} events"
+        bar.advance(detail, plain=f"  {detail}")
 
     print(f"backfill: {args.days} day(s) up to {end:%Y-%m-%dT%H:%MZ}, alerting off", file=sys.stderr)
-    summary = backfill(deps, RunOptions(), end=end, days=args.days, on_day=progress)
+    try:
+        summary = backfill(deps, RunOptions(), end=end, days=args.days, on_day=progress)
+    finally:
+        bar.close()
     if args.state:
         state.save(args.state)
     print(json.dumps({"backfill": summary.as_dict(), "geoip": geo.description}, indent=2))
@@ -206,15 +256,125 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     state = ReplayState.load(args.state) if args.state else None
     out = args.alerts_out.open("w", encoding="utf-8") if args.alerts_out else sys.stdout
+    bar = ProgressBar(sys.stderr, total=None, unit="ticks")
+    alerts = events = 0
+
+    def tick(report: RunReport) -> None:
+        nonlocal alerts, events
+        alerts += report.alerts_raised
+        events += report.events
+        bar.advance(f"{report.window_end:%Y-%m-%d %H:%MZ}: {events:,} events, {alerts:,} alerts")
+
     try:
-        summary, final = replay(args.logs, geo, JsonLinesAlertSink(out), _options(args), state)
+        summary, final = replay(args.logs, geo, JsonLinesAlertSink(out), _options(args), state, tick)
     finally:
+        bar.close()
         if args.alerts_out:
             out.close()
     if args.state:
         final.save(args.state)
     print(json.dumps({"replay": summary.as_dict(), "geoip": geo.description}, indent=2), file=sys.stderr)
     return 0
+
+
+SPINNER = "|/-\\"
+
+
+class ProgressBar:
+    """A one-line bar on a terminal (redrawn with ``\\r``); elsewhere (a file, a pipe, CI logs) only
+    the ``plain`` lines given, so logs stay readable and machine output on the stream stays parseable."""
+
+    def __init__(self, stream: TextIO, *, total: int | None, unit: str, width: int = 24) -> None:
+        self.stream = stream
+        self.total = total
+        self.unit = unit
+        self.width = width
+        self.done = 0
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._drawn = False
+
+    def render(self, detail: str) -> str:
+        if self.total:
+            filled = min(self.width, self.width * self.done // self.total)
+            bar = "#" * filled + "." * (self.width - filled)
+            head = f"[{bar}] {self.done}/{self.total} {self.unit}"
+        else:
+            head = f"{SPINNER[self.done % len(SPINNER)]} {self.done:,} {self.unit}"
+        line = f"{head}  {detail}" if detail else head
+        columns = shutil.get_terminal_size((100, 20)).columns - 1
+        return line if len(line) <= columns else line[: max(columns - 1, 0)] + "…"
+
+    def advance(self, detail: str = "", *, plain: str | None = None) -> None:
+        self.done += 1
+        if self.tty:
+            self.stream.write("\r\x1b[K" + self.render(detail))
+            self._drawn = True
+        elif plain is not None:
+            self.stream.write(plain + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+OPERATOR_COMMANDS = ("status", "explain", "allow")
+
+
+def _operate(args: argparse.Namespace) -> int:
+    """``status``, ``explain``, ``allow``: one line on stderr and exit code 2 on any failure."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from trailgeo.app import operate
+    from trailgeo.app.wiring import CLIENT_CONFIG
+
+    try:
+        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+        if args.command == "allow":
+            return _allow(args, session.client("ssm", config=CLIENT_CONFIG))
+        dynamodb = session.client("dynamodb", config=CLIENT_CONFIG)
+        if args.command == "status":
+            status = operate.read_status(dynamodb, args.table, datetime.now(tz=UTC))
+            _emit(args, status.as_dict(), lambda: operate.format_status(status))
+        else:
+            stored = operate.find_alert(dynamodb, args.table, args.alert_id)
+            _emit(args, stored.as_dict(), lambda: operate.format_alert(stored))
+    except operate.OperateError as exc:
+        return _fail(str(exc))
+    except ClientError as exc:
+        return _fail(operate.aws_error(exc))
+    except BotoCoreError as exc:  # no credentials, no region, unknown profile, endpoint unreachable
+        return _fail(str(exc))
+    return 0
+
+
+def _allow(args: argparse.Namespace, ssm: Any) -> int:
+    from trailgeo.app import operate
+
+    entry = operate.allowed_entry(
+        principal=args.principal,
+        countries=args.country,
+        until=args.until,
+        note=args.note,
+        accounts=args.account,
+        today=datetime.now(tz=UTC).date(),
+    )
+
+    result = operate.allow(ssm, args.parameter, entry, create_as=args.type)
+    _emit(args, result.as_dict(), lambda: operate.format_allow(result))
+    return 0
+
+
+def _emit(args: argparse.Namespace, document: dict[str, Any], table: Callable[[], str]) -> None:
+    print(json.dumps(document, indent=2) if args.output == "json" else table())
+
+
+def _fail(message: str) -> int:
+    print(f"trailgeo: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 def _progress(line: str) -> None:

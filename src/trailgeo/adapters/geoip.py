@@ -35,11 +35,27 @@ def country_from_record(record: Any) -> str | None:
     return None
 
 
+def city_from_record(record: Any) -> str | None:
+    """``CC/City`` (a city name alone is ambiguous: Portland, US and Portland, AU). GeoIP2/GeoLite2
+    City: ``city.names.en``; DB-IP City Lite: ``city``."""
+    country = country_from_record(record)
+    if country is None:
+        return None
+    city = record.get("city")
+    if isinstance(city, dict):
+        names = city.get("names")
+        city = names.get("en") if isinstance(names, dict) else None
+    if not isinstance(city, str) or not city.strip():
+        return None
+    return f"{country}/{city.strip()[:100]}"
+
+
 @dataclass(slots=True)
 class MaxMindGeoResolver:
     path: Path
     _reader: Any = field(init=False, repr=False)
     _cache: dict[str, str | None] = field(init=False, repr=False, default_factory=dict)
+    _city_cache: dict[str, str | None] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.path.is_file():
@@ -76,6 +92,24 @@ class MaxMindGeoResolver:
             if len(self._cache) >= _CACHE_LIMIT:
                 self._cache.clear()
             found = self._cache[ip] = self._lookup(ip)
+            return found
+
+    @property
+    def has_cities(self) -> bool:
+        return "city" in str(self._reader.metadata().database_type).lower()
+
+    def city(self, ip: str) -> str | None:
+        """``CC/City`` of an address (a City database), looked up once per execution environment."""
+        try:
+            return self._city_cache[ip]
+        except KeyError:
+            if len(self._city_cache) >= _CACHE_LIMIT:
+                self._city_cache.clear()
+            try:
+                record = self._reader.get(ip)
+            except (ValueError, maxminddb.InvalidDatabaseError):
+                record = None
+            found = self._city_cache[ip] = city_from_record(record)
             return found
 
     def close(self) -> None:

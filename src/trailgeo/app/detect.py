@@ -27,13 +27,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from trailgeo.core.aggregate import DEFAULT_DETECTORS, ErrorGroup, HitGroup, RunAggregate, identity_of
+from trailgeo.core.aggregate import (
+    DEFAULT_DETECTORS,
+    CityGroup,
+    ErrorGroup,
+    HitGroup,
+    RunAggregate,
+    identity_of,
+)
 from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation
 from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import MalformedFileError, decode_trail_file, gc_paused
 from trailgeo.core.scoring import (
     History,
     ScoringPolicy,
+    SiblingScore,
+    score_cities,
     score_error_codes,
     score_group,
     score_user_methods,
@@ -238,7 +247,11 @@ def _process_batch(
     options: RunOptions,
     report: RunReport,
 ) -> None:
-    aggregate = RunAggregate(geolocate=deps.geo.country, detectors=options.detectors)
+    aggregate = RunAggregate(
+        geolocate=deps.geo.country,
+        detectors=options.detectors,
+        locate_city=getattr(deps.geo, "city", None) if "city" in options.detectors else None,
+    )
     outcomes: dict[str, str] = {}
     released: list[str] = []
 
@@ -312,6 +325,8 @@ def alert_subject(alert: Alert) -> str:
     if alert.detector == "error_code":
         codes = ",".join(sorted(f.value for f in alert.findings))
         return f"{identity_of(alert.principal)}|error_code:{codes}"
+    if alert.detector == "city":
+        return f"{identity_of(alert.principal)}|city:{alert.country}/{alert.source.geo.city_name}"
     return subject_of(alert.principal, alert.country)
 
 
@@ -332,6 +347,8 @@ def _score_and_raise(
         subjects |= {f"{identity_of(g.principal)}|user_method" for g in groups}
     errors = list(aggregate.error_groups.values())
     subjects |= {f"{identity_of(g.principal)}|error_code:{g.code}" for g in errors}
+    cities = list(aggregate.city_groups.values())
+    subjects |= {f"{identity_of(g.principal)}|city:{g.city}" for g in cities}
     recent = dict(deps.outbox.recent(subjects))
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
@@ -367,29 +384,35 @@ def _score_and_raise(
             continue
         hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
         candidates.append((alert, hours))
-    candidates.extend(
-        _sibling_candidates(groups, errors, history, now_hour, scheduled_at, run_id, options, report)
-    )
+    siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
+    candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report)
 
 
-def _sibling_candidates(
+def _sibling_scores(
     groups: list[HitGroup],
     errors: list[ErrorGroup],
+    cities: list[CityGroup],
     history: History,
     now_hour: int,
-    scheduled_at: datetime,
-    run_id: str,
     options: RunOptions,
-    report: RunReport,
-) -> list[tuple[Alert, frozenset[int]]]:
-    """Unusual commands for a user and rare error codes, from the same pass (when configured)."""
+) -> list[SiblingScore]:
+    """Unusual city, unusual command for a user, rare error code: from the same pass, when configured
+    (the aggregate only builds error and city groups for the detectors that are on)."""
+    policy = options.policy
     scores = (
-        [score_user_methods(g, history, options.policy, now_hour) for g in groups]
+        [score_user_methods(g, history, policy, now_hour) for g in groups]
         if "user_method" in options.detectors
         else []
     )
-    scores.extend(score_error_codes(g, history, options.policy, now_hour) for g in errors)
+    scores.extend(score_error_codes(g, history, policy, now_hour) for g in errors)
+    scores.extend(score_cities(g, history, policy, now_hour) for g in cities)
+    return scores
+
+
+def _sibling_candidates(
+    scores: list[SiblingScore], scheduled_at: datetime, run_id: str, options: RunOptions, report: RunReport
+) -> list[tuple[Alert, frozenset[int]]]:
     found = []
     for scored in scores:
         alert = build_sibling_alert(scored, scheduled_at, run_id)

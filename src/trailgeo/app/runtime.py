@@ -10,7 +10,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
-from trailgeo.app.settings import Settings
+from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.app.wiring import build_dependencies
 from trailgeo.core.tuning import Tuning, TuningError
 from trailgeo.observability import logger, metrics
@@ -32,6 +32,11 @@ class DetectorRuntime:
     ) -> DetectorRuntime:
         settings = Settings.from_environ(environ)
         deps = build_dependencies(settings, clients=clients)
+        if "city" in settings.detectors.split(",") and not getattr(deps.geo, "has_cities", False):
+            raise SettingsError(
+                f"DETECTORS includes city but {deps.geo.description} has no cities: build the GeoIP layer "
+                "with a City database (TRAILGEO_MMDB, or MAXMIND_EDITION=GeoLite2-City)"
+            )
         logger.info("detector ready", geoip=deps.geo.description, bucket=settings.trail_bucket)
         return cls(
             settings=settings,

@@ -14,6 +14,7 @@ from typing import Any
 
 from trailgeo.core.counters import (
     MAX_EVENT_TIME_CHARS,
+    ORG_CITIES,
     ORG_ERRORS,
     ORG_METHODS,
     ORG_PARTITION,
@@ -24,7 +25,9 @@ from trailgeo.core.counters import (
     category_sort_key,
     country_sort_key,
     hour_of,
+    method_cities_partition,
     method_partition,
+    principal_cities_partition,
     principal_partition,
     user_methods_partition,
 )
@@ -146,9 +149,26 @@ def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
 
 GeoLookup = Callable[[str], str | None]
 # The detectors one pass feeds (docs/scoring.md); "country" always runs.
-DETECTORS = frozenset({"country", "user_method", "error_code"})
+DETECTORS = frozenset({"country", "city", "user_method", "error_code"})
 DEFAULT_DETECTORS = frozenset({"country"})
 ErrorKey = tuple[str, str, str]  # (account, principal, error code)
+CityKey = tuple[str, str, str]  # (account, principal, "CC/City")
+
+
+@dataclass(slots=True)
+class CityGroup:
+    """Everything one principal did from one city in this run (the city detector)."""
+
+    account: str
+    principal: str
+    city: str
+    methods: dict[str, MethodActivity] = field(default_factory=dict)
+    sources: list[HitGroup] = field(default_factory=list)
+
+    def add(self, source: HitGroup, method: str, hour: int, events: int) -> None:
+        _add_activity(self.methods, method, hour, events)
+        if all(existing is not source for existing in self.sources):
+            self.sources.append(source)
 
 
 @dataclass(slots=True)
@@ -163,13 +183,17 @@ class ErrorGroup:
     sources: list[HitGroup] = field(default_factory=list)
 
     def add(self, source: HitGroup, method: str, hour: int, events: int) -> None:
-        activity = self.methods.get(method)
-        if activity is None:
-            activity = self.methods[method] = MethodActivity()
-        activity.events += events
-        activity.hours.add(hour)
+        _add_activity(self.methods, method, hour, events)
         if all(existing is not source for existing in self.sources):
             self.sources.append(source)
+
+
+def _add_activity(methods: dict[str, MethodActivity], method: str, hour: int, events: int) -> None:
+    activity = methods.get(method)
+    if activity is None:
+        activity = methods[method] = MethodActivity()
+    activity.events += events
+    activity.hours.add(hour)
 
 
 # (account, principal, country, method, hour): the one key the per-event loop updates.
@@ -196,6 +220,7 @@ class RunAggregate:
 
     geolocate: GeoLookup
     detectors: frozenset[str] = DEFAULT_DETECTORS
+    locate_city: GeoLookup | None = None  # "CC/City" of an address: the city detector only
     skipped: Counter[str] = field(default_factory=Counter)
     events: int = 0
     geolocated: int = 0
@@ -212,6 +237,10 @@ class RunAggregate:
     _derived: tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]] | None = None
     _error_groups: dict[ErrorKey, ErrorGroup] = field(default_factory=dict)
     _count_errors: bool = False
+    # (account, principal, "CC/City", method, hour): the city detector only
+    _city_cells: dict[tuple[str, str, str, str, int], list[Any]] = field(default_factory=dict)
+    _city_groups: dict[CityKey, CityGroup] = field(default_factory=dict)
+    _city_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = self.detectors - DETECTORS
@@ -220,6 +249,10 @@ class RunAggregate:
                 f"detectors must include 'country' and be among {sorted(DETECTORS)}: {sorted(unknown)}"
             )
         self._count_errors = "error_code" in self.detectors
+        if "city" in self.detectors and self.locate_city is None:
+            raise ValueError("the city detector needs a City database (GeoIP2/GeoLite2 City or DB-IP City)")
+        if "city" not in self.detectors:
+            self.locate_city = None
 
     def add_records(self, records: list[TrailRecord], account_hint: str | None = None) -> None:
         for record in records:
@@ -273,6 +306,8 @@ class RunAggregate:
             self._count_key(access_key, country, hour, event_time)
         if record.errorCode is not None and self._count_errors:
             self._count_error(account, principal, country, record.errorCode, method, hour, event_time)
+        if self.locate_city is not None:
+            self._count_city(account, principal, ip, method, hour, event_time)
         group_key = (account, principal, country)
         evidence = self._evidence.get(group_key)
         if evidence is None:
@@ -292,6 +327,30 @@ class RunAggregate:
             cell[0] += 1
             cell[1] = min(cell[1], event_time)
             cell[2] = max(cell[2], event_time)
+
+    def _count_city(
+        self, account: str, principal: str, ip: str, method: str, hour: int, event_time: str
+    ) -> None:
+        city = self._city_of.get(ip)
+        if city is None:
+            city = self._city_of[ip] = (self.locate_city(ip) if self.locate_city else None) or ""
+        if not city:
+            self.skipped["city_unknown"] += 1  # counted for the country detector all the same
+            return
+        key = (account, principal, city, method, hour)
+        cell = self._city_cells.get(key)
+        if cell is None:
+            self._city_cells[key] = [1, event_time, event_time]
+        else:
+            cell[0] += 1
+            cell[1] = min(cell[1], event_time)
+            cell[2] = max(cell[2], event_time)
+
+    @property
+    def city_groups(self) -> dict[CityKey, CityGroup]:
+        """(account, principal, city) -> what the principal did from that city, in this run."""
+        self._derive()
+        return self._city_groups
 
     @property
     def error_groups(self) -> dict[ErrorKey, ErrorGroup]:
@@ -370,34 +429,38 @@ class RunAggregate:
         for (access_key, country, hour), (events, first, last) in self._key_cells.items():
             kp = access_key_partition(clip(access_key, 128) or "")
             for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
-                delta = get(key)
-                if delta is None:
-                    counters[key] = CounterDelta({hour}, events, first, last)
-                else:
-                    delta.observe_cell(hour, events, first, last)
+                _observe(counters, key, hour, events, first, last)
         for (account, principal, country), evidence in self._evidence.items():
             group = groups[(clip(account, 64) or "unknown", principal, country)]
             group.add_evidence(evidence.seen, evidence.event_ids)
-        error_groups: dict[ErrorKey, ErrorGroup] = {}
-        for (account, principal, country, code, method, hour), (
-            events,
-            first,
-            last,
-        ) in self._error_cells.items():
-            for key in ((ORG_ERRORS, category_sort_key(code)), (ORG_ERRORS, TOTAL)):
-                delta = get(key)
-                if delta is None:
-                    counters[key] = CounterDelta({hour}, events, first, last)
-                else:
-                    delta.observe_cell(hour, events, first, last)
-            error_key = (clip(account, 64) or "unknown", principal, code)
-            error_group = error_groups.get(error_key)
-            if error_group is None:
-                error_group = error_groups[error_key] = ErrorGroup(*error_key)
-            error_group.add(groups[(error_key[0], principal, country)], method, hour, events)
-        self._error_groups = error_groups
+        self._error_groups = self._derive_errors(counters, groups)
+        self._city_groups = self._derive_cities(counters, groups, identities)
         self._derived = (counters, groups)
         return self._derived
+
+    def _derive_cities(
+        self,
+        counters: dict[CounterKey, CounterDelta],
+        groups: dict[GroupKey, HitGroup],
+        identities: dict[str, str],
+    ) -> dict[CityKey, CityGroup]:
+        city_groups: dict[CityKey, CityGroup] = {}
+        for (account, principal, city, method, hour), (events, first, last) in self._city_cells.items():
+            identity = identities.get(principal) or identity_of(principal)
+            at = category_sort_key(city)
+            for partition in (
+                ORG_CITIES,
+                method_cities_partition(method),
+                principal_cities_partition(identity),
+            ):
+                _observe(counters, (partition, at), hour, events, first, last)
+                _observe(counters, (partition, TOTAL), hour, events, first, last)
+            key = (clip(account, 64) or "unknown", principal, city)
+            group = city_groups.get(key)
+            if group is None:
+                group = city_groups[key] = CityGroup(*key)
+            group.add(groups[(key[0], principal, city[:2])], method, hour, events)
+        return city_groups
 
     def _derive_errors(
         self, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]

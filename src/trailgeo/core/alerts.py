@@ -13,17 +13,18 @@ import json
 import re
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodScore, SiblingScore
 from trailgeo.core.sensitive import is_sensitive, tactics_of
 
 RULE_NAME = "Unusual Country For an AWS Command"
-Detector = Literal["country", "user_method", "error_code"]
+Detector = Literal["country", "city", "user_method", "error_code"]
 RULE_NAMES: dict[str, str] = {
     "country": RULE_NAME,
+    "city": "Unusual City For an AWS Command",
     "user_method": "Unusual AWS Command For a User",
     "error_code": "Rare AWS Error Code",
 }
@@ -37,6 +38,14 @@ class _Model(BaseModel):
 
 class Geo(_Model):
     country_iso_code: str
+    city_name: str | None = None  # the city detector's alerts
+
+    @model_serializer(mode="wrap")
+    def _without_empty_city(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("city_name") is None:
+            data.pop("city_name", None)
+        return data
 
 
 class Source(_Model):
@@ -252,7 +261,7 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
     agents = _merged([g.user_agents for g in sources])
     keys = _merged([g.access_keys for g in sources])
     regions = sorted({r for g in sources for r in g.regions})
-    if scored.detector == "user_method":
+    if scored.detector in {"user_method", "city"}:
         actions_of = [i.value for i in rare]
     else:
         actions_of = sorted({m for g in sources for m in g.methods})
@@ -269,21 +278,25 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
             organization_hourly_buckets=i.org_buckets,
             probability=i.probability,
             p_tail=i.p_tail,
-            sensitive=scored.detector == "user_method" and is_sensitive(i.value),
-            tactics=list(tactics_of(i.value)) if scored.detector == "user_method" else [],
+            sensitive=scored.detector != "error_code" and is_sensitive(i.value),
+            tactics=list(tactics_of(i.value)) if scored.detector != "error_code" else [],
         )
         for i in rare[:MAX_LIST]
     ]
     score = max(i.score for i in rare)
-    subject = ",".join(i.value for i in rare) if scored.detector == "error_code" else scored.detector
+    subject = {"error_code": ",".join(i.value for i in rare), "city": scored.context}.get(
+        scored.detector, scored.detector
+    )
     return Alert(
         alert_id=alert_id_for(scored.account, scored.principal, f"{scored.detector}:{subject}", run_id),
-        detector="user_method" if scored.detector == "user_method" else "error_code",
+        detector=_detector(scored.detector),
         detected_at=detected_at.astimezone(UTC),
         score=score,
         severity=severity_for(score, sensitive=any(f.sensitive for f in findings)),
         rule=Rule(name=RULE_NAMES[scored.detector], threshold=scored.threshold),
-        source=Source(geo=Geo(country_iso_code=main.country), ip=ips[0]),
+        source=Source(
+            geo=Geo(country_iso_code=main.country, city_name=_city_name(scored.context)), ip=ips[0]
+        ),
         aws=Aws(
             cloudtrail=CloudTrail(
                 user_identity=UserIdentity(
@@ -322,6 +335,17 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
     )
 
 
+def _city_name(context: str) -> str | None:
+    return context.partition("/")[2] or None
+
+
+def _detector(name: str) -> Detector:
+    for known in ("country", "city", "user_method", "error_code"):
+        if name == known:
+            return known
+    raise ValueError(f"unknown detector {name!r}")
+
+
 def _merged(counters: list[Counter[str]]) -> tuple[list[str], int]:
     total: Counter[str] = Counter()
     for counter in counters:
@@ -340,6 +364,20 @@ def explain_sibling(scored: SiblingScore, rare: tuple[CategoryScore, ...]) -> st
             f"- {plain(i.value)}: {i.own_buckets} of this principal's {i.own_total} hourly buckets; "
             f"the organization's: {i.org_buckets}; probability {i.probability:.2g}, less likely or equal "
             f"{i.p_tail:.2g} (score {i.score:g}; {i.events} call(s) in this run)"
+            for i in rare[:MAX_LIST]
+        )
+    elif scored.detector == "city":
+        city = plain(scored.context.replace("/", ": ", 1), 200)
+        lines = [
+            (
+                f"{len(rare)} AWS method(s) called by {who} from {city} are unusual for that city "
+                f"(top score {top.score:g} >= {scored.threshold:g})."
+            )
+        ]
+        lines.extend(
+            f"- {plain(i.value)}: this principal was in that city in {i.own_buckets} of its {i.own_total} "
+            f"hourly buckets, the organization in {i.org_buckets}; probability {i.probability:.2g}, less "
+            f"likely or equal {i.p_tail:.2g} (score {i.score:g}; {i.events} call(s) in this run)"
             for i in rare[:MAX_LIST]
         )
     else:
@@ -466,6 +504,10 @@ def email_subject(alert: Alert) -> str:
     what = actions[0] if len(actions) == 1 else f"{len(actions)} methods"
     if alert.detector == "user_method":
         subject = f"Unusual AWS command for a user: {what} by {alert.principal}"
+    elif alert.detector == "city":
+        subject = (
+            f"Unusual city for AWS command: {what} from {alert.source.geo.city_name} by {alert.principal}"
+        )
     elif alert.detector == "error_code":
         code = alert.findings[0].value if alert.findings else "?"
         subject = f"Rare AWS error code: {code} for {alert.principal}"

@@ -37,6 +37,7 @@ TOTAL = "TOTAL"
 # (a roll-up of every method's TOTAL: one item holding the whole distribution) and error codes.
 ORG_METHODS = "OM"
 ORG_ERRORS = "OE"
+ORG_CITIES = "OC"
 ROLLUPS = frozenset({ORG_METHODS})
 
 
@@ -50,6 +51,14 @@ def principal_partition(principal: str) -> str:
 
 def user_methods_partition(identity: str) -> str:
     return f"U#{identity}"
+
+
+def method_cities_partition(method: str) -> str:
+    return f"MC#{method}"
+
+
+def principal_cities_partition(identity: str) -> str:
+    return f"PC#{identity}"
 
 
 def category_sort_key(value: str) -> str:

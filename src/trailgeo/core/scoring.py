@@ -31,10 +31,11 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from trailgeo.core.aggregate import ErrorGroup, HitGroup, identity_of
+from trailgeo.core.aggregate import CityGroup, ErrorGroup, HitGroup, identity_of
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
+    ORG_CITIES,
     ORG_ERRORS,
     ORG_METHODS,
     ORG_PARTITION,
@@ -46,7 +47,9 @@ from trailgeo.core.counters import (
     decay_weight,
     hour_of,
     is_long_term_key,
+    method_cities_partition,
     method_partition,
+    principal_cities_partition,
     principal_partition,
     user_methods_partition,
 )
@@ -329,6 +332,7 @@ def _span_days(first_seen: str | None, now_hour: int) -> float:
 # AWS has about 15,000 API actions and a few hundred error codes: the base measures' supports.
 METHOD_NAMES = 15_000
 ERROR_CODES = 500
+CITY_NAMES = 100_000  # cities in a City database, roughly
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +356,7 @@ class SiblingScore:
     items: tuple[CategoryScore, ...]  # highest score first
     suppressed: str | None  # "learning" (too little history) or "org_learning"
     threshold: float
+    context: str = ""  # the city ("CC/City") for the city detector
 
     @property
     def score(self) -> float:
@@ -457,6 +462,53 @@ def score_error_codes(
         items=(item,),
         suppressed=_sibling_learning(total, history.get(ORG_PARTITION, {}), policy, now_hour),
         threshold=policy.threshold,
+    )
+
+
+def score_cities(group: CityGroup, history: History, policy: ScoringPolicy, now_hour: int) -> SiblingScore:
+    """Unusual city for an AWS command (Elastic's ``rare_method_for_a_city``): the country model's
+    hierarchy (organization -> method -> principal) over cities instead of countries."""
+    scale = decay_weight(now_hour, policy.half_life_hours)
+    org_part = history.get(ORG_CITIES, {})
+    org_cities = _countries(org_part, scale)
+    principal_part = history.get(principal_cities_partition(identity_of(group.principal)), {})
+    principal_cities = _countries(principal_part, scale)
+    city = group.city
+    items = []
+    for method, activity in group.methods.items():
+        method_part = history.get(method_cities_partition(method), {})
+        method_cities = _countries(method_part, scale)
+        levels: list[Level] = [(org_cities, policy.org_concentration)]
+        if method_part.get(TOTAL, EMPTY).buckets >= policy.learning_buckets:
+            levels.append((method_cities, policy.method_concentration))
+        levels.append((principal_cities, policy.principal_concentration))
+        candidates = {city, *org_cities, *method_cities, *principal_cities}
+        prob, unseen, unseen_count = predictive(levels, candidates, CITY_NAMES)
+        tail = _tails(prob, unseen, unseen_count, [city])[city]
+        items.append(
+            CategoryScore(
+                value=method,
+                score=round(surprisal_score(tail, policy.full_score_tail), 1),
+                events=activity.events,
+                own_buckets=principal_part.get(category_sort_key(city), EMPTY).buckets,
+                own_total=principal_part.get(TOTAL, EMPTY).buckets,
+                org_buckets=org_part.get(category_sort_key(city), EMPTY).buckets,
+                probability=prob[city],
+                p_tail=tail,
+            )
+        )
+    items.sort(key=lambda i: (-i.score, i.value))
+    return SiblingScore(
+        detector="city",
+        account=group.account,
+        principal=group.principal,
+        sources=tuple(group.sources),
+        items=tuple(items),
+        suppressed=_sibling_learning(
+            org_part.get(TOTAL, EMPTY), history.get(ORG_PARTITION, {}), policy, now_hour
+        ),
+        threshold=policy.threshold,
+        context=city,
     )
 
 
