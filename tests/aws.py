@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from trailgeo.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
@@ -10,7 +13,40 @@ from trailgeo.demo import REGION, Deployment, deployment_environment, provision,
 BUCKET = "org-trail-bucket"
 TABLE = "trailgeo-state"
 
-__all__ = ["BUCKET", "REGION", "TABLE", "Deployment", "create_deployment", "environment", "receive_alerts"]
+__all__ = [
+    "BUCKET",
+    "REGION",
+    "TABLE",
+    "Deployment",
+    "FakeLambdaContext",
+    "create_deployment",
+    "environment",
+    "load_function",
+    "receive_alerts",
+]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_function(name: str) -> ModuleType:
+    """``functions/<name>/app.py`` as a fresh module: its once-per-environment caches start empty."""
+    spec = importlib.util.spec_from_file_location(f"{name}_app", ROOT / "functions" / name / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "trailgeo-detector"
+    memory_limit_in_mb: int = 1769
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:trailgeo-detector"
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
+    remaining_ms: int = 600_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 def create_deployment(session: Any) -> Deployment:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -12,32 +10,24 @@ from typing import Any
 
 import pytest
 
-from tests.aws import BUCKET, REGION, Deployment, create_deployment, environment, receive_alerts
+from tests.aws import (
+    BUCKET,
+    REGION,
+    Deployment,
+    FakeLambdaContext,
+    create_deployment,
+    environment,
+    load_function,
+    receive_alerts,
+)
 from tests.builders import ALICE, BT_IP, T0, US_IP, delivery_key, files_by_delivery, gz_file, record
-from tests.conftest import EVENTS, ROOT
+from tests.conftest import EVENTS
 
 ORG = "o-a1b2c3d4e5"
 
 
 def load_handler_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("detector_app", ROOT / "functions" / "detector" / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "trailgeo-detector"
-    memory_limit_in_mb: int = 1769
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:trailgeo-detector"
-    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e812345678"
-    remaining_ms: int = 600_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+    return load_function("detector")
 
 
 def scheduled_event(time: str) -> dict[str, Any]:

@@ -4,14 +4,14 @@ local Slack webhook: what each channel receives, partial batch failures, retries
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.conftest import EVENTS, ROOT
+from tests.aws import FakeLambdaContext, load_function
+from tests.conftest import EVENTS
 from tests.test_channels import (
     ALERT_ID,
     PRODUCT_ARN,
@@ -22,7 +22,6 @@ from tests.test_channels import (
     received_events,
     slack,  # noqa: F401 - the local webhook fixture
 )
-from tests.test_handler import FakeLambdaContext
 from trailgeo.app.notify import NotificationError, NotifierSettings, build_notifier, parse_alert
 from trailgeo.core.alerts import Alert, sns_message
 from trailgeo.core.asff import asff_finding
@@ -34,12 +33,7 @@ SECOND_ID = "0123456789abcdef0123456789abcdef"
 
 def load_handler_module() -> ModuleType:
     """A fresh module per test: its cached notifier (clients, webhook URL) starts empty."""
-    spec = importlib.util.spec_from_file_location("notifier_app", ROOT / "functions" / "notifier" / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_function("notifier")
 
 
 def sqs_event(*bodies: str) -> dict[str, Any]:

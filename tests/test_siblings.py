@@ -16,7 +16,7 @@ from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import replay
 from trailgeo.app.settings import Settings, SettingsError
-from trailgeo.core.aggregate import ErrorGroup, HitGroup, MethodActivity, RunAggregate
+from trailgeo.core.aggregate import CategoryGroup, HitGroup, MethodActivity, RunAggregate
 from trailgeo.core.counters import DEFAULT_HALF_LIFE_HOURS, CounterState, decay_weight, hour_of
 from trailgeo.core.scoring import History, ScoringPolicy, score_error_codes, score_user_methods
 
@@ -75,10 +75,10 @@ def test_given_a_principal_with_little_history_then_the_user_detector_is_still_l
 
 def test_given_error_codes_then_a_code_the_org_never_got_is_rare_and_a_common_one_is_not() -> None:
     h = history(ORG_METHODS, {DESCRIBE: 120}, {"AccessDenied": 300, "ThrottlingException": 80})
-    new = ErrorGroup(
+    new = CategoryGroup(
         "111122223333", ALICE, "NoSuchEntity", {CREATE_USER: MethodActivity(1, {NOW})}, [group()]
     )
-    common = ErrorGroup(
+    common = CategoryGroup(
         "111122223333", ALICE, "AccessDenied", {DESCRIBE: MethodActivity(4, {NOW})}, [group()]
     )
     assert score_error_codes(new, h, ScoringPolicy(), NOW).score >= 50

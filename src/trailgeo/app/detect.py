@@ -27,14 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from trailgeo.core.aggregate import (
-    DEFAULT_DETECTORS,
-    CityGroup,
-    ErrorGroup,
-    HitGroup,
-    RunAggregate,
-    identity_of,
-)
+from trailgeo.core.aggregate import DEFAULT_DETECTORS, CategoryGroup, HitGroup, RunAggregate, identity_of
 from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation
 from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import MalformedFileError, decode_trail_file, gc_paused
@@ -346,9 +339,9 @@ def _score_and_raise(
     if "user_method" in options.detectors:
         subjects |= {f"{identity_of(g.principal)}|user_method" for g in groups}
     errors = list(aggregate.error_groups.values())
-    subjects |= {f"{identity_of(g.principal)}|error_code:{g.code}" for g in errors}
+    subjects |= {f"{identity_of(g.principal)}|error_code:{g.value}" for g in errors}
     cities = list(aggregate.city_groups.values())
-    subjects |= {f"{identity_of(g.principal)}|city:{g.city}" for g in cities}
+    subjects |= {f"{identity_of(g.principal)}|city:{g.value}" for g in cities}
     recent = dict(deps.outbox.recent(subjects))
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
@@ -391,8 +384,8 @@ def _score_and_raise(
 
 def _sibling_scores(
     groups: list[HitGroup],
-    errors: list[ErrorGroup],
-    cities: list[CityGroup],
+    errors: list[CategoryGroup],
+    cities: list[CategoryGroup],
     history: History,
     now_hour: int,
     options: RunOptions,

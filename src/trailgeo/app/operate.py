@@ -18,15 +18,19 @@ from botocore.exceptions import ClientError
 
 from trailgeo.adapters.dynamodb import OUTBOX_PARTITION, OUTBOX_RETENTION, RUN_PARTITION, DynamoLedger
 from trailgeo.core.alerts import Alert, email_body
-from trailgeo.core.tuning import AllowedCountries, Tuning, TuningError
+from trailgeo.core.tuning import (
+    ACCOUNT_PATTERN,
+    COUNTRY_PATTERN,
+    DATE_PATTERN,
+    AllowedCountries,
+    Tuning,
+    TuningError,
+)
 from trailgeo.ports import TrailgeoError
 
 SCHEDULE = timedelta(minutes=15)
 STANDARD_PARAMETER_BYTES = 4096  # SSM Standard tier; Advanced holds 8 KB
 _ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -466,12 +470,12 @@ def allowed_entry(
     if not principal or principal != principal.strip():
         raise OperateError(f"--principal {principal!r}: must be a non-empty glob without surrounding spaces")
     for country in countries:
-        if not _COUNTRY.match(country):
+        if not COUNTRY_PATTERN.match(country):
             raise OperateError(
                 f"--country {country!r}: must be two upper-case letters (ISO 3166-1 alpha-2, e.g. PT, US)"
             )
     for account in accounts or ():
-        if not _ACCOUNT.match(account):
+        if not ACCOUNT_PATTERN.match(account):
             raise OperateError(f"--account {account!r}: must be a 12-digit AWS account id")
     last_day: date | None = None
     if until is not None:
@@ -495,7 +499,7 @@ def allowed_entry(
 
 def _calendar_date(value: str) -> date:
     error = OperateError(f"--until {value!r}: must be a calendar date written YYYY-MM-DD")
-    if not _DATE.match(value):
+    if not DATE_PATTERN.match(value):
         raise error
     try:
         return date.fromisoformat(value)

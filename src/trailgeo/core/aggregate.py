@@ -151,34 +151,18 @@ GeoLookup = Callable[[str], str | None]
 # The detectors one pass feeds (docs/scoring.md); "country" always runs.
 DETECTORS = frozenset({"country", "city", "user_method", "error_code"})
 DEFAULT_DETECTORS = frozenset({"country"})
-ErrorKey = tuple[str, str, str]  # (account, principal, error code)
-CityKey = tuple[str, str, str]  # (account, principal, "CC/City")
+CategoryKey = tuple[str, str, str]  # (account, principal, error code or "CC/City")
 
 
 @dataclass(slots=True)
-class CityGroup:
-    """Everything one principal did from one city in this run (the city detector)."""
+class CategoryGroup:
+    """What one principal did in this run under one value of a sibling detector's category: from
+    one city (``value`` = "CC/City"), or getting one error code. ``sources`` are the (principal,
+    country) groups the calls came from: their addresses, agents and keys are the evidence."""
 
     account: str
     principal: str
-    city: str
-    methods: dict[str, MethodActivity] = field(default_factory=dict)
-    sources: list[HitGroup] = field(default_factory=list)
-
-    def add(self, source: HitGroup, method: str, hour: int, events: int) -> None:
-        _add_activity(self.methods, method, hour, events)
-        if all(existing is not source for existing in self.sources):
-            self.sources.append(source)
-
-
-@dataclass(slots=True)
-class ErrorGroup:
-    """One principal's calls that returned one error code in this run, with the country groups
-    (addresses, agents, keys) they came from."""
-
-    account: str
-    principal: str
-    code: str
+    value: str
     methods: dict[str, MethodActivity] = field(default_factory=dict)
     sources: list[HitGroup] = field(default_factory=list)
 
@@ -235,11 +219,11 @@ class RunAggregate:
     _methods: dict[tuple[str, str], str] = field(default_factory=dict)
     _principals: dict[tuple[str | None, str | None, str | None], str] = field(default_factory=dict)
     _derived: tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]] | None = None
-    _error_groups: dict[ErrorKey, ErrorGroup] = field(default_factory=dict)
+    _error_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _count_errors: bool = False
     # (account, principal, "CC/City", method, hour): the city detector only
     _city_cells: dict[tuple[str, str, str, str, int], list[Any]] = field(default_factory=dict)
-    _city_groups: dict[CityKey, CityGroup] = field(default_factory=dict)
+    _city_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _city_of: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -347,13 +331,13 @@ class RunAggregate:
             cell[2] = max(cell[2], event_time)
 
     @property
-    def city_groups(self) -> dict[CityKey, CityGroup]:
+    def city_groups(self) -> dict[CategoryKey, CategoryGroup]:
         """(account, principal, city) -> what the principal did from that city, in this run."""
         self._derive()
         return self._city_groups
 
     @property
-    def error_groups(self) -> dict[ErrorKey, ErrorGroup]:
+    def error_groups(self) -> dict[CategoryKey, CategoryGroup]:
         """(account, principal, error code) -> what the principal got that code for, in this run."""
         self._derive()
         return self._error_groups
@@ -443,8 +427,8 @@ class RunAggregate:
         counters: dict[CounterKey, CounterDelta],
         groups: dict[GroupKey, HitGroup],
         identities: dict[str, str],
-    ) -> dict[CityKey, CityGroup]:
-        city_groups: dict[CityKey, CityGroup] = {}
+    ) -> dict[CategoryKey, CategoryGroup]:
+        city_groups: dict[CategoryKey, CategoryGroup] = {}
         for (account, principal, city, method, hour), (events, first, last) in self._city_cells.items():
             identity = identities.get(principal) or identity_of(principal)
             at = category_sort_key(city)
@@ -458,14 +442,14 @@ class RunAggregate:
             key = (clip(account, 64) or "unknown", principal, city)
             group = city_groups.get(key)
             if group is None:
-                group = city_groups[key] = CityGroup(*key)
+                group = city_groups[key] = CategoryGroup(*key)
             group.add(groups[(key[0], principal, city[:2])], method, hour, events)
         return city_groups
 
     def _derive_errors(
         self, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
-    ) -> dict[ErrorKey, ErrorGroup]:
-        error_groups: dict[ErrorKey, ErrorGroup] = {}
+    ) -> dict[CategoryKey, CategoryGroup]:
+        error_groups: dict[CategoryKey, CategoryGroup] = {}
         for (account, principal, country, code, method, hour), (
             events,
             first,
@@ -476,7 +460,7 @@ class RunAggregate:
             error_key = (clip(account, 64) or "unknown", principal, code)
             error_group = error_groups.get(error_key)
             if error_group is None:
-                error_group = error_groups[error_key] = ErrorGroup(*error_key)
+                error_group = error_groups[error_key] = CategoryGroup(*error_key)
             error_group.add(groups[(error_key[0], principal, country)], method, hour, events)
         return error_groups
 

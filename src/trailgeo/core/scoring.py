@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from trailgeo.core.aggregate import CityGroup, ErrorGroup, HitGroup, identity_of
+from trailgeo.core.aggregate import CategoryGroup, HitGroup, identity_of
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
@@ -432,7 +432,7 @@ def score_user_methods(
 
 
 def score_error_codes(
-    group: ErrorGroup, history: History, policy: ScoringPolicy, now_hour: int
+    group: CategoryGroup, history: History, policy: ScoringPolicy, now_hour: int
 ) -> SiblingScore:
     """Rare AWS error code: how rare the code is for the organization (Elastic's
     ``rare_error_code``), for the principal that got it."""
@@ -441,17 +441,17 @@ def score_error_codes(
     codes = _countries(codes_part, scale)
     total = codes_part.get(TOTAL, EMPTY)
     prob, unseen, unseen_count = predictive(
-        [(codes, policy.org_concentration)], {*codes, group.code}, ERROR_CODES
+        [(codes, policy.org_concentration)], {*codes, group.value}, ERROR_CODES
     )
-    tail = _tails(prob, unseen, unseen_count, [group.code])[group.code]
+    tail = _tails(prob, unseen, unseen_count, [group.value])[group.value]
     item = CategoryScore(
-        value=group.code,
+        value=group.value,
         score=round(surprisal_score(tail, policy.full_score_tail), 1),
         events=sum(a.events for a in group.methods.values()),
-        own_buckets=codes_part.get(category_sort_key(group.code), EMPTY).buckets,
+        own_buckets=codes_part.get(category_sort_key(group.value), EMPTY).buckets,
         own_total=total.buckets,
-        org_buckets=codes_part.get(category_sort_key(group.code), EMPTY).buckets,
-        probability=prob[group.code],
+        org_buckets=codes_part.get(category_sort_key(group.value), EMPTY).buckets,
+        probability=prob[group.value],
         p_tail=tail,
     )
     return SiblingScore(
@@ -465,7 +465,9 @@ def score_error_codes(
     )
 
 
-def score_cities(group: CityGroup, history: History, policy: ScoringPolicy, now_hour: int) -> SiblingScore:
+def score_cities(
+    group: CategoryGroup, history: History, policy: ScoringPolicy, now_hour: int
+) -> SiblingScore:
     """Unusual city for an AWS command (Elastic's ``rare_method_for_a_city``): the country model's
     hierarchy (organization -> method -> principal) over cities instead of countries."""
     scale = decay_weight(now_hour, policy.half_life_hours)
@@ -473,7 +475,7 @@ def score_cities(group: CityGroup, history: History, policy: ScoringPolicy, now_
     org_cities = _countries(org_part, scale)
     principal_part = history.get(principal_cities_partition(identity_of(group.principal)), {})
     principal_cities = _countries(principal_part, scale)
-    city = group.city
+    city = group.value
     items = []
     for method, activity in group.methods.items():
         method_part = history.get(method_cities_partition(method), {})

@@ -40,9 +40,10 @@ from trailgeo.core.aggregate import OTHER_MARKER  # what stands in for evidence 
 SUPPORTED_VERSION = 1
 _GLOB_CHARS = frozenset("*?[")
 _MIN_PREFIX = {4: 8, 6: 16}  # a broader "trusted" network is a slice of the Internet, not a VPN
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
+# Shared with the operator CLI (app/operate.py), which checks its options the same way.
+DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 _METHOD = re.compile(r"^[^:\s]+:[^:\s]+$")
 _NEVER = re.compile(r"(?!)")
 
@@ -84,7 +85,7 @@ def _agent_glob(value: str) -> str:
 
 
 def _country(value: str) -> str:
-    if not _COUNTRY.match(value):
+    if not COUNTRY_PATTERN.match(value):
         raise ValueError("must be two upper-case letters (ISO 3166-1 alpha-2, e.g. 'PT')")
     return value
 
@@ -92,7 +93,7 @@ def _country(value: str) -> str:
 def _account(value: object) -> object:
     if isinstance(value, int):
         raise ValueError("must be a string in quotes (an account id may start with 0)")  # noqa: TRY004
-    if isinstance(value, str) and not _ACCOUNT.match(value):
+    if isinstance(value, str) and not ACCOUNT_PATTERN.match(value):
         raise ValueError("must be a 12-digit AWS account id, written as a string")
     return value
 
@@ -103,7 +104,7 @@ def _date(value: object) -> date:
         raise ValueError("must be a date (YYYY-MM-DD), not a date-time")  # noqa: TRY004 - pydantic wants ValueError
     if isinstance(value, date):
         return value
-    if isinstance(value, str) and _DATE.match(value):
+    if isinstance(value, str) and DATE_PATTERN.match(value):
         try:
             return date.fromisoformat(value)
         except ValueError:
