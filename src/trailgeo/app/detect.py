@@ -243,7 +243,7 @@ def _process_batch(
     aggregate = RunAggregate(
         geolocate=deps.geo.country,
         detectors=options.detectors,
-        locate_city=getattr(deps.geo, "city", None) if "city" in options.detectors else None,
+        locate_city=getattr(deps.geo, "city", None),  # used only when the city detector is on
     )
     outcomes: dict[str, str] = {}
     released: list[str] = []
@@ -304,23 +304,23 @@ def _bounded_map(
         yield pending.popleft().result()
 
 
-def subject_of(principal: str, country: str) -> str:
-    """Suppression is per person and country: an Identity Center user alerting in two accounts
-    at once is one incident."""
-    return f"{identity_of(principal)}|{country}"
+def subject_of(principal: str, detector: str, value: str = "") -> str:
+    """What one suppression window covers: a person and a country (``identity|CC``), a city or an
+    error code (``identity|city:CC/City``), or a person alone for unusual commands
+    (``identity|user_method``). An Identity Center user alerting in two accounts is one incident."""
+    identity = identity_of(principal)
+    if detector == "country":
+        return f"{identity}|{value}"
+    return f"{identity}|{detector}:{value}" if value else f"{identity}|{detector}"
 
 
 def alert_subject(alert: Alert) -> str:
-    """What one suppression window covers: a person and a country (country detector), a person
-    (unusual commands), a person and an error code (rare error codes)."""
-    if alert.detector == "user_method":
-        return f"{identity_of(alert.principal)}|user_method"
-    if alert.detector == "error_code":
-        codes = ",".join(sorted(f.value for f in alert.findings))
-        return f"{identity_of(alert.principal)}|error_code:{codes}"
-    if alert.detector == "city":
-        return f"{identity_of(alert.principal)}|city:{alert.country}/{alert.source.geo.city_name}"
-    return subject_of(alert.principal, alert.country)
+    values = {
+        "country": alert.country,
+        "city": f"{alert.country}/{alert.source.geo.city_name}",
+        "error_code": ",".join(sorted(f.value for f in alert.findings)),
+    }
+    return subject_of(alert.principal, alert.detector, values.get(alert.detector, ""))
 
 
 def _score_and_raise(
@@ -335,19 +335,19 @@ def _score_and_raise(
     groups = list(aggregate.groups.values())
     if not groups:
         return
-    subjects = {subject_of(g.principal, g.country) for g in groups}
+    subjects = {subject_of(g.principal, "country", g.country) for g in groups}
     if "user_method" in options.detectors:
-        subjects |= {f"{identity_of(g.principal)}|user_method" for g in groups}
+        subjects |= {subject_of(g.principal, "user_method") for g in groups}
     errors = list(aggregate.error_groups.values())
-    subjects |= {f"{identity_of(g.principal)}|error_code:{g.value}" for g in errors}
+    subjects |= {subject_of(g.principal, "error_code", g.value) for g in errors}
     cities = list(aggregate.city_groups.values())
-    subjects |= {f"{identity_of(g.principal)}|city:{g.value}" for g in cities}
+    subjects |= {subject_of(g.principal, "city", g.value) for g in cities}
     recent = dict(deps.outbox.recent(subjects))
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
     candidates: list[tuple[Alert, frozenset[int]]] = []
     for group in groups:
-        last = recent.get(subject_of(group.principal, group.country))
+        last = recent.get(subject_of(group.principal, "country", group.country))
         quarantined = last.hours if last and scheduled_at - last.at < options.quarantine else frozenset()
         scored = score_group(
             group,
@@ -411,18 +411,7 @@ def _sibling_candidates(
         alert = build_sibling_alert(scored, scheduled_at, run_id)
         if alert is None:
             continue
-        if options.tuning.ignored_principals and any(
-            options.tuning.group_verdict(
-                account=g.account,
-                principal=g.principal,
-                country=g.country,
-                source_ips=(),
-                user_agents=(),
-                on=scheduled_at.date(),
-            )
-            == "ignored_principal"
-            for g in scored.sources
-        ):
+        if options.tuning.ignores_principal(scored.principal):
             report.alerts_allowlisted["ignored_principal"] += 1
             continue
         hours = frozenset(h for g in scored.sources for a in g.methods.values() for h in a.hours)

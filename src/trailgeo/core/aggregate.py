@@ -130,6 +130,18 @@ class HitGroup:
         self.event_ids.extend(event_ids[: MAX_DISTINCT_EVIDENCE - len(self.event_ids)])
 
 
+def _tally(cells: dict[Any, list[Any]], key: Any, event_time: str) -> None:
+    """One more event in a side cell ([events, first, last]): long-term keys, error codes, cities.
+    (The main cell is updated inline in ``add``: it runs for every event.)"""
+    cell = cells.get(key)
+    if cell is None:
+        cells[key] = [1, event_time, event_time]
+    else:
+        cell[0] += 1
+        cell[1] = min(cell[1], event_time)
+        cell[2] = max(cell[2], event_time)
+
+
 def _observe(
     counters: dict[CounterKey, CounterDelta], key: CounterKey, hour: int, events: int, first: str, last: str
 ) -> None:
@@ -304,13 +316,7 @@ class RunAggregate:
         self, account: str, principal: str, country: str, code: str, method: str, hour: int, event_time: str
     ) -> None:
         key = (account, principal, country, clip(code, 128) or "", method, hour)
-        cell = self._error_cells.get(key)
-        if cell is None:
-            self._error_cells[key] = [1, event_time, event_time]
-        else:
-            cell[0] += 1
-            cell[1] = min(cell[1], event_time)
-            cell[2] = max(cell[2], event_time)
+        _tally(self._error_cells, key, event_time)
 
     def _count_city(
         self, account: str, principal: str, ip: str, method: str, hour: int, event_time: str
@@ -322,13 +328,7 @@ class RunAggregate:
             self.skipped["city_unknown"] += 1  # counted for the country detector all the same
             return
         key = (account, principal, city, method, hour)
-        cell = self._city_cells.get(key)
-        if cell is None:
-            self._city_cells[key] = [1, event_time, event_time]
-        else:
-            cell[0] += 1
-            cell[1] = min(cell[1], event_time)
-            cell[2] = max(cell[2], event_time)
+        _tally(self._city_cells, key, event_time)
 
     @property
     def city_groups(self) -> dict[CategoryKey, CategoryGroup]:
@@ -343,13 +343,7 @@ class RunAggregate:
         return self._error_groups
 
     def _count_key(self, access_key: str, country: str, hour: int, event_time: str) -> None:
-        cell = self._key_cells.get((access_key, country, hour))
-        if cell is None:
-            self._key_cells[(access_key, country, hour)] = [1, event_time, event_time]
-        else:
-            cell[0] += 1
-            cell[1] = min(cell[1], event_time)
-            cell[2] = max(cell[2], event_time)
+        _tally(self._key_cells, (access_key, country, hour), event_time)
 
     def _identity(self, record: TrailRecord) -> tuple[str, str | None, str | None, str | None]:
         """(principal, account id, access key id, identity type), the principal cached."""

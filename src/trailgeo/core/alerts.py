@@ -202,15 +202,13 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
         return None
     group = scored.group
     score = max(m.score for m in rare)
-    ips, ips_omitted = _bounded([ip for ip, _ in group.source_ips.most_common()])
-    agents, agents_omitted = _bounded([ua for ua, _ in group.user_agents.most_common()])
-    keys, keys_omitted = _bounded([k for k, _ in group.access_keys.most_common()])
+    ips, ips_omitted = _merged([group.source_ips])
+    agents, agents_omitted = _merged([group.user_agents])
+    keys, keys_omitted = _merged([group.access_keys])
     evidence = [_evidence(m) for m in rare[:MAX_LIST]]
     sensitive = [m.method for m in rare if m.sensitive]
     tactics = sorted({t for m in rare for t in m.tactics})
     all_methods = sorted(group.methods)
-    actions = sorted({m.split(":", 1)[1] for m in all_methods})
-    providers = sorted({m.split(":", 1)[0] for m in all_methods})
     first = group.first_event or ""
     last = group.last_event or ""
     return Alert(
@@ -227,7 +225,7 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
                 )
             )
         ),
-        event=Event(action=actions[:MAX_LIST], provider=providers[:MAX_LIST], start=first, end=last),
+        event=_event(all_methods, first, last),
         user_agent=UserAgent(original=agents),
         cloud=Cloud(account=Account(id=group.account), region=sorted(group.regions)[:MAX_LIST]),
         first_event_time=first,
@@ -306,12 +304,7 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
                 )
             )
         ),
-        event=Event(
-            action=sorted({m.split(":", 1)[-1] for m in actions_of})[:MAX_LIST],
-            provider=sorted({m.split(":", 1)[0] for m in actions_of})[:MAX_LIST],
-            start=first,
-            end=last,
-        ),
+        event=_event(actions_of, first, last),
         user_agent=UserAgent(original=agents[0]),
         cloud=Cloud(account=Account(id=scored.account), region=regions[:MAX_LIST]),
         first_event_time=first,
@@ -335,6 +328,13 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
     )
 
 
+def _event(methods: list[str], first: str, last: str) -> Event:
+    """ECS ``event``: the actions and providers of ``eventSource:eventName`` methods, bounded."""
+    actions = sorted({m.split(":", 1)[-1] for m in methods})
+    providers = sorted({m.split(":", 1)[0] for m in methods})
+    return Event(action=actions[:MAX_LIST], provider=providers[:MAX_LIST], start=first, end=last)
+
+
 def _city_name(context: str) -> str | None:
     return context.partition("/")[2] or None
 
@@ -347,6 +347,7 @@ def _detector(name: str) -> Detector:
 
 
 def _merged(counters: list[Counter[str]]) -> tuple[list[str], int]:
+    """The values of one or more evidence counters, most common first, bounded to MAX_LIST."""
     total: Counter[str] = Counter()
     for counter in counters:
         total.update(counter)

@@ -192,12 +192,25 @@ def predictive(
 
 
 def tail_probability(prob: Mapping[str, float], unseen: float, unseen_count: int, country: str) -> float:
-    """Elastic's probability of less likely categories: P(next country is at most as likely)."""
-    own = prob[country] * (1.0 + 1e-9)  # float noise must not split equal categories
-    tail = sum(p for p in prob.values() if p <= own)
-    if unseen <= own:
-        tail += unseen * unseen_count
-    return min(1.0, tail)
+    """Elastic's probability of less likely categories: P(next category is at most as likely)."""
+    return tail_probabilities(prob, unseen, unseen_count, [country])[country]
+
+
+def tail_probabilities(
+    prob: Mapping[str, float], unseen: float, unseen_count: int, values: Iterable[str]
+) -> dict[str, float]:
+    """:func:`tail_probability` for many values at once (sorted once: thousands of methods)."""
+    ranked = sorted(prob.values())
+    cumulative = list(itertools.accumulate(ranked))
+    tails = {}
+    for value in values:
+        own = prob[value] * (1.0 + 1e-9)  # float noise must not split equal categories
+        at = bisect.bisect_right(ranked, own)
+        tail = cumulative[at - 1] if at else 0.0
+        if unseen <= own:
+            tail += unseen * unseen_count
+        tails[value] = min(1.0, tail)
+    return tails
 
 
 def surprisal_score(p_tail: float, full_score_tail: float) -> float:
@@ -368,23 +381,6 @@ class SiblingScore:
         return tuple(i for i in self.items if i.score >= self.threshold)
 
 
-def _tails(
-    prob: Mapping[str, float], unseen: float, unseen_count: int, values: Iterable[str]
-) -> dict[str, float]:
-    """:func:`tail_probability` for many values at once (sorted once: thousands of methods)."""
-    ranked = sorted(prob.values())
-    cumulative = list(itertools.accumulate(ranked))
-    tails = {}
-    for value in values:
-        own = prob[value] * (1.0 + 1e-9)
-        at = bisect.bisect_right(ranked, own)
-        tail = cumulative[at - 1] if at else 0.0
-        if unseen <= own:
-            tail += unseen * unseen_count
-        tails[value] = min(1.0, tail)
-    return tails
-
-
 def score_user_methods(
     group: HitGroup, history: History, policy: ScoringPolicy, now_hour: int
 ) -> SiblingScore:
@@ -403,7 +399,7 @@ def score_user_methods(
     ]
     candidates = {*org_methods, *user_methods, *group.methods}
     prob, unseen, unseen_count = predictive(levels, candidates, METHOD_NAMES)
-    tails = _tails(prob, unseen, unseen_count, group.methods)
+    tails = tail_probabilities(prob, unseen, unseen_count, group.methods)
     items = sorted(
         (
             CategoryScore(
@@ -443,14 +439,15 @@ def score_error_codes(
     prob, unseen, unseen_count = predictive(
         [(codes, policy.org_concentration)], {*codes, group.value}, ERROR_CODES
     )
-    tail = _tails(prob, unseen, unseen_count, [group.value])[group.value]
+    tail = tail_probability(prob, unseen, unseen_count, group.value)
+    seen = codes_part.get(category_sort_key(group.value), EMPTY).buckets  # the history is the org's
     item = CategoryScore(
         value=group.value,
         score=round(surprisal_score(tail, policy.full_score_tail), 1),
         events=sum(a.events for a in group.methods.values()),
-        own_buckets=codes_part.get(category_sort_key(group.value), EMPTY).buckets,
+        own_buckets=seen,
         own_total=total.buckets,
-        org_buckets=codes_part.get(category_sort_key(group.value), EMPTY).buckets,
+        org_buckets=seen,
         probability=prob[group.value],
         p_tail=tail,
     )
@@ -486,7 +483,7 @@ def score_cities(
         levels.append((principal_cities, policy.principal_concentration))
         candidates = {city, *org_cities, *method_cities, *principal_cities}
         prob, unseen, unseen_count = predictive(levels, candidates, CITY_NAMES)
-        tail = _tails(prob, unseen, unseen_count, [city])[city]
+        tail = tail_probability(prob, unseen, unseen_count, city)
         items.append(
             CategoryScore(
                 value=method,

@@ -334,7 +334,7 @@ class Tuning(_Model):
         or the ``…other`` marker means "not all"); ``ignored_user_agent`` needs at least one agent and
         every agent ignored. ``on`` is the UTC date the ``until`` of allowlist entries is compared to.
         """
-        if self.ignored_principals and self._ignored_principal_re.match(principal):
+        if self.ignores_principal(principal):
             return Verdict.IGNORED_PRINCIPAL
         if any(
             entry.allows(account=account, principal=principal, country=country, on=on)
@@ -346,6 +346,10 @@ class Tuning(_Model):
         if self.ignored_user_agents and self._all_ignored_agents(user_agents):
             return Verdict.IGNORED_USER_AGENT
         return None
+
+    def ignores_principal(self, principal: str) -> bool:
+        """Whether ``principal`` matches ``ignored_principals`` (every detector honours it)."""
+        return bool(self.ignored_principals) and self._ignored_principal_re.match(principal) is not None
 
     def method_policy(self, method: str) -> MethodPolicy:
         """The override for ``eventSource:eventName``: an exact key first, else the first glob in file
