@@ -96,6 +96,40 @@ def test_given_a_file_claimed_by_a_live_run_then_another_run_cannot_take_it(
     assert ledger.expired_runs(later + timedelta(hours=1)) == []
 
 
+def test_given_a_batch_of_5000_files_when_its_run_closes_then_one_write_marks_them_done(
+    aws: Any, deployment: Deployment
+) -> None:
+    # Given a run of 5,000 organization-trail keys (packed into its run record) that claimed them all
+    client = aws.client("dynamodb")
+    ledger = DynamoLedger(client, TABLE)
+    keys = [
+        f"AWSLogs/o-abcdef1234/{100000000000 + i * 7919:012d}/CloudTrail/eu-west-1/2026/11/28/"
+        f"{100000000000 + i * 7919:012d}_CloudTrail_eu-west-1_20261128T12{i % 60:02d}Z_{i:016x}.json.gz"
+        for i in range(5000)
+    ]
+    lease = NOW + timedelta(minutes=20)
+    ledger.begin("run-a", keys, lease, NOW)
+    assert ledger.claim(keys, "run-a", lease, NOW) == keys
+    assert ledger.expired_runs(NOW + timedelta(hours=1)) == [("run-a", keys)]
+    assert {entry.state for entry in ledger.status(keys).values()} == {"claimed"}
+
+    # When it closes, one file skipped (its outcome kept), one handed back for a later run
+    ledger.release([keys[1]], "run-a")
+    outcomes = {key: "done" for key in keys if key != keys[1]} | {keys[0]: "skipped:not_gzip"}
+    ledger.complete(outcomes, "run-a", NOW)
+
+    # Then every other file is done in that one write, the skipped one with its reason
+    status = ledger.status(keys)
+    assert keys[1] not in status
+    assert {entry.state for entry in status.values()} == {"done"}
+    assert status[keys[0]].outcome == "skipped:not_gzip"
+    assert status[keys[2]].outcome == "done"
+    assert ledger.expired_runs(NOW + timedelta(hours=1)) == []
+    run = client.get_item(TableName=TABLE, Key={"pk": {"S": "RUN"}, "sk": {"S": "run-a"}})["Item"]
+    assert run["files"]["N"] == "4999"
+    assert "kz" not in run  # the keys were only needed while the run could die
+
+
 def test_given_a_claim_whose_response_was_lost_when_the_put_is_retried_then_the_retry_wins(
     aws: Any, deployment: Deployment
 ) -> None:

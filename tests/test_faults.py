@@ -78,7 +78,7 @@ def load_trail(session: Any) -> None:
         ("PutItem", 9, "ProvisionedThroughputExceededException"),  # a counter write, mid-commit
         ("PutItem", 2, "ThrottlingException"),  # a ledger claim
         ("BatchGetItem", 2, "InternalServerError"),  # reading history
-        ("BatchWriteItem", 1, "ThrottlingException"),  # marking files done
+        ("UpdateItem", 1, "ThrottlingException"),  # closing the run record: its files done
     ],
 )
 def test_given_a_dynamodb_fault_outlasting_retries_when_the_next_run_takes_over_then_counts_are_exact(

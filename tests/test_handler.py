@@ -22,6 +22,7 @@ from tests.aws import (
 )
 from tests.builders import ALICE, BT_IP, T0, US_IP, delivery_key, files_by_delivery, gz_file, record
 from tests.conftest import EVENTS
+from trailgeo.adapters.dynamodb import DynamoLedger
 
 ORG = "o-a1b2c3d4e5"
 
@@ -105,8 +106,12 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     assert pair["b"]["N"] == "24"
     assert pair["ev"]["N"] == "24"
     ledger = {k: v for k, v in items.items() if k[0].startswith("F#")}
-    assert len(ledger) == 25
-    assert {v["st"]["S"] for v in ledger.values()} == {"done"}
+    assert len(ledger) == 25  # one claim per file, done with its closed run record
+    runs = {k[1]: v for k, v in items.items() if k[0] == "RUN"}
+    assert {v["st"]["S"] for v in runs.values()} == {"closed"}
+    assert {v["rid"]["S"] for v in ledger.values()} <= set(runs)
+    done = DynamoLedger(aws.client("dynamodb"), deployment.table).status([k[0][2:] for k in ledger])
+    assert {entry.state for entry in done.values()} == {"done"}
 
     # Then: the attack run published one alert with the ECS fields and filterable attributes
     assert second["alerts_raised"] == 1

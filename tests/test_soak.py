@@ -19,6 +19,7 @@ from moto import mock_aws
 
 from tests.aws import BUCKET, REGION, TABLE, create_deployment, receive_alerts
 from tests.test_faults import counters, deps_for
+from trailgeo.adapters.dynamodb import DynamoLedger
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.scoring import ScoringPolicy
@@ -87,11 +88,11 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
             delivered[envelope["MessageAttributes"]["alert_id"]["Value"]] += 1
         items = session.client("dynamodb").get_paginator("scan").paginate(TableName=TABLE)
         everything = [item for page in items for item in page["Items"]]
+        ledger = DynamoLedger(session.client("dynamodb"), TABLE)
+        status = ledger.status([i["pk"]["S"][2:] for i in everything if i["pk"]["S"].startswith("F#")])
         return {
             "counters": counters(session),
-            "files_done": sorted(
-                i["pk"]["S"] for i in everything if i["pk"]["S"].startswith("F#") and i["st"]["S"] == "done"
-            ),
+            "files_done": sorted(key for key, entry in status.items() if entry.state == "done"),
             "pending": [i for i in everything if i["pk"]["S"] == "OUTBOX" and i["st"]["S"] == "pending"],
             "open_runs": [i for i in everything if i["pk"]["S"] == "RUN" and i["st"]["S"] == "open"],
             "delivered": delivered,

@@ -9,8 +9,8 @@ pk                     sk              item
 ``M#<method>``         ``TOTAL``       a method, all countries
 ``P#<principal>``      ``C#<cc>`` ...  a principal in a country, and its total
 ``ORG``                ``C#<cc>`` ...  the organization in a country, and its total
-``F#<s3 key>``         ``F``           ledger entry of one CloudTrail object (TTL)
-``RUN``                ``<run id>``    a batch of files being processed (lease; TTL)
+``F#<s3 key>``         ``F``           claim of one CloudTrail object by a run (TTL)
+``RUN``                ``<run id>``    a batch of files: open (lease, keys) or closed (TTL)
 ``STATE``              ``WATERMARK``   the last run that processed its whole window
 ``SUPPRESS``           ``identity|cc`` when a principal and country were last alerted (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
@@ -18,11 +18,18 @@ pk                     sk              item
 
 Counters are written with optimistic concurrency (``ver``): a writer that lost a race
 re-reads the item and merges again, so concurrent runs never double count.
+
+A file costs one write: its claim. It is done when the run that claimed it is closed, which
+is one write for the whole batch (the outcomes other than "done" are kept, compressed, in the
+closed run record), so a run writes once per counter key, once per file and three times per
+batch (run record opened and closed, watermark).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
+import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,7 +71,9 @@ STATE_PARTITION = "STATE"
 SUPPRESS_PARTITION = "SUPPRESS"
 # Longer than any suppression window we accept; alerted hours stay quarantined this long.
 SUPPRESS_RETENTION = timedelta(days=30)
-RUN_RETENTION = timedelta(days=1)  # closed run records are kept a day, for inspection
+# A closed run record says its files are done: it lives as long as their claims.
+RUN_RETENTION = LEDGER_RETENTION
+MAX_PACKED_BYTES = 350_000  # compressed keys or outcomes of one run record (item limit 400 KB)
 
 
 class StoreError(TrailgeoError):
@@ -89,23 +98,43 @@ def _get_items(client: DynamoDBClient, table: str, keys: Sequence[tuple[str, str
     return items
 
 
-def _conditional(call: Callable[..., Any], **request: Any) -> bool:
+def conditional_write(call: Callable[..., Any], **request: Any) -> bool:
     """Run a conditional write; False (not an error) when its condition does not hold."""
     try:
         call(**request)
     except ClientError as exc:
-        if _error_code(exc) == "ConditionalCheckFailedException":
+        if error_code_of(exc) == "ConditionalCheckFailedException":
             return False
         raise
     return True
 
 
-def _ttl(now: datetime, keep: timedelta) -> dict[str, str]:
+def ttl_after(now: datetime, keep: timedelta) -> dict[str, str]:
     return {"N": str(int((now + keep).timestamp()))}
 
 
-def _error_code(exc: ClientError) -> str:
+def error_code_of(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def pack_keys(keys: Collection[str]) -> bytes:
+    """A batch's keys, newline-joined and compressed: CloudTrail keys share long prefixes, so a
+    run record holds thousands of them within DynamoDB's 400 KB item limit."""
+    return zlib.compress("\n".join(keys).encode(), 6)
+
+
+def unpack_keys(item: Item) -> list[str]:
+    if "kz" in item:
+        text = zlib.decompress(item["kz"]["B"]).decode()
+        return text.split("\n") if text else []
+    return [key["S"] for key in item.get("keys", {}).get("L", [])]  # records written before packing
+
+
+def _unpack_outcomes(item: Item) -> dict[str, str]:
+    if "oz" not in item:
+        return {}
+    outcomes = json.loads(zlib.decompress(item["oz"]["B"]))
+    return {str(k): str(v) for k, v in outcomes.items()}
 
 
 def counter_from_item(item: Item) -> CounterState:
@@ -209,7 +238,7 @@ class DynamoFrequencyStore:
                     "ExpressionAttributeValues": {":v": {"N": str(current.version)}},
                 }
             item = counter_to_item(partition, sort_key, merged)
-            if _conditional(self.client.put_item, TableName=self.table, Item=item, **condition):
+            if conditional_write(self.client.put_item, TableName=self.table, Item=item, **condition):
                 return merged, True, attempt
             # Someone else wrote this counter since we read it: merge into what is there now.
             response = self.client.get_item(
@@ -232,13 +261,40 @@ class DynamoLedger:
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)  # this invocation's claims
 
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
+        """The claims among ``keys``; a claim whose run is closed is done (with its outcome)."""
         found: dict[str, LedgerEntry] = {}
         for chunk in _chunks(sorted(keys), 100):
             for item in _get_items(self.client, self.table, [(f"F#{k}", "F") for k in chunk]):
                 entry = _ledger_entry(item)
                 if entry.state != "released":
                     found[entry.key] = entry
+        runs = self._runs({entry.run_id for entry in found.values() if entry.state == "claimed"})
+        for key, entry in list(found.items()):
+            if entry.state != "claimed":
+                continue  # "done" entries written before runs closed their files in one write
+            run = runs.get(entry.run_id)
+            if run is None or run.get("st", {}).get("S") == "closed":
+                # No run record: it expired with (or after) its claims, long closed.
+                outcome = _unpack_outcomes(run).get(key, "done") if run is not None else "done"
+                found[key] = LedgerEntry(key, "done", entry.run_id, None, outcome)
         return found
+
+    def _runs(self, run_ids: Collection[str]) -> dict[str, Item]:
+        runs: dict[str, Item] = {}
+        for chunk in _chunks(sorted(run_ids), 100):
+            request: dict[str, Any] = {
+                self.table: {
+                    "Keys": [{"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}} for run_id in chunk],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "sk, st, oz",  # not the open runs' packed keys
+                }
+            }
+            while request:
+                response = self.client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table, []):
+                    runs[item["sk"]["S"]] = item
+                request = response.get("UnprocessedKeys") or {}
+        return runs
 
     def watermark(self) -> datetime | None:
         item = self.client.get_item(
@@ -250,7 +306,7 @@ class DynamoLedger:
 
     def advance_watermark(self, scheduled_at: datetime) -> None:
         stamp = scheduled_at.astimezone(UTC).isoformat()
-        _conditional(  # never moves back
+        conditional_write(  # never moves back
             self.client.put_item,
             TableName=self.table,
             Item={"pk": {"S": STATE_PARTITION}, "sk": {"S": "WATERMARK"}, "wm": {"S": stamp}},
@@ -259,6 +315,12 @@ class DynamoLedger:
         )
 
     def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
+        packed = pack_keys(keys)
+        if len(packed) > MAX_PACKED_BYTES:
+            raise StoreError(
+                f"run {run_id}: {len(keys)} keys pack to {len(packed)} bytes, over the run record's "
+                f"{MAX_PACKED_BYTES}; use smaller batches (RunOptions.batch_files)"
+            )
         self.client.put_item(
             TableName=self.table,
             Item={
@@ -266,8 +328,9 @@ class DynamoLedger:
                 "sk": {"S": run_id},
                 "st": {"S": "open"},
                 "lease": {"S": lease_until.astimezone(UTC).isoformat()},
-                "keys": {"L": [{"S": key} for key in keys]},
-                "expires_at": _ttl(now, LEDGER_RETENTION),
+                "kz": {"B": packed},
+                "n": {"N": str(len(keys))},
+                "expires_at": ttl_after(now, LEDGER_RETENTION),
             },
         )
 
@@ -285,10 +348,7 @@ class DynamoLedger:
             },
             ConsistentRead=True,
         ):
-            runs.extend(
-                (item["sk"]["S"], [key["S"] for key in item.get("keys", {}).get("L", [])])
-                for item in page.get("Items", [])
-            )
+            runs.extend((item["sk"]["S"], unpack_keys(item)) for item in page.get("Items", []))
         return sorted(runs)
 
     def claim(
@@ -351,18 +411,18 @@ class DynamoLedger:
                 "rid": {"S": run_id},
                 "lease": {"S": lease},
                 "holder": {"S": self.holder},
-                "expires_at": _ttl(now, LEDGER_RETENTION),
+                "expires_at": ttl_after(now, LEDGER_RETENTION),
             },
             "ConditionExpression": condition,
             "ExpressionAttributeValues": values,
         }
 
     def _claim_one(self, put: dict[str, Any]) -> bool:
-        return _conditional(self.client.put_item, **put)  # False: another run has it
+        return conditional_write(self.client.put_item, **put)  # False: another run has it
 
     def release(self, keys: Collection[str], run_id: str) -> None:
         for key in keys:
-            _conditional(  # only our own claim is handed back
+            conditional_write(  # only our own claim is handed back
                 self.client.update_item,
                 TableName=self.table,
                 Key={"pk": {"S": f"F#{key}"}, "sk": {"S": "F"}},
@@ -376,33 +436,25 @@ class DynamoLedger:
             )
 
     def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
-        requests = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        "pk": {"S": f"F#{key}"},
-                        "sk": {"S": "F"},
-                        "st": {"S": "done"},
-                        "rid": {"S": run_id},
-                        "outcome": {"S": outcome},
-                        "done_at": {"S": now.astimezone(UTC).isoformat()},
-                        "expires_at": _ttl(now, LEDGER_RETENTION),
-                    }
-                }
-            }
-            for key, outcome in sorted(outcomes.items())
-        ]
-        for chunk in _chunks(requests, 25):
-            pending: dict[str, Any] = {self.table: list(chunk)}
-            while pending:
-                response = self.client.batch_write_item(RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
+        """Close the run record: every file its run claimed and did not release is done, in one
+        write. Outcomes other than "done" (skipped files and why) are kept in the record."""
+        unusual = {key: outcome for key, outcome in sorted(outcomes.items()) if outcome != "done"}
+        values: dict[str, Any] = {":closed": {"S": "closed"}, ":ttl": ttl_after(now, RUN_RETENTION)}
+        update = "SET st = :closed, expires_at = :ttl, done_at = :at, files = :n"
+        values[":at"] = {"S": now.astimezone(UTC).isoformat()}
+        values[":n"] = {"N": str(len(outcomes))}
+        if unusual:
+            packed = zlib.compress(json.dumps(unusual, separators=(",", ":")).encode(), 6)
+            if len(packed) > MAX_PACKED_BYTES:  # the reasons are in the logs; the files are done all the same
+                packed = zlib.compress(json.dumps(dict(list(unusual.items())[:1000])).encode(), 6)
+            update += ", oz = :oz"
+            values[":oz"] = {"B": packed}
         self.client.update_item(
             TableName=self.table,
             Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
-            UpdateExpression="SET st = :closed, expires_at = :ttl REMOVE #keys",
+            UpdateExpression=update + " REMOVE #keys, kz",
             ExpressionAttributeNames={"#keys": "keys"},
-            ExpressionAttributeValues={":closed": {"S": "closed"}, ":ttl": _ttl(now, RUN_RETENTION)},
+            ExpressionAttributeValues=values,
         )
 
 
@@ -427,7 +479,7 @@ class DynamoOutbox:
         return self.clock() if self.clock is not None else datetime.now(tz=UTC)
 
     def put(self, alert: Alert) -> bool:
-        return _conditional(
+        return conditional_write(
             self.client.put_item,
             TableName=self.table,
             Item={
@@ -436,7 +488,7 @@ class DynamoOutbox:
                 "st": {"S": "pending"},
                 "doc": {"S": alert.to_json()},
                 "created": {"S": self._now().isoformat()},
-                "expires_at": _ttl(self._now(), OUTBOX_RETENTION),
+                "expires_at": ttl_after(self._now(), OUTBOX_RETENTION),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
@@ -478,7 +530,7 @@ class DynamoOutbox:
                 "aid": {"S": suppression.alert_id},
                 "ms": {"L": [{"S": m} for m in methods]},
                 "hr": {"L": [{"N": str(h)} for h in hours]},
-                "expires_at": _ttl(suppression.at, SUPPRESS_RETENTION),
+                "expires_at": ttl_after(suppression.at, SUPPRESS_RETENTION),
             },
         )
 

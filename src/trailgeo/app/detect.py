@@ -57,15 +57,19 @@ from trailgeo.ports import (
     TransientReadError,
 )
 
+DEFAULT_LEASE = timedelta(minutes=20)  # longer than the Lambda's 15-minute limit
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     lookback: timedelta = timedelta(hours=2)
     policy: ScoringPolicy = field(default_factory=ScoringPolicy)
     max_decompressed_bytes: int = 512 * 1024 * 1024
-    batch_files: int = 1000  # keys of one batch are kept in its run record (400 KB item limit)
+    # One batch per window as a rule: a counter is written once per batch. Its keys are kept,
+    # compressed, in its run record (400 KB item limit: over 10,000 CloudTrail keys).
+    batch_files: int = 5000
     read_concurrency: int = 8
-    lease: timedelta = timedelta(minutes=20)
+    lease: timedelta = DEFAULT_LEASE
     alerting: bool = True  # False when training history (backfill): count, never alert
     suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
     quarantine: timedelta = timedelta(days=30)  # alerted hours do not vouch for their country this long
@@ -99,6 +103,7 @@ class RunReport:
     files_deferred: int = 0
     files_released: int = 0  # unreadable for now (S3 throttling, 5xx, timeouts): new again for the next run
     files_late: int = 0  # named before the look-back, landed within it: read all the same
+    tasks_dispatched: int = 0  # fan-out mode: tasks of new files sent to the workers
     catch_up: bool = False  # the window reached back to the last complete run
     bytes_read: int = 0
     events: int = 0
@@ -133,7 +138,16 @@ def run_id_for(scheduled_at: datetime, keys: list[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> RunReport:
+# Hands a planned batch of new files to other workers (fan-out mode) instead of processing it
+# here: (keys, run id, scheduled time, report) -> None.
+Dispatch = Callable[[list[str], str, datetime, "RunReport"], None]
+
+
+def detect(
+    scheduled_at: datetime, deps: Dependencies, options: RunOptions, dispatch: Dispatch | None = None
+) -> RunReport:
+    """One scheduled run. With ``dispatch`` (fan-out mode), batches of new files are handed to
+    workers (``trailgeo.app.fanout``); interrupted runs are still taken over here."""
     started = time.perf_counter()
     end = scheduled_at.astimezone(UTC)
     report = RunReport(scheduled_at=end, window_start=end - options.lookback, window_end=end)
@@ -157,14 +171,17 @@ def detect(scheduled_at: datetime, deps: Dependencies, options: RunOptions) -> R
         logger.warning("late CloudTrail files picked up", files=len(late), oldest=oldest.key)
     report.keys_skipped.update(listed.skipped)
     for batch_keys, run_id, takeover in _plan(listed.objects, scheduled_at, deps, options, report):
-        _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
+        if dispatch is not None and not takeover:
+            dispatch(batch_keys, run_id, scheduled_at, report)
+        else:
+            _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
     # Files deferred or handed back must be listed again: the next run catches up from the last
     # watermark, which therefore stays where it is (a released file delivered early in this window
     # would otherwise fall out of the next run's look-back and be missed).
     if not report.files_deferred and not report.files_released:
         deps.ledger.advance_watermark(end)
     if options.alerting:
-        _publish_pending(deps, report)
+        publish_pending(deps, report)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -240,11 +257,31 @@ def _process_batch(
     options: RunOptions,
     report: RunReport,
 ) -> None:
-    aggregate = RunAggregate(
+    aggregate, outcomes, released = read_batch(keys, deps, options, report)
+    if released and takeover:
+        # The dead run may have committed these files' counts already: handing them back would
+        # let a fresh run count them again. Stop; the lease expires and the takeover is retried.
+        raise TransientReadError(f"{len(released)} file(s) of interrupted run {run_id} unreadable for now")
+    if released:
+        deps.ledger.release(released, run_id)
+        report.files_released += len(released)
+    finish_batch(aggregate, outcomes, run_id, scheduled_at, deps, options, report)
+
+
+def new_aggregate(deps: Dependencies, options: RunOptions) -> RunAggregate:
+    return RunAggregate(
         geolocate=deps.geo.country,
         detectors=options.detectors,
         locate_city=getattr(deps.geo, "city", None),  # used only when the city detector is on
     )
+
+
+def read_batch(
+    keys: list[str], deps: Dependencies, options: RunOptions, report: RunReport
+) -> tuple[RunAggregate, dict[str, str], list[str]]:
+    """Read, inflate, decode and aggregate a batch's files, several in flight. Returns the
+    aggregate, each file's outcome, and the files that could not be read *now* (transient)."""
+    aggregate = new_aggregate(deps, options)
     outcomes: dict[str, str] = {}
     released: list[str] = []
 
@@ -270,14 +307,19 @@ def _process_batch(
                 outcomes[key] = _skip_file(key, problem or "unknown", report)
                 continue
             outcomes[key] = _ingest(key, data, aggregate, options, report)
-    if released and takeover:
-        # The dead run may have committed these files' counts already: handing them back would
-        # let a fresh run count them again. Stop; the lease expires and the takeover is retried.
-        raise TransientReadError(f"{len(released)} file(s) of interrupted run {run_id} unreadable for now")
-    if released:
-        deps.ledger.release(released, run_id)
-        report.files_released += len(released)
+    return aggregate, outcomes, released
 
+
+def finish_batch(
+    aggregate: RunAggregate,
+    outcomes: dict[str, str],
+    run_id: str,
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> None:
+    """Score the batch against the history before it, queue alerts, commit counts, close the run."""
     report.events += aggregate.events
     report.events_geolocated += aggregate.geolocated
     report.records_skipped.update(aggregate.skipped)
@@ -509,7 +551,7 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
     return "done"
 
 
-def _publish_pending(deps: Dependencies, report: RunReport) -> None:
+def publish_pending(deps: Dependencies, report: RunReport) -> None:
     for alert in deps.outbox.pending():
         try:
             message_id = deps.sink.publish(alert)

@@ -83,7 +83,7 @@ def _stamp(moment: datetime | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """A ``RUN`` item: a batch of files a run took (open) or finished (closed, kept a day)."""
+    """A ``RUN`` item: a batch of files a run took (open) or finished (closed, kept 14 days)."""
 
     run_id: str
     state: str
@@ -220,7 +220,7 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
             run_id=item["sk"]["S"],
             state=item.get("st", {}).get("S", "?"),
             lease_until=datetime.fromisoformat(item["lease"]["S"]) if "lease" in item else None,
-            files=len(item.get("keys", {}).get("L", [])),
+            files=int(item.get("files", item.get("n", {"N": "0"}))["N"]),
         )
         for item in _query_all(
             client,
