@@ -13,12 +13,10 @@ from trailgeo.core.counters import (
 )
 
 
-def delta(*hours: int, events: int | None = None) -> CounterDelta:
+def delta(*hours: int) -> CounterDelta:
     d = CounterDelta()
     for h in hours:
         d.observe(h, f"t{h:08d}")
-    if events is not None:
-        d.events = events
     return d
 
 
@@ -28,17 +26,16 @@ def test_given_a_burst_in_one_hour_then_it_is_one_observation() -> None:
         d.observe(500_000, f"2026-11-02T14:{minute:02d}:00Z")
     state = merge(EMPTY, d, "run-1")
     assert state is not None
-    assert (state.buckets, state.events) == (1, 60)
+    assert state.buckets == 1
     assert (state.first_seen, state.last_seen) == ("2026-11-02T14:00:00Z", "2026-11-02T14:59:00Z")
 
 
-def test_given_an_hour_already_counted_by_an_earlier_run_then_a_late_file_adds_events_not_buckets() -> None:
+def test_given_an_hour_already_counted_by_an_earlier_run_then_a_late_file_adds_no_bucket() -> None:
     first = merge(EMPTY, delta(100, 101), "run-1")
     assert first is not None
     second = merge(first, delta(101, 102), "run-2")
     assert second is not None
     assert second.buckets == 3
-    assert second.events == 4
     assert second.recent_hours == (100, 101, 102)
 
 

@@ -19,7 +19,9 @@ from tests.builders import (
     SE_IP,
     T0,
     US_IP,
+    delivery_key,
     files_by_delivery,
+    gz_file,
     hourly_history,
     record,
     write_tree,
@@ -205,7 +207,34 @@ def test_given_two_trails_delivering_the_same_event_then_it_counts_once(
 
     _, state = run_replay(tmp_path, geo)
 
-    assert state.store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 1
+    counter = state.store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"]
+    assert counter.buckets == 1
+    assert counter.first_seen == counter.last_seen == event["eventTime"]
+
+
+def test_given_two_trails_whose_copies_of_an_event_land_in_different_runs_then_the_tables_count_it_once(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given an event that a second trail delivers 20 minutes after the first (the next run reads it)
+    event = record(T0 + timedelta(minutes=2), ip=SE_IP)
+    files = {
+        delivery_key(T0 + timedelta(minutes=5), region="us-east-1"): gz_file([event]),
+        delivery_key(T0 + timedelta(minutes=25), region="eu-west-1"): gz_file([event]),
+    }
+    files |= files_by_delivery([record(T0 + timedelta(minutes=40), ip=SE_IP)])
+    write_tree(tmp_path, files)
+    ticks: list[RunReport] = []
+
+    # When replayed run by run, and when read by one run that sees both copies
+    _, per_run = replay(tmp_path, geo, JsonLinesAlertSink(io.StringIO()), RunOptions(), on_tick=ticks.append)
+    _, one_run = replay(
+        tmp_path, geo, JsonLinesAlertSink(io.StringIO()), RunOptions(lookback=timedelta(days=1))
+    )
+
+    # Then the copies were read by two runs, and the tables equal those of the run that saw both
+    assert [t.events for t in ticks if t.events] == [1, 1, 1]
+    assert counts(per_run.store) == counts(one_run.store)
+    assert per_run.store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].buckets == 1
 
 
 @dataclass
@@ -230,9 +259,9 @@ class CrashingStore:
 
 def counts(
     store: MemoryFrequencyStore,
-) -> dict[tuple[str, str], tuple[int, float, int, str | None, str | None]]:
+) -> dict[tuple[str, str], tuple[int, float, str | None, str | None]]:
     return {
-        (p, k): (v.buckets, v.wsum, v.events, v.first_seen, v.last_seen)
+        (p, k): (v.buckets, v.wsum, v.first_seen, v.last_seen)
         for p, items in store.partitions.items()
         for k, v in items.items()
     }
@@ -328,7 +357,9 @@ def test_given_too_little_time_left_then_files_are_deferred_unclaimed_and_the_ne
     assert deferred.files_new == 0
     assert ledger.runs == {}
     assert finished.files_new == 4
-    assert store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 12
+    assert finished.events == 12
+    counter = store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"]
+    assert (counter.first_seen, counter.last_seen) == ("2026-10-01T00:00:00Z", "2026-10-01T00:55:00Z")
 
 
 def test_given_a_suppressed_attacker_when_a_sensitive_method_appears_then_it_re_alerts_once(
@@ -395,4 +426,6 @@ def test_given_a_file_unreadable_for_now_when_later_runs_no_longer_look_back_tha
     assert first.files_released == 1
     assert second.catch_up
     assert second.files_new == 1
-    assert store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"].events == 6
+    assert first.events + second.events == 6
+    counter = store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"]
+    assert counter.first_seen == "2026-10-01T00:00:00Z"  # the released file's event

@@ -47,8 +47,8 @@ def deps_for(session: Any, geo: MaxMindGeoResolver, topic_arn: str, when: Any) -
     )
 
 
-def counters(session: Any) -> dict[tuple[str, str], tuple[int, int, float]]:
-    """Buckets and events exactly; the decayed weight is a float sum, equal up to rounding."""
+def counters(session: Any) -> dict[tuple[str, str], tuple[int, list[str], float]]:
+    """Buckets and recent hours exactly; the decayed weight is a float sum, equal up to rounding."""
     dynamodb = session.client("dynamodb")
     out = {}
     for page in dynamodb.get_paginator("scan").paginate(TableName=TABLE):
@@ -56,7 +56,7 @@ def counters(session: Any) -> dict[tuple[str, str], tuple[int, int, float]]:
             if item["pk"]["S"].startswith(("M#", "P#", "K#", "ORG")):
                 out[(item["pk"]["S"], item["sk"]["S"])] = (
                     int(item["b"]["N"]),
-                    int(item["ev"]["N"]),
+                    [h["N"] for h in item.get("hr", {}).get("L", [])],
                     pytest.approx(float(item["w"]["N"]), rel=1e-9),
                 )
     return out

@@ -107,9 +107,11 @@ class Outcome:
     alerts_out: io.StringIO
 
     def org_events(self) -> dict[str, int]:
-        """Events counted per country, whatever the method or principal (the ORG counters)."""
+        """Hours with events per country, whatever the method or principal (the ORG counters):
+        the cases put their events in one hour, so 1 for each country they reach (the report's
+        ``events_geolocated`` counts the events themselves)."""
         return {
-            sk: state.events
+            sk: state.buckets
             for sk, state in self.store.partitions.get(ORG_PARTITION, {}).items()
             if sk != TOTAL
         }
@@ -265,8 +267,9 @@ def test_given_a_hostile_object_beside_a_good_file_then_it_is_skipped_by_reason_
     result = run(LocalLogSource(tmp_path), geo)
 
     report = result.report
-    assert result.store.partitions[METHOD]["C#US"].events == 1
-    assert result.org_events() == {"C#US": 1, **case.countries}
+    assert result.store.partitions[METHOD]["C#US"].buckets == 1
+    assert result.org_events() == {"C#US": 1, **dict.fromkeys(case.countries, 1)}  # one hour each
+    assert report.events_geolocated == 1 + sum(case.countries.values())
     assert report.files_listed == 2
     assert report.files_skipped == Counter({case.file_reason: 1} if case.file_reason else {})
     assert report.records_skipped == Counter(case.records)
@@ -339,7 +342,7 @@ def test_given_a_key_that_is_not_a_log_file_then_it_is_never_read_nor_claimed_an
     result = run(source, geo)
 
     assert source.skipped_keys == Counter({case.key_reason: 1})
-    assert result.store.partitions[METHOD]["C#US"].events == 1
+    assert result.store.partitions[METHOD]["C#US"].buckets == 1
     assert result.org_events() == {"C#US": 1}
     assert result.report.files_listed == 1
     assert result.report.files_skipped == Counter()
@@ -381,7 +384,7 @@ def test_given_the_gzip_bomb_under_a_cap_it_fits_then_it_is_read_so_the_cap_is_w
     assert result.report.files_skipped == Counter()
     assert result.report.files_read == 2
     assert result.outcome(HOSTILE_KEY) == "done"
-    assert result.store.partitions[METHOD]["C#US"].events == 1
+    assert result.store.partitions[METHOD]["C#US"].buckets == 1
 
 
 @dataclass
@@ -474,7 +477,7 @@ def test_given_a_1mb_user_agent_on_a_rare_hit_then_the_alert_carries_it_truncate
 ) -> None:
     result = attack(tmp_path, geo, "huge_user_agent.json.gz")
 
-    assert result.store.partitions[METHOD]["C#US"].events == 41
+    assert result.store.partitions[METHOD]["C#US"].buckets == 41
     (alert,) = result.report.alerts
     assert alert.country == "BT"
     assert alert.user_agent.original == ["A" * 1024 + "…[truncated]"]
@@ -511,7 +514,7 @@ def test_given_huge_strings_then_every_counter_key_stays_bounded(
     assert max(len(p) + len(sk) for p, sk in keys) < 600
     clipped = sorted({p for p, _ in keys if p.startswith("M#ec2.amazonaws.com:DescribeInstancesXXX")})
     assert clipped == ["M#ec2.amazonaws.com:DescribeInstances" + "X" * (128 - 17) + "…[truncated]"]
-    assert result.store.partitions[clipped[0]]["C#GB"].events == 1
+    assert result.store.partitions[clipped[0]]["C#GB"].buckets == 1
 
 
 def test_given_a_1mb_event_time_then_neither_the_counters_nor_the_alert_carry_it_whole(

@@ -141,7 +141,6 @@ def counter_from_item(item: Item) -> CounterState:
     return CounterState(
         buckets=int(item["b"]["N"]),
         wsum=float(item["w"]["N"]),
-        events=int(item["ev"]["N"]),
         first_seen=item.get("fs", {}).get("S"),
         last_seen=item.get("ls", {}).get("S"),
         recent_hours=tuple(int(v["N"]) for v in item.get("hr", {}).get("L", [])),
@@ -160,7 +159,6 @@ def counter_to_item(partition: str, sort_key: str, state: CounterState) -> Item:
         "sk": {"S": sort_key},
         "b": {"N": str(state.buckets)},
         "w": {"N": format(state.wsum, ".6f")},
-        "ev": {"N": str(state.events)},
         "hr": {"L": [{"N": str(h)} for h in state.recent_hours]},
         "rn": {"L": [{"S": r} for r in state.recent_runs]},
         "ver": {"N": str(state.version)},

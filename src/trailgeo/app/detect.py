@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -296,10 +296,8 @@ def read_batch(
             logger.warning("object read failed, will retry on a later run", key=key, error=str(exc))
             return key, None, "transient"
 
-    # The cyclic collector stays out of bulk decoding (millions of fresh objects, no cycles):
-    # paused once per batch, not per file, so it does not rescan the growing aggregate each time.
-    with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool, gc_paused():
-        for key, data, problem in _bounded_map(pool, fetch, keys, 2 * options.read_concurrency):
+    def ingest(fetched: Iterable[tuple[str, bytes | None, str | None]]) -> None:
+        for key, data, problem in fetched:
             if problem == "transient":
                 released.append(key)
                 continue
@@ -307,6 +305,16 @@ def read_batch(
                 outcomes[key] = _skip_file(key, problem or "unknown", report)
                 continue
             outcomes[key] = _ingest(key, data, aggregate, options, report)
+
+    # The cyclic collector stays out of bulk decoding (millions of fresh objects, no cycles):
+    # paused once per batch, not per file, so it does not rescan the growing aggregate each time.
+    with gc_paused():
+        if options.read_concurrency <= 1:
+            # Local files (replay): a reader thread would only add hand-offs of the GIL.
+            ingest(map(fetch, keys))
+        else:
+            with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool:
+                ingest(_bounded_map(pool, fetch, keys, 2 * options.read_concurrency))
     return aggregate, outcomes, released
 
 
@@ -536,14 +544,13 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
     report.bytes_read += len(data)
     try:
         document = decompress(data, name=key, limit=options.max_decompressed_bytes)
-        skipped_before = Counter(aggregate.skipped)
         decoded = decode_trail_file(document)
-        aggregate.add_records(decoded.records)
+        in_object = aggregate.add_records(decoded.records)  # what the aggregate skipped in this file
     except (UnreadablePayloadError, MalformedFileError) as exc:
         return _skip_file(key, exc.reason, report, exc.detail)
     report.files_read += 1
     report.records_skipped.update(decoded.skipped)
-    in_object = decoded.skipped + (aggregate.skipped - skipped_before)
+    in_object.update(decoded.skipped)
     # AWS services, "AWS Internal" and VPC traffic are in nearly every file: counted, and logged
     # per object only beside a reason worth a look.
     if not ROUTINE_SKIPS.issuperset(in_object):

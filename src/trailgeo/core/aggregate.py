@@ -7,10 +7,19 @@ keeps the evidence an alert needs: methods, addresses, user agents, access keys,
 
 from __future__ import annotations
 
+import binascii
+import hashlib
+import re
+import sys
+from array import array
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from sys import intern
+from typing import Any, cast
+
+import msgspec
 
 from trailgeo.core.counters import (
     MAX_EVENT_TIME_CHARS,
@@ -31,7 +40,7 @@ from trailgeo.core.counters import (
     principal_partition,
     user_methods_partition,
 )
-from trailgeo.core.records import MAX_FIELD_CHARS, TrailRecord, clip
+from trailgeo.core.records import MAX_FIELD_CHARS, TrailRecord, UserIdentity, clip, gc_paused
 from trailgeo.core.sources import SourceKind, classify_source
 
 GroupKey = tuple[str, str, str]  # (account, principal, country)
@@ -53,7 +62,10 @@ def method_of(record: TrailRecord) -> str | None:
 
 
 def principal_of(record: TrailRecord) -> str:
-    identity = record.userIdentity
+    return principal_of_identity(record.userIdentity)
+
+
+def principal_of_identity(identity: UserIdentity | None) -> str:
     if identity is None:
         return "unknown"
     if identity.arn:
@@ -116,6 +128,18 @@ class HitGroup:
         if self.last_event is None or last > self.last_event:
             self.last_event = last
 
+    def add_cells(self, method: str, hours: Iterable[int], events: int, first: str, last: str) -> None:
+        """``add_cell`` for the cells of one method in several hours, already summed."""
+        activity = self.methods.get(method)
+        if activity is None:
+            activity = self.methods[method] = MethodActivity()
+        activity.events += events
+        activity.hours.update(hours)
+        if self.first_event is None or first < self.first_event:
+            self.first_event = first
+        if self.last_event is None or last > self.last_event:
+            self.last_event = last
+
     def add_evidence(self, seen: Counter[Evidence], event_ids: list[str]) -> None:
         """Addresses, agents, keys and regions, clipped and bounded (with an "…other" count)."""
         for (ip, user_agent, access_key, region, identity_type), count in seen.most_common():
@@ -143,13 +167,31 @@ def _tally(cells: dict[Any, list[Any]], key: Any, event_time: str) -> None:
 
 
 def _observe(
-    counters: dict[CounterKey, CounterDelta], key: CounterKey, hour: int, events: int, first: str, last: str
+    counters: dict[CounterKey, CounterDelta], key: CounterKey, hour: int, first: str, last: str
 ) -> None:
     delta = counters.get(key)
     if delta is None:
-        counters[key] = CounterDelta({hour}, events, first, last)
+        counters[key] = CounterDelta({hour}, first, last)
     else:
-        delta.observe_cell(hour, events, first, last)
+        delta.observe_cell(hour, first, last)
+
+
+def _observe_many(
+    counters: dict[CounterKey, CounterDelta],
+    key: CounterKey,
+    hours: Iterable[int],
+    first: str,
+    last: str,
+) -> None:
+    delta = counters.get(key)
+    if delta is None:
+        counters[key] = CounterDelta(set(hours), first, last)
+    else:
+        delta.hours.update(hours)
+        if delta.first_seen is None or first < delta.first_seen:
+            delta.first_seen = first
+        if delta.last_seen is None or last > delta.last_seen:
+            delta.last_seen = last
 
 
 def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
@@ -192,26 +234,158 @@ def _add_activity(methods: dict[str, MethodActivity], method: str, hour: int, ev
     activity.hours.add(hour)
 
 
-# (account, principal, country, method, hour): the one key the per-event loop updates.
-CellKey = tuple[str, str, str, str, int]
+# (account, principal, country, method): a cell's key without its hour. Per prefix the aggregate
+# keeps one list: [hour, events, first eventTime, last eventTime, others], the cell of the hour
+# the prefix was last seen in, and ``others`` None or {hour: [events, first, last]} for its other
+# hours (most prefixes of a 15-minute run have one hour: one small list, not a dict of lists).
+CellPrefix = tuple[str, str, str, str]
+Cell = list[Any]
 # (source ip, userAgent, accessKeyId, awsRegion, identity type): raw evidence, bounded later.
 Evidence = tuple[str, str | None, str | None, str | None, str | None]
+# (account, principal, country, source ip, userAgent, accessKeyId, awsRegion, identity type): one
+# group's raw evidence, counted per event and clipped and bounded only when a group is derived.
+EvidenceKey = tuple[str, str, str, str, str | None, str | None, str | None, str | None]
+# What the per-event loop reads of a record, in one C-level call per record.
+_FIELDS = attrgetter(
+    "sourceIPAddress",
+    "eventSource",
+    "eventName",
+    "userAgent",
+    "awsRegion",
+    "recipientAccountId",
+    "errorCode",
+    "userIdentity",
+    "eventTime",
+    "eventID",
+)
+_EVENT_ID = attrgetter("eventID")
+
+# Event-id digests for the within-run duplicate check: stable across processes (snapshots are
+# merged elsewhere), and below 2**60 so that CPython stores each in 32 bytes instead of 48.
+DIGEST_BITS = 60
+_DIGEST_MASK = (1 << DIGEST_BITS) - 1
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_UUID_DASHES = (8, 13, 18, 23)
+_LOW_NIBBLE = bytes(value & 0x0F for value in range(256))
+
+
+def event_digest(event_id: str) -> int:
+    """A stable 60-bit digest of an ``eventID``.
+
+    A canonical UUID (lower-case ``8-4-4-4-12`` hex, as CloudTrail writes them) is its 128 bits
+    folded: the two 64-bit halves XORed, truncated to 60 bits. Anything else: BLAKE2b (8 bytes)
+    of its UTF-8, truncated the same way.
+    """
+    if len(event_id) == 36 and _CANONICAL_UUID.fullmatch(event_id):
+        value = int(event_id.replace("-", ""), 16)
+        return ((value >> 64) ^ value) & _DIGEST_MASK
+    blake = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(blake, "big") & _DIGEST_MASK
+
+
+def event_digests(event_ids: Sequence[str | None]) -> list[int] | None:
+    """``event_digest`` of each id, in bulk (C-level bytes and integer operations, no per-id
+    Python) when every id is a canonical UUID, as in any file CloudTrail writes; None otherwise."""
+    count = len(event_ids)
+    if not count or None in event_ids:
+        return None
+    ids = cast("Sequence[str]", event_ids)
+    try:
+        text = "|".join(ids).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    # Every id 36 characters with its dashes in place: the separators and dashes where they belong
+    # and, below, exactly 32 hex digits per id once both are deleted (so none inside an id).
+    if len(text) != 37 * count - 1 or text[36::37] != b"|" * (count - 1):
+        return None
+    dashes = b"-" * count
+    if any(text[at::37] != dashes for at in _UUID_DASHES):
+        return None
+    digits = text.translate(None, b"-|")
+    if not digits.islower():  # upper-case hex is not canonical (nor, here, an all-digit file)
+        return None
+    try:
+        raw = binascii.unhexlify(digits)
+    except binascii.Error:
+        return None
+    if len(raw) != 16 * count:
+        return None
+    units = memoryview(raw).cast("Q")  # 8-byte units, copied as bytes: their order is kept
+    high, low = units[0::2].tobytes(), units[1::2].tobytes()  # each id's high and low 8 bytes
+    folded = bytearray((int.from_bytes(high, "big") ^ int.from_bytes(low, "big")).to_bytes(8 * count, "big"))
+    folded[0::8] = folded[0::8].translate(_LOW_NIBBLE)  # 60 bits: the top 4 of each digest cleared
+    digests = array("Q", folded)
+    if sys.byteorder == "little":
+        digests.byteswap()
+    return digests.tolist()
 
 
 @dataclass(slots=True)
-class _GroupEvidence:
-    seen: Counter[Evidence] = field(default_factory=Counter)
-    event_ids: list[str] = field(default_factory=list)
+class _Extra:
+    """What each event of one piece of evidence adds besides its cell (off the common path)."""
+
+    truncated: bool  # its userAgent is longer than MAX_FIELD_CHARS (kept, cut when derived)
+    key_prefix: tuple[str, str] | None  # (long-term access key, country)
+    city: str | None  # "CC/City" of its address, "" when unknown; None: the city detector is off
+
+
+# The value of an evidence key: [events, its group's first event ids (shared), _Extra | None].
+EvidenceTally = list[Any]
+
+SNAPSHOT_VERSION = 1
+
+
+class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    """``RunAggregate.snapshot``: msgpack arrays, in the aggregate's own (first-seen) order."""
+
+    version: int
+    detectors: list[str]
+    events: int
+    geolocated: int
+    skipped: list[tuple[str, int]]
+    # account, principal, country, method, [(hour, events, first, last)]
+    cells: list[tuple[str, str, str, str, list[tuple[int, int, str, str]]]]
+    key_cells: list[tuple[str, str, int, int, str, str]]
+    error_cells: list[tuple[str, str, str, str, str, int, int, str, str]]
+    city_cells: list[tuple[str, str, str, str, int, int, str, str]]
+    # account, principal, country, [(ip, userAgent, accessKeyId, region, identity type, events)], ids
+    evidence: list[
+        tuple[str, str, str, list[tuple[str, str | None, str | None, str | None, str | None, int]], list[str]]
+    ]
+    event_digests: bytes  # sorted, 8 bytes each, big-endian
+
+
+_snapshot_encoder = msgspec.msgpack.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def _pack_digests(digests: Iterable[int]) -> bytes:
+    packed = array("Q", sorted(digests))
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _unpack_digests(data: bytes) -> array[int]:
+    if len(data) % 8:
+        raise ValueError(f"corrupted RunAggregate snapshot: {len(data)} bytes of event digests")
+    digests = array("Q")
+    digests.frombytes(data)
+    if sys.byteorder == "little":
+        digests.byteswap()
+    return digests
 
 
 @dataclass(slots=True)
 class RunAggregate:
     """Accumulates records of one batch of files. ``skipped`` counts every record not scored.
 
-    The per-event loop does one dictionary update per (account, principal, country, method,
-    hour) cell and one per distinct piece of evidence; counters and hit groups are derived
-    from those once, when first asked for (measured: most of the pipeline's time was the
-    six counter updates and the evidence bookkeeping done per event).
+    Per event, the loop (``add_records``) looks up one slot by the event's raw key (every field
+    but its time and id) and updates one cell (events, first and last time) of one hour and one
+    evidence count. What a raw key means (source class and country, method, principal, account,
+    evidence, side counters) is worked out once, when first met. Counters and hit groups are
+    derived from the cells when first asked for, once per (account, principal, country, method)
+    with all its hours. ``snapshot`` and ``merge_snapshot`` carry an aggregate between processes.
     """
 
     geolocate: GeoLookup
@@ -220,23 +394,27 @@ class RunAggregate:
     skipped: Counter[str] = field(default_factory=Counter)
     events: int = 0
     geolocated: int = 0
-    _cells: dict[CellKey, list[Any]] = field(default_factory=dict)  # [events, first, last]
+    _cells: dict[CellPrefix, Cell] = field(default_factory=dict)
     # (account, principal, country, error code, method, hour): the rare-error-code detector only
     _error_cells: dict[tuple[str, str, str, str, str, int], list[Any]] = field(default_factory=dict)
     _key_cells: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)  # long-term keys
-    _evidence: dict[GroupKey, _GroupEvidence] = field(default_factory=dict)
-    _sources: dict[str, tuple[SourceKind, str | None, str | None]] = field(default_factory=dict)
-    _event_ids: set[int] = field(default_factory=set)
+    _evidence: dict[EvidenceKey, EvidenceTally] = field(default_factory=dict)
+    # per group, its first MAX_DISTINCT_EVIDENCE event ids: [packed ids, how many] (_pack_id)
+    _event_id_lists: dict[GroupKey, list[Any]] = field(default_factory=dict)
+    _event_ids: set[int] = field(default_factory=set)  # event_digest of every eventID seen
+    # (account, principal, "CC/City", method, hour): the city detector only
+    _city_cells: dict[tuple[str, str, str, str, int], list[Any]] = field(default_factory=dict)
+    # caches: worked out once per distinct value, never serialized
+    # source -> (skip reason, "", "") or (None, address, country)
+    _sources: dict[str | None, tuple[str | None, str, str]] = field(default_factory=dict)
     _hours: dict[str, int | None] = field(default_factory=dict)
     _methods: dict[tuple[str, str], str] = field(default_factory=dict)
     _principals: dict[tuple[str | None, str | None, str | None], str] = field(default_factory=dict)
+    _city_of: dict[str, str] = field(default_factory=dict)
     _derived: tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]] | None = None
     _error_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
-    _count_errors: bool = False
-    # (account, principal, "CC/City", method, hour): the city detector only
-    _city_cells: dict[tuple[str, str, str, str, int], list[Any]] = field(default_factory=dict)
     _city_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
-    _city_of: dict[str, str] = field(default_factory=dict)
+    _count_errors: bool = False
 
     def __post_init__(self) -> None:
         unknown = self.detectors - DETECTORS
@@ -250,85 +428,185 @@ class RunAggregate:
         if "city" not in self.detectors:
             self.locate_city = None
 
-    def add_records(self, records: list[TrailRecord], account_hint: str | None = None) -> None:
-        for record in records:
-            self.add(record, account_hint)
-
     def add(self, record: TrailRecord, account_hint: str | None = None) -> None:
-        self.events += 1
-        event_id = record.eventID
-        if event_id:
-            # The same event delivered twice (two trails into one bucket) is one event. A 64-bit
-            # digest instead of the 36-character id keeps the set a third of the size.
-            digest = hash(event_id)
-            if digest in self._event_ids:
-                self.skipped["duplicate_event"] += 1
-                return
-            self._event_ids.add(digest)
-        kind, ip, country = self._locate(record.sourceIPAddress)
-        if country is None or ip is None:
-            self.skipped["geo_unknown" if kind is SourceKind.PUBLIC else f"source_{kind.value}"] += 1
-            return
-        source, name = record.eventSource, record.eventName
-        if not source or not name:
-            self.skipped["no_method"] += 1
-            return
-        method = self._methods.get((source, name))
-        if method is None:
-            method = self._methods[(source, name)] = method_key(source, name)
-        event_time = record.eventTime
-        hour = self._hour(event_time) if event_time else None
-        if hour is None or event_time is None:
-            self.skipped["bad_event_time"] += 1
-            return
-        self.geolocated += 1
-        principal, account_id, access_key, identity_type = self._identity(record)
-        account = record.recipientAccountId or account_id or account_hint or "unknown"
-        user_agent = record.userAgent
-        if user_agent is not None and len(user_agent) > MAX_FIELD_CHARS:
-            self.skipped["field_truncated"] += 1  # kept, cut to MAX_FIELD_CHARS (not skipped)
+        self.add_records([record], account_hint)
+
+    def add_records(  # noqa: PLR0915 - one loop on purpose: no call per event on the common path
+        self, records: Sequence[TrailRecord], account_hint: str | None = None
+    ) -> Counter[str]:
+        """Add one file's records (or any sequence of them), in order; returns what this call
+        counted in ``skipped`` (added to ``skipped`` too), so that a caller logging per file
+        needs no copy of the run's counts.
+
+        Checks in this order, each skipped record counted under the first reason that applies:
+        ``duplicate_event`` (an eventID already seen in this run), the source (``source_*``,
+        ``geo_unknown``), ``no_method``, ``bad_event_time``; every other record is geolocated and
+        counted (``field_truncated`` and ``city_unknown`` count such records too, not skips).
+        """
+        skipped: Counter[str] = Counter()
+        if not records:
+            return skipped
         self._derived = None
-        cell_key = (account, principal, country, method, hour)
-        cell = self._cells.get(cell_key)
-        if cell is None:
-            self._cells[cell_key] = [1, event_time, event_time]
-        else:
-            cell[0] += 1
-            if event_time < cell[1]:
-                cell[1] = event_time
-            elif event_time > cell[2]:
-                cell[2] = event_time
-        if access_key is not None and access_key[:4] == "AKIA":  # counters.is_long_term_key, inlined
-            self._count_key(access_key, country, hour, event_time)
-        if record.errorCode is not None and self._count_errors:
-            self._count_error(account, principal, country, record.errorCode, method, hour, event_time)
-        if self.locate_city is not None:
-            self._count_city(account, principal, ip, method, hour, event_time)
+        self.events += len(records)
+        kept = self._without_duplicates(records, skipped)
+        sources, methods, hours, principals = self._sources, self._methods, self._hours, self._principals
+        cells, evidence = self._cells, self._evidence
+        count_errors = self._count_errors
+        counted = 0
+        # One loop, no call per event on the common path (measured: the calls were a third of it).
+        for (
+            source_ip,
+            source,
+            name,
+            user_agent,
+            region,
+            recipient,
+            error_code,
+            identity,
+            event_time,
+            event_id,
+        ) in map(_FIELDS, kept):
+            located = sources.get(source_ip)
+            if located is None:
+                located = self._locate(source_ip)
+            reason, ip, country = located
+            if reason is not None:
+                skipped[reason] += 1
+                continue
+            if not source or not name:
+                skipped["no_method"] += 1
+                continue
+            if event_time is None or len(event_time) > MAX_EVENT_TIME_CHARS:
+                skipped["bad_event_time"] += 1
+                continue
+            hour = hours.get(event_time[:13])
+            if hour is None:
+                hour = self._hour(event_time)
+                if hour is None:
+                    skipped["bad_event_time"] += 1
+                    continue
+            method = methods.get((source, name))
+            if method is None:
+                method = methods[(source, name)] = method_key(source, name)
+            if identity is None:
+                principal, account_id, access_key, identity_type = "unknown", None, None, None
+            else:
+                principal_key = (identity.arn, identity.type, identity.principalId)
+                known = principals.get(principal_key)
+                if known is None:
+                    known = principals[principal_key] = principal_of_identity(identity)
+                principal = known
+                account_id, access_key = identity.accountId, identity.accessKeyId
+                identity_type = identity.type
+            account = recipient or account_id or account_hint or "unknown"
+            prefix = (account, principal, country, method)
+            cell = cells.get(prefix)
+            if cell is None:
+                # the key kept interned: a run holds one copy of each account string, not one per cell
+                cells[(intern(account), principal, country, method)] = [hour, 1, event_time, event_time, None]
+            elif cell[0] == hour:
+                cell[1] += 1
+                if event_time < cell[2]:
+                    cell[2] = event_time
+                elif event_time > cell[3]:
+                    cell[3] = event_time
+            else:
+                _switch_hour(cell, hour, event_time)
+            evidence_key = (account, principal, country, ip, user_agent, access_key, region, identity_type)
+            tally = evidence.get(evidence_key)
+            if tally is None:
+                tally = self._new_evidence(evidence_key)
+            tally[0] += 1
+            if event_id:
+                first_ids = tally[1]
+                if first_ids[1] < MAX_DISTINCT_EVIDENCE:
+                    first_ids[0] += _pack_id(event_id)
+                    first_ids[1] += 1
+            if tally[2] is not None:
+                self._count_extra(tally[2], prefix, hour, event_time, skipped)
+            if error_code is not None and count_errors:
+                key = (account, principal, country, clip(error_code, 128) or "", method, hour)
+                _tally(self._error_cells, key, event_time)
+            counted += 1
+        self.geolocated += counted
+        if skipped:
+            self.skipped.update(skipped)
+        return skipped
+
+    def _without_duplicates(
+        self, records: Sequence[TrailRecord], skipped: Counter[str]
+    ) -> Sequence[TrailRecord]:
+        """The records whose eventID this run has not seen (a missing or empty id never matches).
+
+        The same event delivered twice (two trails into one bucket) is one event. One file of
+        canonical UUIDs, none seen before, costs a few C-level set operations.
+        """
+        event_ids = list(map(_EVENT_ID, records))
+        seen = self._event_ids
+        digests = event_digests(event_ids)
+        if digests is not None:
+            fresh = set(digests)
+            if len(fresh) == len(digests) and seen.isdisjoint(fresh):
+                seen.update(fresh)
+                return records
+        kept: list[TrailRecord] = []
+        duplicates = 0
+        for position, (record, event_id) in enumerate(zip(records, event_ids, strict=True)):
+            if event_id:
+                digest = digests[position] if digests is not None else event_digest(event_id)
+                if digest in seen:
+                    duplicates += 1
+                    continue
+                seen.add(digest)
+            kept.append(record)
+        if duplicates:
+            skipped["duplicate_event"] += duplicates
+        return kept
+
+    def _new_evidence(self, evidence_key: EvidenceKey) -> EvidenceTally:
+        """The tally of a piece of evidence met for the first time, with what its events add."""
+        account, principal, country, ip, user_agent, access_key, region, identity_type = evidence_key
+        account = intern(account)
         group_key = (account, principal, country)
-        evidence = self._evidence.get(group_key)
-        if evidence is None:
-            evidence = self._evidence[group_key] = _GroupEvidence()
-        evidence.seen[(ip, user_agent, access_key, record.awsRegion, identity_type)] += 1
-        if event_id and len(evidence.event_ids) < MAX_DISTINCT_EVIDENCE:
-            evidence.event_ids.append(clip(event_id, 128) or "")
+        event_ids = self._event_id_lists.get(group_key)
+        if event_ids is None:
+            event_ids = self._event_id_lists[group_key] = ["", 0]
+        truncated = user_agent is not None and len(user_agent) > MAX_FIELD_CHARS
+        # counters.is_long_term_key, inlined
+        key_prefix = (access_key, country) if access_key is not None and access_key[:4] == "AKIA" else None
+        city = None
+        if self.locate_city is not None:
+            city = self._city_of.get(ip)
+            if city is None:
+                city = self._city_of[ip] = self.locate_city(ip) or ""
+        extra = _Extra(truncated, key_prefix, city) if truncated or key_prefix or city is not None else None
+        # kept with its strings interned: agents, regions and types recur across groups
+        stored_key = (
+            account,
+            principal,
+            country,
+            ip,
+            None if user_agent is None else intern(user_agent),
+            access_key,
+            None if region is None else intern(region),
+            None if identity_type is None else intern(identity_type),
+        )
+        tally = self._evidence[stored_key] = [0, event_ids, extra]
+        return tally
 
-    def _count_error(
-        self, account: str, principal: str, country: str, code: str, method: str, hour: int, event_time: str
+    def _count_extra(
+        self, extra: _Extra, prefix: CellPrefix, hour: int, event_time: str, skipped: Counter[str]
     ) -> None:
-        key = (account, principal, country, clip(code, 128) or "", method, hour)
-        _tally(self._error_cells, key, event_time)
-
-    def _count_city(
-        self, account: str, principal: str, ip: str, method: str, hour: int, event_time: str
-    ) -> None:
-        city = self._city_of.get(ip)
-        if city is None:
-            city = self._city_of[ip] = (self.locate_city(ip) if self.locate_city else None) or ""
-        if not city:
-            self.skipped["city_unknown"] += 1  # counted for the country detector all the same
-            return
-        key = (account, principal, city, method, hour)
-        _tally(self._city_cells, key, event_time)
+        if extra.truncated:
+            skipped["field_truncated"] += 1  # kept, cut to MAX_FIELD_CHARS (not skipped)
+        if extra.key_prefix is not None:
+            _tally(self._key_cells, (*extra.key_prefix, hour), event_time)
+        if extra.city is not None:
+            if extra.city:
+                account, principal, _, method = prefix
+                _tally(self._city_cells, (account, principal, extra.city, method, hour), event_time)
+            else:
+                skipped["city_unknown"] += 1  # counted for the country detector all the same
 
     @property
     def city_groups(self) -> dict[CategoryKey, CategoryGroup]:
@@ -342,20 +620,6 @@ class RunAggregate:
         self._derive()
         return self._error_groups
 
-    def _count_key(self, access_key: str, country: str, hour: int, event_time: str) -> None:
-        _tally(self._key_cells, (access_key, country, hour), event_time)
-
-    def _identity(self, record: TrailRecord) -> tuple[str, str | None, str | None, str | None]:
-        """(principal, account id, access key id, identity type), the principal cached."""
-        identity = record.userIdentity
-        if identity is None:
-            return "unknown", None, None, None
-        principal_key = (identity.arn, identity.type, identity.principalId)
-        principal = self._principals.get(principal_key)
-        if principal is None:
-            principal = self._principals[principal_key] = principal_of(record)
-        return principal, identity.accountId, identity.accessKeyId, identity.type
-
     @property
     def counters(self) -> dict[CounterKey, CounterDelta]:
         return self._derive()[0]
@@ -367,12 +631,28 @@ class RunAggregate:
     def _derive(self) -> tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]]:
         if self._derived is not None:
             return self._derived
+        # Derived once per batch, usually after the read loop has resumed the collector: hundreds of
+        # thousands of new objects, none in a cycle, would otherwise set off full collections that
+        # walk every cell of the run (measured: a third of the time spent deriving).
+        with gc_paused():
+            self._derived = self._derive_now()
+        return self._derived
+
+    def _derive_now(self) -> tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]]:
         counters: dict[CounterKey, CounterDelta] = {}
         groups: dict[GroupKey, HitGroup] = {}
         get = counters.get
         identities: dict[str, str] = {}
         user_methods = "user_method" in self.detectors
-        for (account, principal, country, method, hour), (events, first, last) in self._cells.items():
+        for (account, principal, country, method), cell in self._cells.items():
+            hour, events, first, last, others = cell
+            hours: tuple[int, ...] = (hour,)
+            if others is not None:
+                hours = (hour, *others)
+                for other_events, other_first, other_last in others.values():
+                    events += other_events
+                    first = min(first, other_first)
+                    last = max(last, other_last)
             identity = identities.get(principal)
             if identity is None:
                 identity = identities[principal] = identity_of(principal)
@@ -387,10 +667,9 @@ class RunAggregate:
             ):
                 delta = get(key)
                 if delta is None:
-                    counters[key] = CounterDelta({hour}, events, first, last)
-                else:  # inlined rather than a method call: this loop runs six times per cell
-                    delta.hours.add(hour)
-                    delta.events += events
+                    counters[key] = CounterDelta(set(hours), first, last)
+                else:  # inlined rather than a function call: this loop runs six times per prefix
+                    delta.hours.update(hours)
                     if first < delta.first_seen:  # noqa: PLR1730 - cheaper than min() here
                         delta.first_seen = first
                     if last > delta.last_seen:  # noqa: PLR1730
@@ -398,23 +677,33 @@ class RunAggregate:
             if user_methods:
                 up = user_methods_partition(identity)
                 for key in ((up, category_sort_key(method)), (up, TOTAL), (ORG_METHODS, TOTAL)):
-                    _observe(counters, key, hour, events, first, last)
+                    _observe_many(counters, key, hours, first, last)
             group_key = (clip(account, 64) or "unknown", principal, country)
             group = groups.get(group_key)
             if group is None:
                 group = groups[group_key] = HitGroup(*group_key)
-            group.add_cell(method, hour, events, first, last)
-        for (access_key, country, hour), (events, first, last) in self._key_cells.items():
+            group.add_cells(method, hours, events, first, last)
+        for (access_key, country, hour), (_, first, last) in self._key_cells.items():
             kp = access_key_partition(clip(access_key, 128) or "")
             for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
-                _observe(counters, key, hour, events, first, last)
-        for (account, principal, country), evidence in self._evidence.items():
+                _observe(counters, key, hour, first, last)
+        for (account, principal, country), seen in self._evidence_by_group().items():
             group = groups[(clip(account, 64) or "unknown", principal, country)]
-            group.add_evidence(evidence.seen, evidence.event_ids)
+            group.add_evidence(seen, _unpack_ids(self._event_id_lists[(account, principal, country)][0]))
         self._error_groups = self._derive_errors(counters, groups)
         self._city_groups = self._derive_cities(counters, groups, identities)
-        self._derived = (counters, groups)
-        return self._derived
+        return counters, groups
+
+    def _evidence_by_group(self) -> dict[GroupKey, Counter[Evidence]]:
+        """Each group's raw evidence, in the order the run first counted it."""
+        by_group: dict[GroupKey, Counter[Evidence]] = {}
+        for (account, principal, country, *raw), (events, _, _) in self._evidence.items():
+            group_key = (account, principal, country)
+            seen = by_group.get(group_key)
+            if seen is None:
+                seen = by_group[group_key] = Counter()
+            seen[tuple(raw)] = events  # type: ignore[index] # each raw key once per group
+        return by_group
 
     def _derive_cities(
         self,
@@ -431,8 +720,8 @@ class RunAggregate:
                 method_cities_partition(method),
                 principal_cities_partition(identity),
             ):
-                _observe(counters, (partition, at), hour, events, first, last)
-                _observe(counters, (partition, TOTAL), hour, events, first, last)
+                _observe(counters, (partition, at), hour, first, last)
+                _observe(counters, (partition, TOTAL), hour, first, last)
             key = (clip(account, 64) or "unknown", principal, city)
             group = city_groups.get(key)
             if group is None:
@@ -450,7 +739,7 @@ class RunAggregate:
             last,
         ) in self._error_cells.items():
             for key in ((ORG_ERRORS, category_sort_key(code)), (ORG_ERRORS, TOTAL)):
-                _observe(counters, key, hour, events, first, last)
+                _observe(counters, key, hour, first, last)
             error_key = (clip(account, 64) or "unknown", principal, code)
             error_group = error_groups.get(error_key)
             if error_group is None:
@@ -466,12 +755,187 @@ class RunAggregate:
             self._hours[prefix] = hour_of(prefix)
         return self._hours[prefix]
 
-    def _locate(self, source: str | None) -> tuple[SourceKind, str | None, str | None]:
-        """Classify and geolocate each distinct source once per run."""
-        cache_key = source or ""
-        cached = self._sources.get(cache_key)
+    def _locate(self, source: str | None) -> tuple[str | None, str, str]:
+        """(None, address, country) of a source, or (skip reason, "", ""): worked out once."""
+        cached = self._sources.get(source)
         if cached is None:
             kind, ip = classify_source(source)
             country = self.geolocate(ip) if kind is SourceKind.PUBLIC and ip is not None else None
-            cached = self._sources[cache_key] = (kind, ip, country)
+            if country is None or ip is None:
+                reason = "geo_unknown" if kind is SourceKind.PUBLIC else f"source_{kind.value}"
+                cached = self._sources[source] = (reason, "", "")
+            else:
+                cached = self._sources[source] = (None, ip, country)
         return cached
+
+    # --------------------------------------------------------------------------------------------
+    # Snapshots: one aggregate's state carried to another process and merged there
+    # --------------------------------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """Everything this aggregate accumulated, as compact deterministic msgpack.
+
+        The cells of every kind, the raw evidence with its counts, the first event ids of each
+        group, ``skipped``, ``events``, ``geolocated`` and the digest of every eventID seen (sorted;
+        see ``event_digest``), each in the aggregate's first-seen order; not the caches or what is
+        derived from the cells. The same records added in the same order give the same bytes.
+        """
+        snapshot = _Snapshot(
+            version=SNAPSHOT_VERSION,
+            detectors=sorted(self.detectors),
+            events=self.events,
+            geolocated=self.geolocated,
+            skipped=list(self.skipped.items()),
+            cells=[(*prefix, sorted(_cell_hours(cell))) for prefix, cell in self._cells.items()],
+            key_cells=[(*key, *cell) for key, cell in self._key_cells.items()],
+            error_cells=[(*key, *cell) for key, cell in self._error_cells.items()],
+            city_cells=[(*key, *cell) for key, cell in self._city_cells.items()],
+            evidence=[
+                (
+                    *group,
+                    [(*raw, events) for raw, events in seen.items()],
+                    _unpack_ids(self._event_id_lists[group][0]),
+                )
+                for group, seen in self._evidence_by_group().items()
+            ],
+            event_digests=_pack_digests(self._event_ids),
+        )
+        return _snapshot_encoder.encode(snapshot)
+
+    def merge_snapshot(self, data: bytes) -> None:
+        """Add what another aggregate accumulated (its ``snapshot``) to this one.
+
+        For record streams A and B with no eventID in common, an aggregate fed A then merged
+        ``snapshot()`` of an aggregate fed B (or a fresh one that merged the snapshots of A and of
+        B, in that order) has exactly the ``counters``, ``groups`` (evidence included: it is kept
+        raw and unbounded until derived, so the ``MAX_DISTINCT_EVIDENCE`` bound and its "…other"
+        count come out the same), ``error_groups``, ``city_groups``, ``skipped`` counts,
+        ``events`` and ``geolocated`` of one aggregate fed A then B.
+
+        An eventID in both A and B (the same event in both partials) cannot be taken out again:
+        each partial has already dealt with it. The merge counts each such event once under
+        ``skipped["duplicate_event"]``, as the single aggregate would, and the second partial's
+        own outcome for its copy stays too: a skip under its reason (``source_*``, ...) or, when it
+        was geolocated, ``geolocated`` and the event tallies of its cells (and so of counters,
+        groups and evidence counts) include the event twice. So ``geolocated`` plus the skips
+        exceeds ``events`` by the overlap. Hourly presence, first and last seen and the distinct
+        evidence are unaffected (both copies are the same event), and ``events``, which counts every
+        record read, duplicates included, equals the single aggregate's. Digests are 60 bits (see
+        ``event_digest``): odds that two distinct ids of a million events collide are under 1e-6.
+
+        Raises ValueError when ``data`` is not a snapshot of this version or was taken with other
+        detectors. Derived counters and groups are recomputed when next asked for.
+        """
+        try:
+            snapshot = _snapshot_decoder.decode(data)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise ValueError(f"corrupted or foreign RunAggregate snapshot: {exc}") from exc
+        if snapshot.version != SNAPSHOT_VERSION:
+            raise ValueError(f"RunAggregate snapshot version {snapshot.version}, expected {SNAPSHOT_VERSION}")
+        if frozenset(snapshot.detectors) != self.detectors:
+            raise ValueError(
+                f"RunAggregate snapshot of detectors {snapshot.detectors}, this aggregate runs "
+                f"{sorted(self.detectors)}"
+            )
+        digests = _unpack_digests(snapshot.event_digests)
+        self._derived = None
+        self.events += snapshot.events
+        self.geolocated += snapshot.geolocated
+        for reason, count in snapshot.skipped:
+            self.skipped[reason] += count
+        seen_ids = self._event_ids
+        overlap = len(seen_ids.intersection(digests))
+        if overlap:
+            self.skipped["duplicate_event"] += overlap
+        seen_ids.update(digests)
+        cells = self._cells
+        for account, principal, country, method, hours in snapshot.cells:
+            prefix = (account, principal, country, method)
+            for hour, events, first, last in hours:
+                _merge_hour(cells, prefix, hour, events, first, last)
+        for access_key, country, hour, events, first, last in snapshot.key_cells:
+            _merge_cell(self._key_cells, (access_key, country, hour), events, first, last)
+        for account, principal, country, code, method, hour, events, first, last in snapshot.error_cells:
+            key = (account, principal, country, code, method, hour)
+            _merge_cell(self._error_cells, key, events, first, last)
+        for account, principal, city, method, hour, events, first, last in snapshot.city_cells:
+            _merge_cell(self._city_cells, (account, principal, city, method, hour), events, first, last)
+        evidence = self._evidence
+        for account, principal, country, raw_evidence, event_ids in snapshot.evidence:
+            for ip, user_agent, key_id, region, identity_type, events in raw_evidence:
+                evidence_key = (account, principal, country, ip, user_agent, key_id, region, identity_type)
+                tally = evidence.get(evidence_key)
+                if tally is None:
+                    tally = self._new_evidence(evidence_key)
+                tally[0] += events
+            # in place: evidence tallies hold this list
+            first_ids = self._event_id_lists.setdefault((account, principal, country), ["", 0])
+            for event_id in event_ids[: MAX_DISTINCT_EVIDENCE - first_ids[1]]:
+                first_ids[0] += _pack_id(event_id)
+                first_ids[1] += 1
+
+
+def _switch_hour(cell: Cell, hour: int, event_time: str) -> None:
+    """One event of a prefix in another hour than its current cell's: that hour becomes current."""
+    others = cell[4]
+    if others is None:
+        others = cell[4] = {}
+    others[cell[0]] = [cell[1], cell[2], cell[3]]
+    previous = others.pop(hour, None)
+    if previous is None:
+        cell[0:4] = [hour, 1, event_time, event_time]
+    else:
+        events, first, last = previous
+        cell[0:4] = [hour, events + 1, min(first, event_time), max(last, event_time)]
+
+
+def _cell_hours(cell: Cell) -> list[tuple[int, int, str, str]]:
+    """Every (hour, events, first, last) of a prefix's cell."""
+    hour, events, first, last, others = cell
+    hours = [(hour, events, first, last)]
+    if others is not None:
+        hours.extend((other, *tally) for other, tally in others.items())
+    return hours
+
+
+def _merge_hour(
+    cells: dict[CellPrefix, Cell], prefix: CellPrefix, hour: int, events: int, first: str, last: str
+) -> None:
+    cell = cells.get(prefix)
+    if cell is None:
+        cells[prefix] = [hour, events, first, last, None]
+    elif cell[0] == hour:
+        cell[1] += events
+        cell[2] = min(cell[2], first)
+        cell[3] = max(cell[3], last)
+    else:
+        others = cell[4]
+        if others is None:
+            others = cell[4] = {}
+        _merge_cell(others, hour, events, first, last)
+
+
+def _pack_id(event_id: str) -> str:
+    """An event id (clipped) with its length in front: a group's first ids kept as one string
+    (measured: 384,004 separate id strings took 40 MB in a 1M-event window)."""
+    clipped = clip(event_id, 128) or ""
+    return chr(len(clipped)) + clipped
+
+
+def _unpack_ids(packed: str) -> list[str]:
+    ids: list[str] = []
+    at = 0
+    while at < len(packed):
+        size = ord(packed[at])
+        ids.append(packed[at + 1 : at + 1 + size])
+        at += 1 + size
+    return ids
+
+
+def _merge_cell(cells: dict[Any, list[Any]], key: Any, events: int, first: str, last: str) -> None:
+    cell = cells.get(key)
+    if cell is None:
+        cells[key] = [events, first, last]
+    else:
+        cell[0] += events
+        cell[1] = min(cell[1], first)
+        cell[2] = max(cell[2], last)

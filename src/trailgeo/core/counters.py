@@ -20,7 +20,7 @@ decayed count at hour ``t`` is ``wsum * 2 ** (-(t - EPOCH_HOUR) / half_life)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -39,6 +39,16 @@ ORG_METHODS = "OM"
 ORG_ERRORS = "OE"
 ORG_CITIES = "OC"
 ROLLUPS = frozenset({ORG_METHODS})
+
+
+# Every counter partition: per method, principal, access key, user's methods, method's and
+# principal's cities (prefixes), and the organization's own (whole names).
+COUNTER_PREFIXES = ("M#", "P#", "K#", "U#", "MC#", "PC#")
+ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES})
+
+
+def is_counter_partition(partition: str) -> bool:
+    return partition.startswith(COUNTER_PREFIXES) or partition in ORG_LEVEL_PARTITIONS
 
 
 def method_partition(method: str) -> str:
@@ -111,24 +121,22 @@ def decay_weight(hour: int, half_life_hours: float) -> float:
 
 @dataclass(slots=True)
 class CounterDelta:
-    """What one run observed for one counter."""
+    """What one run observed for one counter: the hours it was present in, first and last time.
+
+    No event tally: every number a counter keeps is idempotent under re-delivery. The same event
+    in two files read by different runs (two trails into one bucket) adds no hour and moves no
+    time; a tally would count it twice, and could only be made exact by storing every eventID.
+    """
 
     hours: set[int] = field(default_factory=set)
-    events: int = 0
     first_seen: str | None = None
     last_seen: str | None = None
 
     def observe(self, hour: int, event_time: str) -> None:
-        self.hours.add(hour)
-        self.events += 1
-        if self.first_seen is None or event_time < self.first_seen:
-            self.first_seen = event_time
-        if self.last_seen is None or event_time > self.last_seen:
-            self.last_seen = event_time
+        self.observe_cell(hour, event_time, event_time)
 
-    def observe_cell(self, hour: int, events: int, first: str, last: str) -> None:
+    def observe_cell(self, hour: int, first: str, last: str) -> None:
         self.hours.add(hour)
-        self.events += events
         if self.first_seen is None or first < self.first_seen:
             self.first_seen = first
         if self.last_seen is None or last > self.last_seen:
@@ -141,7 +149,6 @@ class CounterState:
 
     buckets: int = 0
     wsum: float = 0.0
-    events: int = 0
     first_seen: str | None = None
     last_seen: str | None = None
     recent_hours: tuple[int, ...] = ()
@@ -176,14 +183,13 @@ def merge(
     known = set(state.recent_hours)
     new_hours = sorted(h for h in delta.hours if h not in known)
     newest = max((*known, *delta.hours), default=0)
-    kept = sorted(h for h in known.union(new_hours) if h > newest - RECENT_HOURS_KEPT)
+    oldest_kept = newest - RECENT_HOURS_KEPT
+    kept = sorted(h for h in known.union(new_hours) if h > oldest_kept)
     first = min(filter(None, (state.first_seen, delta.first_seen)), default=None)
     last = max(filter(None, (state.last_seen, delta.last_seen)), default=None)
-    return replace(
-        state,
+    return CounterState(  # not dataclasses.replace: this runs once per counter write
         buckets=state.buckets + len(new_hours),
         wsum=state.wsum + sum(decay_weight(h, half_life_hours) for h in new_hours),
-        events=state.events + delta.events,
         first_seen=first,
         last_seen=last,
         recent_hours=tuple(kept),
@@ -231,11 +237,14 @@ def apply_deltas(
     total_keys = [k for k in keys if k[1] == TOTAL and k[0] not in ROLLUPS]
     rollup_keys = [k for k in keys if k[1] == TOTAL and k[0] in ROLLUPS]
     fresh: dict[CounterKey, CounterState] = {}
+    # The fresh categories of each partition, indexed as they are written: a TOTAL looks up its
+    # own partition instead of scanning every counter of the batch (quadratic in a large batch).
+    categories_of: dict[str, dict[str, tuple[int, float]]] = {}
     written = skipped = 0
     # Phase 1: category counters; 2: TOTALs carrying their categories; 3: roll-ups of TOTALs.
     phases: tuple[tuple[list[CounterKey], Callable[[CounterKey], Categories]], ...] = (
         (country_keys, lambda _: None),
-        (total_keys, lambda key: countries_for(key[0], fresh)),
+        (total_keys, lambda key: dict(categories_of.get(key[0], {}))),
         (rollup_keys, lambda key: rollup_for(key[0], fresh)),
     )
     for phase_keys, categories in phases:
@@ -243,6 +252,8 @@ def apply_deltas(
         results = map_fn(lambda item: write_one(item[0], deltas[item[0]], item[1]), batch)
         for (key, _), (state, wrote) in zip(batch, results, strict=True):
             fresh[key] = state
+            if key[1].startswith("C#"):
+                categories_of.setdefault(key[0], {})[key[1][2:]] = (state.buckets, state.wsum)
             written, skipped = written + wrote, skipped + (not wrote)
     return written, skipped
 
@@ -255,15 +266,4 @@ def rollup_for(partition: str, states: Mapping[CounterKey, CounterState]) -> dic
         part[2:]: (state.buckets, state.wsum)
         for (part, sort_key), state in states.items()
         if sort_key == TOTAL and part.startswith("M#")
-    }
-
-
-def countries_for(
-    partition: str, states: Mapping[tuple[str, str], CounterState]
-) -> dict[str, tuple[int, float]]:
-    """The (buckets, wsum) of each country counter of ``partition`` among ``states``."""
-    return {
-        sort_key[2:]: (state.buckets, state.wsum)
-        for (part, sort_key), state in states.items()
-        if part == partition and sort_key.startswith("C#")
     }

@@ -21,27 +21,25 @@ import msgspec
 MAX_FIELD_CHARS = 1024
 
 
-class SessionIssuer(msgspec.Struct, forbid_unknown_fields=False):
-    arn: str | None = None
-    type: str | None = None
+# The record structs are decoded by the million and never form reference cycles (strings and one
+# nested struct): ``gc=False`` keeps them out of the cyclic collector's lists altogether. Only the
+# fields something reads are declared; msgspec skips the others without materialising them (the
+# identity's ``sessionContext`` was decoded into two nested structs per record and never read).
 
 
-class SessionContext(msgspec.Struct, forbid_unknown_fields=False):
-    sessionIssuer: SessionIssuer | None = None  # noqa: N815 - CloudTrail's field name
+class UserIdentity(msgspec.Struct, forbid_unknown_fields=False, frozen=True, gc=False):
+    """Frozen, so hashable: the aggregate keys its per-event cache on it (``RunAggregate``)."""
 
-
-class UserIdentity(msgspec.Struct, forbid_unknown_fields=False):
     type: str | None = None
     arn: str | None = None
     principalId: str | None = None  # noqa: N815
     accountId: str | None = None  # noqa: N815
     accessKeyId: str | None = None  # noqa: N815
-    userName: str | None = None  # noqa: N815
+    userName: str | None = None  # noqa: N815 - not read; declared so a wrong type is still counted
     invokedBy: str | None = None  # noqa: N815
-    sessionContext: SessionContext | None = None  # noqa: N815
 
 
-class TrailRecord(msgspec.Struct, forbid_unknown_fields=False):
+class TrailRecord(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     """One CloudTrail event, reduced to what detection and alerts need."""
 
     eventTime: str | None = None  # noqa: N815
@@ -58,7 +56,7 @@ class TrailRecord(msgspec.Struct, forbid_unknown_fields=False):
     vpcEndpointId: str | None = None  # noqa: N815
 
 
-class _TrailFile(msgspec.Struct):
+class _TrailFile(msgspec.Struct, gc=False):
     Records: list[TrailRecord]
 
 
@@ -181,21 +179,10 @@ def _salvage(raw: msgspec.Raw, skipped: Counter[str]) -> list[TrailRecord]:
         skipped["field_wrong_type"] += sum(
             1 for k in _IDENTITY_FIELDS if identity.get(k) is not None and not isinstance(identity[k], str)
         )
-        issuer_arn = _issuer_arn(identity)
-        context = SessionContext(SessionIssuer(arn=issuer_arn)) if issuer_arn else None
-        kwargs["userIdentity"] = UserIdentity(**id_kwargs, sessionContext=context)
+        kwargs["userIdentity"] = UserIdentity(**id_kwargs)
     elif identity is not None:
         skipped["field_wrong_type"] += 1
     return [TrailRecord(**kwargs)]  # type: ignore[arg-type]
-
-
-def _issuer_arn(identity: dict[str, object]) -> str | None:
-    context = identity.get("sessionContext")
-    if isinstance(context, dict):
-        issuer = context.get("sessionIssuer")
-        if isinstance(issuer, dict) and isinstance(issuer.get("arn"), str):
-            return issuer["arn"]  # type: ignore[no-any-return]
-    return None
 
 
 def clip(value: str | None, limit: int = MAX_FIELD_CHARS) -> str | None:
