@@ -80,3 +80,24 @@ def test_given_the_lambda_environment_then_settings_validate_once_with_clear_err
     assert "LOOKBACK_MINUTES" in message
     with pytest.raises(SettingsError, match="TRAIL_BUCKET"):
         Settings.from_environ({k: v for k, v in env.items() if k != "TRAIL_BUCKET"})
+
+
+def test_given_fan_out_settings_then_both_the_queue_and_the_bucket_are_required() -> None:
+    env = {
+        "TRAIL_BUCKET": "org-trail",
+        "TABLE_NAME": "trailgeo-state",
+        "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trailgeo-alerts",
+        "FANOUT_QUEUE_URL": "",  # as the template sets them with FanOut=Disabled
+        "PARTIALS_BUCKET": "",
+    }
+    single = Settings.from_environ(env)
+    assert not single.fanout
+    assert single.run_options().lease == timedelta(minutes=20)
+
+    queue = "https://sqs.us-east-1.amazonaws.com/123456789012/trailgeo-FanOutQueue"
+    fanned = Settings.from_environ({**env, "FANOUT_QUEUE_URL": queue, "PARTIALS_BUCKET": "trailgeo-partials"})
+    assert fanned.fanout
+    assert fanned.run_options().lease == timedelta(hours=2)  # SQS may still deliver a batch's tasks
+
+    with pytest.raises(SettingsError, match="PARTIALS_BUCKET"):
+        Settings.from_environ({**env, "FANOUT_QUEUE_URL": queue})

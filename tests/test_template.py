@@ -58,6 +58,10 @@ FUNCTION_ENVIRONMENT = {
     "LEARNING_DAYS",
     "TUNING_PARAMETER",
     "DETECTORS",
+    "FANOUT_QUEUE_URL",
+    "PARTIALS_BUCKET",
+    "FILES_PER_TASK",
+    "READ_CONCURRENCY",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "LOG_LEVEL",
@@ -275,8 +279,12 @@ def test_given_the_function_role_then_only_unscopable_actions_use_a_wildcard_res
 def test_given_the_function_role_then_it_reads_only_the_trail_prefix_of_the_bucket(
     template: dict[str, Any],
 ) -> None:
-    (get,) = statements_with(template, "s3:GetObject")
+    get, partials = statements_with(template, "s3:GetObject")
     assert as_list(get["Action"]) == ["s3:GetObject"]
+    # Fan-out mode only: its own transient objects, never the trail's
+    assert partials["Sid"] == "FanOutPartials"
+    assert sub_text(partials["Resource"]) == "arn:${AWS::Partition}:s3:::${PartialsBucket}/partials/*"
+    assert template["Resources"]["PartialsBucket"]["Condition"] == "IsFanOut"
     assert (
         sub_text(get["Resource"]) == "arn:${AWS::Partition}:s3:::${TrailBucketName}/${TrailPrefix}AWSLogs/*"
     )
@@ -361,13 +369,34 @@ def test_given_the_function_then_it_logs_to_its_own_retained_log_group(template:
     assert template["Parameters"]["LogRetentionDays"]["Default"] == 90
     (logs,) = statements_for(template, "logs")
     assert set(as_list(logs["Action"])) == {"logs:CreateLogStream", "logs:PutLogEvents"}
-    assert referenced(logs["Resource"]) == group_name
+    condition, fanned_out, single = logs["Resource"]["Fn::If"]
+    assert condition == "IsFanOut"
+    assert referenced(single) == group_name
+    assert [referenced(g) for g in fanned_out] == [group_name, "FanOutWorkerLogGroup"]
+    worker = template["Resources"]["FanOutWorkerFunction"]["Properties"]
+    assert referenced(worker["LoggingConfig"]["LogGroup"]) == "FanOutWorkerLogGroup"
 
 
 def test_given_the_function_then_its_environment_is_what_the_package_reads(template: dict[str, Any]) -> None:
     props = function(template)
     variables = props["Environment"]["Variables"]
     assert set(variables) == FUNCTION_ENVIRONMENT
+    # The fan-out worker is the same code with the same settings, pointed at its own queue
+    worker = template["Resources"]["FanOutWorkerFunction"]
+    assert worker["Condition"] == "IsFanOut"
+    assert (worker["Properties"]["CodeUri"], worker["Properties"]["Handler"]) == (
+        props["CodeUri"],
+        "app.task_handler",
+    )
+    worker_variables = worker["Properties"]["Environment"]["Variables"]
+    assert set(worker_variables) == FUNCTION_ENVIRONMENT
+    assert referenced(worker_variables["FANOUT_QUEUE_URL"]) == "FanOutQueue"
+    assert variables["FANOUT_QUEUE_URL"]["Fn::If"][0] == "IsFanOut"
+    queue = template["Resources"]["FanOutQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] > worker["Properties"]["Timeout"]
+    assert worker["Properties"]["Events"]["Tasks"]["Properties"]["FunctionResponseTypes"] == [
+        "ReportBatchItemFailures"
+    ]
     assert variables["GEOIP_DB_PATH"] == "/opt/geoip/country.mmdb"
     assert variables["POWERTOOLS_SERVICE_NAME"] == variables["POWERTOOLS_METRICS_NAMESPACE"] == "trailgeo"
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == (

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+import msgspec
+
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterDelta, CounterKey
 from trailgeo.core.scoring import History
@@ -169,4 +171,53 @@ class AlertOutbox(Protocol):
 class AlertSink(Protocol):
     def publish(self, alert: Alert) -> str:
         """Deliver one alert; return the channel's message id. Raises PublishError."""
+        ...
+
+
+class FanoutTask(msgspec.Struct, frozen=True):
+    """One SQS message: part ``index`` of ``tasks`` of batch ``run_id``."""
+
+    run_id: str
+    scheduled_at: datetime
+    index: int
+    tasks: int
+    keys: list[str]
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self).decode()
+
+    @classmethod
+    def from_json(cls, body: str | bytes) -> FanoutTask:
+        try:
+            task = msgspec.json.decode(body, type=cls)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"not a trailgeo fan-out task: {exc}") from exc
+        if not 0 <= task.index < task.tasks or not task.keys:
+            raise ValueError(f"fan-out task {task.index}/{task.tasks} of {task.run_id} is inconsistent")
+        return task
+
+
+class TaskQueue(Protocol):
+    def send(self, tasks: list[FanoutTask]) -> None: ...
+
+
+class PartialStore(Protocol):
+    def put(self, run_id: str, index: int, data: bytes) -> None: ...
+
+    def get(self, run_id: str, index: int) -> bytes: ...
+
+    def discard(self, run_id: str, tasks: int) -> None: ...
+
+
+class FanoutTracker(Protocol):
+    def open(self, run_id: str, tasks: int, now: datetime) -> None:
+        """Record that batch ``run_id`` was split into ``tasks`` tasks (idempotent)."""
+        ...
+
+    def task_done(self, run_id: str, index: int) -> int:
+        """Mark one task done (idempotent); returns how many of the batch's tasks are done."""
+        ...
+
+    def claim_reduce(self, run_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        """True for the one invocation that reduces the batch (or takes over a dead reduce)."""
         ...

@@ -18,7 +18,7 @@ from trailgeo.core.counters import (
     merge,
 )
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, LedgerEntry, Suppression
+from trailgeo.ports import CommitStats, FanoutTask, LedgerEntry, Suppression
 
 
 @dataclass(slots=True)
@@ -136,3 +136,53 @@ class MemoryOutbox:
 
     def remember(self, subject: str, suppression: Suppression) -> None:
         self.last_alerted[subject] = suppression
+
+
+@dataclass(slots=True)
+class MemoryTaskQueue:
+    """Fan-out tasks kept in order, for replays and the benchmark (SQS in a deployment)."""
+
+    tasks: list[FanoutTask] = field(default_factory=list)
+
+    def send(self, tasks: list[FanoutTask]) -> None:
+        self.tasks.extend(tasks)
+
+    def drain(self) -> list[FanoutTask]:
+        drained, self.tasks = self.tasks, []
+        return drained
+
+
+@dataclass(slots=True)
+class MemoryPartialStore:
+    objects: dict[tuple[str, int], bytes] = field(default_factory=dict)
+
+    def put(self, run_id: str, index: int, data: bytes) -> None:
+        self.objects[run_id, index] = data
+
+    def get(self, run_id: str, index: int) -> bytes:
+        return self.objects[run_id, index]
+
+    def discard(self, run_id: str, tasks: int) -> None:
+        for index in range(tasks):
+            self.objects.pop((run_id, index), None)
+
+
+@dataclass(slots=True)
+class MemoryFanoutTracker:
+    batches: dict[str, tuple[int, set[int]]] = field(default_factory=dict)
+    reducers: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    def open(self, run_id: str, tasks: int, now: datetime) -> None:
+        self.batches.setdefault(run_id, (tasks, set()))
+
+    def task_done(self, run_id: str, index: int) -> int:
+        _, done = self.batches[run_id]
+        done.add(index)
+        return len(done)
+
+    def claim_reduce(self, run_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        current = self.reducers.get(run_id)
+        if current is not None and current[1] >= now:
+            return False
+        self.reducers[run_id] = (holder, until)
+        return True

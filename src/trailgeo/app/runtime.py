@@ -10,10 +10,12 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
+from trailgeo.app.fanout import Fanout, plan, run_task
 from trailgeo.app.settings import Settings, SettingsError
-from trailgeo.app.wiring import build_dependencies
+from trailgeo.app.wiring import build_dependencies, build_fanout
 from trailgeo.core.tuning import Tuning, TuningError
 from trailgeo.observability import logger, metrics
+from trailgeo.ports import FanoutTask
 
 TuningSource = Callable[[], Tuning]
 
@@ -25,6 +27,7 @@ class DetectorRuntime:
     options: RunOptions
     tuning_source: TuningSource | None = None
     tuning_loaded: bool = False
+    fanout: Fanout | None = None  # fan-out mode: the scheduled run plans, workers read
 
     @classmethod
     def from_environ(
@@ -43,16 +46,43 @@ class DetectorRuntime:
             deps=deps,
             options=settings.run_options(),
             tuning_source=tuning_source(settings),
+            fanout=build_fanout(settings),
         )
 
     def run(self, scheduled_time: str, time_left: Callable[[], float]) -> dict[str, Any]:
         scheduled_at = parse_scheduled_time(scheduled_time)
         self.deps.time_left = time_left
         self.refresh_tuning(scheduled_at)
-        report = detect(scheduled_at, self.deps, self.options)
+        if self.fanout is not None:
+            report = plan(scheduled_at, self.deps, self.options, self.fanout)
+        else:
+            report = detect(scheduled_at, self.deps, self.options)
         emit_metrics(report)
         summary = summarize(report)
         logger.info("run finished", **summary)
+        return summary
+
+    def run_task(self, body: str, time_left: Callable[[], float]) -> dict[str, Any]:
+        """A fan-out worker: one task (an SQS message body). Raises to have SQS deliver it again."""
+        if self.fanout is None:
+            raise SettingsError("a fan-out task reached a detector without FANOUT_QUEUE_URL/PARTIALS_BUCKET")
+        task = FanoutTask.from_json(body)
+        self.deps.time_left = time_left
+        self.refresh_tuning(task.scheduled_at)
+        result = run_task(task, self.deps, self.options, self.fanout)
+        summary: dict[str, Any] = {
+            "run_id": result.run_id,
+            "task": result.index,
+            "tasks": result.tasks,
+            "tasks_done": result.tasks_done,
+            "files_read": result.files_read,
+            "events": result.events,
+        }
+        metrics.add_metric(name="TaskFilesRead", unit=MetricUnit.Count, value=result.files_read)
+        if result.reduced is not None:
+            emit_metrics(result.reduced)
+            summary["batch"] = summarize(result.reduced)
+        logger.info("task finished", **summary)
         return summary
 
     def refresh_tuning(self, scheduled_at: datetime) -> None:
@@ -115,6 +145,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "files_deferred": report.files_deferred,
         "files_released": report.files_released,
         "files_late": report.files_late,
+        "tasks_dispatched": report.tasks_dispatched,
         "files_in_progress_elsewhere": report.files_in_progress_elsewhere,
         "files_skipped": dict(report.files_skipped),
         "keys_skipped": dict(report.keys_skipped),
@@ -137,6 +168,8 @@ def emit_metrics(report: RunReport) -> None:
     metrics.add_metric(name="FilesDeferred", unit=count, value=report.files_deferred)
     metrics.add_metric(name="FilesReleased", unit=count, value=report.files_released)
     metrics.add_metric(name="FilesLate", unit=count, value=report.files_late)
+    if report.tasks_dispatched:
+        metrics.add_metric(name="TasksDispatched", unit=count, value=report.tasks_dispatched)
     metrics.add_metric(name="Events", unit=count, value=report.events)
     metrics.add_metric(name="EventsGeolocated", unit=count, value=report.events_geolocated)
     metrics.add_metric(name="CountersWritten", unit=count, value=report.counters_written)

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trailgeo.app.detect import RunOptions
+from trailgeo.app.detect import DEFAULT_LEASE, RunOptions
+from trailgeo.app.fanout import FANOUT_LEASE
 from trailgeo.core.aggregate import DETECTORS
 from trailgeo.core.scoring import ScoringPolicy
 
@@ -39,6 +40,21 @@ class Settings(BaseModel):
     # Sibling detectors fed by the same pass (docs/scoring.md): "country" always runs.
     detectors: str = "country"
     user_method_threshold: float = Field(default=75.0, ge=0, le=100)
+    # Fan-out mode (docs/cost-and-capacity.md): the scheduled run plans and sends tasks to this
+    # queue; workers of the same code read them and leave partial aggregates in the bucket.
+    fanout_queue_url: str = Field(default="", max_length=2048)
+    partials_bucket: str = Field(default="", max_length=63)
+    files_per_task: int = Field(default=200, ge=1, le=2000)
+
+    @model_validator(mode="after")
+    def _fanout_needs_both(self) -> Settings:
+        if bool(self.fanout_queue_url) != bool(self.partials_bucket):
+            raise ValueError("fan-out mode needs both FANOUT_QUEUE_URL and PARTIALS_BUCKET")
+        return self
+
+    @property
+    def fanout(self) -> bool:
+        return bool(self.fanout_queue_url)
 
     @field_validator("detectors")
     @classmethod
@@ -79,4 +95,6 @@ class Settings(BaseModel):
             max_decompressed_bytes=self.max_decompressed_mb * 1024 * 1024,
             read_concurrency=self.read_concurrency,
             suppress_for=timedelta(hours=self.suppress_hours),
+            # A fanned-out batch is not taken over while SQS may still deliver its tasks.
+            lease=FANOUT_LEASE if self.fanout else DEFAULT_LEASE,
         )

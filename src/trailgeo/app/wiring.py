@@ -12,6 +12,7 @@ from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import Dependencies
+from trailgeo.app.fanout import Fanout
 from trailgeo.app.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,3 +63,18 @@ def build_dependencies(
     if time_left is not None:
         deps.time_left = time_left
     return deps
+
+
+def build_fanout(settings: Settings, session: boto3.session.Session | None = None) -> Fanout | None:
+    """The queue, partials bucket and tracker of fan-out mode; None in single-Lambda mode."""
+    if not settings.fanout:
+        return None
+    from trailgeo.adapters.fanout import DynamoFanoutTracker, S3PartialStore, SqsTaskQueue
+
+    session = session or boto3.session.Session()
+    return Fanout(
+        queue=SqsTaskQueue(session.client("sqs", config=CLIENT_CONFIG), settings.fanout_queue_url),
+        partials=S3PartialStore(session.client("s3", config=CLIENT_CONFIG), settings.partials_bucket),
+        tracker=DynamoFanoutTracker(session.client("dynamodb", config=CLIENT_CONFIG), settings.table_name),
+        files_per_task=settings.files_per_task,
+    )

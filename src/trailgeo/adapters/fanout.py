@@ -1,0 +1,128 @@
+"""Fan-out adapters: the SQS task queue, partial aggregates in S3, the batch tracker in DynamoDB.
+
+The tracker is one item per fanned-out batch in the detector's table: ``pk`` ``FANOUT``, ``sk``
+the run id, with the number of tasks, the set of tasks done and the reduce lease (TTL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from trailgeo.adapters.dynamodb import LEDGER_RETENTION, conditional_write, error_code_of, ttl_after
+from trailgeo.ports import FanoutTask, TrailgeoError, TransientReadError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_sqs.client import SQSClient
+
+FANOUT_PARTITION = "FANOUT"
+PARTIALS_PREFIX = "partials/"
+PARTIALS_KEPT = timedelta(days=1)  # the bucket's lifecycle rule deletes what a failed batch left
+
+
+class FanoutError(TrailgeoError):
+    """A fan-out resource refused an operation retries will not fix."""
+
+
+@dataclass(slots=True)
+class SqsTaskQueue:
+    client: SQSClient
+    queue_url: str
+
+    def send(self, tasks: list[FanoutTask]) -> None:
+        """SendMessageBatch, ten a call; entries SQS refused are sent again, then reported."""
+        for start in range(0, len(tasks), 10):
+            entries: list[Any] = [
+                {"Id": str(i), "MessageBody": task.to_json()}
+                for i, task in enumerate(tasks[start : start + 10])
+            ]
+            for _ in range(3):
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                failed = {f["Id"] for f in response.get("Failed", [])}
+                entries = [entry for entry in entries if entry["Id"] in failed]
+                if not entries:
+                    break
+            if entries:
+                # The batch's run record stays open: a later run takes it over once its lease ends.
+                raise FanoutError(f"SQS refused {len(entries)} task(s) of a fanned-out batch")
+
+
+@dataclass(slots=True)
+class S3PartialStore:
+    client: S3Client
+    bucket: str
+    prefix: str = PARTIALS_PREFIX
+
+    def _key(self, run_id: str, index: int) -> str:
+        return f"{self.prefix}{run_id}/{index:05d}.msgpack"
+
+    def put(self, run_id: str, index: int, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(run_id, index), Body=data)
+
+    def get(self, run_id: str, index: int) -> bytes:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(run_id, index))["Body"]
+            return bytes(body.read())
+        except ClientError as exc:
+            if error_code_of(exc) in {"NoSuchKey", "404"}:
+                raise FanoutError(f"partial {index} of {run_id} is missing from {self.bucket}") from exc
+            raise TransientReadError(f"partial {index} of {run_id}: {error_code_of(exc)}") from exc
+
+    def discard(self, run_id: str, tasks: int) -> None:
+        keys: list[Any] = [{"Key": self._key(run_id, i)} for i in range(tasks)]
+        for start in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000]})
+
+
+@dataclass(slots=True)
+class DynamoFanoutTracker:
+    client: DynamoDBClient
+    table: str
+
+    def _key(self, run_id: str) -> dict[str, Any]:
+        return {"pk": {"S": FANOUT_PARTITION}, "sk": {"S": run_id}}
+
+    def open(self, run_id: str, tasks: int, now: datetime) -> None:
+        conditional_write(  # a planner that retries the same batch finds it open already
+            self.client.put_item,
+            TableName=self.table,
+            Item={
+                **self._key(run_id),
+                "tasks": {"N": str(tasks)},
+                "opened": {"S": now.astimezone(UTC).isoformat()},
+                "expires_at": ttl_after(now, LEDGER_RETENTION),
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def task_done(self, run_id: str, index: int) -> int:
+        response = self.client.update_item(
+            TableName=self.table,
+            Key=self._key(run_id),
+            UpdateExpression="ADD done :index",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":index": {"NS": [str(index)]}},
+            ReturnValues="ALL_NEW",
+        )
+        return len(response["Attributes"].get("done", {}).get("NS", []))
+
+    def claim_reduce(self, run_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        return conditional_write(
+            self.client.update_item,
+            TableName=self.table,
+            Key=self._key(run_id),
+            UpdateExpression="SET reducer = :holder, reduce_until = :until",
+            ConditionExpression=(
+                "attribute_exists(pk) AND (attribute_not_exists(reducer) OR reduce_until < :now)"
+            ),
+            ExpressionAttributeValues={
+                ":holder": {"S": holder},
+                ":until": {"S": until.astimezone(UTC).isoformat()},
+                ":now": {"S": now.astimezone(UTC).isoformat()},
+            },
+        )

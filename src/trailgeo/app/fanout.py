@@ -1,0 +1,166 @@
+"""Fan-out mode: one scheduled planner, many workers of the same code, one reduce.
+
+When one Lambda cannot read a window in time (a large organization trail), the scheduled run
+plans as usual (ledger, run records, claims) and hands each batch to workers through SQS, in
+tasks of ``files_per_task`` files. Each worker reads and aggregates its task's files, stores the
+partial aggregate (its snapshot, with the files' outcomes) and marks the task done. The worker
+that finishes a batch's last task merges every partial into one aggregate and finishes the batch
+exactly as a single Lambda does (:func:`trailgeo.app.detect.finish_batch`): scored against the
+history before the batch, alerts queued, counters committed once, the run record closed. So the
+alerts and the tables are those of single-Lambda mode on the same data.
+
+Failures: a task that cannot read a file now (throttling, 5xx) fails and SQS delivers it again
+(its files stay claimed by the run); a task that keeps failing goes to the dead-letter queue and
+the batch's run lease runs out, so a later scheduled run takes the batch over in-process, under
+the same run id (counters remember the runs they applied: nothing is counted twice). A reduce
+that dies is retried with the last task's message once its reduce lease has expired.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from trailgeo.app.detect import (
+    Dependencies,
+    RunOptions,
+    RunReport,
+    detect,
+    finish_batch,
+    new_aggregate,
+    publish_pending,
+    read_batch,
+)
+from trailgeo.core.aggregate import RunAggregate
+from trailgeo.observability import logger
+from trailgeo.ports import FanoutTask, FanoutTracker, PartialStore, TaskQueue, TransientReadError
+
+DEFAULT_FILES_PER_TASK = 200
+# A fanned-out batch's run record is not taken over before this: long enough for SQS to deliver
+# a failing task again (visibility timeout x receives before the dead-letter queue).
+FANOUT_LEASE = timedelta(hours=2)
+REDUCE_LEASE = timedelta(minutes=16)  # longer than a Lambda can run
+
+
+class Partial(msgspec.Struct, frozen=True):
+    """What one task leaves for the reduce: its aggregate and what the read said of each file."""
+
+    aggregate: bytes
+    outcomes: dict[str, str]
+    files_read: int
+    bytes_read: int
+    files_skipped: dict[str, int]
+    records_skipped: dict[str, int]  # by the decoder (the aggregate keeps its own)
+
+
+@dataclass(slots=True)
+class Fanout:
+    queue: TaskQueue
+    partials: PartialStore
+    tracker: FanoutTracker
+    files_per_task: int = DEFAULT_FILES_PER_TASK
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(slots=True)
+class TaskReport:
+    run_id: str
+    index: int
+    tasks: int
+    files_read: int = 0
+    events: int = 0
+    tasks_done: int = 0
+    reduced: RunReport | None = None  # set on the invocation that finished the batch
+
+
+def plan(scheduled_at: datetime, deps: Dependencies, options: RunOptions, fanout: Fanout) -> RunReport:
+    """The scheduled run in fan-out mode: plan, then send each new batch to the workers."""
+
+    def dispatch(keys: list[str], run_id: str, at: datetime, report: RunReport) -> None:
+        size = fanout.files_per_task
+        parts = [keys[start : start + size] for start in range(0, len(keys), size)]
+        fanout.tracker.open(run_id, len(parts), deps.clock())
+        fanout.queue.send([FanoutTask(run_id, at, i, len(parts), part) for i, part in enumerate(parts)])
+        report.tasks_dispatched += len(parts)
+        logger.info("batch fanned out", run_id=run_id, files=len(keys), tasks=len(parts))
+
+    return detect(scheduled_at, deps, options, dispatch=dispatch)
+
+
+def run_task(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout) -> TaskReport:
+    """One worker invocation: read and aggregate a task's files; reduce if it was the last."""
+    scheduled_at = task.scheduled_at.astimezone(UTC)
+    report = RunReport(scheduled_at=scheduled_at, window_start=scheduled_at, window_end=scheduled_at)
+    aggregate, outcomes, released = read_batch(task.keys, deps, options, report)
+    if released:
+        # Not handed back: the files belong to this batch. SQS delivers the task again later.
+        raise TransientReadError(
+            f"{len(released)} file(s) of task {task.index} of {task.run_id} unreadable now"
+        )
+    partial = Partial(
+        aggregate=aggregate.snapshot(),
+        outcomes=outcomes,
+        files_read=report.files_read,
+        bytes_read=report.bytes_read,
+        files_skipped=dict(report.files_skipped),
+        records_skipped=dict(report.records_skipped),
+    )
+    fanout.partials.put(task.run_id, task.index, msgspec.msgpack.encode(partial))
+    done = fanout.tracker.task_done(task.run_id, task.index)
+    result = TaskReport(
+        task.run_id, task.index, task.tasks, report.files_read, aggregate.events, tasks_done=done
+    )
+    logger.info("fan-out task done", run_id=task.run_id, index=task.index, done=done, tasks=task.tasks)
+    if done < task.tasks:
+        return result
+    now = deps.clock()
+    if not fanout.tracker.claim_reduce(task.run_id, fanout.holder, now + REDUCE_LEASE, now):
+        return result  # another invocation is reducing this batch
+    result.reduced = reduce_batch(task, deps, options, fanout)
+    return result
+
+
+def reduce_batch(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout) -> RunReport:
+    """Merge every task's partial (in task order) and finish the batch as a single Lambda would."""
+    aggregate, outcomes, report = merge_partials(task, deps, options, fanout.partials)
+    finish_batch(aggregate, outcomes, task.run_id, report.scheduled_at, deps, options, report)
+    if options.alerting:
+        publish_pending(deps, report)
+    fanout.partials.discard(task.run_id, task.tasks)
+    logger.info(
+        "fanned-out batch finished",
+        run_id=task.run_id,
+        tasks=task.tasks,
+        files=len(outcomes),
+        events=report.events,
+        alerts_raised=report.alerts_raised,
+    )
+    return report
+
+
+def merge_partials(
+    task: FanoutTask, deps: Dependencies, options: RunOptions, partials: PartialStore
+) -> tuple[RunAggregate, dict[str, str], RunReport]:
+    """One aggregate of the batch from its tasks' partials, their files' outcomes, and a report of
+    the reads the workers did (files, bytes, skips): what ``finish_batch`` is then given."""
+    scheduled_at = task.scheduled_at.astimezone(UTC)
+    report = RunReport(scheduled_at=scheduled_at, window_start=scheduled_at, window_end=scheduled_at)
+    aggregate = new_aggregate(deps, options)
+    outcomes: dict[str, str] = {}
+    for index in range(task.tasks):
+        try:
+            partial = msgspec.msgpack.decode(partials.get(task.run_id, index), type=Partial)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"partial {index} of {task.run_id} is corrupt: {exc}") from exc
+        aggregate.merge_snapshot(partial.aggregate)
+        outcomes.update(partial.outcomes)
+        report.files_read += partial.files_read
+        report.bytes_read += partial.bytes_read
+        report.files_skipped.update(Counter(partial.files_skipped))
+        report.records_skipped.update(Counter(partial.records_skipped))
+    report.files_new = len(outcomes)
+    return aggregate, outcomes, report

@@ -1,0 +1,379 @@
+"""Fan-out mode end to end against moto: the scheduled run plans and sends tasks to SQS, workers
+of the same code (``task_handler``) read them, the last one reduces. Same alerts, same tables
+as the single Lambda on the same data."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from tests.aws import FakeLambdaContext, create_deployment, environment, load_function, receive_alerts
+from tests.builders import (
+    BOB,
+    BT_IP,
+    GB_IP,
+    SE_IP,
+    T0,
+    US_IP,
+    files_by_delivery,
+    record,
+)
+from tests.conftest import EVENTS
+from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
+from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
+from trailgeo.adapters.fanout import DynamoFanoutTracker, S3PartialStore, SqsTaskQueue
+from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.app.detect import Dependencies, RunOptions, detect
+from trailgeo.app.fanout import FANOUT_LEASE, Fanout, plan, run_task
+from trailgeo.core.scoring import ScoringPolicy
+from trailgeo.ports import FanoutTask, TransientReadError
+
+REGION = "us-east-1"
+PARTIALS = "trailgeo-partials"
+ATTACK_AT = T0 + timedelta(hours=22)
+BOOKKEEPING = ("F#", "RUN", "STATE", "FANOUT", "OUTBOX")
+
+
+def trail() -> dict[str, bytes]:
+    """22 hours of alice (US) and bob (GB, SE) in 5-minute files, then alice's key used from BT."""
+    rng = random.Random(11)
+    events = []
+    for minute in range(0, 22 * 60, 7):
+        when = T0 + timedelta(minutes=minute)
+        events.append(record(when, ip=US_IP, name=rng.choice(["DescribeInstances", "ListBuckets"])))
+        if minute % 3 == 0:
+            events.append(record(when, ip=rng.choice([GB_IP, SE_IP]), arn=BOB, key="AKIABOB00000000001"))
+    events += [
+        record(
+            ATTACK_AT + timedelta(minutes=m), ip=BT_IP, name=name, source=source, agent="python-requests/2.31"
+        )
+        for m, (source, name) in enumerate(
+            [("sts.amazonaws.com", "GetCallerIdentity"), ("iam.amazonaws.com", "CreateAccessKey")]
+        )
+    ]
+    return files_by_delivery(events, minutes=5)
+
+
+TRAIL = trail()
+
+
+def world(geoip: Path) -> tuple[Any, Any]:
+    session = boto3.session.Session(region_name=REGION)
+    deployment = create_deployment(session)
+    s3 = session.client("s3")
+    for key, body in TRAIL.items():
+        s3.put_object(Bucket=deployment.bucket, Key=key, Body=body)
+    s3.create_bucket(Bucket=PARTIALS)
+    return session, deployment
+
+
+def state(session: Any, table: str) -> dict[tuple[str, str], Any]:
+    """Counters, suppressions and alerts: everything but the run's own bookkeeping."""
+    items = {}
+    for page in session.client("dynamodb").get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            if not item["pk"]["S"].startswith(BOOKKEEPING):
+                items[item["pk"]["S"], item["sk"]["S"]] = item
+    return items
+
+
+def alerts(session: Any, queue_url: str) -> list[dict[str, Any]]:
+    return sorted(
+        (json.loads(envelope["Message"]) for envelope in receive_alerts(session, queue_url)),
+        key=lambda a: a["alert_id"],
+    )
+
+
+def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    template = json.loads((EVENTS / "fanout-task.json").read_text())["Records"][0]
+    return {
+        "Records": [
+            template | {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"]}
+            for m in messages
+        ]
+    }
+
+
+def drain(session: Any, queue_url: str, handler: Any, rng: random.Random) -> Iterator[dict[str, Any]]:
+    """Deliver the queue's tasks to ``task_handler`` in random order, one or several per event,
+    deleting what succeeded (as the Lambda event source mapping does)."""
+    sqs = session.client("sqs")
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return
+        rng.shuffle(messages)
+        cut = rng.randint(1, len(messages))
+        for group in (messages[:cut], messages[cut:]):
+            if not group:
+                continue
+            response = handler.task_handler(sqs_event(group), FakeLambdaContext())
+            failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+            for message in group:
+                if message["MessageId"] not in failed:
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            yield response
+
+
+def scheduled(time: datetime) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / "scheduled.json").read_text())
+    event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return event
+
+
+TICKS = (T0 + timedelta(hours=21, minutes=45), ATTACK_AT + timedelta(minutes=15))
+SETTINGS = {"LEARNING_DAYS": "0", "LEARNING_BUCKETS": "0", "LOOKBACK_MINUTES": "1440"}
+
+
+def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_single_lambda(
+    country_test_mmdb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given: the single Lambda's alerts and tables over a day of trail and an attack
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        for name, value in environment(deployment, str(country_test_mmdb), **SETTINGS).items():
+            monkeypatch.setenv(name, value)
+        single = load_function("detector")
+        single_runs = [single.lambda_handler(scheduled(tick), FakeLambdaContext()) for tick in TICKS]
+        reference_state = state(session, deployment.table)
+        reference_alerts = alerts(session, deployment.queue_url)
+
+    # When: the same data goes through fan-out mode, tasks of 7 files delivered in random order
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        env = environment(
+            deployment,
+            str(country_test_mmdb),
+            **SETTINGS,
+            FANOUT_QUEUE_URL=queue_url,
+            PARTIALS_BUCKET=PARTIALS,
+            FILES_PER_TASK="7",
+        )
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        fanned = load_function("detector")
+        rng = random.Random(3)
+        planned, reduced = [], []
+        for tick in TICKS:
+            planned.append(fanned.lambda_handler(scheduled(tick), FakeLambdaContext()))
+            responses = list(drain(session, queue_url, fanned, rng))
+            assert all(not r["batchItemFailures"] for r in responses)
+        fanout_state = state(session, deployment.table)
+        fanout_alerts = alerts(session, deployment.queue_url)
+        leftovers = session.client("s3").list_objects_v2(Bucket=PARTIALS).get("KeyCount", 0)
+
+    # Then: the planner read nothing itself, the workers did it all, and nothing differs
+    assert planned[0]["tasks_dispatched"] > 10
+    assert single_runs[0]["files_read"] + single_runs[1]["files_read"] == len(TRAIL)
+    assert [p["files_read"] for p in planned] == [0, 0]
+    assert single_runs[1]["alerts_raised"] == 1
+    assert fanout_state == reference_state
+    assert fanout_alerts == reference_alerts
+    assert [a["source"]["geo"]["country_iso_code"] for a in fanout_alerts] == ["BT"]
+    assert leftovers == 0  # partials are deleted by the reduce
+    del reduced
+
+
+def deps_for(
+    session: Any, geo: MaxMindGeoResolver, table: str, topic: str, bucket: str, now: datetime
+) -> Dependencies:
+    dynamodb = session.client("dynamodb")
+    return Dependencies(
+        source=S3LogSource(session.client("s3"), bucket, ""),
+        geo=geo,
+        store=DynamoFrequencyStore(dynamodb, table),
+        ledger=DynamoLedger(dynamodb, table),
+        outbox=DynamoOutbox(dynamodb, table),
+        sink=SnsAlertSink(session.client("sns"), topic),
+        clock=lambda: now,
+    )
+
+
+def fanout_of(session: Any, table: str, queue_url: str) -> Fanout:
+    return Fanout(
+        queue=SqsTaskQueue(session.client("sqs"), queue_url),
+        partials=S3PartialStore(session.client("s3"), PARTIALS),
+        tracker=DynamoFanoutTracker(session.client("dynamodb"), table),
+        files_per_task=9,
+    )
+
+
+def tasks_in(session: Any, queue_url: str) -> list[FanoutTask]:
+    sqs = session.client("sqs")
+    tasks = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            tasks.append(FanoutTask.from_json(message["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return tasks
+
+
+OPTIONS = RunOptions(
+    lookback=timedelta(hours=24),
+    policy=ScoringPolicy(learning_days=0, learning_buckets=0),
+    lease=FANOUT_LEASE,
+)
+
+
+def test_given_workers_that_died_when_the_lease_ends_then_a_later_run_takes_the_batch_over_exactly(
+    country_test_mmdb: Path,
+) -> None:
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    tick = TICKS[1]
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        detect(
+            tick,
+            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick),
+            OPTIONS,
+        )
+        reference = state(session, deployment.table)
+
+    with mock_aws():
+        # Given a fanned-out batch whose tasks were half done, then the workers died (DLQ)
+        session, deployment = world(country_test_mmdb)
+        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
+        fanout = fanout_of(session, deployment.table, queue_url)
+        planned = plan(tick, deps, OPTIONS, fanout)
+        tasks = tasks_in(session, queue_url)
+        assert planned.tasks_dispatched == len(tasks) > 2
+        for task in tasks[: len(tasks) // 2]:
+            assert run_task(task, deps, OPTIONS, fanout).reduced is None
+        assert state(session, deployment.table) == {}  # nothing counted before the reduce
+
+        # When the next run comes before the fan-out lease ends, then it leaves the batch alone
+        soon = tick + timedelta(minutes=15)
+        early = plan(
+            soon,
+            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, soon),
+            OPTIONS,
+            fanout,
+        )
+        assert early.files_recovered == 0
+        assert early.files_in_progress_elsewhere == len(TRAIL)
+
+        # When a run comes after it, then it takes the batch over in-process, under its run id
+        later = tick + FANOUT_LEASE + timedelta(minutes=15)
+        late_deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, later)
+        takeover = plan(later, late_deps, OPTIONS, fanout)
+        assert takeover.files_recovered == len(TRAIL)
+        assert takeover.tasks_dispatched == 0
+
+        # And a dead task delivered at last changes nothing: the batch is closed
+        for task in tasks[len(tasks) // 2 :]:
+            run_task(task, late_deps, OPTIONS, fanout)
+        assert state(session, deployment.table) == reference
+
+
+def test_given_the_last_task_delivered_twice_then_the_batch_is_reduced_once(country_test_mmdb: Path) -> None:
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    tick = TICKS[1]
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        fanout = fanout_of(session, deployment.table, queue_url)
+        baseline_tick = TICKS[0]
+        baseline = deps_for(
+            session, geo, deployment.table, deployment.topic_arn, deployment.bucket, baseline_tick
+        )
+        plan(baseline_tick, baseline, OPTIONS, fanout)
+        for task in tasks_in(session, queue_url):
+            run_task(task, baseline, OPTIONS, fanout)
+        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
+        plan(tick, deps, OPTIONS, fanout)
+        tasks = tasks_in(session, queue_url)
+
+        # When every task of the attack's window runs, then the last one again (at least once)
+        results = [run_task(task, deps, OPTIONS, fanout) for task in tasks]
+        reduced = [r.reduced for r in results if r.reduced is not None]
+        after_first = state(session, deployment.table)
+        again = run_task(tasks[-1], deps, OPTIONS, fanout)
+
+        # Then one reduce, one alert, and the tables unchanged by the repeat
+        assert len(reduced) == 1
+        assert reduced[0].alerts_raised == 1
+        assert reduced[0].files_read == sum(len(task.keys) for task in tasks)
+        assert again.reduced is None
+        assert state(session, deployment.table) == after_first
+        assert len(receive_alerts(session, deployment.queue_url)) == 1
+
+
+def test_given_a_task_whose_reads_throttle_when_sqs_delivers_it_again_then_nothing_is_lost_or_doubled(
+    country_test_mmdb: Path,
+) -> None:
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    tick = TICKS[1]
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        detect(
+            tick,
+            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick),
+            OPTIONS,
+        )
+        reference = state(session, deployment.table)
+
+    with mock_aws():
+        # Given a fanned-out window whose first task meets S3 SlowDown beyond botocore's retries
+        session, deployment = world(country_test_mmdb)
+        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
+        fanout = fanout_of(session, deployment.table, queue_url)
+        plan(tick, deps, OPTIONS, fanout)
+        tasks = tasks_in(session, queue_url)
+        calls = {"n": 0}
+
+        def slow_down(**_: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise ClientError({"Error": {"Code": "SlowDown", "Message": "injected"}}, "GetObject")
+
+        deps.source.client.meta.events.register("before-call.s3.GetObject", slow_down)  # type: ignore[attr-defined]
+
+        # When it runs, then it fails whole (its files stay claimed, nothing is marked done)
+        with pytest.raises(TransientReadError, match="task 0"):
+            run_task(tasks[0], deps, OPTIONS, fanout)
+        assert state(session, deployment.table) == {}
+
+        # When SQS delivers it again after the others, then the batch ends exactly as one run would
+        results = [run_task(task, deps, OPTIONS, fanout) for task in [*tasks[1:], tasks[0]]]
+        assert [r.reduced is not None for r in results] == [False] * (len(tasks) - 1) + [True]
+        assert state(session, deployment.table) == reference
+
+
+def test_given_a_message_that_is_not_a_task_then_the_worker_reports_it_failed_and_keeps_the_others(
+    country_test_mmdb: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        env = environment(
+            deployment,
+            str(country_test_mmdb),
+            **SETTINGS,
+            FANOUT_QUEUE_URL=queue_url,
+            PARTIALS_BUCKET=PARTIALS,
+        )
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        worker = load_function("detector")
+        fanned = load_function("detector")
+        fanned.lambda_handler(scheduled(TICKS[0]), FakeLambdaContext())
+        (good, *_) = session.client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)[
+            "Messages"
+        ]
+        bad = {"MessageId": "not-a-task", "ReceiptHandle": "r", "Body": '{"alert_id": "x"}'}
+
+        response = worker.task_handler(sqs_event([bad, good]), FakeLambdaContext())
+
+        assert response["batchItemFailures"] == [{"itemIdentifier": "not-a-task"}]
