@@ -56,3 +56,41 @@ def test_given_a_tiny_corpus_when_the_benchmark_runs_then_every_measurement_coun
 
     assert again.reused
     assert (again.key, again.events, again.log_files) == (corpus.key, corpus.events, corpus.log_files)
+
+
+def test_given_the_window_recipe_when_events_are_shared_out_then_exact_and_skewed() -> None:
+    """Given the 15-minute window's 150 accounts x 4 regions, when its 1,000,000 events are shared
+    out by Zipf weight, then they sum exactly, every pair gets some, and the busiest gets the most."""
+    pairs = bench.WINDOW_ACCOUNTS * len(bench.WINDOW_REGIONS)
+
+    counts = bench._window_counts(pairs, bench.WINDOW_EVENTS)
+
+    assert sum(counts) == bench.WINDOW_EVENTS == bench.TARGET_RSS_EVENTS
+    assert min(counts) > 0
+    assert counts[0] == max(counts) > 100 * min(counts)
+    assert len(set(bench._window_accounts())) == bench.WINDOW_ACCOUNTS
+
+
+def test_given_a_small_trail_when_fanned_out_in_the_benchmark_then_its_counters_equal_one_run(
+    dbip_mmdb: Path, tmp_path: Path
+) -> None:
+    # Given two days of a small organization, written in the S3 layout
+    from datetime import UTC, datetime
+
+    from trailgeo.bench_scale import fanout_lines, measure_fanout
+    from trailgeo.simulate import SimulationConfig, simulate, write_tree
+
+    sim = simulate(SimulationConfig(start=datetime(2026, 3, 2, tzinfo=UTC), days=2, humans=4, digests=False))
+    write_tree(sim, tmp_path)
+
+    # When the fan-out measurement plans, runs every task and reduces (tasks of 200 files)
+    measured = measure_fanout(str(tmp_path), str(dbip_mmdb), None, quiet=False)
+
+    # Then every event was read once, by tasks, and the counters equal a single run's
+    assert measured.tasks == -(-len(sim.log_files) // 200)
+    assert measured.events == sim.events_count
+    assert measured.files == len(sim.log_files)
+    assert len(measured.task_seconds) == measured.tasks
+    assert measured.counters_equal
+    assert measured.counters > 0
+    assert "counters equal to one single-Lambda run over the same files: yes" in fanout_lines(measured)[2]

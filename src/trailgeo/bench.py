@@ -31,6 +31,7 @@ import shutil
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -38,6 +39,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from trailgeo.bench_scale import (
+    REPLAY_TARGET_SECONDS,
+    FanoutMeasurement,
+    ReplayMeasurement,
+    fanout_lines,
+    measure_fanout,
+    measure_replay,
+    prepare_replay_corpus,
+    replay_lines,
+)
 
 if TYPE_CHECKING:
     from trailgeo.app.detect import Dependencies, RunOptions
@@ -63,6 +75,9 @@ TARGET_NAIVE_RATIO = 5.0
 TARGET_RSS_MB = 300.0
 TARGET_RSS_EVENTS = 1_000_000
 
+# Per batch of files besides one write per counter key and per file: its run record is written
+# when it opens and when it closes, and the watermark moves once (trailgeo.adapters.dynamodb).
+BOOKKEEPING_WRITES_PER_BATCH = 3
 WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 READ_OPERATIONS = ("GetItem", "BatchGetItem", "Query", "Scan")
 
@@ -201,6 +216,236 @@ def _generate_corpus(root: str, plan: CorpusPlan, events: int) -> dict[str, Any]
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# The 15-minute window corpus: what one Lambda run of a big organization reads
+# ------------------------------------------------------------------------------------------------
+WINDOW_VERSION = 1  # bump when the window recipe below changes: a cached window is then rebuilt
+WINDOW_EVENTS = TARGET_RSS_EVENTS
+WINDOW_START = datetime(2026, 3, 3, 14, 0, tzinfo=UTC)  # a Tuesday afternoon (UTC)
+WINDOW_SLOTS = 3  # three 5-minute deliveries per account and region: 15 minutes
+WINDOW_ACCOUNTS = 150
+WINDOW_REGIONS = ("us-east-1", "eu-west-1", "us-west-2", "ap-southeast-2")
+WINDOW_ZIPF = 1.1  # how the events spread over (account, region): a few busy, a long tail
+WINDOW_FILE_RECORDS = 10_000  # a busier delivery is split into several files, as CloudTrail does
+WINDOW_HUMAN_SHARE = 0.25  # of a big organization's calls; the rest are automation and AWS services
+WINDOW_HUMAN_ACCOUNTS = 10  # a person works in one account in ten (15 of 150), not in all of them
+WINDOW_SEED = 11
+_PLACEHOLDERS = ("@@TIME@@", "@@ID@@", "@@REQUEST@@")
+
+
+def window_key() -> str:
+    from trailgeo import simulate as simulator
+
+    recipe = {
+        "version": WINDOW_VERSION,
+        "events": WINDOW_EVENTS,
+        "start": WINDOW_START.isoformat(),
+        "slots": WINDOW_SLOTS,
+        "accounts": WINDOW_ACCOUNTS,
+        "regions": WINDOW_REGIONS,
+        "zipf": WINDOW_ZIPF,
+        "file_records": WINDOW_FILE_RECORDS,
+        "seed": WINDOW_SEED,
+        "human_share": WINDOW_HUMAN_SHARE,
+        "human_accounts": WINDOW_HUMAN_ACCOUNTS,
+        "template": asdict(FULL_PLAN),
+        "simulator": hashlib.sha256(Path(simulator.__file__).read_bytes()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_window_corpus(workdir: Path, out: Out) -> Corpus:
+    """The 15-minute window corpus, generated once under ``workdir`` and reused after."""
+    root, marker, staging = workdir / "window", workdir / "window.json", workdir / "window.partial"
+    key = window_key()
+    if marker.is_file() and root.is_dir():
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+        if recorded.get("key") == key:
+            return _corpus_from_marker(root, recorded, reused=True)
+    out(f"generating the 15-minute window corpus in {root} (once; reused while {marker.name} matches)...")
+    marker.unlink(missing_ok=True)
+    for stale in (root, staging):
+        if stale.exists():
+            shutil.rmtree(stale)
+    workdir.mkdir(parents=True, exist_ok=True)
+    recorded = in_child(_generate_window, str(staging))
+    staging.rename(root)
+    recorded["key"] = key
+    partial_marker = marker.with_suffix(".json.partial")
+    partial_marker.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    partial_marker.rename(marker)
+    return _corpus_from_marker(root, recorded, reused=False)
+
+
+def _window_accounts() -> list[str]:
+    return [f"{210000000000 + index * 7_919_113:012d}" for index in range(WINDOW_ACCOUNTS)]
+
+
+def _window_counts(pairs: int, events: int) -> list[int]:
+    """Events per (account, region): Zipf weights, largest remainders, summing to ``events``."""
+    weights = [1.0 / (rank**WINDOW_ZIPF) for rank in range(1, pairs + 1)]
+    total = sum(weights)
+    shares = [events * w / total for w in weights]
+    counts = [int(share) for share in shares]
+    by_remainder = sorted(range(pairs), key=lambda i: (counts[i] - shares[i], i))
+    for i in by_remainder[: events - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _window_templates(
+    template: Any,
+) -> tuple[dict[tuple[str, str, bool], list[str]], dict[tuple[str, str, bool], list[int]]]:
+    """The template day's records by (account, region, made by a person) as format strings, and
+    for the people's records who made them (a number)."""
+    plan = FULL_PLAN
+    # Each template record as a format string: {0} time, {1} eventID, {2} requestID, {3} account,
+    # {4} region (its own account and region, wherever they appear in it, become the target's).
+    pools: dict[tuple[str, str, bool], list[str]] = {}
+    people: dict[tuple[str, str, bool], list[int]] = {}  # the person of each human record
+    for _, original in template.records():
+        account, region = original["recipientAccountId"], original["awsRegion"]
+        if account not in plan.accounts or region not in plan.regions:
+            continue
+        marked = dict(zip(("eventTime", "eventID", "requestID"), _PLACEHOLDERS, strict=True))
+        text = json.dumps(original | marked, separators=(",", ":"), ensure_ascii=False)
+        text = text.replace("{", "{{").replace("}", "}}")
+        text = text.replace(account, "{3}").replace(f'"{region}"', '"{4}"')
+        for index, placeholder in enumerate(_PLACEHOLDERS):
+            text = text.replace(placeholder, f"{{{index}}}")
+        identity = original.get("userIdentity") or {}
+        arn = str(identity.get("arn", ""))
+        human = identity.get("type") == "IAMUser" or "AWSReservedSSO_" in arn
+        pools.setdefault((account, region, human), []).append(text)
+        if human:
+            people.setdefault((account, region, human), []).append(
+                zlib.crc32(arn.rsplit("/", 1)[-1].encode())
+            )
+    return pools, people
+
+
+def _generate_window(root: str) -> dict[str, Any]:
+    """One 15-minute window of a big organization trail, ``WINDOW_EVENTS`` events.
+
+    Records are the simulator's (one weekday of ``FULL_PLAN``: humans, automation, AWS services,
+    errors, every field CloudTrail writes), each re-issued with a fresh eventID and requestID and a
+    time in the window, into one of ``WINDOW_ACCOUNTS`` x ``WINDOW_REGIONS`` (account ids inside
+    the record rewritten to it). Each (account, region) takes a Zipf share of the events and
+    delivers every 5 minutes, its records sorted by time, split at ``WINDOW_FILE_RECORDS``. The
+    simulator's day is mostly people (it is made to test detection); an organization this busy is
+    mostly automation, so a person's records are drawn for ``WINDOW_HUMAN_SHARE`` of the events,
+    and each person works in one account in ``WINDOW_HUMAN_ACCOUNTS``.
+    """
+    import random
+
+    from trailgeo.simulate import SimulationConfig, simulate
+    from trailgeo.simulate import _gzip as gzip_body
+
+    started = time.perf_counter()
+    plan = FULL_PLAN
+    template = simulate(
+        SimulationConfig(
+            start=WINDOW_START.replace(hour=0),
+            days=1,
+            accounts=plan.accounts,
+            regions=plan.regions,
+            humans=plan.humans,
+            automation_roles=plan.automation_roles,
+            file_minutes=plan.file_minutes,
+            attack=False,
+        )
+    )
+    pools, people = _window_templates(template)
+    rng = random.Random(f"trailgeo-bench-window-{WINDOW_SEED}")  # noqa: S311 - a benchmark corpus
+    accounts = _window_accounts()
+    pairs = [(account, region) for account in accounts for region in WINDOW_REGIONS]
+    rng.shuffle(pairs)  # the busiest pairs are spread over accounts and regions
+    counts = _window_counts(len(pairs), WINDOW_EVENTS)
+    start = int(WINDOW_START.timestamp())
+    base = Path(root)
+    files = gzip_bytes = events = 0
+    for number, ((account, region), count) in enumerate(zip(pairs, counts, strict=True)):
+        template_pair = (plan.accounts[number % len(plan.accounts)], plan.regions[number % len(plan.regions)])
+        automation = pools[(*template_pair, False)]
+        shift = accounts.index(account) % WINDOW_HUMAN_ACCOUNTS
+        humans = [
+            text
+            for text, person in zip(
+                pools[(*template_pair, True)], people[(*template_pair, True)], strict=True
+            )
+            if person % WINDOW_HUMAN_ACCOUNTS == shift
+        ]
+        per_slot = [count // WINDOW_SLOTS + (slot < count % WINDOW_SLOTS) for slot in range(WINDOW_SLOTS)]
+        for slot, slot_events in enumerate(per_slot):
+            if not slot_events:
+                continue
+            slot_start = start + slot * 300
+            stamps = sorted(slot_start + rng.randrange(300) for _ in range(slot_events))
+            records = []
+            for stamp in stamps:
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+                pool = humans if rng.random() < WINDOW_HUMAN_SHARE else automation
+                records.append(rng.choice(pool).format(when, _uuid(rng), _uuid(rng), account, region))
+            delivered = slot_start + 300 + rng.randint(1, 5) * 60
+            stamp_text = time.strftime("%Y%m%dT%H%MZ", time.gmtime(delivered))
+            folder = (
+                base
+                / f"AWSLogs/o-a1b2c3d4e5/{account}/CloudTrail/{region}"
+                / time.strftime("%Y/%m/%d", time.gmtime(delivered))
+            )
+            folder.mkdir(parents=True, exist_ok=True)
+            for part in range(0, len(records), WINDOW_FILE_RECORDS):
+                body = gzip_body(
+                    ('{"Records":[' + ",".join(records[part : part + WINDOW_FILE_RECORDS]) + "]}").encode()
+                )
+                name = f"{account}_CloudTrail_{region}_{stamp_text}_{rng.getrandbits(64):016X}.json.gz"
+                (folder / name).write_bytes(body)
+                files += 1
+                gzip_bytes += len(body)
+            events += slot_events
+    config = {
+        "start": WINDOW_START.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "days": 0,
+        "minutes": WINDOW_SLOTS * 5,
+        "accounts": accounts,
+        "regions": list(WINDOW_REGIONS),
+        "humans": plan.humans,
+        "automation_roles": plan.automation_roles,
+        "file_minutes": 5,
+        "seed": WINDOW_SEED,
+        "file_records": WINDOW_FILE_RECORDS,
+        "human_share": WINDOW_HUMAN_SHARE,
+        "human_accounts": WINDOW_HUMAN_ACCOUNTS,
+    }
+    return {
+        "config": config,
+        "events": events,
+        "log_files": files,
+        "gzip_bytes": gzip_bytes,
+        "generated_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _uuid(rng: Any) -> str:
+    n = rng.getrandbits(128)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[n & 3]}{h[17:20]}-{h[20:]}"
+
+
+def window_description(corpus: Corpus) -> str:
+    config = corpus.config
+    origin = "reused" if corpus.reused else f"generated in {corpus.generated_seconds:.0f} s"
+    return (
+        f"window corpus {corpus.root} ({origin}, key {corpus.key}): {corpus.events:,} events in "
+        f"{corpus.log_files:,} log files ({corpus.gzip_bytes / 1e6:,.1f} MB gzip); one "
+        f"{config['minutes']}-minute window from {config['start']}, {len(config['accounts'])} accounts x "
+        f"{len(config['regions'])} regions (Zipf {WINDOW_ZIPF}), 5-minute deliveries of up to "
+        f"{config['file_records']:,} records, records of the simulator's day ({config['humans']} humans, "
+        f"{config['automation_roles']} automation roles; people {config['human_share']:.0%} of the calls, "
+        f"each in 1 account in {config['human_accounts']}), seed {config['seed']}"
+    )
+
+
 def log_paths(root: Path) -> list[str]:
     """The CloudTrail log files of the tree (digests and other objects excluded), in key order."""
     from trailgeo.core.keys import KeyKind, parse_key
@@ -322,7 +567,8 @@ def _pipeline_run(root: str, geoip: str) -> tuple[Dependencies, datetime, RunOpt
 
 
 def measure_pipeline(root: str, geoip: str, core: int | None) -> Measurement:
-    """One ``detect`` over every file: memory state, one read thread, alerts discarded.
+    """One ``detect`` over every file: memory state, files read inline (no reader thread: local
+    files, one core), alerts discarded.
 
     The source indexes the directory and the GeoIP database is opened before the clock starts
     (in Lambda both happen before the run: the bucket exists, the reader is built at cold
@@ -622,7 +868,9 @@ def partitions_in_request(operation: str, params: Mapping[str, Any]) -> list[str
 
 def item_kind(partition: str) -> str:
     """What an item of the table is, from its partition key (see trailgeo.adapters.dynamodb)."""
-    if partition.startswith(("M#", "P#")) or partition == "ORG":
+    from trailgeo.core.counters import is_counter_partition
+
+    if is_counter_partition(partition):
         return "counter"
     if partition.startswith("F#"):
         return "ledger"
@@ -635,6 +883,7 @@ class DynamoMeasurement:
     files: int
     distinct_counter_keys: int  # counted independently, by the same run over a memory store
     ledger_entries: int
+    batches: int  # run records (one per batch of up to RunOptions.batch_files files)
     counters_written: int  # as the DynamoDB run reported them
     alerts_raised: int
     requests: dict[str, int]  # DynamoDB API calls of the detect run, per operation
@@ -759,6 +1008,7 @@ def measure_dynamodb(root: str, geoip: str, slice_end: datetime, core: int | Non
         files=report.files_read,
         distinct_counter_keys=distinct_keys,
         ledger_entries=len(ledger.entries),
+        batches=len({entry.run_id for entry in ledger.entries.values()}),
         counters_written=report.counters_written,
         alerts_raised=report.alerts_raised,
         requests=dict(dynamodb_counter.calls),
@@ -817,11 +1067,27 @@ class BenchReport:
     dynamo_note: str = ""
     profile: Profile | None = None
     targets: list[Target] = field(default_factory=list)
+    window_corpus: Corpus | None = None
+    window: Measurement | None = None  # the pipeline over the 15-minute window corpus
+    window_note: str = ""
+    fanout: FanoutMeasurement | None = None  # the window corpus through fan-out mode
+    replay: ReplayMeasurement | None = None  # trailgeo replay of a 3-week history
+    replay_corpus_events: int = 0
+    replay_note: str = ""
 
     @property
     def events_agree(self) -> bool:
         counts = {m.events for m in self.measurements.values()}
-        return len(counts) == 1 and self.corpus.events in counts
+        window_ok = self.window is None or (
+            self.window_corpus is not None and self.window.events == self.window_corpus.events
+        )
+        fanout_ok = self.fanout is None or (
+            self.fanout.counters_equal
+            and self.window_corpus is not None
+            and self.fanout.events == self.window_corpus.events
+        )
+        replay_ok = self.replay is None or self.replay.events == self.replay_corpus_events
+        return len(counts) == 1 and self.corpus.events in counts and window_ok and fanout_ok and replay_ok
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -847,6 +1113,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", action="store_true", help="also run the pipeline under cProfile and print its top 10"
+    )
+    parser.add_argument(
+        "--skip-replay",
+        action="store_true",
+        help="skip the replay of a 3-week, ~750,000-event history (the replay target)",
+    )
+    parser.add_argument(
+        "--skip-window",
+        action="store_true",
+        help=f"skip the pipeline over one 15-minute window of {WINDOW_EVENTS:,} events (peak RSS target)",
     )
     args = parser.parse_args(argv)
     if args.events is None:
@@ -884,6 +1160,25 @@ def run(args: argparse.Namespace, out: Out = print) -> BenchReport:
     warmed = warm_up(paths, geoip)
     out(f"warm-up: read {len(paths):,} files and the GeoIP database once ({warmed / 1e6:,.1f} MB)")
     measure_single_core(report, paths, geoip, int(args.repeat), out)
+    if args.quick or args.skip_window:
+        report.window_note = "skipped (--quick)" if args.quick else "skipped (--skip-window)"
+    else:
+        measure_window(report, Path(args.workdir), geoip, int(args.repeat), out)
+        if report.window_corpus is not None:
+            report.fanout = in_child(measure_fanout, str(report.window_corpus.root), str(geoip), core)
+            for line in fanout_lines(report.fanout):
+                out(line)
+    if args.quick or args.skip_replay:
+        report.replay_note = "skipped (--quick)" if args.quick else "skipped (--skip-replay)"
+    else:
+        out("")
+        out("trailgeo replay of a 3-week history (one run per 15 minutes, memory state, one core):")
+        replay_root, marker, reused = prepare_replay_corpus(Path(args.workdir))
+        warm_up(log_paths(replay_root), geoip)
+        report.replay = in_child(measure_replay, str(replay_root), str(geoip), core)
+        report.replay_corpus_events = int(marker["events"])
+        for line in replay_lines(report.replay, marker, replay_root, reused):
+            out(line)
     agree = "equal" if report.events_agree else "DIFFERENT (a correctness failure)"
     out(f"  events counted by every measurement and the simulator: {agree}")
     if args.profile:
@@ -956,6 +1251,28 @@ def measure_single_core(report: BenchReport, paths: list[str], geoip: Path, repe
     )
 
 
+def measure_window(report: BenchReport, workdir: Path, geoip: Path, repeat: int, out: Out) -> None:
+    """The pipeline over one 15-minute window of a big organization, ``repeat`` passes: the
+    peak RSS target is for such a run (one Lambda invocation), not for 14 days in one batch."""
+    corpus = prepare_window_corpus(workdir, out)
+    report.window_corpus = corpus
+    paths = log_paths(corpus.root)
+    if len(paths) != corpus.log_files:
+        raise RuntimeError(f"{corpus.root} holds {len(paths)} log files, its marker says {corpus.log_files}")
+    warm_up(paths, geoip)
+    passes = [in_child(measure_pipeline, str(corpus.root), str(geoip), report.core) for _ in range(repeat)]
+    window = best_of(passes)
+    window.label = "pipeline, one 15-minute window"
+    report.window = window
+    out(f"  {window_description(corpus)}")
+    out(measurement_line(window))
+    out(
+        f"  window: {window.details['events_geolocated']:,} events geolocated, "
+        f"{window.details['counters_written']:,} counters, "
+        f"skipped {_counts(window.details['records_skipped'])}"
+    )
+
+
 def best_of(passes: Sequence[Measurement]) -> Measurement:
     """The fastest pass, with every pass's seconds and the largest peak RSS of them all."""
     if len({p.events for p in passes}) != 1:
@@ -1025,8 +1342,8 @@ def dynamo_lines(d: DynamoMeasurement) -> list[str]:
     )
     keys = (
         f"  distinct counter keys {d.distinct_counter_keys:,} + ledger entries {d.ledger_entries:,} = "
-        f"{bound:,} ({d.per_million(bound):,.0f} per million events); the run reported "
-        f"{d.counters_written:,} counters written, {d.alerts_raised} alerts"
+        f"{bound:,} ({d.per_million(bound):,.0f} per million events), in {d.batches} batch(es); the run "
+        f"reported {d.counters_written:,} counters written, {d.alerts_raised} alerts"
     )
     handler = (
         f"  end-to-end handler (DetectorRuntime.from_environ(os.environ).run, same window, fresh table): "
@@ -1087,7 +1404,28 @@ def evaluate_targets(report: BenchReport) -> list[Target]:
         ),
     ]
     target_rss = f"<= {TARGET_RSS_MB:.0f} MB @ {TARGET_RSS_EVENTS / 1e6:.0f}M events"
-    if pipeline.events >= TARGET_RSS_EVENTS:
+    window = report.window
+    if window is not None:
+        targets.insert(
+            1,
+            Target(
+                "pipeline events/s, 15-minute window",
+                f"{window.events_per_second:,.0f}",
+                f">= {TARGET_EVENTS_PER_SECOND:,.0f}",
+                window.events_per_second >= TARGET_EVENTS_PER_SECOND,
+            ),
+        )
+    if window is not None and window.events >= TARGET_RSS_EVENTS:
+        targets.append(
+            Target(
+                "pipeline peak RSS",
+                f"{window.peak_rss_mb:.0f} MB @ {window.events:,}",
+                target_rss,
+                window.peak_rss_mb <= TARGET_RSS_MB,
+                note="measured: one 15-minute window (VmHWM of the pipeline's child process)",
+            )
+        )
+    elif pipeline.events >= TARGET_RSS_EVENTS:
         targets.append(
             Target(
                 "pipeline peak RSS",
@@ -1111,14 +1449,31 @@ def evaluate_targets(report: BenchReport) -> list[Target]:
         )
     if report.dynamo is not None:
         d = report.dynamo
-        writes = d.total(WRITE_OPERATIONS)
+        items = d.total(WRITE_OPERATIONS, items=True)  # what DynamoDB bills: one write per item
         bound = d.distinct_counter_keys + d.ledger_entries
+        # + the watermark's start on a new table (the first run's, as here): crash insurance
+        bookkeeping = BOOKKEEPING_WRITES_PER_BATCH * d.batches + 1
         targets.append(
             Target(
-                "DynamoDB write requests",
-                f"{writes:,} ({d.per_million(writes):,.0f}/M)",
-                f"<= keys + ledger = {bound:,}",
-                writes <= bound,
+                "DynamoDB writes (items)",
+                f"{items:,} ({d.per_million(items):,.0f}/M)",
+                f"<= keys + files + {BOOKKEEPING_WRITES_PER_BATCH}/batch + 1 = {bound + bookkeeping:,}",
+                items <= bound + bookkeeping,
+                note=(
+                    f"keys + ledger entries = {bound:,}; {BOOKKEEPING_WRITES_PER_BATCH} per batch on top "
+                    "(the run record opened and closed, the watermark) and 1 on a new table (the first "
+                    "run starts the watermark)"
+                ),
+            )
+        )
+    if report.replay is not None:
+        r = report.replay
+        targets.append(
+            Target(
+                "replay of 3 weeks",
+                f"{r.seconds:.1f} s for {r.events:,} events, {r.files:,} files",
+                f"< {REPLAY_TARGET_SECONDS:.0f} s",
+                r.seconds < REPLAY_TARGET_SECONDS,
             )
         )
     targets.append(
@@ -1133,9 +1488,10 @@ def evaluate_targets(report: BenchReport) -> list[Target]:
 
 
 def target_lines(targets: Sequence[Target]) -> list[str]:
-    lines = [f"  {'target':<38}{'measured':>28}  {'target':<32}verdict"]
+    width = max([32, *(len(t.target) + 2 for t in targets)])
+    lines = [f"  {'target':<38}{'measured':>28}  {'target':<{width}}verdict"]
     for t in targets:
-        lines.append(f"  {t.name:<38}{t.measured:>28}  {t.target:<32}{t.verdict}")
+        lines.append(f"  {t.name:<38}{t.measured:>28}  {t.target:<{width}}{t.verdict}")
         if t.note:
             lines.append(f"  {'':<38}{'':>28}  {t.note}")
     return lines
