@@ -33,7 +33,7 @@ from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, Dynam
 from trailgeo.adapters.fanout import DynamoFanoutTracker, S3PartialStore, SqsTaskQueue
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import Dependencies, RunOptions, detect
-from trailgeo.app.fanout import FANOUT_LEASE, Fanout, plan, run_task
+from trailgeo.app.fanout import FANOUT_LEASE, REDUCE_LEASE, Fanout, plan, run_task
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import FanoutTask, TransientReadError
 
@@ -377,3 +377,41 @@ def test_given_a_message_that_is_not_a_task_then_the_worker_reports_it_failed_an
         response = worker.task_handler(sqs_event([bad, good]), FakeLambdaContext())
 
         assert response["batchItemFailures"] == [{"itemIdentifier": "not-a-task"}]
+
+
+def test_given_a_reducer_that_died_when_the_last_task_comes_back_after_its_lease_then_it_reduces(
+    country_test_mmdb: Path,
+) -> None:
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    tick = TICKS[1]
+    with mock_aws():
+        session, deployment = world(country_test_mmdb)
+        detect(
+            tick,
+            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick),
+            OPTIONS,
+        )
+        reference = state(session, deployment.table)
+
+    with mock_aws():
+        # Given every task done and the reduce claimed by an invocation that then died
+        session, deployment = world(country_test_mmdb)
+        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
+        fanout = fanout_of(session, deployment.table, queue_url)
+        plan(tick, deps, OPTIONS, fanout)
+        tasks = tasks_in(session, queue_url)
+        for task in tasks[:-1]:
+            run_task(task, deps, OPTIONS, fanout)
+        last = tasks[-1]
+        assert fanout.tracker.claim_reduce(last.run_id, "dead-invocation", tick + REDUCE_LEASE, tick)
+
+        # When SQS delivers the last task again within the lease, then nobody reduces
+        assert run_task(last, deps, OPTIONS, fanout).reduced is None
+        assert state(session, deployment.table) == {}
+
+        # When it comes back after the lease (the next visibility timeout), then it reduces
+        later = tick + REDUCE_LEASE + timedelta(minutes=1)
+        late = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, later)
+        assert run_task(last, late, OPTIONS, fanout).reduced is not None
+        assert state(session, deployment.table) == reference

@@ -284,7 +284,8 @@ class DynamoLedger:
                 self.table: {
                     "Keys": [{"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}} for run_id in chunk],
                     "ConsistentRead": True,
-                    "ProjectionExpression": "sk, st, oz",  # not the open runs' packed keys
+                    "ProjectionExpression": "#sk, #st, #oz",  # not the open runs' packed keys
+                    "ExpressionAttributeNames": {"#sk": "sk", "#st": "st", "#oz": "oz"},
                 }
             }
             while request:

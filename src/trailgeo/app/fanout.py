@@ -43,7 +43,9 @@ DEFAULT_FILES_PER_TASK = 200
 # A fanned-out batch's run record is not taken over before this: long enough for SQS to deliver
 # a failing task again (visibility timeout x receives before the dead-letter queue).
 FANOUT_LEASE = timedelta(hours=2)
-REDUCE_LEASE = timedelta(minutes=16)  # longer than a Lambda can run
+# As long as a Lambda can run (900 s): a reducer cannot outlive it, and SQS's next delivery of
+# the last task (visibility timeout 960 s) finds it expired and reduces again.
+REDUCE_LEASE = timedelta(seconds=900)
 
 
 class Partial(msgspec.Struct, frozen=True):

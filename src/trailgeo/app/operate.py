@@ -89,6 +89,7 @@ class RunRecord:
     state: str
     lease_until: datetime | None
     files: int
+    closed_at: datetime | None = None
 
     def interrupted(self, now: datetime) -> bool:
         """Open with its lease past: the run died; the next scheduled run takes it over."""
@@ -149,7 +150,11 @@ class TableStatus:
 
     @property
     def closed_runs(self) -> int:
-        return sum(1 for r in self.runs if r.state == "closed")
+        """Closed in the last day (closed records are kept 14 days: they vouch for their files)."""
+        since = self.checked_at - timedelta(days=1)
+        return sum(
+            1 for r in self.runs if r.state == "closed" and (r.closed_at is None or r.closed_at >= since)
+        )
 
     def warnings(self) -> list[str]:
         found = []
@@ -221,6 +226,7 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
             state=item.get("st", {}).get("S", "?"),
             lease_until=datetime.fromisoformat(item["lease"]["S"]) if "lease" in item else None,
             files=int(item.get("files", item.get("n", {"N": "0"}))["N"]),
+            closed_at=datetime.fromisoformat(item["done_at"]["S"]) if "done_at" in item else None,
         )
         for item in _query_all(
             client,
@@ -228,6 +234,16 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
             KeyConditionExpression="pk = :pk",
             ExpressionAttributeValues={":pk": {"S": RUN_PARTITION}},
             ConsistentRead=True,
+            # Not the packed keys or outcomes; names through placeholders (DynamoDB reserves many words).
+            ProjectionExpression="#sk, #st, #lease, #files, #n, #done",
+            ExpressionAttributeNames={
+                "#sk": "sk",
+                "#st": "st",
+                "#lease": "lease",
+                "#files": "files",
+                "#n": "n",
+                "#done": "done_at",
+            },
         )
     )
     kept = 0
