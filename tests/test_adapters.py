@@ -225,3 +225,27 @@ def test_given_a_jsonl_sink_then_each_alert_is_one_line() -> None:
     sink.publish(alert())
     sink.publish(alert())
     assert len(out.getvalue().splitlines()) == 2
+
+
+def test_given_two_publishers_of_one_pending_alert_then_only_one_holds_it_until_its_lease_ends(
+    aws: Any, deployment: Deployment
+) -> None:
+    # Given a pending alert, and a publisher (a fan-out reducer) that took it
+    outbox = DynamoOutbox(aws.client("dynamodb"), TABLE)
+    queued = alert()
+    assert outbox.put(queued)
+    lease = timedelta(minutes=5)
+    assert outbox.claim_publish(queued.alert_id, "reducer", NOW + lease, NOW)
+
+    # When the scheduled run comes to it a minute later, then it leaves it to the reducer
+    assert not outbox.claim_publish(queued.alert_id, "planner", NOW + lease, NOW + timedelta(minutes=1))
+    assert outbox.claim_publish(queued.alert_id, "reducer", NOW + lease, NOW)  # the holder's own retry
+
+    # When the reducer died without publishing, then the next run takes it once the lease is over
+    later = NOW + lease + timedelta(seconds=1)
+    assert outbox.claim_publish(queued.alert_id, "next-run", later + lease, later)
+
+    # And once sent, nobody publishes it again
+    outbox.mark_sent(queued.alert_id, "message-1")
+    assert outbox.pending() == []
+    assert not outbox.claim_publish(queued.alert_id, "late", later + 2 * lease, later + lease + lease)

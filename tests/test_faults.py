@@ -137,7 +137,8 @@ def test_given_sns_down_for_one_run_then_the_alert_is_delivered_once_by_the_next
     )
 
     down = detect(tick, deps, options)
-    up = detect(tick + timedelta(minutes=15), deps_for(aws, geo, deployment.topic_arn, tick), options)
+    later = tick + timedelta(minutes=15)
+    up = detect(later, deps_for(aws, geo, deployment.topic_arn, later), options)
 
     assert (down.alerts_raised, down.alerts_published, down.alerts_pending) == (1, 0, 1)
     assert (up.alerts_raised, up.alerts_published, up.alerts_pending) == (0, 1, 0)

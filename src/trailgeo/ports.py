@@ -159,6 +159,11 @@ class AlertOutbox(Protocol):
 
     def pending(self) -> list[Alert]: ...
 
+    def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        """Take the right to publish a pending alert until ``until``; False while another
+        publisher holds it (fan-out: reducers and the scheduled run may publish side by side)."""
+        ...
+
     def mark_sent(self, alert_id: str, message_id: str) -> None: ...
 
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:

@@ -533,6 +533,25 @@ class DynamoOutbox:
             },
         )
 
+    def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        return conditional_write(
+            self.client.update_item,
+            TableName=self.table,
+            Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+            UpdateExpression="SET pub_holder = :holder, pub_until = :until",
+            # Still pending, and nobody else publishing it (or they died: their lease has passed).
+            ConditionExpression=(
+                "st = :pending AND "
+                "(attribute_not_exists(pub_until) OR pub_until < :now OR pub_holder = :holder)"
+            ),
+            ExpressionAttributeValues={
+                ":pending": {"S": "pending"},
+                ":holder": {"S": holder},
+                ":until": {"S": until.astimezone(UTC).isoformat()},
+                ":now": {"S": now.astimezone(UTC).isoformat()},
+            },
+        )
+
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.client.update_item(
             TableName=self.table,

@@ -118,6 +118,7 @@ class MemoryOutbox:
     alerts: dict[str, Alert] = field(default_factory=dict)
     sent: dict[str, str] = field(default_factory=dict)
     last_alerted: dict[str, Suppression] = field(default_factory=dict)
+    publishing: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
     def put(self, alert: Alert) -> bool:
         if alert.alert_id in self.alerts:
@@ -127,6 +128,13 @@ class MemoryOutbox:
 
     def pending(self) -> list[Alert]:
         return [a for a_id, a in self.alerts.items() if a_id not in self.sent]
+
+    def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        held = self.publishing.get(alert_id)
+        if alert_id in self.sent or (held is not None and held[0] != holder and held[1] >= now):
+            return False
+        self.publishing[alert_id] = (holder, until)
+        return True
 
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.sent[alert_id] = message_id

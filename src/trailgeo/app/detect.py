@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -558,8 +559,19 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
     return "done"
 
 
+# A publisher holds an alert this long: longer than one SNS publish with botocore's retries, shorter
+# than the schedule, so an alert whose publisher died goes out with the next run.
+PUBLISH_LEASE = timedelta(minutes=5)
+
+
 def publish_pending(deps: Dependencies, report: RunReport) -> None:
+    """Publish every pending alert of the outbox, each by one publisher at a time (in fan-out mode
+    the scheduled run and reducers may publish side by side), then mark it sent."""
+    holder = uuid.uuid4().hex
     for alert in deps.outbox.pending():
+        now = deps.clock()
+        if not deps.outbox.claim_publish(alert.alert_id, holder, now + PUBLISH_LEASE, now):
+            continue  # another invocation is publishing it
         try:
             message_id = deps.sink.publish(alert)
         except PublishError as exc:
