@@ -20,7 +20,7 @@ from trailgeo.core.alerts import Alert, build_alert
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import ScoringPolicy, score_group
-from trailgeo.ports import ObjectGoneError, PublishError, TransientReadError
+from trailgeo.ports import ObjectGoneError, PublishError, Suppression, TransientReadError
 
 NOW = datetime(2026, 10, 2, tzinfo=UTC)
 NOW_HOUR = int(NOW.timestamp()) // 3600
@@ -249,3 +249,18 @@ def test_given_two_publishers_of_one_pending_alert_then_only_one_holds_it_until_
     outbox.mark_sent(queued.alert_id, "message-1")
     assert outbox.pending() == []
     assert not outbox.claim_publish(queued.alert_id, "late", later + 2 * lease, later + lease + lease)
+
+
+def test_given_a_subject_recorded_by_another_invocation_then_remembering_over_a_stale_read_fails(
+    aws: Any, deployment: Deployment
+) -> None:
+    outbox = DynamoOutbox(aws.client("dynamodb"), TABLE)
+    subject = "sso:alice|BT"
+    first = Suppression(NOW, "alert-a", frozenset(), frozenset({NOW_HOUR}))
+    second = Suppression(NOW, "alert-b", frozenset({"iam.amazonaws.com:CreateUser"}), frozenset({NOW_HOUR}))
+
+    assert outbox.remember(subject, first, None)
+    assert not outbox.remember(subject, second, None)  # read before "alert-a" was recorded
+    assert outbox.recent([subject])[subject].alert_id == "alert-a"
+    assert outbox.remember(subject, second, "alert-a")  # read again, decided again
+    assert outbox.recent([subject])[subject] == second

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,12 +31,13 @@ from tests.builders import (
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
-from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect, finish_batch, read_batch
 from trailgeo.app.replay import ReplayState, replay
 from trailgeo.core.aggregate import CounterKey
+from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, ListedWindow, TransientReadError
+from trailgeo.ports import CommitStats, ListedWindow, Suppression, TransientReadError
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 
@@ -429,3 +432,67 @@ def test_given_a_file_unreadable_for_now_when_later_runs_no_longer_look_back_tha
     assert first.events + second.events == 6
     counter = store.partitions["M#ec2.amazonaws.com:DescribeInstances"]["C#SE"]
     assert counter.first_seen == "2026-10-01T00:00:00Z"  # the released file's event
+
+
+@dataclass
+class ConcurrentOutbox:
+    """A real in-memory outbox seen by an invocation that read the suppressions before another
+    one recorded its alert (two fan-out reduces deciding at the same moment)."""
+
+    inner: MemoryOutbox
+    stale: dict[str, Suppression]
+    reads: int = 0
+
+    def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
+        self.reads += 1
+        if self.reads == 1:
+            return {s: self.stale[s] for s in subjects if s in self.stale}
+        return self.inner.recent(subjects)
+
+    def put(self, alert: Alert) -> bool:
+        return self.inner.put(alert)
+
+    def pending(self) -> list[Alert]:
+        return self.inner.pending()
+
+    def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:
+        return self.inner.claim_publish(alert_id, holder, until, now)
+
+    def mark_sent(self, alert_id: str, message_id: str) -> None:
+        self.inner.mark_sent(alert_id, message_id)
+
+    def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
+        return self.inner.remember(subject, suppression, expected_alert_id)
+
+
+def test_given_two_batches_of_one_attacker_decided_at_once_then_one_alert(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given alice's baseline, counted, and her key used from BT in two regions' files of one window
+    write_tree(tmp_path / "baseline", files_by_delivery(baseline()))
+    _, state = run_replay(tmp_path / "baseline", geo)
+    files_a = files_by_delivery([record(ATTACK_AT, ip=BT_IP)], region="us-east-1")
+    files_b = files_by_delivery([record(ATTACK_AT + timedelta(minutes=1), ip=BT_IP)], region="eu-west-1")
+    write_tree(tmp_path / "attack", files_a | files_b)
+    tick = ATTACK_AT + timedelta(minutes=30)
+    source, sink = LocalLogSource(tmp_path / "attack"), JsonLinesAlertSink(io.StringIO())
+    shared = state.outbox
+    before = dict(shared.last_alerted)
+
+    stale_store = copy.deepcopy(state.store)  # B loads its history before A commits, too
+
+    def deps(outbox: Any, store: MemoryFrequencyStore = state.store) -> Dependencies:
+        return Dependencies(source, geo, store, state.ledger, outbox, sink, clock=lambda: tick)
+
+    # When batch A is finished, and batch B, which read the suppressions before A recorded its alert
+    first, second = RunReport(tick, tick, tick), RunReport(tick, tick, tick)
+    aggregate_a, outcomes_a, _ = read_batch(list(files_a), deps(shared), RunOptions(), first)
+    aggregate_b, outcomes_b, _ = read_batch(list(files_b), deps(shared), RunOptions(), second)
+    finish_batch(aggregate_a, outcomes_a, "run-a", tick, deps(shared), RunOptions(), first)
+    late_view = ConcurrentOutbox(shared, before)
+    finish_batch(aggregate_b, outcomes_b, "run-b", tick, deps(late_view, stale_store), RunOptions(), second)
+
+    # Then B read the subject again and suppressed its alert: the team gets one
+    assert (first.alerts_raised, second.alerts_raised, second.alerts_suppressed) == (1, 0, 1)
+    assert late_view.reads == 2
+    assert len(shared.pending()) == 1

@@ -170,7 +170,10 @@ class AlertOutbox(Protocol):
         """The last alert of each subject (identity|country) that has one."""
         ...
 
-    def remember(self, subject: str, suppression: Suppression) -> None: ...
+    def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
+        """Record a subject's alert if its last one is still ``expected_alert_id`` (None: it had
+        none); False when another invocation recorded one since it was read."""
+        ...
 
 
 class AlertSink(Protocol):

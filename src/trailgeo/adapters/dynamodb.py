@@ -517,10 +517,20 @@ class DynamoOutbox:
                 )
         return found
 
-    def remember(self, subject: str, suppression: Suppression) -> None:
+    def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
+        """A compare-and-set on the subject's item: two invocations deciding on the same subject at
+        once (fan-out reduces) cannot both record an alert for it."""
         methods = sorted(suppression.sensitive_methods)[:MAX_REMEMBERED_METHODS]
         hours = sorted(suppression.hours)[-MAX_REMEMBERED_HOURS:]
-        self.client.put_item(
+        if expected_alert_id is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "aid = :expected",
+                "ExpressionAttributeValues": {":expected": {"S": expected_alert_id}},
+            }
+        return conditional_write(
+            self.client.put_item,
             TableName=self.table,
             Item={
                 "pk": {"S": SUPPRESS_PARTITION},
@@ -531,6 +541,7 @@ class DynamoOutbox:
                 "hr": {"L": [{"N": str(h)} for h in hours]},
                 "expires_at": ttl_after(suppression.at, SUPPRESS_RETENTION),
             },
+            **condition,
         )
 
     def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:

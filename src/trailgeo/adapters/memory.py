@@ -142,8 +142,12 @@ class MemoryOutbox:
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         return {s: self.last_alerted[s] for s in subjects if s in self.last_alerted}
 
-    def remember(self, subject: str, suppression: Suppression) -> None:
+    def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
+        current = self.last_alerted.get(subject)
+        if (current.alert_id if current is not None else None) != expected_alert_id:
+            return False
         self.last_alerted[subject] = suppression
+        return True
 
 
 @dataclass(slots=True)

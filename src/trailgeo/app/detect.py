@@ -498,47 +498,79 @@ def _raise_alerts(
 
     The hours whose calls raised an alert stay quarantined from the principal's familiarity
     with the country (an attacker's first burst does not vouch for their later ones); hours
-    only suppressed are not, so a traveller's trip becomes familiar and alerts once."""
+    only suppressed are not, so a traveller's trip becomes familiar and alerts once.
+
+    The subject's record is written (compare-and-set on the alert it held when read) before the
+    alert is queued: another invocation deciding on the same subject at the same moment (fan-out
+    reduces) makes this one read it again and decide anew, so the two do not both alert. A crash
+    in between is repaired by the takeover of the run: the same alert id, found recorded, is
+    queued then."""
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
-        alert = candidate
-        subject = alert_subject(alert)
-        sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
-        last = recent.get(subject)
-        within = (
-            last is not None
-            and last.alert_id != alert.alert_id
-            and scheduled_at - last.at < options.suppress_for
-        )
-        held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
-        if last is not None and within:
-            # One escalation per window: the first rare sensitive method after an alert without
-            # any pages again (as an update of that alert); later ones are part of the same story.
-            if not sensitive or last.sensitive_methods:
-                report.alerts_suppressed += 1
-                logger.info(
-                    "alert suppressed",
-                    alert_id=alert.alert_id,
-                    previous_alert_id=last.alert_id,
-                    since=last.at.isoformat(),
-                )
-                continue
-            alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
-            logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive))
-        if deps.outbox.put(alert):
-            report.alerts_raised += 1
-            report.alerts.append(alert)
+        subject = alert_subject(candidate)
+        for _ in range(MAX_SUBJECT_RACES):
+            if _raise_one(candidate, hours, subject, recent, scheduled_at, deps, options, report):
+                break
+            recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
+        else:
+            raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
+
+
+MAX_SUBJECT_RACES = 5
+
+
+class SuppressionRaceError(RuntimeError):
+    """A subject's record changed under every attempt (the run fails; its takeover retries)."""
+
+
+def _raise_one(
+    candidate: Alert,
+    hours: frozenset[int],
+    subject: str,
+    recent: dict[str, Suppression],
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> bool:
+    """Decide on one candidate against ``recent``; False when the subject's record changed under us."""
+    alert = candidate
+    sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
+    last = recent.get(subject)
+    within = (
+        last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
+    )
+    held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
+    if last is not None and within:
+        # One escalation per window: the first rare sensitive method after an alert without
+        # any pages again (as an update of that alert); later ones are part of the same story.
+        if not sensitive or last.sensitive_methods:
+            report.alerts_suppressed += 1
             logger.info(
-                "alert raised",
+                "alert suppressed",
                 alert_id=alert.alert_id,
-                country=alert.country,
-                principal=alert.principal,
-                score=alert.score,
-                severity=alert.severity,
+                previous_alert_id=last.alert_id,
+                since=last.at.isoformat(),
             )
-        carried = last.sensitive_methods if last is not None and within else frozenset()
-        remembered = Suppression(scheduled_at, alert.alert_id, sensitive | carried, held | hours)
-        deps.outbox.remember(subject, remembered)
-        recent[subject] = remembered
+            return True
+        alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
+        logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive))
+    carried = last.sensitive_methods if last is not None and within else frozenset()
+    remembered = Suppression(scheduled_at, alert.alert_id, sensitive | carried, held | hours)
+    if not deps.outbox.remember(subject, remembered, last.alert_id if last is not None else None):
+        return False
+    recent[subject] = remembered
+    if deps.outbox.put(alert):
+        report.alerts_raised += 1
+        report.alerts.append(alert)
+        logger.info(
+            "alert raised",
+            alert_id=alert.alert_id,
+            country=alert.country,
+            principal=alert.principal,
+            score=alert.score,
+            severity=alert.severity,
+        )
+    return True
 
 
 def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions, report: RunReport) -> str:
