@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
+from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
+from trailgeo.app.detect import Dependencies
 from trailgeo.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
+from trailgeo.ports import GeoResolver
 
 BUCKET = "org-trail-bucket"
 TABLE = "trailgeo-state"
@@ -20,6 +25,7 @@ __all__ = [
     "Deployment",
     "FakeLambdaContext",
     "create_deployment",
+    "deps_for",
     "environment",
     "load_function",
     "receive_alerts",
@@ -62,3 +68,17 @@ def environment(deployment: Deployment, geoip: str, **overrides: str) -> dict[st
     env["AWS_DEFAULT_REGION"] = REGION
     env.update(overrides)
     return env
+
+
+def deps_for(session: Any, geo: GeoResolver, deployment: Deployment, now: datetime) -> Dependencies:
+    """The run's dependencies through the real S3, DynamoDB and SNS adapters, at a fixed time."""
+    dynamodb = session.client("dynamodb")
+    return Dependencies(
+        source=S3LogSource(session.client("s3"), deployment.bucket),
+        geo=geo,
+        store=DynamoFrequencyStore(dynamodb, deployment.table),
+        ledger=DynamoLedger(dynamodb, deployment.table),
+        outbox=DynamoOutbox(dynamodb, deployment.table),
+        sink=SnsAlertSink(session.client("sns"), deployment.topic_arn),
+        clock=lambda: now,
+    )

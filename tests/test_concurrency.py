@@ -14,9 +14,9 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from tests.aws import BUCKET, REGION, create_deployment
+from tests.aws import BUCKET, REGION, Deployment, create_deployment, deps_for
 from tests.builders import BT_IP, GB_IP, SE_IP, T0, US_IP, files_by_delivery, record
-from tests.test_faults import counters, deps_for
+from tests.test_faults import counters
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, RunReport, detect
 
@@ -44,7 +44,7 @@ def reset(url: str) -> None:
     requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
 
 
-def deploy_trail(session: Any) -> tuple[str, int]:
+def deploy_trail(session: Any) -> tuple[Deployment, int]:
     deployment = create_deployment(session)
     events = [
         record(T0 + timedelta(minutes=2 * i), ip=[US_IP, GB_IP, SE_IP, BT_IP][i % 4], name=f"Call{i % 7}")
@@ -54,7 +54,7 @@ def deploy_trail(session: Any) -> tuple[str, int]:
     s3 = session.client("s3")
     for key, body in files.items():
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-    return deployment.topic_arn, len(files)
+    return deployment, len(files)
 
 
 def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
@@ -67,20 +67,20 @@ def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
 
     # Given the counts of a single run over the window
     session = boto3.session.Session(region_name=REGION)
-    topic, files = deploy_trail(session)
-    single = detect(tick, deps_for(session, geo, topic, tick), options)
+    deployment, files = deploy_trail(session)
+    single = detect(tick, deps_for(session, geo, deployment, tick), options)
     expected = counters(session)
     reset(moto_server)
 
     # When three invocations run the same window at the same moment, each with its own clients
     session = boto3.session.Session(region_name=REGION)
-    topic, _ = deploy_trail(session)
+    deployment, _ = deploy_trail(session)
     start = threading.Barrier(RACERS)
     reports: list[RunReport] = []
     errors: list[BaseException] = []
 
     def race() -> None:
-        deps = deps_for(boto3.session.Session(region_name=REGION), geo, topic, tick)
+        deps = deps_for(boto3.session.Session(region_name=REGION), geo, deployment, tick)
         start.wait()
         try:
             reports.append(detect(tick, deps, options))

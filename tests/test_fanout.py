@@ -16,7 +16,15 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from tests.aws import FakeLambdaContext, create_deployment, environment, load_function, receive_alerts
+from tests.aws import (
+    Deployment,
+    FakeLambdaContext,
+    create_deployment,
+    deps_for,
+    environment,
+    load_function,
+    receive_alerts,
+)
 from tests.builders import (
     BOB,
     BT_IP,
@@ -28,11 +36,9 @@ from tests.builders import (
     record,
 )
 from tests.conftest import EVENTS
-from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
-from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
 from trailgeo.adapters.fanout import DynamoFanoutTracker, S3PartialStore, SqsTaskQueue
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.app.detect import Dependencies, RunOptions, detect
+from trailgeo.app.detect import RunOptions, detect
 from trailgeo.app.fanout import FANOUT_LEASE, REDUCE_LEASE, Fanout, plan, run_task
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import FanoutTask, TransientReadError
@@ -66,14 +72,25 @@ def trail() -> dict[str, bytes]:
 TRAIL = trail()
 
 
-def world(geoip: Path) -> tuple[Any, Any]:
+def world() -> tuple[Any, Deployment, str]:
+    """Inside mock_aws: the deployment with the trail in its bucket, the partials bucket and the
+    fan-out queue (its URL)."""
     session = boto3.session.Session(region_name=REGION)
     deployment = create_deployment(session)
     s3 = session.client("s3")
     for key, body in TRAIL.items():
         s3.put_object(Bucket=deployment.bucket, Key=key, Body=body)
     s3.create_bucket(Bucket=PARTIALS)
-    return session, deployment
+    queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+    return session, deployment, queue_url
+
+
+def single_lambda_state(geo: MaxMindGeoResolver, tick: datetime) -> dict[tuple[str, str], Any]:
+    """The tables one single-Lambda run over the whole trail leaves, in a world of its own."""
+    with mock_aws():
+        session, deployment, _ = world()
+        detect(tick, deps_for(session, geo, deployment, tick), OPTIONS)
+        return state(session, deployment.table)
 
 
 def state(session: Any, table: str) -> dict[tuple[str, str], Any]:
@@ -139,7 +156,7 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
 ) -> None:
     # Given: the single Lambda's alerts and tables over a day of trail and an attack
     with mock_aws():
-        session, deployment = world(country_test_mmdb)
+        session, deployment, _ = world()
         for name, value in environment(deployment, str(country_test_mmdb), **SETTINGS).items():
             monkeypatch.setenv(name, value)
         single = load_function("detector")
@@ -149,8 +166,7 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
 
     # When: the same data goes through fan-out mode, tasks of 7 files delivered in random order
     with mock_aws():
-        session, deployment = world(country_test_mmdb)
-        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        session, deployment, queue_url = world()
         env = environment(
             deployment,
             str(country_test_mmdb),
@@ -184,26 +200,11 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
     del reduced
 
 
-def deps_for(
-    session: Any, geo: MaxMindGeoResolver, table: str, topic: str, bucket: str, now: datetime
-) -> Dependencies:
-    dynamodb = session.client("dynamodb")
-    return Dependencies(
-        source=S3LogSource(session.client("s3"), bucket, ""),
-        geo=geo,
-        store=DynamoFrequencyStore(dynamodb, table),
-        ledger=DynamoLedger(dynamodb, table),
-        outbox=DynamoOutbox(dynamodb, table),
-        sink=SnsAlertSink(session.client("sns"), topic),
-        clock=lambda: now,
-    )
-
-
-def fanout_of(session: Any, table: str, queue_url: str) -> Fanout:
+def fanout_of(session: Any, deployment: Deployment, queue_url: str) -> Fanout:
     return Fanout(
         queue=SqsTaskQueue(session.client("sqs"), queue_url),
         partials=S3PartialStore(session.client("s3"), PARTIALS),
-        tracker=DynamoFanoutTracker(session.client("dynamodb"), table),
+        tracker=DynamoFanoutTracker(session.client("dynamodb"), deployment.table),
         files_per_task=9,
     )
 
@@ -230,21 +231,13 @@ def test_given_workers_that_died_when_the_lease_ends_then_a_later_run_takes_the_
 ) -> None:
     geo = MaxMindGeoResolver(country_test_mmdb)
     tick = TICKS[1]
-    with mock_aws():
-        session, deployment = world(country_test_mmdb)
-        detect(
-            tick,
-            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick),
-            OPTIONS,
-        )
-        reference = state(session, deployment.table)
+    reference = single_lambda_state(geo, tick)
 
     with mock_aws():
         # Given a fanned-out batch whose tasks were half done, then the workers died (DLQ)
-        session, deployment = world(country_test_mmdb)
-        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
-        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
-        fanout = fanout_of(session, deployment.table, queue_url)
+        session, deployment, queue_url = world()
+        deps = deps_for(session, geo, deployment, tick)
+        fanout = fanout_of(session, deployment, queue_url)
         planned = plan(tick, deps, OPTIONS, fanout)
         tasks = tasks_in(session, queue_url)
         assert planned.tasks_dispatched == len(tasks) > 2
@@ -256,7 +249,7 @@ def test_given_workers_that_died_when_the_lease_ends_then_a_later_run_takes_the_
         soon = tick + timedelta(minutes=15)
         early = plan(
             soon,
-            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, soon),
+            deps_for(session, geo, deployment, soon),
             OPTIONS,
             fanout,
         )
@@ -265,7 +258,7 @@ def test_given_workers_that_died_when_the_lease_ends_then_a_later_run_takes_the_
 
         # When a run comes after it, then it takes the batch over in-process, under its run id
         later = tick + FANOUT_LEASE + timedelta(minutes=15)
-        late_deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, later)
+        late_deps = deps_for(session, geo, deployment, later)
         takeover = plan(later, late_deps, OPTIONS, fanout)
         assert takeover.files_recovered == len(TRAIL)
         assert takeover.tasks_dispatched == 0
@@ -280,17 +273,14 @@ def test_given_the_last_task_delivered_twice_then_the_batch_is_reduced_once(coun
     geo = MaxMindGeoResolver(country_test_mmdb)
     tick = TICKS[1]
     with mock_aws():
-        session, deployment = world(country_test_mmdb)
-        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
-        fanout = fanout_of(session, deployment.table, queue_url)
+        session, deployment, queue_url = world()
+        fanout = fanout_of(session, deployment, queue_url)
         baseline_tick = TICKS[0]
-        baseline = deps_for(
-            session, geo, deployment.table, deployment.topic_arn, deployment.bucket, baseline_tick
-        )
+        baseline = deps_for(session, geo, deployment, baseline_tick)
         plan(baseline_tick, baseline, OPTIONS, fanout)
         for task in tasks_in(session, queue_url):
             run_task(task, baseline, OPTIONS, fanout)
-        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
+        deps = deps_for(session, geo, deployment, tick)
         plan(tick, deps, OPTIONS, fanout)
         tasks = tasks_in(session, queue_url)
 
@@ -314,21 +304,13 @@ def test_given_a_task_whose_reads_throttle_when_sqs_delivers_it_again_then_nothi
 ) -> None:
     geo = MaxMindGeoResolver(country_test_mmdb)
     tick = TICKS[1]
-    with mock_aws():
-        session, deployment = world(country_test_mmdb)
-        detect(
-            tick,
-            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick),
-            OPTIONS,
-        )
-        reference = state(session, deployment.table)
+    reference = single_lambda_state(geo, tick)
 
     with mock_aws():
         # Given a fanned-out window whose first task meets S3 SlowDown beyond botocore's retries
-        session, deployment = world(country_test_mmdb)
-        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
-        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
-        fanout = fanout_of(session, deployment.table, queue_url)
+        session, deployment, queue_url = world()
+        deps = deps_for(session, geo, deployment, tick)
+        fanout = fanout_of(session, deployment, queue_url)
         plan(tick, deps, OPTIONS, fanout)
         tasks = tasks_in(session, queue_url)
         calls = {"n": 0}
@@ -355,8 +337,7 @@ def test_given_a_message_that_is_not_a_task_then_the_worker_reports_it_failed_an
     country_test_mmdb: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with mock_aws():
-        session, deployment = world(country_test_mmdb)
-        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
+        session, deployment, queue_url = world()
         env = environment(
             deployment,
             str(country_test_mmdb),
@@ -366,15 +347,14 @@ def test_given_a_message_that_is_not_a_task_then_the_worker_reports_it_failed_an
         )
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        worker = load_function("detector")
-        fanned = load_function("detector")
-        fanned.lambda_handler(scheduled(TICKS[0]), FakeLambdaContext())
+        detector = load_function("detector")
+        detector.lambda_handler(scheduled(TICKS[0]), FakeLambdaContext())
         (good, *_) = session.client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)[
             "Messages"
         ]
         bad = {"MessageId": "not-a-task", "ReceiptHandle": "r", "Body": '{"alert_id": "x"}'}
 
-        response = worker.task_handler(sqs_event([bad, good]), FakeLambdaContext())
+        response = detector.task_handler(sqs_event([bad, good]), FakeLambdaContext())
 
         assert response["batchItemFailures"] == [{"itemIdentifier": "not-a-task"}]
 
@@ -384,21 +364,13 @@ def test_given_a_reducer_that_died_when_the_last_task_comes_back_after_its_lease
 ) -> None:
     geo = MaxMindGeoResolver(country_test_mmdb)
     tick = TICKS[1]
-    with mock_aws():
-        session, deployment = world(country_test_mmdb)
-        detect(
-            tick,
-            deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick),
-            OPTIONS,
-        )
-        reference = state(session, deployment.table)
+    reference = single_lambda_state(geo, tick)
 
     with mock_aws():
         # Given every task done and the reduce claimed by an invocation that then died
-        session, deployment = world(country_test_mmdb)
-        queue_url = session.client("sqs").create_queue(QueueName="trailgeo-fanout")["QueueUrl"]
-        deps = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, tick)
-        fanout = fanout_of(session, deployment.table, queue_url)
+        session, deployment, queue_url = world()
+        deps = deps_for(session, geo, deployment, tick)
+        fanout = fanout_of(session, deployment, queue_url)
         plan(tick, deps, OPTIONS, fanout)
         tasks = tasks_in(session, queue_url)
         for task in tasks[:-1]:
@@ -412,6 +384,6 @@ def test_given_a_reducer_that_died_when_the_last_task_comes_back_after_its_lease
 
         # When it comes back after the lease (the next visibility timeout), then it reduces
         later = tick + REDUCE_LEASE + timedelta(minutes=1)
-        late = deps_for(session, geo, deployment.table, deployment.topic_arn, deployment.bucket, later)
+        late = deps_for(session, geo, deployment, later)
         assert run_task(last, late, OPTIONS, fanout).reduced is not None
         assert state(session, deployment.table) == reference

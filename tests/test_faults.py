@@ -12,12 +12,10 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from tests.aws import BUCKET, REGION, TABLE, create_deployment, receive_alerts
+from tests.aws import BUCKET, REGION, TABLE, create_deployment, deps_for, receive_alerts
 from tests.builders import BT_IP, GB_IP, SE_IP, T0, US_IP, files_by_delivery, record
-from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
-from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.app.detect import Dependencies, RunOptions, detect
+from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.scoring import ScoringPolicy
 
 
@@ -32,19 +30,6 @@ class FailNthCall:
         self.calls += 1
         if self.calls == self.nth:
             raise ClientError({"Error": {"Code": self.code, "Message": "injected"}}, self.operation)
-
-
-def deps_for(session: Any, geo: MaxMindGeoResolver, topic_arn: str, when: Any) -> Dependencies:
-    dynamodb = session.client("dynamodb")
-    return Dependencies(
-        source=S3LogSource(session.client("s3"), BUCKET),
-        geo=geo,
-        store=DynamoFrequencyStore(dynamodb, TABLE),
-        ledger=DynamoLedger(dynamodb, TABLE),
-        outbox=DynamoOutbox(dynamodb, TABLE),
-        sink=SnsAlertSink(session.client("sns"), topic_arn),
-        clock=lambda: when,
-    )
 
 
 def counters(session: Any) -> dict[tuple[str, str], tuple[int, list[str], float]]:
@@ -91,25 +76,25 @@ def test_given_a_dynamodb_fault_outlasting_retries_when_the_next_run_takes_over_
 
     with mock_aws():
         clean = boto3.session.Session(region_name=REGION)
-        clean_topic = create_deployment(clean).topic_arn
+        clean_deployment = create_deployment(clean)
         load_trail(clean)
-        detect(tick, deps_for(clean, geo, clean_topic, tick), options)
+        detect(tick, deps_for(clean, geo, clean_deployment, tick), options)
         reference = counters(clean)
 
     with mock_aws():
         session = boto3.session.Session(region_name=REGION)
-        topic = create_deployment(session).topic_arn
+        deployment = create_deployment(session)
         load_trail(session)
-        faulty = deps_for(session, geo, topic, tick)
+        faulty = deps_for(session, geo, deployment, tick)
         FailNthCall(faulty.store.client, operation, nth, code)  # type: ignore[attr-defined]
         with pytest.raises(ClientError, match=code):
             detect(tick, faulty, options)
 
-        report = detect(later, deps_for(session, geo, topic, later), options)
+        report = detect(later, deps_for(session, geo, deployment, later), options)
 
         assert counters(session) == reference
         assert report.files_new + report.files_recovered > 0
-        again = detect(later + timedelta(minutes=15), deps_for(session, geo, topic, later), options)
+        again = detect(later + timedelta(minutes=15), deps_for(session, geo, deployment, later), options)
         assert again.files_new == again.files_recovered == 0
         assert counters(session) == reference
 
@@ -126,9 +111,9 @@ def test_given_sns_down_for_one_run_then_the_alert_is_delivered_once_by_the_next
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     options = RunOptions(lookback=timedelta(days=11))
     baseline_tick = T0 + timedelta(days=10)
-    detect(baseline_tick, deps_for(aws, geo, deployment.topic_arn, baseline_tick), options)
+    detect(baseline_tick, deps_for(aws, geo, deployment, baseline_tick), options)
     tick = T0 + timedelta(days=10, minutes=30)
-    deps = deps_for(aws, geo, deployment.topic_arn, tick)
+    deps = deps_for(aws, geo, deployment, tick)
     deps.sink.client.meta.events.register(  # type: ignore[attr-defined]
         "before-call.sns.Publish",
         lambda **_: (_ for _ in ()).throw(
@@ -138,7 +123,7 @@ def test_given_sns_down_for_one_run_then_the_alert_is_delivered_once_by_the_next
 
     down = detect(tick, deps, options)
     later = tick + timedelta(minutes=15)
-    up = detect(later, deps_for(aws, geo, deployment.topic_arn, later), options)
+    up = detect(later, deps_for(aws, geo, deployment, later), options)
 
     assert (down.alerts_raised, down.alerts_published, down.alerts_pending) == (1, 0, 1)
     assert (up.alerts_raised, up.alerts_published, up.alerts_pending) == (0, 1, 0)

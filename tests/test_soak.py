@@ -17,8 +17,8 @@ import pytest
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from moto import mock_aws
 
-from tests.aws import BUCKET, REGION, TABLE, create_deployment, receive_alerts
-from tests.test_faults import counters, deps_for
+from tests.aws import BUCKET, REGION, TABLE, create_deployment, deps_for, receive_alerts
+from tests.test_faults import counters
 from trailgeo.adapters.dynamodb import DynamoLedger
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
@@ -69,7 +69,7 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
         failed_runs = 0
         delivered: Counter[str] = Counter()
         while tick <= end:
-            deps = deps_for(session, geo, deployment.topic_arn, tick)
+            deps = deps_for(session, geo, deployment, tick)
             if faults is not None:
                 faults.attach(deps.store.client, "dynamodb")  # type: ignore[attr-defined]
                 faults.attach(deps.sink.client, "sns")  # type: ignore[attr-defined]
@@ -83,7 +83,7 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
             tick += timedelta(hours=1)
         # A last clean pass lets the final dead run (if any) be taken over.
         final = tick + timedelta(hours=1)
-        detect(final, deps_for(session, geo, deployment.topic_arn, final), options)
+        detect(final, deps_for(session, geo, deployment, final), options)
         for envelope in receive_alerts(session, deployment.queue_url):
             delivered[envelope["MessageAttributes"]["alert_id"]["Value"]] += 1
         items = session.client("dynamodb").get_paginator("scan").paginate(TableName=TABLE)

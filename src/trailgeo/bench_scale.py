@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trailgeo.bench import Corpus
 
 REPLAY_TARGET_SECONDS = 30.0
+REPLAY_VERSION = 2  # bump when the recipe or the marker's fields change: a cached corpus is rebuilt
 # A 3-week organization history: 160 people and 6 automation roles in 6 accounts x 2 regions,
 # 5-minute delivery files (CloudTrail delivers about every 5 minutes per account and region).
 REPLAY_CONFIG: dict[str, Any] = {
@@ -52,29 +57,16 @@ def replay_key() -> str:
 
     import trailgeo.simulate
 
-    digest = hashlib.sha256(json.dumps(REPLAY_CONFIG, sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps({"version": REPLAY_VERSION, **REPLAY_CONFIG}, sort_keys=True).encode())
     digest.update(Path(trailgeo.simulate.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
-def prepare_replay_corpus(workdir: Path) -> tuple[Path, dict[str, Any], bool]:
-    """(root, marker, reused): the 3-week corpus under ``workdir/replay``, generated when missing."""
-    import shutil
+def prepare_replay_corpus(workdir: Path, out: Callable[[str], None]) -> Corpus:
+    """The 3-week corpus under ``workdir/replay``, generated once and reused after."""
+    from trailgeo.bench import cached_corpus
 
-    root = workdir / "replay"
-    marker_path = workdir / "replay.json"
-    key = replay_key()
-    if marker_path.is_file():
-        marker = json.loads(marker_path.read_text(encoding="utf-8"))
-        if marker.get("key") == key and (root / "AWSLogs").is_dir():
-            return root, marker, True
-    shutil.rmtree(root, ignore_errors=True)
-    from trailgeo.bench import in_child
-
-    marker = in_child(_generate_replay, str(root))
-    marker["key"] = key
-    marker_path.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    return root, marker, False
+    return cached_corpus(workdir, "replay", replay_key(), "the 3-week replay corpus", out, _generate_replay)
 
 
 def _generate_replay(root: str) -> dict[str, Any]:
@@ -82,18 +74,19 @@ def _generate_replay(root: str) -> dict[str, Any]:
 
     config = dict(REPLAY_CONFIG)
     started = time.perf_counter()
-    sim = simulate(
-        SimulationConfig(
-            start=datetime.fromisoformat(config.pop("start")),
-            accounts=tuple(config.pop("accounts")),
-            regions=tuple(config.pop("regions")),
-            **config,
-        )
+    simulation_config = SimulationConfig(
+        start=datetime.fromisoformat(config.pop("start")),
+        accounts=tuple(config.pop("accounts")),
+        regions=tuple(config.pop("regions")),
+        **config,
     )
+    sim = simulate(simulation_config)
     write_tree(sim, Path(root))
     return {
+        "config": simulation_config.as_json(),
         "events": sim.events_count,
         "log_files": len(sim.log_files),
+        "gzip_bytes": sum(len(f.body) for f in sim.log_files),
         "generated_seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -239,10 +232,10 @@ def _counters(store: Any) -> dict[tuple[str, str], tuple[int, float, str | None,
     }
 
 
-def replay_lines(m: ReplayMeasurement, marker: dict[str, Any], root: Path, reused: bool) -> list[str]:
-    origin = "reused" if reused else f"generated in {marker.get('generated_seconds', 0):.0f} s"
-    corpus = (
-        f"  corpus {root} ({origin}): {marker['events']:,} events in {marker['log_files']:,} log files, "
+def replay_lines(m: ReplayMeasurement, corpus: Corpus) -> list[str]:
+    origin = "reused" if corpus.reused else f"generated in {corpus.generated_seconds:.0f} s"
+    described = (
+        f"  corpus {corpus.root} ({origin}): {corpus.events:,} events in {corpus.log_files:,} log files, "
         f"{REPLAY_CONFIG['days']} simulated days, {REPLAY_CONFIG['humans']} humans, "
         f"{len(REPLAY_CONFIG['accounts'])} accounts x {len(REPLAY_CONFIG['regions'])} regions"
     )
@@ -251,7 +244,7 @@ def replay_lines(m: ReplayMeasurement, marker: dict[str, Any], root: Path, reuse
         f"{m.alerts} alerts in {m.seconds:.1f} s ({m.events / max(m.seconds, 1e-9):,.0f} events/s), "
         f"peak RSS {m.peak_rss_mb:.0f} MB"
     )
-    return [corpus, replayed]
+    return [described, replayed]
 
 
 def fanout_lines(m: FanoutMeasurement) -> list[str]:

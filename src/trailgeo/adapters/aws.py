@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trailgeo.adapters.dynamodb import error_code_of
 from trailgeo.core.alerts import Alert, email_subject, sns_message
 from trailgeo.core.keys import KeyKind, day_prefixes, parse_key, start_after
 from trailgeo.observability import logger
@@ -39,10 +40,6 @@ class TrailBucketError(TrailgeoError):
     """The trail bucket cannot be listed: a deployment problem, not a data problem."""
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 @dataclass(slots=True)
 class S3LogSource:
     """Lists every account and region under ``<prefix>AWSLogs/``, single-account or organization."""
@@ -67,7 +64,7 @@ class S3LogSource:
             raise TrailBucketError(self._explain(exc, f"s3:ListBucket on {self.bucket}/{prefix}")) from exc
 
     def _explain(self, exc: ClientError, action: str) -> str:
-        code = _code(exc)
+        code = error_code_of(exc)
         if code in {"AccessDenied", "AllAccessDisabled"}:
             return f"{code}: the function's role needs {action}"
         return f"{code}: {exc}"
@@ -161,7 +158,7 @@ class S3LogSource:
             body: bytes = response["Body"].read()
             return body
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code_of(exc)
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise ObjectGoneError(key) from exc
             if code == "AccessDenied" or code.startswith("KMS."):
@@ -197,6 +194,6 @@ class SnsAlertSink:
                 MessageAttributes=attributes,
             )
         except (ClientError, BotoCoreError) as exc:
-            code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            code = error_code_of(exc) if isinstance(exc, ClientError) else type(exc).__name__
             raise PublishError(f"{code} publishing alert {alert.alert_id}") from exc
         return str(response["MessageId"])

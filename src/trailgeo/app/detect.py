@@ -484,6 +484,13 @@ def _correlated(candidates: list[tuple[Alert, frozenset[int]]]) -> list[tuple[Al
     return out
 
 
+MAX_SUBJECT_RACES = 5
+
+
+class SuppressionRaceError(RuntimeError):
+    """A subject's record changed under every attempt (the run fails; its takeover retries)."""
+
+
 def _raise_alerts(
     candidates: list[tuple[Alert, frozenset[int]]],
     recent: dict[str, Suppression],
@@ -513,13 +520,6 @@ def _raise_alerts(
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
         else:
             raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
-
-
-MAX_SUBJECT_RACES = 5
-
-
-class SuppressionRaceError(RuntimeError):
-    """A subject's record changed under every attempt (the run fails; its takeover retries)."""
 
 
 def _raise_one(

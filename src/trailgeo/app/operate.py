@@ -16,7 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from trailgeo.adapters.dynamodb import OUTBOX_PARTITION, OUTBOX_RETENTION, RUN_PARTITION, DynamoLedger
+from trailgeo.adapters.dynamodb import (
+    OUTBOX_PARTITION,
+    OUTBOX_RETENTION,
+    RUN_PARTITION,
+    DynamoLedger,
+    error_code_of,
+)
 from trailgeo.core.alerts import Alert, email_body
 from trailgeo.core.tuning import (
     ACCOUNT_PATTERN,
@@ -207,7 +213,7 @@ def _describe_table(client: Any, table: str) -> Mapping[str, Any]:
     try:
         return dict(client.describe_table(TableName=table)["Table"])
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        if error_code_of(exc) == "ResourceNotFoundException":
             region = getattr(getattr(client, "meta", None), "region_name", None) or "?"
             raise OperateError(
                 f"table {table} not found in {region}: give the stack output FrequencyTableName "
@@ -545,7 +551,7 @@ def read_tuning_parameter(ssm: Any, name: str) -> TuningParameter:
     try:
         parameter = ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+        if error_code_of(exc) == "ParameterNotFound":
             return TuningParameter(name=name, version=None)
         raise
     kind = str(parameter.get("Type"))
@@ -630,7 +636,7 @@ def write_tuning_parameter(ssm: Any, current: TuningParameter, text: str) -> int
         try:
             now = int(ssm.get_parameter(Name=current.name)["Parameter"]["Version"])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ParameterNotFound":
+            if error_code_of(exc) != "ParameterNotFound":
                 raise
             now = 0
         if now != current.version:
@@ -646,7 +652,7 @@ def write_tuning_parameter(ssm: Any, current: TuningParameter, text: str) -> int
     try:
         response = ssm.put_parameter(**request)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ParameterAlreadyExists":
+        if error_code_of(exc) == "ParameterAlreadyExists":
             raise ConcurrentChangeError(
                 f"SSM parameter {current.name}: created by someone else while we edited it: "
                 "nothing was written; run the command again"

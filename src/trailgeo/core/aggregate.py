@@ -117,24 +117,9 @@ class HitGroup:
     first_event: str | None = None
     last_event: str | None = None
 
-    def add_cell(self, method: str, hour: int, events: int, first: str, last: str) -> None:
-        activity = self.methods.get(method)
-        if activity is None:
-            activity = self.methods[method] = MethodActivity()
-        activity.events += events
-        activity.hours.add(hour)
-        if self.first_event is None or first < self.first_event:
-            self.first_event = first
-        if self.last_event is None or last > self.last_event:
-            self.last_event = last
-
     def add_cells(self, method: str, hours: Iterable[int], events: int, first: str, last: str) -> None:
-        """``add_cell`` for the cells of one method in several hours, already summed."""
-        activity = self.methods.get(method)
-        if activity is None:
-            activity = self.methods[method] = MethodActivity()
-        activity.events += events
-        activity.hours.update(hours)
+        """The cells of one method in one or more hours, their events summed."""
+        _add_activity(self.methods, method, hours, events)
         if self.first_event is None or first < self.first_event:
             self.first_event = first
         if self.last_event is None or last > self.last_event:
@@ -167,31 +152,13 @@ def _tally(cells: dict[Any, list[Any]], key: Any, event_time: str) -> None:
 
 
 def _observe(
-    counters: dict[CounterKey, CounterDelta], key: CounterKey, hour: int, first: str, last: str
-) -> None:
-    delta = counters.get(key)
-    if delta is None:
-        counters[key] = CounterDelta({hour}, first, last)
-    else:
-        delta.observe_cell(hour, first, last)
-
-
-def _observe_many(
-    counters: dict[CounterKey, CounterDelta],
-    key: CounterKey,
-    hours: Iterable[int],
-    first: str,
-    last: str,
+    counters: dict[CounterKey, CounterDelta], key: CounterKey, hours: Iterable[int], first: str, last: str
 ) -> None:
     delta = counters.get(key)
     if delta is None:
         counters[key] = CounterDelta(set(hours), first, last)
     else:
-        delta.hours.update(hours)
-        if delta.first_seen is None or first < delta.first_seen:
-            delta.first_seen = first
-        if delta.last_seen is None or last > delta.last_seen:
-            delta.last_seen = last
+        delta.observe_hours(hours, first, last)
 
 
 def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
@@ -221,17 +188,17 @@ class CategoryGroup:
     sources: list[HitGroup] = field(default_factory=list)
 
     def add(self, source: HitGroup, method: str, hour: int, events: int) -> None:
-        _add_activity(self.methods, method, hour, events)
+        _add_activity(self.methods, method, (hour,), events)
         if all(existing is not source for existing in self.sources):
             self.sources.append(source)
 
 
-def _add_activity(methods: dict[str, MethodActivity], method: str, hour: int, events: int) -> None:
+def _add_activity(methods: dict[str, MethodActivity], method: str, hours: Iterable[int], events: int) -> None:
     activity = methods.get(method)
     if activity is None:
         activity = methods[method] = MethodActivity()
     activity.events += events
-    activity.hours.add(hour)
+    activity.hours.update(hours)
 
 
 # (account, principal, country, method): a cell's key without its hour. Per prefix the aggregate
@@ -677,7 +644,7 @@ class RunAggregate:
             if user_methods:
                 up = user_methods_partition(identity)
                 for key in ((up, category_sort_key(method)), (up, TOTAL), (ORG_METHODS, TOTAL)):
-                    _observe_many(counters, key, hours, first, last)
+                    _observe(counters, key, hours, first, last)
             group_key = (clip(account, 64) or "unknown", principal, country)
             group = groups.get(group_key)
             if group is None:
@@ -686,7 +653,7 @@ class RunAggregate:
         for (access_key, country, hour), (_, first, last) in self._key_cells.items():
             kp = access_key_partition(clip(access_key, 128) or "")
             for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
-                _observe(counters, key, hour, first, last)
+                _observe(counters, key, (hour,), first, last)
         for (account, principal, country), seen in self._evidence_by_group().items():
             group = groups[(clip(account, 64) or "unknown", principal, country)]
             group.add_evidence(seen, _unpack_ids(self._event_id_lists[(account, principal, country)][0]))
@@ -720,8 +687,8 @@ class RunAggregate:
                 method_cities_partition(method),
                 principal_cities_partition(identity),
             ):
-                _observe(counters, (partition, at), hour, first, last)
-                _observe(counters, (partition, TOTAL), hour, first, last)
+                _observe(counters, (partition, at), (hour,), first, last)
+                _observe(counters, (partition, TOTAL), (hour,), first, last)
             key = (clip(account, 64) or "unknown", principal, city)
             group = city_groups.get(key)
             if group is None:
@@ -739,7 +706,7 @@ class RunAggregate:
             last,
         ) in self._error_cells.items():
             for key in ((ORG_ERRORS, category_sort_key(code)), (ORG_ERRORS, TOTAL)):
-                _observe(counters, key, hour, first, last)
+                _observe(counters, key, (hour,), first, last)
             error_key = (clip(account, 64) or "unknown", principal, code)
             error_group = error_groups.get(error_key)
             if error_group is None:
@@ -815,12 +782,13 @@ class RunAggregate:
         each partial has already dealt with it. The merge counts each such event once under
         ``skipped["duplicate_event"]``, as the single aggregate would, and the second partial's
         own outcome for its copy stays too: a skip under its reason (``source_*``, ...) or, when it
-        was geolocated, ``geolocated`` and the event tallies of its cells (and so of counters,
-        groups and evidence counts) include the event twice. So ``geolocated`` plus the skips
-        exceeds ``events`` by the overlap. Hourly presence, first and last seen and the distinct
-        evidence are unaffected (both copies are the same event), and ``events``, which counts every
-        record read, duplicates included, equals the single aggregate's. Digests are 60 bits (see
-        ``event_digest``): odds that two distinct ids of a million events collide are under 1e-6.
+        was geolocated, ``geolocated`` and the event tallies of its cells (and so of the groups'
+        method activity and evidence counts) include the event twice. So ``geolocated`` plus the
+        skips exceeds ``events`` by the overlap. The counters (hourly presence, first and last seen)
+        and the distinct evidence are unaffected (both copies are the same event), and ``events``,
+        which counts every record read, duplicates included, equals the single aggregate's. Digests
+        are 60 bits (see ``event_digest``): odds that two distinct ids of a million events collide
+        are under 1e-6.
 
         Raises ValueError when ``data`` is not a snapshot of this version or was taken with other
         detectors. Derived counters and groups are recomputed when next asked for.

@@ -133,10 +133,10 @@ class CounterDelta:
     last_seen: str | None = None
 
     def observe(self, hour: int, event_time: str) -> None:
-        self.observe_cell(hour, event_time, event_time)
+        self.observe_hours((hour,), event_time, event_time)
 
-    def observe_cell(self, hour: int, first: str, last: str) -> None:
-        self.hours.add(hour)
+    def observe_hours(self, hours: Iterable[int], first: str, last: str) -> None:
+        self.hours.update(hours)
         if self.first_seen is None or first < self.first_seen:
             self.first_seen = first
         if self.last_seen is None or last > self.last_seen:
