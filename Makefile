@@ -35,7 +35,11 @@ eval: $(BIN)/.installed $(DBIP_MMDB)
 	$(BIN)/trailgeo eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
 
 # Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
-bench: $(BIN)/.installed $(DBIP_MMDB)
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(BIN)/.bench-installed $(DBIP_MMDB)
 	$(BIN)/python -m trailgeo.bench --geoip $(DBIP_MMDB)
 
 lint: $(BIN)/.installed

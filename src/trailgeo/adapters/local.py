@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from trailgeo.observability import logger
 from trailgeo.ports import ListedWindow, LogObject, ObjectGoneError
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+_EXPECTED_KEYS = frozenset({f"key_{KeyKind.DIGEST.value}", f"key_{KeyKind.INSIGHT.value}"})
 
 
 @dataclass(slots=True)
@@ -26,10 +28,12 @@ class LocalLogSource:
     _skipped: Counter[str] = field(default_factory=Counter)
     _times: list[datetime] = field(default_factory=list)
     _unreported: list[tuple[str, str]] = field(default_factory=list)  # (key, reason) not yet in a window
+    _root_prefix: str = ""  # str(root) and a separator: keys are appended to it
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
             raise NotADirectoryError(f"log directory not found: {self.root}")
+        self._root_prefix = str(self.root) + os.sep
         for path in sorted(self.root.rglob("*")):
             if not path.is_file():
                 continue
@@ -55,17 +59,28 @@ class LocalLogSource:
         times = self._times
         window = ListedWindow()
         # Objects that are not log files have no delivery time: the first window reports them.
+        # Digests and Insight files sit in every trail bucket (S3 listing skips their prefixes
+        # whole): counted and logged once per kind; anything else is logged key by key.
+        examples: dict[str, str] = {}  # reason -> its first key, named in the line
         for key, reason in self._unreported:
             window.skipped[reason] += 1
-            logger.info("key skipped", key=key, reason=reason)
+            if reason in _EXPECTED_KEYS:
+                examples.setdefault(reason, key)
+            else:
+                logger.info("key skipped", key=key, reason=reason)
+        for reason, example in examples.items():
+            logger.info("keys skipped", reason=reason, keys=window.skipped[reason], key=example)
         self._unreported.clear()
         for parsed, size in self._index[bisect_right(times, start) : bisect_right(times, end)]:
             window.objects.append(LogObject(parsed.key, parsed.delivered_at or end, size, parsed.account))
         return window
 
     def read(self, key: str) -> bytes:
+        # A plain string path and an unbuffered read: pathlib cost half as much as the read itself
+        # on a replay's small files (measured: 15 against 8 microseconds a file).
         try:
-            return (self.root / key).read_bytes()
+            with open(self._root_prefix + key, "rb", buffering=0) as file:  # noqa: PTH123 - see above
+                return file.readall()
         except FileNotFoundError as exc:
             raise ObjectGoneError(key) from exc
 

@@ -175,7 +175,11 @@ def detect(
         if dispatch is not None and not takeover:
             dispatch(batch_keys, run_id, scheduled_at, report)
         else:
-            _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
+            # The collector stays off while a batch is read, scored and committed, and comes back
+            # once the batch is dropped: re-enabled earlier, its first pass scanned the whole
+            # aggregate (measured: 0.11 s of a 539,228-event run) only for it to be freed after.
+            with gc_paused():
+                _process_batch(batch_keys, run_id, takeover, scheduled_at, deps, options, report)
     # Files deferred or handed back must be listed again: the next run catches up from the last
     # watermark, which therefore stays where it is (a released file delivered early in this window
     # would otherwise fall out of the next run's look-back and be missed).

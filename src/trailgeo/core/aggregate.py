@@ -23,11 +23,13 @@ import msgspec
 
 from trailgeo.core.counters import (
     MAX_EVENT_TIME_CHARS,
+    METHOD_PARTITION_PREFIX,
     ORG_CITIES,
     ORG_ERRORS,
     ORG_METHODS,
     ORG_PARTITION,
     TOTAL,
+    USER_METHODS_PARTITION_PREFIX,
     CounterDelta,
     CounterKey,
     access_key_partition,
@@ -608,8 +610,12 @@ class RunAggregate:
     def _derive_now(self) -> tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]]:
         counters: dict[CounterKey, CounterDelta] = {}
         groups: dict[GroupKey, HitGroup] = {}
-        get = counters.get
         identities: dict[str, str] = {}
+        # Per prefix only its most specific counters: (method, country), (principal, country) and,
+        # with unusual commands on, (person, method). Their totals and the organization's are
+        # unions of those, folded in once per counter below rather than once per prefix.
+        specific: dict[CounterKey, CounterDelta] = {}
+        get = specific.get
         user_methods = "user_method" in self.detectors
         for (account, principal, country, method), cell in self._cells.items():
             hour, events, first, last, others = cell
@@ -623,33 +629,26 @@ class RunAggregate:
             identity = identities.get(principal)
             if identity is None:
                 identity = identities[principal] = identity_of(principal)
-            cc, mp, pp = country_sort_key(country), method_partition(method), principal_partition(identity)
-            for key in (
-                (mp, cc),
-                (mp, TOTAL),
-                (pp, cc),
-                (pp, TOTAL),
-                (ORG_PARTITION, cc),
-                (ORG_PARTITION, TOTAL),
-            ):
+            cc = country_sort_key(country)
+            keys = [(method_partition(method), cc), (principal_partition(identity), cc)]
+            if user_methods:
+                keys.append((user_methods_partition(identity), category_sort_key(method)))
+            for key in keys:
                 delta = get(key)
                 if delta is None:
-                    counters[key] = CounterDelta(set(hours), first, last)
-                else:  # inlined rather than a function call: this loop runs six times per prefix
+                    specific[key] = CounterDelta(set(hours), first, last)
+                else:  # inlined rather than a function call: this runs for every prefix
                     delta.hours.update(hours)
                     if first < delta.first_seen:  # noqa: PLR1730 - cheaper than min() here
                         delta.first_seen = first
                     if last > delta.last_seen:  # noqa: PLR1730
                         delta.last_seen = last
-            if user_methods:
-                up = user_methods_partition(identity)
-                for key in ((up, category_sort_key(method)), (up, TOTAL), (ORG_METHODS, TOTAL)):
-                    _observe(counters, key, hours, first, last)
             group_key = (clip(account, 64) or "unknown", principal, country)
             group = groups.get(group_key)
             if group is None:
                 group = groups[group_key] = HitGroup(*group_key)
             group.add_cells(method, hours, events, first, last)
+        _fold_totals(specific, counters)
         for (access_key, country, hour), (_, first, last) in self._key_cells.items():
             kp = access_key_partition(clip(access_key, 128) or "")
             for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
@@ -840,6 +839,29 @@ class RunAggregate:
             for event_id in event_ids[: MAX_DISTINCT_EVIDENCE - first_ids[1]]:
                 first_ids[0] += _pack_id(event_id)
                 first_ids[1] += 1
+
+
+def _fold_totals(specific: dict[CounterKey, CounterDelta], counters: dict[CounterKey, CounterDelta]) -> None:
+    """Into ``counters``: each specific counter, its partition's TOTAL and the organization's
+    counters above it. (method, country) rolls up into (method, TOTAL), (ORG, country) and
+    (ORG, TOTAL); (principal, country) into (principal, TOTAL); (person, method) into
+    (person, TOTAL) and (ORG_METHODS, TOTAL)."""
+    org_countries: dict[CounterKey, CounterDelta] = {}
+    for key, delta in specific.items():
+        counters[key] = delta
+        partition, value = key
+        _roll_up(counters, (partition, TOTAL), delta)
+        if partition.startswith(METHOD_PARTITION_PREFIX):
+            _roll_up(org_countries, (ORG_PARTITION, value), delta)
+        elif partition.startswith(USER_METHODS_PARTITION_PREFIX):
+            _roll_up(counters, (ORG_METHODS, TOTAL), delta)
+    for key, delta in org_countries.items():
+        counters[key] = delta
+        _roll_up(counters, (ORG_PARTITION, TOTAL), delta)
+
+
+def _roll_up(counters: dict[CounterKey, CounterDelta], key: CounterKey, delta: CounterDelta) -> None:
+    _observe(counters, key, delta.hours, delta.first_seen or "", delta.last_seen or "")
 
 
 def _switch_hour(cell: Cell, hour: int, event_time: str) -> None:

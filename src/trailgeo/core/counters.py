@@ -43,7 +43,17 @@ ROLLUPS = frozenset({ORG_METHODS})
 
 # Every counter partition: per method, principal, access key, user's methods, method's and
 # principal's cities (prefixes), and the organization's own (whole names).
-COUNTER_PREFIXES = ("M#", "P#", "K#", "U#", "MC#", "PC#")
+METHOD_PARTITION_PREFIX = "M#"
+PRINCIPAL_PARTITION_PREFIX = "P#"
+USER_METHODS_PARTITION_PREFIX = "U#"
+COUNTER_PREFIXES = (
+    METHOD_PARTITION_PREFIX,
+    PRINCIPAL_PARTITION_PREFIX,
+    "K#",
+    USER_METHODS_PARTITION_PREFIX,
+    "MC#",
+    "PC#",
+)
 ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES})
 
 
@@ -52,15 +62,15 @@ def is_counter_partition(partition: str) -> bool:
 
 
 def method_partition(method: str) -> str:
-    return f"M#{method}"
+    return METHOD_PARTITION_PREFIX + method
 
 
 def principal_partition(principal: str) -> str:
-    return f"P#{principal}"
+    return PRINCIPAL_PARTITION_PREFIX + principal
 
 
 def user_methods_partition(identity: str) -> str:
-    return f"U#{identity}"
+    return USER_METHODS_PARTITION_PREFIX + identity
 
 
 def method_cities_partition(method: str) -> str:
@@ -265,5 +275,5 @@ def rollup_for(partition: str, states: Mapping[CounterKey, CounterState]) -> dic
     return {
         part[2:]: (state.buckets, state.wsum)
         for (part, sort_key), state in states.items()
-        if sort_key == TOTAL and part.startswith("M#")
+        if sort_key == TOTAL and part.startswith(METHOD_PARTITION_PREFIX)
     }
