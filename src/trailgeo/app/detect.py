@@ -586,8 +586,9 @@ def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions,
     except (UnreadablePayloadError, MalformedFileError) as exc:
         return _skip_file(key, exc.reason, report, exc.detail)
     report.files_read += 1
-    report.records_skipped.update(decoded.skipped)
-    in_object.update(decoded.skipped)
+    if decoded.skipped:  # nearly always empty: two Counter updates a file were measurable
+        report.records_skipped.update(decoded.skipped)
+        in_object.update(decoded.skipped)
     # AWS services, "AWS Internal" and VPC traffic are in nearly every file: counted, and logged
     # per object only beside a reason worth a look.
     if not ROUTINE_SKIPS.issuperset(in_object):
