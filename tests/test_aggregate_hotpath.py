@@ -3,12 +3,14 @@ group's first event ids packed into one string, skip counts returned per call.""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import msgspec
+import pytest
 
 from tests.builders import US_IP, record
-from trailgeo.core.aggregate import MAX_DISTINCT_EVIDENCE, RunAggregate
+from trailgeo.core.aggregate import MAX_DISTINCT_EVIDENCE, RunAggregate, event_digests
 from trailgeo.core.records import TrailRecord
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -78,3 +80,63 @@ def test_given_a_file_with_skips_when_added_then_its_own_skips_are_returned_and_
     assert aggregate.skipped == {"duplicate_event": 1, "source_aws_internal": 2, "no_method": 1}
     assert aggregate.add_records([]) == {}
     assert aggregate.geolocated == 2
+
+
+def _uuid(n: int) -> str:
+    """A canonical eventID (lower-case hex with letters, as CloudTrail writes them)."""
+    return str(uuid.UUID(int=0xFEEDFACE << 96 | n))
+
+
+def _files_of_a_morning() -> list[list[TrailRecord]]:
+    """Six small files: two principals, two sources (one internal), a few methods and hours."""
+    files = []
+    for n in range(6):
+        at = T0 + timedelta(minutes=25 * n)
+        files.append(
+            trail(
+                record(at, arn=f"arn:aws:iam::111122223333:user/u{n % 2}", eventID=_uuid(3 * n)),
+                record(
+                    at + timedelta(seconds=1),
+                    name=("GetObject", "PutObject")[n % 2],
+                    eventID=_uuid(3 * n + 1),
+                ),
+                record(at + timedelta(seconds=2), ip="AWS Internal", eventID=_uuid(3 * n + 2)),
+            )
+        )
+    return files
+
+
+def test_given_small_files_when_added_together_then_same_aggregate_and_skips_as_one_by_one() -> None:
+    """Given six small files whose event ids are all new, when added with one call, then each
+    file's returned skips and the whole aggregate (its snapshot, byte for byte) are those of
+    adding them one file at a time."""
+    files = _files_of_a_morning()
+    one_by_one, together = RunAggregate(geolocate=geolocate), RunAggregate(geolocate=geolocate)
+    expected = [one_by_one.add_records(records) for records in files]
+
+    returned = together.add_files(files)
+
+    assert returned == expected == [{"source_aws_internal": 1}] * 6
+    assert together.snapshot() == one_by_one.snapshot()
+    assert (together.events, together.geolocated) == (18, 12)
+    assert event_digests([r.eventID for r in files[0]]) is not None  # the one-call check applies
+
+
+@pytest.mark.parametrize("repeated", ["in an earlier file of the call", "earlier in the run"])
+def test_given_an_event_repeated_when_files_are_added_together_then_counted_once(repeated: str) -> None:
+    """Given files added together where the fourth repeats an event (of the second file, or one
+    the run already counted before the call), when added with one call, then the repeat is
+    skipped as a duplicate in the file that holds it, exactly as one file at a time."""
+    files = _files_of_a_morning()
+    earlier = trail(record(T0 - timedelta(hours=1), eventID=_uuid(99)))
+    files[3] = [*files[3], files[1][0] if repeated == "in an earlier file of the call" else earlier[0]]
+    one_by_one, together = RunAggregate(geolocate=geolocate), RunAggregate(geolocate=geolocate)
+    for aggregate in (one_by_one, together):
+        aggregate.add_records(earlier)
+    expected = [one_by_one.add_records(records) for records in files]
+
+    returned = together.add_files(files)
+
+    assert returned == expected
+    assert returned[3] == {"source_aws_internal": 1, "duplicate_event": 1}
+    assert together.snapshot() == one_by_one.snapshot()

@@ -31,7 +31,7 @@ from typing import TypeVar
 from trailgeo.core.aggregate import DEFAULT_DETECTORS, CategoryGroup, HitGroup, RunAggregate, identity_of
 from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation
 from trailgeo.core.payload import UnreadablePayloadError, decompress
-from trailgeo.core.records import MalformedFileError, decode_trail_file, gc_paused
+from trailgeo.core.records import DecodedFile, MalformedFileError, decode_trail_file, gc_paused
 from trailgeo.core.scoring import (
     History,
     ScoringPolicy,
@@ -127,6 +127,11 @@ _T = TypeVar("_T")
 
 # Batches are not claimed with less time than this left; their files stay new for the next run.
 SAFETY_SECONDS = 60.0
+# Small files are aggregated a few at a time, up to this many records, so that their eventIDs are
+# checked for duplicates in one go (its fixed cost per call weighed on files of 35 events). Kept
+# small: decoded records still in the CPU's cache are counted faster (measured: 2,000 records a
+# group ran slower than one file at a time). Memory stays bounded by it, not by the batch.
+INGEST_GROUP_RECORDS = 300
 ROUTINE_SKIPS = frozenset({"source_service_host", "source_aws_internal", "source_private", "duplicate_event"})
 # How far back a run catches up after an outage; the ledger keeps entries for 14 days.
 MAX_CATCH_UP = timedelta(days=7)
@@ -302,6 +307,8 @@ def read_batch(
             return key, None, "transient"
 
     def ingest(fetched: Iterable[tuple[str, bytes | None, str | None]]) -> None:
+        pending: list[tuple[str, DecodedFile]] = []
+        pending_records = 0
         for key, data, problem in fetched:
             if problem == "transient":
                 released.append(key)
@@ -309,7 +316,16 @@ def read_batch(
             if data is None:
                 outcomes[key] = _skip_file(key, problem or "unknown", report)
                 continue
-            outcomes[key] = _ingest(key, data, aggregate, options, report)
+            decoded = _decode(key, data, options, report)
+            if isinstance(decoded, str):
+                outcomes[key] = decoded
+                continue
+            pending.append((key, decoded))
+            pending_records += len(decoded.records)
+            if pending_records >= INGEST_GROUP_RECORDS:
+                _aggregate_files(pending, aggregate, outcomes, report)
+                pending, pending_records = [], 0
+        _aggregate_files(pending, aggregate, outcomes, report)
 
     # The cyclic collector stays out of bulk decoding (millions of fresh objects, no cycles):
     # paused once per batch, not per file, so it does not rescan the growing aggregate each time.
@@ -577,23 +593,32 @@ def _raise_one(
     return True
 
 
-def _ingest(key: str, data: bytes, aggregate: RunAggregate, options: RunOptions, report: RunReport) -> str:
+def _decode(key: str, data: bytes, options: RunOptions, report: RunReport) -> DecodedFile | str:
+    """A file's records, or its outcome when it cannot be read (counted and logged)."""
     report.bytes_read += len(data)
     try:
-        document = decompress(data, name=key, limit=options.max_decompressed_bytes)
-        decoded = decode_trail_file(document)
-        in_object = aggregate.add_records(decoded.records)  # what the aggregate skipped in this file
+        return decode_trail_file(decompress(data, name=key, limit=options.max_decompressed_bytes))
     except (UnreadablePayloadError, MalformedFileError) as exc:
         return _skip_file(key, exc.reason, report, exc.detail)
-    report.files_read += 1
-    if decoded.skipped:  # nearly always empty: two Counter updates a file were measurable
-        report.records_skipped.update(decoded.skipped)
-        in_object.update(decoded.skipped)
-    # AWS services, "AWS Internal" and VPC traffic are in nearly every file: counted, and logged
-    # per object only beside a reason worth a look.
-    if not ROUTINE_SKIPS.issuperset(in_object):
-        logger.info("records skipped in object", key=key, skipped=dict(in_object))
-    return "done"
+
+
+def _aggregate_files(
+    files: list[tuple[str, DecodedFile]], aggregate: RunAggregate, outcomes: dict[str, str], report: RunReport
+) -> None:
+    """Add decoded files to the aggregate, in order, and record each one's outcome."""
+    if not files:
+        return
+    each = aggregate.add_files([decoded.records for _, decoded in files])
+    for (key, decoded), in_object in zip(files, each, strict=True):  # what the aggregate skipped in it
+        report.files_read += 1
+        if decoded.skipped:  # nearly always empty: two Counter updates a file were measurable
+            report.records_skipped.update(decoded.skipped)
+            in_object.update(decoded.skipped)
+        # AWS services, "AWS Internal" and VPC traffic are in nearly every file: counted, and logged
+        # per object only beside a reason worth a look.
+        if not ROUTINE_SKIPS.issuperset(in_object):
+            logger.info("records skipped in object", key=key, skipped=dict(in_object))
+        outcomes[key] = "done"
 
 
 # A publisher holds an alert this long: longer than one SNS publish with botocore's retries, shorter

@@ -15,6 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import attrgetter
 from sys import intern
 from typing import Any, cast
@@ -400,9 +401,7 @@ class RunAggregate:
     def add(self, record: TrailRecord, account_hint: str | None = None) -> None:
         self.add_records([record], account_hint)
 
-    def add_records(  # noqa: PLR0915 - one loop on purpose: no call per event on the common path
-        self, records: Sequence[TrailRecord], account_hint: str | None = None
-    ) -> Counter[str]:
+    def add_records(self, records: Sequence[TrailRecord], account_hint: str | None = None) -> Counter[str]:
         """Add one file's records (or any sequence of them), in order; returns what this call
         counted in ``skipped`` (added to ``skipped`` too), so that a caller logging per file
         needs no copy of the run's counts.
@@ -417,7 +416,43 @@ class RunAggregate:
             return skipped
         self._derived = None
         self.events += len(records)
-        kept = self._without_duplicates(records, skipped)
+        self._count(self._without_duplicates(records, skipped), skipped, account_hint)
+        return skipped
+
+    def add_files(
+        self, files: Sequence[Sequence[TrailRecord]], account_hint: str | None = None
+    ) -> list[Counter[str]]:
+        """``add_records`` of each file in turn, with the same result, each file's own skips
+        returned; the eventID check is made once for all of them when every id is canonical and
+        new to the run (on files of 35 events its fixed cost was a sixth of the per-file cost)."""
+        if len(files) < 2 or not self._all_new(files):
+            return [self.add_records(records, account_hint) for records in files]
+        self._derived = None
+        each: list[Counter[str]] = []
+        for records in files:
+            skipped: Counter[str] = Counter()
+            self.events += len(records)
+            self._count(records, skipped, account_hint)
+            each.append(skipped)
+        return each
+
+    def _all_new(self, files: Sequence[Sequence[TrailRecord]]) -> bool:
+        """Whether every event of these files has a canonical eventID, none twice and none seen
+        before in this run; if so, they are recorded as seen."""
+        digests = event_digests(list(map(_EVENT_ID, chain.from_iterable(files))))
+        if digests is None:
+            return False
+        fresh = set(digests)
+        if len(fresh) != len(digests) or not self._event_ids.isdisjoint(fresh):
+            return False
+        self._event_ids.update(fresh)
+        return True
+
+    def _count(  # noqa: PLR0915 - one loop on purpose: no call per event on the common path
+        self, kept: Sequence[TrailRecord], skipped: Counter[str], account_hint: str | None
+    ) -> None:
+        """Count records already checked for duplicates; their skips go to ``skipped`` and to
+        the run's own ``skipped``."""
         sources, methods, hours, principals = self._sources, self._methods, self._hours, self._principals
         cells, evidence = self._cells, self._evidence
         count_errors = self._count_errors
@@ -503,7 +538,6 @@ class RunAggregate:
         self.geolocated += len(kept) - not_counted
         if skipped:
             self.skipped.update(skipped)
-        return skipped
 
     def _without_duplicates(
         self, records: Sequence[TrailRecord], skipped: Counter[str]
