@@ -9,6 +9,7 @@ from trailgeo.core.counters import DEFAULT_HALF_LIFE_HOURS, CounterState, decay_
 from trailgeo.core.scoring import (
     COUNTRY_CODES,
     History,
+    MethodViews,
     ScoringPolicy,
     predictive,
     score_group,
@@ -203,3 +204,18 @@ def test_given_methods_then_sensitive_ones_carry_their_tactics() -> None:
     assert by_method[SENSITIVE].sensitive
     assert "Persistence" in by_method[SENSITIVE].tactics
     assert not by_method[METHOD].sensitive
+
+
+def test_given_groups_of_one_run_sharing_method_views_then_each_scores_as_when_scored_alone() -> None:
+    """Given three groups of one run (two countries, a sensitive method in one, a long-term key in
+    another) and one set of method views shared by them, when scored in turn, then each score is
+    the one it gets with views of its own: a shared summary of a method changes nothing."""
+    h = history(ORG, method={"US": 200, "IN": 80}, principal={"US": 120}, key={"US": 40})
+    groups = [group("IN"), group("RU", METHOD, SENSITIVE), group("IN", key=KEY)]
+    shared: MethodViews = {}
+
+    together = [score_group(g, h, ScoringPolicy(), NOW, method_views=shared) for g in groups]
+
+    assert together == [score_group(g, h, ScoringPolicy(), NOW) for g in groups]
+    assert set(shared) == {METHOD, SENSITIVE}
+    assert sorted(m.sensitive for m in together[1].methods) == [False, True]

@@ -34,6 +34,7 @@ from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import DecodedFile, MalformedFileError, decode_trail_file, gc_paused
 from trailgeo.core.scoring import (
     History,
+    MethodViews,
     ScoringPolicy,
     SiblingScore,
     score_cities,
@@ -417,6 +418,7 @@ def _score_and_raise(
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
     candidates: list[tuple[Alert, frozenset[int]]] = []
+    method_views: MethodViews = {}  # one run, one history: each method summarised once
     for group in groups:
         last = recent.get(subject_of(group.principal, "country", group.country))
         quarantined = last.hours if last and scheduled_at - last.at < options.quarantine else frozenset()
@@ -427,6 +429,7 @@ def _score_and_raise(
             now_hour,
             quarantined_hours=quarantined,
             method_policy=tuning.method_policy if tuning.methods else None,
+            method_views=method_views,
         )
         alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id)
         if alert is None:

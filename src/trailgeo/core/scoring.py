@@ -230,6 +230,7 @@ def score_group(
     *,
     quarantined_hours: Collection[int] = (),
     method_policy: Callable[[str], MethodPolicy] | None = None,
+    method_views: MethodViews | None = None,
 ) -> GroupScore:
     """Score every method of a group against ``history`` (the counters before this run).
 
@@ -237,6 +238,8 @@ def score_group(
     They do not vouch for the country (an attacker's own calls must not make their country
     familiar); they count again once the quarantine ends or the country is allowlisted.
     ``method_policy``: the tuning's per-method overrides (ignore, threshold, sensitive).
+    ``method_views``: shared by the groups of one run (same history, hour, policy and tuning), so
+    that each method's history is summarised once per run, not once per group.
     """
     scale = decay_weight(now_hour, policy.half_life_hours)
     country = group.country
@@ -259,12 +262,14 @@ def score_group(
     org_level: Level = (org_countries, policy.org_concentration)
     principal_level: Level = (principal_countries, policy.principal_concentration)
 
+    summaries: MethodViews = {} if method_views is None else method_views
     scores = []
     for method, activity in group.methods.items():
-        method_part = history.get(method_partition(method), {})
-        method_total = method_part.get(TOTAL, EMPTY)
-        method_countries = _countries(method_part, scale)
-        trained = method_total.buckets >= policy.learning_buckets
+        view = summaries.get(method)
+        if view is None:
+            view = summaries[method] = _method_view(method, history, policy, scale, method_policy)
+        method_part, method_total, method_countries = view.part, view.total, view.countries
+        trained = view.trained
         above: list[Level] = [org_level]
         if trained:
             above.append((method_countries, policy.method_concentration))
@@ -279,8 +284,7 @@ def score_group(
             if best is None or p_tail < best[1]:
                 best = (prob[country], p_tail)
         probability, p_tail = best or (1.0, 1.0)
-        override = method_policy(method) if method_policy else DEFAULT_METHOD_POLICY
-        sensitive = is_sensitive(method, override.sensitive)
+        override = view.override
         scores.append(
             MethodScore(
                 method=method,
@@ -290,12 +294,12 @@ def score_group(
                 method_buckets=method_total.buckets,
                 country_buckets=method_part.get(country_sort_key(country), EMPTY).buckets,
                 method_first_seen=method_total.first_seen,
-                top_countries=_top(method_countries),
+                top_countries=view.top,
                 probability=probability,
                 p_tail=p_tail,
                 method_model="trained" if trained else "learning",
-                sensitive=sensitive,
-                tactics=tactics_of(method),
+                sensitive=view.sensitive,
+                tactics=view.tactics,
                 suppressed="ignored_method" if override.ignore else "org_learning" if org_young else None,
                 threshold=override.threshold,
             )
@@ -321,6 +325,46 @@ def score_group(
         org_countries=len(org_countries),
         org_first_seen=org_total.first_seen,
         levels=tuple(views),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MethodView:
+    """What scoring reads of one method's history and tuning, the same for every group of a run."""
+
+    part: Mapping[str, CounterState]
+    total: CounterState
+    countries: Mapping[str, float]  # decayed buckets per country (read only: groups share it)
+    top: tuple[tuple[str, float], ...]
+    trained: bool
+    override: MethodPolicy
+    sensitive: bool
+    tactics: tuple[str, ...]
+
+
+MethodViews = dict[str, MethodView]
+
+
+def _method_view(
+    method: str,
+    history: History,
+    policy: ScoringPolicy,
+    scale: float,
+    method_policy: Callable[[str], MethodPolicy] | None,
+) -> MethodView:
+    part = history.get(method_partition(method), {})
+    total = part.get(TOTAL, EMPTY)
+    countries = _countries(part, scale)
+    override = method_policy(method) if method_policy else DEFAULT_METHOD_POLICY
+    return MethodView(
+        part=part,
+        total=total,
+        countries=countries,
+        top=_top(countries),
+        trained=total.buckets >= policy.learning_buckets,
+        override=override,
+        sensitive=is_sensitive(method, override.sensitive),
+        tactics=tactics_of(method),
     )
 
 
