@@ -206,7 +206,7 @@ def _add_activity(methods: dict[str, MethodActivity], method: str, hours: Iterab
 
 # (account, principal, country, method): a cell's key without its hour. Per prefix the aggregate
 # keeps one list: [hour, events, first eventTime, last eventTime, others], the cell of the hour
-# the prefix was last seen in, and ``others`` None or {hour: [events, first, last]} for its other
+# the prefix was last seen in, and ``others`` None or {hour: (events, first, last)} for its other
 # hours (most prefixes of a 15-minute run have one hour: one small list, not a dict of lists).
 CellPrefix = tuple[str, str, str, str]
 Cell = list[Any]
@@ -518,8 +518,19 @@ class RunAggregate:
                     cell[2] = event_time
                 elif event_time > cell[3]:
                     cell[3] = event_time
-            else:
-                _switch_hour(cell, hour, event_time)
+            else:  # an hour other than the cell's current one: it becomes current (inline: 37% of a
+                # 14-day run's events switch hours)
+                others = cell[4]
+                if others is None:
+                    others = cell[4] = {}
+                others[cell[0]] = (cell[1], cell[2], cell[3])
+                previous = others.pop(hour, None)
+                if previous is None:
+                    cell[0] = hour
+                    cell[1] = 1
+                    cell[2] = cell[3] = event_time
+                else:
+                    _resume_hour(cell, hour, event_time, previous)
             evidence_key = (account, principal, country, ip, user_agent, access_key, region, identity_type)
             tally = evidence.get(evidence_key)
             if tally is None:
@@ -903,18 +914,10 @@ def _roll_up(counters: dict[CounterKey, CounterDelta], key: CounterKey, delta: C
     _observe(counters, key, delta.hours, delta.first_seen or "", delta.last_seen or "")
 
 
-def _switch_hour(cell: Cell, hour: int, event_time: str) -> None:
-    """One event of a prefix in another hour than its current cell's: that hour becomes current."""
-    others = cell[4]
-    if others is None:
-        others = cell[4] = {}
-    others[cell[0]] = [cell[1], cell[2], cell[3]]
-    previous = others.pop(hour, None)
-    if previous is None:
-        cell[0:4] = [hour, 1, event_time, event_time]
-    else:
-        events, first, last = previous
-        cell[0:4] = [hour, events + 1, min(first, event_time), max(last, event_time)]
+def _resume_hour(cell: Cell, hour: int, event_time: str, previous: tuple[int, str, str]) -> None:
+    """One event of a prefix back in an hour it left: that hour's cell becomes current again."""
+    events, first, last = previous
+    cell[0:4] = [hour, events + 1, min(first, event_time), max(last, event_time)]
 
 
 def _cell_hours(cell: Cell) -> list[tuple[int, int, str, str]]:
@@ -940,7 +943,12 @@ def _merge_hour(
         others = cell[4]
         if others is None:
             others = cell[4] = {}
-        _merge_cell(others, hour, events, first, last)
+        known = others.get(hour)
+        others[hour] = (
+            (events, first, last)
+            if known is None
+            else (known[0] + events, min(known[1], first), max(known[2], last))
+        )
 
 
 def _pack_id(event_id: str) -> str:
