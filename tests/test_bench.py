@@ -94,3 +94,21 @@ def test_given_a_small_trail_when_fanned_out_in_the_benchmark_then_its_counters_
     assert measured.counters_equal
     assert measured.counters > 0
     assert "counters equal to one single-Lambda run over the same files: yes" in fanout_lines(measured)[2]
+
+
+def _rate(name: str, events_per_second: float) -> bench.Measurement:
+    return bench.Measurement(name, name, int(events_per_second), 10, 1.0, 1.0, 1.0, None)
+
+
+def test_given_a_ratio_target_above_what_decoding_alone_reaches_then_its_note_says_so() -> None:
+    """Given a floor of 1,000,000 events/s and decoding alone at 400,000, when the floor target's
+    note is written, then it names the 450,000 events/s the 45% target means and says no msgspec
+    pipeline reaches it; with decoding at 500,000, the note does not say so."""
+    floor, slow, fast = _rate("floor", 1_000_000), _rate("parse", 400_000), _rate("parse", 500_000)
+
+    unreachable, reachable = bench._floor_note(slow, floor), bench._floor_note(fast, floor)
+
+    assert "the target means 450,000 events/s, above parse alone (400,000)" in unreachable
+    assert "out of reach" not in reachable
+    assert "out of reach" in bench._naive_note(_rate("naive", 100_000), slow)
+    assert "out of reach" not in bench._naive_note(_rate("naive", 60_000), slow)
