@@ -160,8 +160,9 @@ def measure_fanout(root: str, geoip: str, core: int | None, *, quiet: bool = Tru
         MemoryTaskQueue,
     )
     from trailgeo.app import fanout as fan
-    from trailgeo.app.detect import Dependencies, RunOptions, detect, finish_batch
-    from trailgeo.bench import DiscardSink, discard_stdout, peak_rss_mb, pin
+    from trailgeo.app.detect import Dependencies, RunOptions, detect
+    from trailgeo.bench import DiscardSink, discard_stdout, pin
+    from trailgeo.core.records import gc_paused
 
     pin(core)
     if quiet:
@@ -205,16 +206,8 @@ def measure_fanout(root: str, geoip: str, core: int | None, *, quiet: bool = Tru
     fan.run_task(last, fanned, options, fanout)
     measurement.task_seconds.append(time.perf_counter() - started)
     measurement.partial_bytes = sum(len(data) for data in partials.objects.values())
-    started = time.perf_counter()
-    aggregate, outcomes, report = fan.merge_partials(last, fanned, options, partials)
-    aggregate.counters  # noqa: B018 - the derivation is part of the reduce's own work
-    measurement.merge_seconds = time.perf_counter() - started
-    measurement.events = aggregate.events
-    measurement.files = len(outcomes)
-    started = time.perf_counter()
-    finish_batch(aggregate, outcomes, last.run_id, last.scheduled_at, fanned, options, report)
-    measurement.finish_seconds = time.perf_counter() - started
-    measurement.peak_rss_mb = peak_rss_mb()
+    with gc_paused():  # as fan.reduce_batch does, until the merged aggregate is dropped
+        _measure_reduce(last, fanned, options, partials, measurement)
 
     single = deps()
     detect(end, single, options)
@@ -222,6 +215,26 @@ def measure_fanout(root: str, geoip: str, core: int | None, *, quiet: bool = Tru
     measurement.counters = len(single_counters)
     measurement.counters_equal = _counters(fanned.store) == single_counters
     return measurement
+
+
+def _measure_reduce(
+    last: Any, deps: Any, options: Any, partials: Any, measurement: FanoutMeasurement
+) -> None:
+    """The reduce, with fan.reduce_batch's own steps, timed apart: merge (and derive), then finish."""
+    from trailgeo.app import fanout as fan
+    from trailgeo.app.detect import finish_batch
+    from trailgeo.bench import peak_rss_mb
+
+    started = time.perf_counter()
+    aggregate, outcomes, report = fan.merge_partials(last, deps, options, partials)
+    aggregate.counters  # noqa: B018 - the derivation is part of the reduce's own work
+    measurement.merge_seconds = time.perf_counter() - started
+    measurement.events = aggregate.events
+    measurement.files = len(outcomes)
+    started = time.perf_counter()
+    finish_batch(aggregate, outcomes, last.run_id, last.scheduled_at, deps, options, report)
+    measurement.finish_seconds = time.perf_counter() - started
+    measurement.peak_rss_mb = peak_rss_mb()
 
 
 def _counters(store: Any) -> dict[tuple[str, str], tuple[int, float, str | None, str | None]]:

@@ -36,6 +36,7 @@ from trailgeo.app.detect import (
     read_batch,
 )
 from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.records import gc_paused
 from trailgeo.observability import logger
 from trailgeo.ports import FanoutTask, FanoutTracker, PartialStore, TaskQueue, TransientReadError
 
@@ -97,6 +98,27 @@ def run_task(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: 
     """One worker invocation: read and aggregate a task's files; reduce if it was the last."""
     scheduled_at = task.scheduled_at.astimezone(UTC)
     report = RunReport(scheduled_at=scheduled_at, window_start=scheduled_at, window_end=scheduled_at)
+    # The collector stays off until the task's aggregate is dropped (as in detect): re-enabled
+    # while it is alive, its first pass would scan all of it.
+    with gc_paused():
+        events, partial = _read_task(task, deps, options, report)
+    fanout.partials.put(task.run_id, task.index, partial)
+    done = fanout.tracker.task_done(task.run_id, task.index)
+    result = TaskReport(task.run_id, task.index, task.tasks, report.files_read, events, tasks_done=done)
+    logger.info("fan-out task done", run_id=task.run_id, index=task.index, done=done, tasks=task.tasks)
+    if done < task.tasks:
+        return result
+    now = deps.clock()
+    if not fanout.tracker.claim_reduce(task.run_id, fanout.holder, now + REDUCE_LEASE, now):
+        return result  # another invocation is reducing this batch
+    result.reduced = reduce_batch(task, deps, options, fanout)
+    return result
+
+
+def _read_task(
+    task: FanoutTask, deps: Dependencies, options: RunOptions, report: RunReport
+) -> tuple[int, bytes]:
+    """A task's events and its partial, encoded: everything else it read is dropped on return."""
     aggregate, outcomes, released = read_batch(task.keys, deps, options, report)
     if released:
         # Not handed back: the files belong to this batch. SQS delivers the task again later.
@@ -111,25 +133,13 @@ def run_task(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: 
         files_skipped=dict(report.files_skipped),
         records_skipped=dict(report.records_skipped),
     )
-    fanout.partials.put(task.run_id, task.index, msgspec.msgpack.encode(partial))
-    done = fanout.tracker.task_done(task.run_id, task.index)
-    result = TaskReport(
-        task.run_id, task.index, task.tasks, report.files_read, aggregate.events, tasks_done=done
-    )
-    logger.info("fan-out task done", run_id=task.run_id, index=task.index, done=done, tasks=task.tasks)
-    if done < task.tasks:
-        return result
-    now = deps.clock()
-    if not fanout.tracker.claim_reduce(task.run_id, fanout.holder, now + REDUCE_LEASE, now):
-        return result  # another invocation is reducing this batch
-    result.reduced = reduce_batch(task, deps, options, fanout)
-    return result
+    return aggregate.events, msgspec.msgpack.encode(partial)
 
 
 def reduce_batch(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout) -> RunReport:
     """Merge every task's partial (in task order) and finish the batch as a single Lambda would."""
-    aggregate, outcomes, report = merge_partials(task, deps, options, fanout.partials)
-    finish_batch(aggregate, outcomes, task.run_id, report.scheduled_at, deps, options, report)
+    with gc_paused():  # until the merged aggregate is dropped, as in detect
+        report, outcomes = _merge_and_finish(task, deps, options, fanout)
     if options.alerting:
         publish_pending(deps, report)
     fanout.partials.discard(task.run_id, task.tasks)
@@ -142,6 +152,14 @@ def reduce_batch(task: FanoutTask, deps: Dependencies, options: RunOptions, fano
         alerts_raised=report.alerts_raised,
     )
     return report
+
+
+def _merge_and_finish(
+    task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout
+) -> tuple[RunReport, dict[str, str]]:
+    aggregate, outcomes, report = merge_partials(task, deps, options, fanout.partials)
+    finish_batch(aggregate, outcomes, task.run_id, report.scheduled_at, deps, options, report)
+    return report, outcomes
 
 
 def merge_partials(
