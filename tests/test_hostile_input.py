@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.builders import ACCOUNT, T0, US_IP, delivery_key, gz_file, record, write_tree
@@ -156,6 +157,29 @@ def skip_lines(lines: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
+class _Unknown(msgspec.Struct):
+    """A record-like object whose one field is unknown, so skipped by the decoder, as the
+    fixture's nested requestParameters are."""
+
+
+def _decoder_follows(depth: int) -> bool:
+    """Whether msgspec, on this interpreter, gets through ``depth`` nested arrays it skips.
+
+    On 3.11 it raises RecursionError (Python's recursion limit, 1,000); 3.12 and later (the
+    Lambda's python3.13) limit C recursion apart, and 5,000 levels decode."""
+    try:
+        msgspec.json.decode(b'{"x":' + b"[" * depth + b"]" * depth + b"}", type=_Unknown)
+    except RecursionError:
+        return False
+    return True
+
+
+# deeply_nested.json.gz holds two records, one nested 5,000 arrays deep: the file is skipped as
+# too_deep where the decoder cannot follow it, read and both counted where it can; the good file
+# counts either way.
+DECODER_FOLLOWS_DEEP_NESTING = _decoder_follows(5_000)
+
+
 @dataclass(frozen=True)
 class Case:
     fixture: str
@@ -184,7 +208,11 @@ CASES = [
     _ok(Case("records_not_a_list.json.gz", file_reason="records_not_a_list")),
     _ok(Case("records_null.json.gz", file_reason="records_not_a_list")),
     _ok(Case("invalid_utf8.json.gz", records={"invalid_utf8_replaced": 1}, countries={"C#GB": 2})),
-    _ok(Case("deeply_nested.json.gz", file_reason="too_deep")),
+    _ok(
+        Case("deeply_nested.json.gz", file_reason="too_deep")
+        if not DECODER_FOLLOWS_DEEP_NESTING
+        else Case("deeply_nested.json.gz", countries={"C#GB": 2})
+    ),
     _ok(Case("multi_member.json.gz", countries={"C#GB": 1, "C#SE": 1})),
     _ok(Case("empty_records.json.gz")),
     _ok(Case("records_not_objects.json.gz", records={"record_not_object": 5}, countries={"C#GB": 1})),
