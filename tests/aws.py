@@ -70,6 +70,12 @@ def environment(deployment: Deployment, geoip: str, **overrides: str) -> dict[st
     return env
 
 
+def set_environment(monkeypatch: Any, deployment: Deployment, geoip: str, **overrides: str) -> None:
+    """The deployed function's environment (``environment``), set for this test."""
+    for name, value in environment(deployment, geoip, **overrides).items():
+        monkeypatch.setenv(name, value)
+
+
 def deps_for(session: Any, geo: GeoResolver, deployment: Deployment, now: datetime) -> Dependencies:
     """The run's dependencies through the real S3, DynamoDB and SNS adapters, at a fixed time."""
     dynamodb = session.client("dynamodb")

@@ -21,9 +21,9 @@ from tests.aws import (
     FakeLambdaContext,
     create_deployment,
     deps_for,
-    environment,
     load_function,
     receive_alerts,
+    set_environment,
 )
 from tests.builders import (
     BOB,
@@ -38,7 +38,7 @@ from tests.builders import (
 from tests.conftest import EVENTS
 from trailgeo.adapters.fanout import DynamoFanoutTracker, S3PartialStore, SqsTaskQueue
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.app.detect import RunOptions, detect
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.fanout import FANOUT_LEASE, REDUCE_LEASE, Fanout, plan, run_task
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import FanoutTask, TransientReadError
@@ -157,8 +157,7 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
     # Given: the single Lambda's alerts and tables over a day of trail and an attack
     with mock_aws():
         session, deployment, _ = world()
-        for name, value in environment(deployment, str(country_test_mmdb), **SETTINGS).items():
-            monkeypatch.setenv(name, value)
+        set_environment(monkeypatch, deployment, str(country_test_mmdb), **SETTINGS)
         single = load_function("detector")
         single_runs = [single.lambda_handler(scheduled(tick), FakeLambdaContext()) for tick in TICKS]
         reference_state = state(session, deployment.table)
@@ -167,7 +166,8 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
     # When: the same data goes through fan-out mode, tasks of 7 files delivered in random order
     with mock_aws():
         session, deployment, queue_url = world()
-        env = environment(
+        set_environment(
+            monkeypatch,
             deployment,
             str(country_test_mmdb),
             **SETTINGS,
@@ -175,11 +175,9 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
             PARTIALS_BUCKET=PARTIALS,
             FILES_PER_TASK="7",
         )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
         fanned = load_function("detector")
         rng = random.Random(3)
-        planned, reduced = [], []
+        planned = []
         for tick in TICKS:
             planned.append(fanned.lambda_handler(scheduled(tick), FakeLambdaContext()))
             responses = list(drain(session, queue_url, fanned, rng))
@@ -197,7 +195,6 @@ def test_given_the_same_trail_when_fanned_out_then_alerts_and_tables_equal_the_s
     assert fanout_alerts == reference_alerts
     assert [a["source"]["geo"]["country_iso_code"] for a in fanout_alerts] == ["BT"]
     assert leftovers == 0  # partials are deleted by the reduce
-    del reduced
 
 
 def fanout_of(session: Any, deployment: Deployment, queue_url: str) -> Fanout:
@@ -219,6 +216,22 @@ def tasks_in(session: Any, queue_url: str) -> list[FanoutTask]:
     return tasks
 
 
+def fan_out(
+    session: Any,
+    deployment: Deployment,
+    queue_url: str,
+    geo: MaxMindGeoResolver,
+    tick: datetime,
+    fanout: Fanout | None = None,
+) -> tuple[Dependencies, Fanout, RunReport, list[FanoutTask]]:
+    """Inside mock_aws: the scheduled run at ``tick`` in fan-out mode (``fanout``, or a new one);
+    its dependencies, the fan-out, its report and the tasks it queued (taken off the queue)."""
+    deps = deps_for(session, geo, deployment, tick)
+    fanout = fanout or fanout_of(session, deployment, queue_url)
+    planned = plan(tick, deps, OPTIONS, fanout)
+    return deps, fanout, planned, tasks_in(session, queue_url)
+
+
 OPTIONS = RunOptions(
     lookback=timedelta(hours=24),
     policy=ScoringPolicy(learning_days=0, learning_buckets=0),
@@ -236,10 +249,7 @@ def test_given_workers_that_died_when_the_lease_ends_then_a_later_run_takes_the_
     with mock_aws():
         # Given a fanned-out batch whose tasks were half done, then the workers died (DLQ)
         session, deployment, queue_url = world()
-        deps = deps_for(session, geo, deployment, tick)
-        fanout = fanout_of(session, deployment, queue_url)
-        planned = plan(tick, deps, OPTIONS, fanout)
-        tasks = tasks_in(session, queue_url)
+        deps, fanout, planned, tasks = fan_out(session, deployment, queue_url, geo, tick)
         assert planned.tasks_dispatched == len(tasks) > 2
         for task in tasks[: len(tasks) // 2]:
             assert run_task(task, deps, OPTIONS, fanout).reduced is None
@@ -274,15 +284,10 @@ def test_given_the_last_task_delivered_twice_then_the_batch_is_reduced_once(coun
     tick = TICKS[1]
     with mock_aws():
         session, deployment, queue_url = world()
-        fanout = fanout_of(session, deployment, queue_url)
-        baseline_tick = TICKS[0]
-        baseline = deps_for(session, geo, deployment, baseline_tick)
-        plan(baseline_tick, baseline, OPTIONS, fanout)
-        for task in tasks_in(session, queue_url):
+        baseline, fanout, _, baseline_tasks = fan_out(session, deployment, queue_url, geo, TICKS[0])
+        for task in baseline_tasks:
             run_task(task, baseline, OPTIONS, fanout)
-        deps = deps_for(session, geo, deployment, tick)
-        plan(tick, deps, OPTIONS, fanout)
-        tasks = tasks_in(session, queue_url)
+        deps, _, _, tasks = fan_out(session, deployment, queue_url, geo, tick, fanout)
 
         # When every task of the attack's window runs, then the last one again (at least once)
         results = [run_task(task, deps, OPTIONS, fanout) for task in tasks]
@@ -309,10 +314,7 @@ def test_given_a_task_whose_reads_throttle_when_sqs_delivers_it_again_then_nothi
     with mock_aws():
         # Given a fanned-out window whose first task meets S3 SlowDown beyond botocore's retries
         session, deployment, queue_url = world()
-        deps = deps_for(session, geo, deployment, tick)
-        fanout = fanout_of(session, deployment, queue_url)
-        plan(tick, deps, OPTIONS, fanout)
-        tasks = tasks_in(session, queue_url)
+        deps, fanout, _, tasks = fan_out(session, deployment, queue_url, geo, tick)
         calls = {"n": 0}
 
         def slow_down(**_: Any) -> None:
@@ -338,15 +340,14 @@ def test_given_a_message_that_is_not_a_task_then_the_worker_reports_it_failed_an
 ) -> None:
     with mock_aws():
         session, deployment, queue_url = world()
-        env = environment(
+        set_environment(
+            monkeypatch,
             deployment,
             str(country_test_mmdb),
             **SETTINGS,
             FANOUT_QUEUE_URL=queue_url,
             PARTIALS_BUCKET=PARTIALS,
         )
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
         detector = load_function("detector")
         detector.lambda_handler(scheduled(TICKS[0]), FakeLambdaContext())
         (good, *_) = session.client("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1)[
@@ -369,10 +370,7 @@ def test_given_a_reducer_that_died_when_the_last_task_comes_back_after_its_lease
     with mock_aws():
         # Given every task done and the reduce claimed by an invocation that then died
         session, deployment, queue_url = world()
-        deps = deps_for(session, geo, deployment, tick)
-        fanout = fanout_of(session, deployment, queue_url)
-        plan(tick, deps, OPTIONS, fanout)
-        tasks = tasks_in(session, queue_url)
+        deps, fanout, _, tasks = fan_out(session, deployment, queue_url, geo, tick)
         for task in tasks[:-1]:
             run_task(task, deps, OPTIONS, fanout)
         last = tasks[-1]

@@ -16,9 +16,9 @@ from tests.aws import (
     Deployment,
     FakeLambdaContext,
     create_deployment,
-    environment,
     load_function,
     receive_alerts,
+    set_environment,
 )
 from tests.builders import ALICE, BT_IP, T0, US_IP, delivery_key, files_by_delivery, gz_file, record
 from tests.conftest import EVENTS
@@ -40,10 +40,7 @@ def scheduled_event(time: str) -> dict[str, Any]:
 @pytest.fixture
 def deployment(aws: Any, monkeypatch: pytest.MonkeyPatch, country_test_mmdb: Path) -> Deployment:
     deployed = create_deployment(aws)
-    for name, value in environment(
-        deployed, str(country_test_mmdb), LEARNING_DAYS="0", LOOKBACK_MINUTES="1440"
-    ).items():
-        monkeypatch.setenv(name, value)
+    set_environment(monkeypatch, deployed, str(country_test_mmdb), LEARNING_DAYS="0", LOOKBACK_MINUTES="1440")
     return deployed
 
 

@@ -429,12 +429,19 @@ def _uuid(rng: Any) -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[n & 3]}{h[17:20]}-{h[20:]}"
 
 
-def window_description(corpus: Corpus) -> str:
-    config = corpus.config
+def _corpus_head(name: str, corpus: Corpus) -> str:
+    """What every corpus line starts with: where, whether reused, its size."""
     origin = "reused" if corpus.reused else f"generated in {corpus.generated_seconds:.0f} s"
     return (
-        f"window corpus {corpus.root} ({origin}, key {corpus.key}): {corpus.events:,} events in "
-        f"{corpus.log_files:,} log files ({corpus.gzip_bytes / 1e6:,.1f} MB gzip); one "
+        f"{name} {corpus.root} ({origin}, key {corpus.key}): {corpus.events:,} events in "
+        f"{corpus.log_files:,} log files ({corpus.gzip_bytes / 1e6:,.1f} MB gzip)"
+    )
+
+
+def window_description(corpus: Corpus) -> str:
+    config = corpus.config
+    return (
+        f"{_corpus_head('window corpus', corpus)}; one "
         f"{config['minutes']}-minute window from {config['start']}, {len(config['accounts'])} accounts x "
         f"{len(config['regions'])} regions (Zipf {WINDOW_ZIPF}), 5-minute deliveries of up to "
         f"{config['file_records']:,} records, records of the simulator's day ({config['humans']} humans, "
@@ -1339,10 +1346,8 @@ def machine_description() -> str:
 
 def corpus_description(corpus: Corpus) -> str:
     config = corpus.config
-    origin = "reused" if corpus.reused else f"generated in {corpus.generated_seconds:.0f} s"
     return (
-        f"corpus {corpus.root} ({origin}, key {corpus.key}): {corpus.events:,} events in "
-        f"{corpus.log_files:,} log files ({corpus.gzip_bytes / 1e6:,.1f} MB gzip); simulated "
+        f"{_corpus_head('corpus', corpus)}; simulated "
         f"{config['days']} days from {config['start'][:10]}, {config['humans']} humans, "
         f"{config['automation_roles']} automation roles, {len(config['accounts'])} accounts x "
         f"{len(config['regions'])} regions, {config['file_minutes']}-minute files, seed {config['seed']}"

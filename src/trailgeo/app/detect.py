@@ -291,7 +291,12 @@ def read_batch(
     keys: list[str], deps: Dependencies, options: RunOptions, report: RunReport
 ) -> tuple[RunAggregate, dict[str, str], list[str]]:
     """Read, inflate, decode and aggregate a batch's files, several in flight. Returns the
-    aggregate, each file's outcome, and the files that could not be read *now* (transient)."""
+    aggregate, each file's outcome, and the files that could not be read *now* (transient).
+
+    Callers keep the cyclic collector off (``gc_paused``) from here until the aggregate is
+    dropped (``detect``, the fan-out worker and reducer): millions of fresh objects and no cycles,
+    which the collector would otherwise rescan as they grow and once more before they are freed.
+    """
     aggregate = new_aggregate(deps, options)
     outcomes: dict[str, str] = {}
     released: list[str] = []
@@ -328,15 +333,12 @@ def read_batch(
                 pending, pending_records = [], 0
         _aggregate_files(pending, aggregate, outcomes, report)
 
-    # The cyclic collector stays out of bulk decoding (millions of fresh objects, no cycles):
-    # paused once per batch, not per file, so it does not rescan the growing aggregate each time.
-    with gc_paused():
-        if options.read_concurrency <= 1:
-            # Local files (replay): a reader thread would only add hand-offs of the GIL.
-            ingest(map(fetch, keys))
-        else:
-            with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool:
-                ingest(_bounded_map(pool, fetch, keys, 2 * options.read_concurrency))
+    if options.read_concurrency <= 1:
+        # Local files (replay): a reader thread would only add hand-offs of the GIL.
+        ingest(map(fetch, keys))
+    else:
+        with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool:
+            ingest(_bounded_map(pool, fetch, keys, 2 * options.read_concurrency))
     return aggregate, outcomes, released
 
 

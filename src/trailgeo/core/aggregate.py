@@ -425,7 +425,9 @@ class RunAggregate:
         """``add_records`` of each file in turn, with the same result, each file's own skips
         returned; the eventID check is made once for all of them when every id is canonical and
         new to the run (on files of 35 events its fixed cost was a sixth of the per-file cost)."""
-        if len(files) < 2 or not self._all_new(files):
+        if len(files) < 2 or not self._all_new(
+            event_digests(list(map(_EVENT_ID, chain.from_iterable(files))))
+        ):
             return [self.add_records(records, account_hint) for records in files]
         self._derived = None
         each: list[Counter[str]] = []
@@ -436,10 +438,9 @@ class RunAggregate:
             each.append(skipped)
         return each
 
-    def _all_new(self, files: Sequence[Sequence[TrailRecord]]) -> bool:
-        """Whether every event of these files has a canonical eventID, none twice and none seen
-        before in this run; if so, they are recorded as seen."""
-        digests = event_digests(list(map(_EVENT_ID, chain.from_iterable(files))))
+    def _all_new(self, digests: list[int] | None) -> bool:
+        """Whether these eventID digests (None: some id is not canonical) are all distinct and
+        none seen before in this run; if so, they are recorded as seen."""
         if digests is None:
             return False
         fresh = set(digests)
@@ -559,13 +560,10 @@ class RunAggregate:
         canonical UUIDs, none seen before, costs a few C-level set operations.
         """
         event_ids = list(map(_EVENT_ID, records))
-        seen = self._event_ids
         digests = event_digests(event_ids)
-        if digests is not None:
-            fresh = set(digests)
-            if len(fresh) == len(digests) and seen.isdisjoint(fresh):
-                seen.update(fresh)
-                return records
+        if self._all_new(digests):
+            return records
+        seen = self._event_ids
         kept: list[TrailRecord] = []
         duplicates = 0
         for position, (record, event_id) in enumerate(zip(records, event_ids, strict=True)):
