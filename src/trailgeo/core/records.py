@@ -103,15 +103,36 @@ def decode_trail_file(data: bytes) -> DecodedFile:
     Raises MalformedFileError when the document is not JSON, not an object, or has no
     ``Records`` list; otherwise returns every record that decodes and counts the others.
     """
+    repaired = _repair_utf8(data)
+    if repaired is not None:
+        decoded = _decode_valid_utf8(repaired)
+        decoded.skipped["invalid_utf8_replaced"] += 1
+        return decoded
+    return _decode_valid_utf8(data)
+
+
+def _repair_utf8(data: bytes) -> bytes | None:
+    """The file with U+FFFD for each invalid UTF-8 sequence, or None when it is valid.
+
+    Checked here rather than left to the decoder: decoders disagree (msgspec 0.22 raises
+    UnicodeDecodeError, 0.23 a DecodeError indistinguishable from invalid JSON, and neither looks
+    inside the fields it skips), and one bad byte must never cost the file's other records. Trail files
+    are almost always ASCII, which ``isascii`` confirms without a copy.
+    """
+    if data.isascii():
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", errors="replace").encode("utf-8")
+    return None
+
+
+def _decode_valid_utf8(data: bytes) -> DecodedFile:
     try:
         return DecodedFile(records=_file_decoder.decode(data).Records)
     except msgspec.ValidationError:
         pass  # some record is malformed (or the shape is wrong): sort it out below
-    except UnicodeDecodeError:
-        # Invalid UTF-8 somewhere in a string: keep the file, with U+FFFD for the bad bytes.
-        decoded = decode_trail_file(data.decode("utf-8", errors="replace").encode("utf-8"))
-        decoded.skipped["invalid_utf8_replaced"] += 1
-        return decoded
     except msgspec.DecodeError as exc:
         raise MalformedFileError("invalid_json", str(exc)) from exc
     except RecursionError as exc:
