@@ -8,7 +8,7 @@ CACHE := .cache
 DBIP_MMDB := $(CACHE)/geoip/dbip-country.mmdb
 export PYENV_VERSION ?= 3.11.7:3.13.0
 
-.PHONY: demo test lint typecheck unit template-lint build deploy delete lock geoip clean bench eval
+.PHONY: demo test lint typecheck unit template-lint build deploy delete lock lock-geoip geoip clean bench eval
 
 # Every environment is created from a hashed lock in requirements/ (see "Dependencies" in the
 # README): pip first, then the lock with --require-hashes, then trailgeo itself without its
@@ -157,6 +157,10 @@ lock: $(LOCK_VENV)/.installed
 	$(UV_COMPILE) $(LAMBDA_TARGET) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
 	$(UV_COMPILE) $(UNIVERSAL) requirements/sam.in -o requirements/sam.txt
 	$(UV_COMPILE) $(UNIVERSAL) requirements/checkov.in -o requirements/checkov.txt
+	$(if $(LOCK_UPGRADE),$(MAKE) --no-print-directory lock-geoip)
+	git diff --stat -- requirements/
+
+lock-geoip:
 	version=$$(npm view $(DBIP_NPM_PACKAGE) version) \
 	  && integrity=$$(npm view "$(DBIP_NPM_PACKAGE)@$$version" dist.integrity) \
 	  && sha512=$$(printf '%s' "$${integrity#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n') \
@@ -164,7 +168,6 @@ lock: $(LOCK_VENV)/.installed
 	  && sed -i.bak -e "s/^DBIP_NPM_VERSION := .*/DBIP_NPM_VERSION := $$version/" \
 	       -e "s/^DBIP_NPM_SHA512 := .*/DBIP_NPM_SHA512 := $$sha512/" requirements/geoip.mk \
 	  && rm requirements/geoip.mk.bak
-	git diff --stat -- requirements/
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CACHE) .aws-sam .pytest_cache .mypy_cache .ruff_cache
