@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from tests.aws import BUCKET, TABLE, Deployment, create_deployment
-from tests.builders import BT_IP, T0, delivery_key, gz_file, record
+from tests.aws import BUCKET, TABLE, Deployment, create_deployment, deps_for
+from tests.builders import BT_IP, T0, delivery_key, files_by_delivery, gz_file, record
 from tests.test_alerts import established
-from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
+from trailgeo.adapters.aws import REFUSED_RETRY_WINDOW, S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
+from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alerts import Alert, build_alert
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import ScoringPolicy, score_group
-from trailgeo.ports import ObjectGoneError, PublishError, Suppression, TransientReadError
+from trailgeo.ports import (
+    ObjectGoneError,
+    ObjectUnreadableError,
+    PublishError,
+    Suppression,
+    TransientReadError,
+)
 
 NOW = datetime(2026, 10, 2, tzinfo=UTC)
 NOW_HOUR = int(NOW.timestamp()) // 3600
@@ -201,20 +212,109 @@ def test_given_the_trail_bucket_then_listing_finds_every_account_and_region_and_
         source.read(inside.replace(".json.gz", "-gone.json.gz"))
 
 
-def test_given_s3_slowdown_or_a_missing_kms_permission_then_the_read_is_retried_later_with_a_clear_reason(
+def refuse_get(s3: Any, code: str, status: int, keys: set[str], *, delete: bool = False) -> None:
+    """GetObject of ``keys`` fails with ``code`` (after deleting the object, with ``delete``: a
+    bucket writer removing a listed file, which S3 answers with 403 without s3:ListBucket on it)."""
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] not in keys:
+            return
+        if delete:
+            s3.delete_object(Bucket=params["Bucket"], Key=params["Key"])
+        response: Any = {
+            "Error": {"Code": code, "Message": "injected"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        raise ClientError(response, "GetObject")
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", refuse)
+
+
+def test_given_a_listed_object_deleted_when_s3_answers_403_then_it_is_gone_not_retried(
+    aws: Any, deployment: Deployment
+) -> None:
+    # Given a listed object deleted before it is read, and S3 answering 403 (no s3:ListBucket on it)
+    s3 = aws.client("s3")
+    key = delivery_key(NOW - timedelta(minutes=30))
+    s3.put_object(Bucket=BUCKET, Key=key, Body=gz_file([]))
+    refuse_get(s3, "AccessDenied", 403, {key}, delete=True)
+
+    # When it is read, then it is gone: skipped once, not handed back to every later run
+    with pytest.raises(ObjectGoneError):
+        S3LogSource(s3, BUCKET).read(key)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "reason"),
+    [
+        ("KMS.AccessDeniedException", 403, "access_denied"),
+        ("AccessDenied", 403, "access_denied"),
+        ("InvalidRequest", 400, "refused"),
+    ],
+)
+def test_given_an_object_s3_refuses_then_it_is_retried_while_young_and_skipped_once_old(
+    aws: Any, deployment: Deployment, code: str, status: int, reason: str
+) -> None:
+    # Given an object that is there but refused (a missing kms:Decrypt, an object policy, SSE-C)
+    s3 = aws.client("s3")
+    key = delivery_key(NOW - timedelta(minutes=30))
+    s3.put_object(Bucket=BUCKET, Key=key, Body=gz_file([]))
+    refuse_get(s3, code, status, {key})
+    source = S3LogSource(s3, BUCKET)
+
+    # When it is read within a day of landing, then a later run tries again (a permission being fixed)
+    with pytest.raises(TransientReadError, match=re.escape(code)):
+        source.read(key)
+
+    # When it is still refused a day later, then it is skipped with its reason, no longer retried
+    source.clock = lambda: datetime.now(tz=UTC) + REFUSED_RETRY_WINDOW + timedelta(minutes=5)
+    with pytest.raises(ObjectUnreadableError, match=reason) as refused:
+        source.read(key)
+    assert refused.value.reason == reason
+
+
+def test_given_s3_slowdown_then_the_read_is_retried_later_however_old_the_object(
     aws: Any, deployment: Deployment
 ) -> None:
     s3 = aws.client("s3")
-    source = S3LogSource(s3, BUCKET)
-    with Stubber(s3) as stub:
-        stub.add_client_error("get_object", service_error_code="SlowDown", http_status_code=503)
-        stub.add_client_error(
-            "get_object", service_error_code="KMS.AccessDeniedException", http_status_code=403
-        )
-        with pytest.raises(TransientReadError, match="SlowDown"):
-            source.read("AWSLogs/x.json.gz")
-        with pytest.raises(TransientReadError, match="kms:Decrypt"):
-            source.read("AWSLogs/x.json.gz")
+    key = delivery_key(NOW - timedelta(days=3))
+    s3.put_object(Bucket=BUCKET, Key=key, Body=gz_file([]))
+    refuse_get(s3, "SlowDown", 503, {key})
+    source = S3LogSource(s3, BUCKET, clock=lambda: datetime.now(tz=UTC) + timedelta(days=3))
+    with pytest.raises(TransientReadError, match="SlowDown"):
+        source.read(key)
+    s3 = aws.client("s3")
+    source = S3LogSource(s3, BUCKET, clock=lambda: datetime.now(tz=UTC) + timedelta(days=3))
+    with Stubber(s3) as stub:  # a KMS refusal for a key that cannot even be listed now: retried later
+        stub.add_client_error("get_object", service_error_code="KMS.DisabledException", http_status_code=400)
+        stub.add_client_error("list_objects_v2", service_error_code="SlowDown", http_status_code=503)
+        with pytest.raises(TransientReadError, match=r"KMS\.DisabledException"):
+            source.read(key)
+
+
+def test_given_a_listed_file_deleted_before_its_read_then_the_run_counts_it_gone_and_moves_the_watermark(
+    aws: Any, deployment: Deployment, country_test_mmdb: Path
+) -> None:
+    # Given a window of three files, one of which is deleted between the listing and its read (403)
+    s3 = aws.client("s3")
+    tick = T0 + timedelta(hours=2)
+    files = files_by_delivery(
+        [record(T0 + timedelta(minutes=20 * i), ip=BT_IP) for i in range(5)], minutes=30
+    )
+    for key, body in files.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    deleted = sorted(files)[1]
+    deps = deps_for(aws, MaxMindGeoResolver(country_test_mmdb), deployment, tick)
+    refuse_get(deps.source.client, "AccessDenied", 403, {deleted}, delete=True)  # type: ignore[attr-defined]
+
+    # When the run reads the window
+    report = detect(tick, deps, RunOptions(lookback=timedelta(hours=2)))
+
+    # Then the deleted file is counted gone, nothing is handed back, and the watermark advances
+    assert report.files_read == len(files) - 1
+    assert dict(report.files_skipped) == {"gone": 1}
+    assert report.files_released == 0
+    assert deps.ledger.watermark() == tick
 
 
 def test_given_a_jsonl_sink_then_each_alert_is_one_line() -> None:

@@ -4,6 +4,7 @@ as the single Lambda on the same data."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -36,10 +37,27 @@ from tests.builders import (
     record,
 )
 from tests.conftest import EVENTS
-from trailgeo.adapters.fanout import DynamoFanoutTracker, S3PartialStore, SqsTaskQueue
+from trailgeo.adapters.aws import S3LogSource
+from trailgeo.adapters.fanout import (
+    MAX_BATCH_BYTES,
+    MAX_MESSAGE_BYTES,
+    DynamoFanoutTracker,
+    FanoutError,
+    S3PartialStore,
+    SqsTaskQueue,
+    message_batches,
+)
 from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.adapters.local import JsonLinesAlertSink
+from trailgeo.adapters.memory import (
+    MemoryFanoutTracker,
+    MemoryFrequencyStore,
+    MemoryLedger,
+    MemoryOutbox,
+    MemoryPartialStore,
+)
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
-from trailgeo.app.fanout import FANOUT_LEASE, REDUCE_LEASE, Fanout, plan, run_task
+from trailgeo.app.fanout import FANOUT_LEASE, REDUCE_LEASE, Fanout, plan, run_task, task_parts
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import FanoutTask, TransientReadError
 
@@ -385,3 +403,99 @@ def test_given_a_reducer_that_died_when_the_last_task_comes_back_after_its_lease
         late = deps_for(session, geo, deployment, later)
         assert run_task(last, late, OPTIONS, fanout).reduced is not None
         assert state(session, deployment.table) == reference
+
+
+# An organization trail's keys behind the longest trail prefix (S3KeyPrefix takes 200 characters):
+# about 360 bytes a key, so 760 of them (FilesPerTask goes to 1,000) are over SQS's 256 KiB a message.
+LONG_PREFIX = "security/log-archive/" + "organization-trail-delivered-by-control-tower/" * 3 + "c" * 40 + "/"
+ORG_ACCOUNT = "123456789012"
+
+
+def org_trail_key(delivered: datetime, unique: int, prefix: str = LONG_PREFIX) -> str:
+    region = "ap-southeast-2"
+    return (
+        f"{prefix}AWSLogs/o-abcdefghij0123456789/{ORG_ACCOUNT}/CloudTrail/{region}/{delivered:%Y/%m/%d}/"
+        f"{ORG_ACCOUNT}_CloudTrail_{region}_{delivered:%Y%m%dT%H%MZ}_{unique:016X}.json.gz"
+    )
+
+
+def test_given_long_organization_trail_keys_when_a_window_is_fanned_out_then_every_task_reaches_the_queue(
+    country_test_mmdb: Path,
+) -> None:
+    tick = T0 + timedelta(hours=2)
+    with mock_aws():
+        # Given 760 files of ~360-byte keys and a task queue as template.yaml makes it (256 KiB)
+        session = boto3.session.Session(region_name=REGION)
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="org-trail")
+        keys = [org_trail_key(T0 + timedelta(minutes=1 + i % 100), i) for i in range(760)]
+        assert len(LONG_PREFIX) == 200
+        for key in keys:
+            s3.put_object(Bucket="org-trail", Key=key, Body=b"")
+        queue_url = session.client("sqs").create_queue(
+            QueueName="trailgeo-fanout", Attributes={"MaximumMessageSize": str(256 * 1024)}
+        )["QueueUrl"]
+        deps = Dependencies(
+            source=S3LogSource(s3, "org-trail", LONG_PREFIX),
+            geo=MaxMindGeoResolver(country_test_mmdb),
+            store=MemoryFrequencyStore(),
+            ledger=MemoryLedger(),
+            outbox=MemoryOutbox(),
+            sink=JsonLinesAlertSink(io.StringIO()),
+            clock=lambda: tick,
+        )
+        fanout = Fanout(
+            SqsTaskQueue(session.client("sqs"), queue_url), MemoryPartialStore(), MemoryFanoutTracker()
+        )
+        fanout.files_per_task = 1000
+
+        # When the scheduled run plans the window
+        planned = plan(tick, deps, OPTIONS, fanout)
+        tasks = tasks_in(session, queue_url)
+
+        # Then no SendMessageBatch was refused: every key is in exactly one task, in order
+        assert planned.files_new == len(keys)
+        assert planned.tasks_dispatched == len(tasks) == 2  # cut by bytes: 760 keys do not fit one
+        assert sorted(task.index for task in tasks) == [0, 1]
+        assert {task.tasks for task in tasks} == {2}
+        queued = [key for task in sorted(tasks, key=lambda t: t.index) for key in task.keys]
+        assert sorted(queued) == sorted(keys)
+        assert max(len(task.to_json().encode()) for task in tasks) <= MAX_MESSAGE_BYTES
+
+
+def test_given_task_messages_when_batched_then_each_request_is_within_sqs_limits() -> None:
+    # Given messages of assorted sizes, some near SQS's limit of a message
+    bodies = ["x" * size for size in (200_000, 100_000, 60_000, 250_000, *[1_000] * 25, 262_144)]
+
+    # When cut into SendMessageBatch requests
+    batches = message_batches(bodies)
+
+    # Then in order, none over ten entries or 256 KiB in all, and none split needlessly
+    assert [body for batch in batches for body in batch] == bodies
+    assert all(len(batch) <= 10 for batch in batches)
+    assert all(sum(len(body) for body in batch) <= MAX_BATCH_BYTES for batch in batches)
+    assert [len(batch) for batch in batches] == [1, 2, 10, 10, 6, 1]
+    with pytest.raises(FanoutError, match="over SQS"):
+        message_batches(["x" * (MAX_MESSAGE_BYTES + 1)])
+
+
+@pytest.mark.parametrize("files_per_task", [1, 200, 1000, 2000])
+def test_given_keys_up_to_s3s_longest_when_split_into_tasks_then_each_task_fits_one_message(
+    files_per_task: int,
+) -> None:
+    # Given keys as long as S3 allows (a bucket writer chooses names), mixed with ordinary ones
+    rng = random.Random(5)
+    keys = [
+        org_trail_key(T0, i) if rng.random() < 0.5 else "AWSLogs/" + "k" * rng.randint(100, 1016)
+        for i in range(3000)
+    ]
+
+    # When split into tasks
+    parts = task_parts(keys, files_per_task)
+
+    # Then every key once, in order, within the count and within one SQS message once encoded
+    assert [key for part in parts for key in part] == keys
+    assert all(1 <= len(part) <= files_per_task for part in parts)
+    run_id, at = "a" * 24, T0 + timedelta(hours=23, minutes=59)
+    sizes = [len(FanoutTask(run_id, at, 99999, 99999, part).to_json().encode()) for part in parts]
+    assert max(sizes) <= MAX_MESSAGE_BYTES

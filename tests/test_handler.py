@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +17,7 @@ import pytest
 from tests.aws import (
     BUCKET,
     REGION,
+    ROOT,
     Deployment,
     FakeLambdaContext,
     create_deployment,
@@ -20,9 +25,21 @@ from tests.aws import (
     receive_alerts,
     set_environment,
 )
-from tests.builders import ALICE, BT_IP, T0, US_IP, delivery_key, files_by_delivery, gz_file, record
+from tests.builders import (
+    ACCOUNT,
+    ALICE,
+    BT_IP,
+    T0,
+    US_IP,
+    delivery_key,
+    files_by_delivery,
+    gz_file,
+    record,
+)
 from tests.conftest import EVENTS
 from trailgeo.adapters.dynamodb import DynamoLedger
+from trailgeo.app.runtime import REASONS
+from trailgeo.observability import OTHER
 
 ORG = "o-a1b2c3d4e5"
 
@@ -232,3 +249,161 @@ def test_given_a_broken_tuning_parameter_on_a_cold_start_then_the_run_fails_nami
 
     with pytest.raises(ValueError, match="ignored_principalz"):
         handler.lambda_handler(scheduled_event("2026-10-02T01:15:00Z"), FakeLambdaContext())
+
+
+# ---------------------------------------------------------------------------- metrics and logs
+
+
+def emf_documents(output: str) -> list[dict[str, Any]]:
+    """The Embedded Metric Format documents among the JSON lines of ``output``."""
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{") and '"_aws"' in line]
+
+
+def data_points(documents: list[dict[str, Any]]) -> list[tuple[str, str, dict[str, str]]]:
+    """(namespace, metric name, dimensions) of every metric in the documents."""
+    points = []
+    for document in documents:
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            names = {name for dimension_set in directive["Dimensions"] for name in dimension_set}
+            dimensions = {name: document[name] for name in names}
+            points.extend(
+                (directive["Namespace"], metric["Name"], dimensions) for metric in directive["Metrics"]
+            )
+    return points
+
+
+# A cold start in a fresh interpreter: Powertools reads its environment once, at import.
+COLD_START = """
+import json, os, sys
+from datetime import datetime, UTC
+import boto3
+from moto import mock_aws
+with mock_aws():
+    from tests.aws import FakeLambdaContext, create_deployment, environment, load_function
+    from tests.builders import delivery_key
+    session = boto3.session.Session(region_name="us-east-1")
+    deployment = create_deployment(session)
+    settings = environment(deployment, sys.argv[1], LEARNING_DAYS="0", LOOKBACK_MINUTES="1440")
+    os.environ.update({k: v for k, v in settings.items() if not k.startswith("POWERTOOLS_")})
+    key = delivery_key(datetime(2026, 10, 1, 1, tzinfo=UTC))
+    session.client("s3").put_object(Bucket=deployment.bucket, Key=key, Body=b"not gzip")
+    event = {"version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
+             "account": "123456789012", "time": "2026-10-02T00:15:00Z", "region": "us-east-1",
+             "resources": [], "detail": {}}
+    load_function("detector").lambda_handler(event, FakeLambdaContext())
+"""
+
+
+def cold_start(geoip: Path, **variables: str) -> str:
+    """Standard output of one scheduled run in a new process with ``variables`` in its environment."""
+    cleared = {"AWS_ENDPOINT_URL", "AWS_PROFILE", "LOG_LEVEL", "POWERTOOLS_LOG_LEVEL", "AWS_LAMBDA_LOG_LEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in cleared and not k.startswith("POWERTOOLS_")}
+    env |= {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
+    done = subprocess.run(
+        [sys.executable, "-c", COLD_START, str(geoip)],
+        cwd=ROOT,
+        env=env | variables,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_given_a_stack_s_powertools_names_and_log_level_when_it_cold_starts_then_metrics_and_logs_use_them(
+    country_test_mmdb: Path,
+) -> None:
+    # Given the names template.yaml gives a stack, and Lambda's application log level WARN
+    # When the detector cold-starts and runs over a bucket holding one unreadable file
+    output = cold_start(
+        country_test_mmdb,
+        POWERTOOLS_SERVICE_NAME="stack-a",
+        POWERTOOLS_METRICS_NAMESPACE="trailgeo/stack-a",
+        AWS_LAMBDA_LOG_LEVEL="WARN",
+    )
+
+    # Then every metric, the per-reason ones included, is in the stack's namespace and service
+    points = data_points(emf_documents(output))
+    assert {"ColdStart", "FilesRead", "FilesSkipped"} <= {name for _, name, _ in points}
+    assert {namespace for namespace, _, _ in points} == {"trailgeo/stack-a"}
+    assert {dimensions["service"] for _, _, dimensions in points} == {"stack-a"}
+    (skipped,) = [dimensions for _, name, dimensions in points if name == "FilesSkipped"]
+    assert skipped == {"service": "stack-a", "reason": "not_gzip"}
+    # And the log lines carry the service, at the level Lambda set (INFO lines are not written)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith('{"level"')]
+    assert [(line["level"], line["message"]) for line in lines] == [("WARNING", "object skipped")]
+    assert {line["service"] for line in lines} == {"stack-a"}
+
+
+def test_given_no_powertools_names_when_it_cold_starts_then_service_and_namespace_are_trailgeo(
+    country_test_mmdb: Path,
+) -> None:
+    # Given none of the variables (the CLI, replay, a local run)
+    output = cold_start(country_test_mmdb)
+
+    # Then the metrics still go to trailgeo, and INFO lines (Powertools' default level) are written
+    points = data_points(emf_documents(output))
+    assert {(namespace, dimensions["service"]) for namespace, _, dimensions in points} == {
+        ("trailgeo", "trailgeo")
+    }
+    messages = [json.loads(line)["message"] for line in output.splitlines() if line.startswith('{"level"')]
+    assert "run finished" in messages
+
+
+def test_given_a_bucket_writer_s_folders_when_the_schedule_fires_then_skip_metrics_keep_known_reasons(
+    aws: Any, deployment: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 30 folders of made-up names beside CloudTrail/ under an account (each one a new
+    # "prefix_<name>" skip reason), and a CloudTrail digest
+    put_files(aws, {f"AWSLogs/{ACCOUNT}/Made-Up-{n}/x.json.gz": b"x" for n in range(30)})
+    put_files(aws, {f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/us-east-1/2026/10/01/d.json.gz": b"x"})
+    put_files(aws, files_by_delivery([record(T0 + timedelta(minutes=3), ip=US_IP)]))
+    capsys.readouterr()
+
+    # When the schedule fires
+    summary = load_handler_module().lambda_handler(
+        scheduled_event("2026-10-02T00:15:00Z"), FakeLambdaContext()
+    )
+
+    # Then the run summary names every folder, but the metrics count them as one "other" reason:
+    # one metric per skip kind, its reason dimension limited to the known reasons
+    assert summary["keys_skipped"]["prefix_made-up-0"] == 1
+    points = data_points(emf_documents(capsys.readouterr().out))
+    by_reason = [(name, dimensions["reason"]) for _, name, dimensions in points if "reason" in dimensions]
+    assert ("KeysSkipped", OTHER) in by_reason
+    assert ("KeysSkipped", "prefix_cloudtrail-digest") in by_reason
+    assert all("." not in name for _, name, _ in points)
+    for name, reason in by_reason:
+        assert reason in REASONS[name] | {OTHER}, (name, reason)
+    assert len(by_reason) == len(set(by_reason))  # one data point per (metric, reason) and run
+
+
+# Where the detector names a skip reason in its source: every one must be a known reason.
+REASON_PATTERNS = {
+    "FilesSkipped": (
+        r'(?:UnreadablePayload|MalformedFile|ObjectUnreadable)Error\(\s*"(\w+)"',
+        r'(?:UnreadablePayload|MalformedFile|ObjectUnreadable)Error\(\s*"\w+" if .+? else "(\w+)"',
+        r'problem or "(\w+)"',
+        r'except ObjectGoneError:\s+return key, None, "(\w+)"',
+    ),
+    "RecordsSkipped": (r'(?<!_)skipped\["(\w+)"\]',),
+    "KeysSkipped": (r'skipped\["(prefix_\w+)"\]',),
+}
+
+
+def test_given_the_source_when_it_names_a_skip_reason_then_the_metrics_know_it() -> None:
+    source = "\n".join(
+        path.read_text(encoding="utf-8")
+        for path in (ROOT / "src" / "trailgeo").rglob("*.py")
+        if path.name not in {"bench.py", "runtime.py"}
+    )
+    unknown = {}
+    for name, patterns in REASON_PATTERNS.items():
+        found = {reason for pattern in patterns for reason in re.findall(pattern, source)}
+        assert found, name
+        if name == "RecordsSkipped":
+            found -= REASONS["KeysSkipped"]
+        unknown[name] = sorted(found - REASONS[name])
+    assert unknown == {name: [] for name in REASON_PATTERNS}

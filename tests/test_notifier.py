@@ -22,6 +22,7 @@ from tests.test_channels import (
     received_events,
     slack,  # noqa: F401 - the local webhook fixture
 )
+from tests.test_handler import data_points, emf_documents
 from trailgeo.app.notify import NotificationError, NotifierSettings, build_notifier, parse_alert
 from trailgeo.core.alerts import Alert, sns_message
 from trailgeo.core.asff import asff_finding
@@ -139,6 +140,23 @@ def test_given_slack_fails_when_sqs_retries_the_message_then_only_slack_gets_it_
 
     assert failed_ids(invoke(module, event)) == []  # an SNS duplicate: nothing is sent again
     assert len(slack.posts) == 3
+
+
+def test_given_slack_fails_when_the_notifier_runs_then_each_outcome_is_one_metric_with_a_channel_dimension(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    slack.status = 500
+    capsys.readouterr()
+
+    invoke(load_handler_module(), sqs_event(fixed_alert().to_json()))
+
+    points = data_points(emf_documents(capsys.readouterr().out))
+    outcomes = sorted(
+        (name, dimensions["channel"]) for _, name, dimensions in points if "channel" in dimensions
+    )
+    assert outcomes == [("Notified", "eventbridge"), ("Notified", "securityhub"), ("NotifyFailed", "slack")]
 
 
 def test_given_the_topic_delivers_to_the_queue_with_raw_delivery_then_the_notifier_reads_the_alert(

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -45,7 +46,7 @@ TABLE_ACTIONS = {
     "dynamodb:BatchWriteItem",
     "dynamodb:ConditionCheckItem",  # TransactWriteItems is authorised per item: no action of its own
 }
-# The settings the package reads (trailgeo.app.settings plus Powertools and the log level).
+# The settings the package reads (trailgeo.app.settings, plus Powertools' names from Globals).
 FUNCTION_ENVIRONMENT = {
     "TRAIL_BUCKET",
     "TRAIL_PREFIX",
@@ -64,8 +65,9 @@ FUNCTION_ENVIRONMENT = {
     "READ_CONCURRENCY",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
-    "LOG_LEVEL",
 }
+POWERTOOLS = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+FUNCTIONS = ("DetectorFunction", "FanOutWorkerFunction", "NotifierFunction")
 
 
 def unavailable(reason: str) -> None:
@@ -195,6 +197,16 @@ def function(template: dict[str, Any], name: str = DETECTOR) -> dict[str, Any]:
     return properties
 
 
+def merged(template: dict[str, Any], name: str, key: str) -> dict[str, Any]:
+    """A function's map property with the template's Globals merged in, as SAM does (the function's
+    entries win); ``Environment`` gives the variables."""
+    shared = template.get("Globals", {}).get("Function", {}).get(key, {})
+    own = function(template, name).get(key, {})
+    if key == "Environment":
+        shared, own = shared.get("Variables", {}), own.get("Variables", {})
+    return {**shared, **own}
+
+
 def function_statements(template: dict[str, Any], name: str = DETECTOR) -> list[dict[str, Any]]:
     props = function(template, name)
     assert "Policies" not in props, "the function's permissions belong in its explicit role"
@@ -213,6 +225,11 @@ def function_statements(template: dict[str, Any], name: str = DETECTOR) -> list[
 
 def statements_with(template: dict[str, Any], action: str, name: str = DETECTOR) -> list[dict[str, Any]]:
     return [s for s in function_statements(template, name) if action in as_list(s["Action"])]
+
+
+def statement_sid(template: dict[str, Any], sid: str, name: str = DETECTOR) -> dict[str, Any]:
+    (found,) = [s for s in function_statements(template, name) if s.get("Sid") == sid]
+    return found
 
 
 def statements_for(template: dict[str, Any], service: str, name: str = DETECTOR) -> list[dict[str, Any]]:
@@ -289,9 +306,14 @@ def test_given_the_function_role_then_it_reads_only_the_trail_prefix_of_the_buck
         sub_text(get["Resource"]) == "arn:${AWS::Partition}:s3:::${TrailBucketName}/${TrailPrefix}AWSLogs/*"
     )
 
-    (listing,) = statements_with(template, "s3:ListBucket")
+    trail, partials_listing = statements_with(template, "s3:ListBucket")
+    listing = statement_sid(template, "ListTrailLogs")
+    assert trail is listing
     assert as_list(listing["Action"]) == ["s3:ListBucket"]
     assert sub_text(listing["Resource"]) == "arn:${AWS::Partition}:s3:::${TrailBucketName}"
+    # Fan-out mode only: the listing of its own partials bucket, never the trail's
+    assert partials_listing["Sid"] == "FanOutListPartials"
+    assert referenced(partials_listing["Resource"]) == "PartialsBucket"
     patterns = [sub_text(p) for p in as_list(listing["Condition"]["StringLike"]["s3:prefix"])]
     assert set(patterns) >= {"${TrailPrefix}AWSLogs/", "${TrailPrefix}AWSLogs/*"}
 
@@ -300,7 +322,7 @@ def test_given_the_function_role_then_it_reads_only_the_trail_prefix_of_the_buck
 def test_given_the_list_condition_when_the_detector_lists_its_prefixes_then_only_those_are_allowed(
     template: dict[str, Any], trail_prefix: str
 ) -> None:
-    (listing,) = statements_with(template, "s3:ListBucket")
+    listing = statement_sid(template, "ListTrailLogs")
     patterns = [
         sub_text(p).replace("${TrailPrefix}", trail_prefix)
         for p in as_list(listing["Condition"]["StringLike"]["s3:prefix"])
@@ -328,7 +350,14 @@ def test_given_the_function_role_then_it_uses_exactly_the_needed_table_actions_o
     table_name, _ = the_one(template, "AWS::DynamoDB::Table")
     (statement,) = statements_for(template, "dynamodb")
     assert set(as_list(statement["Action"])) == TABLE_ACTIONS
-    assert [referenced(r) for r in as_list(statement["Resource"])] == [table_name]
+    # the stack's table, or the retained one named by ExistingTableName: one table either way
+    condition, created, existing = statement["Resource"]["Fn::If"]
+    assert condition == "CreatesTable"
+    assert referenced(created) == table_name
+    assert (
+        sub_text(existing)
+        == "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${ExistingTableName}"
+    )
 
 
 def test_given_the_function_role_then_it_publishes_only_to_the_alerts_topic(template: dict[str, Any]) -> None:
@@ -348,7 +377,7 @@ def test_given_the_function_role_then_kms_use_is_limited_to_its_keys_and_service
         assert set(actions) <= {"kms:Decrypt", "kms:GenerateDataKey"}, statement
         assert "kms:ViaService" in json.dumps(statement["Condition"]), statement
         (resource,) = as_list(statement["Resource"])
-        if resource == {"Ref": "TrailKmsKeyArn"}:
+        if resource in ({"Ref": "TrailKmsKeyArn"}, {"Ref": "TuningKmsKeyArn"}):
             assert actions == ["kms:Decrypt"]
         else:
             assert referenced(resource) == key_name
@@ -379,7 +408,7 @@ def test_given_the_function_then_it_logs_to_its_own_retained_log_group(template:
 
 def test_given_the_function_then_its_environment_is_what_the_package_reads(template: dict[str, Any]) -> None:
     props = function(template)
-    variables = props["Environment"]["Variables"]
+    variables = merged(template, DETECTOR, "Environment")
     assert set(variables) == FUNCTION_ENVIRONMENT
     # The fan-out worker is the same code with the same settings, pointed at its own queue
     worker = template["Resources"]["FanOutWorkerFunction"]
@@ -388,7 +417,7 @@ def test_given_the_function_then_its_environment_is_what_the_package_reads(templ
         props["CodeUri"],
         "app.task_handler",
     )
-    worker_variables = worker["Properties"]["Environment"]["Variables"]
+    worker_variables = merged(template, "FanOutWorkerFunction", "Environment")
     assert set(worker_variables) == FUNCTION_ENVIRONMENT
     assert referenced(worker_variables["FANOUT_QUEUE_URL"]) == "FanOutQueue"
     assert variables["FANOUT_QUEUE_URL"]["Fn::If"][0] == "IsFanOut"
@@ -398,13 +427,14 @@ def test_given_the_function_then_its_environment_is_what_the_package_reads(templ
         "ReportBatchItemFailures"
     ]
     assert variables["GEOIP_DB_PATH"] == "/opt/geoip/country.mmdb"
-    assert variables["POWERTOOLS_SERVICE_NAME"] == variables["POWERTOOLS_METRICS_NAMESPACE"] == "trailgeo"
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == (
         "python3.13",
         "app.lambda_handler",
         ["x86_64"],
     )
-    assert props["ReservedConcurrentExecutions"] == 1
+    assert props["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }  # what it allows: tests/test_deploy_limits.py
     assert props["Timeout"] < 900  # inside the 15-minute schedule
     assert props["Tracing"] == "Active"
     parameters = template["Parameters"]
@@ -453,26 +483,136 @@ def test_given_the_alarms_then_each_watches_a_failure_mode_and_tells_the_operati
     template: dict[str, Any],
 ) -> None:
     alarms = resources_of(template, "AWS::CloudWatch::Alarm")
-    watched = {(a["Properties"]["Namespace"], a["Properties"]["MetricName"]) for a in alarms.values()}
+    watched = {
+        (sub_text(a["Properties"]["Namespace"]), a["Properties"]["MetricName"]) for a in alarms.values()
+    }
     assert watched == {
         ("AWS/Lambda", "Errors"),
         ("AWS/Lambda", "Duration"),
+        ("AWS/Lambda", "Invocations"),  # no run at all (tests/test_deploy_limits.py)
+        ("AWS/Events", "InvocationsFailedToBeSentToDlq"),
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
-        ("trailgeo", "FilesRead"),
-        ("trailgeo", "AlertsRaised"),
+        ("trailgeo/${AWS::StackName}", "FilesRead"),
+        ("trailgeo/${AWS::StackName}", "AlertsRaised"),
     }
     for alarm in alarms.values():
         assert [referenced(a) for a in alarm["Properties"]["AlarmActions"]] == ["OperationsTopic"]
-    # No CloudTrail file for an hour is itself a signal: missing data counts as breaching
-    (silence,) = [a for a in alarms.values() if a["Properties"]["MetricName"] == "FilesRead"]
-    assert silence["Properties"]["TreatMissingData"] == "breaching"
-    # The metrics the alarms and the dashboard read are the ones the detector emits
+    assert "AWS::CloudWatch::Dashboard" in {r["Type"] for r in template["Resources"].values()}
+
+
+def dashboard_metrics(template: dict[str, Any]) -> tuple[str, dict[str, Any], set[str]]:
+    """The dashboard's body, its !Sub variables, and the names of the trailgeo metrics it shows."""
+    _, dashboard = the_one(template, "AWS::CloudWatch::Dashboard")
+    body, variables = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    names: set[str] = set()
+    for widget in json.loads(body)["widgets"]:
+        namespace = None
+        for row in widget["properties"]["metrics"]:
+            if isinstance(row[0], dict):  # a SEARCH expression
+                names.update(re.findall(r'MetricName=\\?"(\w+)', row[0]["expression"]))
+                continue
+            namespace = namespace if row[0] == "." else row[0]
+            if namespace == "${Namespace}":
+                names.add(row[1])
+    return body, variables, names
+
+
+def test_given_the_alarms_and_dashboard_then_they_read_this_stack_s_namespace_and_service(
+    template: dict[str, Any],
+) -> None:
+    # Given the Powertools names every function gets (Globals): one namespace per stack
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    namespace = sub_text(variables["POWERTOOLS_METRICS_NAMESPACE"])
+    service = variables["POWERTOOLS_SERVICE_NAME"]
+    assert "${AWS::StackName}" in namespace  # two stacks in a region never share it
+    assert service == {"Ref": "AWS::StackName"}
+    for name in FUNCTIONS:
+        assert not POWERTOOLS & set(function(template, name)["Environment"]["Variables"]), name
+
+    # Then every alarm on a trailgeo metric reads exactly that namespace and service
+    custom = [
+        alarm["Properties"]
+        for alarm in resources_of(template, "AWS::CloudWatch::Alarm").values()
+        if not sub_text(alarm["Properties"]["Namespace"]).startswith("AWS/")
+    ]
+    assert custom
+    for alarm in custom:
+        assert sub_text(alarm["Namespace"]) == namespace, alarm["MetricName"]
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": service}], alarm["MetricName"]
+    # And so does the dashboard, through its !Sub variables
+    body, sub_variables, _ = dashboard_metrics(template)
+    assert sub_text(sub_variables["Namespace"]) == namespace
+    assert sub_variables["Service"] == service
+    assert '"trailgeo"' not in body
+
+
+def test_given_the_alarms_and_dashboard_then_every_trailgeo_metric_they_read_is_emitted(
+    template: dict[str, Any],
+) -> None:
     from trailgeo.app import runtime
 
     emitted = Path(runtime.__file__).read_text(encoding="utf-8")
-    for name in ("FilesRead", "AlertsRaised", "RunSeconds", "FilesReleased", "FilesDeferred"):
-        assert f'name="{name}"' in emitted
-    assert "AWS::CloudWatch::Dashboard" in {r["Type"] for r in template["Resources"].values()}
+    _, _, shown = dashboard_metrics(template)
+    alarmed = {
+        a["Properties"]["MetricName"]
+        for a in resources_of(template, "AWS::CloudWatch::Alarm").values()
+        if not sub_text(a["Properties"]["Namespace"]).startswith("AWS/")
+    }
+    assert {"FilesRead", "AlertsRaised", "RunSeconds", "FilesSkipped", "RecordsSkipped"} <= shown | alarmed
+    for name in shown | alarmed:
+        assert f'name="{name}"' in emitted or name in runtime.REASONS, name
+
+
+def test_given_each_function_then_lambda_writes_json_logs_at_the_log_level_parameter_to_its_own_group(
+    template: dict[str, Any],
+) -> None:
+    groups = {
+        DETECTOR: "DetectorLogGroup",
+        "FanOutWorkerFunction": "FanOutWorkerLogGroup",
+        NOTIFIER: "NotifierLogGroup",
+    }
+    assert set(groups) == set(resources_of(template, "AWS::Serverless::Function"))
+    for name, group in groups.items():
+        config = merged(template, name, "LoggingConfig")
+        assert config["LogFormat"] == "JSON", name
+        assert config["ApplicationLogLevel"] == {"Ref": "LogLevel"}, name
+        assert config["SystemLogLevel"] in {"INFO", "DEBUG"}, name  # keeps the REPORT lines
+        assert referenced(config["LogGroup"]) == group, name
+        assert "LOG_LEVEL" not in merged(template, name, "Environment"), name
+        # the stack key encrypts the group; its key policy admits this stack's Lambda log groups
+        properties = template["Resources"][group]["Properties"]
+        assert referenced(properties["KmsKeyId"]) == "AlertsKey"
+        assert fnmatch.fnmatchcase(sub_text(properties["LogGroupName"]), "/aws/lambda/${AWS::StackName}-*"), (
+            group
+        )
+    # Lambda files a line without a level (the metrics' EMF documents) as INFO: a level above INFO
+    # would drop the metrics, and the alarms would see no data.
+    level = template["Parameters"]["LogLevel"]
+    assert level["Default"] == "INFO"
+    assert set(level["AllowedValues"]) <= {"TRACE", "DEBUG", "INFO"}
+
+
+def test_given_the_roles_that_read_the_trail_then_each_is_a_stack_output_for_cross_account_policies(
+    template: dict[str, Any],
+) -> None:
+    outputs = template["Outputs"]
+    exported = {
+        referenced(o["Value"])
+        for o in outputs.values()
+        if isinstance(o["Value"], dict) and "Fn::GetAtt" in o["Value"]
+    }
+    readers = {
+        referenced(function(template, name)["Role"])
+        for name in resources_of(template, "AWS::Serverless::Function")
+        if any(
+            "${TrailBucketName}" in sub_text(r)
+            for s in statements_with(template, "s3:GetObject", name)
+            for r in as_list(s["Resource"])
+        )
+    }
+    assert readers == {"DetectorRole"}  # the fan-out worker runs under the detector's role
+    assert readers <= exported
+    assert outputs["DetectorRoleArn"]["Value"] == {"Fn::GetAtt": ["DetectorRole", "Arn"]}
 
 
 def test_given_the_serverless_repository_metadata_then_it_names_the_licence_and_readme(
@@ -727,7 +867,6 @@ NOTIFIER_ENVIRONMENT = {
     "EVENT_BUS_NAME",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
-    "LOG_LEVEL",
 }
 NOTIFIER_RESOURCES = {
     "NotifierQueue": "AWS::SQS::Queue",
@@ -780,9 +919,15 @@ def test_given_the_notifier_role_then_each_channel_is_granted_only_its_resource_
     template: dict[str, Any],
 ) -> None:
     guarded = conditional_statements(template)
-    assert set(guarded) == {"HasSlack", "HasSecurityHub", "HasEventBus"}
+    assert set(guarded) == {"HasSlack", "HasSecretsKmsKey", "HasSecurityHub", "HasEventBus"}
     assert as_list(guarded["HasSlack"]["Action"]) == ["secretsmanager:GetSecretValue"]
-    assert guarded["HasSlack"]["Resource"] == {"Ref": "SlackWebhookSecretArn"}
+    assert sub_text(guarded["HasSlack"]["Resource"]) == "${SlackWebhookSecretArn}*"  # full or partial ARN
+    assert as_list(guarded["HasSecretsKmsKey"]["Action"]) == ["kms:Decrypt"]
+    assert guarded["HasSecretsKmsKey"]["Resource"] == {"Ref": "SecretsKmsKeyArn"}
+    assert [
+        sub_text(v)
+        for v in as_list(guarded["HasSecretsKmsKey"]["Condition"]["StringEquals"]["kms:ViaService"])
+    ] == ["secretsmanager.${AWS::Region}.amazonaws.com"]
     assert as_list(guarded["HasSecurityHub"]["Action"]) == ["securityhub:BatchImportFindings"]
     assert sub_text(guarded["HasSecurityHub"]["Resource"]) == DEFAULT_PRODUCT_ARN
     assert as_list(guarded["HasEventBus"]["Action"]) == ["events:PutEvents"]
@@ -802,7 +947,8 @@ def test_given_the_notifier_role_then_it_consumes_only_its_queue_and_decrypts_on
         "sqs:GetQueueAttributes",
     }
     assert referenced(consume["Resource"]) == "NotifierQueue"
-    (decrypt,) = statements_for(template, "kms", NOTIFIER)
+    decrypt, _secret = statements_for(template, "kms", NOTIFIER)  # the secret's: the test above
+    assert decrypt["Sid"] == "DecryptNotifierQueue"
     assert as_list(decrypt["Action"]) == ["kms:Decrypt"]
     assert referenced(decrypt["Resource"]) == "AlertsKey"
     assert [sub_text(v) for v in as_list(decrypt["Condition"]["StringEquals"]["kms:ViaService"])] == [
@@ -821,14 +967,10 @@ def test_given_the_notifier_then_its_environment_is_what_the_package_reads_and_h
     template: dict[str, Any],
 ) -> None:
     props = function(template, NOTIFIER)
-    variables = props["Environment"]["Variables"]
+    variables = merged(template, NOTIFIER, "Environment")
     assert set(variables) == NOTIFIER_ENVIRONMENT
     source = (ROOT / "src" / "trailgeo" / "app" / "notify.py").read_text(encoding="utf-8")
-    for name in NOTIFIER_ENVIRONMENT - {
-        "POWERTOOLS_SERVICE_NAME",
-        "POWERTOOLS_METRICS_NAMESPACE",
-        "LOG_LEVEL",
-    }:
+    for name in NOTIFIER_ENVIRONMENT - POWERTOOLS:
         assert f'"{name}"' in source, name
     assert variables["SLACK_WEBHOOK_SECRET_ARN"] == {"Ref": "SlackWebhookSecretArn"}  # an ARN, not the URL
     condition, product_arn, otherwise = variables["SECURITY_HUB_PRODUCT_ARN"]["Fn::If"]

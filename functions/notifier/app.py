@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from typing import Any
 
@@ -12,6 +13,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from trailgeo.app.notify import Notifier, notifier_from_environ
 from trailgeo.observability import logger, metrics, tracer
+
+# Every notifier metric has a channel dimension, so each is written on its own (count_by) and the
+# handler's flush finds no shared metric: not a problem to warn about at every invocation.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 # A batch whose every message failed is reported like a partial failure (all listed), not raised:
 # SQS retries exactly the same messages either way, without an invocation error per attempt.

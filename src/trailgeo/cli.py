@@ -1,19 +1,59 @@
-"""The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``, and the
-operator commands ``status``, ``explain`` and ``allow`` (app/operate.py)."""
+"""The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``, the
+operator commands ``status``, ``explain`` and ``allow`` (app/operate.py), and ``policy``
+(app/policy.py).
+
+Habits of aws-cli: stdout carries only the command's data (alerts, JSON, tables); logs, progress
+and errors go to stderr. A failure is one line on stderr and an exit code of :data:`EXIT_CODES`
+(``--debug`` adds the traceback and DEBUG logs). Text from CloudTrail is attacker-controlled:
+what reaches a terminal has its control and bidirectional characters neutralised.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import shutil
 import sys
+import textwrap
+import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from trailgeo.app.detect import RunOptions, RunReport
-from trailgeo.core.scoring import ScoringPolicy
+from trailgeo import __version__
+
+if TYPE_CHECKING:  # the app is imported by each command: --version and --help load none of it
+    from botocore.config import Config
+
+    from trailgeo.app.detect import RunOptions, RunReport
+    from trailgeo.app.operate import TableStatus
+    from trailgeo.app.replay import ReplayState
+    from trailgeo.core.alerts import Alert
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_AWS_CONFIG = 253
+EXIT_AWS = 254
+EXIT_INTERNAL = 255
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "not done: the tuning parameter changed meanwhile (nothing written: run again), "
+    "or a local file could not be read or written",
+    EXIT_USAGE: "usage or input error: a bad option, a missing file, an unknown table, alert or stack",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_AWS_CONFIG: "AWS configuration or credentials: none found, expired or invalid, unknown "
+    "profile, no region",
+    EXIT_AWS: "AWS request failed: the service refused it (AccessDenied, NoSuchBucket, throttling...) "
+    "or its endpoint could not be reached",
+    EXIT_INTERNAL: "internal error (a bug): run again with --debug and report the traceback",
+}
 
 
 def _add_detection_options(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +69,9 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(args: argparse.Namespace) -> RunOptions:
+    from trailgeo.app.detect import RunOptions
+    from trailgeo.core.scoring import ScoringPolicy
+
     return RunOptions(
         lookback=timedelta(minutes=args.lookback),
         policy=ScoringPolicy(
@@ -37,14 +80,68 @@ def _options(args: argparse.Namespace) -> RunOptions:
     )
 
 
+def _exit_code_epilog() -> str:
+    rows = "\n".join(
+        textwrap.fill(meaning, 96, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7)
+        for code, meaning in EXIT_CODES.items()
+    )
+    return (
+        "stdout carries only each command's data (alerts, JSON, tables); logs, progress and errors go\n"
+        "to stderr. A failure is one line on stderr, never a traceback (unless --debug).\n\n"
+        f"exit codes:\n{rows}\n\n"
+        "'trailgeo COMMAND --help' describes a command, what it prints where, and examples."
+    )
+
+
+def _debug_option() -> argparse.ArgumentParser:
+    """``--debug`` after the command too (as aws-cli takes it anywhere); SUPPRESS keeps the global one."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    return common
+
+
+DEBUG_HELP = "DEBUG logs and, on an error, the full traceback (both on stderr)"
+
+
+def _command(commands: Any, name: str, *, summary: str, description: str, examples: str) -> Any:
+    """A subcommand whose --help says what it does, what goes to stdout and stderr, with examples."""
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_debug_option()],
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="trailgeo", description="Unusual country for an AWS command, from CloudTrail logs."
+        prog="trailgeo",
+        description="Unusual country for an AWS command, from CloudTrail logs.",
+        epilog=_exit_code_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"trailgeo {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    replay = commands.add_parser(
-        "replay", help="run the detector over a local directory laid out like the trail bucket"
+    replay = _command(
+        commands,
+        "replay",
+        summary="run the detector over a local directory laid out like the trail bucket",
+        description=(
+            "Run the detector's code over a local copy of the trail (AWSLogs/..., .json.gz or .json),\n"
+            "simulating the schedule: a tick every 15 minutes, each seeing the files delivered by then.\n\n"
+            "stdout: the alert documents, one JSON object per line (nothing with --alerts-out).\n"
+            "stderr: progress, skipped files (JSON log lines) and the summary (JSON)."
+        ),
+        examples=(
+            "  trailgeo replay ./trail --geoip .cache/geoip/dbip-country.mmdb > alerts.jsonl\n"
+            "  trailgeo replay ./trail --geoip country.mmdb --alerts-out alerts.jsonl --state state.json\n"
+            "  aws s3 sync s3://my-trail-bucket/AWSLogs/ ./trail/AWSLogs/\n"
+            "  trailgeo replay ./trail --geoip country.mmdb | jq -r '.aws.cloudtrail.user_identity.arn'"
+        ),
     )
     replay.add_argument("logs", type=Path, help="directory holding AWSLogs/...")
     _add_detection_options(replay)
@@ -53,7 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--state", type=Path, help="JSON file to load the tables from and save them to")
 
-    demo = commands.add_parser("demo", help="end-to-end demo through moto's AWS server on 127.0.0.1")
+    demo = _command(
+        commands,
+        "demo",
+        summary="end-to-end demo through moto's AWS server on 127.0.0.1",
+        description=(
+            "Start moto's AWS server on 127.0.0.1, deploy trailgeo's resources into it, write a simulated\n"
+            "organization's trail with one stolen key used from abroad, and run the Lambda handler every\n"
+            "15 minutes of the last day. No AWS account is used.\n\n"
+            "stdout: the story: each step, the alerts as they arrive and the email a subscriber reads.\n"
+            "stderr: warnings and errors."
+        ),
+        examples="  make demo\n  trailgeo demo --geoip .cache/geoip/dbip-country.mmdb --days 14 --seed 7",
+    )
     demo.add_argument(
         "--geoip", type=Path, required=True, help="country .mmdb (make demo fetches DB-IP Lite)"
     )
@@ -64,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backfill_command(commands)
     _add_evaluation_commands(commands)
     _add_operator_commands(commands)
+    _add_policy_command(commands)
+    doctor = _command(
+        commands,
+        "doctor",
+        summary="check a deployed stack: schedule, role, bucket, table, last run, topic, tuning",
+        description=(
+            "Check a deployed trailgeo stack with its outputs and the caller's credentials (read-only\n"
+            "unless --publish-test): what each check does is in src/trailgeo/app/doctor.py.\n\n"
+            "stdout: one line per check, OK|FAIL|SKIP NAME: DETAIL. Exit code 1 when a check fails."
+        ),
+        examples=(
+            "  trailgeo doctor --stack trailgeo --region eu-west-1\n"
+            "  trailgeo doctor --profile audit --publish-test"
+        ),
+    )
+    doctor.add_argument("--stack", default="trailgeo", help="the stack's name (default trailgeo)")
+    doctor.add_argument("--publish-test", action="store_true", help="publish a test message to the topic")
+    doctor.add_argument("--profile", help="AWS named profile")
+    doctor.add_argument("--region", help="the stack's region (default: the profile's or AWS_DEFAULT_REGION)")
     return parser
 
 
@@ -76,19 +204,57 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_operator_commands(commands: Any) -> None:
-    status = commands.add_parser(
-        "status", help="the deployment's health from its table: last complete run, lag, runs, pending alerts"
+    status = _command(
+        commands,
+        "status",
+        summary="the deployment's health from its table: last complete run, lag, runs, pending alerts",
+        description=(
+            "The deployment's health, read from its DynamoDB table: the last complete run and the lag\n"
+            "behind the schedule, runs in progress or interrupted, alerts not yet published.\n\n"
+            "stdout: the status (--output table, the default, or json). stderr: errors only."
+        ),
+        examples=(
+            "  trailgeo status --table trailgeo-FrequencyTable-1ABC --region eu-west-1\n"
+            "  trailgeo status --table T --profile audit --output json | jq .lag_seconds"
+        ),
     )
     status.add_argument("--table", required=True, help="the stack output FrequencyTableName")
     _add_aws_options(status)
 
-    explain = commands.add_parser("explain", help="an alert from the outbox (kept 30 days), as a brief")
+    explain = _command(
+        commands,
+        "explain",
+        summary="an alert from the outbox (kept 30 days), as a brief",
+        description=(
+            "An alert from the deployment's outbox (alerts are kept 30 days): whether it was published,\n"
+            "and the investigation brief of the email.\n\n"
+            "stdout: the brief (--output table, the default) or the stored alert (json).\n"
+            "stderr: errors only."
+        ),
+        examples=(
+            "  trailgeo explain 5eeb0805fb334b9dd0f6654db5408bbc --table T --region eu-west-1\n"
+            "  trailgeo explain 5eeb0805fb334b9dd0f6654db5408bbc --table T --output json | jq .alert.score"
+        ),
+    )
     explain.add_argument("alert_id", metavar="ALERT_ID", help="the 'Alert id:' of the email")
     explain.add_argument("--table", required=True, help="the stack output FrequencyTableName")
     _add_aws_options(explain)
 
-    allow = commands.add_parser(
-        "allow", help="add an allowed_countries entry to the tuning SSM parameter (docs/tuning.md)"
+    allow = _command(
+        commands,
+        "allow",
+        summary="add an allowed_countries entry to the tuning SSM parameter (docs/tuning.md)",
+        description=(
+            "Append an [[allowed_countries]] entry to the tuning document in SSM (created when missing),\n"
+            "validated whole before it is written; a concurrent edit is refused, never overwritten.\n\n"
+            "stdout: what was written (--output table, the default, or json). stderr: errors only."
+        ),
+        examples=(
+            "  trailgeo allow --parameter /trailgeo/tuning --principal 'arn:aws:iam::*:user/alice' \\\n"
+            "      --country PT --until 2026-08-31 --note 'holiday, TICKET-123'\n"
+            "  trailgeo allow --parameter /trailgeo/tuning --principal 'arn:aws:iam::*:role/ci-*' \\\n"
+            "      --country DE --country FR --account 111122223333 --output json"
+        ),
     )
     allow.add_argument("--parameter", required=True, help="the SSM parameter (TuningParameterName)")
     allow.add_argument(
@@ -110,9 +276,23 @@ def _add_operator_commands(commands: Any) -> None:
 
 
 def _add_backfill_command(commands: Any) -> None:
-    backfill = commands.add_parser(
+    backfill = _command(
+        commands,
         "backfill",
-        help="train the tables from historical CloudTrail (alerting off): a new deployment alerts on day one",
+        summary="train the tables from historical CloudTrail (alerting off): alerts from day one",
+        description=(
+            "Count the history already in the trail bucket (or a local copy) into the deployment's table,\n"
+            "alerting off, one day at a time, oldest first, and advance the watermark: the scheduled runs\n"
+            "carry on from there. Every file is counted once, whatever runs at the same time.\n\n"
+            "stdout: the summary (--output json, the default, or table).\n"
+            "stderr: a progress line per day, skipped files (JSON log lines)."
+        ),
+        examples=(
+            "  trailgeo backfill --bucket my-trail-bucket --table T --days 30 \\\n"
+            "      --geoip .cache/geoip/dbip-country.mmdb --region eu-west-1 --profile audit\n"
+            "  trailgeo backfill --logs ./trail --state state.json --days 14 --geoip country.mmdb \\\n"
+            "      --output table"
+        ),
     )
     source = backfill.add_mutually_exclusive_group(required=True)
     source.add_argument("--logs", type=Path, help="local directory laid out like the trail bucket")
@@ -128,6 +308,9 @@ def _add_backfill_command(commands: Any) -> None:
     backfill.add_argument("--geoip", type=Path, required=True, help="MaxMind-format country or city .mmdb")
     backfill.add_argument("--region", help="AWS region (default: the profile's or AWS_DEFAULT_REGION)")
     backfill.add_argument("--profile", help="AWS named profile")
+    backfill.add_argument(  # json by default: its summary was JSON before --output existed
+        "--output", choices=("table", "json"), default="json", help="json (default) or table"
+    )
 
 
 def _utc(value: str) -> datetime:
@@ -137,7 +320,21 @@ def _utc(value: str) -> datetime:
 
 def _add_evaluation_commands(commands: Any) -> None:
     """``simulate`` (write a simulated trail and its ground truth) and ``eval`` (the harness)."""
-    sim = commands.add_parser("simulate", help="write a simulated organization's trail and its ground truth")
+    sim = _command(
+        commands,
+        "simulate",
+        summary="write a simulated organization's trail and its ground truth",
+        description=(
+            "Write a simulated organization's CloudTrail (AWSLogs/... under OUTDIR, as the bucket holds it)\n"
+            "with planted attacks, and the ground truth naming them.\n\n"
+            "stdout: nothing (the data is the files). stderr: one line saying what was written where."
+        ),
+        examples=(
+            "  trailgeo simulate ./sim/trail --days 21 --seed 7\n"
+            "  trailgeo simulate ./sim/trail --eval --seed 2\n"
+            "  trailgeo replay ./sim/trail --geoip country.mmdb > alerts.jsonl"
+        ),
+    )
     sim.add_argument("outdir", type=Path, help="directory to write AWSLogs/... into")
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--days", type=int, help="days to simulate (default: 21, or 28 with --eval)")
@@ -146,8 +343,20 @@ def _add_evaluation_commands(commands: Any) -> None:
         "--truth", type=Path, help="ground-truth JSON path (default OUTDIR/../ground-truth.json)"
     )
 
-    ev = commands.add_parser(
-        "eval", help="score trailgeo, a first-seen rule and an Elastic-like rare job on simulated incidents"
+    ev = _command(
+        commands,
+        "eval",
+        summary="score trailgeo, a first-seen rule and an Elastic-like rare job on simulated incidents",
+        description=(
+            "Simulate an organization per seed, replay it through trailgeo, a first-seen rule and an\n"
+            "approximation of Elastic's rare job, and score each against the planted attacks. Failed\n"
+            "targets are FAIL lines of the report, not an error (exit code 0).\n\n"
+            "stdout: the report. stderr: progress. --json FILE: every figure as JSON."
+        ),
+        examples=(
+            "  make eval\n"
+            "  trailgeo eval --geoip .cache/geoip/dbip-country.mmdb --seeds 1 2 3 --json eval.json"
+        ),
     )
     ev.add_argument("--geoip", type=Path, required=True, help="country .mmdb (make eval fetches DB-IP Lite)")
     ev.add_argument(
@@ -157,26 +366,280 @@ def _add_evaluation_commands(commands: Any) -> None:
     ev.add_argument("--json", type=Path, help="write every figure as JSON here")
 
 
+def _add_policy_command(commands: Any) -> None:
+    policy = _command(
+        commands,
+        "policy",
+        summary="the bucket (and KMS key) policy a trail bucket in another account needs for trailgeo",
+        description=(
+            "For trailgeo deployed in one account (security tooling) reading a trail bucket in another\n"
+            "(log archive): the bucket policy statements, and for an SSE-KMS trail the key policy\n"
+            "statement, that let the detector's role (DetectorRoleArn; the fan-out workers use the same\n"
+            "role) list and read <prefix>AWSLogs/ and nothing else: the same grants as the role's own\n"
+            "policy. --stack reads the role, bucket, prefix and key from the deployed stack; options given\n"
+            "win over the stack's values.\n\n"
+            "stdout: JSON: the bucket policy document (--kind bucket), the key policy statement (kms), or\n"
+            "both (all: bucket_policy and key_policy_statement; the default when a key is known).\n"
+            "stderr: how to apply it (merge into the existing policies: never replace them)."
+        ),
+        examples=(
+            "  trailgeo policy --stack trailgeo --region eu-west-1 --profile security \\\n"
+            "      --kind bucket > bucket-policy.json\n"
+            "  trailgeo policy --role-arn arn:aws:iam::111122223333:role/trailgeo-DetectorRole-ABC \\\n"
+            "      --bucket org-trail-bucket --prefix cloudtrail/ --kind bucket\n"
+            "  trailgeo policy --stack trailgeo --kind kms \\\n"
+            "      --kms-key-arn arn:aws:kms:eu-west-1:444455556666:key/1a2b3c4d-...\n"
+            "  trailgeo policy --stack trailgeo --kind bucket | jq '.Statement[0:2]'"
+        ),
+    )
+    who = policy.add_mutually_exclusive_group(required=True)
+    who.add_argument("--role-arn", help="the detector's role (stack output DetectorRoleArn)")
+    who.add_argument("--stack", help="the trailgeo stack: its DetectorRoleArn output and Trail* parameters")
+    policy.add_argument("--bucket", help="the trail bucket (default with --stack: its TrailBucketName)")
+    policy.add_argument(
+        "--prefix", help="the trail's S3 key prefix, may be empty (default with --stack: its TrailPrefix)"
+    )
+    policy.add_argument(
+        "--kms-key-arn", help="the bucket's SSE-KMS key (default with --stack: its TrailKmsKeyArn)"
+    )
+    policy.add_argument(
+        "--kind",
+        choices=("bucket", "kms", "all"),
+        help="what to print (default: all with a key, else bucket)",
+    )
+    policy.add_argument("--profile", help="AWS named profile (for --stack)")
+    policy.add_argument(
+        "--region", help="AWS region of the stack (default: the profile's or AWS_DEFAULT_REGION)"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = bool(args.debug)
+    try:
+        return _run(args, debug=debug)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - where a failure becomes one line and a code
+        return _report(exc, debug=debug)
+
+
+def _run(args: argparse.Namespace, *, debug: bool) -> int:
+    # Importing the logger also builds Powertools' X-Ray recorder, which reads the AWS profile: a
+    # wrong AWS_PROFILE fails here, inside main's guard, as one line like any configuration error.
     from trailgeo.observability import logger
 
     level = logger.log_level
-    logger.setLevel("WARNING")  # the CLI prints its own summary; warnings still show
+    logger.setLevel("DEBUG" if debug else "WARNING")  # the CLI prints its own summary; warnings still show
+    restore = _logs_to_stderr(logger.registered_handler, debug=debug)
     try:
-        if args.command == "replay":
-            return _replay(args)
-        if args.command == "backfill":
-            return _backfill(args)
-        if args.command in ("simulate", "eval"):
-            return _simulate(args) if args.command == "simulate" else _eval(args)
-        if args.command in OPERATOR_COMMANDS:
-            return _operate(args)
+        return _dispatch(args)
+    finally:
+        restore()
+        logger.setLevel(level)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "replay":
+        return _replay(args)
+    if args.command == "backfill":
+        return _backfill(args)
+    if args.command in ("simulate", "eval"):
+        return _simulate(args) if args.command == "simulate" else _eval(args)
+    if args.command in OPERATOR_COMMANDS:
+        return _operate(args)
+    if args.command == "policy":
+        return _policy(args)
+    if args.command == "doctor":
+        from trailgeo.app import doctor
+
+        return doctor.main(args, out=_out, config=_client_config())
+    if args.command == "demo":
         from trailgeo.demo import run_demo
 
         return run_demo(geoip=args.geoip, days=args.days, seed=args.seed)
-    finally:
-        logger.setLevel(level)
+    raise AssertionError(f"no handler for the {args.command!r} command")
+
+
+# --- output: stdout for data, stderr for the rest, nothing a terminal would act on -------------------
+
+# C0 controls but tab and newline, DEL and C1 controls (ESC and CSI start terminal commands: colours,
+# cursor moves, window titles), zero-width and bidirectional formatting characters (they reorder or
+# hide what is read), line and paragraph separators. JSON serializers escape C0 already; C1 and the
+# rest only with ensure_ascii, which Powertools' logger and pydantic do not use.
+_TERMINAL_ESCAPES = {
+    code: f"\\u{code:04x}"
+    for code in (
+        *range(0x09),
+        *range(0x0B, 0x20),
+        *range(0x7F, 0xA0),
+        *range(0x200B, 0x2010),
+        *range(0x2028, 0x202F),
+        *range(0x2060, 0x2070),
+        0xFEFF,
+    )
+}
+_ONE_LINE_ESCAPES = {**_TERMINAL_ESCAPES, ord("\t"): "\\t", ord("\n"): "\\n"}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character of :data:`_TERMINAL_ESCAPES` written as ``\\uXXXX``: the same
+    document for a JSON parser (those characters can only be inside its strings), inert on a screen."""
+    return text.translate(_TERMINAL_ESCAPES)
+
+
+def one_line(text: str) -> str:
+    """A value for one cell or line: :func:`terminal_safe`, newlines and tabs escaped too."""
+    return text.translate(_ONE_LINE_ESCAPES)
+
+
+class TerminalSafeStream:
+    """Writes through :func:`terminal_safe` (for log lines and tracebacks on stderr)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(terminal_safe(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _out(text: str) -> None:
+    """The command's data, on stdout."""
+    print(terminal_safe(text), flush=True)
+
+
+# Where the AWS SDK says which credentials it found and what it retries. Not botocore.endpoint nor
+# botocore.parsers: they log request and response bodies, e.g. a SecureString tuning parameter decrypted.
+_DEBUG_LOGGERS = ("botocore.credentials", "botocore.retries", "botocore.utils", "urllib3.connectionpool")
+
+
+def _logs_to_stderr(handler: logging.Handler, *, debug: bool) -> Callable[[], None]:
+    """Point the Powertools handler (bound to the stdout of import time) at stderr for this command,
+    and with --debug add the AWS SDK's diagnostics; returns what undoes it."""
+    undo: list[Callable[[], object]] = []
+    if isinstance(handler, logging.StreamHandler):
+        previous = handler.setStream(TerminalSafeStream(sys.stderr))
+        if previous is not None:
+            undo.append(lambda: handler.setStream(previous))
+    if debug:
+        sdk = logging.StreamHandler(TerminalSafeStream(sys.stderr))
+        sdk.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for name in _DEBUG_LOGGERS:
+            named = logging.getLogger(name)
+            undo.append(partial(named.setLevel, named.level))
+            undo.append(partial(named.removeHandler, sdk))
+            named.addHandler(sdk)
+            named.setLevel(logging.DEBUG)
+
+    def restore() -> None:
+        for step in reversed(undo):
+            step()
+
+    return restore
+
+
+# --- failures: one line and an exit code -----------------------------------------------------------
+
+# Error codes by which S3, DynamoDB, SSM and CloudFormation reject the credentials themselves.
+_CREDENTIAL_ERRORS = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "InvalidToken",
+        "RequestExpired",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    }
+)
+
+
+def _aws_cause(exc: BaseException) -> BaseException | None:
+    """The AWS SDK error behind ``exc`` (itself, or what an adapter wrapped), if any."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None or isinstance(seen, ClientError | BotoCoreError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """The exit code (:data:`EXIT_CODES`) and the one line to print for a failed command."""
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+    )
+    from botocore.exceptions import ConnectionError as AwsConnectionError
+
+    from trailgeo.adapters.geoip import GeoDatabaseError
+    from trailgeo.app.operate import ConcurrentChangeError, OperateError, aws_error
+    from trailgeo.app.policy import PolicyError
+
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, ConcurrentChangeError):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, InputError | OperateError | PolicyError | GeoDatabaseError):
+        return EXIT_USAGE, str(exc)
+    cause = _aws_cause(exc)
+    if isinstance(cause, ClientError):
+        error = cause.response.get("Error", {})
+        code = str(error.get("Code", "error"))
+        told = str(exc) if cause is not exc else aws_error(cause)
+        if code in _CREDENTIAL_ERRORS:
+            return EXIT_AWS_CONFIG, (
+                f"{told} (the credentials are invalid or expired: "
+                "`aws sts get-caller-identity` with the same profile shows which are used)"
+            )
+        return EXIT_AWS, told
+    if cause is not None:
+        told = str(exc) if cause is exc else f"{exc} ({cause})"
+        if isinstance(cause, ParamValidationError):
+            return EXIT_USAGE, told
+        if isinstance(cause, AwsConnectionError | HTTPClientError):
+            return EXIT_AWS, told
+        if isinstance(cause, NoCredentialsError):
+            told += " (give --profile, or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+        elif isinstance(cause, NoRegionError):
+            told += " (give --region, or set AWS_REGION, or a region in the profile)"
+        return EXIT_AWS_CONFIG, told
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return EXIT_FAILED, f"{exc.strerror or exc}{where}"
+    return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def _report(exc: BaseException, *, debug: bool) -> int:
+    code, message = classify(exc)
+    if debug:
+        traceback.print_exception(exc, file=TerminalSafeStream(sys.stderr))
+    elif code == EXIT_INTERNAL:
+        message += " (run with --debug for the traceback)"
+    return _fail(message, code)
+
+
+def _client_config() -> Config:
+    """The detector's client settings (timeouts, 5 attempts); AWS_MAX_ATTEMPTS and AWS_RETRY_MODE
+    win, as for aws-cli (botocore ignores them once a Config sets retries)."""
+    from botocore.config import Config
+
+    from trailgeo.app.wiring import CLIENT_CONFIG
+
+    retries = dict(getattr(CLIENT_CONFIG, "retries", None) or {})
+    if os.environ.get("AWS_MAX_ATTEMPTS", "").isdigit():
+        retries["max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
+    if os.environ.get("AWS_RETRY_MODE"):
+        retries["mode"] = os.environ["AWS_RETRY_MODE"]
+    return CLIENT_CONFIG.merge(Config(retries=retries))  # type: ignore[arg-type]
 
 
 def _backfill(args: argparse.Namespace) -> int:
@@ -187,9 +650,8 @@ def _backfill(args: argparse.Namespace) -> int:
     from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
     from trailgeo.adapters.local import LocalLogSource
     from trailgeo.app.backfill import NoAlertSink, backfill
-    from trailgeo.app.detect import Dependencies
+    from trailgeo.app.detect import Dependencies, RunOptions
     from trailgeo.app.replay import ReplayState
-    from trailgeo.app.wiring import CLIENT_CONFIG
     from trailgeo.ports import LogSource
 
     if args.days < 1:
@@ -208,10 +670,10 @@ def _backfill(args: argparse.Namespace) -> int:
             return 2
         source = LocalLogSource(args.logs)
     else:
-        source = S3LogSource(session.client("s3", config=CLIENT_CONFIG), args.bucket, args.prefix)
-    state = ReplayState.load(args.state) if args.state else ReplayState()
+        source = S3LogSource(session.client("s3", config=_client_config()), args.bucket, args.prefix)
+    state = _load_state(args.state) or ReplayState()
     if args.table:
-        dynamodb = session.client("dynamodb", config=CLIENT_CONFIG)
+        dynamodb = session.client("dynamodb", config=_client_config())
         deps = Dependencies(
             source,
             geo,
@@ -237,14 +699,58 @@ def _backfill(args: argparse.Namespace) -> int:
         bar.close()
     if args.state:
         state.save(args.state)
-    print(json.dumps({"backfill": summary.as_dict(), "geoip": geo.description}, indent=2))
+    document = {"backfill": summary.as_dict(), "geoip": geo.description}
+    _out(json.dumps(document, indent=2) if args.output == "json" else format_backfill(document, args))
     return 0
+
+
+def format_backfill(document: dict[str, Any], args: argparse.Namespace) -> str:
+    """The summary as aligned label/value lines, as ``status`` prints its table."""
+    summary = document["backfill"]
+
+    def reasons(counts: dict[str, int]) -> str:
+        return ", ".join(f"{reason} {n:,}" for reason, n in sorted(counts.items())) or "none"
+
+    into = f"table {args.table}" if args.table else f"state file {args.state}"
+    rows = [
+        ("trained", into),
+        (
+            "from",
+            f"bucket {args.bucket}, prefix {args.prefix!r}" if args.bucket else f"directory {args.logs}",
+        ),
+        ("days", f"{summary['days']:,}"),
+        ("files", f"{summary['files']:,}"),
+        ("events", f"{summary['events']:,} ({summary['events_geolocated']:,} geolocated)"),
+        ("counters written", f"{summary['counters_written']:,}"),
+        ("counters already applied", f"{summary['counters_already_applied']:,} (counted before: not again)"),
+        ("files skipped", reasons(summary["files_skipped"])),
+        ("records skipped", reasons(summary["records_skipped"])),
+        ("seconds", f"{summary['seconds']:g}"),
+        ("geoip", document["geoip"]),
+    ]
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label.ljust(width)}  {one_line(str(value))}" for label, value in rows)
+
+
+def _load_state(path: Path | None) -> ReplayState | None:
+    """A ``--state`` file, None without one; a file that is not one is an input error, not a bug."""
+    from trailgeo.app.replay import ReplayState
+
+    if path is None:
+        return None
+    try:
+        return ReplayState.load(path)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        raise InputError(f"--state {path}: not a trailgeo state file ({type(exc).__name__}: {exc})") from None
+
+
+class InputError(Exception):
+    """An option or input file the command cannot use: exit code 2, the message says which."""
 
 
 def _replay(args: argparse.Namespace) -> int:
     from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
-    from trailgeo.adapters.local import JsonLinesAlertSink
-    from trailgeo.app.replay import ReplayState, replay
+    from trailgeo.app.replay import replay
 
     try:
         geo = MaxMindGeoResolver(args.geoip)
@@ -254,7 +760,7 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.logs.is_dir():
         print(f"trailgeo: not a directory: {args.logs}", file=sys.stderr)
         return 2
-    state = ReplayState.load(args.state) if args.state else None
+    state = _load_state(args.state)
     out = args.alerts_out.open("w", encoding="utf-8") if args.alerts_out else sys.stdout
     bar = ProgressBar(sys.stderr, total=None, unit="ticks")
     alerts = events = 0
@@ -266,7 +772,7 @@ def _replay(args: argparse.Namespace) -> int:
         bar.advance(f"{report.window_end:%Y-%m-%d %H:%MZ}: {events:,} events, {alerts:,} alerts")
 
     try:
-        summary, final = replay(args.logs, geo, JsonLinesAlertSink(out), _options(args), state, tick)
+        summary, final = replay(args.logs, geo, AlertLines(out), _options(args), state, tick)
     finally:
         bar.close()
         if args.alerts_out:
@@ -275,6 +781,21 @@ def _replay(args: argparse.Namespace) -> int:
         final.save(args.state)
     print(json.dumps({"replay": summary.as_dict(), "geoip": geo.description}, indent=2), file=sys.stderr)
     return 0
+
+
+class AlertLines:
+    """One alert document per line, through :func:`terminal_safe`: the JSON of the alert (pydantic
+    leaves C1 and bidirectional characters raw), and inert when the lines reach a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.count = 0
+
+    def publish(self, alert: Alert) -> str:
+        self.stream.write(terminal_safe(alert.to_json()) + "\n")
+        self.stream.flush()
+        self.count += 1
+        return f"line-{self.count}"
 
 
 SPINNER = "|/-\\"
@@ -324,31 +845,29 @@ OPERATOR_COMMANDS = ("status", "explain", "allow")
 
 
 def _operate(args: argparse.Namespace) -> int:
-    """``status``, ``explain``, ``allow``: one line on stderr and exit code 2 on any failure."""
+    """``status``, ``explain``, ``allow``; a failure propagates to :func:`main` (one line, exit code)."""
     import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
 
     from trailgeo.app import operate
-    from trailgeo.app.wiring import CLIENT_CONFIG
 
-    try:
-        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
-        if args.command == "allow":
-            return _allow(args, session.client("ssm", config=CLIENT_CONFIG))
-        dynamodb = session.client("dynamodb", config=CLIENT_CONFIG)
-        if args.command == "status":
-            status = operate.read_status(dynamodb, args.table, datetime.now(tz=UTC))
-            _emit(args, status.as_dict(), lambda: operate.format_status(status))
-        else:
-            stored = operate.find_alert(dynamodb, args.table, args.alert_id)
-            _emit(args, stored.as_dict(), lambda: operate.format_alert(stored))
-    except operate.OperateError as exc:
-        return _fail(str(exc))
-    except ClientError as exc:
-        return _fail(operate.aws_error(exc))
-    except BotoCoreError as exc:  # no credentials, no region, unknown profile, endpoint unreachable
-        return _fail(str(exc))
+    session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    if args.command == "allow":
+        return _allow(args, session.client("ssm", config=_client_config()))
+    dynamodb = session.client("dynamodb", config=_client_config())
+    if args.command == "status":
+        status = operate.read_status(dynamodb, args.table, datetime.now(tz=UTC))
+        _emit(args, status.as_dict(), lambda: operate.format_status(_one_line_principals(status)))
+    else:
+        stored = operate.find_alert(dynamodb, args.table, args.alert_id)
+        _emit(args, stored.as_dict(), lambda: operate.format_alert(stored))
     return 0
+
+
+def _one_line_principals(status: TableStatus) -> TableStatus:
+    """The pending alerts' principals come from CloudTrail: a line break in one would draw a fake
+    row or warning in the table; escaped, the cell stays one line."""
+    pending = tuple(replace(alert, principal=one_line(alert.principal)) for alert in status.pending)
+    return replace(status, pending=pending)
 
 
 def _allow(args: argparse.Namespace, ssm: Any) -> int:
@@ -369,12 +888,44 @@ def _allow(args: argparse.Namespace, ssm: Any) -> int:
 
 
 def _emit(args: argparse.Namespace, document: dict[str, Any], table: Callable[[], str]) -> None:
-    print(json.dumps(document, indent=2) if args.output == "json" else table())
+    _out(json.dumps(document, indent=2) if args.output == "json" else table())
 
 
-def _fail(message: str) -> int:
-    print(f"trailgeo: {' '.join(message.split())}", file=sys.stderr)
-    return 2
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"trailgeo: {one_line(' '.join(message.split()))}", file=sys.stderr, flush=True)
+    return code
+
+
+def _policy(args: argparse.Namespace) -> int:
+    """``policy``: the JSON on stdout, how to apply it on stderr."""
+    from trailgeo.app.policy import Policies, PolicyError, PolicyInputs, stack_inputs
+
+    given = PolicyInputs(
+        role_arn=args.role_arn, bucket=args.bucket, prefix=args.prefix, kms_key_arn=args.kms_key_arn
+    )
+    if args.stack:
+        import boto3
+        from botocore.exceptions import ClientError
+
+        session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+        cloudformation = session.client("cloudformation", config=_client_config())
+        try:
+            stacks = cloudformation.describe_stacks(StackName=args.stack)["Stacks"]
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code == "ValidationError" and "does not exist" in str(exc):  # CloudFormation's not-found
+                raise PolicyError(
+                    f"stack {args.stack} not found in {cloudformation.meta.region_name}: "
+                    "give the trailgeo stack's name and its --region"
+                ) from None
+            raise
+        given = given.completed_by(stack_inputs(stacks[0]))
+    policies = Policies.of(given)
+    document = policies.document(args.kind)
+    for note in policies.notes(args.kind):
+        _progress(f"note: {note}")
+    _out(json.dumps(document, indent=2))
+    return 0
 
 
 def _progress(line: str) -> None:
@@ -419,7 +970,7 @@ def _eval(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a simulation config the simulator refuses (e.g. too few days)
         print(f"trailgeo: {exc}", file=sys.stderr)
         return 2
-    print(format_report(result), flush=True)
+    _out(format_report(result))
     if args.json:
         write_json(result, args.json)
         _progress(f"figures written to {args.json}")

@@ -97,7 +97,7 @@ def receive_envelopes(session: Any, queue_url: str) -> list[dict[str, Any]]:
 
 
 def deployment_environment(deployment: Deployment, geoip: Path) -> dict[str, str]:
-    """The function's environment, as template.yaml sets it."""
+    """The function's environment, as template.yaml sets it for a stack named ``trailgeo-demo``."""
     return {
         "TRAIL_BUCKET": deployment.bucket,
         "TRAIL_PREFIX": "",
@@ -106,8 +106,8 @@ def deployment_environment(deployment: Deployment, geoip: Path) -> dict[str, str
         "GEOIP_DB_PATH": str(geoip),
         "LOOKBACK_MINUTES": "120",
         "SCORE_THRESHOLD": "50",
-        "POWERTOOLS_SERVICE_NAME": "trailgeo",
-        "POWERTOOLS_METRICS_NAMESPACE": "trailgeo",
+        "POWERTOOLS_SERVICE_NAME": "trailgeo-demo",
+        "POWERTOOLS_METRICS_NAMESPACE": "trailgeo/trailgeo-demo",
     }
 
 

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,6 +34,17 @@ _ACCOUNT = re.compile(r"^\d{12}$")
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 MAX_OBJECT_BYTES = 256 * 1024 * 1024  # compressed; CloudTrail files are a few MB at most
 DISCOVERY_TTL_SECONDS = 3600.0  # accounts and regions change rarely: rediscover hourly
+# An object S3 refuses to give (403 AccessDenied or KMS, or a 400 such as an SSE-C object) is tried
+# again at later runs while it is younger than this, then skipped (counted, logged): long enough to
+# fix a permission (the NoCloudTrailFilesAlarm fires within the hour when every file is refused),
+# short enough that an object a bucket writer made unreadable cannot hold the watermark back for good.
+REFUSED_RETRY_WINDOW = timedelta(hours=24)
+# Codes worth another try whatever the object (throttling, timeouts; 5xx are retried too).
+_RETRYABLE = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ThrottlingException"})
+
+
+def _utc_now() -> datetime:
+    return datetime.now(tz=UTC)
 
 
 class TrailBucketError(TrailgeoError):
@@ -48,6 +59,7 @@ class S3LogSource:
     bucket: str
     prefix: str = ""
     monotonic: Callable[[], float] = time.monotonic
+    clock: Callable[[], datetime] = _utc_now
     # How far before the window a file's name may be and still be picked up when it lands late.
     late_tolerance: timedelta = timedelta(hours=24)
     _regions: list[tuple[str, str, str]] = field(default_factory=list)  # (region prefix, account, region)
@@ -161,14 +173,41 @@ class S3LogSource:
             code = error_code_of(exc)
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise ObjectGoneError(key) from exc
-            if code == "AccessDenied" or code.startswith("KMS."):
-                raise TransientReadError(
-                    f"{code} reading s3://{self.bucket}/{key}: the function's role needs s3:GetObject on the "
-                    "trail prefix and, for an SSE-KMS trail, kms:Decrypt on the trail's key (TrailKmsKeyArn)"
-                ) from exc
-            raise TransientReadError(f"{code} reading s3://{self.bucket}/{key}") from exc
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+            if code in _RETRYABLE or status >= 500:
+                raise TransientReadError(f"{code} reading s3://{self.bucket}/{key}") from exc
+            raise self._refused(key, code) from exc
         except BotoCoreError as exc:
             raise TransientReadError(f"{type(exc).__name__} reading s3://{self.bucket}/{key}") from exc
+
+    def _refused(self, key: str, code: str) -> TrailgeoError:
+        """What a refused GetObject means. Without s3:ListBucket covering a key, S3 answers 403, not
+        404, for a key that is not there: the key is listed (the prefix grant allows it) to tell a
+        deleted object (gone) from one that is there and refused. A refused one is retried while
+        younger than ``REFUSED_RETRY_WINDOW`` (a permission being fixed), then skipped."""
+        denied = code in {"AccessDenied", "403", "AllAccessDisabled"} or code.startswith("KMS.")
+        hint = (
+            ": the function's role needs s3:GetObject on the trail prefix and, for an SSE-KMS trail, "
+            "kms:Decrypt on the trail's key (TrailKmsKeyArn)"
+            if denied
+            else ""
+        )
+        try:
+            page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except (ClientError, BotoCoreError):
+            return TransientReadError(f"{code} reading s3://{self.bucket}/{key}{hint}")
+        found = [obj for obj in page.get("Contents", []) if obj["Key"] == key]
+        if not found:
+            logger.warning("listed object gone", key=key, code=code)
+            return ObjectGoneError(key)
+        landed = found[0].get("LastModified")
+        if landed is not None and self.clock() - landed > REFUSED_RETRY_WINDOW:
+            age = self.clock() - landed
+            return ObjectUnreadableError(
+                "access_denied" if denied else "refused",
+                f"{code} for {age} since it landed: skipped{hint}",
+            )
+        return TransientReadError(f"{code} reading s3://{self.bucket}/{key}{hint}")
 
 
 @dataclass(slots=True)

@@ -29,26 +29,57 @@ class FanoutError(TrailgeoError):
     """A fan-out resource refused an operation retries will not fix."""
 
 
+# SQS's limits on one message and on one SendMessageBatch request (the sum of its bodies): 256 KiB
+# each, the limits every queue accepts (SQS raised both to 1 MiB in 2025; FanOutQueue keeps
+# MaximumMessageSize at 256 KiB). A request over the total is refused whole (BatchRequestTooLong,
+# an error, not a per-entry failure), so requests are cut by bytes as well as by ten entries.
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_ENTRIES = 10
+
+
+def message_batches(bodies: list[str]) -> list[list[str]]:
+    """``bodies`` in order, cut into SendMessageBatch requests within SQS's entry and byte limits."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    current_bytes = 0
+    for body in bodies:
+        size = len(body.encode())
+        if size > MAX_MESSAGE_BYTES:
+            raise FanoutError(f"a task message of {size} bytes is over SQS's {MAX_MESSAGE_BYTES}")
+        if current and (len(current) == MAX_BATCH_ENTRIES or current_bytes + size > MAX_BATCH_BYTES):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(body)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches
+
+
 @dataclass(slots=True)
 class SqsTaskQueue:
     client: SQSClient
     queue_url: str
 
     def send(self, tasks: list[FanoutTask]) -> None:
-        """SendMessageBatch, ten a call; entries SQS refused are sent again, then reported."""
-        for start in range(0, len(tasks), 10):
-            entries: list[Any] = [
-                {"Id": str(i), "MessageBody": task.to_json()}
-                for i, task in enumerate(tasks[start : start + 10])
-            ]
+        """SendMessageBatch, up to ten tasks and 256 KiB a call; entries SQS refused are sent again,
+        then reported."""
+        for bodies in message_batches([task.to_json() for task in tasks]):
+            entries: list[Any] = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
             for _ in range(3):
-                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                try:
+                    response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                except ClientError as exc:
+                    # The batch's run record stays open: a later run takes it over once its lease ends.
+                    raise FanoutError(
+                        f"SQS refused a SendMessageBatch of {len(entries)} task(s): {error_code_of(exc)}"
+                    ) from exc
                 failed = {f["Id"] for f in response.get("Failed", [])}
                 entries = [entry for entry in entries if entry["Id"] in failed]
                 if not entries:
                     break
             if entries:
-                # The batch's run record stays open: a later run takes it over once its lease ends.
                 raise FanoutError(f"SQS refused {len(entries)} task(s) of a fanned-out batch")
 
 
@@ -69,7 +100,8 @@ class S3PartialStore:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(run_id, index))["Body"]
             return bytes(body.read())
         except ClientError as exc:
-            if error_code_of(exc) in {"NoSuchKey", "404"}:
+            # A 404 only with s3:ListBucket on the bucket (granted); without it S3 answers 403.
+            if error_code_of(exc) in {"NoSuchKey", "404", "NotFound"}:
                 raise FanoutError(f"partial {index} of {run_id} is missing from {self.bucket}") from exc
             raise TransientReadError(f"partial {index} of {run_id}: {error_code_of(exc)}") from exc
 

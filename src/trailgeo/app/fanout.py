@@ -41,8 +41,14 @@ from trailgeo.observability import logger
 from trailgeo.ports import FanoutTask, FanoutTracker, PartialStore, TaskQueue, TransientReadError
 
 DEFAULT_FILES_PER_TASK = 200
+# A task is one SQS message (at most 256 KiB): its keys are cut by bytes as well as by count, so
+# long keys (a long trail prefix, an organization trail, or names a bucket writer made long: S3
+# keys run to 1,024 bytes) make more tasks, never a message SQS refuses. The rest of the task
+# (run id, time, numbers) takes about 100 bytes; the margin covers it.
+MAX_TASK_KEY_BYTES = 256 * 1024 - 4096
 # A fanned-out batch's run record is not taken over before this: long enough for SQS to deliver
-# a failing task again (visibility timeout x receives before the dead-letter queue).
+# a failing task again until it dead-letters (template.yaml: visibility timeout 960 s x
+# maxReceiveCount 5 = 80 minutes; tests/test_deploy_limits.py keeps the two in step).
 FANOUT_LEASE = timedelta(hours=2)
 # As long as a Lambda can run (900 s): a reducer cannot outlive it, and SQS's next delivery of
 # the last task (visibility timeout 960 s) finds it expired and reduces again.
@@ -84,14 +90,31 @@ def plan(scheduled_at: datetime, deps: Dependencies, options: RunOptions, fanout
     """The scheduled run in fan-out mode: plan, then send each new batch to the workers."""
 
     def dispatch(keys: list[str], run_id: str, at: datetime, report: RunReport) -> None:
-        size = fanout.files_per_task
-        parts = [keys[start : start + size] for start in range(0, len(keys), size)]
+        parts = task_parts(keys, fanout.files_per_task)
         fanout.tracker.open(run_id, len(parts), deps.clock())
         fanout.queue.send([FanoutTask(run_id, at, i, len(parts), part) for i, part in enumerate(parts)])
         report.tasks_dispatched += len(parts)
         logger.info("batch fanned out", run_id=run_id, files=len(keys), tasks=len(parts))
 
     return detect(scheduled_at, deps, options, dispatch=dispatch)
+
+
+def task_parts(keys: list[str], files_per_task: int, max_bytes: int = MAX_TASK_KEY_BYTES) -> list[list[str]]:
+    """``keys`` in order, in tasks of at most ``files_per_task`` keys whose JSON list takes at most
+    ``max_bytes`` (each key quoted and escaped, and a comma)."""
+    parts: list[list[str]] = []
+    current: list[str] = []
+    size = 2  # the list's brackets
+    for key in keys:
+        length = len(msgspec.json.encode(key)) + 1
+        if current and (len(current) == files_per_task or size + length > max_bytes):
+            parts.append(current)
+            current, size = [], 2
+        current.append(key)
+        size += length
+    if current:
+        parts.append(current)
+    return parts
 
 
 def run_task(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout) -> TaskReport:

@@ -17,11 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from trailgeo.core.alerts import Alert
-from trailgeo.observability import logger, metrics
+from trailgeo.observability import count_by, logger
 from trailgeo.ports import TrailgeoError
 
 MEMORY_SIZE = 10_000
@@ -106,17 +105,17 @@ class Notifier:
             key = (alert.alert_id, channel.name)
             if key in self.memory:
                 skipped.append(channel.name)
-                metrics.add_metric(name=f"NotifySkipped.{channel.name}", unit=MetricUnit.Count, value=1)
+                count_by("NotifySkipped", "channel", {channel.name: 1})
                 continue
             try:
                 channel.send(alert)
             except TrailgeoError as exc:
                 failed[channel.name] = str(exc)[:500]
-                metrics.add_metric(name=f"NotifyFailed.{channel.name}", unit=MetricUnit.Count, value=1)
+                count_by("NotifyFailed", "channel", {channel.name: 1})
                 continue
             self.memory.add(key)
             delivered.append(channel.name)
-            metrics.add_metric(name=f"Notified.{channel.name}", unit=MetricUnit.Count, value=1)
+            count_by("Notified", "channel", {channel.name: 1})
         if failed:
             logger.error("alert not delivered", alert_id=alert.alert_id, failed=failed, delivered=delivered)
             raise NotificationError(f"alert {alert.alert_id} not delivered to {', '.join(sorted(failed))}")

@@ -13,11 +13,38 @@ from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.fanout import Fanout, plan, run_task
 from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.app.wiring import build_dependencies, build_fanout
-from trailgeo.core.tuning import Tuning, TuningError
-from trailgeo.observability import logger, metrics
+from trailgeo.core.keys import KeyKind
+from trailgeo.core.sources import SourceKind
+from trailgeo.core.tuning import Tuning, TuningError, Verdict
+from trailgeo.observability import count_by, logger, metrics
 from trailgeo.ports import FanoutTask
 
 TuningSource = Callable[[], Tuning]
+
+# Every reason a run counts, per metric: the metric's ``reason`` dimension takes these values and
+# ``other`` (observability.count_by), so a deployment has a known number of custom metrics whatever
+# its bucket holds. The run summary and the log lines keep the exact reason.
+REASONS: Mapping[str, frozenset[str]] = {
+    "FilesSkipped": frozenset(
+        # core.payload, core.records, adapters.aws (S3 refuses it past the retry window), and
+        # app.detect (listed then deleted; unreadable, no reason said)
+        {"not_gzip", "too_large", "corrupt_gzip", "truncated_gzip"}
+        | {"invalid_json", "too_deep", "not_an_object", "no_records_key", "records_not_a_list"}
+        | {"access_denied", "refused", "gone", "unknown"}
+    ),
+    "KeysSkipped": frozenset(
+        {f"key_{kind.value}" for kind in KeyKind if kind is not KeyKind.LOG}
+        # adapters.aws: a folder under AWSLogs/ that is no account (prefix_other), and the other
+        # services' folders beside CloudTrail/ under an account; any other folder name counts as other
+        | {"prefix_other", "prefix_cloudtrail-digest", "prefix_cloudtrail-insight", "prefix_config"}
+    ),
+    "RecordsSkipped": frozenset(
+        {f"source_{kind.value}" for kind in SourceKind if kind is not SourceKind.PUBLIC}
+        | {"geo_unknown", "no_method", "bad_event_time", "duplicate_event", "field_truncated", "city_unknown"}
+        | {"invalid_utf8_replaced", "record_not_object", "field_wrong_type"}  # core.records
+    ),
+    "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict),
+}
 
 
 @dataclass(slots=True)
@@ -178,11 +205,10 @@ def emit_metrics(report: RunReport) -> None:
     metrics.add_metric(name="AlertsPublished", unit=count, value=report.alerts_published)
     metrics.add_metric(name="AlertsPending", unit=count, value=report.alerts_pending)
     metrics.add_metric(name="RunSeconds", unit=MetricUnit.Seconds, value=report.seconds)
-    for prefix, counter in (
+    for name, counter in (
         ("AlertsAllowlisted", report.alerts_allowlisted),
         ("FilesSkipped", report.files_skipped),
         ("KeysSkipped", report.keys_skipped),
         ("RecordsSkipped", report.records_skipped),
     ):
-        for reason, value in counter.items():
-            metrics.add_metric(name=f"{prefix}.{reason}", unit=count, value=value)
+        count_by(name, "reason", counter, REASONS[name])
