@@ -130,7 +130,9 @@ delete: $(if $(DRY_RUN),,$(SAM_VENV)/.installed)
 	@echo "    billing for its storage; a new deployment reattaches it with ExistingTableName=<table>," >&2
 	@echo "    or delete it in the DynamoDB console once you no longer need the history;" >&2
 	@echo "  - the alerts key (AlertsKeyArn output) is scheduled for deletion in 30 days: cancel with" >&2
-	@echo "    'aws kms cancel-key-deletion' to read old dead letters; logs and queues go with the stack." >&2
+	@echo "    'aws kms cancel-key-deletion' to read old dead letters; logs and queues go with the stack;" >&2
+	@echo "  - in fan-out mode, the partials bucket (PartialsBucketName output): it empties itself within" >&2
+	@echo "    a day, then 'aws s3 rb s3://<bucket>'." >&2
 	$(call run_or_print,$(SAM) delete $(SAM_CONFIG_ARGS))
 
 # ---- Locks (README "Dependencies"): the only place versions move ----

@@ -370,3 +370,21 @@ def test_given_the_templates_role_then_it_grants_what_the_doctor_probes(
     assert not granted(statements, outside)
     wrong_service = Probe("kms:Decrypt", KEY, {"kms:ViaService": f"sqs.{REGION}.amazonaws.com"})
     assert not granted(statements, wrong_service)
+
+
+def test_given_a_lagging_watermark_just_after_a_deploy_then_last_run_is_not_yet_ok(
+    world: Callable[..., World],
+) -> None:
+    # Given a first run that started the watermark two hours back and then failed to list
+    deployed = world()
+    table = deployed.outputs["FrequencyTableName"]
+    deployed.dynamodb.delete_item(TableName=table, Key={"pk": {"S": "STATE"}, "sk": {"S": "WATERMARK"}})
+    deployed.ledger.advance_watermark(datetime.now(tz=UTC) - timedelta(hours=2))
+
+    # When the doctor runs minutes after the deploy
+    code, checks = deployed.doctor()
+
+    # Then last-run says it cannot tell yet, rather than OK
+    assert checks["last-run"].status == SKIP
+    assert "ago" in checks["last-run"].detail
+    assert code == 0
