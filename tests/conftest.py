@@ -9,7 +9,9 @@ from typing import Any
 
 import boto3
 import pytest
+import requests
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -64,3 +66,22 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
         yield boto3.session.Session(region_name="us-east-1")
+
+
+def reset_moto(url: str) -> None:
+    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def moto_server_url() -> Iterator[str]:
+    """moto's server on 127.0.0.1, on a free port. Every moto server and ``mock_aws`` of this process
+    shares moto's in-process backends: reset before and after, so that no test sees another's
+    tables and buckets."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    reset_moto(url)
+    yield url
+    reset_moto(url)
+    server.stop()

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from tests.aws import REGION, TABLE, create_deployment
 from tests.builders import BT_IP, T0, US_IP, delivery_key, files_by_delivery, record, write_tree
@@ -95,20 +93,16 @@ def one_error_line(done: subprocess.CompletedProcess[str], *, progress: int = 0)
 
 
 @pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """moto's server on 127.0.0.1: this process's boto3 points at it, and the environment yielded
+def moto_server(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """moto's server on 127.0.0.1: this process's boto3 points at it, and the environment returned
     points the CLI's subprocess at it."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = clean_env(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_DEFAULT_REGION=REGION, **FAKE_CREDENTIALS)
+    env = clean_env(AWS_ENDPOINT_URL=moto_server_url, AWS_DEFAULT_REGION=REGION, **FAKE_CREDENTIALS)
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
-    yield env
-    server.stop()
+    return env
 
 
 def trail_with_an_attack(logs: Path, **attacker: Any) -> None:
@@ -127,7 +121,7 @@ def test_given_a_hostile_object_beside_good_files_when_replayed_then_stdout_is_a
     # Given a trail with one attack and, under a valid delivery key, a file that is not gzip
     logs = tmp_path / "logs"
     trail_with_an_attack(logs)
-    hostile_key = delivery_key(T0 + timedelta(days=5, minutes=20), unique="HOSTILE0000000001")
+    hostile_key = delivery_key(T0 + timedelta(days=5, minutes=20), unique="HOSTILE000000001")
     write_tree(logs, {hostile_key: (HOSTILE / "not_gzip.json.gz").read_bytes()})
 
     # When it is replayed to stdout
@@ -419,7 +413,7 @@ def test_given_a_role_and_a_trail_then_the_bucket_policy_grants_what_the_role_it
         assert statement["Resource"] == role[statement["Action"]]["Resource"]
         assert statement.get("Condition") == role[statement["Action"]]["Condition"]
     assert allow[0]["Condition"] == {"StringLike": {"s3:prefix": [f"{prefix}AWSLogs/", f"{prefix}AWSLogs/*"]}}
-    assert allow[1]["Resource"] == f"arn:aws:s3:::org-trail/{prefix}AWSLogs/*"
+    assert allow[1]["Resource"] == f"arn:aws:s3:::org-trail/{prefix}AWSLogs/*/CloudTrail/*"
     (deny,) = [s for s in document["Statement"] if s["Effect"] == "Deny"]
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     assert deny["Resource"] == ["arn:aws:s3:::org-trail", "arn:aws:s3:::org-trail/*"]
@@ -594,7 +588,7 @@ def test_given_a_trail_object_under_a_key_with_terminal_controls_when_skipped_th
     # Given a copy of a bucket where someone put a bad file under a folder named with controls
     logs = tmp_path / "logs"
     trail_with_an_attack(logs)
-    key = "x\x9b2J\u202e/" + delivery_key(T0 + timedelta(days=5, minutes=20), unique="HOSTILE0000000002")
+    key = "x\x9b2J\u202e/" + delivery_key(T0 + timedelta(days=5, minutes=20), unique="HOSTILE000000002")
     write_tree(logs, {key: gzip.compress(b"{not json", mtime=0)})
 
     done = trailgeo("replay", logs, "--geoip", country_test_mmdb)

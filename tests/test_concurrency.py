@@ -4,18 +4,16 @@ during the schedule) against moto's server on 127.0.0.1: nothing is counted twic
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
-from moto.server import ThreadedMotoServer
 
 from tests.aws import BUCKET, REGION, Deployment, create_deployment, deps_for
 from tests.builders import BT_IP, GB_IP, SE_IP, T0, US_IP, files_by_delivery, record
+from tests.conftest import reset_moto
 from tests.test_faults import counters
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, RunReport, detect
@@ -24,24 +22,15 @@ RACERS = 3
 
 
 @pytest.fixture
-def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+def moto_server(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in {
-        "AWS_ENDPOINT_URL": url,
+        "AWS_ENDPOINT_URL": moto_server_url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
     }.items():
         monkeypatch.setenv(name, value)
-    yield url
-    server.stop()
-
-
-def reset(url: str) -> None:
-    requests.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+    return moto_server_url
 
 
 def deploy_trail(session: Any) -> tuple[Deployment, int]:
@@ -70,7 +59,7 @@ def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
     deployment, files = deploy_trail(session)
     single = detect(tick, deps_for(session, geo, deployment, tick), options)
     expected = counters(session)
-    reset(moto_server)
+    reset_moto(moto_server)
 
     # When three invocations run the same window at the same moment, each with its own clients
     session = boto3.session.Session(region_name=REGION)
