@@ -128,7 +128,8 @@ delete: $(if $(DRY_RUN),,$(SAM_VENV)/.installed)
 	@echo "make delete: deletes the $(CONFIG_ENV) stack of $(SAMCONFIG). Kept after it:" >&2
 	@echo "  - the DynamoDB table (FrequencyTableName output: learned history, ledger, outbox): it keeps" >&2
 	@echo "    billing for its storage; a new deployment reattaches it with ExistingTableName=<table>," >&2
-	@echo "    or delete it in the DynamoDB console once you no longer need the history;" >&2
+	@echo "    or, once you no longer need the history, turn its deletion protection off and delete it:" >&2
+	@echo "    aws dynamodb update-table --table-name <table> --no-deletion-protection-enabled;" >&2
 	@echo "  - the alerts key (AlertsKeyArn output) is scheduled for deletion in 30 days: cancel with" >&2
 	@echo "    'aws kms cancel-key-deletion' to read old dead letters; logs and queues go with the stack;" >&2
 	@echo "  - in fan-out mode, the partials bucket (PartialsBucketName output): it empties itself within" >&2

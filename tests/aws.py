@@ -12,6 +12,7 @@ from typing import Any
 from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
 from trailgeo.app.detect import Dependencies
+from trailgeo.core.alerts import Alert
 from trailgeo.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
 from trailgeo.ports import GeoResolver
 
@@ -28,6 +29,7 @@ __all__ = [
     "deps_for",
     "environment",
     "load_function",
+    "queued_outbox",
     "receive_alerts",
 ]
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +59,16 @@ class FakeLambdaContext:
 
 def create_deployment(session: Any) -> Deployment:
     return provision(session, bucket=BUCKET, table=TABLE)
+
+
+def queued_outbox(session: Any, *alerts: Alert) -> DynamoOutbox:
+    """The deployment's table with ``alerts`` queued in its outbox, as the detector queues each alert
+    before publishing it: what the notifier (TABLE_NAME = ``.table``) reads each message back from."""
+    deployed = create_deployment(session)
+    outbox = DynamoOutbox(session.client("dynamodb", region_name=REGION), deployed.table)
+    for alert in alerts:
+        assert outbox.put(alert)
+    return outbox
 
 
 def receive_alerts(session: Any, queue_url: str) -> list[dict[str, Any]]:

@@ -209,6 +209,10 @@ def test_given_an_unreachable_endpoint_when_status_then_one_line_and_the_aws_exi
 def test_given_aws_max_attempts_in_the_environment_then_the_cli_s_clients_follow_it_as_aws_cli_does(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Given a client already made with the detector's settings (botocore rewrites their retries)
+    from trailgeo.app.wiring import CLIENT_CONFIG
+
+    boto3.session.Session(region_name=REGION).client("s3", config=CLIENT_CONFIG)
     monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
     monkeypatch.delenv("AWS_RETRY_MODE", raising=False)
     assert _client_config().retries == {"mode": "standard", "max_attempts": 5}  # the detector's own

@@ -254,11 +254,6 @@ def test_given_fan_out_then_workers_are_capped_by_the_event_source_and_throttlin
             "sqs:{r}:{a}:trailgeo-DeadLetterQueue-1A2B3C",
         ),
         (
-            "events.amazonaws.com",
-            "kms:EncryptionContext:aws:sns:topicArn",
-            "sns:{r}:{a}:trailgeo-AlertsTopic-1A2B3C",
-        ),
-        (
             "cloudwatch.amazonaws.com",
             "kms:EncryptionContext:aws:sns:topicArn",
             "sns:{r}:{a}:trailgeo-OperationsTopic-X",

@@ -461,6 +461,9 @@ class ConcurrentOutbox:
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.inner.mark_sent(alert_id, message_id)
 
+    def park(self, alert_id: str, reason: str) -> None:
+        self.inner.park(alert_id, reason)
+
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
         return self.inner.remember(subject, suppression, expected_alert_id)
 

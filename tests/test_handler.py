@@ -355,7 +355,7 @@ def test_given_no_powertools_names_when_it_cold_starts_then_service_and_namespac
 def test_given_a_bucket_writer_s_folders_when_the_schedule_fires_then_skip_metrics_keep_known_reasons(
     aws: Any, deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given 30 folders of made-up names beside CloudTrail/ under an account (each one a new
+    # Given 30 folders of made-up names beside CloudTrail/ under an account (each was once a new
     # "prefix_<name>" skip reason), and a CloudTrail digest
     put_files(aws, {f"AWSLogs/{ACCOUNT}/Made-Up-{n}/x.json.gz": b"x" for n in range(30)})
     put_files(aws, {f"AWSLogs/{ACCOUNT}/CloudTrail-Digest/us-east-1/2026/10/01/d.json.gz": b"x"})
@@ -367,12 +367,12 @@ def test_given_a_bucket_writer_s_folders_when_the_schedule_fires_then_skip_metri
         scheduled_event("2026-10-02T00:15:00Z"), FakeLambdaContext()
     )
 
-    # Then the run summary names every folder, but the metrics count them as one "other" reason:
-    # one metric per skip kind, its reason dimension limited to the known reasons
-    assert summary["keys_skipped"]["prefix_made-up-0"] == 1
+    # Then the run summary and the metrics count them under one fixed reason (the log lines name
+    # them): one metric per skip kind, its reason dimension limited to the known reasons
+    assert summary["keys_skipped"] == {"prefix_other": 30, "prefix_cloudtrail-digest": 1}
     points = data_points(emf_documents(capsys.readouterr().out))
     by_reason = [(name, dimensions["reason"]) for _, name, dimensions in points if "reason" in dimensions]
-    assert ("KeysSkipped", OTHER) in by_reason
+    assert ("KeysSkipped", "prefix_other") in by_reason
     assert ("KeysSkipped", "prefix_cloudtrail-digest") in by_reason
     assert all("." not in name for _, name, _ in points)
     for name, reason in by_reason:
@@ -389,7 +389,7 @@ REASON_PATTERNS = {
         r'except ObjectGoneError:\s+return key, None, "(\w+)"',
     ),
     "RecordsSkipped": (r'(?<!_)skipped\["(\w+)"\]',),
-    "KeysSkipped": (r'skipped\["(prefix_\w+)"\]',),
+    "KeysSkipped": (r'skipped\["(prefix_\w+)"\]', r'_skip\(\s*\w+,\s*"(prefix_\w+)"'),
 }
 
 

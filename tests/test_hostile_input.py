@@ -45,7 +45,7 @@ METHOD = "M#ec2.amazonaws.com:DescribeInstances"
 REGION = "us-east-1"
 BUCKET = "hostile-trail-bucket"
 # Where hostile objects land: delivered five minutes before the run, inside its look-back.
-HOSTILE_KEY = delivery_key(TICK - timedelta(minutes=5), unique="HOSTILE0000000001")
+HOSTILE_KEY = delivery_key(TICK - timedelta(minutes=5), unique="HOSTILE000000001")
 DAY_DIR = f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/2026/10/11/"
 WEIRD_PREFIX = "trail%2Flogs with space+plus/"
 
@@ -57,7 +57,7 @@ def fixture_bytes(name: str) -> bytes:
 def good_file() -> tuple[str, bytes]:
     """The one valid delivery file of every case: one call from the US, counted exactly once."""
     event = record(TICK - timedelta(minutes=20), ip=US_IP)
-    return delivery_key(TICK - timedelta(minutes=10), unique="GOOD0000000000001"), gz_file([event])
+    return delivery_key(TICK - timedelta(minutes=10), unique="GOOD000000000001"), gz_file([event])
 
 
 @pytest.fixture
@@ -243,7 +243,7 @@ CASES = [
                 "source_private": 3,
                 "source_special": 3,
             },
-            countries={"C#GB": 1},
+            countries={"C#GB": 1, "C#unknown": 1},  # geo_unknown: scored from "unknown", not skipped
         )
     ),
     _ok(Case("huge_user_agent.json.gz", records={"field_truncated": 1}, countries={"C#BT": 1})),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.aws import FakeLambdaContext, load_function
+from tests.aws import FakeLambdaContext, load_function, queued_outbox
 from tests.conftest import EVENTS
 from tests.test_channels import (
     ALERT_ID,
@@ -52,6 +52,9 @@ def sqs_event(*bodies: str) -> dict[str, Any]:
 
 @pytest.fixture
 def channels(aws: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:  # noqa: F811
+    """The three channels, and the detector's table with the alert of events/sqs-alert.json queued
+    in its outbox (the notifier acts only on alerts read back from there), as the stack sets them."""
+    outbox = queued_outbox(aws, fixed_alert())
     secrets = aws.client("secretsmanager", region_name=REGION)
     secret_arn = secrets.create_secret(Name="trailgeo/slack-webhook", SecretString=slack.url)["ARN"]
     hub = aws.client("securityhub", region_name=REGION)
@@ -61,13 +64,14 @@ def channels(aws: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> dic
         "SLACK_WEBHOOK_SECRET_ARN": secret_arn,
         "SECURITY_HUB_PRODUCT_ARN": PRODUCT_ARN,
         "EVENT_BUS_NAME": BUS,
+        "TABLE_NAME": outbox.table,
         "AWS_REGION": REGION,
         "POWERTOOLS_SERVICE_NAME": "trailgeo",
         "POWERTOOLS_METRICS_NAMESPACE": "trailgeo",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    return {"hub": hub, "sqs": sqs, "queue_url": queue_url}
+    return {"hub": hub, "sqs": sqs, "queue_url": queue_url, "outbox": outbox}
 
 
 def invoke(module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
@@ -102,11 +106,15 @@ def test_given_a_batch_with_a_message_that_is_not_an_alert_then_only_that_messag
     channels: dict[str, Any],
     slack: FakeSlack,  # noqa: F811
 ) -> None:
+    # Given two alerts the detector queued, and between them a message that is no alert at all
     second = fixed_alert(alert_id=SECOND_ID)
+    assert channels["outbox"].put(second)
     event = sqs_event(fixed_alert().to_json(), '{"not": "an alert"}', second.to_json())
 
+    # When the notifier takes the batch
     response = invoke(load_handler_module(), event)
 
+    # Then that message alone is reported failed (retried, then dead-lettered); both alerts go out
     assert failed_ids(response) == ["m1"]
     assert [post["attachments"][0]["blocks"][4]["elements"][-1]["text"] for post in slack.posts] == [
         f"Alert `{ALERT_ID}`",

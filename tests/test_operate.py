@@ -17,7 +17,7 @@ from trailgeo.adapters.dynamodb import DynamoLedger, DynamoOutbox
 from trailgeo.app import operate
 from trailgeo.cli import ProgressBar, main
 from trailgeo.core.alerts import Alert
-from trailgeo.core.tuning import AllowedCountries, MethodPolicy, TrustedCidr, Tuning
+from trailgeo.core.tuning import AllowedCountries, IgnoredUserAgents, MethodPolicy, TrustedCidr, Tuning
 
 PARAMETER = "/trailgeo/tuning"
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,7 +371,10 @@ def test_given_every_field_and_hostile_text_when_emitted_as_toml_then_tomllib_re
         version=1,
         description=text,
         ignored_principals=("arn:aws:sts::*:assumed-role/ci/*",),
-        ignored_user_agents=("Terraform/*", text),
+        ignored_user_agents=(
+            IgnoredUserAgents(user_agents=("Terraform/*", text), principals=("arn:aws:iam::*:user/ci",)),
+            IgnoredUserAgents(user_agents=("x",), cidrs=("198.51.100.0/24",), note=text),
+        ),
         trusted_cidrs=(TrustedCidr(cidr="198.51.100.0/24"), TrustedCidr(cidr="2001:db8::/48", note=text)),
         allowed_countries=(
             AllowedCountries(principals=("*",), countries=("PT", "ES")),

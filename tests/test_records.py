@@ -185,3 +185,37 @@ def test_given_valid_non_ascii_utf8_when_decoded_then_nothing_is_counted_as_repa
 
     assert decoded.skipped == {}
     assert decoded.records[0].userAgent == "aws-cli/2 né"
+
+
+def test_given_a_file_of_invalid_utf8_throughout_when_decoded_then_it_is_refused_not_tripled() -> None:
+    # Given a record whose user agent is 20 MiB of bytes that are never UTF-8 (each would become 3)
+    data = b'{"Records":[' + _record_bytes("81.2.69.160", userAgent=b"\xff" * (20 << 20)) + b"]}"
+
+    # When it is decoded, then it is refused as a whole, naming why
+    with pytest.raises(MalformedFileError) as refused:
+        decode_trail_file(data)
+    assert refused.value.reason == "invalid_json"
+    assert "UTF-8" in refused.value.detail
+
+
+def test_given_a_large_non_ascii_file_with_one_bad_byte_when_repaired_then_it_is_never_held_as_text() -> None:
+    import tracemalloc
+
+    # Given 16 MiB of 4-byte characters (text would take 4 bytes each) and one invalid byte
+    emoji = "\U0001f600".encode() * (4 << 20)
+    data = b'{"Records":[' + _record_bytes("81.2.69.160", userAgent=emoji + b"\xff") + b"]}"
+
+    # When only the repair runs, under tracemalloc
+    from trailgeo.core import records
+
+    tracemalloc.start()
+    try:
+        repaired = records._repair_utf8(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # Then it holds the repaired copy and a chunk, not the file as text as well
+    assert repaired is not None
+    assert repaired.endswith(b'\xef\xbf\xbd"}]}')
+    assert peak < len(data) * 1.5, f"{peak >> 20} MiB for a {len(data) >> 20} MiB file"

@@ -43,8 +43,6 @@ TABLE_ACTIONS = {
     "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",  # TransactWriteItems is authorised per item: no action of its own
 }
 # The settings the package reads (trailgeo.app.settings, plus Powertools' names from Globals).
 FUNCTION_ENVIRONMENT = {
@@ -58,6 +56,7 @@ FUNCTION_ENVIRONMENT = {
     "LEARNING_BUCKETS",
     "LEARNING_DAYS",
     "TUNING_PARAMETER",
+    "OPERATIONS_TOPIC_ARN",
     "DETECTORS",
     "FANOUT_QUEUE_URL",
     "PARTIALS_BUCKET",
@@ -303,7 +302,8 @@ def test_given_the_function_role_then_it_reads_only_the_trail_prefix_of_the_buck
     assert sub_text(partials["Resource"]) == "arn:${AWS::Partition}:s3:::${PartialsBucket}/partials/*"
     assert template["Resources"]["PartialsBucket"]["Condition"] == "IsFanOut"
     assert (
-        sub_text(get["Resource"]) == "arn:${AWS::Partition}:s3:::${TrailBucketName}/${TrailPrefix}AWSLogs/*"
+        sub_text(get["Resource"])
+        == "arn:${AWS::Partition}:s3:::${TrailBucketName}/${TrailPrefix}AWSLogs/*/CloudTrail/*"
     )
 
     trail, partials_listing = statements_with(template, "s3:ListBucket")
@@ -362,10 +362,12 @@ def test_given_the_function_role_then_it_uses_exactly_the_needed_table_actions_o
 
 def test_given_the_function_role_then_it_publishes_only_to_the_alerts_topic(template: dict[str, Any]) -> None:
     assert set(resources_of(template, "AWS::SNS::Topic")) == {"AlertsTopic", "OperationsTopic"}
-    topic_name = "AlertsTopic"
-    (statement,) = statements_for(template, "sns")
-    assert as_list(statement["Action"]) == ["sns:Publish"]
-    assert [referenced(r) for r in as_list(statement["Resource"])] == [topic_name]
+    alerts, tuning_changes = statements_for(template, "sns")
+    assert as_list(alerts["Action"]) == as_list(tuning_changes["Action"]) == ["sns:Publish"]
+    assert [referenced(r) for r in as_list(alerts["Resource"])] == ["AlertsTopic"]
+    # and, with a tuning parameter, its changes to the operations topic (docs/tuning.md)
+    assert tuning_changes["Sid"] == "ReportTuningChanges"
+    assert [referenced(r) for r in as_list(tuning_changes["Resource"])] == ["OperationsTopic"]
 
 
 def test_given_the_function_role_then_kms_use_is_limited_to_its_keys_and_services(
@@ -494,6 +496,7 @@ def test_given_the_alarms_then_each_watches_a_failure_mode_and_tells_the_operati
         ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
         ("trailgeo/${AWS::StackName}", "FilesRead"),
         ("trailgeo/${AWS::StackName}", "AlertsRaised"),
+        ("trailgeo/${AWS::StackName}", "FilesPoisoned"),  # tests/test_adversary_poison.py
     }
     for alarm in alarms.values():
         assert [referenced(a) for a in alarm["Properties"]["AlarmActions"]] == ["OperationsTopic"]
@@ -865,6 +868,7 @@ NOTIFIER_ENVIRONMENT = {
     "SLACK_WEBHOOK_SECRET_ARN",
     "SECURITY_HUB_PRODUCT_ARN",
     "EVENT_BUS_NAME",
+    "TABLE_NAME",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
 }
@@ -960,7 +964,10 @@ def test_given_the_notifier_role_then_it_consumes_only_its_queue_and_decrypts_on
     services = {
         a.split(":", 1)[0] for s in function_statements(template, NOTIFIER) for a in as_list(s["Action"])
     }
-    assert services == {"logs", "xray", "sqs", "kms", "secretsmanager", "securityhub", "events"}
+    assert services == {"logs", "xray", "sqs", "kms", "dynamodb", "secretsmanager", "securityhub", "events"}
+    (outbox,) = statements_for(template, "dynamodb", NOTIFIER)  # the alerts are checked against it
+    assert as_list(outbox["Action"]) == ["dynamodb:GetItem"]
+    assert outbox["Resource"] == statements_for(template, "dynamodb")[0]["Resource"]  # the detector's table
 
 
 def test_given_the_notifier_then_its_environment_is_what_the_package_reads_and_holds_no_secret(

@@ -25,7 +25,7 @@ TOML = """
 version = 1
 description = "two offices"
 ignored_principals = ["arn:aws:sts::*:assumed-role/ci-deployer/*"]
-ignored_user_agents = ["Terraform/*"]
+ignored_user_agents = [{ user_agents = ["Terraform/*"], cidrs = ["198.51.100.0/24"] }]
 
 [[allowed_countries]]
 principals = ["arn:aws:iam::*:user/alice"]
@@ -46,7 +46,7 @@ JSON = {
     "version": 1,
     "description": "two offices",
     "ignored_principals": ["arn:aws:sts::*:assumed-role/ci-deployer/*"],
-    "ignored_user_agents": ["Terraform/*"],
+    "ignored_user_agents": [{"user_agents": ["Terraform/*"], "cidrs": ["198.51.100.0/24"]}],
     "allowed_countries": [
         {
             "principals": ["arn:aws:iam::*:user/alice"],
@@ -112,6 +112,13 @@ def test_given_the_example_file_when_loaded_then_it_is_valid_and_means_what_its_
         "trusted_cidr"
     )
     assert verdict(example, principal=bob, country="JP") is None
+    plan = "arn:aws:sts::111122223333:assumed-role/terraform-plan/run-7"
+    terraform = {"country": "JP", "ips": ("198.51.100.7", "198.51.100.8"), "agents": ("Terraform/1.9.0",)}
+    assert verdict(example, principal=plan, **terraform) == "trusted_cidr"  # before the agents: order
+    assert verdict(example.model_copy(update={"trusted_cidrs": ()}), principal=plan, **terraform) == (
+        "ignored_user_agent"
+    )
+    assert verdict(example.model_copy(update={"trusted_cidrs": ()}), principal=bob, **terraform) is None
     assert example.method_policy("s3.amazonaws.com:GetObject").ignore
     assert example.method_policy("s3.amazonaws.com:GetBucketPolicy") == MethodPolicy(
         ignore=False, sensitive=True, note="exact key: beats the glob above, and always counts as sensitive"
@@ -195,8 +202,11 @@ def test_given_a_minimal_document_then_every_section_defaults_to_empty_like_empt
         ('[methods."iam.amazonaws.com:*"]\nsensitive = "yes"', ".sensitive: Input should be a valid boolean"),
         ('[methods."DescribeInstances"]\nignore = true', "must be eventSource:eventName"),
         # globs that would switch the detector off
-        ('ignored_principals = ["*"]', "ignored_principals[0]: '*' matches everything"),
-        ('ignored_user_agents = ["**"]', "ignored_user_agents[0]: '**' matches everything"),
+        ('ignored_principals = ["*"]', "ignored_principals[0]: '*' matches every principal"),
+        (
+            'ignored_user_agents = [{ user_agents = ["**"], cidrs = ["198.51.100.0/24"] }]',
+            "ignored_user_agents[0].user_agents[0]: '**' matches everything",
+        ),
         ('ignored_principals = ["arn:aws:iam::*:user/bob "]', "leading or trailing whitespace"),
     ],
 )
@@ -350,7 +360,9 @@ def test_given_trusted_cidrs_when_not_every_address_is_known_to_be_inside_then_t
 
 
 def test_given_ignored_user_agents_when_every_agent_matches_then_the_group_is_ignored() -> None:
-    t = tuning('ignored_user_agents = ["Terraform/*", "*other"]')
+    t = tuning(
+        f'ignored_user_agents = [{{ user_agents = ["Terraform/*", "*other"], principals = ["{ALICE}"] }}]'
+    )
 
     assert verdict(t, agents=("Terraform/1.9.0", "Terraform/1.8.5 (+https://www.terraform.io)")) == (
         "ignored_user_agent"
@@ -364,7 +376,7 @@ def test_given_ignored_user_agents_when_every_agent_matches_then_the_group_is_ig
 def test_given_a_group_matching_several_rules_then_the_verdict_follows_the_documented_order() -> None:
     t = tuning(
         'ignored_principals = ["arn:aws:iam::*:user/alice"]\n'
-        'ignored_user_agents = ["aws-cli/*"]\n'
+        'ignored_user_agents = [{ user_agents = ["aws-cli/*"], principals = ["arn:aws:iam::*:user/bob"] }]\n'
         'trusted_cidrs = ["203.0.113.0/24"]\n'
         '[[allowed_countries]]\nprincipals = ["*"]\ncountries = ["PT"]'
     )

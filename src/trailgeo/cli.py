@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trailgeo import __version__
+from trailgeo.core.text import escape_table
 
 if TYPE_CHECKING:  # the app is imported by each command: --version and --help load none of it
     from botocore.config import Config
@@ -461,22 +462,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 # --- output: stdout for data, stderr for the rest, nothing a terminal would act on -------------------
 
-# C0 controls but tab and newline, DEL and C1 controls (ESC and CSI start terminal commands: colours,
-# cursor moves, window titles), zero-width and bidirectional formatting characters (they reorder or
-# hide what is read), line and paragraph separators. JSON serializers escape C0 already; C1 and the
-# rest only with ensure_ascii, which Powertools' logger and pydantic do not use.
-_TERMINAL_ESCAPES = {
-    code: f"\\u{code:04x}"
-    for code in (
-        *range(0x09),
-        *range(0x0B, 0x20),
-        *range(0x7F, 0xA0),
-        *range(0x200B, 0x2010),
-        *range(0x2028, 0x202F),
-        *range(0x2060, 0x2070),
-        0xFEFF,
-    )
-}
+# The registry trailgeo.core.text.NEUTRALISED but tab and newline: C0, DEL and C1 controls (ESC and
+# CSI start terminal commands: colours, cursor moves, window titles), zero-width, bidirectional and
+# tag characters (they reorder or hide what is read), line and paragraph separators. JSON
+# serializers escape C0 already; the rest only with ensure_ascii, which Powertools' logger and
+# pydantic do not use.
+_TERMINAL_ESCAPES = escape_table(keep="\t\n")
 _ONE_LINE_ESCAPES = {**_TERMINAL_ESCAPES, ord("\t"): "\\t", ord("\n"): "\\n"}
 
 
@@ -632,9 +623,9 @@ def _client_config() -> Config:
     win, as for aws-cli (botocore ignores them once a Config sets retries)."""
     from botocore.config import Config
 
-    from trailgeo.app.wiring import CLIENT_CONFIG
+    from trailgeo.app.wiring import CLIENT_CONFIG, RETRIES
 
-    retries = dict(getattr(CLIENT_CONFIG, "retries", None) or {})
+    retries: dict[str, object] = dict(RETRIES)  # not CLIENT_CONFIG's: botocore rewrites it in use
     if os.environ.get("AWS_MAX_ATTEMPTS", "").isdigit():
         retries["max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
     if os.environ.get("AWS_RETRY_MODE"):

@@ -27,7 +27,10 @@ def _unless_set(variable: str) -> str | None:
 
 
 logger = Logger(service=_unless_set(constants.SERVICE_NAME_ENV))
-tracer = Tracer(service=_unless_set(constants.SERVICE_NAME_ENV))
+# botocore only (AWS calls): Powertools patches every library X-Ray supports otherwise, and an HTTP
+# library's subsegment records the URL, which for the Slack webhook is the secret itself.
+TRACED_MODULES = ("botocore",)
+tracer = Tracer(service=_unless_set(constants.SERVICE_NAME_ENV), patch_modules=TRACED_MODULES)
 metrics = Metrics(
     service=_unless_set(constants.SERVICE_NAME_ENV),
     namespace=_unless_set(constants.METRICS_NAMESPACE_ENV),

@@ -39,6 +39,15 @@ class PublishError(TrailgeoError):
     """An alert could not be delivered now; it stays in the outbox."""
 
 
+class AlertRefusedError(PublishError):
+    """The channel refused this alert itself (too large, an invalid parameter): retrying cannot
+    deliver it. It is parked in the outbox, not retried, so that it never holds back the others."""
+
+
+class BatchTooLargeError(TrailgeoError):
+    """A batch's run record would exceed what the ledger can store: plan it as smaller batches."""
+
+
 @dataclass(frozen=True, slots=True)
 class LogObject:
     key: str
@@ -78,6 +87,22 @@ class LedgerEntry:
     outcome: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RunAttempts:
+    """What a run record says of the attempts at its batch (``Ledger.attempts``): how many
+    takeovers began (this one included), and, once it is read file by file, the file an attempt
+    was reading when it died and the files set aside as poison."""
+
+    takeovers: int = 0
+    reading: str | None = None
+    poison: frozenset[str] = frozenset()
+
+
+# Poison files a run record keeps (S3 keys of up to 1,024 bytes, beside its packed keys of up to
+# 350 KB, within DynamoDB's 400 KB an item). A batch with more is not poisoned by its files.
+MAX_POISON_PER_RUN = 32
+
+
 class Ledger(Protocol):
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]: ...
 
@@ -99,7 +124,23 @@ class Ledger(Protocol):
         takeover: bool = False,
     ) -> list[str]:
         """Claim new (or released) keys; with ``takeover``, re-claim keys of the dead run ``run_id``
-        that it claimed and never finished, or never got to claim. Returns the keys won."""
+        that it claimed and never finished, or never got to claim, and count the takeover in its
+        run record. Returns the keys won."""
+        ...
+
+    def attempts(self, run_id: str) -> RunAttempts:
+        """The takeovers of an open run so far, and what its file-by-file attempts noted."""
+        ...
+
+    def note_reading(self, run_id: str, key: str | None) -> None:
+        """A file-by-file attempt is about to read ``key`` (None: its reading is over), noted in
+        the run record first, so that an attempt killed while reading it (out of memory, timed
+        out) leaves the name of the file for the next attempt."""
+        ...
+
+    def set_aside(self, run_id: str, key: str) -> bool:
+        """Keep ``key`` out of the run's batch for good (poison); False when the record cannot
+        take another (``MAX_POISON_PER_RUN``)."""
         ...
 
     def release(self, keys: Collection[str], run_id: str) -> None:
@@ -165,6 +206,11 @@ class AlertOutbox(Protocol):
         ...
 
     def mark_sent(self, alert_id: str, message_id: str) -> None: ...
+
+    def park(self, alert_id: str, reason: str) -> None:
+        """Set a pending alert aside, with why: the channel refused it (``AlertRefusedError``).
+        It is kept (``trailgeo explain`` reads it) and no run publishes it again."""
+        ...
 
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         """The last alert of each subject (identity|country) that has one."""

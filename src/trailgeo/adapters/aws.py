@@ -14,9 +14,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from trailgeo.adapters.dynamodb import error_code_of
 from trailgeo.core.alerts import Alert, email_subject, sns_message
-from trailgeo.core.keys import KeyKind, day_prefixes, parse_key, start_after
+from trailgeo.core.keys import KeyKind, day_prefixes, is_region, parse_key, start_after
 from trailgeo.observability import logger
 from trailgeo.ports import (
+    AlertRefusedError,
     ListedWindow,
     LogObject,
     ObjectGoneError,
@@ -41,10 +42,36 @@ DISCOVERY_TTL_SECONDS = 3600.0  # accounts and regions change rarely: rediscover
 REFUSED_RETRY_WINDOW = timedelta(hours=24)
 # Codes worth another try whatever the object (throttling, timeouts; 5xx are retried too).
 _RETRYABLE = frozenset({"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "ThrottlingException"})
+# SNS Publish codes about the message itself (too long, a parameter it refuses): no retry can
+# deliver that alert. Topic, KMS and permission errors refuse every alert alike: retried next run.
+_ALERT_REFUSED = frozenset({"InvalidParameter", "ParameterValueInvalid", "ValidationException"})
 
 
 def _utc_now() -> datetime:
     return datetime.now(tz=UTC)
+
+
+# Folders AWS services write beside CloudTrail/ under an account, each its own skip reason
+# (app.runtime.REASONS); any other folder is counted as prefix_other.
+_KNOWN_FOLDERS = {
+    "CloudTrail-Digest": "prefix_cloudtrail-digest",
+    "CloudTrail-Insight": "prefix_cloudtrail-insight",
+    "Config": "prefix_config",
+}
+# Log lines naming what a listing skipped, per reason and discovery (or window): a bucket writer's
+# thousands of folders or objects are counted, not each logged; a name is cut to this many characters.
+MAX_LOGGED_SKIPS = 20
+MAX_LOGGED_NAME_CHARS = 300
+
+
+def _skip(skipped: Counter[str], reason: str, key: str, what: str = "prefix") -> None:
+    """Count a folder (or an object: ``what`` "key") the listing does not read, and log it while
+    fewer than ``MAX_LOGGED_SKIPS`` of its reason were."""
+    skipped[reason] += 1
+    if skipped[reason] <= MAX_LOGGED_SKIPS:
+        logger.info(f"{what} skipped", key=key[:MAX_LOGGED_NAME_CHARS], reason=reason)
+    elif skipped[reason] == MAX_LOGGED_SKIPS + 1:
+        logger.info(f"{what} skips no longer logged one by one", reason=reason, logged=MAX_LOGGED_SKIPS)
 
 
 class TrailBucketError(TrailgeoError):
@@ -94,25 +121,27 @@ class S3LogSource:
             if _ACCOUNT.match(name):
                 account_prefixes.append((level, name))
             elif _ORG.match(name):
-                account_prefixes.extend(
-                    (sub, sub[len(level) : -1])
-                    for sub in self._common_prefixes(level)
-                    if _ACCOUNT.match(sub[len(level) : -1])
-                )
+                for sub in self._common_prefixes(level):
+                    if _ACCOUNT.match(sub[len(level) : -1]):
+                        account_prefixes.append((sub, sub[len(level) : -1]))
+                    else:
+                        _skip(skipped, "prefix_other", sub)
             else:
-                skipped["prefix_other"] += 1
+                _skip(skipped, "prefix_other", level)
         for account_prefix, account in account_prefixes:
             for service in self._common_prefixes(account_prefix):
                 kind = service[len(account_prefix) : -1]
                 if kind != "CloudTrail":
-                    # CloudTrail-Digest, CloudTrail-Insight, Config, ...: never read.
-                    skipped[f"prefix_{kind.lower()}"] += 1
-                    logger.info("prefix skipped", key=service, reason=f"prefix_{kind.lower()}")
+                    # CloudTrail-Digest, CloudTrail-Insight, Config, ...: never read. Any other name
+                    # is a bucket writer's to choose: one fixed reason, whatever it is.
+                    _skip(skipped, _KNOWN_FOLDERS.get(kind, "prefix_other"), service)
                     continue
-                regions.extend(
-                    (region_prefix, account, region_prefix[len(service) : -1])
-                    for region_prefix in self._common_prefixes(service)
-                )
+                for region_prefix in self._common_prefixes(service):
+                    region = region_prefix[len(service) : -1]
+                    if is_region(region):
+                        regions.append((region_prefix, account, region))
+                    else:
+                        _skip(skipped, "prefix_bad_region", region_prefix)
         self._regions, self._discovered_at, self._skipped_prefixes = regions, now, skipped
         return regions
 
@@ -145,8 +174,7 @@ class S3LogSource:
                 for obj in page.get("Contents", []):
                     parsed = parse_key(obj["Key"])
                     if parsed.kind is not KeyKind.LOG or parsed.delivered_at is None:
-                        window.skipped[f"key_{parsed.kind.value}"] += 1
-                        logger.info("key skipped", key=parsed.key, reason=f"key_{parsed.kind.value}")
+                        _skip(window.skipped, f"key_{parsed.kind.value}", parsed.key, "key")
                         continue
                     if parsed.delivered_at > end:
                         return  # keys sort by delivery time within a day
@@ -225,14 +253,20 @@ class SnsAlertSink:
             "alert_id": {"DataType": "String", "StringValue": alert.alert_id},
         }
         try:
+            message = sns_message(alert)
+        except ValueError as exc:
+            raise AlertRefusedError(f"too_large: {exc}") from exc
+        try:
             response = self.client.publish(
                 TopicArn=self.topic_arn,
                 Subject=email_subject(alert),
-                Message=sns_message(alert),
+                Message=message,
                 MessageStructure="json",
                 MessageAttributes=attributes,
             )
         except (ClientError, BotoCoreError) as exc:
             code = error_code_of(exc) if isinstance(exc, ClientError) else type(exc).__name__
+            if code in _ALERT_REFUSED:
+                raise AlertRefusedError(f"{code} publishing alert {alert.alert_id}") from exc
             raise PublishError(f"{code} publishing alert {alert.alert_id}") from exc
         return str(response["MessageId"])

@@ -30,6 +30,9 @@ EVENT_DETAIL_TYPE = "Unusual country for AWS command"
 # PutEvents takes at most 256 KB per entry (detail, source, detail type and resources together).
 EVENT_DETAIL_LIMIT = 200 * 1024
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# Slack's incoming-webhook hosts (commercial and GovSlack): the secret's URL goes nowhere else, so
+# whoever can write the secret cannot have the notifier post alerts to a host of theirs.
+SLACK_WEBHOOK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
 
 
 class ChannelError(TrailgeoError):
@@ -40,13 +43,25 @@ class ChannelError(TrailgeoError):
 
 
 def check_webhook_url(url: str) -> str:
-    """An https URL (plain http only on loopback, for tests); anything else is refused."""
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
+    """An https URL on Slack's webhook host (plain http only on loopback, for tests); anything
+    else is refused, naming the host expected (never the URL: it is a credential)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # an unparsable port or bracketed host
+        host, parts = None, urlsplit("")
+    if parts.scheme == "https" and host in SLACK_WEBHOOK_HOSTS:
         return url
-    if parts.scheme == "http" and parts.hostname in _LOOPBACK:
+    if parts.scheme == "http" and host in _LOOPBACK:
         return url
-    raise ChannelError("the Slack webhook secret does not hold an https URL")
+    if parts.scheme == "https" and host:
+        raise ChannelError(
+            "the Slack webhook secret holds an https URL of another host: only "
+            f"{' or '.join(sorted(SLACK_WEBHOOK_HOSTS))} is accepted"
+        )
+    raise ChannelError(
+        f"the Slack webhook secret does not hold an https URL of {' or '.join(sorted(SLACK_WEBHOOK_HOSTS))}"
+    )
 
 
 @dataclass(slots=True)

@@ -37,8 +37,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, compacted
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
@@ -50,10 +51,13 @@ from trailgeo.core.counters import (
 )
 from trailgeo.core.scoring import History
 from trailgeo.ports import (
+    MAX_POISON_PER_RUN,
     MAX_REMEMBERED_HOURS,
     MAX_REMEMBERED_METHODS,
+    BatchTooLargeError,
     CommitStats,
     LedgerEntry,
+    RunAttempts,
     Suppression,
     TrailgeoError,
 )
@@ -74,6 +78,9 @@ SUPPRESS_RETENTION = timedelta(days=30)
 # A closed run record says its files are done: it lives as long as their claims.
 RUN_RETENTION = LEDGER_RETENTION
 MAX_PACKED_BYTES = 350_000  # compressed keys or outcomes of one run record (item limit 400 KB)
+# An outbox item's alert JSON (item limit 400 KB). An alert's strings and lists are bounded, and so
+# is its size; one over this is stored compacted (core.alerts.compacted), never refused.
+MAX_ALERT_DOC_BYTES = 350_000
 
 
 class StoreError(TrailgeoError):
@@ -316,9 +323,9 @@ class DynamoLedger:
     def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
         packed = pack_keys(keys)
         if len(packed) > MAX_PACKED_BYTES:
-            raise StoreError(
+            raise BatchTooLargeError(
                 f"run {run_id}: {len(keys)} keys pack to {len(packed)} bytes, over the run record's "
-                f"{MAX_PACKED_BYTES}; use smaller batches (RunOptions.batch_files)"
+                f"{MAX_PACKED_BYTES}"
             )
         self.client.put_item(
             TableName=self.table,
@@ -376,10 +383,60 @@ class DynamoLedger:
             self.client.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
-                UpdateExpression="SET lease = :lease",
-                ExpressionAttributeValues={":lease": {"S": lease_until.astimezone(UTC).isoformat()}},
+                # att: the takeovers so far; after failed ones the batch is read file by file
+                UpdateExpression="SET lease = :lease ADD att :one",
+                ExpressionAttributeValues={
+                    ":lease": {"S": lease_until.astimezone(UTC).isoformat()},
+                    ":one": {"N": "1"},
+                },
             )
         return [key for key, won in zip(ordered, results, strict=True) if won]
+
+    def attempts(self, run_id: str) -> RunAttempts:
+        item = self.client.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
+            ConsistentRead=True,
+            ProjectionExpression="#att, #cur, #pz",
+            ExpressionAttributeNames={"#att": "att", "#cur": "cur", "#pz": "pz"},
+        ).get("Item", {})
+        return RunAttempts(
+            takeovers=int(item.get("att", {}).get("N", "0")),
+            reading=item.get("cur", {}).get("S"),
+            poison=frozenset(item.get("pz", {}).get("SS", ())),
+        )
+
+    def note_reading(self, run_id: str, key: str | None) -> None:
+        request: dict[str, Any] = {"UpdateExpression": "REMOVE cur"}
+        if key is not None:
+            request = {
+                "UpdateExpression": "SET cur = :key",
+                "ExpressionAttributeValues": {":key": {"S": key}},
+            }
+        conditional_write(  # never recreates a record that expired
+            self.client.update_item,
+            TableName=self.table,
+            Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
+            ConditionExpression="attribute_exists(pk)",
+            **request,
+        )
+
+    def set_aside(self, run_id: str, key: str) -> bool:
+        """``pz``, a string set, kept after the run closes (``trailgeo status`` lists it)."""
+        return conditional_write(
+            self.client.update_item,
+            TableName=self.table,
+            Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
+            UpdateExpression="ADD pz :key REMOVE cur",
+            ConditionExpression=(
+                "attribute_exists(pk) AND (attribute_not_exists(pz) OR size(pz) < :max OR contains(pz, :one))"
+            ),
+            ExpressionAttributeValues={
+                ":key": {"SS": [key]},
+                ":one": {"S": key},
+                ":max": {"N": str(MAX_POISON_PER_RUN)},
+            },
+        )
 
     def _claim_put(
         self, key: str, run_id: str, lease_until: datetime, now: datetime, takeover: bool
@@ -451,7 +508,7 @@ class DynamoLedger:
         self.client.update_item(
             TableName=self.table,
             Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
-            UpdateExpression=update + " REMOVE #keys, kz",
+            UpdateExpression=update + " REMOVE #keys, kz, cur",
             ExpressionAttributeNames={"#keys": "keys"},
             ExpressionAttributeValues=values,
         )
@@ -478,6 +535,9 @@ class DynamoOutbox:
         return self.clock() if self.clock is not None else datetime.now(tz=UTC)
 
     def put(self, alert: Alert) -> bool:
+        doc = alert.to_json()
+        if len(doc.encode()) > MAX_ALERT_DOC_BYTES:
+            doc = compacted(alert).to_json()
         return conditional_write(
             self.client.put_item,
             TableName=self.table,
@@ -485,7 +545,7 @@ class DynamoOutbox:
                 "pk": {"S": OUTBOX_PARTITION},
                 "sk": {"S": f"A#{alert.alert_id}"},
                 "st": {"S": "pending"},
-                "doc": {"S": alert.to_json()},
+                "doc": {"S": doc},
                 "created": {"S": self._now().isoformat()},
                 "expires_at": ttl_after(self._now(), OUTBOX_RETENTION),
             },
@@ -502,8 +562,27 @@ class DynamoOutbox:
             ExpressionAttributeValues={":pk": {"S": OUTBOX_PARTITION}, ":pending": {"S": "pending"}},
             ConsistentRead=True,
         ):
-            alerts.extend(Alert.model_validate_json(item["doc"]["S"]) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                try:
+                    alerts.append(Alert.model_validate_json(item.get("doc", {}).get("S", "")))
+                except ValidationError:  # not an alert of this version: it must not hold back the others
+                    self.park(item["sk"]["S"].removeprefix("A#"), "invalid_document")
         return sorted(alerts, key=lambda a: (a.detected_at, a.alert_id))
+
+    def park(self, alert_id: str, reason: str) -> None:
+        conditional_write(  # only a pending alert: one another publisher has sent stays sent
+            self.client.update_item,
+            TableName=self.table,
+            Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+            UpdateExpression="SET st = :parked, parked_reason = :why, parked_at = :at",
+            ConditionExpression="st = :pending",
+            ExpressionAttributeValues={
+                ":parked": {"S": "parked"},
+                ":pending": {"S": "pending"},
+                ":why": {"S": reason[:500]},
+                ":at": {"S": self._now().isoformat()},
+            },
+        )
 
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         found: dict[str, Suppression] = {}
@@ -574,3 +653,21 @@ class DynamoOutbox:
                 ":at": {"S": self._now().isoformat()},
             },
         )
+
+    def get(self, alert_id: str) -> Alert | None:
+        """The alert the detector queued under ``alert_id`` (the notifier checks what the topic
+        delivers against it), or None when there is none, or when the item holds no valid alert
+        (written by someone else: it vouches for nothing)."""
+        item = self.client.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+            ProjectionExpression="#doc",
+            ExpressionAttributeNames={"#doc": "doc"},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item:
+            return None
+        try:
+            return Alert.model_validate_json(item["doc"]["S"])
+        except ValidationError:  # the notifier refuses the message and logs it (not_in_outbox)
+            return None

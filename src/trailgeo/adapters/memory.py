@@ -18,7 +18,7 @@ from trailgeo.core.counters import (
     merge,
 )
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, FanoutTask, LedgerEntry, Suppression
+from trailgeo.ports import MAX_POISON_PER_RUN, CommitStats, FanoutTask, LedgerEntry, RunAttempts, Suppression
 
 
 @dataclass(slots=True)
@@ -56,6 +56,10 @@ class MemoryLedger:
     entries: dict[str, LedgerEntry] = field(default_factory=dict)
     runs: dict[str, tuple[list[str], datetime]] = field(default_factory=dict)  # open runs only
     high_water: datetime | None = None
+    # what a run record keeps besides (DynamoLedger: att, cur, pz); poison stays after closing
+    takeovers: dict[str, int] = field(default_factory=dict)
+    reading: dict[str, str] = field(default_factory=dict)
+    poison: dict[str, set[str]] = field(default_factory=dict)
 
     def watermark(self) -> datetime | None:
         return self.high_water
@@ -99,7 +103,28 @@ class MemoryLedger:
                 won.append(key)
         if takeover and run_id in self.runs:
             self.runs[run_id] = (self.runs[run_id][0], lease_until)
+            self.takeovers[run_id] = self.takeovers.get(run_id, 0) + 1
         return won
+
+    def attempts(self, run_id: str) -> RunAttempts:
+        return RunAttempts(
+            self.takeovers.get(run_id, 0), self.reading.get(run_id), frozenset(self.poison.get(run_id, ()))
+        )
+
+    def note_reading(self, run_id: str, key: str | None) -> None:
+        if key is None:
+            self.reading.pop(run_id, None)
+        elif run_id in self.runs:
+            self.reading[run_id] = key
+
+    def set_aside(self, run_id: str, key: str) -> bool:
+        poison = self.poison.get(run_id, set())
+        if run_id not in self.runs or (key not in poison and len(poison) >= MAX_POISON_PER_RUN):
+            return False
+        self.poison[run_id] = poison | {key}
+        if self.reading.get(run_id) == key:
+            del self.reading[run_id]
+        return True
 
     def release(self, keys: Collection[str], run_id: str) -> None:
         for key in keys:
@@ -111,6 +136,7 @@ class MemoryLedger:
         for key, outcome in outcomes.items():
             self.entries[key] = LedgerEntry(key, "done", run_id, None, outcome)
         self.runs.pop(run_id, None)
+        self.reading.pop(run_id, None)
 
 
 @dataclass(slots=True)
@@ -119,6 +145,7 @@ class MemoryOutbox:
     sent: dict[str, str] = field(default_factory=dict)
     last_alerted: dict[str, Suppression] = field(default_factory=dict)
     publishing: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    parked: dict[str, str] = field(default_factory=dict)  # alert id -> why the channel refused it
 
     def put(self, alert: Alert) -> bool:
         if alert.alert_id in self.alerts:
@@ -127,17 +154,22 @@ class MemoryOutbox:
         return True
 
     def pending(self) -> list[Alert]:
-        return [a for a_id, a in self.alerts.items() if a_id not in self.sent]
+        return [a for a_id, a in self.alerts.items() if a_id not in self.sent and a_id not in self.parked]
 
     def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:
         held = self.publishing.get(alert_id)
-        if alert_id in self.sent or (held is not None and held[0] != holder and held[1] >= now):
+        if alert_id in self.sent or alert_id in self.parked:
+            return False
+        if held is not None and held[0] != holder and held[1] >= now:
             return False
         self.publishing[alert_id] = (holder, until)
         return True
 
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.sent[alert_id] = message_id
+
+    def park(self, alert_id: str, reason: str) -> None:
+        self.parked[alert_id] = reason
 
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         return {s: self.last_alerted[s] for s in subjects if s in self.last_alerted}

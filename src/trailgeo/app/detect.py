@@ -26,10 +26,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from trailgeo.core.aggregate import DEFAULT_DETECTORS, CategoryGroup, HitGroup, RunAggregate, identity_of
 from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation
+from trailgeo.core.counters import event_hours
+from trailgeo.core.keys import parse_key
 from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import DecodedFile, MalformedFileError, decode_trail_file, gc_paused
 from trailgeo.core.scoring import (
@@ -46,7 +49,9 @@ from trailgeo.core.tuning import EMPTY_TUNING, Tuning
 from trailgeo.observability import logger
 from trailgeo.ports import (
     AlertOutbox,
+    AlertRefusedError,
     AlertSink,
+    BatchTooLargeError,
     FrequencyStore,
     GeoResolver,
     Ledger,
@@ -55,6 +60,7 @@ from trailgeo.ports import (
     ObjectGoneError,
     ObjectUnreadableError,
     PublishError,
+    RunAttempts,
     Suppression,
     TransientReadError,
 )
@@ -70,6 +76,11 @@ class RunOptions:
     # One batch per window as a rule: a counter is written once per batch. Its keys are kept,
     # compressed, in its run record (400 KB item limit: over 10,000 CloudTrail keys).
     batch_files: int = 5000
+    # Records decoded into one batch: the files after the one that goes over are handed back to the
+    # next run (released), so that the aggregate stays within the default function's 1,769 MB
+    # (151 MB a million events measured, docs/cost-and-capacity.md, beside one file's decoding,
+    # at most core.records.MAX_DECODE_BYTES). Takeovers and fan-out tasks hand nothing back.
+    batch_records: int = 4_000_000
     read_concurrency: int = 8
     lease: timedelta = DEFAULT_LEASE
     alerting: bool = True  # False when training history (backfill): count, never alert
@@ -104,6 +115,7 @@ class RunReport:
     files_in_progress_elsewhere: int = 0
     files_deferred: int = 0
     files_released: int = 0  # unreadable for now (S3 throttling, 5xx, timeouts): new again for the next run
+    files_over_budget: int = 0  # of those, handed back past the batch's record budget (batch_records)
     files_late: int = 0  # named before the look-back, landed within it: read all the same
     tasks_dispatched: int = 0  # fan-out mode: tasks of new files sent to the workers
     catch_up: bool = False  # the window reached back to the last complete run
@@ -120,6 +132,7 @@ class RunReport:
     alerts_allowlisted: Counter[str] = field(default_factory=Counter)  # by verdict
     alerts_published: int = 0
     alerts_pending: int = 0
+    alerts_parked: int = 0  # refused by the channel for what they hold: set aside (publish_pending)
     alerts: list[Alert] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -133,9 +146,14 @@ SAFETY_SECONDS = 60.0
 # small: decoded records still in the CPU's cache are counted faster (measured: 2,000 records a
 # group ran slower than one file at a time). Memory stays bounded by it, not by the batch.
 INGEST_GROUP_RECORDS = 300
-ROUTINE_SKIPS = frozenset({"source_service_host", "source_aws_internal", "source_private", "duplicate_event"})
+ROUTINE_SKIPS = frozenset(
+    {"source_service_host", "source_aws_internal", "source_private", "source_vpce_own", "duplicate_event"}
+)
 # How far back a run catches up after an outage; the ledger keeps entries for 14 days.
 MAX_CATCH_UP = timedelta(days=7)
+# A batch that killed this many attempts (its run, then a takeover) is read file by file
+# (_read_isolated): one file that kills every attempt must not keep its window from being scored.
+ISOLATE_AFTER_FAILURES = 2
 
 
 def run_id_for(scheduled_at: datetime, keys: list[str]) -> str:
@@ -229,14 +247,25 @@ def _plan(
             fresh.append(key)
         elif entry.state == "claimed":
             report.files_in_progress_elsewhere += 1
-    for start in range(0, len(fresh), options.batch_files):
-        if _out_of_time(deps, report, len(fresh) - start):
+    size = options.batch_files
+    batches = deque(fresh[start : start + size] for start in range(0, len(fresh), size))
+    while batches:
+        keys = batches.popleft()
+        if _out_of_time(deps, report, len(keys) + sum(map(len, batches))):
             return  # not claimed: still new for the next run
-        keys = fresh[start : start + options.batch_files]
         run_id = run_id_for(scheduled_at, keys)
         lease_until = deps.clock() + options.lease
         # The run record goes first: a crash between it and the claims loses nothing.
-        deps.ledger.begin(run_id, keys, lease_until, deps.clock())
+        try:
+            deps.ledger.begin(run_id, keys, lease_until, deps.clock())
+        except BatchTooLargeError:
+            if len(keys) == 1:  # one key (at most 1,024 bytes) always fits
+                raise
+            # Keys longer than CloudTrail's (a bucket writer's names) can pack over the run record's
+            # limit: the batch is halved rather than every run failing on it.
+            logger.warning("batch split in two: its run record would be too large", files=len(keys))
+            batches.extendleft((keys[len(keys) // 2 :], keys[: len(keys) // 2]))
+            continue
         won = deps.ledger.claim(keys, run_id, lease_until, deps.clock())
         report.files_in_progress_elsewhere += len(keys) - len(won)
         report.files_new += len(won)
@@ -268,7 +297,12 @@ def _process_batch(
     options: RunOptions,
     report: RunReport,
 ) -> None:
-    aggregate, outcomes, released = read_batch(keys, deps, options, report)
+    attempts = deps.ledger.attempts(run_id) if takeover else None
+    if attempts is not None and attempts.takeovers >= ISOLATE_AFTER_FAILURES:
+        aggregate, outcomes, released = _read_isolated(keys, run_id, attempts, deps, options, report)
+    else:
+        budget = None if takeover else options.batch_records
+        aggregate, outcomes, released = read_batch(keys, deps, options, report, record_budget=budget)
     if released and takeover:
         # The dead run may have committed these files' counts already: handing them back would
         # let a fresh run count them again. Stop; the lease expires and the takeover is retried.
@@ -284,14 +318,33 @@ def new_aggregate(deps: Dependencies, options: RunOptions) -> RunAggregate:
         geolocate=deps.geo.country,
         detectors=options.detectors,
         locate_city=getattr(deps.geo, "city", None),  # used only when the city detector is on
+        trusted_endpoint_accounts=frozenset(options.tuning.trusted_vpc_endpoint_accounts),
     )
 
 
+def _fetch(source: LogSource, key: str) -> tuple[str, bytes | None, str | None]:
+    """A file's bytes, or why there are none: gone, unreadable for good, or "transient"."""
+    try:
+        return key, source.read(key), None
+    except ObjectGoneError:
+        return key, None, "gone"
+    except ObjectUnreadableError as exc:
+        return key, None, exc.reason
+    except TransientReadError as exc:
+        logger.warning("object read failed, will retry on a later run", key=key, error=str(exc))
+        return key, None, "transient"
+
+
 def read_batch(
-    keys: list[str], deps: Dependencies, options: RunOptions, report: RunReport
+    keys: list[str],
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+    record_budget: int | None = None,
 ) -> tuple[RunAggregate, dict[str, str], list[str]]:
     """Read, inflate, decode and aggregate a batch's files, several in flight. Returns the
-    aggregate, each file's outcome, and the files that could not be read *now* (transient).
+    aggregate, each file's outcome, and the files that could not be read *now* (transient) or
+    that come after the file whose records took the batch over ``record_budget``.
 
     Callers keep the cyclic collector off (``gc_paused``) from here until the aggregate is
     dropped (``detect``, the fan-out worker and reducer): millions of fresh objects and no cycles,
@@ -301,21 +354,13 @@ def read_batch(
     outcomes: dict[str, str] = {}
     released: list[str] = []
 
-    def fetch(key: str) -> tuple[str, bytes | None, str | None]:
-        try:
-            return key, deps.source.read(key), None
-        except ObjectGoneError:
-            return key, None, "gone"
-        except ObjectUnreadableError as exc:
-            return key, None, exc.reason
-        except TransientReadError as exc:
-            logger.warning("object read failed, will retry on a later run", key=key, error=str(exc))
-            return key, None, "transient"
+    fetch = partial(_fetch, deps.source)
 
     def ingest(fetched: Iterable[tuple[str, bytes | None, str | None]]) -> None:
         pending: list[tuple[str, DecodedFile]] = []
         pending_records = 0
-        for key, data, problem in fetched:
+        records = 0
+        for position, (key, data, problem) in enumerate(fetched):
             if problem == "transient":
                 released.append(key)
                 continue
@@ -326,6 +371,12 @@ def read_batch(
             if isinstance(decoded, str):
                 outcomes[key] = decoded
                 continue
+            records += len(decoded.records)
+            if record_budget is not None and records > max(record_budget, len(decoded.records)):
+                released.extend(keys[position:])  # in order: the files not taken yet
+                report.files_over_budget += len(keys) - position
+                logger.warning("batch over its record budget: files handed back", files=len(keys) - position)
+                break
             pending.append((key, decoded))
             pending_records += len(decoded.records)
             if pending_records >= INGEST_GROUP_RECORDS:
@@ -340,6 +391,101 @@ def read_batch(
         with ThreadPoolExecutor(max_workers=options.read_concurrency) as pool:
             ingest(_bounded_map(pool, fetch, keys, 2 * options.read_concurrency))
     return aggregate, outcomes, released
+
+
+def _read_isolated(
+    keys: list[str],
+    run_id: str,
+    attempts: RunAttempts,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> tuple[RunAggregate, dict[str, str], list[str]]:
+    """``read_batch`` for a batch that killed ISOLATE_AFTER_FAILURES attempts: one file at a time,
+    each named in the run record before it is decoded. A file whose read or decoding raises
+    (MemoryError, RecursionError, anything), or that the last attempt was reading when it died
+    (killed out of memory or time: nothing raised), is poison: set aside in the run record for
+    good, counted, logged with its key, closed with the batch as ``skipped:poison``, never retried,
+    and the batch's other files are scored. One whose counting raises is not set aside by this
+    attempt (the aggregate holds part of it): the run fails, and the next attempt sets it aside."""
+    aggregate = new_aggregate(deps, options)
+    outcomes: dict[str, str] = {}
+    released: list[str] = []
+    poison = set(attempts.poison)
+    if attempts.reading is not None and attempts.reading not in poison:
+        _set_aside(deps, run_id, attempts.reading, "the last attempt died reading it")
+        poison.add(attempts.reading)
+    logger.warning("reading an interrupted batch file by file", run_id=run_id, takeovers=attempts.takeovers)
+    for key in keys:
+        if key in poison:
+            outcomes[key] = _skip_file(key, "poison", report, "set aside by an earlier attempt")
+
+    def fetch(key: str) -> tuple[tuple[str, bytes | None, str | None], Exception | None]:
+        try:
+            return _fetch(deps.source, key), None
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it is this file's (handled in order below)
+            return (key, None, None), exc
+
+    readable = [key for key in keys if key not in poison]
+    with ThreadPoolExecutor(max_workers=max(1, options.read_concurrency)) as pool:
+        for (key, data, problem), read_error in _bounded_map(
+            pool, fetch, readable, 2 * options.read_concurrency
+        ):
+            if read_error is None and problem == "transient":
+                released.append(key)
+                continue
+            if read_error is None and data is None:
+                outcomes[key] = _skip_file(key, problem or "unknown", report)
+                continue
+            _note_reading(deps, run_id, key)
+            decoded: DecodedFile | str = ""
+            error = read_error
+            if error is None:
+                try:
+                    decoded = _decode(key, data or b"", options, report)
+                except Exception as exc:  # noqa: BLE001 - this file's, so it is set aside, not the batch
+                    error = exc
+            if error is not None:
+                detail = f"{type(error).__name__}: {error}"
+                _set_aside(deps, run_id, key, detail)
+                outcomes[key] = _skip_file(key, "poison", report, detail)
+                continue
+            if isinstance(decoded, str):
+                outcomes[key] = decoded
+                continue
+            _aggregate_files([(key, decoded)], aggregate, outcomes, report)
+    _note_reading(deps, run_id, None)  # a death from here on is no file's
+    return aggregate, outcomes, released
+
+
+# Tries at clearing a run record's note of the file being read once a write of it failed (a
+# transient store error): left in place, it would have the next attempt set aside for good a file
+# that was read and counted (the soak's random faults hit that write tens of times a week).
+FORGET_READING_TRIES = 3
+
+
+def _note_reading(deps: Dependencies, run_id: str, key: str | None) -> None:
+    """``Ledger.note_reading``, failing safe. An attempt alive to see that write fail was not killed
+    by the file the record names (read and counted before it): the name is cleared, then the run
+    fails as any store error makes it fail. A file that kills the process leaves its name, as before."""
+    try:
+        deps.ledger.note_reading(run_id, key)
+    except Exception:
+        for _ in range(FORGET_READING_TRIES):
+            try:
+                deps.ledger.note_reading(run_id, None)
+                break
+            except Exception:  # noqa: BLE001, S112 - the first failure is the one the run reports
+                continue
+        else:
+            logger.error("file being read not cleared from its run record", run_id=run_id)
+        raise
+
+
+def _set_aside(deps: Dependencies, run_id: str, key: str, why: str) -> None:
+    if not deps.ledger.set_aside(run_id, key):
+        logger.error("poison file not kept in its run record: it holds too many", run_id=run_id, key=key)
+    logger.error("poison file set aside, its batch scored without it", run_id=run_id, key=key, why=why[:300])
 
 
 def finish_batch(
@@ -613,7 +759,14 @@ def _aggregate_files(
     """Add decoded files to the aggregate, in order, and record each one's outcome."""
     if not files:
         return
-    each = aggregate.add_files([decoded.records for _, decoded in files])
+    # Each file's account from its key (CloudTrail's folder): the VPC endpoints of the organization;
+    # its delivery time: the hours its events may be in (no forged far-future hour is counted).
+    parsed = [parse_key(key) for key, _ in files]
+    each = aggregate.add_files(
+        [decoded.records for _, decoded in files],
+        folders=[name.account for name in parsed],
+        hours=[event_hours(name.delivered_at, report.scheduled_at) for name in parsed],
+    )
     for (key, decoded), in_object in zip(files, each, strict=True):  # what the aggregate skipped in it
         report.files_read += 1
         if decoded.skipped:  # nearly always empty: two Counter updates a file were measurable
@@ -633,7 +786,9 @@ PUBLISH_LEASE = timedelta(minutes=5)
 
 def publish_pending(deps: Dependencies, report: RunReport) -> None:
     """Publish every pending alert of the outbox, each by one publisher at a time (in fan-out mode
-    the scheduled run and reducers may publish side by side), then mark it sent."""
+    the scheduled run and reducers may publish side by side), then mark it sent. An alert the
+    channel refuses for what it holds is parked (kept, counted, logged), never retried: one alert
+    that can never go out does not fail the runs or hold back the others."""
     holder = uuid.uuid4().hex
     for alert in deps.outbox.pending():
         now = deps.clock()
@@ -641,6 +796,11 @@ def publish_pending(deps: Dependencies, report: RunReport) -> None:
             continue  # another invocation is publishing it
         try:
             message_id = deps.sink.publish(alert)
+        except AlertRefusedError as exc:
+            deps.outbox.park(alert.alert_id, str(exc))
+            report.alerts_parked += 1
+            logger.error("alert refused by its channel, parked", alert_id=alert.alert_id, error=str(exc))
+            continue
         except PublishError as exc:
             report.alerts_pending += 1
             logger.error("alert not published, kept in the outbox", alert_id=alert.alert_id, error=str(exc))

@@ -16,8 +16,9 @@ read-only unless ``--publish-test`` is given:
                   the role read the bucket (and the key) and wrote the table;
 ``dead-letters``  the detector's dead-letter queue is empty;
 ``topic``         the alerts topic has a confirmed subscription; with ``--publish-test``, a test message
-                  is published to it (not read-only; refused when the notifier is deployed, which would
-                  dead-letter a message that is not an alert);
+                  is published to the operations topic, which the same ``AlertEmail`` subscribes to
+                  (not read-only; the alerts topic takes messages from the detector's role only, and
+                  the notifier would dead-letter one that is not an alert);
 ``tuning``        the tuning parameter exists, decrypts and validates.
 
 Each line is ``OK|FAIL|SKIP name: detail``; the exit code is 1 when any check fails, else 0. A check
@@ -185,7 +186,9 @@ def role_probes(deployed: Deployed) -> list[Probe]:
         ),
     ]
     if parameters.get("TrailKmsKeyArn"):
-        probes.append(Probe("kms:Decrypt", parameters["TrailKmsKeyArn"], {"kms:ViaService": s3}))
+        # the role decrypts through S3 for the trail bucket only (its encryption context)
+        context = {"kms:ViaService": s3, "kms:EncryptionContext:aws:s3:arn": f"arn:{p}:s3:::{bucket}"}
+        probes.append(Probe("kms:Decrypt", parameters["TrailKmsKeyArn"], context))
     account = deployed.output("AlertsTopicArn").split(":")[4]
     table = deployed.output("FrequencyTableName")
     probes += [
@@ -341,16 +344,14 @@ def check_topic(deployed: Deployed, client: Client, *, publish_test: bool, now: 
     confirmed = sum(1 for s in subscriptions if str(s.get("SubscriptionArn", "")).startswith("arn:"))
     detail = f"{arn}: {confirmed} confirmed subscription(s), {pending} pending"
     if publish_test:
-        if deployed.outputs.get("NotifierQueueUrl"):
-            detail += "; test message not published: the notifier would dead-letter it (it is not an alert)"
-        else:
-            message_id = sns.publish(
-                TopicArn=arn,
-                Subject="trailgeo doctor: test message",
-                Message=f"A test message from `trailgeo doctor` at {now:%Y-%m-%dT%H:%M:%SZ}; not an alert.",
-                MessageAttributes={"trailgeo_test": {"DataType": "String", "StringValue": "true"}},
-            )["MessageId"]
-            detail += f"; test message {message_id} published"
+        operations = deployed.output("OperationsTopicArn")
+        message_id = sns.publish(
+            TopicArn=operations,
+            Subject="trailgeo doctor: test message",
+            Message=f"A test message from `trailgeo doctor` at {now:%Y-%m-%dT%H:%M:%SZ}; not an alert.",
+            MessageAttributes={"trailgeo_test": {"DataType": "String", "StringValue": "true"}},
+        )["MessageId"]
+        detail += f"; test message {message_id} published to the operations topic"
     if confirmed == 0:
         return Check(FAIL, "topic", detail + ": alerts reach nobody (confirm the subscription e-mail)")
     return Check(OK, "topic", detail)

@@ -84,6 +84,8 @@ class TaskReport:
     events: int = 0
     tasks_done: int = 0
     reduced: RunReport | None = None  # set on the invocation that finished the batch
+    refused: int = 0  # keys of the task its run does not hold: the task was not sent by a planner
+    finished: bool = False  # the task's batch was closed already (a late redelivery): nothing to do
 
 
 def plan(scheduled_at: datetime, deps: Dependencies, options: RunOptions, fanout: Fanout) -> RunReport:
@@ -118,7 +120,27 @@ def task_parts(keys: list[str], files_per_task: int, max_bytes: int = MAX_TASK_K
 
 
 def run_task(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout) -> TaskReport:
-    """One worker invocation: read and aggregate a task's files; reduce if it was the last."""
+    """One worker invocation: read and aggregate a task's files; reduce if it was the last.
+
+    The task must name files its run claimed (the ledger: claims are made only for the keys of
+    the run record). A task naming others was not sent by the planner (a principal that can send
+    to the queue): it is refused, not read, and counted, so that no forged task can have files
+    counted twice, counted under a run that never claimed them, or never counted.
+    """
+    status = deps.ledger.status(task.keys)
+    foreign = [key for key in task.keys if (entry := status.get(key)) is None or entry.run_id != task.run_id]
+    if foreign:
+        logger.error(
+            "fan-out task refused: it names files its run does not hold",
+            run_id=task.run_id[:200],
+            index=task.index,
+            keys=len(foreign),
+            first=foreign[0][:300],
+        )
+        return TaskReport(task.run_id, task.index, task.tasks, refused=len(foreign))
+    if all(status[key].state == "done" for key in task.keys):
+        logger.info("fan-out task of a finished batch: nothing to do", run_id=task.run_id, index=task.index)
+        return TaskReport(task.run_id, task.index, task.tasks, finished=True)
     scheduled_at = task.scheduled_at.astimezone(UTC)
     report = RunReport(scheduled_at=scheduled_at, window_start=scheduled_at, window_end=scheduled_at)
     # The collector stays off until the task's aggregate is dropped (as in detect): re-enabled

@@ -6,6 +6,11 @@ Channels that already accepted an alert are remembered per execution environment
 and channel, bounded), so a retry that lands in the same warm environment skips them; across
 environments, Security Hub updates the same finding (stable Id) and EventBridge consumers can
 de-duplicate on ``detail.alert_id``, while Slack may then show the alert twice.
+
+Only alerts the detector queued are acted on: each one is read back from the outbox (the table's
+``OUTBOX`` item of its id). A message that names no queued alert, or differs from the one queued,
+was not published by the detector (a principal that can publish to the topic or send to the
+queue): it is dropped (not retried), logged and counted (``AlertsRefused``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, compacted
 from trailgeo.observability import count_by, logger
 from trailgeo.ports import TrailgeoError
 
 MEMORY_SIZE = 10_000
+# The ``reason`` dimension of AlertsRefused: a message that is no queued alert, or not as queued.
+REFUSED_REASONS = frozenset({"not_in_outbox", "differs_from_outbox"})
 
 
 class Channel(Protocol):
@@ -31,6 +38,10 @@ class Channel(Protocol):
     def name(self) -> str: ...
 
     def send(self, alert: Alert) -> None: ...
+
+
+class OutboxReader(Protocol):
+    def get(self, alert_id: str) -> Alert | None: ...
 
 
 class NotificationError(TrailgeoError):
@@ -42,6 +53,7 @@ class NotifierSettings:
     slack_webhook_secret_arn: str = ""
     security_hub_product_arn: str = ""
     event_bus_name: str = ""
+    table_name: str = ""  # the detector's table: alerts are checked against its outbox
     region: str = "us-east-1"
 
     @classmethod
@@ -50,6 +62,7 @@ class NotifierSettings:
             slack_webhook_secret_arn=environ.get("SLACK_WEBHOOK_SECRET_ARN", "").strip(),
             security_hub_product_arn=environ.get("SECURITY_HUB_PRODUCT_ARN", "").strip(),
             event_bus_name=environ.get("EVENT_BUS_NAME", "").strip(),
+            table_name=environ.get("TABLE_NAME", "").strip(),
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 
@@ -87,17 +100,26 @@ class NotifyReport:
     alert_id: str
     delivered: tuple[str, ...]
     skipped: tuple[str, ...]  # delivered by an earlier attempt
+    refused: str = ""  # why the message was dropped (REFUSED_REASONS), when it was
 
 
 @dataclass(slots=True)
 class Notifier:
     channels: Sequence[Channel]
     memory: DeliveryMemory = field(default_factory=DeliveryMemory)
+    outbox: OutboxReader | None = None  # None: not checked (tests, a notifier without a table)
 
     def notify(self, body: str) -> NotifyReport:
         """Every channel gets the alert; raises :class:`NotificationError` when any failed
         (after trying all of them, so one broken channel does not hold back the others)."""
         alert = parse_alert(body)
+        refused = self._refusal(alert)
+        if refused:
+            count_by("AlertsRefused", "reason", {refused: 1}, REFUSED_REASONS)
+            logger.warning(
+                "message refused: not an alert of the detector", alert_id=alert.alert_id, reason=refused
+            )
+            return NotifyReport(alert.alert_id, (), (), refused)
         delivered: list[str] = []
         skipped: list[str] = []
         failed: dict[str, str] = {}
@@ -121,6 +143,18 @@ class Notifier:
             raise NotificationError(f"alert {alert.alert_id} not delivered to {', '.join(sorted(failed))}")
         logger.info("alert delivered", alert_id=alert.alert_id, delivered=delivered, skipped=skipped)
         return NotifyReport(alert.alert_id, tuple(delivered), tuple(skipped))
+
+    def _refusal(self, alert: Alert) -> str:
+        """Why ``alert`` is not the detector's (a key of REFUSED_REASONS), or "" when it is. The
+        detector publishes the queued alert, or its compacted form when it exceeds SNS's size."""
+        if self.outbox is None:
+            return ""
+        queued = self.outbox.get(alert.alert_id)
+        if queued is None:
+            return "not_in_outbox"
+        if alert != queued and alert != compacted(queued):
+            return "differs_from_outbox"
+        return ""
 
 
 def build_notifier(settings: NotifierSettings, session: Any = None) -> Notifier:
@@ -151,8 +185,15 @@ def build_notifier(settings: NotifierSettings, session: Any = None) -> Notifier:
         channels.append(EventBridgeChannel(client("events"), settings.event_bus_name))
     if not channels:
         raise NotificationError("no channel configured (Slack secret, Security Hub product or event bus)")
-    logger.info("notifier ready", channels=[c.name for c in channels])
-    return Notifier(channels)
+    outbox = None
+    if settings.table_name:
+        from trailgeo.adapters.dynamodb import DynamoOutbox
+
+        outbox = DynamoOutbox(client("dynamodb"), settings.table_name)
+    else:
+        logger.warning("no TABLE_NAME: alerts are not checked against the detector's outbox")
+    logger.info("notifier ready", channels=[c.name for c in channels], outbox=settings.table_name or None)
+    return Notifier(channels, outbox=outbox)
 
 
 def notifier_from_environ(session: Any = None) -> Notifier:

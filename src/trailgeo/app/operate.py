@@ -96,6 +96,8 @@ class RunRecord:
     lease_until: datetime | None
     files: int
     closed_at: datetime | None = None
+    takeovers: int = 0
+    poison: tuple[str, ...] = ()  # files set aside (app.detect._read_isolated), kept while it is
 
     def interrupted(self, now: datetime) -> bool:
         """Open with its lease past: the run died; the next scheduled run takes it over."""
@@ -107,6 +109,7 @@ class RunRecord:
             "state": "interrupted" if self.interrupted(now) else self.state,
             "lease_until": _stamp(self.lease_until) if self.lease_until else None,
             "files": self.files,
+            "takeovers": self.takeovers,
         }
 
 
@@ -155,6 +158,11 @@ class TableStatus:
         return tuple(r for r in self.runs if r.state == "open" and not r.interrupted(self.checked_at))
 
     @property
+    def poison_files(self) -> tuple[tuple[str, str], ...]:
+        """(run id, key) of every file set aside as poison by a run still on record (14 days)."""
+        return tuple((r.run_id, key) for r in self.runs for key in r.poison)
+
+    @property
     def closed_runs(self) -> int:
         """Closed in the last day (closed records are kept 14 days: they vouch for their files)."""
         since = self.checked_at - timedelta(days=1)
@@ -176,6 +184,11 @@ class TableStatus:
                 f"{len(self.interrupted_runs)} interrupted run(s): the next run takes them over; "
                 "if they stay, the function keeps failing"
             )
+        if self.poison_files:
+            found.append(
+                f"{len(self.poison_files)} file(s) set aside as poison: runs kept dying on them and their "
+                "events are not scored; examine each before replaying it (trailgeo replay)"
+            )
         if self.pending:
             found.append(
                 f"{len(self.pending)} alert(s) not yet published: retried at every run; "
@@ -196,6 +209,7 @@ class TableStatus:
             "runs_open": [r.as_dict(self.checked_at) for r in self.open_runs],
             "runs_interrupted": [r.as_dict(self.checked_at) for r in self.interrupted_runs],
             "runs_closed_last_day": self.closed_runs,
+            "files_poison": [{"run_id": run_id, "key": key} for run_id, key in self.poison_files],
             "alerts_pending": [a.as_dict() for a in self.pending],
             "alerts_kept": self.alerts_kept,
             "warnings": self.warnings(),
@@ -233,6 +247,8 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
             lease_until=datetime.fromisoformat(item["lease"]["S"]) if "lease" in item else None,
             files=int(item.get("files", item.get("n", {"N": "0"}))["N"]),
             closed_at=datetime.fromisoformat(item["done_at"]["S"]) if "done_at" in item else None,
+            takeovers=int(item.get("att", {}).get("N", "0")),
+            poison=tuple(sorted(item.get("pz", {}).get("SS", ()))),
         )
         for item in _query_all(
             client,
@@ -241,7 +257,7 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
             ExpressionAttributeValues={":pk": {"S": RUN_PARTITION}},
             ConsistentRead=True,
             # Not the packed keys or outcomes; names through placeholders (DynamoDB reserves many words).
-            ProjectionExpression="#sk, #st, #lease, #files, #n, #done",
+            ProjectionExpression="#sk, #st, #lease, #files, #n, #done, #att, #pz",
             ExpressionAttributeNames={
                 "#sk": "sk",
                 "#st": "st",
@@ -249,6 +265,8 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
                 "#files": "files",
                 "#n": "n",
                 "#done": "done_at",
+                "#att": "att",
+                "#pz": "pz",
             },
         )
     )
@@ -294,6 +312,7 @@ def format_status(status: TableStatus) -> str:
         ("runs in progress", str(len(status.open_runs))),
         ("runs interrupted", str(len(status.interrupted_runs))),
         ("runs closed (last day)", str(status.closed_runs)),
+        ("poison files", str(len(status.poison_files))),
         ("alerts pending", str(len(status.pending))),
         ("alerts kept (30 days)", str(status.alerts_kept)),
         ("items", f"{status.item_count:,} (DescribeTable, refreshed about every 6 hours)"),
@@ -306,13 +325,24 @@ def format_status(status: TableStatus) -> str:
         parts.append("")
         parts.append(
             format_table(
-                ("RUN", "STATE", "LEASE UNTIL", "FILES"),
+                ("RUN", "STATE", "LEASE UNTIL", "FILES", "TAKEOVERS"),
                 (
-                    (r.run_id, r.as_dict(status.checked_at)["state"], _stamp(r.lease_until), str(r.files))
+                    (
+                        r.run_id,
+                        r.as_dict(status.checked_at)["state"],
+                        _stamp(r.lease_until),
+                        str(r.files),
+                        str(r.takeovers),
+                    )
                     for r in runs
                 ),
             )
         )
+    if status.poison_files:
+        parts.append("")
+        # S3 keys are the bucket writer's: JSON-escaped, a line break in one cannot draw a row
+        poisoned = ((json.dumps(key, ensure_ascii=False)[1:-1], run) for run, key in status.poison_files)
+        parts.append(format_table(("POISON FILE", "RUN"), poisoned))
     if status.pending:
         parts.append("")
         parts.append(
@@ -456,10 +486,14 @@ def to_toml(tuning: Tuning) -> str:
     if tuning.ignored_principals:
         lines.append(f"ignored_principals = {_toml_value(tuning.ignored_principals)}")
     if tuning.ignored_user_agents:
-        lines.append(f"ignored_user_agents = {_toml_value(tuning.ignored_user_agents)}")
+        agents = [entry.model_dump(exclude_defaults=True) for entry in tuning.ignored_user_agents]
+        lines.append(f"ignored_user_agents = {_toml_value(agents)}")
     if tuning.trusted_cidrs:
         cidrs = [{"cidr": t.cidr, "note": t.note} if t.note else t.cidr for t in tuning.trusted_cidrs]
         lines.append(f"trusted_cidrs = {_toml_value(cidrs)}")
+    if tuning.trusted_vpc_endpoint_accounts:
+        accounts = list(tuning.trusted_vpc_endpoint_accounts)
+        lines.append(f"trusted_vpc_endpoint_accounts = {_toml_value(accounts)}")
     for entry in tuning.allowed_countries:
         lines.extend(["", *_entry_lines(entry)])
     for key, policy in tuning.methods.items():

@@ -144,7 +144,8 @@ class Policies:
                     "Effect": "Allow",
                     "Principal": principal,
                     "Action": "s3:GetObject",
-                    "Resource": f"{bucket_arn}/{self.logs}*",
+                    # CloudTrail's files only, in both layouts (IAM's * spans the "/"), as the role asks
+                    "Resource": f"{bucket_arn}/{self.logs}*/CloudTrail/*",
                 },
                 {
                     # AWS's recommendation for trail buckets: nobody reads or writes them over plain HTTP.

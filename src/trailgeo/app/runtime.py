@@ -12,12 +12,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.fanout import Fanout, plan, run_task
 from trailgeo.app.settings import Settings, SettingsError
+from trailgeo.app.tuning_watch import TuningWatch, tuning_watch
 from trailgeo.app.wiring import build_dependencies, build_fanout
 from trailgeo.core.keys import KeyKind
 from trailgeo.core.sources import SourceKind
 from trailgeo.core.tuning import Tuning, TuningError, Verdict
 from trailgeo.observability import count_by, logger, metrics
-from trailgeo.ports import FanoutTask
+from trailgeo.ports import FanoutTask, TrailgeoError
 
 TuningSource = Callable[[], Tuning]
 
@@ -30,17 +31,22 @@ REASONS: Mapping[str, frozenset[str]] = {
         # app.detect (listed then deleted; unreadable, no reason said)
         {"not_gzip", "too_large", "corrupt_gzip", "truncated_gzip"}
         | {"invalid_json", "too_deep", "not_an_object", "no_records_key", "records_not_a_list"}
+        | {"too_many_records"}  # core.records: more records than a delivery file, or too costly to decode
         | {"access_denied", "refused", "gone", "unknown"}
+        | {"poison"}  # app.detect: a file its batch's attempts kept dying on, set aside (FilesPoisoned)
     ),
     "KeysSkipped": frozenset(
         {f"key_{kind.value}" for kind in KeyKind if kind is not KeyKind.LOG}
-        # adapters.aws: a folder under AWSLogs/ that is no account (prefix_other), and the other
-        # services' folders beside CloudTrail/ under an account; any other folder name counts as other
+        # adapters.aws: the other services' folders beside CloudTrail/ under an account, a folder
+        # under CloudTrail/ not named like a region, and any other folder (prefix_other)
         | {"prefix_other", "prefix_cloudtrail-digest", "prefix_cloudtrail-insight", "prefix_config"}
+        | {"prefix_bad_region"}
     ),
     "RecordsSkipped": frozenset(
         {f"source_{kind.value}" for kind in SourceKind if kind is not SourceKind.PUBLIC}
+        | {"source_vpce_own"}  # core.aggregate: a private address behind the organization's VPC endpoint
         | {"geo_unknown", "no_method", "bad_event_time", "duplicate_event", "field_truncated", "city_unknown"}
+        | {"event_time_out_of_window"}  # core.aggregate: not within its file's delivery window
         | {"invalid_utf8_replaced", "record_not_object", "field_wrong_type"}  # core.records
     ),
     "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict),
@@ -55,6 +61,7 @@ class DetectorRuntime:
     tuning_source: TuningSource | None = None
     tuning_loaded: bool = False
     fanout: Fanout | None = None  # fan-out mode: the scheduled run plans, workers read
+    tuning_watch: TuningWatch | None = None  # reports each new tuning version (operations topic)
 
     @classmethod
     def from_environ(
@@ -74,11 +81,17 @@ class DetectorRuntime:
             options=settings.run_options(),
             tuning_source=tuning_source(settings),
             fanout=build_fanout(settings),
+            tuning_watch=(
+                tuning_watch(settings.tuning_parameter, settings.operations_topic_arn, settings.table_name)
+                if settings.tuning_parameter and settings.operations_topic_arn
+                else None
+            ),
         )
 
     def run(self, scheduled_time: str, time_left: Callable[[], float]) -> dict[str, Any]:
         scheduled_at = parse_scheduled_time(scheduled_time)
         self.deps.time_left = time_left
+        self.report_tuning_change()
         self.refresh_tuning(scheduled_at)
         if self.fanout is not None:
             report = plan(scheduled_at, self.deps, self.options, self.fanout)
@@ -106,11 +119,26 @@ class DetectorRuntime:
             "events": result.events,
         }
         metrics.add_metric(name="TaskFilesRead", unit=MetricUnit.Count, value=result.files_read)
+        if result.refused:
+            summary["refused_keys"] = result.refused
+            metrics.add_metric(name="TasksRefused", unit=MetricUnit.Count, value=1)
         if result.reduced is not None:
             emit_metrics(result.reduced)
             summary["batch"] = summarize(result.reduced)
         logger.info("task finished", **summary)
         return summary
+
+    def report_tuning_change(self) -> None:
+        """Tell the operations topic about a new tuning version (the scheduled run only). A
+        failure to tell is logged and counted, never fatal: the next run tries again."""
+        if self.tuning_watch is None:
+            return
+        try:
+            if self.tuning_watch.check():
+                metrics.add_metric(name="TuningChanged", unit=MetricUnit.Count, value=1)
+        except TrailgeoError as exc:
+            metrics.add_metric(name="TuningChangeUnreported", unit=MetricUnit.Count, value=1)
+            logger.error("tuning change not reported, retried next run", error=str(exc)[:2000])
 
     def refresh_tuning(self, scheduled_at: datetime) -> None:
         """Read the tuning for this run. A broken edit keeps the last good tuning (logged as an
@@ -171,6 +199,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "files_read": report.files_read,
         "files_deferred": report.files_deferred,
         "files_released": report.files_released,
+        "files_over_budget": report.files_over_budget,
         "files_late": report.files_late,
         "tasks_dispatched": report.tasks_dispatched,
         "files_in_progress_elsewhere": report.files_in_progress_elsewhere,
@@ -185,6 +214,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "alerts_allowlisted": dict(report.alerts_allowlisted),
         "alerts_published": report.alerts_published,
         "alerts_pending": report.alerts_pending,
+        "alerts_parked": report.alerts_parked,
         "seconds": round(report.seconds, 3),
     }
 
@@ -194,6 +224,8 @@ def emit_metrics(report: RunReport) -> None:
     metrics.add_metric(name="FilesRead", unit=count, value=report.files_read)
     metrics.add_metric(name="FilesDeferred", unit=count, value=report.files_deferred)
     metrics.add_metric(name="FilesReleased", unit=count, value=report.files_released)
+    # Apart from FilesSkipped's reasons, without a dimension, for PoisonFileAlarm: each one needs a look.
+    metrics.add_metric(name="FilesPoisoned", unit=count, value=report.files_skipped["poison"])
     metrics.add_metric(name="FilesLate", unit=count, value=report.files_late)
     if report.tasks_dispatched:
         metrics.add_metric(name="TasksDispatched", unit=count, value=report.tasks_dispatched)
@@ -204,6 +236,7 @@ def emit_metrics(report: RunReport) -> None:
     metrics.add_metric(name="AlertsSuppressed", unit=count, value=report.alerts_suppressed)
     metrics.add_metric(name="AlertsPublished", unit=count, value=report.alerts_published)
     metrics.add_metric(name="AlertsPending", unit=count, value=report.alerts_pending)
+    metrics.add_metric(name="AlertsParked", unit=count, value=report.alerts_parked)
     metrics.add_metric(name="RunSeconds", unit=MetricUnit.Seconds, value=report.seconds)
     for name, counter in (
         ("AlertsAllowlisted", report.alerts_allowlisted),

@@ -37,6 +37,10 @@ class Settings(BaseModel):
     # deployed with the function. Read at every run, so an edit applies on the next run.
     tuning_parameter: str = Field(default="", max_length=2048)
     tuning_file: Path | None = None
+    # Each new version of the tuning parameter is reported here, with its diff (app/tuning_watch.py).
+    operations_topic_arn: str = Field(
+        default="", pattern=r"^$|^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$"
+    )
     # Sibling detectors fed by the same pass (docs/scoring.md): "country" always runs.
     detectors: str = "country"
     user_method_threshold: float = Field(default=75.0, ge=0, le=100)

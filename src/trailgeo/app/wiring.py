@@ -21,10 +21,13 @@ if TYPE_CHECKING:
     from mypy_boto3_sns.client import SNSClient
 
 # Bounded waits and botocore's standard retry mode (exponential backoff with jitter, retry quota).
+# Config keeps the retries dict it is given and botocore rewrites it in place when a client is made
+# (max_attempts becomes total_max_attempts): callers that start from these settings copy RETRIES.
+RETRIES = {"mode": "standard", "max_attempts": 5}
 CLIENT_CONFIG = Config(
     connect_timeout=5,
     read_timeout=30,
-    retries={"mode": "standard", "max_attempts": 5},
+    retries=dict(RETRIES),  # type: ignore[arg-type]
     max_pool_connections=32,
 )
 

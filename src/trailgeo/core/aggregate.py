@@ -15,7 +15,7 @@ from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, compress
 from operator import attrgetter
 from sys import intern
 from typing import Any, cast
@@ -23,6 +23,7 @@ from typing import Any, cast
 import msgspec
 
 from trailgeo.core.counters import (
+    ANY_HOUR,
     MAX_EVENT_TIME_CHARS,
     METHOD_PARTITION_PREFIX,
     ORG_CITIES,
@@ -43,13 +44,14 @@ from trailgeo.core.counters import (
     principal_partition,
     user_methods_partition,
 )
-from trailgeo.core.records import MAX_FIELD_CHARS, TrailRecord, UserIdentity, clip, gc_paused
-from trailgeo.core.sources import SourceKind, classify_source
+from trailgeo.core.records import TrailRecord, UserIdentity, clip, gc_paused
+from trailgeo.core.sources import UNKNOWN_LOCATION, SourceKind, classify_source, endpoint_location
 
 GroupKey = tuple[str, str, str]  # (account, principal, country)
 
 # Evidence lists in an alert are bounded; counts of what was left out are kept under this name.
 MAX_DISTINCT_EVIDENCE = 50
+MAX_IDENTITY_TYPE_CHARS = 64  # CloudTrail's types ("IAMUser", "IdentityCenterUser"...) are short
 OTHER_MARKER = "…other"
 
 
@@ -138,7 +140,8 @@ class HitGroup:
                 _bounded_count(self.access_keys, clip(access_key, 128) or "", count)
             if region:
                 _bounded_count(self.regions, clip(region, 64) or "", count)
-            self.identity_type = self.identity_type or identity_type
+            # userIdentity.type is a bucket writer's to choose, and an alert carries it
+            self.identity_type = self.identity_type or clip(identity_type, MAX_IDENTITY_TYPE_CHARS)
         self.event_ids.extend(event_ids[: MAX_DISTINCT_EVIDENCE - len(self.event_ids)])
 
 
@@ -215,6 +218,8 @@ Evidence = tuple[str, str | None, str | None, str | None, str | None]
 # (account, principal, country, source ip, userAgent, accessKeyId, awsRegion, identity type): one
 # group's raw evidence, counted per event and clipped and bounded only when a group is derived.
 EvidenceKey = tuple[str, str, str, str, str | None, str | None, str | None, str | None]
+# Each source (sourceIPAddress) met: (address, country) or the reason it is skipped.
+Located = dict[str | None, tuple[str, str] | str]
 # What the per-event loop reads of a record, in one C-level call per record.
 _FIELDS = attrgetter(
     "sourceIPAddress",
@@ -229,6 +234,7 @@ _FIELDS = attrgetter(
     "eventID",
 )
 _EVENT_ID = attrgetter("eventID")
+_ENDPOINT_OWNER = attrgetter("vpcEndpointAccountId")  # read per file, only of files with private sources
 
 # Event-id digests for the within-run duplicate check: stable across processes (snapshots are
 # merged elsewhere), and below 2**60 so that CPython stores each in 32 bytes instead of 48.
@@ -294,9 +300,10 @@ def event_digests(event_ids: Sequence[str | None]) -> list[int] | None:
 class _Extra:
     """What each event of one piece of evidence adds besides its cell (off the common path)."""
 
-    truncated: bool  # its userAgent is longer than MAX_FIELD_CHARS (kept, cut when derived)
+    truncated: bool  # its userAgent is over MAX_FIELD_CHARS bytes (kept, cut when derived)
     key_prefix: tuple[str, str] | None  # (long-term access key, country)
     city: str | None  # "CC/City" of its address, "" when unknown; None: the city detector is off
+    unlocated: bool  # a public address the GeoIP database has no country for (scored as "unknown")
 
 
 # The value of an evidence key: [events, its group's first event ids (shared), _Extra | None].
@@ -361,6 +368,9 @@ class RunAggregate:
     geolocate: GeoLookup
     detectors: frozenset[str] = DEFAULT_DETECTORS
     locate_city: GeoLookup | None = None  # "CC/City" of an address: the city detector only
+    # Accounts whose VPC endpoints are the organization's besides each file's own (tuning's
+    # trusted_vpc_endpoint_accounts): calls through them are skipped, not scored (_count_endpoints).
+    trusted_endpoint_accounts: frozenset[str] = frozenset()
     skipped: Counter[str] = field(default_factory=Counter)
     events: int = 0
     geolocated: int = 0
@@ -375,8 +385,7 @@ class RunAggregate:
     # (account, principal, "CC/City", method, hour): the city detector only
     _city_cells: dict[tuple[str, str, str, str, int], list[Any]] = field(default_factory=dict)
     # caches: worked out once per distinct value, never serialized
-    # source -> its skip reason, or (address, country)
-    _sources: dict[str | None, tuple[str, str] | str] = field(default_factory=dict)
+    _sources: Located = field(default_factory=dict)
     _hours: dict[str, int | None] = field(default_factory=dict)
     _methods: dict[tuple[str, str], str] = field(default_factory=dict)
     _principals: dict[tuple[str | None, str | None, str | None], str] = field(default_factory=dict)
@@ -385,6 +394,7 @@ class RunAggregate:
     _error_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _city_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _count_errors: bool = False
+    _window: tuple[int, int] = ANY_HOUR  # the hours the file being counted may hold (add_records)
 
     def __post_init__(self) -> None:
         unknown = self.detectors - DETECTORS
@@ -401,40 +411,64 @@ class RunAggregate:
     def add(self, record: TrailRecord, account_hint: str | None = None) -> None:
         self.add_records([record], account_hint)
 
-    def add_records(self, records: Sequence[TrailRecord], account_hint: str | None = None) -> Counter[str]:
+    def add_records(
+        self,
+        records: Sequence[TrailRecord],
+        account_hint: str | None = None,
+        folder: str | None = None,
+        hours: tuple[int, int] = ANY_HOUR,
+    ) -> Counter[str]:
         """Add one file's records (or any sequence of them), in order; returns what this call
         counted in ``skipped`` (added to ``skipped`` too), so that a caller logging per file
-        needs no copy of the run's counts.
+        needs no copy of the run's counts. ``folder`` is the account of the file's S3 key
+        (``AWSLogs/[<org>/]<account>/``, which CloudTrail writes): its VPC endpoints are the
+        organization's own (``_count_endpoints``). ``hours``: the first and last hour its events
+        may be in (``counters.event_hours``, from the file's delivery time).
 
         Checks in this order, each skipped record counted under the first reason that applies:
-        ``duplicate_event`` (an eventID already seen in this run), the source (``source_*``,
-        ``geo_unknown``), ``no_method``, ``bad_event_time``; every other record is geolocated and
-        counted (``field_truncated`` and ``city_unknown`` count such records too, not skips).
+        ``duplicate_event`` (an eventID already seen in this run), the source (``source_*``;
+        ``source_vpce_own``: a private address behind an endpoint of the organization),
+        ``no_method``, ``bad_event_time``, ``event_time_out_of_window`` (an hour outside ``hours``);
+        every other record is geolocated and counted
+        (``field_truncated``, ``city_unknown`` and ``geo_unknown``, a public address scored as the
+        location ``unknown``, count such records too, not skips).
         """
         skipped: Counter[str] = Counter()
         if not records:
             return skipped
         self._derived = None
         self.events += len(records)
-        self._count(self._without_duplicates(records, skipped), skipped, account_hint)
+        self._window = hours
+        self._count(self._without_duplicates(records, skipped), skipped, account_hint, folder)
         return skipped
 
     def add_files(
-        self, files: Sequence[Sequence[TrailRecord]], account_hint: str | None = None
+        self,
+        files: Sequence[Sequence[TrailRecord]],
+        account_hint: str | None = None,
+        folders: Sequence[str | None] | None = None,
+        hours: Sequence[tuple[int, int]] | None = None,
     ) -> list[Counter[str]]:
-        """``add_records`` of each file in turn, with the same result, each file's own skips
-        returned; the eventID check is made once for all of them when every id is canonical and
-        new to the run (on files of 35 events its fixed cost was a sixth of the per-file cost)."""
+        """``add_records`` of each file in turn (``folders``: each one's key account), with the same
+        result, each file's own skips returned; the eventID check is made once for all of them when
+        every id is canonical and new to the run (on files of 35 events its fixed cost was a sixth
+        of the per-file cost)."""
+        accounts = [None] * len(files) if folders is None else folders
+        windows = [ANY_HOUR] * len(files) if hours is None else hours
         if len(files) < 2 or not self._all_new(
             event_digests(list(map(_EVENT_ID, chain.from_iterable(files))))
         ):
-            return [self.add_records(records, account_hint) for records in files]
+            return [
+                self.add_records(records, account_hint, folder, window)
+                for records, folder, window in zip(files, accounts, windows, strict=True)
+            ]
         self._derived = None
         each: list[Counter[str]] = []
-        for records in files:
+        for records, folder, window in zip(files, accounts, windows, strict=True):
             skipped: Counter[str] = Counter()
             self.events += len(records)
-            self._count(records, skipped, account_hint)
+            self._window = window
+            self._count(records, skipped, account_hint, folder)
             each.append(skipped)
         return each
 
@@ -450,13 +484,22 @@ class RunAggregate:
         return True
 
     def _count(  # noqa: PLR0915 - one loop on purpose: no call per event on the common path
-        self, kept: Sequence[TrailRecord], skipped: Counter[str], account_hint: str | None
-    ) -> None:
+        self,
+        kept: Sequence[TrailRecord],
+        skipped: Counter[str],
+        account_hint: str | None,
+        folder: str | None = None,
+        located_as: Located | None = None,
+    ) -> int:
         """Count records already checked for duplicates; their skips go to ``skipped`` and to
-        the run's own ``skipped``."""
+        the run's own ``skipped``. Returns how many were not counted (skips). ``located_as``: the
+        pass over calls through foreign VPC endpoints (``_count_endpoints``), each source's location."""
         sources, methods, hours, principals = self._sources, self._methods, self._hours, self._principals
+        if located_as is not None:
+            sources = located_as
         cells, evidence = self._cells, self._evidence
         count_errors = self._count_errors
+        earliest, latest = self._window  # the file's (set by add_records and add_files)
         not_counted = 0  # skips in the loop below (the duplicates never reach it)
         # One loop, no call per event on the common path (measured: the calls were a third of it).
         for (
@@ -494,6 +537,10 @@ class RunAggregate:
                     skipped["bad_event_time"] += 1
                     not_counted += 1
                     continue
+            if not earliest <= hour <= latest:  # two integer comparisons: the file's window
+                skipped["event_time_out_of_window"] += 1
+                not_counted += 1
+                continue
             method = methods.get((source, name))
             if method is None:
                 method = methods[(source, name)] = method_key(source, name)
@@ -547,9 +594,65 @@ class RunAggregate:
             if error_code is not None and count_errors:
                 key = (account, principal, country, clip(error_code, 128) or "", method, hour)
                 _tally(self._error_cells, key, event_time)
+        if located_as is not None:
+            return not_counted  # the endpoint pass: the file's own pass keeps the books
+        if "source_private" in skipped:  # once per file, never per event: calls through VPC endpoints
+            not_counted += self._count_endpoints(kept, skipped, account_hint, folder)
         self.geolocated += len(kept) - not_counted
         if skipped:
             self.skipped.update(skipped)
+        return not_counted
+
+    def _count_endpoints(
+        self, kept: Sequence[TrailRecord], skipped: Counter[str], account_hint: str | None, folder: str | None
+    ) -> int:
+        """The calls of one file from a private address through a VPC endpoint, which ``_count``
+        skipped as ``source_private``, judged by the endpoint's owner (``vpcEndpointAccountId``);
+        returns the change in the file's records not counted.
+
+        Through an endpoint of the organization, the call stays skipped (``source_vpce_own``): the
+        organization's accounts are the file's own account, from its S3 key (CloudTrail writes the
+        key; no field of a record can add an account), and ``trusted_endpoint_accounts``. Through
+        any other account's endpoint (stolen keys used from the attacker's own VPC, the "sneaky
+        endpoints" technique), it is counted and scored from the location ``VPCE:<account>``, with
+        a history of its own like a country's. A private address without an endpoint owner stays
+        ``source_private``.
+        """
+        # C-level: only the records that name an endpoint owner reach the Python loop below
+        named = list(compress(kept, map(_ENDPOINT_OWNER, kept)))
+        if not named:
+            return 0
+        sources, trusted = self._sources, self.trusted_endpoint_accounts
+        own = 0
+        # (location, endpoint id) -> its records and where each of their sources is located
+        foreign: dict[tuple[str, str | None], tuple[list[TrailRecord], Located]] = {}
+        for record in named:
+            source, owner = record.sourceIPAddress, record.vpcEndpointAccountId
+            if not owner or sources.get(source) != "source_private":
+                continue
+            if owner == folder or owner in trusted:
+                own += 1
+                continue
+            location, endpoint = endpoint_location(owner), clip(record.vpcEndpointId, 64)
+            records, located = foreign.setdefault((location, endpoint), ([], {}))
+            records.append(record)
+            if source not in located:
+                ip = classify_source(source).ip or ""
+                located[source] = (f"{ip} via {endpoint}" if endpoint else ip, location)
+        moved = own + sum(len(records) for records, _ in foreign.values())
+        if not moved:
+            return 0
+        left = skipped["source_private"] - moved
+        if left:
+            skipped["source_private"] = left
+        else:
+            del skipped["source_private"]
+        if own:
+            skipped["source_vpce_own"] += own
+        change = own - moved
+        for records, located in foreign.values():
+            change += self._count(records, skipped, account_hint, folder, located)
+        return change
 
     def _without_duplicates(
         self, records: Sequence[TrailRecord], skipped: Counter[str]
@@ -586,7 +689,7 @@ class RunAggregate:
         event_ids = self._event_id_lists.get(group_key)
         if event_ids is None:
             event_ids = self._event_id_lists[group_key] = ["", 0]
-        truncated = user_agent is not None and len(user_agent) > MAX_FIELD_CHARS
+        truncated = user_agent is not None and clip(user_agent) is not user_agent
         # counters.is_long_term_key, inlined
         key_prefix = (access_key, country) if access_key is not None and access_key[:4] == "AKIA" else None
         city = None
@@ -594,7 +697,14 @@ class RunAggregate:
             city = self._city_of.get(ip)
             if city is None:
                 city = self._city_of[ip] = self.locate_city(ip) or ""
-        extra = _Extra(truncated, key_prefix, city) if truncated or key_prefix or city is not None else None
+            if city[:2] != country:  # a city of another country; "unknown" and "VPCE:" have none
+                city = ""
+        unlocated = country == UNKNOWN_LOCATION
+        extra = (
+            _Extra(truncated, key_prefix, city, unlocated)
+            if truncated or key_prefix or city is not None or unlocated
+            else None
+        )
         # kept with its strings interned: agents, regions and types recur across groups
         stored_key = (
             account,
@@ -614,6 +724,8 @@ class RunAggregate:
     ) -> None:
         if extra.truncated:
             skipped["field_truncated"] += 1  # kept, cut to MAX_FIELD_CHARS (not skipped)
+        if extra.unlocated:
+            skipped["geo_unknown"] += 1  # scored from the location "unknown" (not skipped)
         if extra.key_prefix is not None:
             _tally(self._key_cells, (*extra.key_prefix, hour), event_time)
         if extra.city is not None:
@@ -770,16 +882,16 @@ class RunAggregate:
         return self._hours[prefix]
 
     def _locate(self, source: str | None) -> tuple[str, str] | str:
-        """(address, country) of a source, or its skip reason: worked out once."""
+        """(address, country) of a source, or its skip reason: worked out once. A public address
+        the GeoIP database has no country for is located in ``unknown``, scored like a country:
+        address space missing from the database must not hide a caller."""
         cached = self._sources.get(source)
         if cached is None:
             kind, ip = classify_source(source)
-            country = self.geolocate(ip) if kind is SourceKind.PUBLIC and ip is not None else None
-            if country is None or ip is None:
-                reason = "geo_unknown" if kind is SourceKind.PUBLIC else f"source_{kind.value}"
-                cached = self._sources[source] = reason
+            if kind is SourceKind.PUBLIC and ip is not None:
+                cached = self._sources[source] = (ip, self.geolocate(ip) or UNKNOWN_LOCATION)
             else:
-                cached = self._sources[source] = (ip, country)
+                cached = self._sources[source] = f"source_{kind.value}"
         return cached
 
     # --------------------------------------------------------------------------------------------

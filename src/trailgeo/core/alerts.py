@@ -3,14 +3,14 @@
 Field paths follow Elastic Common Schema so that Elastic's investigation guide for "Unusual
 Country For an AWS Command" and SIEM pipelines apply unchanged. Every string in here came
 from CloudTrail, i.e. possibly from an attacker: lengths and list sizes are bounded, and the
-email rendering strips control characters and keeps the subject on one line.
+email rendering neutralises control, bidirectional, zero-width and tag characters and keeps the
+subject on one line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 
 from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodScore, SiblingScore
 from trailgeo.core.sensitive import is_sensitive, tactics_of
+from trailgeo.core.sources import UNKNOWN_LOCATION, endpoint_account
+from trailgeo.core.text import visible
 
 RULE_NAME = "Unusual Country For an AWS Command"
 Detector = Literal["country", "city", "user_method", "error_code"]
@@ -434,10 +436,37 @@ def _share(level: LevelView) -> str:
     return f"{level.country:.1f} of {level.total:.0f} decayed hourly buckets ({100 * level.share:.1f}%)"
 
 
+def location_label(location: str) -> str:
+    """A location as an alert names it: the country code, or what stands in for one, in words that
+    cannot be read as a country (``sources.endpoint_location``, ``UNKNOWN_LOCATION``)."""
+    account = endpoint_account(location)
+    if account is not None:
+        return f"VPC endpoint of account {account}"
+    return "unknown location" if location == UNKNOWN_LOCATION else location
+
+
+def location_note(location: str) -> str | None:
+    """What a location that is no country means, for the explanation; None for a country."""
+    account = endpoint_account(location)
+    if account is not None:
+        return (
+            "Location: not a country. The calls came from a private address through a VPC endpoint "
+            f"owned by AWS account {account}, which is neither an account of this trail nor trusted in "
+            'the tuning: credentials used from another account\'s VPC (the "sneaky endpoints" technique) '
+            "look like this. The endpoint ids are given with the addresses."
+        )
+    if location == UNKNOWN_LOCATION:
+        return (
+            "Location: not a country. The GeoIP database has no country for the address(es); all such "
+            'addresses share the location "unknown", scored like a country.'
+        )
+    return None
+
+
 def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
     """Words and numbers an analyst can act on without opening another tool."""
     group = scored.group
-    cc = group.country
+    cc = location_label(group.country)
     top = rare[0]
     lines = [
         (
@@ -445,6 +474,9 @@ def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
             f"(top score {top.score:g} >= threshold)."
         ),
     ]
+    note = location_note(group.country)
+    if note is not None:
+        lines.append(note)
     if scored.new_to_org:
         lines.append(
             f"Organization: no call from {cc} before this run, in {scored.org_buckets} hourly buckets "
@@ -488,12 +520,11 @@ def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
     return "\n".join(lines)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def plain(value: str, limit: int = 300) -> str:
-    """Attacker-controlled text made safe for a plain-text email line."""
-    cleaned = _CONTROL.sub("?", value.replace("\r", " ").replace("\n", " "))
+    """Attacker-controlled text made safe for a plain-text line (e-mail, Security Hub): line
+    breaks become spaces, the other characters of ``core.text.NEUTRALISED`` ``?`` (controls) or
+    their ``\\uXXXX`` escape (bidirectional overrides, zero-width and tag characters)."""
+    cleaned = visible(value.replace("\r", " ").replace("\n", " "))
     return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
 
 
@@ -512,6 +543,8 @@ def email_subject(alert: Alert) -> str:
     elif alert.detector == "error_code":
         code = alert.findings[0].value if alert.findings else "?"
         subject = f"Rare AWS error code: {code} for {alert.principal}"
+    elif location_note(alert.country) is not None:  # no country: a VPC endpoint, an unknown location
+        subject = f"Unusual {location_label(alert.country)} for AWS command: {what} by {alert.principal}"
     else:
         subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
     # SNS subjects: ASCII, no line breaks, at most 100 characters.
@@ -526,7 +559,7 @@ def email_body(alert: Alert) -> str:
         f"Who:      {plain(alert.principal)}",
         f"Account:  {plain(alert.cloud.account.id)}",
         f"Key:      {plain(', '.join(alert.access_key_ids) or 'none')}",
-        f"From:     {alert.country}  IPs: {plain(', '.join(alert.source.ip))}"
+        f"From:     {location_label(alert.country)}  IPs: {plain(', '.join(alert.source.ip))}"
         + (f" and {alert.omitted.source_ip} more" if alert.omitted.source_ip else ""),
         f"When:     {plain(alert.first_event_time)} .. {plain(alert.last_event_time)}",
         f"Detected: {alert.detected_at:%Y-%m-%dT%H:%M:%SZ}",

@@ -19,7 +19,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from trailgeo.core.alerts import Alert, plain
+from trailgeo.core.alerts import Alert, location_label, plain
 from trailgeo.core.chatbot import safe_id
 from trailgeo.core.slack import console_links, principal_name, rare_items
 
@@ -123,7 +123,8 @@ def _description(alert: Alert) -> str:
     keys = ", ".join(alert.access_key_ids) or "none"
     text = (
         f"{alert.rule.name}: {alert.principal} (account {alert.cloud.account.id}, access key {keys}) "
-        f"from {alert.country}, score {alert.score:g}. " + " ".join(alert.explanation.splitlines())
+        f"from {location_label(alert.country)}, score {alert.score:g}. "
+        + " ".join(alert.explanation.splitlines())
     )
     return plain(text, DESCRIPTION_LIMIT - 1)
 
@@ -167,7 +168,9 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
     detector = str(getattr(alert, "detector", "country"))
     types = TYPES if detector == "country" else [VALID_ACCOUNTS, f"Unusual Behaviors/User/{alert.rule.name}"]
     if detector == "country":
-        title = f"Unusual country {alert.country} for AWS command by {alert.principal}"
+        where = location_label(alert.country)
+        noun = f"country {where}" if where == alert.country else where  # a VPC endpoint, an unknown location
+        title = f"Unusual {noun} for AWS command by {alert.principal}"
     else:
         title = f"{alert.rule.name} by {alert.principal}"
     severity = {"Label": SEVERITY_LABELS[alert.severity], "Original": f"{alert.score:g}"}

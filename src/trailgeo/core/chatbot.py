@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, location_label
 from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items
 
 TITLE_LIMIT = 250
@@ -34,7 +34,8 @@ _EMOJI = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high
 def _title(alert: Alert) -> str:
     emoji = _EMOJI.get(alert.severity, ":red_circle:")
     rule = escape(alert.rule.name, 100)
-    return f"{emoji} {alert.severity.upper()}: {rule} ({escape(alert.country, 10)})"[:TITLE_LIMIT]
+    where = escape(location_label(alert.country), 60)
+    return f"{emoji} {alert.severity.upper()}: {rule} ({where})"[:TITLE_LIMIT]
 
 
 def _description(alert: Alert) -> str:
@@ -46,7 +47,7 @@ def _description(alert: Alert) -> str:
         f"*Who:* {inline_code(alert.principal, budget)}",
         f"*Account:* {inline_code(alert.cloud.account.id, 100)}",
         f"*Access key:* {code_list(alert.access_key_ids, alert.omitted.access_key_ids, budget)}",
-        f"*From:* {inline_code(alert.country, 20)} {ips}",
+        f"*From:* {inline_code(location_label(alert.country), 60)} {ips}",
         f"*When:* {inline_code(alert.first_event_time, 60)} to {inline_code(alert.last_event_time, 60)}",
         f"*Score:* {alert.score:g}/100 (threshold {alert.rule.threshold:g})",
         f"*Rare methods:* {code_list(methods, omitted_methods, 900, each=120)}",
@@ -94,7 +95,9 @@ def safe_id(value: str) -> str:
 def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dict[str, Any]:
     alert_id = safe_id(alert.alert_id)
     thread = safe_id(alert.follows_alert_id or alert.alert_id)
-    summary = f"{alert.severity.upper()}: unusual country {escape(alert.country, 10)} for AWS command"
+    where = location_label(alert.country)
+    noun = f"country {where}" if where == alert.country else where  # a VPC endpoint, an unknown location
+    summary = f"{alert.severity.upper()}: unusual {escape(noun, 60)} for AWS command"
     return {
         "version": "1.0",
         "source": "custom",

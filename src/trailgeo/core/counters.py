@@ -15,6 +15,13 @@ Two properties make counting exactly-once without transactions across items:
 Decay uses forward decay (Cormode et al., ICDE 2009): an observation in hour ``h`` is stored
 with weight ``2 ** ((h - EPOCH_HOUR) / half_life)``, so adding stays commutative and the
 decayed count at hour ``t`` is ``wsum * 2 ** (-(t - EPOCH_HOUR) / half_life)``.
+
+That weight grows without bound with ``h``: one record dated 2099 would outweigh decades of real
+history. So no hour past the run is ever counted: an event is accepted only within its file's
+delivery window (``event_hours``), which ends an hour after the run's scheduled time at the
+latest. Hours outside are refused, not clamped: a clamped hour would weigh what the run that first
+saw it decided, and two runs seeing it in a different order would store different sums. Refused,
+every weight stored stays a function of its hour alone, and adding stays commutative and idempotent.
 """
 
 from __future__ import annotations
@@ -123,6 +130,26 @@ def hour_of(event_time: str) -> int | None:
     except ValueError:
         return None
     return int(stamp.timestamp()) // 3600
+
+
+# CloudTrail delivers a record "within an average of about 5 minutes" of the call, not guaranteed,
+# and "a log file delivered at a specific time can contain records written at any point before
+# that time" (AWS CloudTrail User Guide). A day before the delivery in the file's name covers late
+# deliveries (S3LogSource picks up files landing up to a day late too); an hour after it covers
+# clock skew. Anything else in a file is no CloudTrail record of that delivery.
+EVENT_HOURS_BEFORE_DELIVERY = 24
+EVENT_HOURS_AFTER_DELIVERY = 1
+ANY_HOUR = (0, 1 << 62)  # no window: aggregates fed records without their files (tests, tools)
+
+
+def event_hours(delivered: datetime | None, scheduled: datetime) -> tuple[int, int]:
+    """The first and last hour (since the Unix epoch) in which a file's events are counted: from
+    ``EVENT_HOURS_BEFORE_DELIVERY`` before its delivery (the time in its name) to
+    ``EVENT_HOURS_AFTER_DELIVERY`` after, the delivery taken as the run's scheduled time when the
+    name has none or names a later time (no hour past the run: see the module's docstring)."""
+    run = int(scheduled.timestamp()) // 3600
+    delivery = run if delivered is None else min(int(delivered.timestamp()) // 3600, run)
+    return delivery - EVENT_HOURS_BEFORE_DELIVERY, delivery + EVENT_HOURS_AFTER_DELIVERY
 
 
 def decay_weight(hour: int, half_life_hours: float) -> float:

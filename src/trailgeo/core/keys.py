@@ -21,14 +21,30 @@ class KeyKind(StrEnum):
     OTHER = "other"
 
 
+# Every part of a key is bounded: a batch's keys are kept in its run record (DynamoDB, 400 KB),
+# and a bucket writer's long names must not push it over (runs would stop). AWS region names
+# (``us-east-1``, ``us-isof-south-1``, ``ap-southeast-5``) are a two-letter area, one to three
+# words and a number, 15 characters at most today; CloudTrail's unique string is "the 16-character
+# UniqueString" of its documentation (CloudTrail log file name format).
+MAX_REGION_CHARS = 25
+_REGION = r"[a-z]{2}(?:-[a-z]{1,12}){1,3}-\d{1,2}"
+_REGION_RE = re.compile(_REGION)
+UNIQUE_STRING_CHARS = 16
 _KEY_RE = re.compile(
     r"^(?P<prefix>(?:.*/)?)AWSLogs/(?:(?P<org>o-[a-z0-9]{10,32})/)?(?P<account>\d{12})/"
-    r"(?P<kind>CloudTrail|CloudTrail-Digest|CloudTrail-Insight)/(?P<region>[a-z0-9-]+)/"
+    r"(?P<kind>CloudTrail|CloudTrail-Digest|CloudTrail-Insight)/"
+    rf"(?P<region>(?=[a-z0-9-]{{1,{MAX_REGION_CHARS}}}/){_REGION})/"
     r"(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<name>[^/]+)$"
 )
 _LOG_NAME_RE = re.compile(
-    r"^(?P<account>\d{12})_CloudTrail_(?P<region>[a-z0-9-]+)_(?P<ts>\d{8}T\d{4}Z)_[A-Za-z0-9]+\.json(?:\.gz)?$"
+    rf"^(?P<account>\d{{12}})_CloudTrail_(?P<region>{_REGION})_(?P<ts>\d{{8}}T\d{{4}}Z)_"
+    rf"[A-Za-z0-9]{{1,{UNIQUE_STRING_CHARS}}}\.json(?:\.gz)?$"
 )
+
+
+def is_region(name: str) -> bool:
+    """Whether a folder under ``CloudTrail/`` is named like an AWS region."""
+    return len(name) <= MAX_REGION_CHARS and _REGION_RE.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ record never costs the rest of the file.
 
 from __future__ import annotations
 
+import codecs
 import gc
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,29 @@ import msgspec
 
 # Hostile strings (a 1 MB userAgent) are cut before they reach tables or alerts.
 MAX_FIELD_CHARS = 1024
+# Invalid UTF-8 is repaired a chunk at a time; each bad byte grows by 2 (U+FFFD is 3 bytes). A real
+# file has a handful; a file that would grow by more is hostile and refused (invalid_json).
+_UTF8_CHUNK = 1 << 20
+MAX_UTF8_REPAIR_GROWTH = 16 << 20
+
+# More records than a delivery file holds: the file is skipped whole (too_many_records). The real
+# corpora (../shared/data/cloudtrail, 3,932 files) hold 622 records a file at most, 6 at the median;
+# the benchmark's busiest deliveries 10,000 (docs/performance.md): 100,000 leaves a margin of 10
+# over those and takes about 140 MB decoded. Issue 13's 29 KB object held 10 million "{}".
+MAX_RECORDS_PER_FILE = 100_000
+# What decoding one file may take besides the document, estimated from its counts of "{" and ","
+# before any decoding, so that a file too costly is refused, not decoded (docs/threat-model.md). A
+# "{" is at most one record or identity struct with its list slot (121 B measured, 13 fields), a
+# "," at most one short string of a declared field (56 B, 16 at most a struct); the slow path holds
+# a raw value per element, or a generic key, value and dict entry, per ",". 10 million "{}" took
+# 1.15 GB. Real files come to 2.8 KB a record estimated (6.1 "{" and 32.5 "," a record in the
+# corpora, 1.4 KB measured): 384 MiB admits 120,000 to 140,000 records, 70,000 on the slow path.
+MAX_DECODE_BYTES = 384 * 1024 * 1024
+_STRUCT_BYTES, _STRING_BYTES, _STRINGS_PER_STRUCT, _GENERIC_VALUE_BYTES = 160, 56, 16, 160
+# "{}," is the costliest JSON a byte (272 B estimated for 3 bytes; a valid document has 3 bytes or
+# more a "{"): a file this small cannot go over the budget, and nearly every file is this small,
+# so the counts (0.8 ms a MB each, measured) are made only above it.
+_COUNTED_ABOVE = MAX_DECODE_BYTES // 91
 
 
 # The record structs are decoded by the million and never form reference cycles (strings and one
@@ -54,6 +78,7 @@ class TrailRecord(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     eventType: str | None = None  # noqa: N815
     errorCode: str | None = None  # noqa: N815
     vpcEndpointId: str | None = None  # noqa: N815
+    vpcEndpointAccountId: str | None = None  # noqa: N815 - the endpoint's owner (sources.endpoint_location)
 
 
 class _TrailFile(msgspec.Struct, gc=False):
@@ -101,34 +126,70 @@ def decode_trail_file(data: bytes) -> DecodedFile:
     """Decode an uncompressed delivery file.
 
     Raises MalformedFileError when the document is not JSON, not an object, or has no
-    ``Records`` list; otherwise returns every record that decodes and counts the others.
+    ``Records`` list, or holds more than a delivery file (``too_many_records``: over
+    MAX_RECORDS_PER_FILE records, or too costly to decode, refused before decoding); otherwise
+    returns every record that decodes and counts the others.
     """
+    if len(data) > _COUNTED_ABOVE:
+        braces = data.count(b"{")
+        if (_STRUCT_BYTES + _STRING_BYTES * _STRINGS_PER_STRUCT) * braces > MAX_DECODE_BYTES:
+            commas = data.count(b",")  # only where the strings might take it over the budget
+            strings = min(commas + braces, _STRINGS_PER_STRUCT * braces)
+            estimate = _STRUCT_BYTES * braces + _STRING_BYTES * strings
+            _within_budget(estimate, f'{braces:,} "{{" and {commas:,} ","')
     repaired = _repair_utf8(data)
+    decoded = _decode_valid_utf8(data if repaired is None else repaired)
     if repaired is not None:
-        decoded = _decode_valid_utf8(repaired)
         decoded.skipped["invalid_utf8_replaced"] += 1
-        return decoded
-    return _decode_valid_utf8(data)
+    if len(decoded.records) > MAX_RECORDS_PER_FILE:
+        raise MalformedFileError("too_many_records", f"{len(decoded.records):,} > {MAX_RECORDS_PER_FILE:,}")
+    return decoded
 
 
-def _repair_utf8(data: bytes) -> bytes | None:
+def _within_budget(estimate: int, counted: str) -> None:
+    if estimate > MAX_DECODE_BYTES:
+        raise MalformedFileError(
+            "too_many_records",
+            f"{counted}: decoding would take about {estimate >> 20:,} MiB, over the budget",
+        )
+
+
+def _repair_utf8(data: bytes) -> bytearray | None:
     """The file with U+FFFD for each invalid UTF-8 sequence, or None when it is valid.
 
     Checked here rather than left to the decoder: decoders disagree (msgspec 0.22 raises
     UnicodeDecodeError, 0.23 a DecodeError indistinguishable from invalid JSON, and neither looks
     inside the fields it skips), and one bad byte must never cost the file's other records. Trail files
-    are almost always ASCII, which ``isascii`` confirms without a copy.
+    are almost always ASCII, which ``isascii`` confirms without a copy. Otherwise the file is read in
+    chunks, so that neither the check nor the repair holds the file as text (up to 4 bytes a
+    character): a repair adds at most ``MAX_UTF8_REPAIR_GROWTH`` bytes, else the file is refused.
     """
     if data.isascii():
         return None
+    check = codecs.getincrementaldecoder("utf-8")("strict")
     try:
-        data.decode("utf-8")
+        for chunk, final in _utf8_chunks(data):
+            check.decode(chunk, final=final)
     except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace").encode("utf-8")
-    return None
+        pass
+    else:
+        return None
+    repair = codecs.getincrementaldecoder("utf-8")("replace")
+    repaired = bytearray()
+    for chunk, final in _utf8_chunks(data):
+        repaired += repair.decode(chunk, final=final).encode()
+        if len(repaired) > len(data) + MAX_UTF8_REPAIR_GROWTH:
+            raise MalformedFileError("invalid_json", "invalid UTF-8 throughout: not a delivery file")
+    return repaired
 
 
-def _decode_valid_utf8(data: bytes) -> DecodedFile:
+def _utf8_chunks(data: bytes) -> Iterator[tuple[memoryview, bool]]:
+    view = memoryview(data)
+    for start in range(0, len(data), _UTF8_CHUNK):
+        yield view[start : start + _UTF8_CHUNK], start + _UTF8_CHUNK >= len(data)
+
+
+def _decode_valid_utf8(data: bytes | bytearray) -> DecodedFile:
     try:
         return DecodedFile(records=_file_decoder.decode(data).Records)
     except msgspec.ValidationError:
@@ -143,7 +204,9 @@ def _decode_valid_utf8(data: bytes) -> DecodedFile:
         raise MalformedFileError("too_deep", "JSON nested deeper than the decoder follows") from exc
 
 
-def _decode_slowly(data: bytes) -> DecodedFile:
+def _decode_slowly(data: bytes | bytearray) -> DecodedFile:
+    commas = data.count(b",")  # a value each, at most: bounded before they are held one by one
+    _within_budget(_GENERIC_VALUE_BYTES * (commas + 1), f'{commas:,} "," on the slow path')
     try:
         raw_records = _raw_file_decoder.decode(data).Records
     except msgspec.ValidationError:
@@ -177,6 +240,7 @@ _STRING_FIELDS = (
     "eventType",
     "errorCode",
     "vpcEndpointId",
+    "vpcEndpointAccountId",
 )
 _IDENTITY_FIELDS = ("type", "arn", "principalId", "accountId", "accessKeyId", "userName", "invokedBy")
 
@@ -207,7 +271,12 @@ def _salvage(raw: msgspec.Raw, skipped: Counter[str]) -> list[TrailRecord]:
 
 
 def clip(value: str | None, limit: int = MAX_FIELD_CHARS) -> str | None:
-    """Cut attacker-controlled strings to a bounded length, marking the cut."""
-    if value is None or len(value) <= limit:
+    """Cut attacker-controlled strings to at most ``limit`` bytes of UTF-8 (``limit`` characters
+    of ASCII), marking the cut. Bytes, because DynamoDB bounds keys in bytes (2,048 a partition
+    key, 1,024 a sort key): 512 characters of 4-byte emoji in a principal were an item it refuses."""
+    if value is None or (len(value) <= limit and value.isascii()):
         return value
-    return value[:limit] + "…[truncated]"
+    encoded = value[:limit].encode("utf-8", "surrogatepass")
+    if len(value) <= limit and len(encoded) <= limit:
+        return value
+    return encoded[:limit].decode("utf-8", "ignore") + "…[truncated]"

@@ -7,8 +7,9 @@ inert in two steps:
 * ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;`` and ``&gt;`` (Slack's own escaping), so that
   ``<!channel>``, ``<!here>``, ``<@U123>`` and ``<http://evil|click>`` can neither ping nor link;
 * the text goes inside inline code or a code block, with backticks replaced by a look-alike, so
-  ``*``, ``_``, ``~`` and backticks cannot style or break out. Control characters and
-  bidirectional overrides become ``?``; inline code is kept on one line.
+  ``*``, ``_``, ``~`` and backticks cannot style or break out. Control characters, bidirectional
+  overrides, zero-width and tag characters (``core.text.NEUTRALISED``) become ``?``; inline code
+  is kept on one line.
 
 ``@channel`` typed as plain text never pings from an incoming webhook (no ``link_names``), and
 inside code it stays text. Links are built here from percent-encoded parts, with labels of our
@@ -21,7 +22,8 @@ import re
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, location_label
+from trailgeo.core.text import UNSAFE
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -37,8 +39,6 @@ BACKTICK_STANDIN = "\u02cb"  # MODIFIER LETTER GRAVE ACCENT: looks like a backti
 ELLIPSIS = "…"
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-# C0/C1 controls, zero-width and bidirectional formatting characters, line/paragraph separators.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _CONSOLES = {
     "aws": "https://console.aws.amazon.com",
@@ -68,7 +68,7 @@ def escape(text: str, limit: int, *, code: bool = True, newlines: bool = False) 
             piece = BACKTICK_STANDIN
         elif ch in _ENTITIES:
             piece = _ENTITIES[ch]
-        elif _UNSAFE.match(ch):
+        elif UNSAFE.match(ch):
             piece = "?"
         else:
             piece = ch
@@ -200,12 +200,14 @@ def _number(value: float) -> str:
 
 
 def header_text(alert: Alert) -> str:
-    return plain_text(f"{alert.severity.upper()} · {alert.country} · {alert.principal}", HEADER_LIMIT)
+    where = location_label(alert.country)
+    return plain_text(f"{alert.severity.upper()} · {where} · {alert.principal}", HEADER_LIMIT)
 
 
 def fallback_text(alert: Alert) -> str:
     """The notification text (push, desktop): one line, principal as inert inline code."""
-    prefix = f"{alert.severity.upper()}: {escape(alert.rule.name, 100)} {escape(alert.country, 10)} by "
+    where = escape(location_label(alert.country), 60)
+    prefix = f"{alert.severity.upper()}: {escape(alert.rule.name, 100)} {where} by "
     return prefix + inline_code(alert.principal, FALLBACK_LIMIT - len(prefix))
 
 
@@ -220,7 +222,7 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
         ("Who", who),
         ("Account", inline_code(alert.cloud.account.id, 100)),
         ("Access key", code_list(alert.access_key_ids, alert.omitted.access_key_ids, budget)),
-        ("From", f"{inline_code(alert.country, 20)} {ips}"),
+        ("From", f"{inline_code(location_label(alert.country), 60)} {ips}"),
         (
             "When",
             (

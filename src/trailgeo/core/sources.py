@@ -1,12 +1,15 @@
 """Classifying CloudTrail's ``sourceIPAddress`` before any geolocation.
 
 Only a public IP address can be geolocated and scored. Everything else is a reason to skip,
-counted per reason so that operators can see what was not scored and why.
+counted per reason so that operators can see what was not scored and why; but a private address
+behind a VPC endpoint of an account outside the organization is scored from that endpoint
+(``endpoint_location``; the aggregate decides, knowing the file's account).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -20,6 +23,26 @@ class SourceKind(StrEnum):
     HOSTNAME = "hostname"  # some other DNS name
     INVALID = "invalid"  # unparseable: "253.252.51.07", "not-an-ip", overlong
     MISSING = "missing"  # field absent or empty
+
+
+# Where a call came from when it is no country, scored like one with a history of its own: a public
+# address the GeoIP database has no country for, and a VPC endpoint of an account outside the
+# organization (aggregate.RunAggregate). Neither can be taken for an ISO 3166 code (two capitals).
+UNKNOWN_LOCATION = "unknown"
+ENDPOINT_LOCATION_PREFIX = "VPCE:"
+_ACCOUNT_ID = re.compile(r"\d{12}")
+
+
+def endpoint_location(account: str) -> str:
+    """The location of calls through a VPC endpoint of ``account``. A value that is no account id
+    (only a forged record has one) gets one shared location, never a counter key of its own."""
+    return ENDPOINT_LOCATION_PREFIX + (account if _ACCOUNT_ID.fullmatch(account) else "other")
+
+
+def endpoint_account(location: str) -> str | None:
+    """The account of an endpoint location (``VPCE:<account>``), None for any other location."""
+    prefix = ENDPOINT_LOCATION_PREFIX
+    return location[len(prefix) :] if location.startswith(prefix) else None
 
 
 class SourceClass(NamedTuple):

@@ -36,8 +36,11 @@ from pydantic import (
 )
 
 from trailgeo.core.aggregate import OTHER_MARKER  # what stands in for evidence beyond its bound
+from trailgeo.core.sources import endpoint_account
 
 SUPPORTED_VERSION = 1
+# Countries that allowed_countries entries for everyone (catch-all principals) may name together.
+MAX_COUNTRIES_FOR_EVERYONE = 10
 _GLOB_CHARS = frozenset("*?[")
 _MIN_PREFIX = {4: 8, 6: 16}  # a broader "trusted" network is a slice of the Internet, not a VPN
 # Shared with the operator CLI (app/operate.py), which checks its options the same way.
@@ -75,6 +78,46 @@ def _glob(value: str) -> str:
 def _not_everything(value: str) -> str:
     if set(value) <= {"*", "?"}:
         raise ValueError(f"{value!r} matches everything: it would silence the detector")
+    return value
+
+
+# Principals of one account with names nobody writes, by kind: IAM users, sessions of roles, and
+# IAM Identity Center sessions (people). A pattern matching every probe of a kind matches every
+# principal of that kind in an account, or more: it is a catch-all.
+_PROBE_KINDS: tuple[tuple[str, ...], ...] = (
+    ("arn:{p}:iam::{a}:user/{n}", "arn:{p}:iam::{a}:user/x/{n}-2"),
+    ("arn:{p}:sts::{a}:assumed-role/{n}/{n}", "arn:{p}:sts::{a}:assumed-role/{n}-2/i-0{n}"),
+    (
+        "arn:{p}:sts::{a}:assumed-role/AWSReservedSSO_{n}_0123456789abcdef/{n}@x.example",
+        "arn:{p}:sts::{a}:assumed-role/AWSReservedSSO_{n}-2_fedcba9876543210/{n}-2",
+    ),
+)
+_PARTITION = re.compile(r"^arn:(aws[a-z-]*):")
+_ACCOUNT_LIKE = re.compile(r"[0-9?]{12}")
+
+
+def is_catch_all(pattern: str) -> bool:
+    """Whether a principal glob matches every IAM user, every role session or every Identity Center
+    session of an account (the account it names, 12 digits with ``?`` for any digit, or any
+    account), whatever their names: ``*``, ``arn:*``, ``*:*``, ``arn:aws:sts::*``,
+    ``arn:aws:iam::111122223333:user/*``, ``*AWSReservedSSO_*`` are; ``.../ci-deployer/*`` is not."""
+    regex = re.compile(fnmatch.translate(pattern))
+    partition = _PARTITION.match(pattern)
+    p = partition.group(1) if partition else "aws"
+    accounts = {found.replace("?", "0") for found in _ACCOUNT_LIKE.findall(pattern)} | {"000000000000"}
+    return any(
+        all(regex.match(probe.format(p=p, a=account, n="zq-trailgeo-probe")) for probe in kind)
+        for account in accounts
+        for kind in _PROBE_KINDS
+    )
+
+
+def _not_catch_all(value: str) -> str:
+    if is_catch_all(value):
+        raise ValueError(
+            f"{value!r} matches every principal of an account (or more): it would silence the detector "
+            "for all of them; name the principals (a role, a user, a path)"
+        )
     return value
 
 
@@ -134,7 +177,8 @@ def _version(value: object) -> object:
 
 
 PrincipalGlob = Annotated[str, AfterValidator(_glob)]
-IgnoredPrincipalGlob = Annotated[str, AfterValidator(_glob), AfterValidator(_not_everything)]
+ScopePrincipalGlob = Annotated[str, AfterValidator(_glob), AfterValidator(_not_catch_all)]
+IgnoredPrincipalGlob = Annotated[str, AfterValidator(_glob), AfterValidator(_not_catch_all)]
 UserAgentGlob = Annotated[str, AfterValidator(_agent_glob)]
 CountryCode = Annotated[str, AfterValidator(_country)]
 AccountId = Annotated[str, BeforeValidator(_account)]
@@ -186,6 +230,22 @@ class AllowedCountries(_Model):
         )
 
 
+def _trusted_network(value: str) -> str:
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"is not a valid IPv4 or IPv6 network ({exc}){_host_bits_hint(value)}") from None
+    minimum = _MIN_PREFIX[network.version]
+    if network.prefixlen < minimum:
+        raise ValueError(
+            f"/{network.prefixlen} is too broad to trust (IPv{network.version} needs /{minimum} or longer)"
+        )
+    return str(network)
+
+
+Cidr = Annotated[str, AfterValidator(_trusted_network)]
+
+
 class TrustedCidr(_Model):
     """A network whose addresses are trusted (corporate VPN or proxy egress). A bare string is accepted."""
 
@@ -204,17 +264,7 @@ class TrustedCidr(_Model):
     @field_validator("cidr")
     @classmethod
     def _valid_network(cls, value: str) -> str:
-        try:
-            network = ipaddress.ip_network(value.strip(), strict=True)
-        except ValueError as exc:
-            raise ValueError(f"is not a valid IPv4 or IPv6 network ({exc}){_host_bits_hint(value)}") from None
-        minimum = _MIN_PREFIX[network.version]
-        if network.prefixlen < minimum:
-            raise ValueError(
-                f"/{network.prefixlen} is too broad to trust "
-                f"(IPv{network.version} needs /{minimum} or longer)"
-            )
-        return str(network)
+        return _trusted_network(value)
 
     @cached_property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -231,6 +281,54 @@ def _host_bits_hint(value: str) -> str:
     return f": write {network} for the network or {address}/{network.max_prefixlen} for the one address"
 
 
+class IgnoredUserAgents(_Model):
+    """User agents that do not alert, for the principals and/or networks named, never alone: the
+    caller sets its user agent, and an attacker with stolen keys can send ``Terraform/1.9.0``."""
+
+    user_agents: Annotated[tuple[UserAgentGlob, ...], AfterValidator(_non_empty)]
+    principals: tuple[ScopePrincipalGlob, ...] = ()
+    cidrs: tuple[Cidr, ...] = ()
+    note: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_alone(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError(  # noqa: TRY004 - pydantic wants ValueError
+                "a user agent alone is refused (the caller sets it): write a table with user_agents "
+                "and the principals and/or cidrs it comes from"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _scoped(self) -> Self:
+        if not self.principals and not self.cidrs:
+            raise ValueError("needs principals or cidrs (or both): the caller sets its user agent")
+        return self
+
+    @cached_property
+    def _agent_re(self) -> re.Pattern[str]:
+        return _compile(self.user_agents)
+
+    @cached_property
+    def _principal_re(self) -> re.Pattern[str]:
+        return _compile(self.principals)
+
+    @cached_property
+    def _networks(self) -> tuple[tuple[ipaddress.IPv4Network, ...], tuple[ipaddress.IPv6Network, ...]]:
+        return _split_networks(ipaddress.ip_network(cidr) for cidr in self.cidrs)
+
+    def applies(self, principal: str, source_ips: Sequence[str], *, behind_endpoint: bool) -> bool:
+        """The group is this entry's: its principal matches (when given) and every address is in
+        the networks (when given; never behind a foreign VPC endpoint, whose addresses are not ours)."""
+        if self.principals and self._principal_re.match(principal) is None:
+            return False
+        return not self.cidrs or (not behind_endpoint and _all_inside(source_ips, *self._networks))
+
+    def ignores(self, agent: str) -> bool:
+        return self._agent_re.match(agent) is not None
+
+
 class MethodPolicy(_Model):
     """Per-method override, keyed by ``eventSource:eventName`` (globs allowed) in ``methods``."""
 
@@ -243,6 +341,7 @@ class MethodPolicy(_Model):
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
     "allowed_countries": AllowedCountries,
     "trusted_cidrs": TrustedCidr,
+    "ignored_user_agents": IgnoredUserAgents,
     "methods": MethodPolicy,
 }
 DEFAULT_METHOD_POLICY = MethodPolicy()
@@ -254,8 +353,31 @@ class Tuning(_Model):
     allowed_countries: tuple[AllowedCountries, ...] = ()
     trusted_cidrs: tuple[TrustedCidr, ...] = ()
     ignored_principals: tuple[IgnoredPrincipalGlob, ...] = ()
-    ignored_user_agents: tuple[UserAgentGlob, ...] = ()
+    ignored_user_agents: tuple[IgnoredUserAgents, ...] = ()
+    # Accounts whose VPC endpoints are the organization's, besides the account of each trail file
+    # (its S3 folder): calls through them are skipped (source_vpce_own), not scored as VPCE:<account>.
+    trusted_vpc_endpoint_accounts: tuple[AccountId, ...] = ()
     methods: dict[MethodKey, MethodPolicy] = Field(default_factory=dict)
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _few_countries_for_everyone(
+        cls, entries: tuple[AllowedCountries, ...]
+    ) -> tuple[AllowedCountries, ...]:
+        """Entries for everyone (catch-all principals) name offices, not the world: with every
+        country listed they would switch the detector off as surely as ``ignored_principals = ["*"]``."""
+        countries = {
+            country
+            for entry in entries
+            if any(is_catch_all(principal) for principal in entry.principals)
+            for country in entry.countries
+        }
+        if len(countries) > MAX_COUNTRIES_FOR_EVERYONE:
+            raise ValueError(
+                f"entries whose principals match everyone (such as '*') allow {len(countries)} countries "
+                f"together, more than {MAX_COUNTRIES_FOR_EVERYONE}: name the principals of the others"
+            )
+        return entries
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -295,14 +417,8 @@ class Tuning(_Model):
         return _compile(self.ignored_principals)
 
     @cached_property
-    def _ignored_agent_re(self) -> re.Pattern[str]:
-        return _compile(self.ignored_user_agents)
-
-    @cached_property
     def _networks(self) -> tuple[tuple[ipaddress.IPv4Network, ...], tuple[ipaddress.IPv6Network, ...]]:
-        v4 = tuple(t.network for t in self.trusted_cidrs if isinstance(t.network, ipaddress.IPv4Network))
-        v6 = tuple(t.network for t in self.trusted_cidrs if isinstance(t.network, ipaddress.IPv6Network))
-        return v4, v6
+        return _split_networks(t.network for t in self.trusted_cidrs)
 
     @cached_property
     def _method_globs(self) -> tuple[tuple[re.Pattern[str], MethodPolicy], ...]:
@@ -331,8 +447,10 @@ class Tuning(_Model):
         """Why this (principal, country) group must not alert, or None when it may.
 
         ``trusted_cidr`` needs every address of the group in a trusted network (an unparsable address
-        or the ``…other`` marker means "not all"); ``ignored_user_agent`` needs at least one agent and
-        every agent ignored. ``on`` is the UTC date the ``until`` of allowlist entries is compared to.
+        or the ``…other`` marker means "not all"; never behind a VPC endpoint, ``VPCE:<account>``);
+        ``ignored_user_agent`` needs at least one agent and every agent ignored by an entry whose
+        principals and networks the group is in. ``on`` is the UTC date the ``until`` of allowlist
+        entries is compared to.
         """
         if self.ignores_principal(principal):
             return Verdict.IGNORED_PRINCIPAL
@@ -341,9 +459,15 @@ class Tuning(_Model):
             for entry in self.allowed_countries
         ):
             return Verdict.ALLOWED_COUNTRY
-        if self.trusted_cidrs and self._all_trusted(source_ips):
+        # Not behind a foreign VPC endpoint: its private addresses are the other account's VPC's,
+        # whatever network of ours they fall in.
+        ips = tuple(source_ips)
+        behind_endpoint = endpoint_account(country) is not None
+        if self.trusted_cidrs and not behind_endpoint and _all_inside(ips, *self._networks):
             return Verdict.TRUSTED_CIDR
-        if self.ignored_user_agents and self._all_ignored_agents(user_agents):
+        if self.ignored_user_agents and self._all_ignored_agents(
+            principal, ips, behind_endpoint, user_agents
+        ):
             return Verdict.IGNORED_USER_AGENT
         return None
 
@@ -370,29 +494,17 @@ class Tuning(_Model):
         """Allowlist entries whose ``until`` has passed: worth a log line asking to remove them."""
         return tuple(entry for entry in self.allowed_countries if entry.expired(on))
 
-    def _all_trusted(self, source_ips: Iterable[str]) -> bool:
-        v4, v6 = self._networks
-        seen = False
-        for text in source_ips:
-            try:
-                address = ipaddress.ip_address(text)
-            except ValueError:
-                return False  # not an address, or the "…other" marker: unknown, so not all trusted
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            if isinstance(address, ipaddress.IPv4Address):
-                if not any(address in network for network in v4):
-                    return False
-            elif not any(address in network for network in v6):
-                return False
-            seen = True
-        return seen
-
-    def _all_ignored_agents(self, user_agents: Iterable[str]) -> bool:
-        pattern = self._ignored_agent_re
+    def _all_ignored_agents(
+        self, principal: str, ips: Sequence[str], behind_endpoint: bool, user_agents: Iterable[str]
+    ) -> bool:
+        entries = [
+            entry
+            for entry in self.ignored_user_agents
+            if entry.applies(principal, ips, behind_endpoint=behind_endpoint)
+        ]
         seen = False
         for agent in user_agents:
-            if agent == OTHER_MARKER or not pattern.match(agent):
+            if agent == OTHER_MARKER or not any(entry.ignores(agent) for entry in entries):
                 return False
             seen = True
         return seen
@@ -402,6 +514,36 @@ EMPTY_TUNING = Tuning(version=1)
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
+
+def _split_networks(
+    networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> tuple[tuple[ipaddress.IPv4Network, ...], tuple[ipaddress.IPv6Network, ...]]:
+    both = tuple(networks)
+    v4 = tuple(n for n in both if isinstance(n, ipaddress.IPv4Network))
+    v6 = tuple(n for n in both if isinstance(n, ipaddress.IPv6Network))
+    return v4, v6
+
+
+def _all_inside(
+    source_ips: Iterable[str], v4: Sequence[ipaddress.IPv4Network], v6: Sequence[ipaddress.IPv6Network]
+) -> bool:
+    """Whether there is an address and every one is in a network of ``v4`` or ``v6``."""
+    seen = False
+    for text in source_ips:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return False  # not an address, or the "…other" marker: unknown, so not all inside
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv4Address):
+            if not any(address in network for network in v4):
+                return False
+        elif not any(address in network for network in v6):
+            return False
+        seen = True
+    return seen
 
 
 def _compile(globs: Sequence[str]) -> re.Pattern[str]:
