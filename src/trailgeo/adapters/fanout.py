@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from trailgeo.adapters.dynamodb import LEDGER_RETENTION, conditional_write, error_code_of, ttl_after
+from trailgeo.core.chunks import bounded_runs
 from trailgeo.ports import FanoutTask, TrailgeoError, TransientReadError
 
 if TYPE_CHECKING:
@@ -40,21 +41,14 @@ MAX_BATCH_ENTRIES = 10
 
 def message_batches(bodies: list[str]) -> list[list[str]]:
     """``bodies`` in order, cut into SendMessageBatch requests within SQS's entry and byte limits."""
-    batches: list[list[str]] = []
-    current: list[str] = []
-    current_bytes = 0
     for body in bodies:
-        size = len(body.encode())
-        if size > MAX_MESSAGE_BYTES:
-            raise FanoutError(f"a task message of {size} bytes is over SQS's {MAX_MESSAGE_BYTES}")
-        if current and (len(current) == MAX_BATCH_ENTRIES or current_bytes + size > MAX_BATCH_BYTES):
-            batches.append(current)
-            current, current_bytes = [], 0
-        current.append(body)
-        current_bytes += size
-    if current:
-        batches.append(current)
-    return batches
+        if len(body.encode()) > MAX_MESSAGE_BYTES:
+            raise FanoutError(
+                f"a task message of {len(body.encode())} bytes is over SQS's {MAX_MESSAGE_BYTES}"
+            )
+    return bounded_runs(
+        bodies, lambda body: len(body.encode()), max_count=MAX_BATCH_ENTRIES, max_size=MAX_BATCH_BYTES
+    )
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ from trailgeo.app.detect import (
     read_batch,
 )
 from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.chunks import bounded_runs
 from trailgeo.core.records import gc_paused
 from trailgeo.observability import logger
 from trailgeo.ports import FanoutTask, FanoutTracker, PartialStore, TaskQueue, TransientReadError
@@ -104,19 +105,13 @@ def plan(scheduled_at: datetime, deps: Dependencies, options: RunOptions, fanout
 def task_parts(keys: list[str], files_per_task: int, max_bytes: int = MAX_TASK_KEY_BYTES) -> list[list[str]]:
     """``keys`` in order, in tasks of at most ``files_per_task`` keys whose JSON list takes at most
     ``max_bytes`` (each key quoted and escaped, and a comma)."""
-    parts: list[list[str]] = []
-    current: list[str] = []
-    size = 2  # the list's brackets
-    for key in keys:
-        length = len(msgspec.json.encode(key)) + 1
-        if current and (len(current) == files_per_task or size + length > max_bytes):
-            parts.append(current)
-            current, size = [], 2
-        current.append(key)
-        size += length
-    if current:
-        parts.append(current)
-    return parts
+    return bounded_runs(  # each key quoted and escaped, and a comma; 2 for the list's brackets
+        keys,
+        lambda key: len(msgspec.json.encode(key)) + 1,
+        max_count=files_per_task,
+        max_size=max_bytes,
+        base=2,
+    )
 
 
 def run_task(task: FanoutTask, deps: Dependencies, options: RunOptions, fanout: Fanout) -> TaskReport:
