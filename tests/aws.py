@@ -100,3 +100,13 @@ def deps_for(session: Any, geo: GeoResolver, deployment: Deployment, now: dateti
         sink=SnsAlertSink(session.client("sns"), deployment.topic_arn),
         clock=lambda: now,
     )
+
+
+def table_items(session: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every item of ``table``, by (pk, sk)."""
+    dynamodb = session.client("dynamodb", region_name=REGION)
+    items = {}
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
+        for item in page["Items"]:
+            items[(item["pk"]["S"], item["sk"]["S"])] = item
+    return items

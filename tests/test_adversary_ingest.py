@@ -19,7 +19,7 @@ import msgspec
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws import Deployment, create_deployment, deps_for, receive_alerts
+from tests.aws import Deployment, create_deployment, deps_for, receive_alerts, table_items
 from tests.builders import (
     ACCOUNT,
     ALICE,
@@ -67,14 +67,6 @@ def put(session: Any, files: dict[str, bytes]) -> None:
     s3 = session.client("s3")
     for key, body in files.items():
         s3.put_object(Bucket="org-trail-bucket", Key=key, Body=body)
-
-
-def table_items(session: Any, deployment: Deployment) -> dict[tuple[str, str], dict[str, Any]]:
-    items = {}
-    for page in session.client("dynamodb").get_paginator("scan").paginate(TableName=deployment.table):
-        for item in page["Items"]:
-            items[(item["pk"]["S"], item["sk"]["S"])] = item
-    return items
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,7 +181,7 @@ def test_given_hundreds_of_long_named_objects_in_a_window_when_the_run_plans_the
     # Then the run completes, the long names are counted as skipped keys, the real files scored
     assert report.keys_skipped == {"key_other": 600}
     assert report.files_read == len(real) == 3
-    assert table_items(aws, deployment)[(DESCRIBE, "C#US")]["b"]["N"] == "1"
+    assert table_items(aws, deployment.table)[(DESCRIBE, "C#US")]["b"]["N"] == "1"
 
 
 @dataclass(slots=True)
@@ -306,7 +298,7 @@ def test_given_a_principal_and_method_of_four_byte_characters_when_counted_then_
 
     # Then it completes, and every key it wrote is within DynamoDB's limits
     assert report.events_geolocated == 1
-    keys = list(table_items(aws, deployment))
+    keys = list(table_items(aws, deployment.table))
     assert max(len(pk.encode()) for pk, _ in keys) <= 2048
     assert max(len(sk.encode()) for _, sk in keys) <= 1024
     assert any(
@@ -369,7 +361,7 @@ def test_given_sns_refusing_one_alert_for_its_content_when_published_then_it_is_
     assert (first.alerts_parked, first.alerts_published, first.alerts_pending) == (1, 1, 0)
     assert (second.alerts_parked, second.alerts_published, second.alerts_pending) == (0, 0, 0)
     assert len(calls) == 2
-    item = table_items(aws, deployment)[(OUTBOX_PARTITION, f"A#{pending[0].alert_id}")]
+    item = table_items(aws, deployment.table)[(OUTBOX_PARTITION, f"A#{pending[0].alert_id}")]
     assert item["st"]["S"] == "parked"
     assert "InvalidParameter" in item["parked_reason"]["S"]
     (envelope,) = receive_alerts(aws, deployment.queue_url)
@@ -412,7 +404,7 @@ def test_given_an_outbox_item_that_is_no_alert_when_pending_are_read_then_it_is_
 
     # Then the real one goes out and the broken one is parked
     assert report.alerts_published == 1
-    assert table_items(aws, deployment)[(OUTBOX_PARTITION, "A#broken")]["st"]["S"] == "parked"
+    assert table_items(aws, deployment.table)[(OUTBOX_PARTITION, "A#broken")]["st"]["S"] == "parked"
 
 
 def test_given_an_alert_document_over_an_items_limit_when_queued_then_it_is_stored_compacted(

@@ -24,6 +24,7 @@ from tests.aws import (
     load_function,
     receive_alerts,
     set_environment,
+    table_items,
 )
 from tests.builders import (
     ACCOUNT,
@@ -65,15 +66,6 @@ def put_files(session: Any, files: dict[str, bytes]) -> None:
     s3 = session.client("s3", region_name=REGION)
     for key, body in files.items():
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-
-
-def table_items(session: Any, table: str) -> dict[tuple[str, str], dict[str, Any]]:
-    dynamodb = session.client("dynamodb", region_name=REGION)
-    items = {}
-    for page in dynamodb.get_paginator("scan").paginate(TableName=table):
-        for item in page["Items"]:
-            items[(item["pk"]["S"], item["sk"]["S"])] = item
-    return items
 
 
 def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamodb_and_alerts_on_sns(
