@@ -82,8 +82,11 @@ def test_given_a_victim_with_history_when_stolen_keys_are_used_through_a_foreign
 
     # Then one alert, scored from the location of that endpoint, says it is the endpoint of that account
     (alert,) = alerts
-    assert alert["source"]["geo"]["country_iso_code"] == f"VPCE:{ATTACKER}"
-    assert alert["source"]["ip"] == [f"{PRIVATE_IP} via {ENDPOINT}"]
+    assert alert["location"] == f"VPCE:{ATTACKER}"
+    assert "geo" not in alert["source"]  # no country: ECS's country field stays absent
+    assert alert["source"]["ip"] == [PRIVATE_IP]
+    assert alert["aws"]["cloudtrail"]["vpc_endpoint_id"] == [ENDPOINT]
+    assert alert["aws"]["cloudtrail"]["vpc_endpoint_account_id"] == ATTACKER
     assert alert["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE
     assert alert["score"] >= 90
     assert alert["country_new_to_organization"]
@@ -156,7 +159,7 @@ def test_given_an_endpoint_account_trusted_in_the_tuning_then_its_calls_are_the_
     # Then the trusted endpoint's calls are skipped and counted; untrusted, they alert
     assert alerts == []
     assert summary.records_skipped == Counter({"source_vpce_own": 4})
-    assert [a["source"]["geo"]["country_iso_code"] for a in untrusted] == [f"VPCE:{PARTNER}"]
+    assert [a["location"] for a in untrusted] == [f"VPCE:{PARTNER}"]
 
 
 def test_given_a_record_naming_another_account_as_endpoint_owner_and_recipient_then_its_folder_decides(
@@ -178,7 +181,7 @@ def test_given_a_record_naming_another_account_as_endpoint_owner_and_recipient_t
 
     # Then the calls in alice's folder are judged on that folder's account: they alert, from the
     # sister's endpoint; the sister's calls in its own folder are its own endpoint's
-    assert [a["source"]["geo"]["country_iso_code"] for a in alerts] == [f"VPCE:{SISTER}"]
+    assert [a["location"] for a in alerts] == [f"VPCE:{SISTER}"]
     assert summary.records_skipped == Counter({"source_vpce_own": len(sisters)})
 
 
@@ -194,9 +197,7 @@ def test_given_a_trusted_private_network_when_a_foreign_endpoint_uses_its_addres
     alerts, _ = run_replay(tmp_path, geo, tuning)
 
     # Then the trusted network does not cover another account's VPC
-    assert [(a["source"]["geo"]["country_iso_code"], a["source"]["ip"]) for a in alerts] == [
-        (f"VPCE:{ATTACKER}", [PRIVATE_IP])
-    ]
+    assert [(a["location"], a["source"]["ip"]) for a in alerts] == [(f"VPCE:{ATTACKER}", [PRIVATE_IP])]
 
 
 def test_given_a_public_address_absent_from_the_geoip_database_then_it_is_scored_as_an_unknown_location(
@@ -214,12 +215,15 @@ def test_given_a_public_address_absent_from_the_geoip_database_then_it_is_scored
 
     # Then it alerts from the location "unknown", said to be no country; still counted as geo_unknown
     (alert,) = alerts
-    assert alert["source"]["geo"]["country_iso_code"] == "unknown"
+    assert alert["location"] == "unknown"
+    assert "geo" not in alert["source"]
     assert alert["source"]["ip"] == [NOT_IN_GEOIP]
     assert alert["score"] >= 90
-    assert "from unknown location are unusual" in alert["explanation"]
+    assert "from unknown location (address not in the GeoIP database) are unusual" in alert["explanation"]
     assert "The GeoIP database has no country for the address(es)" in alert["explanation"]
-    assert email_subject(Alert.model_validate(alert)).startswith("Unusual unknown location for AWS command")
+    assert email_subject(Alert.model_validate(alert)).startswith(
+        "Unusual location for AWS command: 2 methods from an address not in GeoIP by "
+    )
     assert summary.records_skipped == Counter({"geo_unknown": 2})
     assert summary.events_geolocated == 40 + 2
 

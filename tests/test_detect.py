@@ -467,6 +467,12 @@ class ConcurrentOutbox:
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
         return self.inner.remember(subject, suppression, expected_alert_id)
 
+    def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
+        self.inner.extend_quarantine(subject, alert_id, hours)
+
+    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
+        return {s: last for s, last in self.stale.items() if last.at >= since}
+
 
 def test_given_two_batches_of_one_attacker_decided_at_once_then_one_alert(
     tmp_path: Path, geo: MaxMindGeoResolver

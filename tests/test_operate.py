@@ -122,6 +122,64 @@ def test_given_a_busy_table_when_status_then_lag_runs_and_pending_alerts_are_lis
     assert run_header.index("STATE") == dead.index("interrupted")
 
 
+def test_given_parked_alerts_when_status_then_each_is_listed_with_when_and_why_and_stays_inert(
+    aws: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an alert SNS refused for what it holds (its refusal carrying terminal controls and a
+    # line break), and an outbox item someone wrote that holds no alert, parked by the next read
+    create_deployment(aws)
+    dynamodb = aws.client("dynamodb", region_name=REGION)
+    outbox = DynamoOutbox(dynamodb, TABLE)
+    refused = an_alert()
+    outbox.put(refused)
+    reason = "InvalidParameter\x1b]0;owned\x07\nwarning: none"
+    outbox.park(refused.alert_id, reason)
+    forged = "e" * 32
+    dynamodb.put_item(
+        TableName=TABLE,
+        Item={"pk": {"S": "OUTBOX"}, "sk": {"S": f"A#{forged}"}, "st": {"S": "pending"}, "doc": {"S": "{}"}},
+    )
+    assert outbox.pending() == []
+
+    # When status is asked as JSON
+    code, out, err = run(capsys, "status", "--table", TABLE, "--output", "json")
+
+    # Then each parked alert is listed with when and why, and a warning says they need a person
+    assert (code, err) == (0, "")
+    status = json.loads(out)
+    parked = {a["alert_id"]: a for a in status["alerts_parked"]}
+    assert {k: v["reason"] for k, v in parked.items()} == {
+        refused.alert_id: reason,
+        forged: "invalid_document",
+    }
+    assert all(datetime.fromisoformat(a["parked_at"]) for a in parked.values())
+    assert status["alerts_pending"] == []
+    assert any("2 alert(s) parked" in w for w in status["warnings"])
+
+    # And the table lists them, the refusal escaped on one line: no control, no drawn warning
+    code, out, _ = run(capsys, "status", "--table", TABLE)
+    assert code == 0
+    assert "alerts parked           2" in out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("PARKED ALERT"))
+    row = next(line for line in lines if line.startswith(refused.alert_id))
+    assert row.endswith("InvalidParameter\\u001b]0;owned\\u0007\\nwarning: none")
+    assert header.index("REASON") == row.index("InvalidParameter")
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert not any(line.startswith("warning: none") for line in lines)
+
+    # And explain says the alert is parked and why; the item holding no alert is one clear line
+    code, out, _ = run(capsys, "explain", refused.alert_id, "--table", TABLE)
+    assert code == 0
+    assert out.startswith("Outbox:   parked ")
+    assert "InvalidParameter\\u001b]0;owned\\u0007\\nwarning: none" in out
+    code, out, err = run(capsys, "explain", forged, "--table", TABLE)
+    assert (code, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1
+    assert f"outbox item {forged} holds no alert (state parked, parked: invalid_document)" in err
+
+
 def test_given_a_wrong_table_name_when_status_then_one_line_on_stderr_and_exit_2(
     aws: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

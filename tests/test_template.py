@@ -497,6 +497,12 @@ def test_given_the_alarms_then_each_watches_a_failure_mode_and_tells_the_operati
         ("trailgeo/${AWS::StackName}", "FilesRead"),
         ("trailgeo/${AWS::StackName}", "AlertsRaised"),
         ("trailgeo/${AWS::StackName}", "FilesPoisoned"),  # tests/test_adversary_poison.py
+        # stuck states (tests/test_stuck_states.py)
+        ("trailgeo/${AWS::StackName}", "OldestPendingAlertMinutes"),
+        ("trailgeo/${AWS::StackName}", "AlertsParked"),
+        ("trailgeo/${AWS::StackName}", "AlertsRefused"),
+        ("trailgeo/${AWS::StackName}", "TasksRefused"),
+        ("trailgeo/${AWS::StackName}", "TuningInvalid"),
     }
     for alarm in alarms.values():
         assert [referenced(a) for a in alarm["Properties"]["AlarmActions"]] == ["OperationsTopic"]
@@ -552,9 +558,10 @@ def test_given_the_alarms_and_dashboard_then_they_read_this_stack_s_namespace_an
 def test_given_the_alarms_and_dashboard_then_every_trailgeo_metric_they_read_is_emitted(
     template: dict[str, Any],
 ) -> None:
-    from trailgeo.app import runtime
+    from trailgeo.app import notify, runtime
 
-    emitted = Path(runtime.__file__).read_text(encoding="utf-8")
+    # The detector's metrics (runtime) and the notifier's (notify)
+    emitted = "".join(Path(str(m.__file__)).read_text(encoding="utf-8") for m in (runtime, notify))
     _, _, shown = dashboard_metrics(template)
     alarmed = {
         a["Properties"]["MetricName"]

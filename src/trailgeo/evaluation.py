@@ -49,7 +49,10 @@ Three detectors read the same simulated trail (``trailgeo.simulate``):
   bucket's end + 15 minutes.
 
 The reference detectors read only events from public source IPs (``classify_source``), located
-with the same :class:`GeoResolver` as ours, duplicates (same ``eventID``) dropped.
+with the same :class:`GeoResolver` as ours, duplicates (same ``eventID``) dropped. So an attack
+through another account's VPC endpoint (the simulator's ``stolen-key-via-foreign-vpc-endpoint``,
+whose incident ``country`` is the location ``VPCE:<account>`` trailgeo scores it from) counts as
+an attack to detect that they cannot see.
 
 Metrics come from the ground truth's ``incidents`` (see the simulator): an alert matches an
 incident when account, principal (one of ``principal_arns``) and country are equal and the

@@ -165,6 +165,10 @@ class CommitStats:
     written: int = 0
     already_applied: int = 0
     conflicts: int = 0
+    # TOTAL items whose categories were over the cap, the lightest folded (counters.cap_categories)
+    maps_capped: int = 0
+    categories_folded: int = 0  # categories those items folded into their overflow
+    capped_partitions: tuple[str, ...] = ()  # the first few such partitions, cut short: for the log
 
 
 class FrequencyStore(Protocol):
@@ -186,11 +190,12 @@ class Suppression:
     at: datetime
     alert_id: str
     sensitive_methods: frozenset[str] = frozenset()
-    hours: frozenset[int] = frozenset()  # hours that alerted: quarantined from the principal's history
+    hours: frozenset[int] = frozenset()  # the subject's hours since it alerted: quarantined
 
 
 MAX_REMEMBERED_METHODS = 200
-MAX_REMEMBERED_HOURS = 72
+# A subject's hours over the whole quarantine (30 days) and the day of late delivery before it.
+MAX_REMEMBERED_HOURS = 32 * 24
 
 
 class AlertOutbox(Protocol):
@@ -219,6 +224,15 @@ class AlertOutbox(Protocol):
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
         """Record a subject's alert if its last one is still ``expected_alert_id`` (None: it had
         none); False when another invocation recorded one since it was read."""
+        ...
+
+    def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
+        """Add ``hours`` to the quarantined hours of a subject while ``alert_id`` is still its last
+        alert (a union: concurrent invocations each add theirs; a newer alert carries them)."""
+        ...
+
+    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
+        """Every subject alerted at or after ``since`` (all detectors): the quarantine in force."""
         ...
 
 

@@ -23,7 +23,8 @@ consumers must skip. The history is shaped like a real organization's, not like 
 * Optionally (``SimulationConfig.scenarios``, ``travels``, ``new_hires``, ``crossovers``; all empty by
   default) more attack scenarios (:data:`SCENARIOS`) and benign episodes: trips abroad in the destination's
   office hours, a remote hire from a new country, a day of another team's work. :func:`eval_config` is the
-  evaluation preset that uses them all (35 people, ~30,000 events per day).
+  evaluation preset that uses them all (35 people, ~30,000 events per day). :data:`OPTIONAL_SCENARIOS` are
+  planted only when asked for: a stolen key used through a VPC endpoint of the attacker's own account.
 
 ``ground_truth()["incidents"]`` describes every planted episode, attacks and benign ones alike (id, kind,
 scenario, principals, keys, country, source IPs, first/last event, first delivery, methods, and whether the
@@ -69,6 +70,8 @@ except ImportError:  # pragma: no cover - exercised only where isal is missing
 
 __all__ = [
     "CROSSOVER_KINDS",
+    "FOREIGN_ENDPOINT_SCENARIO",
+    "OPTIONAL_SCENARIOS",
     "SCENARIOS",
     "AttackSpec",
     "AutomationRole",
@@ -558,13 +561,22 @@ SCENARIOS = (
     "attacker-in-travel-country",
     "attacker-in-org-country-new-to-principal",
 )
+# Planted only when a configuration asks for it (``SimulationConfig.scenarios``); the evaluation preset
+# plants :data:`SCENARIOS`. The stolen key is used from the attacker's own AWS account through an interface
+# VPC endpoint in their VPC (the "sneaky endpoints" technique): private source addresses, nothing to
+# geolocate. Its ``AttackSpec.country`` is the location the detector scores it from, ``VPCE:<account>``.
+FOREIGN_ENDPOINT_SCENARIO = "stolen-key-via-foreign-vpc-endpoint"
+OPTIONAL_SCENARIOS = (FOREIGN_ENDPOINT_SCENARIO,)
+_ENDPOINT_LOCATION = re.compile(r"VPCE:(\d{12})")
 _SSO_SCENARIOS = frozenset({"hijacked-admin-persistence"})  # the others steal an IAM user's AKIA key
 CROSSOVER_KINDS = ("terraform-deploy", "data-analysis")
 
 
 @dataclass(frozen=True, slots=True)
 class AttackSpec:
-    """One planted attack scenario (see :data:`SCENARIOS`). ``day`` is 0-based; ``victim`` a human index."""
+    """One planted attack scenario (see :data:`SCENARIOS` and :data:`OPTIONAL_SCENARIOS`). ``day`` is 0-based;
+    ``victim`` a human index; ``country`` where the attacker calls from, for the foreign endpoint scenario the
+    location ``VPCE:<the attacker's account>``."""
 
     scenario: str
     day: int
@@ -686,8 +698,8 @@ class SimulationConfig:
             return 0 <= day < self.days
 
         for a in self.scenarios:
-            if a.scenario not in SCENARIOS:
-                raise ValueError(f"unknown scenario {a.scenario!r}; known: {SCENARIOS}")
+            if a.scenario not in SCENARIOS + OPTIONAL_SCENARIOS:
+                raise ValueError(f"unknown scenario {a.scenario!r}; known: {SCENARIOS + OPTIONAL_SCENARIOS}")
             last = a.day + (a.follow_up_days if a.scenario == "low-and-slow" else 0)
             if not (day_ok(a.day) and day_ok(last)):
                 raise ValueError(f"scenario {a.scenario} day outside the simulated days")
@@ -697,7 +709,14 @@ class SimulationConfig:
             if _is_iam_user(a.victim, self.humans) != want_iam:
                 kind = "an IAM user" if want_iam else "an SSO user"
                 raise ValueError(f"scenario {a.scenario} needs {kind} as victim (human {a.victim})")
-            if a.country not in _PUBLIC_PREFIXES:
+            if a.scenario == FOREIGN_ENDPOINT_SCENARIO:
+                owner = _ENDPOINT_LOCATION.fullmatch(a.country)
+                if owner is None or owner.group(1) in self.accounts:
+                    raise ValueError(
+                        f"scenario {a.scenario}: country must be VPCE:<12-digit account outside the "
+                        f"organization>, not {a.country!r}"
+                    )
+            elif a.country not in _PUBLIC_PREFIXES:
                 raise ValueError(f"scenario {a.scenario}: no IP prefixes for country {a.country}")
         for t in self.travels:
             if (
@@ -1728,6 +1747,7 @@ _INCIDENT_IDS: dict[str, tuple[str, ...]] = {
     "burst": ("attack-burst",),
     "attacker-in-travel-country": ("attack-travel-country",),
     "attacker-in-org-country-new-to-principal": ("attack-org-country-new-to-principal",),
+    FOREIGN_ENDPOINT_SCENARIO: ("attack-foreign-vpc-endpoint",),
 }
 _BURST_METHODS: tuple[_Method, ...] = (
     ("ec2", "DescribeInstances", True, "ec2_instances"),
@@ -1796,8 +1816,10 @@ def _run_steps(
     span: float,
     ips: Sequence[str],
     uas: Sequence[str],
+    extra: dict[str, Any] | None = None,
 ) -> PlantedAttack:
-    """Emit ``steps`` over about ``span`` seconds after ``t``; half-way the attacker switches IP and tool."""
+    """Emit ``steps`` over about ``span`` seconds after ``t``; half-way the attacker switches IP and tool.
+    ``extra``: top-level fields every record carries (a VPC endpoint's)."""
     ids: list[str] = []
     times: list[int] = []
     used_ips: list[str] = []
@@ -1811,7 +1833,18 @@ def _run_steps(
         ua = uas[0] if i < switch else uas[-1]
         ts = int(t)
         eid = world.emit(
-            rng, ts, account, region, ident, method, ip, ua, error=err, tls="TLSv1.2", params=params
+            rng,
+            ts,
+            account,
+            region,
+            ident,
+            method,
+            ip,
+            ua,
+            error=err,
+            tls="TLSv1.2",
+            params=params,
+            extra=extra,
         )
         ids.append(eid)
         times.append(ts)
@@ -1946,6 +1979,7 @@ class _Planter:
         times: tuple[float, float],
         ips: Sequence[str],
         uas: Sequence[str],
+        extra: dict[str, Any] | None = None,
     ) -> None:
         w, incident = self.world, self.ids[k]
         w.tag = incident
@@ -1962,6 +1996,7 @@ class _Planter:
                 span=times[1],
                 ips=ips,
                 uas=uas,
+                extra=extra,
             )
         finally:
             w.tag = None
@@ -1975,6 +2010,7 @@ class _Planter:
             "burst": self.burst,
             "attacker-in-travel-country": self.theft,
             "attacker-in-org-country-new-to-principal": self.theft,
+            FOREIGN_ENDPOINT_SCENARIO: self.foreign_endpoint,
         }[self.spec.scenario]()
         return self.out
 
@@ -2046,6 +2082,36 @@ class _Planter:
         times = (self.start(self.spec.day), rng.uniform(10, 15) * 60)
         self.run(0, what, self.key_ident(), steps, times, self.ips(2), _ATTACK_USER_AGENTS[1:])
 
+    def foreign_endpoint(self) -> None:
+        """The stolen key used from an instance in the attacker's own VPC, through an interface endpoint
+        of the attacker's account: as CloudTrail records it in the victim's account, a private
+        ``sourceIPAddress``, the endpoint in ``vpcEndpointId`` and its owner in ``vpcEndpointAccountId``
+        (top-level fields; the owner since eventVersion 1.09). Interface endpoints are regional, so every
+        call goes to the endpoint's region: the identity, then secrets and parameters."""
+        spec, rng, region = self.spec, self.rng, self.world.cfg.regions[0]
+        owner = spec.country.removeprefix("VPCE:")
+        # An instance of the attacker's VPC (a 10.x range, like most VPCs; AWS keeps .0-.3 of a subnet)
+        instance = f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(4, 254)}"
+        endpoint = {
+            "eventVersion": "1.09",
+            "vpcEndpointId": "vpce-" + _hex(rng, 17),
+            "vpcEndpointAccountId": owner,
+        }
+        secret: _Method = ("secretsmanager", "GetSecretValue", True, "secret")
+        steps: list[_Step] = [
+            (("sts", "GetCallerIdentity", True, ""), region, "", None),
+            (("secretsmanager", "ListSecrets", True, ""), region, "", False),
+            *[(secret, region, "", False)] * rng.randint(2, 4),
+            *[(("ssm", "GetParameter", True, "parameter"), region, "", False)] * rng.randint(1, 3),
+            (("lambda", "ListFunctions20150331", True, ""), region, "", False),
+        ]
+        what = (
+            f"{self.victim.name}'s stolen key used through a VPC endpoint of account {owner}, outside the "
+            f"organization, from {instance} in the attacker's own VPC"
+        )
+        times = (self.start(spec.day), rng.uniform(10, 25) * 60)
+        self.run(0, what, self.key_ident(), steps, times, [instance], _ATTACK_USER_AGENTS[1:2], endpoint)
+
     def theft(self) -> None:
         spec, rng = self.spec, self.rng
         ips = self.ips(rng.randint(1, 2))
@@ -2068,6 +2134,15 @@ def _country_of(ip: str) -> str | None:
     return _COUNTRY_OF_PREFIX.get(ip.rpartition(".")[0])
 
 
+def _location_of(rec: dict[str, Any], accounts: tuple[str, ...]) -> str | None:
+    """Where the detector scores a record from: ``VPCE:<owner>`` through a VPC endpoint of an account
+    outside the organization, else the country of its address (None when it has none)."""
+    owner = rec.get("vpcEndpointAccountId")
+    if owner and owner not in accounts:
+        return f"VPCE:{owner}"
+    return _country_of(rec["sourceIPAddress"])
+
+
 def _measure_incidents(world: _World, episodes: Sequence[_Episode]) -> tuple[dict[str, Any], ...]:
     """The ground truth of each episode, measured on the generated records (after delivery)."""
     out: list[dict[str, Any]] = []
@@ -2079,7 +2154,7 @@ def _measure_incidents(world: _World, episodes: Sequence[_Episode]) -> tuple[dic
         keys: list[str] = []
         ips: list[str] = []
         methods: list[str] = []
-        countries: set[str | None] = set()
+        countries = {_location_of(rec, world.cfg.accounts) for _, _, _, rec in recs}
         for _, _, _, rec in recs:
             who = rec["userIdentity"]
             for seq, v in (
@@ -2090,7 +2165,6 @@ def _measure_incidents(world: _World, episodes: Sequence[_Episode]) -> tuple[dic
             ):
                 if v and v not in seq:
                     seq.append(v)
-        countries = {_country_of(ip) for ip in ips}
         if len(countries) != 1 or None in countries:
             raise ValueError(f"episode {ep.id} spans countries {countries}")
         accounts = {account for account, _, _, _ in recs}
@@ -2121,7 +2195,7 @@ def _measure_incidents(world: _World, episodes: Sequence[_Episode]) -> tuple[dic
     principal_first: dict[tuple[str, str], int] = {}
     for items in world.buckets.values():
         for ts, rec in items:
-            country = _country_of(rec["sourceIPAddress"])
+            country = _location_of(rec, world.cfg.accounts)
             if country is None or country not in wanted:
                 continue
             if ts < org_first.get(country, world.t1):

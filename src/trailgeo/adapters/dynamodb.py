@@ -7,12 +7,13 @@ pk                     sk              item
 =====================  ==============  ==========================================
 ``M#<method>``         ``C#<cc>``      a method in a country
 ``M#<method>``         ``TOTAL``       a method, all countries
-``P#<principal>``      ``C#<cc>`` ...  a principal in a country, and its total
+``P#<principal>``      ``C#<cc>`` ...  a principal (or a role) in a country, and its total
+``I#<cc>``             ``C#<digest>``  an identity calling from a country, and the total
 ``ORG``                ``C#<cc>`` ...  the organization in a country, and its total
 ``F#<s3 key>``         ``F``           claim of one CloudTrail object by a run (TTL)
 ``RUN``                ``<run id>``    a batch of files: open (lease, keys) or closed (TTL)
 ``STATE``              ``WATERMARK``   the last run that processed its whole window
-``SUPPRESS``           ``identity|cc`` when a principal and country were last alerted (TTL)
+``SUPPRESS``           ``identity|cc`` when a subject and country last alerted, its hours (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
 =====================  ==============  ==========================================
 
@@ -47,6 +48,7 @@ from trailgeo.core.counters import (
     CounterKey,
     CounterState,
     apply_deltas,
+    categories_folded,
     merge,
 )
 from trailgeo.core.scoring import History
@@ -68,6 +70,8 @@ if TYPE_CHECKING:
 Item = dict[str, Any]
 MAX_CONFLICT_RETRIES = 8
 LEDGER_RETENTION = timedelta(days=14)  # far beyond the look-back: a listed file is always known
+# After an alert went out (sent) or was set aside (parked). A pending alert has no expiry: DynamoDB's
+# TTL must never delete one that no channel has had (OldestPendingAlertMinutes reports its wait).
 OUTBOX_RETENTION = timedelta(days=30)
 OUTBOX_PARTITION = "OUTBOX"
 RUN_PARTITION = "RUN"
@@ -81,6 +85,7 @@ MAX_PACKED_BYTES = 350_000  # compressed keys or outcomes of one run record (ite
 # An outbox item's alert JSON (item limit 400 KB). An alert's strings and lists are bounded, and so
 # is its size; one over this is stored compacted (core.alerts.compacted), never refused.
 MAX_ALERT_DOC_BYTES = 350_000
+MAX_LOGGED_PARTITION_CHARS = 200  # a partition named in a log line (an ARN can run to 2 KB)
 
 
 class StoreError(TrailgeoError):
@@ -90,6 +95,18 @@ class StoreError(TrailgeoError):
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _suppression(item: Item) -> Suppression:
+    """A subject's record: the hours it alerted with (``hr``) and those added since (``qh``)."""
+    hours = {int(v["N"]) for v in item.get("hr", {}).get("L", [])}
+    hours.update(int(v) for v in item.get("qh", {}).get("NS", []))
+    return Suppression(
+        at=datetime.fromisoformat(item["at"]["S"]),
+        alert_id=item["aid"]["S"],
+        sensitive_methods=frozenset(v["S"] for v in item.get("ms", {}).get("L", [])),
+        hours=frozenset(hours),
+    )
 
 
 def _get_items(client: DynamoDBClient, table: str, keys: Sequence[tuple[str, str]]) -> list[Item]:
@@ -207,6 +224,7 @@ class DynamoFrequencyStore:
 
     def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
         conflicts = 0
+        capped: list[tuple[str, int]] = []  # (partition, categories folded), appended by the writers
 
         def write_one(
             key: CounterKey, delta: CounterDelta, countries: Mapping[str, tuple[int, float]] | None
@@ -215,11 +233,22 @@ class DynamoFrequencyStore:
             known = history.get(key[0], {}).get(key[1])
             state, wrote, retries = self._write_one(key, delta, known, run_id, countries)
             conflicts += retries
+            if wrote and countries is not None:
+                folded = categories_folded((known or EMPTY).countries, countries, state.countries)
+                if folded:
+                    capped.append((key[0], folded))
             return state, wrote
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             written, skipped = apply_deltas(deltas, write_one, lambda fn, keys: list(pool.map(fn, keys)))
-        return CommitStats(written=written, already_applied=skipped, conflicts=conflicts)
+        return CommitStats(
+            written=written,
+            already_applied=skipped,
+            conflicts=conflicts,
+            maps_capped=len(capped),
+            categories_folded=sum(folded for _, folded in capped),
+            capped_partitions=tuple(p[:MAX_LOGGED_PARTITION_CHARS] for p, _ in sorted(capped)[:10]),
+        )
 
     def _write_one(
         self,
@@ -547,7 +576,6 @@ class DynamoOutbox:
                 "st": {"S": "pending"},
                 "doc": {"S": doc},
                 "created": {"S": self._now().isoformat()},
-                "expires_at": ttl_after(self._now(), OUTBOX_RETENTION),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
@@ -570,17 +598,19 @@ class DynamoOutbox:
         return sorted(alerts, key=lambda a: (a.detected_at, a.alert_id))
 
     def park(self, alert_id: str, reason: str) -> None:
+        now = self._now()
         conditional_write(  # only a pending alert: one another publisher has sent stays sent
             self.client.update_item,
             TableName=self.table,
             Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
-            UpdateExpression="SET st = :parked, parked_reason = :why, parked_at = :at",
+            UpdateExpression="SET st = :parked, parked_reason = :why, parked_at = :at, expires_at = :ttl",
             ConditionExpression="st = :pending",
             ExpressionAttributeValues={
                 ":parked": {"S": "parked"},
                 ":pending": {"S": "pending"},
                 ":why": {"S": reason[:500]},
-                ":at": {"S": self._now().isoformat()},
+                ":at": {"S": now.isoformat()},
+                ":ttl": ttl_after(now, OUTBOX_RETENTION),
             },
         )
 
@@ -588,12 +618,41 @@ class DynamoOutbox:
         found: dict[str, Suppression] = {}
         for chunk in _chunks(sorted(set(subjects)), 100):
             for item in _get_items(self.client, self.table, [(SUPPRESS_PARTITION, s) for s in chunk]):
-                found[item["sk"]["S"]] = Suppression(
-                    at=datetime.fromisoformat(item["at"]["S"]),
-                    alert_id=item["aid"]["S"],
-                    sensitive_methods=frozenset(v["S"] for v in item.get("ms", {}).get("L", [])),
-                    hours=frozenset(int(v["N"]) for v in item.get("hr", {}).get("L", [])),
-                )
+                found[item["sk"]["S"]] = _suppression(item)
+        return found
+
+    def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
+        if not hours:
+            return
+        # ADD to a number set is a union made by DynamoDB: two invocations extending the same
+        # subject at once both keep their hours. Only while ``alert_id`` is still the last alert.
+        conditional_write(
+            self.client.update_item,
+            TableName=self.table,
+            Key={"pk": {"S": SUPPRESS_PARTITION}, "sk": {"S": subject}},
+            UpdateExpression="ADD qh :hours",
+            ConditionExpression="aid = :aid",
+            ExpressionAttributeValues={
+                ":hours": {"NS": [str(h) for h in sorted(set(hours))[-MAX_REMEMBERED_HOURS:]]},
+                ":aid": {"S": alert_id},
+            },
+        )
+
+    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
+        found: dict[str, Suppression] = {}
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            FilterExpression="#at >= :since",
+            ExpressionAttributeNames={"#at": "at"},
+            ExpressionAttributeValues={
+                ":pk": {"S": SUPPRESS_PARTITION},
+                ":since": {"S": since.astimezone(UTC).isoformat()},
+            },
+        ):
+            for item in page.get("Items", []):
+                found[item["sk"]["S"]] = _suppression(item)
         return found
 
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
@@ -628,7 +687,8 @@ class DynamoOutbox:
             self.client.update_item,
             TableName=self.table,
             Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
-            UpdateExpression="SET pub_holder = :holder, pub_until = :until",
+            # REMOVE: an alert queued by a version that set its expiry at once keeps it no longer.
+            UpdateExpression="SET pub_holder = :holder, pub_until = :until REMOVE expires_at",
             # Still pending, and nobody else publishing it (or they died: their lease has passed).
             ConditionExpression=(
                 "st = :pending AND "
@@ -643,14 +703,16 @@ class DynamoOutbox:
         )
 
     def mark_sent(self, alert_id: str, message_id: str) -> None:
+        now = self._now()
         self.client.update_item(
             TableName=self.table,
             Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
-            UpdateExpression="SET st = :sent, message_id = :mid, sent_at = :at",
+            UpdateExpression="SET st = :sent, message_id = :mid, sent_at = :at, expires_at = :ttl",
             ExpressionAttributeValues={
                 ":sent": {"S": "sent"},
                 ":mid": {"S": message_id},
-                ":at": {"S": self._now().isoformat()},
+                ":at": {"S": now.isoformat()},
+                ":ttl": ttl_after(now, OUTBOX_RETENTION),
             },
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from trailgeo.core.alerts import Alert
@@ -15,6 +15,7 @@ from trailgeo.core.counters import (
     CounterKey,
     CounterState,
     apply_deltas,
+    categories_folded,
     merge,
 )
 from trailgeo.core.scoring import History
@@ -36,19 +37,24 @@ class MemoryFrequencyStore:
         return history
 
     def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
+        capped = 0
+
         def write_one(
             key: CounterKey, delta: CounterDelta, countries: Mapping[str, tuple[int, float]] | None
         ) -> tuple[CounterState, bool]:
+            nonlocal capped
             current = self.partitions[key[0]].get(key[1], EMPTY)
             merged = merge(current, delta, run_id, half_life_hours=self.half_life_hours, countries=countries)
             if merged is None:
                 return current, False
             self.partitions[key[0]][key[1]] = merged
+            if countries is not None and categories_folded(current.countries, countries, merged.countries):
+                capped += 1
             return merged, True
 
         written, skipped = apply_deltas(deltas, write_one, map)
         self.writes += written
-        return CommitStats(written=written, already_applied=skipped)
+        return CommitStats(written=written, already_applied=skipped, maps_capped=capped)
 
 
 @dataclass(slots=True)
@@ -180,6 +186,14 @@ class MemoryOutbox:
             return False
         self.last_alerted[subject] = suppression
         return True
+
+    def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
+        current = self.last_alerted.get(subject)
+        if current is not None and current.alert_id == alert_id and not set(hours) <= current.hours:
+            self.last_alerted[subject] = replace(current, hours=current.hours | frozenset(hours))
+
+    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
+        return {s: last for s, last in self.last_alerted.items() if last.at >= since}
 
 
 @dataclass(slots=True)

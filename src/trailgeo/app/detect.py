@@ -22,16 +22,17 @@ import hashlib
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from trailgeo.core.aggregate import DEFAULT_DETECTORS, CategoryGroup, HitGroup, RunAggregate, identity_of
-from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation
+from trailgeo.core.aggregate import DEFAULT_DETECTORS, CategoryGroup, HitGroup, RunAggregate
+from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation, with_rollup
 from trailgeo.core.counters import event_hours
+from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
 from trailgeo.core.keys import parse_key
 from trailgeo.core.payload import UnreadablePayloadError, decompress
 from trailgeo.core.records import DecodedFile, MalformedFileError, decode_trail_file, gc_paused
@@ -86,6 +87,8 @@ class RunOptions:
     alerting: bool = True  # False when training history (backfill): count, never alert
     suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
     quarantine: timedelta = timedelta(days=30)  # alerted hours do not vouch for their country this long
+    rollup_after: int = 10  # more alerts than this in one run: an alert flood, rolled up
+    rollup_in_full: int = 5  # of a flood, the most urgent sent in full (the next carries the rest)
     tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
     detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
 
@@ -127,12 +130,15 @@ class RunReport:
     records_skipped: Counter[str] = field(default_factory=Counter)
     counters_written: int = 0
     counters_already_applied: int = 0
+    category_maps_capped: int = 0  # categories folded into a TOTAL's overflow (core.counters.cap_categories)
     alerts_raised: int = 0
     alerts_suppressed: int = 0
+    alerts_rolled_up: int = 0  # recorded, and sent inside another alert of the run (an alert flood)
     alerts_allowlisted: Counter[str] = field(default_factory=Counter)  # by verdict
     alerts_published: int = 0
     alerts_pending: int = 0
     alerts_parked: int = 0  # refused by the channel for what they hold: set aside (publish_pending)
+    oldest_pending_minutes: int = 0  # the alert waiting longest after publishing, since detected
     alerts: list[Alert] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -507,6 +513,14 @@ def finish_batch(
     stats = deps.store.commit(aggregate.counters, history, run_id)
     report.counters_written += stats.written
     report.counters_already_applied += stats.already_applied
+    report.category_maps_capped += stats.maps_capped
+    if stats.maps_capped:
+        logger.warning(
+            "category maps capped: their lightest categories folded into the overflow category",
+            items=stats.maps_capped,
+            categories_folded=stats.categories_folded,
+            partitions=list(stats.capped_partitions),
+        )
     deps.ledger.complete(outcomes, run_id, deps.clock())
 
 
@@ -525,13 +539,51 @@ def _bounded_map(
 
 
 def subject_of(principal: str, detector: str, value: str = "") -> str:
-    """What one suppression window covers: a person and a country (``identity|CC``), a city or an
-    error code (``identity|city:CC/City``), or a person alone for unusual commands
-    (``identity|user_method``). An Identity Center user alerting in two accounts is one incident."""
-    identity = identity_of(principal)
+    """What one suppression window covers: a role, person or principal and a country
+    (``identity|CC``), a city or an error code (``identity|city:CC/City``), or a person alone for
+    unusual commands (``identity|user_method``). An Identity Center user alerting in two accounts
+    is one incident; so are a role's sessions from one country (an attacker names sessions at
+    will: one alert per session would let them bury the first under their own flood)."""
     if detector == "country":
-        return f"{identity}|{value}"
+        return f"{subject_identity(principal)}|{value}"
+    identity = identity_of(principal)
     return f"{identity}|{detector}:{value}" if value else f"{identity}|{detector}"
+
+
+# The sibling detectors' subjects: ``identity|<detector>`` or ``identity|<detector>:<value>``.
+_SIBLING_SUBJECTS = ("user_method", "city:", "error_code:")
+
+
+def country_subject(subject: str) -> tuple[str, str] | None:
+    """(identity, country) of a country detector's subject, None for a sibling detector's."""
+    identity, _, value = subject.rpartition("|")
+    if not identity or not value or value.startswith(_SIBLING_SUBJECTS):
+        return None
+    return identity, value
+
+
+def quarantined_identities(
+    records: Mapping[str, Suppression], tuning: Tuning, on: date
+) -> dict[str, frozenset[str]]:
+    """Per country, the identity digests under quarantine (alerted within the quarantine), less
+    those the tuning now allowlists for that country: allowlisting ends a quarantine."""
+    by_country: dict[str, set[str]] = {}
+    for subject in records:
+        parsed = country_subject(subject)
+        if parsed is None:
+            continue
+        identity, country = parsed
+        # A role's subject stands for its sessions: a pattern ``.../role/*`` allows them.
+        principal = f"{identity}/" if role_of(f"{identity}/session") == identity else identity
+        fields = principal.split(":")
+        account = fields[4] if len(fields) > 4 else ""  # arn:partition:service:region:account:...
+        if tuning.ignores_principal(principal) or any(
+            entry.allows(account=account, principal=principal, country=country, on=on)
+            for entry in tuning.allowed_countries
+        ):
+            continue
+        by_country.setdefault(country, set()).add(identity_digest(identity))
+    return {country: frozenset(digests) for country, digests in by_country.items()}
 
 
 def alert_subject(alert: Alert) -> str:
@@ -565,22 +617,33 @@ def _score_and_raise(
     recent = dict(deps.outbox.recent(subjects))
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
+    held_by_country = quarantined_identities(
+        deps.outbox.quarantined(scheduled_at - options.quarantine), tuning, scheduled_at.date()
+    )
     candidates: list[tuple[Alert, frozenset[int]]] = []
     method_views: MethodViews = {}  # one run, one history: each method summarised once
+    vouched_shares: dict[str, float] = {}  # and each country's identities counted once
     for group in groups:
-        last = recent.get(subject_of(group.principal, "country", group.country))
-        quarantined = last.hours if last and scheduled_at - last.at < options.quarantine else frozenset()
+        subject = subject_of(group.principal, "country", group.country)
+        last = recent.get(subject)
+        active = last is not None and scheduled_at - last.at < options.quarantine
         scored = score_group(
             group,
             history,
             options.policy,
             now_hour,
-            quarantined_hours=quarantined,
+            quarantined_hours=last.hours if last is not None and active else frozenset(),
+            quarantined_identities=held_by_country.get(group.country, frozenset()),
             method_policy=tuning.method_policy if tuning.methods else None,
             method_views=method_views,
+            vouched_shares=vouched_shares,
         )
+        hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
         alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id)
         if alert is None:
+            if last is not None and active:
+                # Below the threshold, still the alerted subject: its hours stay out of the history.
+                deps.outbox.extend_quarantine(subject, last.alert_id, hours)
             continue
         verdict = tuning.group_verdict(
             account=group.account,
@@ -597,7 +660,6 @@ def _score_and_raise(
                 "alert allowlisted", verdict=verdict, principal=group.principal, country=group.country
             )
             continue
-        hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
         candidates.append((alert, hours))
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
@@ -674,23 +736,28 @@ def _raise_alerts(
     runs of calls do not page the team again within the window, unless they reach for a
     sensitive method (IAM, credentials, logging...) not alerted yet.
 
-    The hours whose calls raised an alert stay quarantined from the principal's familiarity
-    with the country (an attacker's first burst does not vouch for their later ones); hours
-    only suppressed are not, so a traveller's trip becomes familiar and alerts once.
+    Every hour of an alerted subject stays quarantined (``RunOptions.quarantine``, 30 days from
+    its last alert) at every level: the subject's own hours at the role, principal and key
+    levels, the subject as an identity at the organization and method levels. Hours that were
+    only suppressed are quarantined too: an attacker who keeps calling does not teach the model
+    that their country is normal. A traveller's trip therefore alerts once a suppression window
+    until it is allowlisted (``trailgeo allow``), which ends the quarantine.
 
     The subject's record is written (compare-and-set on the alert it held when read) before the
     alert is queued: another invocation deciding on the same subject at the same moment (fan-out
     reduces) makes this one read it again and decide anew, so the two do not both alert. A crash
     in between is repaired by the takeover of the run: the same alert id, found recorded, is
     queued then."""
+    decided: list[Alert] = []
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
         subject = alert_subject(candidate)
         for _ in range(MAX_SUBJECT_RACES):
-            if _raise_one(candidate, hours, subject, recent, scheduled_at, deps, options, report):
+            if _raise_one(candidate, hours, subject, recent, scheduled_at, deps, options, report, decided):
                 break
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
         else:
             raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
+    _queue(decided, options, deps, report)
 
 
 def _raise_one(
@@ -702,8 +769,10 @@ def _raise_one(
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
+    decided: list[Alert],
 ) -> bool:
-    """Decide on one candidate against ``recent``; False when the subject's record changed under us."""
+    """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``); False
+    when the subject's record changed under us."""
     alert = candidate
     sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
     last = recent.get(subject)
@@ -716,6 +785,8 @@ def _raise_one(
         # any pages again (as an update of that alert); later ones are part of the same story.
         if not sensitive or last.sensitive_methods:
             report.alerts_suppressed += 1
+            # Suppressed is not forgiven: the subject's later hours are quarantined like its first.
+            deps.outbox.extend_quarantine(subject, last.alert_id, hours)
             logger.info(
                 "alert suppressed",
                 alert_id=alert.alert_id,
@@ -730,18 +801,37 @@ def _raise_one(
     if not deps.outbox.remember(subject, remembered, last.alert_id if last is not None else None):
         return False
     recent[subject] = remembered
-    if deps.outbox.put(alert):
-        report.alerts_raised += 1
-        report.alerts.append(alert)
-        logger.info(
-            "alert raised",
-            alert_id=alert.alert_id,
-            country=alert.country,
-            principal=alert.principal,
-            score=alert.score,
-            severity=alert.severity,
-        )
+    decided.append(alert)
     return True
+
+
+def _queue(decided: list[Alert], options: RunOptions, deps: Dependencies, report: RunReport) -> None:
+    """Queue the run's alerts. Above ``rollup_after`` (an alert flood: a session or principal
+    flood meant to bury the real alert), the ``rollup_in_full`` most urgent are queued in full
+    and the next one carries all the rest (named, scored, kept in its document): the team reads
+    a handful of messages, the real alert among the first. Sensitive methods and higher scores
+    come first; every subject is recorded and suppressed as if alerted alone."""
+    ranked = decided
+    if len(decided) > options.rollup_after:
+        ranked = sorted(decided, key=lambda a: (not a.sensitive_methods, -a.score, a.alert_id))
+        carrier, rest = ranked[options.rollup_in_full], ranked[options.rollup_in_full + 1 :]
+        ranked = [*ranked[: options.rollup_in_full], with_rollup(carrier, rest)]
+        report.alerts_rolled_up += len(rest)
+        logger.warning(
+            "alert flood: alerts rolled up into one", rolled_up=len(rest), carrier=carrier.alert_id
+        )
+    for alert in ranked:
+        if deps.outbox.put(alert):
+            report.alerts_raised += 1
+            report.alerts.append(alert)
+            logger.info(
+                "alert raised",
+                alert_id=alert.alert_id,
+                country=alert.country,
+                principal=alert.principal,
+                score=alert.score,
+                severity=alert.severity,
+            )
 
 
 def _decode(key: str, data: bytes, options: RunOptions, report: RunReport) -> DecodedFile | str:
@@ -788,12 +878,15 @@ def publish_pending(deps: Dependencies, report: RunReport) -> None:
     """Publish every pending alert of the outbox, each by one publisher at a time (in fan-out mode
     the scheduled run and reducers may publish side by side), then mark it sent. An alert the
     channel refuses for what it holds is parked (kept, counted, logged), never retried: one alert
-    that can never go out does not fail the runs or hold back the others."""
+    that can never go out does not fail the runs or hold back the others. The age of the oldest
+    alert left pending (``oldest_pending_minutes``) is reported, so that none stays pending unseen."""
     holder = uuid.uuid4().hex
+    left: list[Alert] = []  # still pending once this run has tried: measured, whatever the reason
     for alert in deps.outbox.pending():
         now = deps.clock()
         if not deps.outbox.claim_publish(alert.alert_id, holder, now + PUBLISH_LEASE, now):
-            continue  # another invocation is publishing it
+            left.append(alert)  # another invocation is publishing it (or a lease was forged)
+            continue
         try:
             message_id = deps.sink.publish(alert)
         except AlertRefusedError as exc:
@@ -802,8 +895,16 @@ def publish_pending(deps: Dependencies, report: RunReport) -> None:
             logger.error("alert refused by its channel, parked", alert_id=alert.alert_id, error=str(exc))
             continue
         except PublishError as exc:
+            left.append(alert)
             report.alerts_pending += 1
             logger.error("alert not published, kept in the outbox", alert_id=alert.alert_id, error=str(exc))
             continue
         deps.outbox.mark_sent(alert.alert_id, message_id)
         report.alerts_published += 1
+    if left:
+        # Reported every run (OldestPendingAlertMinutes, alarmed): an alert that never goes out,
+        # whatever holds it back, pages rather than waits unseen.
+        oldest = min(left, key=lambda a: (a.detected_at, a.alert_id))
+        minutes = max(0, int((deps.clock() - oldest.detected_at).total_seconds() // 60))
+        report.oldest_pending_minutes = max(report.oldest_pending_minutes, minutes)
+        logger.warning("alerts still pending", alerts=len(left), oldest=oldest.alert_id, minutes=minutes)

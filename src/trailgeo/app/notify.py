@@ -10,7 +10,7 @@ de-duplicate on ``detail.alert_id``, while Slack may then show the alert twice.
 Only alerts the detector queued are acted on: each one is read back from the outbox (the table's
 ``OUTBOX`` item of its id). A message that names no queued alert, or differs from the one queued,
 was not published by the detector (a principal that can publish to the topic or send to the
-queue): it is dropped (not retried), logged and counted (``AlertsRefused``).
+queue): it is dropped (not retried), logged and counted (``AlertsRefused``, by reason and in all).
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aws_lambda_powertools import single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from trailgeo.core.alerts import Alert, compacted
-from trailgeo.observability import count_by, logger
+from trailgeo.observability import count_by, logger, metrics
 from trailgeo.ports import TrailgeoError
 
 MEMORY_SIZE = 10_000
@@ -78,6 +80,21 @@ def parse_alert(body: str) -> Alert:
         raise NotificationError(f"the message is not an alert: {str(exc)[:300]}") from exc
 
 
+def count_refused(reason: str) -> None:
+    """``AlertsRefused`` by ``reason`` (dimensions ``service``, ``reason``) and in all (``service``
+    alone): the total is what AlertRefusedAlarm watches, as an alarm cannot add up a SEARCH over
+    the reasons, and a reason of tomorrow is counted in it too."""
+    count_by("AlertsRefused", "reason", {reason: 1}, REFUSED_REASONS)
+    with single_metric(
+        name="AlertsRefused",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions={"service": str(metrics.service)},
+    ):
+        pass  # written on leaving the block, beside the per-reason point
+
+
 @dataclass(slots=True)
 class DeliveryMemory:
     """(alert id, channel) pairs already delivered in this execution environment, bounded."""
@@ -115,7 +132,7 @@ class Notifier:
         alert = parse_alert(body)
         refused = self._refusal(alert)
         if refused:
-            count_by("AlertsRefused", "reason", {refused: 1}, REFUSED_REASONS)
+            count_refused(refused)
             logger.warning(
                 "message refused: not an alert of the detector", alert_id=alert.alert_id, reason=refused
             )

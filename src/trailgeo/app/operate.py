@@ -134,6 +134,36 @@ class PendingAlert:
 
 
 @dataclass(frozen=True, slots=True)
+class ParkedAlert:
+    """An outbox item set aside (``st`` = parked): no run publishes it again, so only an operator
+    looking (this list, ``AlertParkedAlarm``) gets it to anyone."""
+
+    alert_id: str  # the item's key: written by whoever wrote the item, so escaped where shown
+    parked_at: datetime | None
+    reason: str  # the channel's refusal (e.g. InvalidParameter), too_large, or invalid_document
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "parked_at": _stamp(self.parked_at) if self.parked_at else None,
+            "reason": self.reason,
+        }
+
+
+def _moment(text: str | None) -> datetime | None:
+    """An ISO 8601 timestamp the code wrote, or None when absent or not one."""
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def _one_line(text: str) -> str:
+    """JSON's escapes without the quotes: a line break or control in ``text`` draws no row."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+@dataclass(frozen=True, slots=True)
 class TableStatus:
     table: str
     checked_at: datetime
@@ -144,6 +174,7 @@ class TableStatus:
     runs: tuple[RunRecord, ...] = ()
     pending: tuple[PendingAlert, ...] = ()
     alerts_kept: int = 0
+    parked: tuple[ParkedAlert, ...] = ()
 
     @property
     def lag(self) -> timedelta | None:
@@ -194,6 +225,11 @@ class TableStatus:
                 f"{len(self.pending)} alert(s) not yet published: retried at every run; "
                 "if they stay, check the topic (SNS) and the function's role"
             )
+        if self.parked:
+            found.append(
+                f"{len(self.parked)} alert(s) parked: refused for what they hold, never retried and "
+                "seen by no channel; read each (trailgeo explain ALERT_ID) and act on it by hand"
+            )
         return found
 
     def as_dict(self) -> dict[str, Any]:
@@ -211,6 +247,7 @@ class TableStatus:
             "runs_closed_last_day": self.closed_runs,
             "files_poison": [{"run_id": run_id, "key": key} for run_id, key in self.poison_files],
             "alerts_pending": [a.as_dict() for a in self.pending],
+            "alerts_parked": [a.as_dict() for a in self.parked],
             "alerts_kept": self.alerts_kept,
             "warnings": self.warnings(),
         }
@@ -272,16 +309,27 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
     )
     kept = 0
     pending: list[PendingAlert] = []
+    parked: list[ParkedAlert] = []
     for item in _query_all(
         client,
         TableName=table,
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": OUTBOX_PARTITION}},
-        ProjectionExpression="sk, st, doc",
+        ProjectionExpression="sk, st, doc, parked_reason, parked_at",
         ConsistentRead=True,
     ):
         kept += 1
-        if item.get("st", {}).get("S") != "pending":
+        state = item.get("st", {}).get("S")
+        if state == "parked":  # its document is not read: one parked as no alert would not parse
+            parked.append(
+                ParkedAlert(
+                    alert_id=item["sk"]["S"].removeprefix("A#"),
+                    parked_at=_moment(item.get("parked_at", {}).get("S")),
+                    reason=item.get("parked_reason", {}).get("S", "?"),
+                )
+            )
+            continue
+        if state != "pending":
             continue
         alert = Alert.model_validate_json(item["doc"]["S"])
         pending.append(
@@ -299,6 +347,7 @@ def read_status(client: Any, table: str, now: datetime) -> TableStatus:
         runs=tuple(sorted(runs, key=lambda r: r.run_id)),
         pending=tuple(sorted(pending, key=lambda a: (a.detected_at, a.alert_id))),
         alerts_kept=kept,
+        parked=tuple(sorted(parked, key=lambda a: (_stamp(a.parked_at), a.alert_id))),
     )
 
 
@@ -314,6 +363,7 @@ def format_status(status: TableStatus) -> str:
         ("runs closed (last day)", str(status.closed_runs)),
         ("poison files", str(len(status.poison_files))),
         ("alerts pending", str(len(status.pending))),
+        ("alerts parked", str(len(status.parked))),
         ("alerts kept (30 days)", str(status.alerts_kept)),
         ("items", f"{status.item_count:,} (DescribeTable, refreshed about every 6 hours)"),
         ("size", f"{status.size_bytes:,} bytes"),
@@ -341,7 +391,7 @@ def format_status(status: TableStatus) -> str:
     if status.poison_files:
         parts.append("")
         # S3 keys are the bucket writer's: JSON-escaped, a line break in one cannot draw a row
-        poisoned = ((json.dumps(key, ensure_ascii=False)[1:-1], run) for run, key in status.poison_files)
+        poisoned = ((_one_line(key), run) for run, key in status.poison_files)
         parts.append(format_table(("POISON FILE", "RUN"), poisoned))
     if status.pending:
         parts.append("")
@@ -352,6 +402,14 @@ def format_status(status: TableStatus) -> str:
                     (a.alert_id, _stamp(a.detected_at), a.severity, f"{a.score:g}", a.country, a.principal)
                     for a in status.pending
                 ),
+            )
+        )
+    if status.parked:
+        parts.append("")
+        parts.append(
+            format_table(
+                ("PARKED ALERT", "PARKED", "REASON"),
+                ((_one_line(a.alert_id), _stamp(a.parked_at), _one_line(a.reason)) for a in status.parked),
             )
         )
     warnings = status.warnings()
@@ -367,10 +425,12 @@ def format_status(status: TableStatus) -> str:
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
     alert: Alert
-    state: str  # pending or sent
+    state: str  # pending, sent or parked
     created: str | None = None
     sent_at: str | None = None
     message_id: str | None = None
+    parked_at: str | None = None
+    parked_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -378,6 +438,8 @@ class StoredAlert:
             "created": self.created,
             "sent_at": self.sent_at,
             "message_id": self.message_id,
+            "parked_at": self.parked_at,
+            "parked_reason": self.parked_reason,
             "alert": json.loads(self.alert.to_json()),
         }
 
@@ -403,20 +465,38 @@ def find_alert(client: Any, table: str, alert_id: str) -> StoredAlert:
     if item is None:
         raise OperateError(
             f"alert {key} is not in table {table}: unknown id, or older than "
-            f"{OUTBOX_RETENTION.days} days (the outbox keeps alerts {OUTBOX_RETENTION.days} days)"
+            f"{OUTBOX_RETENTION.days} days (the outbox keeps alerts {OUTBOX_RETENTION.days} days after "
+            "they went out or were parked)"
         )
+    state = item.get("st", {}).get("S", "?")
+    try:
+        alert = Alert.model_validate_json(item.get("doc", {}).get("S", ""))
+    except ValueError:  # pydantic's ValidationError: an item written by someone else (parked as such)
+        reason = item.get("parked_reason", {}).get("S", "")
+        raise OperateError(
+            f"outbox item {key} holds no alert (state {_one_line(state)}"
+            + (f", parked: {_one_line(reason)}" if reason else "")
+            + "): the detector did not write it; find who did (DynamoDB data events in CloudTrail)"
+        ) from None
     return StoredAlert(
-        alert=Alert.model_validate_json(item["doc"]["S"]),
-        state=item.get("st", {}).get("S", "?"),
+        alert=alert,
+        state=state,
         created=item.get("created", {}).get("S"),
         sent_at=item.get("sent_at", {}).get("S"),
         message_id=item.get("message_id", {}).get("S"),
+        parked_at=item.get("parked_at", {}).get("S"),
+        parked_reason=item.get("parked_reason", {}).get("S"),
     )
 
 
 def format_alert(stored: StoredAlert) -> str:
     if stored.state == "sent":
         state = f"sent {stored.sent_at or ''} (SNS message {stored.message_id or '?'})"
+    elif stored.state == "parked":
+        state = (
+            f"parked {_one_line(stored.parked_at or '')}: {_one_line(stored.parked_reason or '?')} "
+            "(refused for what it holds: never retried, no channel had it)"
+        )
     else:
         state = "pending: not published yet (retried at every run)"
     return f"Outbox:   {state}\n\n{email_body(stored.alert).rstrip()}"

@@ -32,6 +32,8 @@ class ReplaySummary:
     events_geolocated: int = 0
     bytes_read: int = 0
     alerts: int = 0
+    alerts_suppressed: int = 0
+    alerts_rolled_up: int = 0
     keys_skipped: Counter[str] = field(default_factory=Counter)
     files_skipped: Counter[str] = field(default_factory=Counter)
     records_skipped: Counter[str] = field(default_factory=Counter)
@@ -44,6 +46,8 @@ class ReplaySummary:
         self.events_geolocated += report.events_geolocated
         self.bytes_read += report.bytes_read
         self.alerts += report.alerts_raised
+        self.alerts_suppressed += report.alerts_suppressed
+        self.alerts_rolled_up += report.alerts_rolled_up
         self.files_skipped.update(report.files_skipped)
         self.records_skipped.update(report.records_skipped)
         self.seconds += report.seconds
@@ -55,6 +59,8 @@ class ReplaySummary:
             "events": self.events,
             "events_geolocated": self.events_geolocated,
             "alerts": self.alerts,
+            "alerts_suppressed": self.alerts_suppressed,
+            "alerts_rolled_up": self.alerts_rolled_up,
             "keys_skipped": dict(self.keys_skipped),
             "files_skipped": dict(self.files_skipped),
             "records_skipped": dict(self.records_skipped),

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trailgeo.app.detect import DEFAULT_LEASE, RunOptions
 from trailgeo.app.fanout import FANOUT_LEASE
 from trailgeo.core.aggregate import DETECTORS
+from trailgeo.core.records import MAX_RECORDS_PER_FILE
 from trailgeo.core.scoring import ScoringPolicy
+
+# Records one batch may decode (RunOptions.batch_records): at least one file of the most records a
+# file may hold; at most what the largest function (10,240 MB) holds at the measured 151 MB per
+# million events, beside one file's decoding (docs/cost-and-capacity.md#capacity).
+BATCH_RECORDS_MAX = 60_000_000
 
 
 class SettingsError(ValueError):
@@ -32,6 +38,9 @@ class Settings(BaseModel):
     learning_days: float = Field(default=7.0, ge=0)
     max_decompressed_mb: int = Field(default=512, ge=1, le=8192)
     read_concurrency: int = Field(default=8, ge=1, le=64)
+    batch_records: int = Field(
+        default=RunOptions().batch_records, ge=MAX_RECORDS_PER_FILE, le=BATCH_RECORDS_MAX
+    )
     suppress_hours: float = Field(default=24.0, ge=0, le=7 * 24)
     # Allowlists and per-method overrides (docs/tuning.md): an SSM parameter name, or a file
     # deployed with the function. Read at every run, so an edit applies on the next run.
@@ -98,6 +107,7 @@ class Settings(BaseModel):
             detectors=frozenset(self.detectors.split(",")),
             max_decompressed_bytes=self.max_decompressed_mb * 1024 * 1024,
             read_concurrency=self.read_concurrency,
+            batch_records=self.batch_records,
             suppress_for=timedelta(hours=self.suppress_hours),
             # A fanned-out batch is not taken over while SQS may still deliver its tasks.
             lease=FANOUT_LEASE if self.fanout else DEFAULT_LEASE,

@@ -38,12 +38,14 @@ from trailgeo.core.counters import (
     category_sort_key,
     country_sort_key,
     hour_of,
+    identity_index_partition,
     method_cities_partition,
     method_partition,
     principal_cities_partition,
     principal_partition,
     user_methods_partition,
 )
+from trailgeo.core.identities import identity_of, role_of
 from trailgeo.core.records import TrailRecord, UserIdentity, clip, gc_paused
 from trailgeo.core.sources import UNKNOWN_LOCATION, SourceKind, classify_source, endpoint_location
 
@@ -78,25 +80,6 @@ def principal_of_identity(identity: UserIdentity | None) -> str:
     if identity.type and identity.principalId:
         return clip(f"{identity.type}:{identity.principalId}", 512) or "unknown"
     return clip(identity.type or "unknown", 512) or "unknown"
-
-
-_SSO_ROLE = "assumed-role/AWSReservedSSO_"
-
-
-def identity_of(principal: str) -> str:
-    """Whose history a principal's calls belong to.
-
-    An IAM Identity Center user appears as a different role ARN in each account and permission
-    set (``arn:aws:sts::<acct>:assumed-role/AWSReservedSSO_<set>_<id>/<user>``), always with
-    the user name as the session name: one person, so one history (``sso:<user>``). Every other
-    principal is its ARN (or the type and principal id CloudTrail gives instead).
-    """
-    at = principal.find(_SSO_ROLE)
-    if at > 0 and principal.startswith("arn:"):
-        _, slash, session = principal[at + len(_SSO_ROLE) :].partition("/")
-        if slash and session:
-            return f"sso:{session}"
-    return principal
 
 
 @dataclass(slots=True)
@@ -769,6 +752,8 @@ class RunAggregate:
         counters: dict[CounterKey, CounterDelta] = {}
         groups: dict[GroupKey, HitGroup] = {}
         identities: dict[str, str] = {}
+        # Per principal: its role's partition (None: not a role session).
+        roles: dict[str, str | None] = {}
         # Per prefix only its most specific counters: (method, country), (principal, country) and,
         # with unusual commands on, (person, method). Their totals and the organization's are
         # unions of those, folded in once per counter below rather than once per prefix.
@@ -789,8 +774,14 @@ class RunAggregate:
             identity = identities.get(principal)
             if identity is None:
                 identity = identities[principal] = identity_of(principal)
+            role_partition = roles.get(principal, "")
+            if role_partition == "":
+                role = role_of(principal)
+                role_partition = roles[principal] = principal_partition(role) if role else None
             cc = country_sort_key(country)
             keys = [(method_partition(method), cc), (principal_partition(identity), cc)]
+            if role_partition is not None:
+                keys.append((role_partition, cc))
             if user_methods:
                 keys.append((user_methods_partition(identity), category_sort_key(method)))
             for key in keys:
@@ -1018,6 +1009,10 @@ def _fold_totals(specific: dict[CounterKey, CounterDelta], counters: dict[Counte
     for key, delta in org_countries.items():
         counters[key] = delta
         _roll_up(counters, (ORG_PARTITION, TOTAL), delta)
+        # The country's identity index: present when the organization is; its categories (the
+        # identities calling from it) are the principal and role counters' fresh values, rolled
+        # up when the run commits (counters.apply_deltas).
+        _roll_up(counters, (identity_index_partition(key[1][2:]), TOTAL), delta)
 
 
 def _roll_up(counters: dict[CounterKey, CounterDelta], key: CounterKey, delta: CounterDelta) -> None:

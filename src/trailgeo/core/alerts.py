@@ -11,11 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodScore, SiblingScore
 from trailgeo.core.sensitive import is_sensitive, tactics_of
@@ -38,21 +46,43 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# ISO 3166-1 alpha-2 as every GeoIP database writes it. A location that is no country (a VPC
+# endpoint, an address the database lacks: core/sources.py) never goes into ECS's country field,
+# whose consumers (SIEM pipelines, rules keyed on a country) take any value there for a country.
+COUNTRY_CODE = re.compile(r"[A-Z]{2}")
+
+
+def is_country(location: str) -> bool:
+    """Whether a scored location is a country (an ISO 3166-1 alpha-2 code), not a stand-in for one."""
+    return COUNTRY_CODE.fullmatch(location) is not None
+
+
+def _without_none(data: dict[str, Any], *names: str) -> dict[str, Any]:
+    for name in names:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 class Geo(_Model):
-    country_iso_code: str
+    country_iso_code: str | None = Field(default=None, pattern=COUNTRY_CODE.pattern)  # a country only
     city_name: str | None = None  # the city detector's alerts
 
     @model_serializer(mode="wrap")
-    def _without_empty_city(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        if data.get("city_name") is None:
-            data.pop("city_name", None)
-        return data
+    def _without_empty_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "country_iso_code", "city_name")
 
 
 class Source(_Model):
-    geo: Geo
-    ip: list[str]
+    geo: Geo = Field(default_factory=Geo)  # written only when located (ECS: geo only when located)
+    ip: list[str]  # addresses only, as ECS's ``ip`` type takes them
+
+    @model_serializer(mode="wrap")
+    def _without_empty_geo(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not data.get("geo"):
+            data.pop("geo", None)
+        return data
 
 
 class UserIdentity(_Model):
@@ -63,6 +93,15 @@ class UserIdentity(_Model):
 
 class CloudTrail(_Model):
     user_identity: UserIdentity
+    # Calls through another account's VPC endpoint (location ``VPCE:<account>``): the endpoints
+    # (Elastic's ``aws.cloudtrail.vpc_endpoint_id``) and their owner, CloudTrail's
+    # ``vpcEndpointAccountId`` when it is an account id. ECS has no field for either.
+    vpc_endpoint_id: list[str] | None = None
+    vpc_endpoint_account_id: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_endpoint_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "vpc_endpoint_id", "vpc_endpoint_account_id")
 
 
 class Aws(_Model):
@@ -137,6 +176,19 @@ class Omitted(_Model):
     access_key_ids: int = 0
 
 
+class RolledUp(_Model):
+    """An alert of the run sent inside a roll-up instead of one by one (an alert flood)."""
+
+    alert_id: str
+    account: str
+    principal: str
+    location: str
+    score: float
+    severity: Severity
+    methods: list[str]  # the rarest few
+    events_in_run: int
+
+
 class Alert(_Model):
     alert_id: str
     detector: Detector = "country"
@@ -144,6 +196,9 @@ class Alert(_Model):
     score: float = Field(ge=0, le=100)
     severity: Severity
     rule: Rule
+    # Where the calls came from as scored: a country code, ``VPCE:<account>`` or ``unknown``
+    # (core/sources.py). Only a country is also ECS's ``source.geo.country_iso_code``.
+    location: str
     source: Source
     aws: Aws
     event: Event
@@ -164,10 +219,48 @@ class Alert(_Model):
     follows_alert_id: str | None = None  # a re-alert within the suppression window (sensitive method)
     findings: list[Finding] = []  # sibling detectors: what is rare (the country detector uses methods)
     correlated_detectors: list[str] = []  # other detectors that fired for this principal in the run
+    rolled_up: list[RolledUp] = []  # more alerts of the run, carried by this one (an alert flood)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_before_location(cls, data: Any) -> Any:
+        """An alert written before ``location`` existed (still pending in an outbox) had its
+        location in ``source.geo.country_iso_code`` and its endpoints in ``source.ip``."""
+        if not isinstance(data, dict) or "location" in data:
+            return data
+        source = data.get("source")
+        if not isinstance(source, dict):
+            return data  # not an alert of either form: the validation says what is missing
+        geo, sources = source.get("geo"), source.get("ip")
+        location = geo.get("country_iso_code") if isinstance(geo, dict) else None
+        if not isinstance(geo, dict) or not isinstance(location, str) or not _strings(sources):
+            return data
+        if is_country(location):
+            return {**data, "location": location}
+        addresses, endpoints = _addresses_and_endpoints(sources)
+        aws = data.get("aws")
+        if endpoints and isinstance(aws, dict) and isinstance(aws.get("cloudtrail"), dict):
+            aws = {**aws, "cloudtrail": {**aws["cloudtrail"], **_endpoint_fields(location, endpoints)}}
+        geo = {k: v for k, v in geo.items() if k != "country_iso_code"}
+        source = {**source, "geo": geo, "ip": addresses}
+        return {**data, "location": location, "aws": aws, "source": source}
+
+    @model_validator(mode="after")
+    def _country_only_in_ecs(self) -> Alert:
+        if self.source.geo.country_iso_code != (self.location if is_country(self.location) else None):
+            raise ValueError(
+                "source.geo.country_iso_code must be the location when it is a country, absent otherwise"
+            )
+        return self
 
     @property
     def country(self) -> str:
-        return self.source.geo.country_iso_code
+        """The location scored (a country code or a stand-in for one), the alert's subject."""
+        return self.location
+
+    @property
+    def vpc_endpoint_ids(self) -> list[str]:
+        return self.aws.cloudtrail.vpc_endpoint_id or []
 
     @property
     def principal(self) -> str:
@@ -197,6 +290,43 @@ def _bounded(values: list[str]) -> tuple[list[str], int]:
     return values[:MAX_LIST], max(0, len(values) - MAX_LIST)
 
 
+def _strings(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+_VIA = " via "  # aggregate: a source behind a VPC endpoint is "<address> via <endpoint id>"
+
+
+def _addresses_and_endpoints(sources: list[str]) -> tuple[list[str], list[str]]:
+    """The addresses of the aggregate's sources and the VPC endpoints they came through, each
+    distinct, in order."""
+    addresses: dict[str, None] = {}
+    endpoints: dict[str, None] = {}
+    for source in sources:
+        address, _, endpoint = source.partition(_VIA)  # an address holds no space; an endpoint may
+        addresses[address] = None
+        if endpoint:
+            endpoints[endpoint] = None
+    return list(addresses), list(endpoints)[:MAX_LIST]
+
+
+def _endpoint_fields(location: str, endpoints: list[str]) -> dict[str, Any]:
+    account = endpoint_account(location)
+    return {
+        "vpc_endpoint_id": endpoints or None,
+        "vpc_endpoint_account_id": account if account is not None and account.isdigit() else None,
+    }
+
+
+def _source(location: str, sources: list[str], city: str | None = None) -> tuple[Source, dict[str, Any]]:
+    """ECS ``source`` for a location and the aggregate's sources, and the CloudTrail endpoint fields."""
+    addresses, endpoints = _addresses_and_endpoints(sources)
+    country = location if is_country(location) else None
+    return Source(geo=Geo(country_iso_code=country, city_name=city), ip=addresses), _endpoint_fields(
+        location, endpoints
+    )
+
+
 def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run_id: str) -> Alert | None:
     """An alert for a (principal, country) when some method in it is rare enough, else None."""
     rare = scored.rare_methods(threshold)
@@ -213,18 +343,21 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
     all_methods = sorted(group.methods)
     first = group.first_event or ""
     last = group.last_event or ""
+    source, endpoints = _source(group.country, ips)
     return Alert(
         alert_id=alert_id_for(group.account, group.principal, group.country, run_id),
         detected_at=detected_at.astimezone(UTC),
         score=score,
         severity=severity_for(score, sensitive=bool(sensitive)),
         rule=Rule(threshold=threshold),
-        source=Source(geo=Geo(country_iso_code=group.country), ip=ips),
+        location=group.country,
+        source=source,
         aws=Aws(
             cloudtrail=CloudTrail(
                 user_identity=UserIdentity(
                     arn=group.principal, type=group.identity_type, access_key_id=keys[0] if keys else None
-                )
+                ),
+                **endpoints,
             )
         ),
         event=_event(all_methods, first, last),
@@ -284,6 +417,7 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
         for i in rare[:MAX_LIST]
     ]
     score = max(i.score for i in rare)
+    source, endpoints = _source(main.country, ips[0], _city_name(scored.context))
     subject = {"error_code": ",".join(i.value for i in rare), "city": scored.context}.get(
         scored.detector, scored.detector
     )
@@ -294,16 +428,16 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
         score=score,
         severity=severity_for(score, sensitive=any(f.sensitive for f in findings)),
         rule=Rule(name=RULE_NAMES[scored.detector], threshold=scored.threshold),
-        source=Source(
-            geo=Geo(country_iso_code=main.country, city_name=_city_name(scored.context)), ip=ips[0]
-        ),
+        location=main.country,
+        source=source,
         aws=Aws(
             cloudtrail=CloudTrail(
                 user_identity=UserIdentity(
                     arn=scored.principal,
                     type=main.identity_type,
                     access_key_id=keys[0][0] if keys[0] else None,
-                )
+                ),
+                **endpoints,
             )
         ),
         event=_event(actions_of, first, last),
@@ -396,6 +530,41 @@ def explain_sibling(scored: SiblingScore, rare: tuple[CategoryScore, ...]) -> st
     return "\n".join(lines)
 
 
+ROLLED_UP_LISTED = 20  # rolled-up alerts named in the explanation; the document holds every one
+ROLLED_UP_METHODS = 3
+
+
+def with_rollup(carrier: Alert, others: list[Alert]) -> Alert:
+    """``carrier`` carrying ``others`` (an alert flood: more alerts in one run than a team reads):
+    each named, scored and kept in the document, the first ``ROLLED_UP_LISTED`` in its text."""
+    rolled = [
+        RolledUp(
+            alert_id=a.alert_id,
+            account=a.cloud.account.id,
+            principal=a.principal,
+            location=a.location,
+            score=a.score,
+            severity=a.severity,
+            methods=[m.method for m in a.methods[:ROLLED_UP_METHODS]]
+            or [f.value for f in a.findings[:ROLLED_UP_METHODS]],
+            events_in_run=sum(m.events_in_run for m in a.methods) or sum(f.events_in_run for f in a.findings),
+        )
+        for a in others
+    ]
+    lines = [
+        f"- {plain(r.principal, 200)} from {location_label(r.location)}: score {r.score:.0f} ({r.severity}), "
+        + ", ".join(plain(m, 100) for m in r.methods)
+        for r in rolled[:ROLLED_UP_LISTED]
+    ]
+    if len(rolled) > ROLLED_UP_LISTED:
+        lines.append(f"- and {len(rolled) - ROLLED_UP_LISTED} more (in this alert's rolled_up list)")
+    text = (
+        f"{carrier.explanation}\n\nThis run raised {len(rolled)} more alert(s), rolled up here rather than "
+        "sent one by one (each is recorded and suppressed like a sent alert):\n" + "\n".join(lines)
+    )
+    return carrier.model_copy(update={"rolled_up": rolled, "explanation": text})
+
+
 def with_correlation(alert: Alert, detectors: list[str]) -> Alert:
     """The same principal hit several detectors in one run: one severity level higher."""
     level = min(_LEVELS.index(alert.severity) + 1, len(_LEVELS) - 1)
@@ -442,7 +611,16 @@ def location_label(location: str) -> str:
     account = endpoint_account(location)
     if account is not None:
         return f"VPC endpoint of account {account}"
-    return "unknown location" if location == UNKNOWN_LOCATION else location
+    return UNKNOWN_LABEL if location == UNKNOWN_LOCATION else location
+
+
+UNKNOWN_LABEL = "unknown location (address not in the GeoIP database)"
+
+
+def via_endpoints(alert: Alert) -> str:
+    """`` via <endpoint ids>`` after the addresses of calls through VPC endpoints, else ``""``."""
+    endpoints = alert.vpc_endpoint_ids
+    return f" via {', '.join(endpoints)}" if endpoints else ""
 
 
 def location_note(location: str) -> str | None:
@@ -534,6 +712,7 @@ SUBJECT_LIMIT = 100  # SNS rejects longer subjects
 def email_subject(alert: Alert) -> str:
     actions = alert.event.action
     what = actions[0] if len(actions) == 1 else f"{len(actions)} methods"
+    who = alert.principal
     if alert.detector == "user_method":
         subject = f"Unusual AWS command for a user: {what} by {alert.principal}"
     elif alert.detector == "city":
@@ -543,7 +722,9 @@ def email_subject(alert: Alert) -> str:
     elif alert.detector == "error_code":
         code = alert.findings[0].value if alert.findings else "?"
         subject = f"Rare AWS error code: {code} for {alert.principal}"
-    elif location_note(alert.country) is not None:  # no country: a VPC endpoint, an unknown location
+    elif alert.country == UNKNOWN_LOCATION:  # short: the principal has to fit in SNS's 100 characters
+        subject = f"Unusual location for AWS command: {what} from an address not in GeoIP by {who}"
+    elif not is_country(alert.country):  # a VPC endpoint
         subject = f"Unusual {location_label(alert.country)} for AWS command: {what} by {alert.principal}"
     else:
         subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
@@ -560,7 +741,8 @@ def email_body(alert: Alert) -> str:
         f"Account:  {plain(alert.cloud.account.id)}",
         f"Key:      {plain(', '.join(alert.access_key_ids) or 'none')}",
         f"From:     {location_label(alert.country)}  IPs: {plain(', '.join(alert.source.ip))}"
-        + (f" and {alert.omitted.source_ip} more" if alert.omitted.source_ip else ""),
+        + (f" and {alert.omitted.source_ip} more" if alert.omitted.source_ip else "")
+        + plain(via_endpoints(alert), 600),
         f"When:     {plain(alert.first_event_time)} .. {plain(alert.last_event_time)}",
         f"Detected: {alert.detected_at:%Y-%m-%dT%H:%M:%SZ}",
         f"Agents:   {plain('; '.join(alert.user_agent.original), 600)}"

@@ -19,7 +19,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from trailgeo.core.alerts import Alert, location_label, plain
+from trailgeo.core.alerts import Alert, is_country, location_label, plain, via_endpoints
 from trailgeo.core.chatbot import safe_id
 from trailgeo.core.slack import console_links, principal_name, rare_items
 
@@ -123,7 +123,7 @@ def _description(alert: Alert) -> str:
     keys = ", ".join(alert.access_key_ids) or "none"
     text = (
         f"{alert.rule.name}: {alert.principal} (account {alert.cloud.account.id}, access key {keys}) "
-        f"from {location_label(alert.country)}, score {alert.score:g}. "
+        f"from {location_label(alert.country)}{via_endpoints(alert)}, score {alert.score:g}. "
         + " ".join(alert.explanation.splitlines())
     )
     return plain(text, DESCRIPTION_LIMIT - 1)
@@ -138,7 +138,11 @@ def _product_fields(alert: Alert) -> dict[str, str]:
         "trailgeo/AlertId": alert.alert_id,
         "trailgeo/ThreadId": alert.follows_alert_id or alert.alert_id,
         "trailgeo/Score": f"{alert.score:g}",
-        "trailgeo/Country": alert.country,
+        # A country code only; any other location is named in words (Location) and by its endpoints.
+        "trailgeo/Country": alert.country if is_country(alert.country) else "",
+        "trailgeo/Location": location_label(alert.country),
+        "trailgeo/VpcEndpointIds": joined(alert.vpc_endpoint_ids, 0),
+        "trailgeo/VpcEndpointAccountId": alert.aws.cloudtrail.vpc_endpoint_account_id or "",
         "trailgeo/Severity": alert.severity,
         "trailgeo/AccountId": alert.cloud.account.id,
         "trailgeo/Principal": alert.principal,
@@ -169,7 +173,7 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
     types = TYPES if detector == "country" else [VALID_ACCOUNTS, f"Unusual Behaviors/User/{alert.rule.name}"]
     if detector == "country":
         where = location_label(alert.country)
-        noun = f"country {where}" if where == alert.country else where  # a VPC endpoint, an unknown location
+        noun = f"country {where}" if is_country(alert.country) else where  # a VPC endpoint, unknown
         title = f"Unusual {noun} for AWS command by {alert.principal}"
     else:
         title = f"{alert.rule.name} by {alert.principal}"

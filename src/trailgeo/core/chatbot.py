@@ -18,14 +18,13 @@ import json
 import re
 from typing import Any
 
-from trailgeo.core.alerts import Alert, location_label
-from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items
+from trailgeo.core.alerts import Alert, is_country, location_label
+from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items, sources_text
 
 TITLE_LIMIT = 250
 DESCRIPTION_LIMIT = 4000
 MAX_KEYWORDS = 10
 EVENT_TYPE = "UnusualCountryForAwsCommand"
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 _EMOJI = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:"}
@@ -42,7 +41,7 @@ def _description(alert: Alert) -> str:
     budget = 600
     methods = [item.value for item in rare_items(alert)]
     omitted_methods = alert.omitted.methods
-    ips = code_list(alert.source.ip, alert.omitted.source_ip, budget)
+    ips = sources_text(alert, budget)
     lines = [
         f"*Who:* {inline_code(alert.principal, budget)}",
         f"*Account:* {inline_code(alert.cloud.account.id, 100)}",
@@ -78,7 +77,7 @@ def _next_steps(alert: Alert, default_region: str) -> list[str]:
 def _keywords(alert: Alert) -> list[str]:
     """Our own values only (validated), never free text from CloudTrail."""
     keywords = ["trailgeo", alert.severity]
-    if _COUNTRY.match(alert.country):
+    if is_country(alert.country):
         keywords.append(alert.country)
     if _ACCOUNT.match(alert.cloud.account.id):
         keywords.append(alert.cloud.account.id)
@@ -96,7 +95,7 @@ def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dic
     alert_id = safe_id(alert.alert_id)
     thread = safe_id(alert.follows_alert_id or alert.alert_id)
     where = location_label(alert.country)
-    noun = f"country {where}" if where == alert.country else where  # a VPC endpoint, an unknown location
+    noun = f"country {where}" if is_country(alert.country) else where  # a VPC endpoint, an unknown location
     summary = f"{alert.severity.upper()}: unusual {escape(noun, 60)} for AWS command"
     return {
         "version": "1.0",

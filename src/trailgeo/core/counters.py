@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from trailgeo.core.identities import identity_digest, role_of
+
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 EPOCH_HOUR = int(EPOCH.timestamp()) // 3600
 # Elastic's anomaly detection decays by 0.0005 per 60-minute bucket: half-life ln2/0.0005 h.
@@ -53,6 +55,7 @@ ROLLUPS = frozenset({ORG_METHODS})
 METHOD_PARTITION_PREFIX = "M#"
 PRINCIPAL_PARTITION_PREFIX = "P#"
 USER_METHODS_PARTITION_PREFIX = "U#"
+IDENTITY_INDEX_PREFIX = "I#"
 COUNTER_PREFIXES = (
     METHOD_PARTITION_PREFIX,
     PRINCIPAL_PARTITION_PREFIX,
@@ -60,6 +63,7 @@ COUNTER_PREFIXES = (
     USER_METHODS_PARTITION_PREFIX,
     "MC#",
     "PC#",
+    IDENTITY_INDEX_PREFIX,
 )
 ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES})
 
@@ -70,6 +74,12 @@ def is_counter_partition(partition: str) -> bool:
 
 def method_partition(method: str) -> str:
     return METHOD_PARTITION_PREFIX + method
+
+
+def identity_index_partition(country: str) -> str:
+    """The identities seen calling from one country (a TOTAL whose categories are identity
+    digests): one identity calling every hour must not make a country look common."""
+    return IDENTITY_INDEX_PREFIX + country
 
 
 def principal_partition(principal: str) -> str:
@@ -213,7 +223,8 @@ def merge(
     """Apply one run's observations to a counter; None when the run was applied already.
 
     ``countries`` (TOTAL counters) are folded in by element-wise maximum: both numbers only grow,
-    so a writer holding an older view can never roll a newer one back.
+    so a writer holding an older view can never roll a newer one back. The map is capped, its
+    lightest categories folded into one overflow category (:func:`cap_categories`).
     """
     if run_id in state.recent_runs:
         return None
@@ -239,11 +250,88 @@ def merge(
 def fold_countries(
     current: Mapping[str, tuple[int, float]], update: Mapping[str, tuple[int, float]]
 ) -> dict[str, tuple[int, float]]:
+    """``update`` folded into a TOTAL's categories by element-wise maximum, then capped
+    (:func:`cap_categories`)."""
     folded = dict(current)
     for country, (buckets, wsum) in update.items():
         old = folded.get(country, (0, 0.0))
         folded[country] = (max(old[0], buckets), max(old[1], wsum))
-    return folded
+    return cap_categories(folded)
+
+
+# A TOTAL item carries its partition's categories in one map, and DynamoDB refuses an item over
+# 400 KB: a person calling thousands of made-up method names, or a large organization's methods,
+# cities or error codes, would have failed every run writing it. So the map is bounded.
+# The overflow category holds the mass of the categories folded away. No real category takes its
+# name: countries are codes (``unknown``, ``VPCE:<account>``), methods ``service:action``, cities
+# ``CC/City``, AWS error codes identifiers without ``~``.
+OTHER_CATEGORY = "~other"
+# What one entry of the map costs in DynamoDB beyond its name's UTF-8 bytes, at most: 1 byte as a
+# map element, 3 for its list, 1 for each of its two elements, and each number at DynamoDB's
+# widest (38 digits: 20 bytes). The cap holds whatever the numbers grow to.
+CATEGORY_ENTRY_OVERHEAD_BYTES = 1 + 3 + 2 + 2 * 20
+# The map's share of DynamoDB's 409,600 bytes an item: the 89,600 left hold the rest (keys of at
+# most 3 KB, 72 hours, 32 run ids, times and version: under 10 KB) and a wide margin.
+MAX_CATEGORY_MAP_BYTES = 320_000
+# And by count, whatever the names' length: scoring reads every category of the map (a user's
+# methods back off to all the organization's), so the work per item stays bounded too.
+MAX_CATEGORIES = 5_000
+
+
+def category_entry_bytes(name: str) -> int:
+    """An upper bound on one category's size in a stored map (its name and numbers)."""
+    return (len(name) if name.isascii() else len(name.encode("utf-8", "surrogatepass"))) + (
+        CATEGORY_ENTRY_OVERHEAD_BYTES
+    )
+
+
+def cap_categories(categories: dict[str, tuple[int, float]]) -> dict[str, tuple[int, float]]:
+    """``categories`` within ``MAX_CATEGORIES`` entries and ``MAX_CATEGORY_MAP_BYTES`` bytes: the
+    heaviest (by weight, ties by name) kept, the rest folded into :data:`OTHER_CATEGORY`.
+
+    The overflow entry becomes the maximum of its old value and the sum of the tail folded now,
+    never their sum: a category folded away comes back (with its whole value, from its own
+    counter) the next time a run sees it, and adding its value to the overflow every time would
+    count it again each run. With the maximum, merging stays idempotent (a capped map, or one
+    merged again with a view already applied, folds nothing new) and monotone (no number
+    decreases, so a writer with an older view cannot roll a newer one back). The overflow is an
+    estimate of the mass left out: at least the largest tail folded at once (and a category folded,
+    then kept again when heavier, counts in both until the overflow is outgrown).
+    """
+    if len(categories) <= MAX_CATEGORIES and (
+        sum(map(category_entry_bytes, categories)) <= MAX_CATEGORY_MAP_BYTES
+    ):
+        return categories
+    ranked = sorted(
+        (name for name in categories if name != OTHER_CATEGORY),
+        key=lambda name: (-categories[name][1], name),
+    )
+    budget = MAX_CATEGORY_MAP_BYTES - category_entry_bytes(OTHER_CATEGORY)
+    kept: dict[str, tuple[int, float]] = {}
+    for name in ranked[: MAX_CATEGORIES - 1]:  # the heaviest first; one entry left for the overflow
+        budget -= category_entry_bytes(name)
+        if budget < 0:
+            break
+        kept[name] = categories[name]
+    tail = ranked[len(kept) :]
+    old_buckets, old_wsum = categories.get(OTHER_CATEGORY, (0, 0.0))
+    kept[OTHER_CATEGORY] = (
+        max(old_buckets, sum(categories[name][0] for name in tail)),
+        max(old_wsum, sum(categories[name][1] for name in tail)),
+    )
+    return kept
+
+
+def categories_folded(
+    current: Mapping[str, tuple[int, float]],
+    update: Mapping[str, tuple[int, float]],
+    folded: Mapping[str, tuple[int, float]],
+) -> int:
+    """How many categories of ``current`` and ``update`` the fold into ``folded`` left out (0 when
+    nothing was capped)."""
+    if OTHER_CATEGORY not in folded:
+        return 0
+    return len((current.keys() | update.keys()) - folded.keys() - {OTHER_CATEGORY})
 
 
 CounterKey = tuple[str, str]
@@ -277,11 +365,21 @@ def apply_deltas(
     # The fresh categories of each partition, indexed as they are written: a TOTAL looks up its
     # own partition instead of scanning every counter of the batch (quadratic in a large batch).
     categories_of: dict[str, dict[str, tuple[int, float]]] = {}
+    indexes: list[dict[str, dict[str, tuple[int, float]]]] = []  # built once, after phase 1
+
+    def total_categories(key: CounterKey) -> Categories:
+        if not key[0].startswith(IDENTITY_INDEX_PREFIX):
+            return dict(categories_of.get(key[0], {}))
+        if not indexes:
+            indexes.append(identity_indexes(fresh))
+        return indexes[0].get(key[0], {})
+
     written = skipped = 0
-    # Phase 1: category counters; 2: TOTALs carrying their categories; 3: roll-ups of TOTALs.
+    # Phase 1: category counters; 2: TOTALs carrying their categories (an identity index: its
+    # identities' principal and role counters); 3: roll-ups of TOTALs.
     phases: tuple[tuple[list[CounterKey], Callable[[CounterKey], Categories]], ...] = (
         (country_keys, lambda _: None),
-        (total_keys, lambda key: dict(categories_of.get(key[0], {}))),
+        (total_keys, total_categories),
         (rollup_keys, lambda key: rollup_for(key[0], fresh)),
     )
     for phase_keys, categories in phases:
@@ -295,8 +393,25 @@ def apply_deltas(
     return written, skipped
 
 
+def identity_indexes(states: Mapping[CounterKey, CounterState]) -> dict[str, dict[str, tuple[int, float]]]:
+    """Each country's identity index (``I#<cc>``): the fresh principal and role counters of that
+    country among ``states``, by identity digest. A role session counts through its role (the
+    caller names sessions at will: many sessions are still one identity)."""
+    indexes: dict[str, dict[str, tuple[int, float]]] = {}
+    for (part, sort_key), state in states.items():
+        if not part.startswith(PRINCIPAL_PARTITION_PREFIX) or not sort_key.startswith("C#"):
+            continue
+        identity = part[len(PRINCIPAL_PARTITION_PREFIX) :]
+        if role_of(identity) is not None:
+            continue
+        index = indexes.setdefault(identity_index_partition(sort_key[2:]), {})
+        index[identity_digest(identity)] = (state.buckets, state.wsum)
+    return indexes
+
+
 def rollup_for(partition: str, states: Mapping[CounterKey, CounterState]) -> dict[str, tuple[int, float]]:
-    """The organization's methods: every method TOTAL among ``states`` (``M#<method>``)."""
+    """The organization's methods: every method TOTAL among ``states`` (``M#<method>``), capped
+    like any TOTAL's categories when folded into the ``OM`` item (:func:`fold_countries`)."""
     if partition != ORG_METHODS:
         return {}
     return {

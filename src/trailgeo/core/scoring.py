@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from trailgeo.core.aggregate import CategoryGroup, HitGroup, identity_of
+from trailgeo.core.aggregate import CategoryGroup, HitGroup
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
@@ -39,6 +39,7 @@ from trailgeo.core.counters import (
     ORG_ERRORS,
     ORG_METHODS,
     ORG_PARTITION,
+    OTHER_CATEGORY,
     TOTAL,
     CounterState,
     access_key_partition,
@@ -46,6 +47,7 @@ from trailgeo.core.counters import (
     country_sort_key,
     decay_weight,
     hour_of,
+    identity_index_partition,
     is_long_term_key,
     method_cities_partition,
     method_partition,
@@ -53,6 +55,7 @@ from trailgeo.core.counters import (
     principal_partition,
     user_methods_partition,
 )
+from trailgeo.core.identities import identity_of, role_of
 from trailgeo.core.sensitive import is_sensitive, tactics_of
 from trailgeo.core.tuning import DEFAULT_METHOD_POLICY, MethodPolicy
 
@@ -60,6 +63,10 @@ History = dict[str, dict[str, CounterState]]  # partition -> sort key -> counter
 TOP_COUNTRIES = 5
 # ISO 3166-1 has 249 country codes; the base measure spreads the unseen mass over them.
 COUNTRY_CODES = 250
+# At the organization and method levels one identity (a role, a person, a user) vouches for at
+# most this many decayed hourly buckets of a country: a day of calls. A country is as common to
+# the organization as the identities calling from it make it, not as one identity's hours do.
+IDENTITY_VOUCH_BUCKETS = 24.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,7 @@ class ScoringPolicy:
     # worth. 1 is the classic "add one" choice; docs/scoring.md shows the effect of each.
     org_concentration: float = 1.0
     method_concentration: float = 1.0
+    role_concentration: float = 1.0
     principal_concentration: float = 1.0
     key_concentration: float = 1.0
     full_score_tail: float = 1e-4  # a tail probability this small scores 100
@@ -163,13 +171,22 @@ class GroupScore:
 
 
 def _countries(partition: Mapping[str, CounterState], scale: float) -> dict[str, float]:
-    """Decayed buckets per country, from the TOTAL counter's copy of its countries."""
+    """Decayed buckets per country, from the TOTAL counter's copy of its countries.
+
+    A capped map's overflow (``OTHER_CATEGORY``, the mass of its lightest categories) stays in:
+    it counts in the level's total, and as a candidate it is one category at least as likely as
+    each it holds, so it joins a value's tail only when all of them would (rarity errs toward
+    alerting). No report names it: ``_top`` leaves it out, and the scorers report only the values
+    a run saw, and no real category takes its name."""
     total = partition.get(TOTAL, EMPTY)
     return {cc: wsum / scale for cc, (buckets, wsum) in total.countries.items() if buckets > 0}
 
 
 def _top(countries: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
-    ranked = sorted(countries.items(), key=lambda item: (-item[1], item[0]))
+    ranked = sorted(
+        ((cc, weight) for cc, weight in countries.items() if cc != OTHER_CATEGORY),
+        key=lambda item: (-item[1], item[0]),
+    )
     return tuple((cc, round(weight, 2)) for cc, weight in ranked[:TOP_COUNTRIES])
 
 
@@ -229,23 +246,32 @@ def score_group(
     now_hour: int,
     *,
     quarantined_hours: Collection[int] = (),
+    quarantined_identities: Collection[str] = (),
     method_policy: Callable[[str], MethodPolicy] | None = None,
     method_views: MethodViews | None = None,
+    vouched_shares: dict[str, float] | None = None,
 ) -> GroupScore:
     """Score every method of a group against ``history`` (the counters before this run).
 
-    ``quarantined_hours``: hours of this identity and country that raised an alert recently.
-    They do not vouch for the country (an attacker's own calls must not make their country
-    familiar); they count again once the quarantine ends or the country is allowlisted.
+    ``quarantined_hours``: hours of this group's subject (role, person) in this country since it
+    alerted. They do not vouch for the country at the role, principal and key levels (an
+    attacker's own calls must not make their country familiar); they count again once the
+    quarantine ends or the country is allowlisted.
+    ``quarantined_identities``: the identity digests (``identity_digest``) of every subject under
+    quarantine in this country, this group's included: at the organization and method levels
+    their buckets are taken out, so one alerted session does not make the country familiar to
+    every other role either.
     ``method_policy``: the tuning's per-method overrides (ignore, threshold, sensitive).
     ``method_views``: shared by the groups of one run (same history, hour, policy and tuning), so
     that each method's history is summarised once per run, not once per group.
+    ``vouched_shares``: likewise for each country's share its identities vouch for (the same
+    ``quarantined_identities`` for every group of a country in one run).
     """
     scale = decay_weight(now_hour, policy.half_life_hours)
     country = group.country
     org_part = history.get(ORG_PARTITION, {})
     org_total = org_part.get(TOTAL, EMPTY)
-    org_countries = _countries(org_part, scale)
+    org_countries, vouched = _org_level(history, country, scale, quarantined_identities, vouched_shares)
     principal_part = history.get(principal_partition(identity_of(group.principal)), {})
     principal_countries = _countries(principal_part, scale)
     principal_country_buckets = principal_part.get(country_sort_key(country), EMPTY).buckets
@@ -253,6 +279,10 @@ def score_group(
     if held:
         _hold(principal_countries, country, held)
         principal_country_buckets = max(0, principal_country_buckets - len(set(quarantined_hours)))
+    role = role_of(group.principal)
+    role_countries = (
+        _hold(_countries(history.get(principal_partition(role), {}), scale), country, held) if role else {}
+    )
     keys = [k for k in group.access_keys if is_long_term_key(k)]
     key_levels = [
         (k, _hold(_countries(history.get(access_key_partition(k), {}), scale), country, held))
@@ -269,12 +299,17 @@ def score_group(
         if view is None:
             view = summaries[method] = _method_view(method, history, policy, scale, method_policy)
         method_part, method_total, method_countries = view.part, view.total, view.countries
+        if vouched < 1.0 and country in method_countries:
+            # The method's buckets of the country, as vouched for as the organization's.
+            method_countries = {**method_countries, country: method_countries[country] * vouched}
         trained = view.trained
         above: list[Level] = [org_level]
         if trained:
             above.append((method_countries, policy.method_concentration))
+        if role_countries:
+            above.append((role_countries, policy.role_concentration))
         above.append(principal_level)
-        candidates = {country, *org_countries, *method_countries, *principal_countries}
+        candidates = {country, *org_countries, *method_countries, *role_countries, *principal_countries}
         # With several long-term keys in one group, the most surprising key speaks for the group.
         best: tuple[float, float] | None = None
         for _, key_countries in key_levels or [("", {})]:
@@ -307,6 +342,11 @@ def score_group(
     scores.sort(key=lambda m: (-m.score, m.method))
     views = [
         LevelView("organization", org_countries.get(country, 0.0), sum(org_countries.values())),
+        *(
+            [LevelView("role", role_countries.get(country, 0.0), sum(role_countries.values()))]
+            if role
+            else []
+        ),
         LevelView("principal", principal_countries.get(country, 0.0), sum(principal_countries.values())),
         *(
             LevelView(f"access key {k}", counts.get(country, 0.0), sum(counts.values()))
@@ -322,7 +362,7 @@ def score_group(
         principal_first_seen=principal_part.get(TOTAL, EMPTY).first_seen,
         org_country_buckets=org_part.get(country_sort_key(country), EMPTY).buckets,
         org_buckets=org_total.buckets,
-        org_countries=len(org_countries),
+        org_countries=len(org_countries.keys() - {OTHER_CATEGORY}),
         org_first_seen=org_total.first_seen,
         levels=tuple(views),
     )
@@ -366,6 +406,66 @@ def _method_view(
         sensitive=is_sensitive(method, override.sensitive),
         tactics=tactics_of(method),
     )
+
+
+def _org_level(
+    history: History,
+    country: str,
+    scale: float,
+    quarantined: Collection[str],
+    shares: dict[str, float] | None,
+) -> tuple[dict[str, float], float]:
+    """The organization's decayed buckets per country, the hit's country's as its identities
+    vouch for it, and that share (cached in ``shares`` per country)."""
+    org_part = history.get(ORG_PARTITION, {})
+    org_countries = _countries(org_part, scale)
+    shares = {} if shares is None else shares
+    if country not in shares:
+        shares[country] = _vouched_share(history, org_part, org_countries, country, scale, quarantined)
+    vouched = shares[country]
+    if vouched < 1.0:
+        org_countries[country] = org_countries[country] * vouched
+    return org_countries, vouched
+
+
+def _vouched_share(
+    history: History,
+    org_part: Mapping[str, CounterState],
+    org_countries: Mapping[str, float],
+    country: str,
+    scale: float,
+    quarantined: Collection[str],
+) -> float:
+    """How much of the organization's buckets of ``country`` its identities vouch for (0 to 1).
+
+    From the country's identity index (``I#<country>``): identities under quarantine vouch for
+    nothing (their buckets are taken out), the others for at most ``IDENTITY_VOUCH_BUCKETS`` each.
+    The cap applies only when the index is as old as the country's history (a table from before
+    the index would otherwise see its familiar countries turn rare on upgrade); taking out the
+    quarantined always applies. Taking out a quarantined identity's buckets may take out hours
+    another identity shared: the country looks rarer, never more familiar."""
+    org_buckets = org_countries.get(country, 0.0)
+    index = history.get(identity_index_partition(country), {}).get(TOTAL)
+    if not org_buckets or index is None or not index.countries:
+        return 1.0
+    held = set(quarantined)
+    vouching = 0.0
+    taken_out = 0.0
+    for digest, (buckets, wsum) in index.countries.items():
+        weight = wsum / scale if buckets > 0 else 0.0
+        if digest in held:
+            taken_out += weight
+        elif digest == OTHER_CATEGORY:  # many identities, folded when the index was capped
+            vouching += weight
+        else:
+            vouching += min(weight, IDENTITY_VOUCH_BUCKETS)
+    left = max(0.0, org_buckets - taken_out)
+    country_first = org_part.get(country_sort_key(country), EMPTY).first_seen
+    first_indexed = hour_of(index.first_seen) if index.first_seen else None
+    first_counted = hour_of(country_first) if country_first else None
+    if first_indexed is not None and (first_counted is None or first_indexed <= first_counted + 1):
+        left = min(left, vouching)
+    return min(1.0, left / org_buckets)
 
 
 def _hold(countries: dict[str, float], country: str, held: float) -> dict[str, float]:

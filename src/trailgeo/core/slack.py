@@ -112,6 +112,13 @@ def code_list(values: list[str], omitted: int, limit: int, *, each: int = 300) -
     return ", ".join(shown) + (f" and {omitted} more" if omitted else "")
 
 
+def sources_text(alert: Alert, limit: int) -> str:
+    """The source addresses as inline code, then the VPC endpoints they came through, if any."""
+    endpoints = alert.vpc_endpoint_ids
+    via = f" via {code_list(endpoints, 0, 300, each=70)}" if endpoints else ""
+    return code_list(alert.source.ip, alert.omitted.source_ip, limit - len(via)) + via
+
+
 def plain_text(text: str, limit: int) -> str:
     """For plain_text objects (never formatted, never pinging): one line, entities, bounded."""
     return escape(text, limit, code=False)
@@ -217,7 +224,7 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
     who = inline_code(alert.principal, budget - 200)
     if identity.type:
         who += f" ({inline_code(identity.type, 100)})"
-    ips = code_list(alert.source.ip, alert.omitted.source_ip, budget)
+    ips = sources_text(alert, budget)
     texts = [
         ("Who", who),
         ("Account", inline_code(alert.cloud.account.id, 100)),
