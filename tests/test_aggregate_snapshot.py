@@ -16,7 +16,6 @@ import pytest
 from tests.builders import US_IP, record
 from tests.conftest import SHARED_DATA, require
 from trailgeo.core.aggregate import (
-    DETECTORS,
     MAX_DISTINCT_EVIDENCE,
     OTHER_MARKER,
     CategoryGroup,
@@ -24,6 +23,7 @@ from trailgeo.core.aggregate import (
     event_digest,
     event_digests,
 )
+from trailgeo.core.detectors import DETECTORS
 from trailgeo.core.payload import decompress
 from trailgeo.core.records import TrailRecord, decode_trail_file
 from trailgeo.simulate import SimulationConfig, emittable_ips, simulate

@@ -29,9 +29,10 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from trailgeo.core.aggregate import DEFAULT_DETECTORS, CategoryGroup, HitGroup, RunAggregate
+from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation, with_rollup
 from trailgeo.core.counters import event_hours
+from trailgeo.core.detectors import COUNTRY, DEFAULT_DETECTORS, REGISTRY
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
 from trailgeo.core.keys import parse_key
 from trailgeo.core.payload import UnreadablePayloadError, decompress
@@ -544,14 +545,14 @@ def subject_of(principal: str, detector: str, value: str = "") -> str:
     unusual commands (``identity|user_method``). An Identity Center user alerting in two accounts
     is one incident; so are a role's sessions from one country (an attacker names sessions at
     will: one alert per session would let them bury the first under their own flood)."""
-    if detector == "country":
+    if detector == COUNTRY.name:
         return f"{subject_identity(principal)}|{value}"
     identity = identity_of(principal)
     return f"{identity}|{detector}:{value}" if value else f"{identity}|{detector}"
 
 
 # The sibling detectors' subjects: ``identity|<detector>`` or ``identity|<detector>:<value>``.
-_SIBLING_SUBJECTS = ("user_method", "city:", "error_code:")
+_SIBLING_SUBJECTS = tuple(name for name in REGISTRY if name != COUNTRY.name)
 
 
 def country_subject(subject: str) -> tuple[str, str] | None:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trailgeo.app.detect import DEFAULT_LEASE, RunOptions
 from trailgeo.app.fanout import FANOUT_LEASE
-from trailgeo.core.aggregate import DETECTORS
+from trailgeo.core.detectors import DETECTORS
 from trailgeo.core.records import MAX_RECORDS_PER_FILE
 from trailgeo.core.scoring import ScoringPolicy
 

@@ -45,6 +45,7 @@ from trailgeo.core.counters import (
     principal_partition,
     user_methods_partition,
 )
+from trailgeo.core.detectors import DEFAULT_DETECTORS, DETECTORS
 from trailgeo.core.identities import identity_of, role_of
 from trailgeo.core.records import TrailRecord, UserIdentity, clip, gc_paused
 from trailgeo.core.sources import UNKNOWN_LOCATION, SourceKind, classify_source, endpoint_location
@@ -159,8 +160,6 @@ def _bounded_count(counter: Counter[str], value: str, count: int = 1) -> None:
 
 GeoLookup = Callable[[str], str | None]
 # The detectors one pass feeds (docs/scoring.md); "country" always runs.
-DETECTORS = frozenset({"country", "city", "user_method", "error_code"})
-DEFAULT_DETECTORS = frozenset({"country"})
 CategoryKey = tuple[str, str, str]  # (account, principal, error code or "CC/City")
 
 

@@ -25,19 +25,12 @@ from pydantic import (
     model_validator,
 )
 
+from trailgeo.core.detectors import COUNTRY, DetectorName, detector
 from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodScore, SiblingScore
 from trailgeo.core.sensitive import is_sensitive, tactics_of
 from trailgeo.core.sources import UNKNOWN_LOCATION, endpoint_account
 from trailgeo.core.text import visible
 
-RULE_NAME = "Unusual Country For an AWS Command"
-Detector = Literal["country", "city", "user_method", "error_code"]
-RULE_NAMES: dict[str, str] = {
-    "country": RULE_NAME,
-    "city": "Unusual City For an AWS Command",
-    "user_method": "Unusual AWS Command For a User",
-    "error_code": "Rare AWS Error Code",
-}
 MAX_LIST = 20
 Severity = Literal["low", "medium", "high", "critical"]
 
@@ -131,7 +124,7 @@ class Cloud(_Model):
 
 
 class Rule(_Model):
-    name: str = RULE_NAME
+    name: str = COUNTRY.rule_name
     threshold: float
 
 
@@ -191,7 +184,7 @@ class RolledUp(_Model):
 
 class Alert(_Model):
     alert_id: str
-    detector: Detector = "country"
+    detector: DetectorName = "country"
     detected_at: datetime
     score: float = Field(ge=0, le=100)
     severity: Severity
@@ -423,11 +416,11 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
     )
     return Alert(
         alert_id=alert_id_for(scored.account, scored.principal, f"{scored.detector}:{subject}", run_id),
-        detector=_detector(scored.detector),
+        detector=detector(scored.detector).name,
         detected_at=detected_at.astimezone(UTC),
         score=score,
         severity=severity_for(score, sensitive=any(f.sensitive for f in findings)),
-        rule=Rule(name=RULE_NAMES[scored.detector], threshold=scored.threshold),
+        rule=Rule(name=detector(scored.detector).rule_name, threshold=scored.threshold),
         location=main.country,
         source=source,
         aws=Aws(
@@ -473,13 +466,6 @@ def _event(methods: list[str], first: str, last: str) -> Event:
 
 def _city_name(context: str) -> str | None:
     return context.partition("/")[2] or None
-
-
-def _detector(name: str) -> Detector:
-    for known in ("country", "city", "user_method", "error_code"):
-        if name == known:
-            return known
-    raise ValueError(f"unknown detector {name!r}")
 
 
 def _merged(counters: list[Counter[str]]) -> tuple[list[str], int]:
@@ -735,7 +721,7 @@ def email_subject(alert: Alert) -> str:
 
 def email_body(alert: Alert) -> str:
     rows = [
-        f"{RULE_NAME}: {alert.severity.upper()} (score {alert.score:g}/100)",
+        f"{detector(alert.detector).rule_name}: {alert.severity.upper()} (score {alert.score:g}/100)",
         "",
         f"Who:      {plain(alert.principal)}",
         f"Account:  {plain(alert.cloud.account.id)}",

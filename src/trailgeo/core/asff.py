@@ -21,17 +21,11 @@ from typing import Any
 
 from trailgeo.core.alerts import Alert, is_country, location_label, plain, via_endpoints
 from trailgeo.core.chatbot import safe_id
+from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.slack import console_links, principal_name, rare_items
 
 SCHEMA_VERSION = "2018-10-08"
-GENERATOR_ID = "trailgeo/unusual-country-for-aws-command"
-GENERATOR_IDS = {
-    "country": GENERATOR_ID,
-    "user_method": "trailgeo/unusual-aws-command-for-a-user",
-    "error_code": "trailgeo/rare-aws-error-code",
-}
 VALID_ACCOUNTS = "TTPs/Initial Access/T1078.004-Valid Accounts: Cloud Accounts"
-TYPES = [VALID_ACCOUNTS, "Unusual Behaviors/User/Unusual country for AWS command"]
 SEVERITY_LABELS = {"low": "LOW", "medium": "MEDIUM", "high": "HIGH", "critical": "CRITICAL"}
 REQUIRED = (
     "SchemaVersion",
@@ -169,9 +163,9 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
         raise ValueError(f"not the ARN of an account's default Security Hub product: {product_arn!r}")
     partition, region, account = match.group(1), match.group(2), match.group(3)
     detected = _timestamp(alert.detected_at)
-    detector = str(getattr(alert, "detector", "country"))
-    types = TYPES if detector == "country" else [VALID_ACCOUNTS, f"Unusual Behaviors/User/{alert.rule.name}"]
-    if detector == "country":
+    found = detector(alert.detector)
+    types = [VALID_ACCOUNTS, found.finding_type]
+    if found is COUNTRY:
         where = location_label(alert.country)
         noun = f"country {where}" if is_country(alert.country) else where  # a VPC endpoint, unknown
         title = f"Unusual {noun} for AWS command by {alert.principal}"
@@ -187,7 +181,7 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
         "SchemaVersion": SCHEMA_VERSION,
         "Id": safe_id(alert.follows_alert_id or alert.alert_id),
         "ProductArn": product_arn,
-        "GeneratorId": GENERATOR_IDS.get(detector, GENERATOR_ID),
+        "GeneratorId": found.generator_id,
         "AwsAccountId": account,
         "Types": list(types),
         "CreatedAt": detected,

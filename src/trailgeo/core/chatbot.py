@@ -19,12 +19,12 @@ import re
 from typing import Any
 
 from trailgeo.core.alerts import Alert, is_country, location_label
+from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items, sources_text
 
 TITLE_LIMIT = 250
 DESCRIPTION_LIMIT = 4000
 MAX_KEYWORDS = 10
-EVENT_TYPE = "UnusualCountryForAwsCommand"
 _ACCOUNT = re.compile(r"^\d{12}$")
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 _EMOJI = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:"}
@@ -94,9 +94,11 @@ def safe_id(value: str) -> str:
 def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dict[str, Any]:
     alert_id = safe_id(alert.alert_id)
     thread = safe_id(alert.follows_alert_id or alert.alert_id)
+    entry = detector(alert.detector)
     where = location_label(alert.country)
     noun = f"country {where}" if is_country(alert.country) else where  # a VPC endpoint, an unknown location
-    summary = f"{alert.severity.upper()}: unusual {escape(noun, 60)} for AWS command"
+    what = f"unusual {escape(noun, 60)} for AWS command" if entry is COUNTRY else escape(entry.rule_name, 80)
+    summary = f"{alert.severity.upper()}: {what}"
     return {
         "version": "1.0",
         "source": "custom",
@@ -111,7 +113,7 @@ def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dic
         "metadata": {
             "threadId": thread,
             "summary": summary,
-            "eventType": EVENT_TYPE,
+            "eventType": entry.chatbot_event_type,
             "additionalContext": {"alert_id": alert_id, "score": f"{alert.score:g}"},
         },
     }
