@@ -698,26 +698,7 @@ class SimulationConfig:
             return 0 <= day < self.days
 
         for a in self.scenarios:
-            if a.scenario not in SCENARIOS + OPTIONAL_SCENARIOS:
-                raise ValueError(f"unknown scenario {a.scenario!r}; known: {SCENARIOS + OPTIONAL_SCENARIOS}")
-            last = a.day + (a.follow_up_days if a.scenario == "low-and-slow" else 0)
-            if not (day_ok(a.day) and day_ok(last)):
-                raise ValueError(f"scenario {a.scenario} day outside the simulated days")
-            if not 0 <= a.victim < self.humans:
-                raise ValueError(f"scenario {a.scenario} victim {a.victim} is not a human index")
-            want_iam = a.scenario not in _SSO_SCENARIOS
-            if _is_iam_user(a.victim, self.humans) != want_iam:
-                kind = "an IAM user" if want_iam else "an SSO user"
-                raise ValueError(f"scenario {a.scenario} needs {kind} as victim (human {a.victim})")
-            if a.scenario == FOREIGN_ENDPOINT_SCENARIO:
-                owner = _ENDPOINT_LOCATION.fullmatch(a.country)
-                if owner is None or owner.group(1) in self.accounts:
-                    raise ValueError(
-                        f"scenario {a.scenario}: country must be VPCE:<12-digit account outside the "
-                        f"organization>, not {a.country!r}"
-                    )
-            elif a.country not in _PUBLIC_PREFIXES:
-                raise ValueError(f"scenario {a.scenario}: no IP prefixes for country {a.country}")
+            self._check_scenario(a, day_ok)
         for t in self.travels:
             if (
                 not 0 <= t.human < self.humans
@@ -735,6 +716,28 @@ class SimulationConfig:
                 raise ValueError(
                     f"crossover {c} has an unknown kind or is outside the simulated humans or days"
                 )
+
+    def _check_scenario(self, a: AttackSpec, day_ok: Callable[[int], bool]) -> None:
+        if a.scenario not in SCENARIOS + OPTIONAL_SCENARIOS:
+            raise ValueError(f"unknown scenario {a.scenario!r}; known: {SCENARIOS + OPTIONAL_SCENARIOS}")
+        last = a.day + (a.follow_up_days if a.scenario == "low-and-slow" else 0)
+        if not (day_ok(a.day) and day_ok(last)):
+            raise ValueError(f"scenario {a.scenario} day outside the simulated days")
+        if not 0 <= a.victim < self.humans:
+            raise ValueError(f"scenario {a.scenario} victim {a.victim} is not a human index")
+        want_iam = a.scenario not in _SSO_SCENARIOS
+        if _is_iam_user(a.victim, self.humans) != want_iam:
+            kind = "an IAM user" if want_iam else "an SSO user"
+            raise ValueError(f"scenario {a.scenario} needs {kind} as victim (human {a.victim})")
+        if a.scenario == FOREIGN_ENDPOINT_SCENARIO:
+            owner = _ENDPOINT_LOCATION.fullmatch(a.country)
+            if owner is None or owner.group(1) in self.accounts:
+                raise ValueError(
+                    f"scenario {a.scenario}: country must be VPCE:<12-digit account outside the "
+                    f"organization>, not {a.country!r}"
+                )
+        elif a.country not in _PUBLIC_PREFIXES:
+            raise ValueError(f"scenario {a.scenario}: no IP prefixes for country {a.country}")
 
     @property
     def effective_attack_day(self) -> int:

@@ -465,7 +465,7 @@ class RunAggregate:
         self._event_ids.update(fresh)
         return True
 
-    def _count(  # noqa: PLR0915 - one loop on purpose: no call per event on the common path
+    def _count(  # noqa: C901, PLR0915 - the hot loop: one loop on purpose, no call per event on the common path
         self,
         kept: Sequence[TrailRecord],
         skipped: Counter[str],
@@ -799,6 +799,15 @@ class RunAggregate:
                 group = groups[group_key] = HitGroup(*group_key)
             group.add_cells(method, hours, events, first, last)
         _fold_totals(specific, counters)
+        self._derive_keys_and_evidence(counters, groups)
+        self._error_groups = self._derive_errors(counters, groups)
+        self._city_groups = self._derive_cities(counters, groups, identities)
+        return counters, groups
+
+    def _derive_keys_and_evidence(
+        self, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
+    ) -> None:
+        """The long-term keys' counters, and each group's evidence."""
         for (access_key, country, hour), (_, first, last) in self._key_cells.items():
             kp = access_key_partition(clip(access_key, 128) or "")
             for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
@@ -806,9 +815,6 @@ class RunAggregate:
         for (account, principal, country), seen in self._evidence_by_group().items():
             group = groups[(clip(account, 64) or "unknown", principal, country)]
             group.add_evidence(seen, _unpack_ids(self._event_id_lists[(account, principal, country)][0]))
-        self._error_groups = self._derive_errors(counters, groups)
-        self._city_groups = self._derive_cities(counters, groups, identities)
-        return counters, groups
 
     def _evidence_by_group(self) -> dict[GroupKey, Counter[Evidence]]:
         """Each group's raw evidence, in the order the run first counted it."""
