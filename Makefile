@@ -62,10 +62,19 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed $(DBIP_MMDB)
-	TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) $(BIN)/pytest
+# Test tiers (tests/conftest.py assigns each test one): `make unit` is the inner loop (no network,
+# no moto, under a minute); `make test` runs every tier, as CI does.
+PYTEST = TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) $(BIN)/pytest
+.PHONY: contract app handler infra tooling pytest
+unit contract app handler tooling: $(BIN)/.installed $(DBIP_MMDB)
+	$(PYTEST) -q -m $@
+infra: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
+	$(PYTEST) -q -m $@
 
-test: lint typecheck template-venv checkov-venv unit
+pytest: $(BIN)/.installed $(DBIP_MMDB)
+	$(PYTEST)
+
+test: lint typecheck template-venv checkov-venv pytest
 
 # ---- SAM / CloudFormation (aws-sam-cli lives in a venv of its own: it pins boto3 and pydantic) ----
 # The layers are built by layers/*/Makefile through `sam build` (see template.yaml); GeoIpLayer

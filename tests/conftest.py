@@ -85,3 +85,70 @@ def moto_server_url() -> Iterator[str]:
     yield url
     reset_moto(url)
     server.stop()
+
+
+# ---- Test tiers (`make unit`, `make contract`, ...; `make test` runs them all) ------------------
+# A test's tier is the one it names (@pytest.mark.handler), else its file's when the file is
+# listed here; otherwise "handler" when it uses
+# AWS through moto (the fixtures below, or mock_aws in the test itself: INLINE_MOTO), else "unit".
+# Unit tests run with the network refused (NoNetworkError), so a misfiled test fails loudly.
+FILE_TIERS: dict[str, str] = {
+    "test_quarantine_contract.py": "contract",
+    "test_cli_habits.py": "app",  # the operator CLI in subprocesses
+    "test_template.py": "infra",
+    "test_checkov.py": "infra",
+    "test_deploy_limits.py": "infra",
+    "test_docs_match_template.py": "infra",
+    "test_locks.py": "infra",
+    "test_architecture_modules.py": "infra",
+    "test_house_rules.py": "infra",
+    "test_soak.py": "tooling",
+    "test_demo.py": "tooling",
+    "test_simulate.py": "tooling",
+    "test_simulate_vpce.py": "tooling",
+    "test_evaluation.py": "tooling",
+    "test_bench.py": "tooling",
+    "test_corpus.py": "tooling",
+}
+TIERS = ("unit", "contract", "app", "handler", "infra", "tooling")
+# Fixtures that reach AWS through moto, or a stand-in server on 127.0.0.1 (Slack's webhook).
+AWS_FIXTURES = frozenset({"aws", "moto_server_url", "deployment", "slack"})
+INLINE_MOTO = frozenset({"test_fanout.py", "test_adversary_hardening.py"})
+
+
+class NoNetworkError(RuntimeError):
+    """A unit test opened a network connection: it belongs to another tier."""
+
+
+def tier_of(item: pytest.Item) -> str:
+    for tier in TIERS:  # a test may name its tier itself
+        if item.get_closest_marker(tier) is not None:
+            return tier
+    name = item.path.name
+    if name in FILE_TIERS:
+        return FILE_TIERS[name]
+    if name in INLINE_MOTO or AWS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "handler"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = tier_of(item)
+        named = [t for t in TIERS if item.get_closest_marker(t) is not None]
+        if len(named) > 1:
+            raise pytest.UsageError(f"{item.nodeid} names several tiers: {named}")
+        if not named:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_have_no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*_: object, **__: object) -> None:
+        raise NoNetworkError(f"{request.node.nodeid} is a unit test and opened a connection")
+
+    monkeypatch.setattr("socket.socket.connect", refuse)
+    monkeypatch.setattr("socket.create_connection", refuse)

@@ -304,6 +304,7 @@ def test_given_slack_answers_an_error_when_posting_then_the_channel_fails(
     assert len(slack.posts) == 1
 
 
+@pytest.mark.handler  # connects to a closed port on 127.0.0.1
 def test_given_no_server_listening_when_posting_then_the_channel_fails_without_the_url() -> None:
     url = "http://127.0.0.1:9/services/T000/B000/SECRET"
     channel = SlackChannel(SlackWebhookPoster(lambda: url, timeout=2))
