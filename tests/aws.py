@@ -11,9 +11,11 @@ from typing import Any
 
 from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
-from trailgeo.app.detect import Dependencies
+from trailgeo.app.detect import Dependencies, RunReport
+from trailgeo.app.runtime import emit_metrics
 from trailgeo.core.alerts import Alert
 from trailgeo.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
+from trailgeo.observability import metrics
 from trailgeo.ports import GeoResolver
 
 BUCKET = "org-trail-bucket"
@@ -110,3 +112,13 @@ def table_items(session: Any, table: str) -> dict[tuple[str, str], dict[str, Any
         for item in page["Items"]:
             items[(item["pk"]["S"], item["sk"]["S"])] = item
     return items
+
+
+def emitted_metrics(report: RunReport) -> Any:
+    """The Embedded Metric Format document a run's report becomes (metrics cleared around it)."""
+    metrics.clear_metrics()
+    try:
+        emit_metrics(report)
+        return metrics.serialize_metric_set()
+    finally:
+        metrics.clear_metrics()

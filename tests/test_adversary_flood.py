@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from tests.builders import ACCOUNT, ALICE, JP_IP, SE_IP, T0, files_by_delivery, 
 from tests.test_adversary_teaching import ADMIN_ROLE, every, role_record
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
+from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.app.detect import RunOptions
-from trailgeo.app.replay import ReplaySummary, replay
+from trailgeo.app.replay import ReplayState, ReplaySummary, replay
 from trailgeo.core.alerts import ROLLED_UP_LISTED, Alert, email_body
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
@@ -101,3 +104,40 @@ def test_given_a_flood_of_alerts_in_one_run_then_the_sensitive_one_is_sent_in_fu
     assert "This run raised 25 more alert(s), rolled up here" in body
     assert body.count(" from Sweden") + body.count(" from SE") >= ROLLED_UP_LISTED
     assert f"and {25 - ROLLED_UP_LISTED} more" in body
+
+
+@dataclass
+class CountingOutbox(MemoryOutbox):
+    """The in-memory outbox, counting the quarantine writes a run sends."""
+
+    extensions: list[str] = field(default_factory=list)
+
+    def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
+        self.extensions.append(subject)
+        super().extend_quarantine(subject, alert_id, hours)
+
+
+def test_given_a_suppressed_session_flood_then_the_role_s_quarantine_is_written_once_a_run(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given the Admin role alerted from Sweden, then 200 more sessions of it from Sweden an hour later
+    first = [role_record(ATTACK_AT, ADMIN_ROLE, "s-first", ip=SE_IP)]
+    later = ATTACK_AT + timedelta(hours=1)
+    flood = [
+        role_record(later + timedelta(seconds=4 * n), ADMIN_ROLE, f"s-{n:03d}", ip=SE_IP) for n in range(200)
+    ]
+    write_tree(tmp_path, files_by_delivery(baseline() + first + flood))
+    outbox = CountingOutbox()
+
+    # When the trail is replayed
+    summary, _ = replay(
+        tmp_path, geo, JsonLinesAlertSink(io.StringIO()), RunOptions(), ReplayState(outbox=outbox)
+    )
+
+    # Then one alert, and the run that read the flood quarantined every session's hours under it in
+    # one write for the role, not one per session (a flood of sessions is no flood of writes)
+    assert summary.alerts == 1
+    assert summary.alerts_suppressed == 200
+    assert outbox.extensions == [f"{ADMIN_ROLE}|SE"]
+    (remembered,) = outbox.last_alerted.values()
+    assert int(later.timestamp()) // 3600 in remembered.hours

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.aws import create_deployment, deps_for
+from tests.aws import create_deployment, deps_for, emitted_metrics
 from tests.builders import (
     GB_IP,
     SE_IP,
@@ -41,10 +41,8 @@ from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.operate import format_status, read_status
-from trailgeo.app.runtime import emit_metrics
 from trailgeo.core.counters import ORG_PARTITION
 from trailgeo.core.records import MAX_RECORDS_PER_FILE, MalformedFileError, decode_trail_file
-from trailgeo.observability import metrics
 from trailgeo.ports import ListedWindow
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
@@ -374,12 +372,7 @@ def test_given_a_run_that_sets_a_poison_file_aside_then_its_metric_is_emitted_an
     report.files_skipped["poison"] += 1
 
     # When its metrics are emitted
-    metrics.clear_metrics()
-    try:
-        emit_metrics(report)
-        emitted: Any = metrics.serialize_metric_set()
-    finally:
-        metrics.clear_metrics()
+    emitted = emitted_metrics(report)
 
     # Then FilesPoisoned carries it, and an alarm tells the operations topic from the first one
     assert emitted["FilesPoisoned"] == [1.0]

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 
+from tests.aws import emitted_metrics
 from tests.test_template import SAM_BIN, TEMPLATE, as_list, unavailable
 from trailgeo.adapters.fanout import MAX_MESSAGE_BYTES
 from trailgeo.app.detect import RunReport
 from trailgeo.app.fanout import FANOUT_LEASE, MAX_TASK_KEY_BYTES
-from trailgeo.app.runtime import emit_metrics
-from trailgeo.observability import metrics
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -448,13 +447,8 @@ def test_given_a_new_deployment_then_no_alarm_fires_on_missing_data_and_stopped_
         "LessThanThreshold",
     )
     # Delivery stopping still fires it: a run that read nothing reports FilesRead 0, not nothing
-    metrics.clear_metrics()
-    try:
-        at = datetime(2026, 12, 2, 12, 15, tzinfo=UTC)
-        emit_metrics(RunReport(scheduled_at=at, window_start=at - timedelta(hours=2), window_end=at))
-        emitted: Any = metrics.serialize_metric_set()
-    finally:
-        metrics.clear_metrics()
+    at = datetime(2026, 12, 2, 12, 15, tzinfo=UTC)
+    emitted = emitted_metrics(RunReport(scheduled_at=at, window_start=at - timedelta(hours=2), window_end=at))
     assert emitted["FilesRead"] == [0.0]
     # And no run at all (schedule disabled or deleted) notifies through the invocations alarm
     running = alarms["DetectorNotRunningAlarm"]

@@ -57,10 +57,10 @@ def test_given_subjects_alerted_at_different_times_then_the_quarantine_in_force_
     )
 
     # When the quarantine in force for 30 days is read
-    held = outbox.quarantined(NOW - timedelta(days=30))
+    held = outbox.alerted_since(NOW - timedelta(days=30))
 
     # Then only the recent subject is in it, with its hours; extending a subject never alerted does nothing
     assert set(held) == {recent}
     assert held[recent].hours == frozenset({HOUR})
     outbox.extend_quarantine("arn:aws:iam::111122223333:user/never|SE", "alert-x", [HOUR])
-    assert set(outbox.quarantined(NOW - timedelta(days=30))) == {recent}
+    assert set(outbox.alerted_since(NOW - timedelta(days=30))) == {recent}

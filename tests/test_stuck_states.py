@@ -18,6 +18,7 @@ from tests.aws import (
     FakeLambdaContext,
     create_deployment,
     deps_for,
+    emitted_metrics,
     queued_outbox,
     receive_alerts,
     table_items,
@@ -30,9 +31,7 @@ from trailgeo.adapters.dynamodb import OUTBOX_PARTITION, OUTBOX_RETENTION, Dynam
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunReport, publish_pending
 from trailgeo.app.notify import Notifier
-from trailgeo.app.runtime import emit_metrics
 from trailgeo.core.alerts import Alert
-from trailgeo.observability import metrics
 
 # alarm -> (metric, statistic, threshold, the template condition it exists under)
 STUCK_STATE_ALARMS = {
@@ -99,12 +98,7 @@ def test_given_a_run_report_then_the_pending_and_parked_metrics_have_the_alarms_
     report.oldest_pending_minutes = 75
 
     # When its metrics are emitted
-    metrics.clear_metrics()
-    try:
-        emit_metrics(report)
-        emitted: Any = metrics.serialize_metric_set()
-    finally:
-        metrics.clear_metrics()
+    emitted = emitted_metrics(report)
 
     # Then both are there under the service dimension alone, which the alarms read
     assert emitted["AlertsParked"] == [1.0]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -160,6 +160,9 @@ class Ledger(Protocol):
         ...
 
 
+MAX_LOGGED_PARTITION_CHARS = 200  # a partition named in a log line (an ARN can run to 2 KB)
+
+
 @dataclass(frozen=True, slots=True)
 class CommitStats:
     written: int = 0
@@ -169,6 +172,20 @@ class CommitStats:
     maps_capped: int = 0
     categories_folded: int = 0  # categories those items folded into their overflow
     capped_partitions: tuple[str, ...] = ()  # the first few such partitions, cut short: for the log
+
+    @classmethod
+    def of(
+        cls, written: int, skipped: int, capped: Sequence[tuple[str, int]], conflicts: int = 0
+    ) -> CommitStats:
+        """A commit's figures, ``capped`` its TOTALs' (partition, categories folded)."""
+        return cls(
+            written=written,
+            already_applied=skipped,
+            conflicts=conflicts,
+            maps_capped=len(capped),
+            categories_folded=sum(folded for _, folded in capped),
+            capped_partitions=tuple(p[:MAX_LOGGED_PARTITION_CHARS] for p, _ in sorted(capped)[:10]),
+        )
 
 
 class FrequencyStore(Protocol):
@@ -231,8 +248,9 @@ class AlertOutbox(Protocol):
         alert (a union: concurrent invocations each add theirs; a newer alert carries them)."""
         ...
 
-    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
-        """Every subject alerted at or after ``since`` (all detectors): the quarantine in force."""
+    def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
+        """Every subject alerted at or after ``since`` (all detectors), read consistently: one
+        read gives a run its subjects' last alerts and the quarantine in force."""
         ...
 
 

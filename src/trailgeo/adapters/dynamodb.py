@@ -85,7 +85,6 @@ MAX_PACKED_BYTES = 350_000  # compressed keys or outcomes of one run record (ite
 # An outbox item's alert JSON (item limit 400 KB). An alert's strings and lists are bounded, and so
 # is its size; one over this is stored compacted (core.alerts.compacted), never refused.
 MAX_ALERT_DOC_BYTES = 350_000
-MAX_LOGGED_PARTITION_CHARS = 200  # a partition named in a log line (an ARN can run to 2 KB)
 
 
 class StoreError(TrailgeoError):
@@ -241,14 +240,7 @@ class DynamoFrequencyStore:
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             written, skipped = apply_deltas(deltas, write_one, lambda fn, keys: list(pool.map(fn, keys)))
-        return CommitStats(
-            written=written,
-            already_applied=skipped,
-            conflicts=conflicts,
-            maps_capped=len(capped),
-            categories_folded=sum(folded for _, folded in capped),
-            capped_partitions=tuple(p[:MAX_LOGGED_PARTITION_CHARS] for p, _ in sorted(capped)[:10]),
-        )
+        return CommitStats.of(written, skipped, capped, conflicts)
 
     def _write_one(
         self,
@@ -638,7 +630,7 @@ class DynamoOutbox:
             },
         )
 
-    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
+    def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
         found: dict[str, Suppression] = {}
         paginator = self.client.get_paginator("query")
         for page in paginator.paginate(
@@ -650,6 +642,7 @@ class DynamoOutbox:
                 ":pk": {"S": SUPPRESS_PARTITION},
                 ":since": {"S": since.astimezone(UTC).isoformat()},
             },
+            ConsistentRead=True,  # the subjects' last alerts, as recent() reads them
         ):
             for item in page.get("Items", []):
                 found[item["sk"]["S"]] = _suppression(item)

@@ -37,24 +37,24 @@ class MemoryFrequencyStore:
         return history
 
     def commit(self, deltas: Mapping[CounterKey, CounterDelta], history: History, run_id: str) -> CommitStats:
-        capped = 0
+        capped: list[tuple[str, int]] = []  # (partition, categories folded)
 
         def write_one(
             key: CounterKey, delta: CounterDelta, countries: Mapping[str, tuple[int, float]] | None
         ) -> tuple[CounterState, bool]:
-            nonlocal capped
             current = self.partitions[key[0]].get(key[1], EMPTY)
             merged = merge(current, delta, run_id, half_life_hours=self.half_life_hours, countries=countries)
             if merged is None:
                 return current, False
             self.partitions[key[0]][key[1]] = merged
-            if countries is not None and categories_folded(current.countries, countries, merged.countries):
-                capped += 1
+            folded = categories_folded(current.countries, countries, merged.countries) if countries else 0
+            if folded:
+                capped.append((key[0], folded))
             return merged, True
 
         written, skipped = apply_deltas(deltas, write_one, map)
         self.writes += written
-        return CommitStats(written=written, already_applied=skipped, maps_capped=capped)
+        return CommitStats.of(written, skipped, capped)
 
 
 @dataclass(slots=True)
@@ -192,7 +192,7 @@ class MemoryOutbox:
         if current is not None and current.alert_id == alert_id and not set(hours) <= current.hours:
             self.last_alerted[subject] = replace(current, hours=current.hours | frozenset(hours))
 
-    def quarantined(self, since: datetime) -> Mapping[str, Suppression]:
+    def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
         return {s: last for s, last in self.last_alerted.items() if last.at >= since}
 
 

@@ -578,10 +578,7 @@ def quarantined_identities(
         principal = f"{identity}/" if role_of(f"{identity}/session") == identity else identity
         fields = principal.split(":")
         account = fields[4] if len(fields) > 4 else ""  # arn:partition:service:region:account:...
-        if tuning.ignores_principal(principal) or any(
-            entry.allows(account=account, principal=principal, country=country, on=on)
-            for entry in tuning.allowed_countries
-        ):
+        if tuning.country_verdict(account=account, principal=principal, country=country, on=on):
             continue
         by_country.setdefault(country, set()).add(identity_digest(identity))
     return {country: frozenset(digests) for country, digests in by_country.items()}
@@ -615,12 +612,18 @@ def _score_and_raise(
     subjects |= {subject_of(g.principal, "error_code", g.value) for g in errors}
     cities = list(aggregate.city_groups.values())
     subjects |= {subject_of(g.principal, "city", g.value) for g in cities}
-    recent = dict(deps.outbox.recent(subjects))
+    # One read of every subject alerted within the longer window: this run's subjects' last alerts
+    # (suppression, quarantined hours) and the quarantine in force in each country. A record older
+    # than both makes no difference but to the compare-and-set, which reads it again when it fails.
+    alerted = deps.outbox.alerted_since(scheduled_at - max(options.quarantine, options.suppress_for))
+    recent = {s: alerted[s] for s in subjects if s in alerted}
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
-    held_by_country = quarantined_identities(
-        deps.outbox.quarantined(scheduled_at - options.quarantine), tuning, scheduled_at.date()
-    )
+    in_force = {s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine}
+    held_by_country = quarantined_identities(in_force, tuning, scheduled_at.date())
+    # Hours to add to alerted subjects' quarantine, one write per subject at the end of the run
+    # (a role's many sessions are one subject).
+    extensions: dict[str, set[int]] = {}
     candidates: list[tuple[Alert, frozenset[int]]] = []
     method_views: MethodViews = {}  # one run, one history: each method summarised once
     vouched_shares: dict[str, float] = {}  # and each country's identities counted once
@@ -642,9 +645,9 @@ def _score_and_raise(
         hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
         alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id)
         if alert is None:
-            if last is not None and active:
+            if active:
                 # Below the threshold, still the alerted subject: its hours stay out of the history.
-                deps.outbox.extend_quarantine(subject, last.alert_id, hours)
+                extensions.setdefault(subject, set()).update(hours)
             continue
         verdict = tuning.group_verdict(
             account=group.account,
@@ -664,7 +667,11 @@ def _score_and_raise(
         candidates.append((alert, hours))
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
-    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report)
+    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
+    for subject, extra in sorted(extensions.items()):
+        # Under the subject's last alert as it stands now (one this run raised carries the hours it
+        # alerted with; these are the others).
+        deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
 
 
 def _sibling_scores(
@@ -732,6 +739,7 @@ def _raise_alerts(
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
+    extensions: dict[str, set[int]],
 ) -> None:
     """Queue alerts, one per (identity, country) per suppression window: an attacker's next
     runs of calls do not page the team again within the window, unless they reach for a
@@ -753,7 +761,9 @@ def _raise_alerts(
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
         subject = alert_subject(candidate)
         for _ in range(MAX_SUBJECT_RACES):
-            if _raise_one(candidate, hours, subject, recent, scheduled_at, deps, options, report, decided):
+            if _raise_one(
+                candidate, hours, subject, recent, scheduled_at, deps, options, report, decided, extensions
+            ):
                 break
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
         else:
@@ -771,9 +781,10 @@ def _raise_one(
     options: RunOptions,
     report: RunReport,
     decided: list[Alert],
+    extensions: dict[str, set[int]],
 ) -> bool:
-    """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``); False
-    when the subject's record changed under us."""
+    """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``, the
+    hours of a suppressed one to ``extensions``); False when the subject's record changed under us."""
     alert = candidate
     sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
     last = recent.get(subject)
@@ -787,7 +798,7 @@ def _raise_one(
         if not sensitive or last.sensitive_methods:
             report.alerts_suppressed += 1
             # Suppressed is not forgiven: the subject's later hours are quarantined like its first.
-            deps.outbox.extend_quarantine(subject, last.alert_id, hours)
+            extensions.setdefault(subject, set()).update(hours)
             logger.info(
                 "alert suppressed",
                 alert_id=alert.alert_id,

@@ -48,7 +48,13 @@ from trailgeo.core.counters import (
 from trailgeo.core.detectors import DEFAULT_DETECTORS, DETECTORS
 from trailgeo.core.identities import identity_of, role_of
 from trailgeo.core.records import TrailRecord, UserIdentity, clip, gc_paused
-from trailgeo.core.sources import UNKNOWN_LOCATION, SourceKind, classify_source, endpoint_location
+from trailgeo.core.sources import (
+    UNKNOWN_LOCATION,
+    VIA_ENDPOINT,
+    SourceKind,
+    classify_source,
+    endpoint_location,
+)
 
 GroupKey = tuple[str, str, str]  # (account, principal, country)
 
@@ -620,7 +626,7 @@ class RunAggregate:
             records.append(record)
             if source not in located:
                 ip = classify_source(source).ip or ""
-                located[source] = (f"{ip} via {endpoint}" if endpoint else ip, location)
+                located[source] = (f"{ip}{VIA_ENDPOINT}{endpoint}" if endpoint else ip, location)
         moved = own + sum(len(records) for records, _ in foreign.values())
         if not moved:
             return 0

@@ -28,7 +28,7 @@ from pydantic import (
 from trailgeo.core.detectors import COUNTRY, DetectorName, detector
 from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodScore, SiblingScore
 from trailgeo.core.sensitive import is_sensitive, tactics_of
-from trailgeo.core.sources import UNKNOWN_LOCATION, endpoint_account
+from trailgeo.core.sources import UNKNOWN_LOCATION, VIA_ENDPOINT, endpoint_account
 from trailgeo.core.text import visible
 
 MAX_LIST = 20
@@ -287,16 +287,13 @@ def _strings(value: Any) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-_VIA = " via "  # aggregate: a source behind a VPC endpoint is "<address> via <endpoint id>"
-
-
 def _addresses_and_endpoints(sources: list[str]) -> tuple[list[str], list[str]]:
     """The addresses of the aggregate's sources and the VPC endpoints they came through, each
     distinct, in order."""
     addresses: dict[str, None] = {}
     endpoints: dict[str, None] = {}
     for source in sources:
-        address, _, endpoint = source.partition(_VIA)  # an address holds no space; an endpoint may
+        address, _, endpoint = source.partition(VIA_ENDPOINT)  # an address holds no space; an endpoint may
         addresses[address] = None
         if endpoint:
             endpoints[endpoint] = None
@@ -601,6 +598,12 @@ def location_label(location: str) -> str:
 
 
 UNKNOWN_LABEL = "unknown location (address not in the GeoIP database)"
+
+
+def location_noun(location: str) -> str:
+    """``country JP``, or the label of a location that is no country."""
+    label = location_label(location)
+    return f"country {label}" if is_country(location) else label
 
 
 def via_endpoints(alert: Alert) -> str:

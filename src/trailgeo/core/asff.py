@@ -19,7 +19,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from trailgeo.core.alerts import Alert, is_country, location_label, plain, via_endpoints
+from trailgeo.core.alerts import Alert, is_country, location_label, location_noun, plain, via_endpoints
 from trailgeo.core.chatbot import safe_id
 from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.slack import console_links, principal_name, rare_items
@@ -166,9 +166,7 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
     found = detector(alert.detector)
     types = [VALID_ACCOUNTS, found.finding_type]
     if found is COUNTRY:
-        where = location_label(alert.country)
-        noun = f"country {where}" if is_country(alert.country) else where  # a VPC endpoint, unknown
-        title = f"Unusual {noun} for AWS command by {alert.principal}"
+        title = f"Unusual {location_noun(alert.country)} for AWS command by {alert.principal}"
     else:
         title = f"{alert.rule.name} by {alert.principal}"
     severity = {"Label": SEVERITY_LABELS[alert.severity], "Original": f"{alert.score:g}"}

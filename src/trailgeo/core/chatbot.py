@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from trailgeo.core.alerts import Alert, is_country, location_label
+from trailgeo.core.alerts import Alert, is_country, location_label, location_noun
 from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items, sources_text
 
@@ -95,9 +95,11 @@ def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dic
     alert_id = safe_id(alert.alert_id)
     thread = safe_id(alert.follows_alert_id or alert.alert_id)
     entry = detector(alert.detector)
-    where = location_label(alert.country)
-    noun = f"country {where}" if is_country(alert.country) else where  # a VPC endpoint, an unknown location
-    what = f"unusual {escape(noun, 60)} for AWS command" if entry is COUNTRY else escape(entry.rule_name, 80)
+    what = (
+        f"unusual {escape(location_noun(alert.country), 60)} for AWS command"
+        if entry is COUNTRY
+        else escape(entry.rule_name, 80)
+    )
     summary = f"{alert.severity.upper()}: {what}"
     return {
         "version": "1.0",

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 
 from trailgeo.core.identities import identity_digest, role_of
 
@@ -365,14 +366,15 @@ def apply_deltas(
     # The fresh categories of each partition, indexed as they are written: a TOTAL looks up its
     # own partition instead of scanning every counter of the batch (quadratic in a large batch).
     categories_of: dict[str, dict[str, tuple[int, float]]] = {}
-    indexes: list[dict[str, dict[str, tuple[int, float]]]] = []  # built once, after phase 1
+
+    @cache  # built once, when phase 2 first asks: phase 1's counters are all fresh by then
+    def indexes() -> dict[str, dict[str, tuple[int, float]]]:
+        return identity_indexes(fresh)
 
     def total_categories(key: CounterKey) -> Categories:
         if not key[0].startswith(IDENTITY_INDEX_PREFIX):
             return dict(categories_of.get(key[0], {}))
-        if not indexes:
-            indexes.append(identity_indexes(fresh))
-        return indexes[0].get(key[0], {})
+        return indexes().get(key[0], {})
 
     written = skipped = 0
     # Phase 1: category counters; 2: TOTALs carrying their categories (an identity index: its

@@ -271,7 +271,9 @@ def score_group(
     country = group.country
     org_part = history.get(ORG_PARTITION, {})
     org_total = org_part.get(TOTAL, EMPTY)
-    org_countries, vouched = _org_level(history, country, scale, quarantined_identities, vouched_shares)
+    org_countries, vouched = _org_level(
+        history, org_part, country, scale, quarantined_identities, vouched_shares
+    )
     principal_part = history.get(principal_partition(identity_of(group.principal)), {})
     principal_countries = _countries(principal_part, scale)
     principal_country_buckets = principal_part.get(country_sort_key(country), EMPTY).buckets
@@ -410,6 +412,7 @@ def _method_view(
 
 def _org_level(
     history: History,
+    org_part: Mapping[str, CounterState],
     country: str,
     scale: float,
     quarantined: Collection[str],
@@ -417,7 +420,6 @@ def _org_level(
 ) -> tuple[dict[str, float], float]:
     """The organization's decayed buckets per country, the hit's country's as its identities
     vouch for it, and that share (cached in ``shares`` per country)."""
-    org_part = history.get(ORG_PARTITION, {})
     org_countries = _countries(org_part, scale)
     shares = {} if shares is None else shares
     if country not in shares:

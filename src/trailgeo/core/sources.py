@@ -31,6 +31,8 @@ class SourceKind(StrEnum):
 UNKNOWN_LOCATION = "unknown"
 ENDPOINT_LOCATION_PREFIX = "VPCE:"
 _ACCOUNT_ID = re.compile(r"\d{12}")
+# A source behind a VPC endpoint, as the aggregate keeps it: "<address> via <endpoint id>".
+VIA_ENDPOINT = " via "
 
 
 def endpoint_location(account: str) -> str:

@@ -452,13 +452,9 @@ class Tuning(_Model):
         principals and networks the group is in. ``on`` is the UTC date the ``until`` of allowlist
         entries is compared to.
         """
-        if self.ignores_principal(principal):
-            return Verdict.IGNORED_PRINCIPAL
-        if any(
-            entry.allows(account=account, principal=principal, country=country, on=on)
-            for entry in self.allowed_countries
-        ):
-            return Verdict.ALLOWED_COUNTRY
+        verdict = self.country_verdict(account=account, principal=principal, country=country, on=on)
+        if verdict is not None:
+            return verdict
         # Not behind a foreign VPC endpoint: its private addresses are the other account's VPC's,
         # whatever network of ours they fall in.
         ips = tuple(source_ips)
@@ -469,6 +465,18 @@ class Tuning(_Model):
             principal, ips, behind_endpoint, user_agents
         ):
             return Verdict.IGNORED_USER_AGENT
+        return None
+
+    def country_verdict(self, *, account: str, principal: str, country: str, on: date) -> str | None:
+        """Why ``principal`` may be in ``country`` whatever its addresses and agents (an ignored
+        principal, an allowed country), or None."""
+        if self.ignores_principal(principal):
+            return Verdict.IGNORED_PRINCIPAL
+        if any(
+            entry.allows(account=account, principal=principal, country=country, on=on)
+            for entry in self.allowed_countries
+        ):
+            return Verdict.ALLOWED_COUNTRY
         return None
 
     def ignores_principal(self, principal: str) -> bool:
