@@ -39,6 +39,7 @@ from trailgeo.adapters.dynamodb import RUN_PARTITION
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
+from trailgeo.adapters.operations import DynamoOperations
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.operate import format_status, read_status
 from trailgeo.core.counters import ORG_PARTITION
@@ -285,6 +286,13 @@ class KilledOn:
         return self.inner.country(ip)
 
     @property
+    def has_cities(self) -> bool:
+        return self.inner.has_cities
+
+    def city(self, ip: str) -> str | None:
+        return self.inner.city(ip)
+
+    @property
     def description(self) -> str:
         return self.inner.description
 
@@ -331,7 +339,7 @@ def test_given_a_file_whose_counting_kills_the_process_on_dynamodb_then_its_name
         False,
     )
     # And `trailgeo status` lists it, with a warning, for as long as the run record is kept
-    status = read_status(dynamodb, deployment.table, TICK + 4 * LEASE_PASSED)
+    status = read_status(DynamoOperations(dynamodb, deployment.table), TICK + 4 * LEASE_PASSED)
     assert status.as_dict()["files_poison"] == [{"run_id": open_run["sk"]["S"], "key": poison}]
     text = format_status(status)
     assert poison in text

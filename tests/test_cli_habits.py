@@ -27,7 +27,7 @@ from tests.builders import BT_IP, T0, US_IP, delivery_key, files_by_delivery, re
 from tests.test_template import _template, as_list, branches, sub_text
 from trailgeo import __version__
 from trailgeo.adapters.dynamodb import DynamoOutbox
-from trailgeo.app.operate import ConcurrentChangeError
+from trailgeo.adapters.operations import aws_error
 from trailgeo.app.policy import Policies, PolicyError, PolicyInputs, normalized_prefix
 from trailgeo.cli import (
     EXIT_AWS,
@@ -41,6 +41,7 @@ from trailgeo.cli import (
     classify,
     main,
 )
+from trailgeo.ports import ConcurrentChangeError, OperationsError
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
 ROLE = "arn:aws:iam::111122223333:role/trailgeo-DetectorRole-1ABCDEF"
@@ -306,6 +307,28 @@ def test_given_an_error_of_the_app_or_of_aws_then_it_maps_to_its_documented_exit
     # Every code the CLI returns is in the --help table
     assert {EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_AWS_CONFIG, EXIT_AWS, EXIT_INTERNAL} < set(
         EXIT_CODES
+    )
+
+
+def test_given_an_aws_refusal_translated_by_an_operations_adapter_then_the_line_and_code_are_aws_s_own() -> (
+    None
+):
+    # Given AWS's refusals, raw and as the operator commands' adapters raise them (the refusal their cause)
+    def raw(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "told by AWS"}}, "Query")
+
+    def translated(code: str) -> OperationsError:
+        cause = raw(code)
+        told = OperationsError(aws_error(cause), code)
+        told.__cause__ = cause  # raise ... from cause
+        return told
+
+    # When each is classified, then the adapter's is told and coded as AWS's own
+    for code in ("AccessDeniedException", "ExpiredTokenException", "ProvisionedThroughputExceededException"):
+        assert classify(translated(code)) == classify(raw(code))
+    assert classify(translated("AccessDeniedException")) == (
+        EXIT_AWS,
+        "Query: AccessDeniedException: told by AWS",
     )
 
 

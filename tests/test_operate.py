@@ -14,6 +14,7 @@ import pytest
 from tests.aws import REGION, TABLE, create_deployment
 from tests.builders import BT_IP, T0, record
 from trailgeo.adapters.dynamodb import DynamoLedger, DynamoOutbox
+from trailgeo.adapters.operations import SsmTuningStore
 from trailgeo.app import operate
 from trailgeo.cli import ProgressBar, main
 from trailgeo.core.alerts import Alert
@@ -324,7 +325,7 @@ def test_given_an_inline_allowed_countries_list_when_allow_then_the_document_is_
     )
     entry = operate.allowed_entry(principal="arn:aws:iam::*:user/carol", countries=["ES"])
 
-    result = operate.allow(ssm, PARAMETER, entry)
+    result = operate.allow(SsmTuningStore(ssm), PARAMETER, entry)
 
     assert result.layout == "emitted"
     document = tomllib.loads(stored_parameter(aws)["Value"])
@@ -338,7 +339,7 @@ def test_given_a_json_parameter_when_allow_then_it_stays_json(aws: Any) -> None:
         principal="arn:aws:iam::*:user/dan", countries=["FR"], until="2099-01-02", note="x"
     )
 
-    result = operate.allow(ssm, PARAMETER, entry)
+    result = operate.allow(SsmTuningStore(ssm), PARAMETER, entry)
 
     value = stored_parameter(aws)["Value"]
     assert (result.layout, result.old_version, result.new_version) == ("json", 1, 2)
@@ -360,7 +361,7 @@ def test_given_a_change_between_read_and_write_when_allow_then_it_refuses_and_wr
         ssm.put_parameter(Name=PARAMETER, Value=theirs, Type="String", Overwrite=True)
 
     with pytest.raises(operate.ConcurrentChangeError, match="read version 1, now 2"):
-        operate.allow(ssm, PARAMETER, entry, before_write=colleague_writes)
+        operate.allow(SsmTuningStore(ssm), PARAMETER, entry, before_write=colleague_writes)
 
     parameter = stored_parameter(aws)
     assert (parameter["Version"], parameter["Value"]) == (2, theirs)
@@ -375,7 +376,7 @@ def test_given_a_parameter_created_meanwhile_when_allow_creates_then_it_refuses(
         ssm.put_parameter(Name=PARAMETER, Value="version = 1\n", Type="String")
 
     with pytest.raises(operate.ConcurrentChangeError, match="created by someone else"):
-        operate.allow(ssm, PARAMETER, entry, before_write=colleague_creates)
+        operate.allow(SsmTuningStore(ssm), PARAMETER, entry, before_write=colleague_creates)
     assert stored_parameter(aws)["Value"] == "version = 1\n"
 
 

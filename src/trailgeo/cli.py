@@ -1,5 +1,5 @@
 """The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``, the
-operator commands ``status``, ``explain`` and ``allow`` (app/operate.py), and ``policy``
+operator commands ``status``, ``explain`` and ``allow`` (app/operate/), and ``policy``
 (app/policy.py).
 
 Habits of aws-cli: stdout carries only the command's data (alerts, JSON, tables); logs, progress
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the app is imported by each command: --version and --help l
     from trailgeo.app.operate import TableStatus
     from trailgeo.app.replay import ReplayState
     from trailgeo.core.alerts import Alert
+    from trailgeo.ports import TuningStore
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -572,8 +573,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
     from botocore.exceptions import ConnectionError as AwsConnectionError
 
     from trailgeo.adapters.geoip import GeoDatabaseError
-    from trailgeo.app.operate import ConcurrentChangeError, OperateError, aws_error
+    from trailgeo.adapters.operations import aws_error
+    from trailgeo.app.operate import OperateError
     from trailgeo.app.policy import PolicyError
+    from trailgeo.ports import ConcurrentChangeError
 
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted"
@@ -637,12 +640,12 @@ def _backfill(args: argparse.Namespace) -> int:
     import boto3
 
     from trailgeo.adapters.aws import S3LogSource
-    from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
     from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
     from trailgeo.adapters.local import LocalLogSource
     from trailgeo.app.backfill import NoAlertSink, backfill
     from trailgeo.app.detect import Dependencies, RunOptions
     from trailgeo.app.replay import ReplayState
+    from trailgeo.app.wiring import table_dependencies
     from trailgeo.ports import LogSource
 
     if args.days < 1:
@@ -665,16 +668,16 @@ def _backfill(args: argparse.Namespace) -> int:
     state = _load_state(args.state) or ReplayState()
     if args.table:
         dynamodb = session.client("dynamodb", config=_client_config())
-        deps = Dependencies(
-            source,
-            geo,
-            DynamoFrequencyStore(dynamodb, args.table),
-            DynamoLedger(dynamodb, args.table),
-            DynamoOutbox(dynamodb, args.table),
-            NoAlertSink(),
-        )
+        deps = table_dependencies(dynamodb, args.table, source=source, geo=geo, sink=NoAlertSink())
     else:
-        deps = Dependencies(source, geo, state.store, state.ledger, state.outbox, NoAlertSink())
+        deps = Dependencies(
+            source=source,
+            geo=geo,
+            store=state.store,
+            ledger=state.ledger,
+            outbox=state.outbox,
+            sink=NoAlertSink(),
+        )
     end = args.end or datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
 
     bar = ProgressBar(sys.stderr, total=args.days, unit="days")
@@ -839,17 +842,17 @@ def _operate(args: argparse.Namespace) -> int:
     """``status``, ``explain``, ``allow``; a failure propagates to :func:`main` (one line, exit code)."""
     import boto3
 
-    from trailgeo.app import operate
+    from trailgeo.app import operate, wiring
 
     session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
     if args.command == "allow":
-        return _allow(args, session.client("ssm", config=_client_config()))
-    dynamodb = session.client("dynamodb", config=_client_config())
+        return _allow(args, wiring.tuning_store(session, _client_config()))
+    view = wiring.operations_view(session, args.table, _client_config())
     if args.command == "status":
-        status = operate.read_status(dynamodb, args.table, datetime.now(tz=UTC))
+        status = operate.read_status(view, datetime.now(tz=UTC))
         _emit(args, status.as_dict(), lambda: operate.format_status(_one_line_principals(status)))
     else:
-        stored = operate.find_alert(dynamodb, args.table, args.alert_id)
+        stored = operate.find_alert(view, args.alert_id)
         _emit(args, stored.as_dict(), lambda: operate.format_alert(stored))
     return 0
 
@@ -861,7 +864,7 @@ def _one_line_principals(status: TableStatus) -> TableStatus:
     return replace(status, pending=pending)
 
 
-def _allow(args: argparse.Namespace, ssm: Any) -> int:
+def _allow(args: argparse.Namespace, store: TuningStore) -> int:
     from trailgeo.app import operate
 
     entry = operate.allowed_entry(
@@ -873,7 +876,7 @@ def _allow(args: argparse.Namespace, ssm: Any) -> int:
         today=datetime.now(tz=UTC).date(),
     )
 
-    result = operate.allow(ssm, args.parameter, entry, create_as=args.type)
+    result = operate.allow(store, args.parameter, entry, create_as=args.type)
     _emit(args, result.as_dict(), lambda: operate.format_allow(result))
     return 0
 

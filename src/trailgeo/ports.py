@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import msgspec
@@ -73,6 +73,15 @@ class LogSource(Protocol):
 
 class GeoResolver(Protocol):
     def country(self, ip: str) -> str | None: ...
+
+    @property
+    def has_cities(self) -> bool:
+        """True for a City database (the city detector needs one)."""
+        ...
+
+    def city(self, ip: str) -> str | None:
+        """``CC/City`` of an address, or None (not found, or a Country database)."""
+        ...
 
     @property
     def description(self) -> str: ...
@@ -254,6 +263,15 @@ class AlertOutbox(Protocol):
         ...
 
 
+class Channel(Protocol):
+    """One destination of the notifier (Slack, Security Hub, EventBridge)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def send(self, alert: Alert) -> None: ...
+
+
 class AlertSink(Protocol):
     def publish(self, alert: Alert) -> str:
         """Deliver one alert; return the channel's message id. Raises PublishError."""
@@ -306,4 +324,125 @@ class FanoutTracker(Protocol):
 
     def claim_reduce(self, run_id: str, holder: str, until: datetime, now: datetime) -> bool:
         """True for the one invocation that reduces the batch (or takes over a dead reduce)."""
+        ...
+
+
+# --- Operating a deployment (``trailgeo status``, ``explain``, ``allow``) -----------------------------
+
+
+OUTBOX_RETENTION = timedelta(days=30)  # how long the outbox keeps an alert after it went out or was parked
+
+
+class OperationsError(TrailgeoError):
+    """AWS refused a read or write of the deployment's state; the message is its one line
+    (operation, code, message) and ``code`` its error code (AccessDeniedException...)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TableMissingError(TrailgeoError):
+    """The deployment's table does not exist (a wrong name, or the wrong region)."""
+
+    def __init__(self, table: str, region: str) -> None:
+        super().__init__(f"table {table} not found in {region}")
+        self.table = table
+        self.region = region
+
+
+class ConcurrentChangeError(TrailgeoError):
+    """The tuning parameter changed between our read and our write: nothing was written."""
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    state: str  # ACTIVE, UPDATING...
+    item_count: int  # refreshed about every 6 hours (DescribeTable)
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run record: a batch of files a run took (open) or finished (closed, kept 14 days)."""
+
+    run_id: str
+    state: str  # open or closed
+    lease_until: datetime | None
+    files: int
+    closed_at: datetime | None = None
+    takeovers: int = 0
+    poison: tuple[str, ...] = ()  # files set aside (app.detect._read_isolated), sorted
+
+    def interrupted(self, now: datetime) -> bool:
+        """Open with its lease past: the run died; the next scheduled run takes it over."""
+        return self.state == "open" and self.lease_until is not None and self.lease_until < now
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox item as stored: the alert's document is left unread (it may hold no alert)."""
+
+    alert_id: str  # written by whoever wrote the item: escaped where shown
+    state: str  # pending, sent or parked ("?" when the item has none)
+    document: str | None = None  # the alert's JSON
+    created: str | None = None  # ISO 8601 timestamps, as written
+    sent_at: str | None = None
+    message_id: str | None = None
+    parked_at: str | None = None
+    parked_reason: str | None = None
+
+
+class OperationsView(Protocol):
+    """What ``status`` and ``explain`` read of a deployment's state. Raises
+    :class:`TableMissingError` when there is no such table, :class:`OperationsError` otherwise."""
+
+    @property
+    def table(self) -> str: ...
+
+    def table_info(self) -> TableInfo: ...
+
+    def watermark(self) -> datetime | None: ...
+
+    def runs(self) -> list[RunRecord]:
+        """Every run record kept (open, and closed within 14 days), by run id."""
+        ...
+
+    def outbox(self) -> list[OutboxEntry]:
+        """Every outbox entry kept (30 days), by alert id."""
+        ...
+
+    def outbox_entry(self, alert_id: str) -> OutboxEntry | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTuning:
+    """The tuning parameter as read: its version guards the write."""
+
+    version: int
+    type: str  # String, SecureString (or what else the parameter was made as)
+    text: str
+    key_id: str | None = None
+    tier: str | None = None
+
+
+class TuningStore(Protocol):
+    """The tuning parameter (docs/tuning.md), read then written back only if unchanged."""
+
+    def read(self, name: str) -> StoredTuning | None:
+        """The parameter decrypted, or None when it does not exist. Raises :class:`OperationsError`."""
+        ...
+
+    def write(
+        self,
+        name: str,
+        text: str,
+        *,
+        expected_version: int | None,
+        type: str,  # noqa: A002 (the parameter's type, as SSM names it)
+        key_id: str | None = None,
+        tier: str | None = None,
+    ) -> int:
+        """Write ``text`` if the parameter is still at ``expected_version`` (None: it must not
+        exist); returns the new version. Raises :class:`ConcurrentChangeError` when it changed."""
         ...

@@ -56,6 +56,7 @@ from trailgeo.ports import (
     MAX_POISON_PER_RUN,
     MAX_REMEMBERED_HOURS,
     MAX_REMEMBERED_METHODS,
+    OUTBOX_RETENTION,
     BatchTooLargeError,
     CommitStats,
     LedgerEntry,
@@ -70,9 +71,9 @@ if TYPE_CHECKING:
 Item = dict[str, Any]
 MAX_CONFLICT_RETRIES = 8
 LEDGER_RETENTION = timedelta(days=14)  # far beyond the look-back: a listed file is always known
-# After an alert went out (sent) or was set aside (parked). A pending alert has no expiry: DynamoDB's
-# TTL must never delete one that no channel has had (OldestPendingAlertMinutes reports its wait).
-OUTBOX_RETENTION = timedelta(days=30)
+# OUTBOX_RETENTION (ports.py) runs after an alert went out (sent) or was set aside (parked). A pending
+# alert has no expiry: DynamoDB's TTL must never delete one that no channel has had
+# (OldestPendingAlertMinutes reports its wait).
 OUTBOX_PARTITION = "OUTBOX"
 RUN_PARTITION = "RUN"
 STATE_PARTITION = "STATE"

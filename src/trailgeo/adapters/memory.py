@@ -1,11 +1,12 @@
-"""In-memory store, ledger and outbox: the same contracts as DynamoDB, for replay and tests."""
+"""In-memory store, ledger and outbox: the same contracts as DynamoDB, for replay and tests; and
+what the operator commands read and write (:class:`MemoryOperations`, :class:`MemoryTuningStore`)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import (
@@ -19,7 +20,20 @@ from trailgeo.core.counters import (
     merge,
 )
 from trailgeo.core.scoring import History
-from trailgeo.ports import MAX_POISON_PER_RUN, CommitStats, FanoutTask, LedgerEntry, RunAttempts, Suppression
+from trailgeo.ports import (
+    MAX_POISON_PER_RUN,
+    CommitStats,
+    ConcurrentChangeError,
+    FanoutTask,
+    LedgerEntry,
+    OutboxEntry,
+    RunAttempts,
+    RunRecord,
+    StoredTuning,
+    Suppression,
+    TableInfo,
+    TableMissingError,
+)
 
 
 @dataclass(slots=True)
@@ -66,6 +80,7 @@ class MemoryLedger:
     takeovers: dict[str, int] = field(default_factory=dict)
     reading: dict[str, str] = field(default_factory=dict)
     poison: dict[str, set[str]] = field(default_factory=dict)
+    closed: dict[str, tuple[int, datetime]] = field(default_factory=dict)  # run id -> (files, closed at)
 
     def watermark(self) -> datetime | None:
         return self.high_water
@@ -141,6 +156,7 @@ class MemoryLedger:
     def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
         for key, outcome in outcomes.items():
             self.entries[key] = LedgerEntry(key, "done", run_id, None, outcome)
+        self.closed[run_id] = (len(outcomes), now)
         self.runs.pop(run_id, None)
         self.reading.pop(run_id, None)
 
@@ -152,11 +168,17 @@ class MemoryOutbox:
     last_alerted: dict[str, Suppression] = field(default_factory=dict)
     publishing: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     parked: dict[str, str] = field(default_factory=dict)  # alert id -> why the channel refused it
+    # alert id -> when it was queued, sent, parked (DynamoOutbox: created, sent_at, parked_at)
+    stamps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def _stamp(self, alert_id: str, name: str) -> None:
+        self.stamps.setdefault(alert_id, {})[name] = datetime.now(tz=UTC).isoformat()
 
     def put(self, alert: Alert) -> bool:
         if alert.alert_id in self.alerts:
             return False
         self.alerts[alert.alert_id] = alert
+        self._stamp(alert.alert_id, "created")
         return True
 
     def pending(self) -> list[Alert]:
@@ -173,9 +195,11 @@ class MemoryOutbox:
 
     def mark_sent(self, alert_id: str, message_id: str) -> None:
         self.sent[alert_id] = message_id
+        self._stamp(alert_id, "sent_at")
 
     def park(self, alert_id: str, reason: str) -> None:
         self.parked[alert_id] = reason
+        self._stamp(alert_id, "parked_at")
 
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         return {s: self.last_alerted[s] for s in subjects if s in self.last_alerted}
@@ -244,3 +268,108 @@ class MemoryFanoutTracker:
             return False
         self.reducers[run_id] = (holder, until)
         return True
+
+
+@dataclass(slots=True)
+class MemoryOperations:
+    """What ``status`` and ``explain`` read, over an in-memory ledger and outbox."""
+
+    ledger: MemoryLedger
+    alerts: MemoryOutbox
+    table: str = "memory"
+    exists: bool = True
+
+    def table_info(self) -> TableInfo:
+        if not self.exists:
+            raise TableMissingError(self.table, "memory")
+        items = len(self.ledger.entries) + len(self.ledger.runs) + len(self.ledger.closed)
+        return TableInfo(state="ACTIVE", item_count=items + len(self.alerts.alerts), size_bytes=0)
+
+    def watermark(self) -> datetime | None:
+        return self.ledger.watermark()
+
+    def runs(self) -> list[RunRecord]:
+        ledger = self.ledger
+        records = [
+            RunRecord(
+                run_id,
+                "open",
+                lease,
+                len(keys),
+                takeovers=ledger.takeovers.get(run_id, 0),
+                poison=tuple(sorted(ledger.poison.get(run_id, ()))),
+            )
+            for run_id, (keys, lease) in ledger.runs.items()
+        ]
+        records.extend(
+            RunRecord(
+                run_id,
+                "closed",
+                None,
+                files,
+                closed_at=at,
+                takeovers=ledger.takeovers.get(run_id, 0),
+                poison=tuple(sorted(ledger.poison.get(run_id, ()))),
+            )
+            for run_id, (files, at) in ledger.closed.items()
+            if run_id not in ledger.runs
+        )
+        return sorted(records, key=lambda r: r.run_id)
+
+    def outbox(self) -> list[OutboxEntry]:
+        entries = (self.outbox_entry(alert_id) for alert_id in sorted(self.alerts.alerts))
+        return [entry for entry in entries if entry is not None]
+
+    def outbox_entry(self, alert_id: str) -> OutboxEntry | None:
+        outbox = self.alerts
+        alert = outbox.alerts.get(alert_id)
+        if alert is None:
+            return None
+        stamps = outbox.stamps.get(alert_id, {})
+        state = "sent" if alert_id in outbox.sent else "parked" if alert_id in outbox.parked else "pending"
+        return OutboxEntry(
+            alert_id=alert_id,
+            state=state,
+            document=alert.to_json(),
+            created=stamps.get("created"),
+            sent_at=stamps.get("sent_at"),
+            message_id=outbox.sent.get(alert_id),
+            parked_at=stamps.get("parked_at"),
+            parked_reason=outbox.parked.get(alert_id),
+        )
+
+
+@dataclass(slots=True)
+class MemoryTuningStore:
+    """Tuning parameters kept in memory, with SSM's versions and its read-compare-write."""
+
+    parameters: dict[str, StoredTuning] = field(default_factory=dict)
+
+    def read(self, name: str) -> StoredTuning | None:
+        return self.parameters.get(name)
+
+    def write(
+        self,
+        name: str,
+        text: str,
+        *,
+        expected_version: int | None,
+        type: str,  # noqa: A002
+        key_id: str | None = None,
+        tier: str | None = None,
+    ) -> int:
+        current = self.parameters.get(name)
+        if expected_version is None and current is not None:
+            raise ConcurrentChangeError(
+                f"parameter {name}: created by someone else while we edited it: "
+                "nothing was written; run the command again"
+            )
+        now = current.version if current is not None else 0
+        if expected_version is not None and now != expected_version:
+            raise ConcurrentChangeError(
+                f"parameter {name}: changed while we edited it (read version {expected_version}, "
+                f"now {now or 'deleted'}): nothing was written; run the command again"
+            )
+        kept = current if current is not None else StoredTuning(0, type, "", key_id, tier or "Standard")
+        self.parameters[name] = StoredTuning(now + 1, type, text, kept.key_id, kept.tier)
+        return now + 1

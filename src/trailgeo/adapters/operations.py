@@ -1,4 +1,6 @@
-"""The operations side of a run: the operations topic, and which tuning version it was told about.
+"""The operations side: the operations topic, which tuning version it was told about, and what
+the operator commands read and write (``status``/``explain``: :class:`DynamoOperations`;
+``allow``: :class:`SsmTuningStore`).
 
 ``STATE``/``TUNING`` in the table holds the tuning version (number and digest of its text) last
 reported, so that each change is reported once whatever the execution environment.
@@ -6,14 +8,33 @@ reported, so that each change is reported once whatever the execution environmen
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from trailgeo.adapters.dynamodb import STATE_PARTITION, StoreError, conditional_write, error_code_of
-from trailgeo.ports import PublishError
+from trailgeo.adapters.dynamodb import (
+    OUTBOX_PARTITION,
+    RUN_PARTITION,
+    STATE_PARTITION,
+    DynamoLedger,
+    StoreError,
+    conditional_write,
+    error_code_of,
+)
+from trailgeo.ports import (
+    ConcurrentChangeError,
+    OperationsError,
+    OutboxEntry,
+    PublishError,
+    RunRecord,
+    StoredTuning,
+    TableInfo,
+    TableMissingError,
+)
 
 TUNING_SORT_KEY = "TUNING"
 Seen = tuple[int, str]  # (version, digest of its text)
@@ -80,3 +101,203 @@ class SnsOperationsTopic:
 
 def _code(exc: ClientError | BotoCoreError) -> str:
     return error_code_of(exc) if isinstance(exc, ClientError) else type(exc).__name__
+
+
+def aws_error(exc: ClientError) -> str:
+    """One line from a ClientError: the operation, AWS's code and message."""
+    error = exc.response.get("Error", {})
+    operation = getattr(exc, "operation_name", "") or "AWS"
+    message = " ".join(str(error.get("Message", "")).split())
+    return f"{operation}: {error.get('Code', 'error')}: {message}"
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """What AWS refused, as an :class:`OperationsError` telling the same line (the cause kept)."""
+    try:
+        yield
+    except ClientError as exc:
+        raise OperationsError(aws_error(exc), error_code_of(exc)) from exc
+
+
+Item = dict[str, Any]
+# A run record without its packed keys or outcomes; names through placeholders (DynamoDB reserves many).
+_RUN_ATTRIBUTES = ("sk", "st", "lease", "files", "n", "done_at", "att", "pz")
+_OUTBOX_ATTRIBUTES = ("sk", "st", "doc", "created", "sent_at", "message_id", "parked_reason", "parked_at")
+
+
+def _text(item: Item, name: str) -> str | None:
+    value = item.get(name, {}).get("S")
+    return str(value) if value is not None else None
+
+
+def _run_record(item: Item) -> RunRecord:
+    lease, done = _text(item, "lease"), _text(item, "done_at")
+    return RunRecord(
+        run_id=item["sk"]["S"],
+        state=_text(item, "st") or "?",
+        lease_until=datetime.fromisoformat(lease) if lease else None,
+        files=int((item.get("files") or item.get("n") or {"N": "0"})["N"]),
+        closed_at=datetime.fromisoformat(done) if done else None,
+        takeovers=int(item.get("att", {}).get("N", "0")),
+        poison=tuple(sorted(item.get("pz", {}).get("SS", ()))),
+    )
+
+
+def _outbox_entry(item: Item) -> OutboxEntry:
+    return OutboxEntry(
+        alert_id=item["sk"]["S"].removeprefix("A#"),
+        state=_text(item, "st") or "?",
+        document=_text(item, "doc"),
+        created=_text(item, "created"),
+        sent_at=_text(item, "sent_at"),
+        message_id=_text(item, "message_id"),
+        parked_at=_text(item, "parked_at"),
+        parked_reason=_text(item, "parked_reason"),
+    )
+
+
+def _projection(names: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "ProjectionExpression": ", ".join(f"#a{i}" for i in range(len(names))),
+        "ExpressionAttributeNames": {f"#a{i}": name for i, name in enumerate(names)},
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoOperations:
+    """The deployment's table as ``status`` and ``explain`` read it (layout: adapters/dynamodb.py)."""
+
+    client: Any  # DynamoDBClient
+    table: str
+
+    def table_info(self) -> TableInfo:
+        try:
+            description = self.client.describe_table(TableName=self.table)["Table"]
+        except ClientError as exc:
+            if error_code_of(exc) == "ResourceNotFoundException":
+                region = getattr(getattr(self.client, "meta", None), "region_name", None) or "?"
+                raise TableMissingError(self.table, region) from None
+            raise OperationsError(aws_error(exc), error_code_of(exc)) from exc
+        return TableInfo(
+            state=str(description.get("TableStatus", "?")),
+            item_count=int(description.get("ItemCount", 0)),
+            size_bytes=int(description.get("TableSizeBytes", 0)),
+        )
+
+    def watermark(self) -> datetime | None:
+        with _translated():
+            return DynamoLedger(self.client, self.table).watermark()
+
+    def runs(self) -> list[RunRecord]:
+        items = self._partition(RUN_PARTITION, _RUN_ATTRIBUTES)
+        return sorted((_run_record(item) for item in items), key=lambda r: r.run_id)
+
+    def outbox(self) -> list[OutboxEntry]:
+        items = self._partition(OUTBOX_PARTITION, _OUTBOX_ATTRIBUTES)
+        return sorted((_outbox_entry(item) for item in items), key=lambda e: e.alert_id)
+
+    def outbox_entry(self, alert_id: str) -> OutboxEntry | None:
+        with _translated():
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+                ConsistentRead=True,
+            ).get("Item")
+        return _outbox_entry(item) if item is not None else None
+
+    def _partition(self, partition: str, names: tuple[str, ...]) -> list[Item]:
+        items: list[Item] = []
+        with _translated():
+            for page in self.client.get_paginator("query").paginate(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": partition}},
+                ConsistentRead=True,
+                **_projection(names),
+            ):
+                items.extend(page.get("Items", []))
+        return items
+
+
+@dataclass(frozen=True, slots=True)
+class SsmTuningStore:
+    """The tuning parameter in SSM, read then written back unless it changed in between.
+
+    SSM has no conditional put: the version is compared right before ``PutParameter`` (a creation
+    uses ``Overwrite=False``, which AWS refuses atomically if someone created it meanwhile).
+    """
+
+    client: Any  # SSMClient
+
+    def read(self, name: str) -> StoredTuning | None:
+        try:
+            parameter = self.client.get_parameter(Name=name, WithDecryption=True)["Parameter"]
+        except ClientError as exc:
+            if error_code_of(exc) == "ParameterNotFound":
+                return None
+            raise OperationsError(aws_error(exc), error_code_of(exc)) from exc
+        kind = str(parameter.get("Type"))
+        meta: dict[str, Any] = {}
+        if kind in {"String", "SecureString"}:  # the others are refused before any write
+            with _translated():
+                described = self.client.describe_parameters(
+                    ParameterFilters=[{"Key": "Name", "Values": [name]}]
+                )
+            meta = next(iter(described.get("Parameters", [])), {})
+        return StoredTuning(
+            version=int(parameter["Version"]),
+            type=kind,
+            text=str(parameter["Value"]),
+            key_id=meta.get("KeyId"),
+            tier=meta.get("Tier"),
+        )
+
+    def write(
+        self,
+        name: str,
+        text: str,
+        *,
+        expected_version: int | None,
+        type: str,  # noqa: A002
+        key_id: str | None = None,
+        tier: str | None = None,
+    ) -> int:
+        request: dict[str, Any] = {"Name": name, "Value": text, "Type": type}
+        if expected_version is None:
+            request["Overwrite"] = False
+            request["Description"] = "trailgeo tuning (allowlists and per-method overrides)"
+        else:
+            now = self._version(name)
+            if now != expected_version:
+                raise ConcurrentChangeError(
+                    f"SSM parameter {name}: changed while we edited it (read version {expected_version}, "
+                    f"now {now or 'deleted'}): nothing was written; run the command again"
+                )
+            request["Overwrite"] = True
+            if tier:
+                request["Tier"] = tier
+        if type == "SecureString" and key_id:
+            request["KeyId"] = key_id
+        response = self._put(request)
+        return int(response["Version"])
+
+    def _version(self, name: str) -> int:
+        """The parameter's version now; 0 when it was deleted."""
+        try:
+            return int(self.client.get_parameter(Name=name)["Parameter"]["Version"])
+        except ClientError as exc:
+            if error_code_of(exc) == "ParameterNotFound":
+                return 0
+            raise OperationsError(aws_error(exc), error_code_of(exc)) from exc
+
+    def _put(self, request: dict[str, Any]) -> Any:
+        try:
+            return self.client.put_parameter(**request)
+        except ClientError as exc:
+            if error_code_of(exc) == "ParameterAlreadyExists":
+                raise ConcurrentChangeError(
+                    f"SSM parameter {request['Name']}: created by someone else while we edited it: "
+                    "nothing was written; run the command again"
+                ) from None
+            raise OperationsError(aws_error(exc), error_code_of(exc)) from exc

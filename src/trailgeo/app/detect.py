@@ -324,7 +324,7 @@ def new_aggregate(deps: Dependencies, options: RunOptions) -> RunAggregate:
     return RunAggregate(
         geolocate=deps.geo.country,
         detectors=options.detectors,
-        locate_city=getattr(deps.geo, "city", None),  # used only when the city detector is on
+        locate_city=deps.geo.city,  # used only when the city detector is on
         trusted_endpoint_accounts=frozenset(options.tuning.trusted_vpc_endpoint_accounts),
     )
 

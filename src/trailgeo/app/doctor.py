@@ -37,10 +37,11 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailgeo.adapters.dynamodb import error_code_of
+from trailgeo.adapters.operations import DynamoOperations, aws_error
 from trailgeo.adapters.ssm import SsmTuningSource
-from trailgeo.app.operate import OperateError, aws_error, read_status
+from trailgeo.app.operate import OperateError, read_status
 from trailgeo.core.tuning import TuningError
-from trailgeo.ports import TrailgeoError
+from trailgeo.ports import OperationsError, TrailgeoError
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
 SCHEDULE = timedelta(minutes=15)
@@ -298,7 +299,7 @@ def check_table(deployed: Deployed, client: Client) -> Check:
 
 def check_last_run(deployed: Deployed, client: Client, now: datetime) -> Check:
     try:
-        status = read_status(client("dynamodb"), deployed.output("FrequencyTableName"), now)
+        status = read_status(DynamoOperations(client("dynamodb"), deployed.output("FrequencyTableName")), now)
     except OperateError as exc:
         return Check(FAIL, "last-run", str(exc))
     since_change = now - deployed.changed_at
@@ -388,6 +389,10 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
         if error_code_of(exc) in _DENIED:
             return Check(SKIP, name, f"the caller is not allowed: {aws_error(exc)}")
         return Check(FAIL, name, aws_error(exc))
+    except OperationsError as exc:  # the same refusal, told by an adapter
+        if exc.code in _DENIED:
+            return Check(SKIP, name, f"the caller is not allowed: {exc}")
+        return Check(FAIL, name, str(exc))
     except BotoCoreError as exc:
         return Check(FAIL, name, f"{type(exc).__name__}: {exc}")
 

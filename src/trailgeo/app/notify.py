@@ -28,18 +28,11 @@ from pydantic import ValidationError
 
 from trailgeo.core.alerts import Alert, compacted
 from trailgeo.observability import count_by, logger, metrics
-from trailgeo.ports import TrailgeoError
+from trailgeo.ports import Channel, TrailgeoError
 
 MEMORY_SIZE = 10_000
 # The ``reason`` dimension of AlertsRefused: a message that is no queued alert, or not as queued.
 REFUSED_REASONS = frozenset({"not_in_outbox", "differs_from_outbox"})
-
-
-class Channel(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def send(self, alert: Alert) -> None: ...
 
 
 class OutboxReader(Protocol):

@@ -69,7 +69,7 @@ class DetectorRuntime:
     ) -> DetectorRuntime:
         settings = Settings.from_environ(environ)
         deps = build_dependencies(settings, clients=clients)
-        if "city" in settings.detectors.split(",") and not getattr(deps.geo, "has_cities", False):
+        if "city" in settings.detectors.split(",") and not deps.geo.has_cities:
             raise SettingsError(
                 f"DETECTORS includes city but {deps.geo.description} has no cities: build the GeoIP layer "
                 "with a City database (TRAILGEO_MMDB, or MAXMIND_EDITION=GeoLite2-City)"

@@ -1,4 +1,6 @@
-"""Building the AWS clients and adapters, once per execution environment."""
+"""Building the AWS clients and adapters, once per execution environment: the one place that turns
+settings and a boto3 session into the ports the app runs on (the handlers' runtime and the CLI
+alike)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from botocore.config import Config
 from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
 from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.adapters.operations import DynamoOperations, SsmTuningStore
 from trailgeo.app.detect import Dependencies
 from trailgeo.app.fanout import Fanout
 from trailgeo.app.settings import Settings
+from trailgeo.ports import AlertSink, GeoResolver, LogSource
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -50,22 +54,50 @@ def ssm_client(session: boto3.session.Session | None = None) -> Any:
 def build_dependencies(
     settings: Settings,
     *,
+    session: boto3.session.Session | None = None,
     clients: tuple[Any, Any, Any] | None = None,
     geo: MaxMindGeoResolver | None = None,
     time_left: Callable[[], float] | None = None,
 ) -> Dependencies:
-    s3, dynamodb, sns = clients or aws_clients()
-    deps = Dependencies(
+    """A deployment's detection run: its trail bucket, table and topic (``clients``: made already)."""
+    s3, dynamodb, sns = clients or aws_clients(session)
+    deps = table_dependencies(
+        dynamodb,
+        settings.table_name,
         source=S3LogSource(s3, settings.trail_bucket, settings.trail_prefix),
         geo=geo or MaxMindGeoResolver(settings.geoip_db_path),
-        store=DynamoFrequencyStore(dynamodb, settings.table_name),
-        ledger=DynamoLedger(dynamodb, settings.table_name),
-        outbox=DynamoOutbox(dynamodb, settings.table_name),
         sink=SnsAlertSink(sns, settings.topic_arn),
     )
     if time_left is not None:
         deps.time_left = time_left
     return deps
+
+
+def table_dependencies(
+    dynamodb: Any, table: str, *, source: LogSource, geo: GeoResolver, sink: AlertSink
+) -> Dependencies:
+    """A run whose counters, ledger and outbox are a deployment's table (``trailgeo backfill
+    --table`` reads its own logs and alerts nowhere)."""
+    return Dependencies(
+        source=source,
+        geo=geo,
+        store=DynamoFrequencyStore(dynamodb, table),
+        ledger=DynamoLedger(dynamodb, table),
+        outbox=DynamoOutbox(dynamodb, table),
+        sink=sink,
+    )
+
+
+def operations_view(
+    session: boto3.session.Session, table: str, config: Config = CLIENT_CONFIG
+) -> DynamoOperations:
+    """What ``trailgeo status`` and ``explain`` read: the deployment's table."""
+    return DynamoOperations(session.client("dynamodb", config=config), table)
+
+
+def tuning_store(session: boto3.session.Session, config: Config = CLIENT_CONFIG) -> SsmTuningStore:
+    """What ``trailgeo allow`` reads and writes: the tuning parameter (SSM)."""
+    return SsmTuningStore(session.client("ssm", config=config))
 
 
 def build_fanout(settings: Settings, session: boto3.session.Session | None = None) -> Fanout | None:

@@ -43,7 +43,7 @@ SUPPORTED_VERSION = 1
 MAX_COUNTRIES_FOR_EVERYONE = 10
 _GLOB_CHARS = frozenset("*?[")
 _MIN_PREFIX = {4: 8, 6: 16}  # a broader "trusted" network is a slice of the Internet, not a VPN
-# Shared with the operator CLI (app/operate.py), which checks its options the same way.
+# Shared with the operator CLI (app/operate/allow.py), which checks its options the same way.
 DATE_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
 ACCOUNT_PATTERN = re.compile(r"^\d{12}$")

@@ -1,0 +1,261 @@
+"""``trailgeo allow``: an ``[[allowed_countries]]`` entry appended to the tuning parameter, written
+back only if nobody changed it meanwhile; read and written through :class:`~trailgeo.ports.TuningStore`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any
+
+from trailgeo.app.operate.common import OperateError
+from trailgeo.app.operate.toml import entry_lines, entry_toml, to_toml
+from trailgeo.core.tuning import (
+    ACCOUNT_PATTERN,
+    COUNTRY_PATTERN,
+    DATE_PATTERN,
+    AllowedCountries,
+    Tuning,
+    TuningError,
+)
+from trailgeo.ports import TuningStore
+
+STANDARD_PARAMETER_BYTES = 4096  # SSM Standard tier; Advanced holds 8 KB
+
+
+def _same(a: Tuning, b: Tuning) -> bool:
+    return a.model_dump(mode="json") == b.model_dump(mode="json")
+
+
+def allowed_entry(
+    *,
+    principal: str,
+    countries: Sequence[str],
+    until: str | None = None,
+    note: str = "",
+    accounts: Sequence[str] | None = None,
+    today: date | None = None,
+) -> AllowedCountries:
+    """The ``[[allowed_countries]]`` entry the options describe; :class:`OperateError` names a bad option."""
+    if not principal or principal != principal.strip():
+        raise OperateError(f"--principal {principal!r}: must be a non-empty glob without surrounding spaces")
+    for country in countries:
+        if not COUNTRY_PATTERN.match(country):
+            raise OperateError(
+                f"--country {country!r}: must be two upper-case letters (ISO 3166-1 alpha-2, e.g. PT, US)"
+            )
+    for account in accounts or ():
+        if not ACCOUNT_PATTERN.match(account):
+            raise OperateError(f"--account {account!r}: must be a 12-digit AWS account id")
+    last_day: date | None = None
+    if until is not None:
+        last_day = _calendar_date(until)
+        if today is not None and last_day < today:
+            raise OperateError(
+                f"--until {until}: is in the past (today is {today.isoformat()} UTC): "
+                "the entry would never apply"
+            )
+    try:
+        return AllowedCountries(
+            principals=(principal,),
+            countries=tuple(dict.fromkeys(countries)),
+            accounts=tuple(dict.fromkeys(accounts)) if accounts else None,
+            until=last_day,
+            note=note,
+        )
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise OperateError(f"invalid entry: {' '.join(str(exc).split())}") from None
+
+
+def _calendar_date(value: str) -> date:
+    error = OperateError(f"--until {value!r}: must be a calendar date written YYYY-MM-DD")
+    if not DATE_PATTERN.match(value):
+        raise error
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise error from None
+
+
+@dataclass(frozen=True, slots=True)
+class TuningParameter:
+    """What was read: the version guards the write (``None``: the parameter does not exist yet)."""
+
+    name: str
+    version: int | None
+    type: str = "String"
+    text: str = ""
+    key_id: str | None = None
+    tier: str | None = None
+    tuning: Tuning = field(default_factory=lambda: Tuning(version=1))
+
+    @property
+    def is_json(self) -> bool:
+        return self.text.lstrip().startswith("{")
+
+
+def read_tuning_parameter(store: TuningStore, name: str) -> TuningParameter:
+    """The parameter, its version, type, KMS key and tier. A missing parameter reads as version None."""
+    stored = store.read(name)
+    if stored is None:
+        return TuningParameter(name=name, version=None)
+    if stored.type not in {"String", "SecureString"}:
+        raise OperateError(
+            f"SSM parameter {name}: is a {stored.type}; the tuning is a String or SecureString"
+        )
+    try:
+        tuning = Tuning.parse(stored.text, source=f"SSM parameter {name} (version {stored.version})")
+    except TuningError as exc:
+        raise OperateError(f"{exc} (fix the parameter first: nothing was written)") from None
+    return TuningParameter(
+        name=name,
+        version=stored.version,
+        type=stored.type,
+        text=stored.text,
+        key_id=stored.key_id,
+        tier=stored.tier,
+        tuning=tuning,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TuningEdit:
+    text: str
+    tuning: Tuning
+    layout: str  # created, appended (TOML comments and layout kept), json, or emitted (comments dropped)
+
+
+def with_entry(current: TuningParameter, entry: AllowedCountries) -> TuningEdit:
+    """The document with ``entry`` appended, validated whole by :meth:`Tuning.parse`.
+
+    TOML: the entry is appended as a ``[[allowed_countries]]`` table, which keeps comments and layout;
+    when that does not read back as intended (the list was written inline), the document is
+    re-emitted by :func:`to_toml`. JSON stays JSON.
+    """
+    expected = current.tuning.model_copy(
+        update={"allowed_countries": (*current.tuning.allowed_countries, entry)}
+    )
+    source = f"SSM parameter {current.name} (edited)"
+    if current.version is None:
+        text = "# trailgeo tuning (docs/tuning.md), created by `trailgeo allow`\n" + to_toml(expected)
+        return TuningEdit(text, Tuning.parse(text, source=source), layout="created")
+    if current.is_json:
+        document = json.loads(current.text.removeprefix("\ufeff"))
+        document.setdefault("allowed_countries", []).append(
+            entry.model_dump(mode="json", exclude_defaults=True)
+        )
+        text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        return TuningEdit(text, Tuning.parse(text, source=source), layout="json")
+    appended = current.text.rstrip("\n") + "\n\n" + entry_toml(entry)
+    try:
+        parsed = Tuning.parse(appended, source=source)
+    except TuningError:
+        parsed = None
+    if parsed is not None and _same(parsed, expected):
+        return TuningEdit(appended, parsed, layout="appended")
+    text = to_toml(expected)
+    return TuningEdit(text, Tuning.parse(text, source=source), layout="emitted")
+
+
+def write_tuning_parameter(store: TuningStore, current: TuningParameter, text: str) -> int:
+    """Write ``text`` if the parameter is still at the version read; returns the new version.
+    Raises :class:`~trailgeo.ports.ConcurrentChangeError` when it changed in between."""
+    tier = current.tier or "Standard"
+    size = len(text.encode("utf-8"))
+    if size > STANDARD_PARAMETER_BYTES and tier == "Standard":
+        raise OperateError(
+            f"SSM parameter {current.name}: the tuning would be {size} bytes, over the 4 KB of a Standard "
+            "parameter: make it Advanced (8 KB) or deploy the tuning as a file (TUNING_FILE)"
+        )
+    return store.write(
+        current.name,
+        text,
+        expected_version=current.version,
+        type=current.type,
+        key_id=current.key_id,
+        tier=current.tier,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AllowResult:
+    parameter: str
+    type: str
+    created: bool
+    old_version: int | None
+    new_version: int
+    index: int
+    entry: AllowedCountries
+    layout: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "parameter": self.parameter,
+            "type": self.type,
+            "created": self.created,
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "added": {
+                "path": f"allowed_countries[{self.index}]",
+                **self.entry.model_dump(mode="json", exclude_defaults=True),
+            },
+            "layout": self.layout,
+        }
+
+
+def allow(
+    store: TuningStore,
+    name: str,
+    entry: AllowedCountries,
+    *,
+    create_as: str = "String",
+    before_write: Callable[[TuningParameter], None] | None = None,
+) -> AllowResult:
+    """Read the tuning, append ``entry``, validate, write back unless it changed in between.
+
+    ``create_as`` is the type of a parameter that does not exist yet (an existing one keeps its
+    type, KMS key and tier). ``before_write`` runs between the read and the write (tests use it to
+    change the parameter under our feet).
+    """
+    if create_as not in {"String", "SecureString"}:
+        raise OperateError(f"--type {create_as!r}: must be String or SecureString")
+    current = read_tuning_parameter(store, name)
+    if current.version is None:
+        current = replace(current, type=create_as)
+    edit = with_entry(current, entry)
+    if before_write is not None:
+        before_write(current)
+    version = write_tuning_parameter(store, current, edit.text)
+    return AllowResult(
+        parameter=name,
+        type=current.type,
+        created=current.version is None,
+        old_version=current.version,
+        new_version=version,
+        index=len(edit.tuning.allowed_countries) - 1,
+        entry=entry,
+        layout=edit.layout,
+    )
+
+
+_LAYOUTS = {
+    "created": "a new TOML document",
+    "appended": "appended: comments and layout kept",
+    "json": "JSON kept, re-indented",
+    "emitted": "the list was inline: document re-emitted, TOML comments dropped",
+}
+
+
+def format_allow(result: AllowResult) -> str:
+    if result.created:
+        head = f"created SSM parameter {result.parameter} ({result.type}), version {result.new_version}"
+    else:
+        head = (
+            f"updated SSM parameter {result.parameter} ({result.type}): "
+            f"version {result.old_version} -> {result.new_version}"
+        )
+    layout = _LAYOUTS.get(result.layout, result.layout)
+    added = [f"+ {line}" for line in entry_lines(result.entry)]
+    added[0] += f"  # allowed_countries[{result.index}]"
+    return "\n".join([head, *added, f"({layout}; the next scheduled run applies it)"])
