@@ -23,7 +23,8 @@ from trailgeo.adapters.dynamodb import (
     DynamoLedger,
     error_code_of,
 )
-from trailgeo.core.alerts import Alert, email_body
+from trailgeo.core.alerts import Alert
+from trailgeo.core.render.email import email_body
 from trailgeo.core.tuning import (
     ACCOUNT_PATTERN,
     COUNTRY_PATTERN,
