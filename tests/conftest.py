@@ -103,6 +103,7 @@ FILE_TIERS: dict[str, str] = {
     "test_locks.py": "infra",
     "test_architecture_modules.py": "infra",
     "test_house_rules.py": "infra",
+    "test_import_graph.py": "unit",  # reads the source only: no network, no AWS
     "test_soak.py": "tooling",
     "test_demo.py": "tooling",
     "test_simulate.py": "tooling",

@@ -21,7 +21,8 @@ from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, Dynam
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.aggregate import RunAggregate
-from trailgeo.core.alerts import Alert, build_alert
+from trailgeo.core.alert_builder import build_alert
+from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import ScoringPolicy, score_group

@@ -23,7 +23,9 @@ from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import ReplayState, ReplaySummary, replay
-from trailgeo.core.alerts import ROLLED_UP_LISTED, Alert, email_body
+from trailgeo.core.alert_builder import ROLLED_UP_LISTED
+from trailgeo.core.alerts import Alert
+from trailgeo.core.render.email import email_body
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 

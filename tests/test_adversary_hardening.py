@@ -33,10 +33,12 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.fanout import run_task
 from trailgeo.app.notify import NotifierSettings, build_notifier
 from trailgeo.cli import terminal_safe
-from trailgeo.core.alerts import UserAgent, email_body, email_subject, sns_message
-from trailgeo.core.asff import asff_finding, default_product_arn
-from trailgeo.core.chatbot import chatbot_notification
-from trailgeo.core.slack import slack_message
+from trailgeo.core.alerts import UserAgent
+from trailgeo.core.render.asff import asff_finding, default_product_arn
+from trailgeo.core.render.chatbot import chatbot_notification
+from trailgeo.core.render.email import email_body, email_subject
+from trailgeo.core.render.envelope import sns_message
+from trailgeo.core.render.slack import slack_message
 from trailgeo.core.text import INVISIBLE
 from trailgeo.core.tuning import MAX_COUNTRIES_FOR_EVERYONE, Tuning, TuningError
 from trailgeo.ports import FanoutTask

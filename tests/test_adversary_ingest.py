@@ -42,10 +42,10 @@ from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect, publish_pending, read_batch
 from trailgeo.app.replay import replay
-from trailgeo.core import alerts
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.counters import event_hours
 from trailgeo.core.records import TrailRecord
+from trailgeo.core.render import envelope as sns_envelope
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import AlertRefusedError, BatchTooLargeError
 
@@ -373,7 +373,7 @@ def test_given_an_alert_too_large_for_sns_even_compacted_when_published_then_the
 ) -> None:
     # Given an SNS message limit no alert fits in, even compacted
     deployment = create_deployment(aws)
-    monkeypatch.setattr(alerts, "SNS_MESSAGE_LIMIT", 500)
+    monkeypatch.setattr(sns_envelope, "SNS_MESSAGE_LIMIT", 500)
 
     # When an alert is published, then the sink says it is refused (parked by the run), not broken
     with pytest.raises(AlertRefusedError, match="too_large"):

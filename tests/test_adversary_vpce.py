@@ -21,11 +21,12 @@ from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import ReplaySummary, replay
 from trailgeo.core.aggregate import RunAggregate
-from trailgeo.core.alerts import Alert, email_body, email_subject
-from trailgeo.core.asff import asff_finding, default_product_arn
-from trailgeo.core.chatbot import chatbot_message
+from trailgeo.core.alerts import Alert
 from trailgeo.core.records import TrailRecord, decode_trail_file
-from trailgeo.core.slack import slack_message
+from trailgeo.core.render.asff import asff_finding, default_product_arn
+from trailgeo.core.render.chatbot import chatbot_message
+from trailgeo.core.render.email import email_body, email_subject
+from trailgeo.core.render.slack import slack_message
 from trailgeo.core.sources import endpoint_location
 from trailgeo.core.tuning import Tuning
 

@@ -9,19 +9,12 @@ import msgspec
 
 from tests.builders import BT_IP, record
 from trailgeo.core.aggregate import RunAggregate
-from trailgeo.core.alerts import (
-    MAX_LIST,
-    SNS_MESSAGE_LIMIT,
-    SUBJECT_LIMIT,
-    Alert,
-    UserAgent,
-    build_alert,
-    email_body,
-    email_subject,
-    sns_message,
-)
+from trailgeo.core.alert_builder import build_alert
+from trailgeo.core.alerts import MAX_LIST, Alert, UserAgent
 from trailgeo.core.counters import CounterState, decay_weight, hour_of
 from trailgeo.core.records import TrailRecord
+from trailgeo.core.render.email import SUBJECT_LIMIT, email_body, email_subject
+from trailgeo.core.render.envelope import SNS_MESSAGE_LIMIT, sns_message
 from trailgeo.core.scoring import ScoringPolicy, score_group
 
 DETECTED = datetime(2026, 11, 2, 14, 15, tzinfo=UTC)

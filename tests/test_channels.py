@@ -31,20 +31,13 @@ from trailgeo.core.alerts import (
     Source,
     UserAgent,
     UserIdentity,
-    sns_message,
 )
-from trailgeo.core.asff import asff_finding, default_product_arn, validate_finding
-from trailgeo.core.chatbot import chatbot_notification
-from trailgeo.core.slack import (
-    BACKTICK_STANDIN,
-    FIELD_LIMIT,
-    HEADER_LIMIT,
-    MAX_BLOCKS,
-    MAX_FIELDS,
-    SECTION_LIMIT,
-    console_links,
-    slack_message,
-)
+from trailgeo.core.render.asff import asff_finding, default_product_arn, validate_finding
+from trailgeo.core.render.chatbot import chatbot_notification
+from trailgeo.core.render.envelope import sns_message
+from trailgeo.core.render.mrkdwn import BACKTICK_STANDIN, FIELD_LIMIT, SECTION_LIMIT
+from trailgeo.core.render.shared import console_links
+from trailgeo.core.render.slack import HEADER_LIMIT, MAX_BLOCKS, MAX_FIELDS, slack_message
 
 REGION = "us-east-1"
 HUB_ACCOUNT = "123456789012"  # moto's account

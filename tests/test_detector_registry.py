@@ -26,11 +26,12 @@ from trailgeo.app.detect import RunOptions, subject_of
 from trailgeo.app.replay import replay
 from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, MethodActivity
-from trailgeo.core.alerts import Alert, email_body
-from trailgeo.core.asff import asff_finding, default_product_arn
-from trailgeo.core.chatbot import chatbot_message
+from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterState
 from trailgeo.core.detectors import DETECTORS, REGISTRY, detector
+from trailgeo.core.render.asff import asff_finding, default_product_arn
+from trailgeo.core.render.chatbot import chatbot_message
+from trailgeo.core.render.email import email_body
 from trailgeo.core.scoring import ScoringPolicy, score_cities
 
 CITY_DB = MAXMIND_TEST_DATA / "GeoLite2-City-Test.mmdb"

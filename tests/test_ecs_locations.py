@@ -28,10 +28,11 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import replay
-from trailgeo.core.alerts import Alert, email_body, email_subject
-from trailgeo.core.asff import asff_finding, default_product_arn
-from trailgeo.core.chatbot import chatbot_notification
-from trailgeo.core.slack import slack_message
+from trailgeo.core.alerts import Alert
+from trailgeo.core.render.asff import asff_finding, default_product_arn
+from trailgeo.core.render.chatbot import chatbot_notification
+from trailgeo.core.render.email import email_body, email_subject
+from trailgeo.core.render.slack import slack_message
 
 ELASTIC_EXPECTED = SHARED_DATA / "ecs-oracle" / "elastic-integrations-cloudtrail" / "pipeline"
 ATTACKER = "999988887777"  # the attacker's own account, owner of the VPC endpoint

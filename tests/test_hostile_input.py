@@ -31,8 +31,8 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink, LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
-from trailgeo.core.alerts import email_body, email_subject
 from trailgeo.core.counters import ORG_PARTITION, TOTAL
+from trailgeo.core.render.email import email_body, email_subject
 from trailgeo.observability import logger
 from trailgeo.ports import ListedWindow, LogSource
 

@@ -24,9 +24,10 @@ from tests.test_channels import (
 )
 from tests.test_handler import data_points, emf_documents
 from trailgeo.app.notify import NotificationError, NotifierSettings, build_notifier, parse_alert
-from trailgeo.core.alerts import Alert, sns_message
-from trailgeo.core.asff import asff_finding
-from trailgeo.core.slack import slack_message
+from trailgeo.core.alerts import Alert
+from trailgeo.core.render.asff import asff_finding
+from trailgeo.core.render.envelope import sns_message
+from trailgeo.core.render.slack import slack_message
 
 BUS = "security"
 SECOND_ID = "0123456789abcdef0123456789abcdef"

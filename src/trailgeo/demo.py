@@ -33,7 +33,8 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.runtime import DetectorRuntime
 from trailgeo.app.settings import Settings
 from trailgeo.app.wiring import build_dependencies
-from trailgeo.core.alerts import Alert, email_body
+from trailgeo.core.alerts import Alert
+from trailgeo.core.render.email import email_body
 from trailgeo.simulate import Simulation, SimulationConfig, simulate
 
 REGION = "us-east-1"

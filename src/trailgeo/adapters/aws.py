@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailgeo.adapters.dynamodb import error_code_of
-from trailgeo.core.alerts import Alert, email_subject, sns_message
+from trailgeo.core.alerts import Alert
 from trailgeo.core.keys import KeyKind, day_prefixes, is_region, parse_key, start_after
+from trailgeo.core.render.email import email_subject
+from trailgeo.core.render.envelope import sns_message
 from trailgeo.observability import logger
 from trailgeo.ports import (
     AlertRefusedError,

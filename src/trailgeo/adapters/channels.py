@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailgeo.core.alerts import Alert
-from trailgeo.core.asff import asff_finding, validate_finding
-from trailgeo.core.slack import slack_message
+from trailgeo.core.render.asff import asff_finding, validate_finding
+from trailgeo.core.render.slack import slack_message
 from trailgeo.ports import TrailgeoError
 
 SLACK_TIMEOUT_SECONDS = 5.0

@@ -30,7 +30,8 @@ from functools import partial
 from typing import TypeVar
 
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
-from trailgeo.core.alerts import Alert, build_alert, build_sibling_alert, with_correlation, with_rollup
+from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
+from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import event_hours
 from trailgeo.core.detectors import COUNTRY, DEFAULT_DETECTORS, REGISTRY
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity

@@ -1,11 +1,12 @@
 """Characters that change what a reader sees without being seen: one registry for every rendering.
 
 Attacker-controlled text (CloudTrail strings, S3 key names, a tuning document) reaches a terminal
-(``trailgeo.cli``), Slack and AWS Chatbot (``core.slack``), e-mail and Security Hub
-(``core.alerts.plain``, used by ``core.asff``) and the operations topic (tuning diffs). Each
-rendering neutralises the same characters, in its own way: ``?`` in chat (:data:`UNSAFE`), ``?``
-or ``\\uXXXX`` in mail and findings (:func:`visible`), ``\\uXXXX`` on a terminal and in tuning diffs
-(:func:`escape_table`, still the same JSON for a parser). Pure: no I/O.
+(``trailgeo.cli``), Slack and AWS Chatbot (``core.render.mrkdwn``), e-mail and Security Hub
+(:func:`plain`: ``core.render.email``, ``core.render.asff`` and the alert's explanation) and the
+operations topic (tuning diffs). Each rendering neutralises the same characters, in its own way:
+``?`` in chat (:data:`UNSAFE`), ``?`` or ``\\uXXXX`` in mail and findings (:func:`visible`,
+:func:`plain`), ``\\uXXXX`` on a terminal and in tuning diffs (:func:`escape_table`, still the
+same JSON for a parser). Pure: no I/O; imports the standard library only.
 """
 
 from __future__ import annotations
@@ -77,3 +78,11 @@ _VISIBLE = {
     **{code: "?" for low, high in CONTROLS for code in range(low, high + 1)},
     **{code: json_escape(code) for low, high in INVISIBLE for code in range(low, high + 1)},
 }
+
+
+def plain(value: str, limit: int = 300) -> str:
+    """Attacker-controlled text made safe for a plain-text line (e-mail, Security Hub): line
+    breaks become spaces, the other characters of ``core.text.NEUTRALISED`` ``?`` (controls) or
+    their ``\\uXXXX`` escape (bidirectional overrides, zero-width and tag characters)."""
+    cleaned = visible(value.replace("\r", " ").replace("\n", " "))
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"

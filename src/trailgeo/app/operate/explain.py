@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from trailgeo.app.operate.common import OperateError, described, one_line
-from trailgeo.core.alerts import Alert, email_body
+from trailgeo.core.alerts import Alert
+from trailgeo.core.render.email import email_body
 from trailgeo.ports import OUTBOX_RETENTION, OperationsView
 
 OUTBOX_DAYS = OUTBOX_RETENTION.days

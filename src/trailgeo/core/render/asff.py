@@ -10,6 +10,9 @@ many) is in ``ProductFields`` and in the resources' ARNs.
 Limits (Security Hub API reference, AwsSecurityFinding): Id and GeneratorId 512 characters,
 Title 256, Description 1024, 1 to 50 Types, 1 to 32 Resources, at most 50 ProductFields with
 keys of 128 and values of 2048 characters. :func:`validate_finding` checks them.
+
+Imports: the standard library and ``trailgeo.core`` (the alert model, the detector registry,
+``core.text``, ``core.render``).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from trailgeo.core.alerts import Alert, is_country, location_label, location_noun, plain, via_endpoints
-from trailgeo.core.chatbot import safe_id
+from trailgeo.core.alerts import Alert, is_country, location_label, location_noun
 from trailgeo.core.detectors import COUNTRY, detector
-from trailgeo.core.slack import console_links, principal_name, rare_items
+from trailgeo.core.render.shared import console_links, principal_name, rare_items, safe_id, via_endpoints
+from trailgeo.core.text import plain
 
 SCHEMA_VERSION = "2018-10-08"
 VALID_ACCOUNTS = "TTPs/Initial Access/T1078.004-Valid Accounts: Cloud Accounts"

@@ -6,10 +6,13 @@ Chatbot subscriptions, while SQS and Lambda subscribers keep the alert JSON. Sch
 nextSteps, keywords) and metadata (``threadId`` groups an alert and its re-alerts in one thread).
 
 Chatbot renders client-markdown in the chat's own markdown (Slack mrkdwn, Teams markdown), so
-attacker-controlled strings get the same treatment as in :mod:`trailgeo.core.slack`: ``&<>`` as
-entities (no ``<!channel>`` or ``<url|label>``), inside inline code with backticks replaced (no
-styling), control characters removed, bounded lengths. Links are plain URLs we build with
-percent-encoded parts, in nextSteps.
+attacker-controlled strings get the same treatment as in Slack (:mod:`trailgeo.core.render.mrkdwn`):
+``&<>`` as entities (no ``<!channel>`` or ``<url|label>``), inside inline code with backticks
+replaced (no styling), control characters removed, bounded lengths. Links are plain URLs we build
+with percent-encoded parts (:func:`trailgeo.core.render.shared.console_links`), in nextSteps.
+
+Imports: the standard library and ``trailgeo.core`` (the alert model, the detector registry,
+``core.render``).
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ from typing import Any
 
 from trailgeo.core.alerts import Alert, is_country, location_label, location_noun
 from trailgeo.core.detectors import COUNTRY, detector
-from trailgeo.core.slack import code_list, console_links, escape, inline_code, rare_items, sources_text
+from trailgeo.core.render.mrkdwn import code_list, escape, inline_code, sources_text
+from trailgeo.core.render.shared import console_links, rare_items, safe_id
 
 TITLE_LIMIT = 250
 DESCRIPTION_LIMIT = 4000
 MAX_KEYWORDS = 10
 _ACCOUNT = re.compile(r"^\d{12}$")
-_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 _EMOJI = {"low": ":large_blue_circle:", "medium": ":large_yellow_circle:", "high": ":large_orange_circle:"}
 
 
@@ -84,11 +87,6 @@ def _keywords(alert: Alert) -> list[str]:
     if alert.sensitive_methods:
         keywords.append("sensitive")
     return keywords[:MAX_KEYWORDS]
-
-
-def safe_id(value: str) -> str:
-    """An alert id as an identifier: letters, digits, ``-`` and ``_`` only, at most 64."""
-    return _UNSAFE_ID.sub("", value)[:64] or "unknown"
 
 
 def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dict[str, Any]:

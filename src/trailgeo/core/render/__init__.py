@@ -1,0 +1,9 @@
+"""The alert's renderings, pure functions of the alert model (``core.alerts``): ``email`` (SNS
+subject and plain-text brief), ``slack`` (Block Kit), ``chatbot`` (AWS Chatbot custom
+notification), ``asff`` (Security Hub finding), ``envelope`` (the SNS ``MessageStructure=json``
+message), with ``mrkdwn`` (chat escaping) and ``shared`` (rare items, console links, ids) between
+them.
+
+Imports: the standard library and ``trailgeo.core`` only; nothing outside ``core.render`` imports
+it from ``core`` (tests/test_import_graph.py).
+"""

@@ -1,0 +1,132 @@
+"""What several renderings of an alert share (pure): the rare items that made it, the console
+links to investigate it, its ids as identifiers, and the VPC endpoints its calls came through.
+
+Links are built here from percent-encoded parts, so attacker-controlled parts can end neither
+the URL nor a Slack link.
+
+Imports: the standard library and ``trailgeo.core`` (the alert model).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+from urllib.parse import quote
+
+from trailgeo.core.alerts import Alert
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+_CONSOLES = {
+    "aws": "https://console.aws.amazon.com",
+    "aws-cn": "https://console.amazonaws.cn",
+    "aws-us-gov": "https://console.amazonaws-us-gov.com",
+}
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class RareItem(NamedTuple):
+    """What made the alert: a rare method (country detector) or a sibling detector's finding."""
+
+    value: str
+    score: float
+    events: int
+    sensitive: bool
+    usual: str  # usual countries, when the detector has them
+
+
+def rare_items(alert: Alert) -> list[RareItem]:
+    if alert.methods:
+        return [
+            RareItem(
+                m.method,
+                m.score,
+                m.events_in_run,
+                m.sensitive,
+                ", ".join(f"{cc} {weight:g}" for cc, weight in m.top_countries[:3]) or "none yet",
+            )
+            for m in alert.methods
+        ]
+    # sibling detectors (unusual command for a user, rare error code) carry findings instead
+    return [
+        RareItem(str(f.value), float(f.score), int(f.events_in_run), bool(f.sensitive), "")
+        for f in getattr(alert, "findings", [])
+    ]
+
+
+def safe_id(value: str) -> str:
+    """An alert id as an identifier: letters, digits, ``-`` and ``_`` only, at most 64."""
+    return _UNSAFE_ID.sub("", value)[:64] or "unknown"
+
+
+def via_endpoints(alert: Alert) -> str:
+    """`` via <endpoint ids>`` after the addresses of calls through VPC endpoints, else ``""``."""
+    endpoints = alert.vpc_endpoint_ids
+    return f" via {', '.join(endpoints)}" if endpoints else ""
+
+
+# ---------------------------------------------------------------------------- links
+
+
+def _partition(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[1] if len(parts) > 1 and parts[1] in _CONSOLES else "aws"
+
+
+def principal_name(arn: str) -> tuple[str, str] | None:
+    """("user", name) for an IAM user, ("role", name) for a role or an assumed-role session."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        return None
+    resource = parts[5]
+    kind, _, rest = resource.partition("/")
+    if parts[2] == "iam" and kind in {"user", "role"} and rest:
+        return kind, rest.rsplit("/", 1)[-1]
+    if parts[2] == "sts" and kind == "assumed-role" and rest:
+        return "role", rest.split("/", 1)[0]
+    return None
+
+
+def event_history_user_name(arn: str) -> str | None:
+    """The "User name" event history shows: the user's name, or an assumed role's session name."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        return None
+    kind, _, rest = parts[5].partition("/")
+    if parts[2] == "iam" and kind == "user" and rest:
+        return rest.rsplit("/", 1)[-1]
+    if parts[2] == "sts" and kind == "assumed-role" and "/" in rest:
+        return rest.split("/", 1)[1]
+    return None
+
+
+def alert_region(alert: Alert, default_region: str) -> str:
+    """The alert's first region when it looks like one, else ``default_region``."""
+    for region in alert.cloud.region:
+        if _REGION.match(region):
+            return region
+    return default_region
+
+
+def _param(value: str) -> str:
+    """A URL component: at most 128 characters (IAM names and key ids are shorter), all encoded."""
+    return quote(value[:128], safe="")
+
+
+def console_links(alert: Alert, default_region: str = "us-east-1") -> dict[str, str]:
+    """CloudTrail event history filtered on the access key and on the user name, and the IAM
+    page of the principal (each only when it applies). Attacker-controlled parts are
+    percent-encoded, so they cannot end the URL or a Slack link."""
+    console = _CONSOLES[_partition(alert.principal)]
+    region = alert_region(alert, default_region)
+    history = f"{console}/cloudtrailv2/home?region={region}#/events"
+    links: dict[str, str] = {}
+    if alert.access_key_ids:
+        links["access_key"] = f"{history}?AccessKeyId={_param(alert.access_key_ids[0])}"
+    user = event_history_user_name(alert.principal)
+    if user:
+        links["user_name"] = f"{history}?Username={_param(user)}"
+    named = principal_name(alert.principal)
+    if named:
+        kind, name = named
+        links["principal"] = f"{console}/iam/home#/{kind}s/details/{_param(name)}"
+    return links
