@@ -30,4 +30,4 @@ def test_given_the_source_then_only_the_hot_loop_is_excused_from_the_complexity_
 
     # Then there is one, the per-event loop of the aggregate, and it says why
     assert len(excused) == 1, excused
-    assert excused[0].startswith("src/trailgeo/core/aggregate.py:")
+    assert excused[0].startswith("src/trailgeo/core/aggregate/accumulate.py:")

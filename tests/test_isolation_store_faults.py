@@ -1,4 +1,4 @@
-"""A batch read file by file (app.detect._read_isolated) under transient DynamoDB faults.
+"""A batch read file by file (app.detect.ingest.read_isolated) under transient DynamoDB faults.
 
 The run record names the file being read, so that the next attempt can set aside a file that
 killed the process. A throttled write of that name must not leave the file before it named: that

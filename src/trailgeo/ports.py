@@ -372,7 +372,7 @@ class RunRecord:
     files: int
     closed_at: datetime | None = None
     takeovers: int = 0
-    poison: tuple[str, ...] = ()  # files set aside (app.detect._read_isolated), sorted
+    poison: tuple[str, ...] = ()  # files set aside (app.detect.ingest.read_isolated), sorted
 
     def interrupted(self, now: datetime) -> bool:
         """Open with its lease past: the run died; the next scheduled run takes it over."""

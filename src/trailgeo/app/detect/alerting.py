@@ -1,0 +1,334 @@
+"""Alerting: a batch's groups scored against the history before it, each alert decided against its
+subject's suppression window and quarantine, correlated, rolled up in a flood, and written to the
+outbox (before anything is counted)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+
+from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
+from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
+from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
+from trailgeo.core.alerts import Alert
+from trailgeo.core.detectors import COUNTRY, REGISTRY
+from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
+from trailgeo.core.scoring import (
+    History,
+    MethodViews,
+    SiblingScore,
+    score_cities,
+    score_error_codes,
+    score_group,
+    score_user_methods,
+)
+from trailgeo.core.tuning import Tuning
+from trailgeo.observability import logger
+from trailgeo.ports import Suppression
+
+
+def subject_of(principal: str, detector: str, value: str = "") -> str:
+    """What one suppression window covers: a role, person or principal and a country
+    (``identity|CC``), a city or an error code (``identity|city:CC/City``), or a person alone for
+    unusual commands (``identity|user_method``). An Identity Center user alerting in two accounts
+    is one incident; so are a role's sessions from one country (an attacker names sessions at
+    will: one alert per session would let them bury the first under their own flood)."""
+    if detector == COUNTRY.name:
+        return f"{subject_identity(principal)}|{value}"
+    identity = identity_of(principal)
+    return f"{identity}|{detector}:{value}" if value else f"{identity}|{detector}"
+
+
+# The sibling detectors' subjects: ``identity|<detector>`` or ``identity|<detector>:<value>``.
+_SIBLING_SUBJECTS = tuple(name for name in REGISTRY if name != COUNTRY.name)
+
+
+def country_subject(subject: str) -> tuple[str, str] | None:
+    """(identity, country) of a country detector's subject, None for a sibling detector's."""
+    identity, _, value = subject.rpartition("|")
+    if not identity or not value or value.startswith(_SIBLING_SUBJECTS):
+        return None
+    return identity, value
+
+
+def quarantined_identities(
+    records: Mapping[str, Suppression], tuning: Tuning, on: date
+) -> dict[str, frozenset[str]]:
+    """Per country, the identity digests under quarantine (alerted within the quarantine), less
+    those the tuning now allowlists for that country: allowlisting ends a quarantine."""
+    by_country: dict[str, set[str]] = {}
+    for subject in records:
+        parsed = country_subject(subject)
+        if parsed is None:
+            continue
+        identity, country = parsed
+        # A role's subject stands for its sessions: a pattern ``.../role/*`` allows them.
+        principal = f"{identity}/" if role_of(f"{identity}/session") == identity else identity
+        fields = principal.split(":")
+        account = fields[4] if len(fields) > 4 else ""  # arn:partition:service:region:account:...
+        if tuning.country_verdict(account=account, principal=principal, country=country, on=on):
+            continue
+        by_country.setdefault(country, set()).add(identity_digest(identity))
+    return {country: frozenset(digests) for country, digests in by_country.items()}
+
+
+def alert_subject(alert: Alert) -> str:
+    values = {
+        "country": alert.country,
+        "city": f"{alert.country}/{alert.source.geo.city_name}",
+        "error_code": ",".join(sorted(f.value for f in alert.findings)),
+    }
+    return subject_of(alert.principal, alert.detector, values.get(alert.detector, ""))
+
+
+def score_and_raise(
+    aggregate: RunAggregate,
+    history: History,
+    run_id: str,
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+) -> None:
+    groups = list(aggregate.groups.values())
+    if not groups:
+        return
+    subjects = {subject_of(g.principal, "country", g.country) for g in groups}
+    if "user_method" in options.detectors:
+        subjects |= {subject_of(g.principal, "user_method") for g in groups}
+    errors = list(aggregate.error_groups.values())
+    subjects |= {subject_of(g.principal, "error_code", g.value) for g in errors}
+    cities = list(aggregate.city_groups.values())
+    subjects |= {subject_of(g.principal, "city", g.value) for g in cities}
+    # One read of every subject alerted within the longer window: this run's subjects' last alerts
+    # (suppression, quarantined hours) and the quarantine in force in each country. A record older
+    # than both makes no difference but to the compare-and-set, which reads it again when it fails.
+    alerted = deps.outbox.alerted_since(scheduled_at - max(options.quarantine, options.suppress_for))
+    recent = {s: alerted[s] for s in subjects if s in alerted}
+    now_hour = int(scheduled_at.timestamp()) // 3600
+    tuning = options.tuning
+    in_force = {s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine}
+    held_by_country = quarantined_identities(in_force, tuning, scheduled_at.date())
+    # Hours to add to alerted subjects' quarantine, one write per subject at the end of the run
+    # (a role's many sessions are one subject).
+    extensions: dict[str, set[int]] = {}
+    candidates: list[tuple[Alert, frozenset[int]]] = []
+    method_views: MethodViews = {}  # one run, one history: each method summarised once
+    vouched_shares: dict[str, float] = {}  # and each country's identities counted once
+    for group in groups:
+        subject = subject_of(group.principal, "country", group.country)
+        last = recent.get(subject)
+        active = last is not None and scheduled_at - last.at < options.quarantine
+        scored = score_group(
+            group,
+            history,
+            options.policy,
+            now_hour,
+            quarantined_hours=last.hours if last is not None and active else frozenset(),
+            quarantined_identities=held_by_country.get(group.country, frozenset()),
+            method_policy=tuning.method_policy if tuning.methods else None,
+            method_views=method_views,
+            vouched_shares=vouched_shares,
+        )
+        hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
+        alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id)
+        if alert is None:
+            if active:
+                # Below the threshold, still the alerted subject: its hours stay out of the history.
+                extensions.setdefault(subject, set()).update(hours)
+            continue
+        verdict = tuning.group_verdict(
+            account=group.account,
+            principal=group.principal,
+            country=group.country,
+            source_ips=group.source_ips,
+            user_agents=group.user_agents,
+            on=scheduled_at.date(),
+        )
+        if verdict is not None:
+            # Counted and logged, never silent: the tuning said so, the run says it used it.
+            report.alerts_allowlisted[verdict] += 1
+            logger.info(
+                "alert allowlisted", verdict=verdict, principal=group.principal, country=group.country
+            )
+            continue
+        candidates.append((alert, hours))
+    siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
+    candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
+    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
+    for subject, extra in sorted(extensions.items()):
+        # Under the subject's last alert as it stands now (one this run raised carries the hours it
+        # alerted with; these are the others).
+        deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
+
+
+def _sibling_scores(
+    groups: list[HitGroup],
+    errors: list[CategoryGroup],
+    cities: list[CategoryGroup],
+    history: History,
+    now_hour: int,
+    options: RunOptions,
+) -> list[SiblingScore]:
+    """Unusual city, unusual command for a user, rare error code: from the same pass, when configured
+    (the aggregate only builds error and city groups for the detectors that are on)."""
+    policy = options.policy
+    scores = (
+        [score_user_methods(g, history, policy, now_hour) for g in groups]
+        if "user_method" in options.detectors
+        else []
+    )
+    scores.extend(score_error_codes(g, history, policy, now_hour) for g in errors)
+    scores.extend(score_cities(g, history, policy, now_hour) for g in cities)
+    return scores
+
+
+def _sibling_candidates(
+    scores: list[SiblingScore], scheduled_at: datetime, run_id: str, options: RunOptions, report: RunReport
+) -> list[tuple[Alert, frozenset[int]]]:
+    found = []
+    for scored in scores:
+        alert = build_sibling_alert(scored, scheduled_at, run_id)
+        if alert is None:
+            continue
+        if options.tuning.ignores_principal(scored.principal):
+            report.alerts_allowlisted["ignored_principal"] += 1
+            continue
+        hours = frozenset(h for g in scored.sources for a in g.methods.values() for h in a.hours)
+        found.append((alert, hours))
+    return found
+
+
+def _correlated(candidates: list[tuple[Alert, frozenset[int]]]) -> list[tuple[Alert, frozenset[int]]]:
+    """The same person hitting two detectors in one run: each of those alerts one severity up."""
+    by_identity: dict[str, set[str]] = {}
+    for alert, _ in candidates:
+        by_identity.setdefault(identity_of(alert.principal), set()).add(alert.detector)
+    out = []
+    for alert, hours in candidates:
+        detectors = by_identity[identity_of(alert.principal)]
+        if len(detectors) > 1:
+            alert = with_correlation(alert, sorted(detectors - {alert.detector}))  # noqa: PLW2901
+        out.append((alert, hours))
+    return out
+
+
+MAX_SUBJECT_RACES = 5
+
+
+class SuppressionRaceError(RuntimeError):
+    """A subject's record changed under every attempt (the run fails; its takeover retries)."""
+
+
+def _raise_alerts(
+    candidates: list[tuple[Alert, frozenset[int]]],
+    recent: dict[str, Suppression],
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+    extensions: dict[str, set[int]],
+) -> None:
+    """Queue alerts, one per (identity, country) per suppression window: an attacker's next
+    runs of calls do not page the team again within the window, unless they reach for a
+    sensitive method (IAM, credentials, logging...) not alerted yet.
+
+    Every hour of an alerted subject stays quarantined (``RunOptions.quarantine``, 30 days from
+    its last alert) at every level: the subject's own hours at the role, principal and key
+    levels, the subject as an identity at the organization and method levels. Hours that were
+    only suppressed are quarantined too: an attacker who keeps calling does not teach the model
+    that their country is normal. A traveller's trip therefore alerts once a suppression window
+    until it is allowlisted (``trailgeo allow``), which ends the quarantine.
+
+    The subject's record is written (compare-and-set on the alert it held when read) before the
+    alert is queued: another invocation deciding on the same subject at the same moment (fan-out
+    reduces) makes this one read it again and decide anew, so the two do not both alert. A crash
+    in between is repaired by the takeover of the run: the same alert id, found recorded, is
+    queued then."""
+    decided: list[Alert] = []
+    for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
+        subject = alert_subject(candidate)
+        for _ in range(MAX_SUBJECT_RACES):
+            if _raise_one(
+                candidate, hours, subject, recent, scheduled_at, deps, options, report, decided, extensions
+            ):
+                break
+            recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
+        else:
+            raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
+    _queue(decided, options, deps, report)
+
+
+def _raise_one(
+    candidate: Alert,
+    hours: frozenset[int],
+    subject: str,
+    recent: dict[str, Suppression],
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+    decided: list[Alert],
+    extensions: dict[str, set[int]],
+) -> bool:
+    """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``, the
+    hours of a suppressed one to ``extensions``); False when the subject's record changed under us."""
+    alert = candidate
+    sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
+    last = recent.get(subject)
+    within = (
+        last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
+    )
+    held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
+    if last is not None and within:
+        # One escalation per window: the first rare sensitive method after an alert without
+        # any pages again (as an update of that alert); later ones are part of the same story.
+        if not sensitive or last.sensitive_methods:
+            report.alerts_suppressed += 1
+            # Suppressed is not forgiven: the subject's later hours are quarantined like its first.
+            extensions.setdefault(subject, set()).update(hours)
+            logger.info(
+                "alert suppressed",
+                alert_id=alert.alert_id,
+                previous_alert_id=last.alert_id,
+                since=last.at.isoformat(),
+            )
+            return True
+        alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
+        logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive))
+    carried = last.sensitive_methods if last is not None and within else frozenset()
+    remembered = Suppression(scheduled_at, alert.alert_id, sensitive | carried, held | hours)
+    if not deps.outbox.remember(subject, remembered, last.alert_id if last is not None else None):
+        return False
+    recent[subject] = remembered
+    decided.append(alert)
+    return True
+
+
+def _queue(decided: list[Alert], options: RunOptions, deps: Dependencies, report: RunReport) -> None:
+    """Queue the run's alerts. Above ``rollup_after`` (an alert flood: a session or principal
+    flood meant to bury the real alert), the ``rollup_in_full`` most urgent are queued in full
+    and the next one carries all the rest (named, scored, kept in its document): the team reads
+    a handful of messages, the real alert among the first. Sensitive methods and higher scores
+    come first; every subject is recorded and suppressed as if alerted alone."""
+    ranked = decided
+    if len(decided) > options.rollup_after:
+        ranked = sorted(decided, key=lambda a: (not a.sensitive_methods, -a.score, a.alert_id))
+        carrier, rest = ranked[options.rollup_in_full], ranked[options.rollup_in_full + 1 :]
+        ranked = [*ranked[: options.rollup_in_full], with_rollup(carrier, rest)]
+        report.alerts_rolled_up += len(rest)
+        logger.warning(
+            "alert flood: alerts rolled up into one", rolled_up=len(rest), carrier=carrier.alert_id
+        )
+    for alert in ranked:
+        if deps.outbox.put(alert):
+            report.alerts_raised += 1
+            report.alerts.append(alert)
+            logger.info(
+                "alert raised",
+                alert_id=alert.alert_id,
+                country=alert.country,
+                principal=alert.principal,
+                score=alert.score,
+                severity=alert.severity,
+            )

@@ -1,0 +1,95 @@
+"""What a run is given (its options and the adapters behind the ports) and what it reports."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from trailgeo.core.alerts import Alert
+from trailgeo.core.detectors import DEFAULT_DETECTORS
+from trailgeo.core.scoring import ScoringPolicy
+from trailgeo.core.tuning import EMPTY_TUNING, Tuning
+from trailgeo.ports import AlertOutbox, AlertSink, FrequencyStore, GeoResolver, Ledger, LogSource
+
+DEFAULT_LEASE = timedelta(minutes=20)  # longer than the Lambda's 15-minute limit
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    lookback: timedelta = timedelta(hours=2)
+    policy: ScoringPolicy = field(default_factory=ScoringPolicy)
+    max_decompressed_bytes: int = 512 * 1024 * 1024
+    # One batch per window as a rule: a counter is written once per batch. Its keys are kept,
+    # compressed, in its run record (400 KB item limit: over 10,000 CloudTrail keys).
+    batch_files: int = 5000
+    # Records decoded into one batch: the files after the one that goes over are handed back to the
+    # next run (released), so that the aggregate stays within the default function's 1,769 MB
+    # (151 MB a million events measured, docs/cost-and-capacity.md, beside one file's decoding,
+    # at most core.records.MAX_DECODE_BYTES). Takeovers and fan-out tasks hand nothing back.
+    batch_records: int = 4_000_000
+    read_concurrency: int = 8
+    lease: timedelta = DEFAULT_LEASE
+    alerting: bool = True  # False when training history (backfill): count, never alert
+    suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
+    quarantine: timedelta = timedelta(days=30)  # alerted hours do not vouch for their country this long
+    rollup_after: int = 10  # more alerts than this in one run: an alert flood, rolled up
+    rollup_in_full: int = 5  # of a flood, the most urgent sent in full (the next carries the rest)
+    tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
+    detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
+
+
+@dataclass(slots=True)
+class Dependencies:
+    source: LogSource
+    geo: GeoResolver
+    store: FrequencyStore
+    ledger: Ledger
+    outbox: AlertOutbox
+    sink: AlertSink
+    # Seconds left before the platform stops us; a batch is not started without enough margin.
+    time_left: Callable[[], float] = lambda: float("inf")
+    clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC)
+
+
+@dataclass(slots=True)
+class RunReport:
+    scheduled_at: datetime
+    window_start: datetime
+    window_end: datetime
+    files_listed: int = 0
+    files_new: int = 0
+    files_recovered: int = 0
+    files_read: int = 0
+    files_in_progress_elsewhere: int = 0
+    files_deferred: int = 0
+    files_released: int = 0  # unreadable for now (S3 throttling, 5xx, timeouts): new again for the next run
+    files_over_budget: int = 0  # of those, handed back past the batch's record budget (batch_records)
+    files_late: int = 0  # named before the look-back, landed within it: read all the same
+    tasks_dispatched: int = 0  # fan-out mode: tasks of new files sent to the workers
+    catch_up: bool = False  # the window reached back to the last complete run
+    bytes_read: int = 0
+    events: int = 0
+    events_geolocated: int = 0
+    keys_skipped: Counter[str] = field(default_factory=Counter)
+    files_skipped: Counter[str] = field(default_factory=Counter)
+    records_skipped: Counter[str] = field(default_factory=Counter)
+    counters_written: int = 0
+    counters_already_applied: int = 0
+    category_maps_capped: int = 0  # categories folded into a TOTAL's overflow (core.counters.cap_categories)
+    alerts_raised: int = 0
+    alerts_suppressed: int = 0
+    alerts_rolled_up: int = 0  # recorded, and sent inside another alert of the run (an alert flood)
+    alerts_allowlisted: Counter[str] = field(default_factory=Counter)  # by verdict
+    alerts_published: int = 0
+    alerts_pending: int = 0
+    alerts_parked: int = 0  # refused by the channel for what they hold: set aside (publish_pending)
+    oldest_pending_minutes: int = 0  # the alert waiting longest after publishing, since detected
+    alerts: list[Alert] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# Hands a planned batch of new files to other workers (fan-out mode) instead of processing it
+# here: (keys, run id, scheduled time, report) -> None.
+Dispatch = Callable[[list[str], str, datetime, "RunReport"], None]

@@ -1,0 +1,222 @@
+"""The derivation: a run's counters and its groups, worked out from the cells the per-event loop
+filled (``accumulate``), once per batch when first asked for.
+
+Per (account, principal, country, method) cell, with all its hours: the most specific counters,
+folded into their totals and the organization's; the long-term keys' counters; each group's
+evidence; the error-code and city groups of the sibling detectors that are on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from trailgeo.core.aggregate.groups import (
+    CategoryGroup,
+    CategoryKey,
+    Evidence,
+    EvidenceKey,
+    GroupKey,
+    HitGroup,
+    unpack_ids,
+)
+from trailgeo.core.counters import (
+    METHOD_PARTITION_PREFIX,
+    ORG_CITIES,
+    ORG_ERRORS,
+    ORG_METHODS,
+    ORG_PARTITION,
+    TOTAL,
+    USER_METHODS_PARTITION_PREFIX,
+    CounterDelta,
+    CounterKey,
+    access_key_partition,
+    category_sort_key,
+    country_sort_key,
+    identity_index_partition,
+    method_cities_partition,
+    method_partition,
+    principal_cities_partition,
+    principal_partition,
+    user_methods_partition,
+)
+from trailgeo.core.identities import identity_of, role_of
+from trailgeo.core.records import clip
+
+if TYPE_CHECKING:
+    from trailgeo.core.aggregate.accumulate import RunAggregate
+
+
+class Derived(NamedTuple):
+    """What the derivation gives: the counters to commit and the groups to score."""
+
+    counters: dict[CounterKey, CounterDelta]
+    groups: dict[GroupKey, HitGroup]
+    error_groups: dict[CategoryKey, CategoryGroup]
+    city_groups: dict[CategoryKey, CategoryGroup]
+
+
+def derive(aggregate: RunAggregate) -> Derived:
+    """The run's counters and groups, from its cells: see ``RunAggregate._derive``."""
+    counters: dict[CounterKey, CounterDelta] = {}
+    groups: dict[GroupKey, HitGroup] = {}
+    identities: dict[str, str] = {}
+    # Per principal: its role's partition (None: not a role session).
+    roles: dict[str, str | None] = {}
+    # Per prefix only its most specific counters: (method, country), (principal, country) and,
+    # with unusual commands on, (person, method). Their totals and the organization's are
+    # unions of those, folded in once per counter below rather than once per prefix.
+    specific: dict[CounterKey, CounterDelta] = {}
+    get = specific.get
+    user_methods = "user_method" in aggregate.detectors
+    for (account, principal, country, method), cell in aggregate._cells.items():
+        hour, events, first, last, others = cell
+        hours: tuple[int, ...] = (hour,)
+        if others is not None:
+            hours = (hour, *others)
+            for other_events, other_first, other_last in others.values():
+                events += other_events
+                if other_first < first:  # noqa: PLR1730 - cheaper than min() here
+                    first = other_first
+                if other_last > last:  # noqa: PLR1730
+                    last = other_last
+        identity = identities.get(principal)
+        if identity is None:
+            identity = identities[principal] = identity_of(principal)
+        role_partition = roles.get(principal, "")
+        if role_partition == "":
+            role = role_of(principal)
+            role_partition = roles[principal] = principal_partition(role) if role else None
+        cc = country_sort_key(country)
+        keys = [(method_partition(method), cc), (principal_partition(identity), cc)]
+        if role_partition is not None:
+            keys.append((role_partition, cc))
+        if user_methods:
+            keys.append((user_methods_partition(identity), category_sort_key(method)))
+        for key in keys:
+            delta = get(key)
+            if delta is None:
+                specific[key] = CounterDelta(set(hours), first, last)
+            else:  # inlined rather than a function call: this runs for every prefix
+                delta.hours.update(hours)
+                if first < delta.first_seen:  # noqa: PLR1730 - cheaper than min() here
+                    delta.first_seen = first
+                if last > delta.last_seen:  # noqa: PLR1730
+                    delta.last_seen = last
+        group_key = (clip(account, 64) or "unknown", principal, country)
+        group = groups.get(group_key)
+        if group is None:
+            group = groups[group_key] = HitGroup(*group_key)
+        group.add_cells(method, hours, events, first, last)
+    _fold_totals(specific, counters)
+    _derive_keys_and_evidence(aggregate, counters, groups)
+    error_groups = _derive_errors(aggregate, counters, groups)
+    city_groups = _derive_cities(aggregate, counters, groups, identities)
+    return Derived(counters, groups, error_groups, city_groups)
+
+
+def _derive_keys_and_evidence(
+    aggregate: RunAggregate, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
+) -> None:
+    """The long-term keys' counters, and each group's evidence."""
+    for (access_key, country, hour), (_, first, last) in aggregate._key_cells.items():
+        kp = access_key_partition(clip(access_key, 128) or "")
+        for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
+            _observe(counters, key, (hour,), first, last)
+    for (account, principal, country), seen in evidence_by_group(aggregate._evidence).items():
+        group = groups[(clip(account, 64) or "unknown", principal, country)]
+        group.add_evidence(seen, unpack_ids(aggregate._event_id_lists[(account, principal, country)][0]))
+
+
+def evidence_by_group(evidence: dict[EvidenceKey, Any]) -> dict[GroupKey, Counter[Evidence]]:
+    """Each group's raw evidence, in the order the run first counted it."""
+    by_group: dict[GroupKey, Counter[Evidence]] = {}
+    for (account, principal, country, *raw), (events, _, _) in evidence.items():
+        group_key = (account, principal, country)
+        seen = by_group.get(group_key)
+        if seen is None:
+            seen = by_group[group_key] = Counter()
+        seen[tuple(raw)] = events  # type: ignore[index] # each raw key once per group
+    return by_group
+
+
+def _derive_cities(
+    aggregate: RunAggregate,
+    counters: dict[CounterKey, CounterDelta],
+    groups: dict[GroupKey, HitGroup],
+    identities: dict[str, str],
+) -> dict[CategoryKey, CategoryGroup]:
+    city_groups: dict[CategoryKey, CategoryGroup] = {}
+    for (account, principal, city, method, hour), (events, first, last) in aggregate._city_cells.items():
+        identity = identities.get(principal) or identity_of(principal)
+        at = category_sort_key(city)
+        for partition in (
+            ORG_CITIES,
+            method_cities_partition(method),
+            principal_cities_partition(identity),
+        ):
+            _observe(counters, (partition, at), (hour,), first, last)
+            _observe(counters, (partition, TOTAL), (hour,), first, last)
+        key = (clip(account, 64) or "unknown", principal, city)
+        group = city_groups.get(key)
+        if group is None:
+            group = city_groups[key] = CategoryGroup(*key)
+        group.add(groups[(key[0], principal, city[:2])], method, hour, events)
+    return city_groups
+
+
+def _derive_errors(
+    aggregate: RunAggregate, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
+) -> dict[CategoryKey, CategoryGroup]:
+    error_groups: dict[CategoryKey, CategoryGroup] = {}
+    for (account, principal, country, code, method, hour), (
+        events,
+        first,
+        last,
+    ) in aggregate._error_cells.items():
+        for key in ((ORG_ERRORS, category_sort_key(code)), (ORG_ERRORS, TOTAL)):
+            _observe(counters, key, (hour,), first, last)
+        error_key = (clip(account, 64) or "unknown", principal, code)
+        error_group = error_groups.get(error_key)
+        if error_group is None:
+            error_group = error_groups[error_key] = CategoryGroup(*error_key)
+        error_group.add(groups[(error_key[0], principal, country)], method, hour, events)
+    return error_groups
+
+
+def _observe(
+    counters: dict[CounterKey, CounterDelta], key: CounterKey, hours: Iterable[int], first: str, last: str
+) -> None:
+    delta = counters.get(key)
+    if delta is None:
+        counters[key] = CounterDelta(set(hours), first, last)
+    else:
+        delta.observe_hours(hours, first, last)
+
+
+def _fold_totals(specific: dict[CounterKey, CounterDelta], counters: dict[CounterKey, CounterDelta]) -> None:
+    """Into ``counters``: each specific counter, its partition's TOTAL and the organization's
+    counters above it. (method, country) rolls up into (method, TOTAL), (ORG, country) and
+    (ORG, TOTAL); (principal, country) into (principal, TOTAL); (person, method) into
+    (person, TOTAL) and (ORG_METHODS, TOTAL)."""
+    org_countries: dict[CounterKey, CounterDelta] = {}
+    for key, delta in specific.items():
+        counters[key] = delta
+        partition, value = key
+        _roll_up(counters, (partition, TOTAL), delta)
+        if partition.startswith(METHOD_PARTITION_PREFIX):
+            _roll_up(org_countries, (ORG_PARTITION, value), delta)
+        elif partition.startswith(USER_METHODS_PARTITION_PREFIX):
+            _roll_up(counters, (ORG_METHODS, TOTAL), delta)
+    for key, delta in org_countries.items():
+        counters[key] = delta
+        _roll_up(counters, (ORG_PARTITION, TOTAL), delta)
+        # The country's identity index: present when the organization is; its categories (the
+        # identities calling from it) are the principal and role counters' fresh values, rolled
+        # up when the run commits (counters.apply_deltas).
+        _roll_up(counters, (identity_index_partition(key[1][2:]), TOTAL), delta)
+
+
+def _roll_up(counters: dict[CounterKey, CounterDelta], key: CounterKey, delta: CounterDelta) -> None:
+    _observe(counters, key, delta.hours, delta.first_seen or "", delta.last_seen or "")
