@@ -113,6 +113,26 @@ def test_given_a_run_that_completes_then_its_files_are_done_with_their_outcomes_
     assert ledger.claim(KEYS, "run-b", LEASE, NOW) == []
 
 
+def test_given_a_run_that_completes_with_files_left_out_then_what_it_claimed_is_done_and_released_not(
+    ledger: Ledger,
+) -> None:
+    # Given a run that claimed four files and gave one back
+    ledger.begin("run-a", KEYS, LEASE, NOW)
+    ledger.claim(KEYS, "run-a", LEASE, NOW)
+    ledger.release(KEYS[3:], "run-a")
+
+    # When it completes naming the outcome of one file only
+    ledger.complete({KEYS[0]: "unreadable:too_large"}, "run-a", NOW)
+
+    # Then the files it claimed are all done (closing the run is what marks them), the released
+    # one is not: it is new again
+    assert ledger.status(KEYS) == {
+        KEYS[0]: LedgerEntry(KEYS[0], "done", "run-a", None, "unreadable:too_large"),
+        KEYS[1]: LedgerEntry(KEYS[1], "done", "run-a", None, "done"),
+        KEYS[2]: LedgerEntry(KEYS[2], "done", "run-a", None, "done"),
+    }
+
+
 def test_given_a_run_that_died_when_another_takes_it_over_then_it_wins_what_the_dead_run_left(
     ledger: Ledger,
 ) -> None:

@@ -174,7 +174,11 @@ class MemoryLedger:
     def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
         for key, outcome in outcomes.items():
             self.entries[key] = LedgerEntry(key, "done", run_id, None, outcome)
-        self.runs.pop(run_id, None)
+        run = self.runs.pop(run_id, None)
+        for key in run[0] if run is not None else ():  # claimed, not released: done too (as DynamoLedger)
+            entry = self.entries.get(key)
+            if entry is not None and entry.state == "claimed" and entry.run_id == run_id:
+                self.entries[key] = LedgerEntry(key, "done", run_id, None, "done")
         self.reading.pop(run_id, None)
 
 
