@@ -113,6 +113,20 @@ def test_given_a_batch_never_opened_when_its_reduce_is_claimed_then_it_is_refuse
     assert claimed is False
 
 
+def test_given_a_batch_never_opened_when_one_of_its_tasks_is_done_then_a_fanout_error_says_so(
+    tracker: FanoutTracker,
+) -> None:
+    # Given another batch open, and no batch "run-x" (never opened, or its record expired)
+    tracker.open("run-a", 2, NOW)
+
+    # When a task of "run-x" is marked done
+    # Then it fails as a fan-out error (SQS delivers the task again, then to the dead-letter queue)
+    with pytest.raises(FanoutError, match="never opened"):
+        tracker.task_done("run-x", 0)
+    # and the open batch counted nothing
+    assert tracker.task_done("run-a", 0) == 1
+
+
 def test_given_partials_when_they_are_read_back_then_each_is_its_task_s_last_write(
     partials: PartialStore,
 ) -> None:

@@ -279,6 +279,8 @@ class MemoryFanoutTracker:
         self.batches.setdefault(run_id, (tasks, set()))
 
     def task_done(self, run_id: str, index: int) -> int:
+        if run_id not in self.batches:  # as DynamoFanoutTracker
+            raise FanoutError(f"batch {run_id[:200]} was never opened")
         _, done = self.batches[run_id]
         done.add(index)
         return len(done)
