@@ -95,6 +95,11 @@ def moto_server_url() -> Iterator[str]:
 FILE_TIERS: dict[str, str] = {
     "test_quarantine_contract.py": "contract",
     "test_operations_contract.py": "contract",
+    "test_contract_ledger.py": "contract",
+    "test_contract_outbox.py": "contract",
+    "test_contract_counters.py": "contract",
+    "test_contract_fanout.py": "contract",
+    "test_contract_trail.py": "contract",
     "test_cli_habits.py": "app",  # the operator CLI in subprocesses
     "test_template.py": "infra",
     "test_checkov.py": "infra",

@@ -574,7 +574,8 @@ class DynamoOutbox:
         )
 
     def pending(self) -> list[Alert]:
-        alerts: list[Alert] = []
+        """Oldest detection first, then in the order queued (a run queues its most urgent first)."""
+        alerts: list[tuple[Alert, str]] = []  # and when it was queued
         paginator = self.client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self.table,
@@ -585,10 +586,13 @@ class DynamoOutbox:
         ):
             for item in page.get("Items", []):
                 try:
-                    alerts.append(Alert.model_validate_json(item.get("doc", {}).get("S", "")))
+                    alert = Alert.model_validate_json(item.get("doc", {}).get("S", ""))
                 except ValidationError:  # not an alert of this version: it must not hold back the others
                     self.park(item["sk"]["S"].removeprefix("A#"), "invalid_document")
-        return sorted(alerts, key=lambda a: (a.detected_at, a.alert_id))
+                    continue
+                alerts.append((alert, item.get("created", {}).get("S", "")))
+        alerts.sort(key=lambda queued: (queued[0].detected_at, queued[1], queued[0].alert_id))
+        return [alert for alert, _ in alerts]
 
     def park(self, alert_id: str, reason: str) -> None:
         now = self._now()

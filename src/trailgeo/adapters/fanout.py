@@ -127,14 +127,19 @@ class DynamoFanoutTracker:
         )
 
     def task_done(self, run_id: str, index: int) -> int:
-        response = self.client.update_item(
-            TableName=self.table,
-            Key=self._key(run_id),
-            UpdateExpression="ADD done :index",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":index": {"NS": [str(index)]}},
-            ReturnValues="ALL_NEW",
-        )
+        try:
+            response = self.client.update_item(
+                TableName=self.table,
+                Key=self._key(run_id),
+                UpdateExpression="ADD done :index",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":index": {"NS": [str(index)]}},
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code_of(exc) == "ConditionalCheckFailedException":
+                raise FanoutError(f"batch {run_id[:200]} was never opened, or its record expired") from exc
+            raise
         return len(response["Attributes"].get("done", {}).get("NS", []))
 
     def claim_reduce(self, run_id: str, holder: str, until: datetime, now: datetime) -> bool:

@@ -8,6 +8,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from trailgeo.adapters.dynamodb import MAX_PACKED_BYTES, pack_keys
+from trailgeo.adapters.fanout import FanoutError, message_batches
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
@@ -22,6 +24,9 @@ from trailgeo.core.counters import (
 from trailgeo.core.scoring import History
 from trailgeo.ports import (
     MAX_POISON_PER_RUN,
+    MAX_REMEMBERED_HOURS,
+    MAX_REMEMBERED_METHODS,
+    BatchTooLargeError,
     CommitStats,
     ConcurrentChangeError,
     FanoutTask,
@@ -81,6 +86,10 @@ class MemoryLedger:
     reading: dict[str, str] = field(default_factory=dict)
     poison: dict[str, set[str]] = field(default_factory=dict)
     closed: dict[str, tuple[int, datetime]] = field(default_factory=dict)  # run id -> (files, closed at)
+    # this invocation, and the holder of each claim: a retried claim is told from another
+    # invocation that planned the same batch (``dataclasses.replace`` gives one sharing the dicts)
+    holder: str = "memory"
+    holders: dict[str, str] = field(default_factory=dict)
 
     def watermark(self) -> datetime | None:
         return self.high_water
@@ -90,9 +99,14 @@ class MemoryLedger:
             self.high_water = scheduled_at
 
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
-        return {k: self.entries[k] for k in keys if k in self.entries}
+        return {k: self.entries[k] for k in keys if k in self.entries and self.entries[k].state != "released"}
 
     def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
+        packed = len(pack_keys(keys))
+        if packed > MAX_PACKED_BYTES:
+            raise BatchTooLargeError(
+                f"run {run_id}: its keys pack to {packed} bytes, over {MAX_PACKED_BYTES}"
+            )
         self.runs[run_id] = (list(keys), lease_until)
 
     def expired_runs(self, now: datetime) -> list[tuple[str, list[str]]]:
@@ -110,17 +124,29 @@ class MemoryLedger:
         won = []
         for key in keys:
             entry = self.entries.get(key)
-            if takeover:
-                ok = entry is None or (
-                    entry.state == "claimed"
-                    and entry.run_id == run_id
-                    and entry.lease_until is not None
-                    and entry.lease_until < now
+            # a retry of this very claim wins again (DynamoLedger: the claim's holder)
+            ours = (
+                entry is not None
+                and entry.state == "claimed"
+                and entry.run_id == run_id
+                and self.holders.get(key) == self.holder
+            )
+            if takeover:  # never keys the dead run released: they are new again, for a fresh run
+                ok = (
+                    entry is None
+                    or ours
+                    or (
+                        entry.state == "claimed"
+                        and entry.run_id == run_id
+                        and entry.lease_until is not None
+                        and entry.lease_until < now
+                    )
                 )
             else:
-                ok = entry is None
+                ok = entry is None or entry.state == "released" or ours
             if ok:
                 self.entries[key] = LedgerEntry(key, "claimed", run_id, lease_until)
+                self.holders[key] = self.holder
                 won.append(key)
         if takeover and run_id in self.runs:
             self.runs[run_id] = (self.runs[run_id][0], lease_until)
@@ -151,13 +177,17 @@ class MemoryLedger:
         for key in keys:
             entry = self.entries.get(key)
             if entry is not None and entry.state == "claimed" and entry.run_id == run_id:
-                del self.entries[key]
+                self.entries[key] = LedgerEntry(key, "released", run_id)  # DynamoLedger keeps it too
 
     def complete(self, outcomes: Mapping[str, str], run_id: str, now: datetime) -> None:
         for key, outcome in outcomes.items():
             self.entries[key] = LedgerEntry(key, "done", run_id, None, outcome)
         self.closed[run_id] = (len(outcomes), now)
-        self.runs.pop(run_id, None)
+        run = self.runs.pop(run_id, None)
+        for key in run[0] if run is not None else ():  # claimed, not released: done too (as DynamoLedger)
+            entry = self.entries.get(key)
+            if entry is not None and entry.state == "claimed" and entry.run_id == run_id:
+                self.entries[key] = LedgerEntry(key, "done", run_id, None, "done")
         self.reading.pop(run_id, None)
 
 
@@ -182,11 +212,12 @@ class MemoryOutbox:
         return True
 
     def pending(self) -> list[Alert]:
-        return [a for a_id, a in self.alerts.items() if a_id not in self.sent and a_id not in self.parked]
+        alerts = [a for a_id, a in self.alerts.items() if a_id not in self.sent and a_id not in self.parked]
+        return sorted(alerts, key=lambda a: a.detected_at)  # then as queued, as DynamoOutbox
 
     def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:
         held = self.publishing.get(alert_id)
-        if alert_id in self.sent or alert_id in self.parked:
+        if alert_id not in self.alerts or alert_id in self.sent or alert_id in self.parked:
             return False
         if held is not None and held[0] != holder and held[1] >= now:
             return False
@@ -208,7 +239,11 @@ class MemoryOutbox:
         current = self.last_alerted.get(subject)
         if (current.alert_id if current is not None else None) != expected_alert_id:
             return False
-        self.last_alerted[subject] = suppression
+        self.last_alerted[subject] = replace(  # what a DynamoOutbox record keeps
+            suppression,
+            sensitive_methods=frozenset(sorted(suppression.sensitive_methods)[:MAX_REMEMBERED_METHODS]),
+            hours=frozenset(sorted(suppression.hours)[-MAX_REMEMBERED_HOURS:]),
+        )
         return True
 
     def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
@@ -227,6 +262,7 @@ class MemoryTaskQueue:
     tasks: list[FanoutTask] = field(default_factory=list)
 
     def send(self, tasks: list[FanoutTask]) -> None:
+        message_batches([task.to_json() for task in tasks])  # SQS's limits: FanoutError over them
         self.tasks.extend(tasks)
 
     def drain(self) -> list[FanoutTask]:
@@ -242,6 +278,8 @@ class MemoryPartialStore:
         self.objects[run_id, index] = data
 
     def get(self, run_id: str, index: int) -> bytes:
+        if (run_id, index) not in self.objects:  # as S3PartialStore
+            raise FanoutError(f"partial {index} of {run_id} is missing")
         return self.objects[run_id, index]
 
     def discard(self, run_id: str, tasks: int) -> None:
@@ -258,13 +296,15 @@ class MemoryFanoutTracker:
         self.batches.setdefault(run_id, (tasks, set()))
 
     def task_done(self, run_id: str, index: int) -> int:
+        if run_id not in self.batches:  # as DynamoFanoutTracker
+            raise FanoutError(f"batch {run_id[:200]} was never opened")
         _, done = self.batches[run_id]
         done.add(index)
         return len(done)
 
     def claim_reduce(self, run_id: str, holder: str, until: datetime, now: datetime) -> bool:
         current = self.reducers.get(run_id)
-        if current is not None and current[1] >= now:
+        if run_id not in self.batches or (current is not None and current[1] >= now):
             return False
         self.reducers[run_id] = (holder, until)
         return True
