@@ -102,6 +102,7 @@ FILE_TIERS: dict[str, str] = {
     "test_locks.py": "infra",
     "test_architecture_modules.py": "infra",
     "test_house_rules.py": "infra",
+    "test_layer_contents.py": "infra",  # builds the layer's wheel
     "test_soak.py": "tooling",
     "test_demo.py": "tooling",
     "test_simulate.py": "tooling",
