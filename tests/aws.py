@@ -14,9 +14,9 @@ from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, Dynam
 from trailgeo.app.detect import Dependencies, RunReport
 from trailgeo.app.runtime import emit_metrics
 from trailgeo.core.alerts import Alert
-from trailgeo.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
 from trailgeo.observability import metrics
 from trailgeo.ports import GeoResolver
+from trailgeo_tools.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
 
 BUCKET = "org-trail-bucket"
 TABLE = "trailgeo-state"

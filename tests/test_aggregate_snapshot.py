@@ -26,7 +26,7 @@ from trailgeo.core.aggregate import (
 from trailgeo.core.detectors import DETECTORS
 from trailgeo.core.payload import decompress
 from trailgeo.core.records import TrailRecord, decode_trail_file
-from trailgeo.simulate import SimulationConfig, emittable_ips, simulate
+from trailgeo_tools.simulate import SimulationConfig, emittable_ips, simulate
 
 SANS = SHARED_DATA / "cloudtrail" / "sans504-s3-ransomware-lab"
 ALL_DETECTORS = frozenset(DETECTORS)

@@ -1,10 +1,10 @@
-"""`python -m trailgeo.bench --quick`: the benchmark's structure and its event counts, not speed."""
+"""`trailgeo-tools bench --quick`: the benchmark's structure and its event counts, not speed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from trailgeo import bench
+from trailgeo_tools import bench
 
 
 def test_given_a_tiny_corpus_when_the_benchmark_runs_then_every_measurement_counts_the_same_events(
@@ -77,8 +77,8 @@ def test_given_a_small_trail_when_fanned_out_in_the_benchmark_then_its_counters_
     # Given two days of a small organization, written in the S3 layout
     from datetime import UTC, datetime
 
-    from trailgeo.bench_scale import fanout_lines, measure_fanout
-    from trailgeo.simulate import SimulationConfig, simulate, write_tree
+    from trailgeo_tools.bench_scale import fanout_lines, measure_fanout
+    from trailgeo_tools.simulate import SimulationConfig, simulate, write_tree
 
     sim = simulate(SimulationConfig(start=datetime(2026, 3, 2, tzinfo=UTC), days=2, humans=4, digests=False))
     write_tree(sim, tmp_path)

@@ -42,6 +42,7 @@ from trailgeo.cli import (
     main,
 )
 from trailgeo.ports import ConcurrentChangeError, OperationsError
+from trailgeo_tools.cli import main as tools_main
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
 ROLE = "arn:aws:iam::111122223333:role/trailgeo-DetectorRole-1ABCDEF"
@@ -354,22 +355,44 @@ def test_given_version_then_the_package_version_is_printed_on_stdout() -> None:
     assert __version__ == "0.1.0"
 
 
-COMMANDS = ["replay", "backfill", "demo", "simulate", "eval", "status", "explain", "allow", "policy"]
+COMMANDS = ["replay", "backfill", "status", "explain", "allow", "policy"]
+TOOLS_COMMANDS = ["demo", "simulate", "eval", "bench"]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize(
+    ("prog", "command"),
+    [("trailgeo", command) for command in COMMANDS] + [("trailgeo-tools", c) for c in TOOLS_COMMANDS],
+)
 def test_given_a_command_when_help_is_asked_then_it_says_what_goes_to_stdout_and_stderr_with_examples(
-    command: str, capsys: pytest.CaptureFixture[str]
+    prog: str, command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    entry_point = main if prog == "trailgeo" else tools_main
     with pytest.raises(SystemExit) as exited:
-        main([command, "--help"])
+        entry_point([command, "--help"])
 
     assert exited.value.code == 0
     text = capsys.readouterr().out
     assert "stdout:" in text
     assert "stderr:" in text
     examples = text.split("examples:\n", 1)[1]
-    assert f"trailgeo {command}" in examples or "make " in examples
+    assert f"{prog} {command}" in examples or "make " in examples
+
+
+@pytest.mark.parametrize("command", TOOLS_COMMANDS)
+def test_given_a_tooling_command_when_given_to_trailgeo_then_it_is_unknown_and_help_names_trailgeo_tools(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the operator CLI, which the Lambda layer ships: the tooling is trailgeo-tools'
+    # When a tooling command is given to it
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+
+    # Then it is a usage error, and the main help says where the tooling is
+    assert exited.value.code == EXIT_USAGE
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "'trailgeo-tools'" in capsys.readouterr().out
 
 
 def test_given_help_then_the_epilog_lists_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trailgeo.demo import run_demo
+from trailgeo_tools.demo import run_demo
 
 
 @pytest.mark.slow

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from trailgeo import cli, evaluation
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.evaluation import (
+from trailgeo_tools import cli, evaluation
+from trailgeo_tools.evaluation import (
     DETECTORS,
     Detection,
     ElasticSettings,
@@ -29,7 +29,7 @@ from trailgeo.evaluation import (
     run_evaluation,
     targets,
 )
-from trailgeo.simulate import SimulationConfig
+from trailgeo_tools.simulate import SimulationConfig
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 ACCOUNT = "111122223333"

@@ -83,6 +83,16 @@ def test_given_pyproject_then_the_dev_lock_and_the_layer_lock_hold_every_depende
     assert bench - pins(REQUIREMENTS / "bench.txt").keys() == set()
 
 
+def test_given_the_tooling_then_the_dev_lock_holds_every_dependency_it_names() -> None:
+    # Given tools/pyproject.toml (trailgeo-tools, installed into .venv with --no-deps after trailgeo)
+    tools = tomllib.loads((ROOT / "tools" / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+    # Then what it needs besides trailgeo itself is pinned in the dev lock, and it is not in the layer's
+    assert "trailgeo" in declared(tools["dependencies"])
+    assert declared(tools["dependencies"]) - {"trailgeo"} - pins(REQUIREMENTS / "dev.txt").keys() == set()
+    assert canonical(tools["name"]) not in pins(REQUIREMENTS / "layer.txt")
+
+
 def test_given_the_layer_lock_then_the_lambda_runs_the_versions_the_tests_ran() -> None:
     # The layer is resolved with the dev lock as constraints: what CI tested is what Lambda loads.
     dev = pins(REQUIREMENTS / "dev.txt")
@@ -102,9 +112,12 @@ def test_given_the_makefiles_then_every_pip_install_is_hash_checked_or_installs_
     assert installs
     for line in installs:
         hashed = "--require-hashes" in line or "$(PIP_LOCKED)" in line
-        project_only = "--no-deps" in line and ("-e ." in line or "trailgeo-*.whl" in line)
+        project_only = "--no-deps" in line and bool(re.search(r"-e \.(/tools)?$|trailgeo-\*\.whl", line))
         assert hashed or project_only, line
     assert not [line for line in installs if "--upgrade" in line]
+    # and the development tooling goes into .venv only, never into a layer
+    tooling = [line for line in installs if "./tools" in line]
+    assert [line.split()[0] for line in tooling] == ["$(BIN)/python"]
 
 
 def _make(*args: str) -> subprocess.CompletedProcess[str]:

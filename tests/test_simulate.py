@@ -1,4 +1,4 @@
-"""Tests of the deterministic CloudTrail history simulator (trailgeo.simulate)."""
+"""Tests of the deterministic CloudTrail history simulator (trailgeo_tools.simulate)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from trailgeo.simulate import (
+from trailgeo_tools.simulate import (
     _UTC_OFFSETS,
     SCENARIOS,
     AttackSpec,

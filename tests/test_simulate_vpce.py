@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.evaluation import run_evaluation
-from trailgeo.simulate import (
+from trailgeo_tools.evaluation import run_evaluation
+from trailgeo_tools.simulate import (
     FOREIGN_ENDPOINT_SCENARIO,
     AttackSpec,
     Simulation,

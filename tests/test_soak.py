@@ -24,7 +24,7 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import TrailgeoError
-from trailgeo.simulate import Simulation, SimulationConfig, simulate
+from trailgeo_tools.simulate import Simulation, SimulationConfig, simulate
 
 FAULT_CODES = {
     "dynamodb": [

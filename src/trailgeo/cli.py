@@ -1,6 +1,8 @@
-"""The ``trailgeo`` command line: ``replay``, ``backfill``, ``demo``, ``simulate``, ``eval``, the
-operator commands ``status``, ``explain`` and ``allow`` (app/operate/), and ``policy``
-(app/policy.py).
+"""The ``trailgeo`` command line: ``replay``, ``backfill``, the operator commands ``status``,
+``explain`` and ``allow`` (app/operate/), ``policy`` (app/policy.py) and ``doctor``
+(app/doctor.py). The development tooling (``demo``, ``simulate``, ``eval``, ``bench``) is
+``trailgeo-tools`` (tools/), which builds its commands with :func:`add_command` and runs them
+through :func:`run_command`.
 
 Habits of aws-cli: stdout carries only the command's data (alerts, JSON, tables); logs, progress
 and errors go to stderr. A failure is one line on stderr and an exit code of :data:`EXIT_CODES`
@@ -82,7 +84,8 @@ def _options(args: argparse.Namespace) -> RunOptions:
     )
 
 
-def _exit_code_epilog() -> str:
+def exit_code_epilog(prog: str = "trailgeo") -> str:
+    """The epilog of the main help: where output goes, the exit codes, how to get a command's help."""
     rows = "\n".join(
         textwrap.fill(meaning, 96, initial_indent=f"  {code:>3}  ", subsequent_indent=" " * 7)
         for code, meaning in EXIT_CODES.items()
@@ -91,7 +94,7 @@ def _exit_code_epilog() -> str:
         "stdout carries only each command's data (alerts, JSON, tables); logs, progress and errors go\n"
         "to stderr. A failure is one line on stderr, never a traceback (unless --debug).\n\n"
         f"exit codes:\n{rows}\n\n"
-        "'trailgeo COMMAND --help' describes a command, what it prints where, and examples."
+        f"'{prog} COMMAND --help' describes a command, what it prints where, and examples."
     )
 
 
@@ -105,7 +108,7 @@ def _debug_option() -> argparse.ArgumentParser:
 DEBUG_HELP = "DEBUG logs and, on an error, the full traceback (both on stderr)"
 
 
-def _command(commands: Any, name: str, *, summary: str, description: str, examples: str) -> Any:
+def add_command(commands: Any, name: str, *, summary: str, description: str, examples: str) -> Any:
     """A subcommand whose --help says what it does, what goes to stdout and stderr, with examples."""
     return commands.add_parser(
         name,
@@ -121,14 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trailgeo",
         description="Unusual country for an AWS command, from CloudTrail logs.",
-        epilog=_exit_code_epilog(),
+        epilog=exit_code_epilog()
+        + "\nThe demo, the simulator, the evaluation and the benchmark are 'trailgeo-tools' (tools/,\n"
+        "a development install: 'make demo').",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trailgeo {__version__}")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    replay = _command(
+    replay = add_command(
         commands,
         "replay",
         summary="run the detector over a local directory laid out like the trail bucket",
@@ -152,31 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--state", type=Path, help="JSON file to load the tables from and save them to")
 
-    demo = _command(
-        commands,
-        "demo",
-        summary="end-to-end demo through moto's AWS server on 127.0.0.1",
-        description=(
-            "Start moto's AWS server on 127.0.0.1, deploy trailgeo's resources into it, write a simulated\n"
-            "organization's trail with one stolen key used from abroad, and run the Lambda handler every\n"
-            "15 minutes of the last day. No AWS account is used.\n\n"
-            "stdout: the story: each step, the alerts as they arrive and the email a subscriber reads.\n"
-            "stderr: warnings and errors."
-        ),
-        examples="  make demo\n  trailgeo demo --geoip .cache/geoip/dbip-country.mmdb --days 14 --seed 7",
-    )
-    demo.add_argument(
-        "--geoip", type=Path, required=True, help="country .mmdb (make demo fetches DB-IP Lite)"
-    )
-    demo.add_argument(
-        "--days", type=int, default=14, help="days of simulated history (default 14, at least 9)"
-    )
-    demo.add_argument("--seed", type=int, default=7)
     _add_backfill_command(commands)
-    _add_evaluation_commands(commands)
     _add_operator_commands(commands)
     _add_policy_command(commands)
-    doctor = _command(
+    doctor = add_command(
         commands,
         "doctor",
         summary="check a deployed stack: schedule, role, bucket, table, last run, topic, tuning",
@@ -206,7 +190,7 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_operator_commands(commands: Any) -> None:
-    status = _command(
+    status = add_command(
         commands,
         "status",
         summary="the deployment's health from its table: last complete run, lag, runs, pending alerts",
@@ -223,7 +207,7 @@ def _add_operator_commands(commands: Any) -> None:
     status.add_argument("--table", required=True, help="the stack output FrequencyTableName")
     _add_aws_options(status)
 
-    explain = _command(
+    explain = add_command(
         commands,
         "explain",
         summary="an alert from the outbox (kept 30 days), as a brief",
@@ -242,7 +226,7 @@ def _add_operator_commands(commands: Any) -> None:
     explain.add_argument("--table", required=True, help="the stack output FrequencyTableName")
     _add_aws_options(explain)
 
-    allow = _command(
+    allow = add_command(
         commands,
         "allow",
         summary="add an allowed_countries entry to the tuning SSM parameter (docs/tuning.md)",
@@ -278,7 +262,7 @@ def _add_operator_commands(commands: Any) -> None:
 
 
 def _add_backfill_command(commands: Any) -> None:
-    backfill = _command(
+    backfill = add_command(
         commands,
         "backfill",
         summary="train the tables from historical CloudTrail (alerting off): alerts from day one",
@@ -320,56 +304,8 @@ def _utc(value: str) -> datetime:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def _add_evaluation_commands(commands: Any) -> None:
-    """``simulate`` (write a simulated trail and its ground truth) and ``eval`` (the harness)."""
-    sim = _command(
-        commands,
-        "simulate",
-        summary="write a simulated organization's trail and its ground truth",
-        description=(
-            "Write a simulated organization's CloudTrail (AWSLogs/... under OUTDIR, as the bucket holds it)\n"
-            "with planted attacks, and the ground truth naming them.\n\n"
-            "stdout: nothing (the data is the files). stderr: one line saying what was written where."
-        ),
-        examples=(
-            "  trailgeo simulate ./sim/trail --days 21 --seed 7\n"
-            "  trailgeo simulate ./sim/trail --eval --seed 2\n"
-            "  trailgeo replay ./sim/trail --geoip country.mmdb > alerts.jsonl"
-        ),
-    )
-    sim.add_argument("outdir", type=Path, help="directory to write AWSLogs/... into")
-    sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--days", type=int, help="days to simulate (default: 21, or 28 with --eval)")
-    sim.add_argument("--eval", action="store_true", help="the evaluation organization (simulate.eval_config)")
-    sim.add_argument(
-        "--truth", type=Path, help="ground-truth JSON path (default OUTDIR/../ground-truth.json)"
-    )
-
-    ev = _command(
-        commands,
-        "eval",
-        summary="score trailgeo, a first-seen rule and an Elastic-like rare job on simulated incidents",
-        description=(
-            "Simulate an organization per seed, replay it through trailgeo, a first-seen rule and an\n"
-            "approximation of Elastic's rare job, and score each against the planted attacks. Failed\n"
-            "targets are FAIL lines of the report, not an error (exit code 0).\n\n"
-            "stdout: the report. stderr: progress. --json FILE: every figure as JSON."
-        ),
-        examples=(
-            "  make eval\n"
-            "  trailgeo eval --geoip .cache/geoip/dbip-country.mmdb --seeds 1 2 3 --json eval.json"
-        ),
-    )
-    ev.add_argument("--geoip", type=Path, required=True, help="country .mmdb (make eval fetches DB-IP Lite)")
-    ev.add_argument(
-        "--seeds", type=int, nargs="+", default=[1, 2, 3], help="simulation seeds (default 1 2 3)"
-    )
-    ev.add_argument("--days", type=int, default=28, help="days per simulation (default 28)")
-    ev.add_argument("--json", type=Path, help="write every figure as JSON here")
-
-
 def _add_policy_command(commands: Any) -> None:
-    policy = _command(
+    policy = add_command(
         commands,
         "policy",
         summary="the bucket (and KMS key) policy a trail bucket in another account needs for trailgeo",
@@ -416,15 +352,21 @@ def _add_policy_command(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv), _dispatch)
+
+
+def run_command(args: argparse.Namespace, dispatch: Callable[[argparse.Namespace], int]) -> int:
+    """Run a parsed command as every trailgeo command runs: the logs on stderr (DEBUG ones and the
+    AWS SDK's with ``--debug``), and a failure as one line on stderr and an exit code of
+    :data:`EXIT_CODES`. ``args`` needs ``debug``; ``dispatch`` runs the command, returns its code."""
     debug = bool(args.debug)
     try:
-        return _run(args, debug=debug)
+        return _run(args, dispatch, debug=debug)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - where a failure becomes one line and a code
         return _report(exc, debug=debug)
 
 
-def _run(args: argparse.Namespace, *, debug: bool) -> int:
+def _run(args: argparse.Namespace, dispatch: Callable[[argparse.Namespace], int], *, debug: bool) -> int:
     # Importing the logger also builds Powertools' X-Ray recorder, which reads the AWS profile: a
     # wrong AWS_PROFILE fails here, inside main's guard, as one line like any configuration error.
     from trailgeo.observability import logger
@@ -433,7 +375,7 @@ def _run(args: argparse.Namespace, *, debug: bool) -> int:
     logger.setLevel("DEBUG" if debug else "WARNING")  # the CLI prints its own summary; warnings still show
     restore = _logs_to_stderr(logger.registered_handler, debug=debug)
     try:
-        return _dispatch(args)
+        return dispatch(args)
     finally:
         restore()
         logger.setLevel(level)
@@ -444,8 +386,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _replay(args)
     if args.command == "backfill":
         return _backfill(args)
-    if args.command in ("simulate", "eval"):
-        return _simulate(args) if args.command == "simulate" else _eval(args)
     if args.command in OPERATOR_COMMANDS:
         return _operate(args)
     if args.command == "policy":
@@ -454,10 +394,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         from trailgeo.app import doctor
 
         return doctor.main(args, out=_out, config=_client_config())
-    if args.command == "demo":
-        from trailgeo.demo import run_demo
-
-        return run_demo(geoip=args.geoip, days=args.days, seed=args.seed)
     raise AssertionError(f"no handler for the {args.command!r} command")
 
 
@@ -924,51 +860,6 @@ def _policy(args: argparse.Namespace) -> int:
 
 def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from trailgeo.evaluation import EVAL_START, evaluation_config
-    from trailgeo.simulate import SimulationConfig, simulate, write_ground_truth, write_tree
-
-    try:
-        if args.eval:
-            config = evaluation_config(args.seed, args.days or 28)
-        else:
-            config = SimulationConfig(start=EVAL_START, days=args.days or 21, seed=args.seed)
-    except ValueError as exc:  # e.g. too few days for the evaluation organization
-        print(f"trailgeo: {exc}", file=sys.stderr)
-        return 2
-    sim = simulate(config)
-    write_tree(sim, args.outdir)
-    truth = args.truth or args.outdir.resolve().parent / "ground-truth.json"
-    write_ground_truth(sim, truth)
-    _progress(
-        f"wrote {len(sim.files):,} objects ({sim.events_count:,} events, {config.days} days) "
-        f"under {args.outdir}; ground truth: {truth}"
-    )
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
-    from trailgeo.evaluation import format_report, run_evaluation, write_json
-
-    try:
-        geo = MaxMindGeoResolver(args.geoip)
-    except GeoDatabaseError as exc:
-        print(f"trailgeo: {exc}", file=sys.stderr)
-        return 2
-    _progress(f"GeoIP: {geo.description}")
-    try:
-        result = run_evaluation(geo, args.seeds, args.days, progress=_progress)
-    except ValueError as exc:  # a simulation config the simulator refuses (e.g. too few days)
-        print(f"trailgeo: {exc}", file=sys.stderr)
-        return 2
-    _out(format_report(result))
-    if args.json:
-        write_json(result, args.json)
-        _progress(f"figures written to {args.json}")
-    return 0  # a report: failed targets are printed as FAIL lines, not an error
 
 
 if __name__ == "__main__":  # pragma: no cover

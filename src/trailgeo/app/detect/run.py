@@ -1,6 +1,6 @@
 """One detection run: plan, read, classify and geolocate, aggregate, score, commit, publish.
 
-The Lambda handler, ``trailgeo replay`` and ``trailgeo demo`` all call :func:`detect`; only
+The Lambda handler, ``trailgeo replay`` and ``trailgeo-tools demo`` all call :func:`detect`; only
 the adapters behind the ports differ.
 
 Exactly-once, step by step:

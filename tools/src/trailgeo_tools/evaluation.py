@@ -1,6 +1,6 @@
-"""``trailgeo eval``: our detector against two reference detectors, scored on planted incidents.
+"""``trailgeo-tools eval``: our detector against two reference detectors, scored on planted incidents.
 
-Three detectors read the same simulated trail (``trailgeo.simulate``):
+Three detectors read the same simulated trail (``trailgeo_tools.simulate``):
 
 * **trailgeo**: :func:`trailgeo.app.replay.replay` with default :class:`RunOptions`, a tick every
   15 minutes over the delivered files, every alert collected.
@@ -517,7 +517,7 @@ def elastic_rare(events: Sequence[TrailEvent], settings: ElasticSettings | None 
 def incidents_from_truth(truth: Mapping[str, Any], sim: Any = None) -> list[Incident]:
     """``truth["incidents"]``; for an older simulator, the planted ``attacks`` turned into incidents.
 
-    ``sim`` (a :class:`trailgeo.simulate.Simulation`) lets the fallback find each attack's first
+    ``sim`` (a :class:`trailgeo_tools.simulate.Simulation`) lets the fallback find each attack's first
     delivery; without it ``first_delivery`` is unknown.
     """
     if "incidents" in truth:
@@ -795,7 +795,7 @@ def targets(figures: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------
 def evaluation_config(seed: int, days: int) -> Any:
     """``simulate.eval_config`` when the simulator has it, else the default organization."""
-    from trailgeo import simulate
+    from trailgeo_tools import simulate
 
     factory: Callable[..., Any] | None = getattr(simulate, "eval_config", None)
     if factory is not None:
@@ -807,7 +807,7 @@ def evaluate_simulation(
     sim: Any, geo: GeoResolver, *, workdir: Path | None = None, progress: Progress = _quiet
 ) -> dict[str, Any]:
     """Write ``sim``'s tree, run the three detectors, score them. ``sim``: a Simulation."""
-    from trailgeo.simulate import write_tree
+    from trailgeo_tools.simulate import write_tree
 
     truth = sim.ground_truth()
     incidents = incidents_from_truth(truth, sim)
@@ -872,7 +872,7 @@ def run_evaluation(
 
     ``make_config(seed, days)`` gives each simulation's config (default :func:`evaluation_config`).
     """
-    from trailgeo.simulate import simulate
+    from trailgeo_tools.simulate import simulate
 
     configure = make_config or evaluation_config
     reports = []

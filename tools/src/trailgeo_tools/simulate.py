@@ -815,7 +815,7 @@ class Simulation:
             | {t.country for t in cfg.travels}
         )
         return {
-            "generator": "trailgeo.simulate",
+            "generator": "trailgeo_tools.simulate",
             "config": cfg.as_json(),
             "window": {"start": _iso(int(cfg.start.timestamp())), "end": _iso(int(cfg.end.timestamp()))},
             "events_count": self.events_count,

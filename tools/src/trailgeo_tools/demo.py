@@ -1,4 +1,4 @@
-"""``trailgeo demo``: the whole detector through real AWS APIs, served by moto on 127.0.0.1.
+"""``trailgeo-tools demo``: the whole detector through real AWS APIs, served by moto on 127.0.0.1.
 
 1. Starts moto's server and points boto3 at it (``AWS_ENDPOINT_URL``).
 2. Creates what ``template.yaml`` deploys: the trail bucket, the table, the topic, and an SQS
@@ -35,7 +35,7 @@ from trailgeo.app.settings import Settings
 from trailgeo.app.wiring import build_dependencies
 from trailgeo.core.alerts import Alert
 from trailgeo.core.render.email import email_body
-from trailgeo.simulate import Simulation, SimulationConfig, simulate
+from trailgeo_tools.simulate import Simulation, SimulationConfig, simulate
 
 REGION = "us-east-1"
 BUCKET = "aws-cloudtrail-logs-o-a1b2c3d4e5"
@@ -232,7 +232,7 @@ def run_demo(geoip: Path, days: int = 14, seed: int = 7, out: Callable[[str], No
     out = out or partial(print, flush=True)
     if days < 9:
         out(
-            "trailgeo demo: --days must be at least 9 "
+            "trailgeo-tools demo: --days must be at least 9 "
             "(7 days of baseline before any alert, plus the attack day)"
         )
         return 2

@@ -1,7 +1,7 @@
 """Benchmark measurements of scale: the replay of a 3-week history, and fan-out mode's costs.
 
 Both run in a child process pinned to the benchmark's core, like every measurement of
-:mod:`trailgeo.bench`, and are printed by it:
+:mod:`trailgeo_tools.bench`, and are printed by it:
 
 * **replay**: ``trailgeo replay``'s code (:func:`trailgeo.app.replay.replay`, one run per
   15-minute tick, memory state) over a simulated 3-week organization history of about 750,000
@@ -21,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from trailgeo.bench import Corpus
+from trailgeo_tools.bench_common import Corpus, DiscardSink, cached_corpus, discard_stdout, peak_rss_mb, pin
 
 REPLAY_TARGET_SECONDS = 30.0
 REPLAY_VERSION = 2  # bump when the recipe or the marker's fields change: a cached corpus is rebuilt
@@ -55,22 +54,20 @@ def replay_key() -> str:
     """Changes with the recipe and with ``simulate.py`` (a changed simulator rebuilds the corpus)."""
     import hashlib
 
-    import trailgeo.simulate
+    import trailgeo_tools.simulate
 
     digest = hashlib.sha256(json.dumps({"version": REPLAY_VERSION, **REPLAY_CONFIG}, sort_keys=True).encode())
-    digest.update(Path(trailgeo.simulate.__file__).read_bytes())
+    digest.update(Path(trailgeo_tools.simulate.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def prepare_replay_corpus(workdir: Path, out: Callable[[str], None]) -> Corpus:
     """The 3-week corpus under ``workdir/replay``, generated once and reused after."""
-    from trailgeo.bench import cached_corpus
-
     return cached_corpus(workdir, "replay", replay_key(), "the 3-week replay corpus", out, _generate_replay)
 
 
 def _generate_replay(root: str) -> dict[str, Any]:
-    from trailgeo.simulate import SimulationConfig, simulate, write_tree
+    from trailgeo_tools.simulate import SimulationConfig, simulate, write_tree
 
     config = dict(REPLAY_CONFIG)
     started = time.perf_counter()
@@ -109,7 +106,6 @@ def measure_replay(root: str, geoip: str, core: int | None) -> ReplayMeasurement
     from trailgeo.adapters.local import JsonLinesAlertSink
     from trailgeo.app.detect import RunOptions
     from trailgeo.app.replay import replay
-    from trailgeo.bench import discard_stdout, peak_rss_mb, pin
 
     pin(core)
     discard_stdout()
@@ -161,7 +157,6 @@ def measure_fanout(root: str, geoip: str, core: int | None, *, quiet: bool = Tru
     )
     from trailgeo.app import fanout as fan
     from trailgeo.app.detect import Dependencies, RunOptions, detect
-    from trailgeo.bench import DiscardSink, discard_stdout, pin
     from trailgeo.core.records import gc_paused
 
     pin(core)
@@ -223,7 +218,6 @@ def _measure_reduce(
     """The reduce, with fan.reduce_batch's own steps, timed apart: merge (and derive), then finish."""
     from trailgeo.app import fanout as fan
     from trailgeo.app.detect import finish_batch
-    from trailgeo.bench import peak_rss_mb
 
     started = time.perf_counter()
     aggregate, outcomes, report = fan.merge_partials(last, deps, options, partials)

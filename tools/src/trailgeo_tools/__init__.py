@@ -1,0 +1,6 @@
+"""trailgeo_tools: trailgeo's development tooling, never shipped in the Lambda layer.
+
+The simulator (``simulate``), the evaluation harness (``evaluation``), the performance benchmark
+(``bench``, ``bench_scale``, ``bench_common``) and the end-to-end demo through moto (``demo``),
+run with ``trailgeo-tools`` (``cli``). They use trailgeo; trailgeo never imports them.
+"""
