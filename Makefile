@@ -76,27 +76,27 @@ pytest: $(BIN)/.installed $(DBIP_MMDB)
 
 # `make test` uses both cores of a CI runner: first lint, typecheck and the two venvs the infra
 # tests need, side by side (make -j2, each target's output printed in one piece); then pytest in
-# two processes, the tooling tier (simulator, evaluation, demo, soak: the slow half) in the
-# background beside every other tier. The tooling tier's report follows the other's; the exit
-# code is the first failure's. PYTEST_ARGS narrows both (e.g. to some files).
+# two processes: the two slow end-to-end runs (demo and soak, about 60% of pytest's time) in the
+# background beside every other test. Their report follows the others'; the exit code is the
+# first failure's. PYTEST_ARGS narrows both (e.g. to some files).
 test: $(BIN)/.installed $(DBIP_MMDB)
 	$(MAKE) --no-print-directory -j2 --output-sync=target checks
 	$(MAKE) --no-print-directory pytest-parallel
 
 checks: lint typecheck template-venv checkov-venv
 
-TOOLING_LOG := $(CACHE)/pytest-tooling.log
+SLOW_LOG := $(CACHE)/pytest-slow.log
 pytest-parallel: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
 	@mkdir -p $(CACHE); \
-	$(PYTEST) -q -p no:cacheprovider -m tooling $(PYTEST_ARGS) >$(TOOLING_LOG) 2>&1 & tooling=$$!; \
-	trap 'kill $$tooling 2>/dev/null' INT TERM; \
-	echo "pytest: the tooling tier runs alongside (log: $(TOOLING_LOG)); every other tier:"; \
-	$(PYTEST) -m "not tooling" $(PYTEST_ARGS); rest=$$?; \
-	wait $$tooling; tooling_rc=$$?; \
-	echo "---- pytest, tooling tier ----"; cat $(TOOLING_LOG); \
+	$(PYTEST) -q -p no:cacheprovider -m slow $(PYTEST_ARGS) >$(SLOW_LOG) 2>&1 & slow=$$!; \
+	trap 'kill $$slow 2>/dev/null' INT TERM; \
+	echo "pytest: the slow tests (demo, soak) run alongside (log: $(SLOW_LOG)); the others:"; \
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS); rest=$$?; \
+	wait $$slow; slow_rc=$$?; \
+	echo "---- pytest, the slow tests ----"; cat $(SLOW_LOG); \
 	if [ $$rest -ne 0 ] && [ $$rest -ne 5 ]; then exit $$rest; fi; \
-	if [ $$tooling_rc -ne 0 ] && [ $$tooling_rc -ne 5 ]; then exit $$tooling_rc; fi; \
-	if [ $$rest -eq 5 ] && [ $$tooling_rc -eq 5 ]; then exit 5; fi
+	if [ $$slow_rc -ne 0 ] && [ $$slow_rc -ne 5 ]; then exit $$slow_rc; fi; \
+	if [ $$rest -eq 5 ] && [ $$slow_rc -eq 5 ]; then exit 5; fi
 
 # ---- SAM / CloudFormation (aws-sam-cli lives in a venv of its own: it pins boto3 and pydantic) ----
 # The layers are built by layers/*/Makefile through `sam build` (see template.yaml); GeoIpLayer
