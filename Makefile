@@ -68,7 +68,7 @@ typecheck: $(BIN)/.installed
 # Test tiers (tests/conftest.py assigns each test one): `make unit` is the inner loop (no network,
 # no moto, under a minute); `make test` runs every tier, as CI does.
 PYTEST = TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) $(BIN)/pytest
-.PHONY: contract app handler infra tooling pytest
+.PHONY: contract app handler infra tooling pytest pytest-parallel checks
 unit contract app handler tooling: $(BIN)/.installed $(DBIP_MMDB)
 	$(PYTEST) -q -m $@
 infra: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
@@ -77,7 +77,29 @@ infra: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
 pytest: $(BIN)/.installed $(DBIP_MMDB)
 	$(PYTEST)
 
-test: lint typecheck template-venv checkov-venv pytest
+# `make test` uses both cores of a CI runner: first lint, typecheck and the two venvs the infra
+# tests need, side by side (make -j2, each target's output printed in one piece); then pytest in
+# two processes: the two slow end-to-end runs (demo and soak, about 60% of pytest's time) in the
+# background beside every other test. Their report follows the others'; the exit code is the
+# first failure's. PYTEST_ARGS narrows both (e.g. to some files).
+test: $(BIN)/.installed $(DBIP_MMDB)
+	$(MAKE) --no-print-directory -j2 --output-sync=target checks
+	$(MAKE) --no-print-directory pytest-parallel
+
+checks: lint typecheck template-venv checkov-venv
+
+SLOW_LOG := $(CACHE)/pytest-slow.log
+pytest-parallel: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
+	@mkdir -p $(CACHE); \
+	$(PYTEST) -q -p no:cacheprovider -m slow $(PYTEST_ARGS) >$(SLOW_LOG) 2>&1 & slow=$$!; \
+	trap 'kill $$slow 2>/dev/null' INT TERM; \
+	echo "pytest: the slow tests (demo, soak) run alongside (log: $(SLOW_LOG)); the others:"; \
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS); rest=$$?; \
+	wait $$slow; slow_rc=$$?; \
+	echo "---- pytest, the slow tests ----"; cat $(SLOW_LOG); \
+	if [ $$rest -ne 0 ] && [ $$rest -ne 5 ]; then exit $$rest; fi; \
+	if [ $$slow_rc -ne 0 ] && [ $$slow_rc -ne 5 ]; then exit $$slow_rc; fi; \
+	if [ $$rest -eq 5 ] && [ $$slow_rc -eq 5 ]; then exit 5; fi
 
 # ---- SAM / CloudFormation (aws-sam-cli lives in a venv of its own: it pins boto3 and pydantic) ----
 # The layers are built by layers/*/Makefile through `sam build` (see template.yaml); GeoIpLayer

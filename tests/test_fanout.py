@@ -4,6 +4,7 @@ as the single Lambda on the same data."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import random
@@ -103,12 +104,18 @@ def world() -> tuple[Any, Deployment, str]:
     return session, deployment, queue_url
 
 
+SINGLE_LAMBDA_STATES: dict[tuple[Path, datetime], dict[tuple[str, str], Any]] = {}
+
+
 def single_lambda_state(geo: MaxMindGeoResolver, tick: datetime) -> dict[tuple[str, str], Any]:
-    """The tables one single-Lambda run over the whole trail leaves, in a world of its own."""
-    with mock_aws():
-        session, deployment, _ = world()
-        detect(tick, deps_for(session, geo, deployment, tick), OPTIONS)
-        return state(session, deployment.table)
+    """The tables one single-Lambda run over the whole trail leaves, in a world of its own: the same
+    for every test of the same database and tick, so it is run once and each test gets a copy."""
+    if (geo.path, tick) not in SINGLE_LAMBDA_STATES:
+        with mock_aws():
+            session, deployment, _ = world()
+            detect(tick, deps_for(session, geo, deployment, tick), OPTIONS)
+            SINGLE_LAMBDA_STATES[geo.path, tick] = state(session, deployment.table)
+    return copy.deepcopy(SINGLE_LAMBDA_STATES[geo.path, tick])
 
 
 def state(session: Any, table: str) -> dict[tuple[str, str], Any]:

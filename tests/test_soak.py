@@ -101,13 +101,16 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
 
 
 @pytest.mark.slow
-def test_given_a_week_of_logs_and_random_aws_faults_then_tables_and_alerts_equal_a_fault_free_run(
+def test_given_five_days_of_logs_and_random_aws_faults_then_tables_and_alerts_equal_a_fault_free_run(
     dbip_mmdb: Path,
 ) -> None:
     sim = simulate(
         SimulationConfig(
             start=datetime(2026, 9, 7, tzinfo=UTC),
-            days=7,
+            # Three days of learning, then two of alerting with the attack on the last: ~120 of the
+            # faulty run's ticks fail at this rate, and a swallowed counter write still shows. A week
+            # cost a fifth more CPU (291 s against 239 s) and checked nothing more.
+            days=5,
             seed=11,
             org_id=None,
             accounts=("111122223333",),

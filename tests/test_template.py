@@ -257,18 +257,15 @@ def run_tool(*argv: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_given_the_template_when_sam_transforms_and_lints_it_then_it_is_valid() -> None:
-    sam = sam_tool("sam")
-    for argv in (
-        [sam, "validate", "--region", "us-east-1"],
-        [sam, "validate", "--lint", "--region", "us-east-1"],
-    ):
-        done = run_tool(*argv, "--template-file", TEMPLATE)
-        assert done.returncode == 0, f"{argv[1:]}:\n{done.stdout}\n{done.stderr}"
+def test_given_the_template_when_sam_transforms_it_then_it_is_valid() -> None:
+    done = run_tool(sam_tool("sam"), "validate", "--region", "us-east-1", "--template-file", TEMPLATE)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
 
 
 def test_given_the_template_when_cfn_lint_runs_then_it_reports_no_finding() -> None:
-    done = run_tool(sam_tool("cfn-lint"), TEMPLATE)
+    # `sam validate --lint` is this same cfn-lint (cfnlint.api.lint, the region given, the default
+    # rules) from the same venv: running it as well cost six seconds and checked nothing more.
+    done = run_tool(sam_tool("cfn-lint"), "--regions", "us-east-1", "--", TEMPLATE)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not done.stdout.strip()
 
