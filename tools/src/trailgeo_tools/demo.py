@@ -150,7 +150,11 @@ def moto_server() -> Iterator[str]:
         yield endpoint
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine: stop it for good rather than fail the run
+            server.kill()
+            server.wait(timeout=30)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
