@@ -1,8 +1,9 @@
 """The package's static import graph: no cycle anywhere, and the renderings depend on core alone.
 
 The graph is read from the source (AST over src/trailgeo, imports at module level and inside
-functions alike, ``TYPE_CHECKING`` blocks included), so a cycle hidden behind a late import is
-found too.
+functions alike), so a cycle hidden behind a late import is found too. Imports under
+``if TYPE_CHECKING:`` never run: they are left out of the cycle check (a class and its helpers may
+name each other's types) but still count for the rule of what render may import.
 """
 
 from __future__ import annotations
@@ -62,14 +63,30 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
         yield from (f"{base}.{alias.name}" for alias in node.names)
 
 
-def imports_of(module: str, path: Path, modules: Collection[str]) -> tuple[frozenset[str], frozenset[str]]:
+def _type_only(tree: ast.AST) -> set[ast.AST]:
+    """The import statements under ``if TYPE_CHECKING:`` (they never run)."""
+    return {
+        node
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) in {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+        for statement in block.body
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+    }
+
+
+def imports_of(
+    module: str, path: Path, modules: Collection[str], *, runtime_only: bool = False
+) -> tuple[frozenset[str], frozenset[str]]:
     """(the package's modules ``module`` imports, the top-level names of everything else it
-    imports), reading every import statement of the file, at any depth."""
+    imports), reading every import statement of the file, at any depth; with ``runtime_only``,
+    those under ``if TYPE_CHECKING:`` left out."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skipped = _type_only(tree) if runtime_only else set()
     inside: set[str] = set()
     outside: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import | ast.ImportFrom):
+        if isinstance(node, ast.Import | ast.ImportFrom) and node not in skipped:
             for name in _targets(node, module, path.name == "__init__.py"):
                 resolved = _resolve(name, modules)
                 if resolved is None:
@@ -83,7 +100,7 @@ def import_graph(source: Path, package: str, skip: frozenset[str] = frozenset())
     """Module -> the package's modules it imports, ``skip`` left out (as modules and as targets)."""
     modules = module_files(source, package)
     return {
-        name: imports_of(name, path, modules.keys())[0] - skip
+        name: imports_of(name, path, modules.keys(), runtime_only=True)[0] - skip
         for name, path in modules.items()
         if name not in skip
     }

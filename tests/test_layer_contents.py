@@ -178,4 +178,4 @@ def test_given_the_layer_wheel_then_no_module_imports_a_development_dependency(
     }
     assert {name: found for name, found in offending.items() if found} == {}
     # and the scan does see the package's own imports (it cannot pass by reading nothing)
-    assert "trailgeo.core.aggregate" in imported["trailgeo/app/detect.py"]
+    assert "trailgeo.core.aggregate" in imported["trailgeo/app/detect/ingest.py"]
