@@ -8,6 +8,9 @@ The package, by job:
 * ``alerting``: scoring, suppression, quarantine, correlation, roll-up, outbox writes;
 * ``publish``: the outbox's pending alerts sent to the alerts channel;
 * ``run``: one run, and one batch's score-commit-close (``finish_batch``, the fan-out's too).
+
+May import: `trailgeo.core`, `trailgeo.ports`, `trailgeo.observability`; the standard library
+always. Never an adapter or boto3: handlers, tools and tests hand it ``Dependencies``.
 """
 
 from trailgeo.app.detect.alerting import (

@@ -6,6 +6,8 @@ table) and :class:`~trailgeo.ports.TuningStore` (the tuning parameter, docs/tuni
 adapters own the AWS calls (adapters/operations.py). Each command returns a plain value that the
 CLI prints as aligned columns or as JSON; failures raise :class:`OperateError` with one line saying
 what to do.
+
+May import: `trailgeo.core`, `trailgeo.ports`; the standard library always.
 """
 
 from trailgeo.app.operate.allow import (

@@ -13,6 +13,8 @@ The package, by job:
 * ``snapshot``: an aggregate carried to another process and merged there;
 * ``groups``: what the aggregate hands on (hit and category groups, bounded evidence) and the
   shapes of its cells.
+
+May import: `trailgeo.core`, `msgspec`; the standard library always.
 """
 
 from trailgeo.core.aggregate.accumulate import GeoLookup, RunAggregate

@@ -4,6 +4,7 @@ notification), ``asff`` (Security Hub finding), ``envelope`` (the SNS ``MessageS
 message), with ``mrkdwn`` (chat escaping) and ``shared`` (rare items, console links, ids) between
 them.
 
-Imports: the standard library and ``trailgeo.core`` only; nothing outside ``core.render`` imports
-it from ``core`` (tests/test_import_graph.py).
+Nothing outside ``core.render`` imports it from ``core`` (tests/test_import_graph.py).
+
+May import: `trailgeo.core`; the standard library always.
 """
