@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 import requests
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
+
+from tests.aws import create_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -66,6 +69,29 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
         yield boto3.session.Session(region_name="us-east-1")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a contract case runs: the in-memory fakes (``session`` None) or the adapters against a
+    deployment provisioned in moto (``session`` its boto3 session)."""
+
+    kind: str  # "memory" or "aws"
+    session: Any = None
+
+    def client(self, service: str) -> Any:
+        assert self.session is not None, "the in-memory backend has no AWS client"
+        return self.session.client(service)
+
+
+@pytest.fixture(params=["memory", "aws"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """One contract suite, run twice: on the fakes, then on the adapters (moto, deployment made)."""
+    if request.param == "memory":
+        return Backend("memory")
+    session = request.getfixturevalue("aws")
+    create_deployment(session)
+    return Backend("aws", session)
 
 
 def reset_moto(url: str) -> None:

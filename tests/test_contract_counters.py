@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.aws import TABLE, create_deployment
+from tests.aws import TABLE
+from tests.conftest import Backend
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore
 from trailgeo.adapters.memory import MemoryFrequencyStore
 from trailgeo.core.counters import (
@@ -31,13 +32,11 @@ IN_FR: CounterKey = (METHOD, country_sort_key("FR"))
 ALL: CounterKey = (METHOD, TOTAL)
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def store(request: pytest.FixtureRequest) -> FrequencyStore:
-    if request.param == "memory":
+@pytest.fixture
+def store(backend: Backend) -> FrequencyStore:
+    if backend.kind == "memory":
         return MemoryFrequencyStore()
-    session = request.getfixturevalue("aws")
-    create_deployment(session)
-    return DynamoFrequencyStore(session.client("dynamodb"), TABLE, concurrency=2)
+    return DynamoFrequencyStore(backend.client("dynamodb"), TABLE, concurrency=2)
 
 
 def delta(*hours: int) -> CounterDelta:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.aws import BUCKET, TABLE, create_deployment
+from tests.aws import BUCKET, TABLE
+from tests.conftest import Backend
 from trailgeo.adapters.fanout import (
     MAX_MESSAGE_BYTES,
     DynamoFanoutTracker,
@@ -24,22 +25,18 @@ NOW = datetime(2026, 10, 2, 12, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def tracker(request: pytest.FixtureRequest) -> FanoutTracker:
-    if request.param == "memory":
+@pytest.fixture
+def tracker(backend: Backend) -> FanoutTracker:
+    if backend.kind == "memory":
         return MemoryFanoutTracker()
-    session = request.getfixturevalue("aws")
-    create_deployment(session)
-    return DynamoFanoutTracker(session.client("dynamodb"), TABLE)
+    return DynamoFanoutTracker(backend.client("dynamodb"), TABLE)
 
 
-@pytest.fixture(params=["memory", "s3"])
-def partials(request: pytest.FixtureRequest) -> PartialStore:
-    if request.param == "memory":
+@pytest.fixture
+def partials(backend: Backend) -> PartialStore:
+    if backend.kind == "memory":
         return MemoryPartialStore()
-    session = request.getfixturevalue("aws")
-    create_deployment(session)
-    return S3PartialStore(session.client("s3"), BUCKET)
+    return S3PartialStore(backend.client("s3"), BUCKET)
 
 
 @dataclass

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.aws import TABLE, create_deployment
+from tests.aws import TABLE
+from tests.conftest import Backend
 from trailgeo.adapters.dynamodb import DynamoLedger
 from trailgeo.adapters.memory import MemoryLedger
 from trailgeo.ports import MAX_POISON_PER_RUN, BatchTooLargeError, Ledger, LedgerEntry, RunAttempts
@@ -20,13 +21,11 @@ LATER = NOW + timedelta(minutes=30)  # past LEASE: a run that still holds it is 
 KEYS = [f"AWSLogs/111122223333/CloudTrail/us-east-1/2026/10/02/file-{i:03d}.json.gz" for i in range(4)]
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def ledger(request: pytest.FixtureRequest) -> Ledger:
-    if request.param == "memory":
+@pytest.fixture
+def ledger(backend: Backend) -> Ledger:
+    if backend.kind == "memory":
         return MemoryLedger()
-    session = request.getfixturevalue("aws")
-    create_deployment(session)
-    return DynamoLedger(session.client("dynamodb"), TABLE)
+    return DynamoLedger(backend.client("dynamodb"), TABLE)
 
 
 def another_invocation(ledger: Ledger) -> Ledger:

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.aws import TABLE, create_deployment
-from tests.conftest import EVENTS
+from tests.aws import TABLE
+from tests.conftest import EVENTS, Backend
 from trailgeo.adapters.dynamodb import DynamoOutbox
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.core.alerts import Alert
@@ -22,15 +22,13 @@ HOUR = int(NOW.timestamp()) // 3600
 SUBJECT = "arn:aws:iam::111122223333:user/alice|SE"
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def outbox(request: pytest.FixtureRequest) -> AlertOutbox:
-    if request.param == "memory":
+@pytest.fixture
+def outbox(backend: Backend) -> AlertOutbox:
+    if backend.kind == "memory":
         return MemoryOutbox()
-    session = request.getfixturevalue("aws")
-    create_deployment(session)
     ticks = itertools.count()  # a clock that moves: each alert is queued after the one before
     return DynamoOutbox(
-        session.client("dynamodb"), TABLE, clock=lambda: NOW + timedelta(microseconds=next(ticks))
+        backend.client("dynamodb"), TABLE, clock=lambda: NOW + timedelta(microseconds=next(ticks))
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from tests.aws import TABLE, create_deployment
+from tests.conftest import Backend
 from tests.test_channels import fixed_alert
 from trailgeo.adapters.dynamodb import DynamoLedger, DynamoOutbox
 from trailgeo.adapters.memory import MemoryLedger, MemoryOperations, MemoryOutbox, MemoryTuningStore
@@ -40,24 +41,22 @@ class Deployment:
     view: OperationsView
 
 
-@pytest.fixture(params=["memory", "dynamodb"])
-def deployment(request: pytest.FixtureRequest) -> Deployment:
-    if request.param == "memory":
+@pytest.fixture
+def deployment(backend: Backend) -> Deployment:
+    if backend.kind == "memory":
         ledger, outbox = MemoryLedger(), MemoryOutbox()
         return Deployment(ledger, outbox, MemoryOperations(ledger, outbox, table=TABLE))
-    session = request.getfixturevalue("aws")
-    create_deployment(session)
-    dynamodb = session.client("dynamodb")
+    dynamodb = backend.client("dynamodb")
     return Deployment(
         DynamoLedger(dynamodb, TABLE), DynamoOutbox(dynamodb, TABLE), DynamoOperations(dynamodb, TABLE)
     )
 
 
-@pytest.fixture(params=["memory", "ssm"])
-def tuning(request: pytest.FixtureRequest) -> TuningStore:
-    if request.param == "memory":
+@pytest.fixture
+def tuning(backend: Backend) -> TuningStore:
+    if backend.kind == "memory":
         return MemoryTuningStore()
-    return SsmTuningStore(request.getfixturevalue("aws").client("ssm"))
+    return SsmTuningStore(backend.client("ssm"))
 
 
 def alert(n: int) -> Alert:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from tests.aws import TABLE, Deployment, create_deployment
+from tests.aws import TABLE
+from tests.conftest import Backend
 from trailgeo.adapters.dynamodb import DynamoOutbox
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.ports import AlertOutbox, Suppression
@@ -17,16 +17,10 @@ HOUR = int(NOW.timestamp()) // 3600
 
 
 @pytest.fixture
-def deployment(aws: Any) -> Deployment:
-    return create_deployment(aws)
-
-
-@pytest.fixture(params=["memory", "dynamodb"])
-def outbox(request: pytest.FixtureRequest, aws: Any) -> AlertOutbox:
-    if request.param == "memory":
+def outbox(backend: Backend) -> AlertOutbox:
+    if backend.kind == "memory":
         return MemoryOutbox()
-    request.getfixturevalue("deployment")
-    return DynamoOutbox(aws.client("dynamodb"), TABLE)
+    return DynamoOutbox(backend.client("dynamodb"), TABLE)
 
 
 def test_given_an_alerted_subject_when_its_quarantine_is_extended_twice_then_it_holds_every_hour(

@@ -19,7 +19,7 @@ from trailgeo.core.tuning import (
     Tuning,
     TuningError,
 )
-from trailgeo.ports import TuningStore
+from trailgeo.ports import StoredTuning, TuningStore
 
 STANDARD_PARAMETER_BYTES = 4096  # SSM Standard tier; Advanced holds 8 KB
 
@@ -80,15 +80,33 @@ def _calendar_date(value: str) -> date:
 
 @dataclass(frozen=True, slots=True)
 class TuningParameter:
-    """What was read: the version guards the write (``None``: the parameter does not exist yet)."""
+    """What was read: the stored parameter (``None``: it does not exist yet, and would be created
+    as ``create_as``) and its tuning; the stored version guards the write."""
 
     name: str
-    version: int | None
-    type: str = "String"
-    text: str = ""
-    key_id: str | None = None
-    tier: str | None = None
+    stored: StoredTuning | None
     tuning: Tuning = field(default_factory=lambda: Tuning(version=1))
+    create_as: str = "String"
+
+    @property
+    def version(self) -> int | None:
+        return self.stored.version if self.stored else None
+
+    @property
+    def type(self) -> str:
+        return self.stored.type if self.stored else self.create_as
+
+    @property
+    def text(self) -> str:
+        return self.stored.text if self.stored else ""
+
+    @property
+    def key_id(self) -> str | None:
+        return self.stored.key_id if self.stored else None
+
+    @property
+    def tier(self) -> str | None:
+        return self.stored.tier if self.stored else None
 
     @property
     def is_json(self) -> bool:
@@ -99,7 +117,7 @@ def read_tuning_parameter(store: TuningStore, name: str) -> TuningParameter:
     """The parameter, its version, type, KMS key and tier. A missing parameter reads as version None."""
     stored = store.read(name)
     if stored is None:
-        return TuningParameter(name=name, version=None)
+        return TuningParameter(name=name, stored=None)
     if stored.type not in {"String", "SecureString"}:
         raise OperateError(
             f"SSM parameter {name}: is a {stored.type}; the tuning is a String or SecureString"
@@ -108,15 +126,7 @@ def read_tuning_parameter(store: TuningStore, name: str) -> TuningParameter:
         tuning = Tuning.parse(stored.text, source=f"SSM parameter {name} (version {stored.version})")
     except TuningError as exc:
         raise OperateError(f"{exc} (fix the parameter first: nothing was written)") from None
-    return TuningParameter(
-        name=name,
-        version=stored.version,
-        type=stored.type,
-        text=stored.text,
-        key_id=stored.key_id,
-        tier=stored.tier,
-        tuning=tuning,
-    )
+    return TuningParameter(name=name, stored=stored, tuning=tuning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +232,7 @@ def allow(
         raise OperateError(f"--type {create_as!r}: must be String or SecureString")
     current = read_tuning_parameter(store, name)
     if current.version is None:
-        current = replace(current, type=create_as)
+        current = replace(current, create_as=create_as)
     edit = with_entry(current, entry)
     if before_write is not None:
         before_write(current)

@@ -11,7 +11,7 @@ from typing import Any
 from trailgeo.app.operate.common import OperateError, described, one_line
 from trailgeo.core.alerts import Alert
 from trailgeo.core.render.email import email_body
-from trailgeo.ports import OUTBOX_RETENTION, OperationsView
+from trailgeo.ports import OUTBOX_RETENTION, OperationsView, OutboxEntry
 
 OUTBOX_DAYS = OUTBOX_RETENTION.days
 _ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -19,22 +19,19 @@ _ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 @dataclass(frozen=True, slots=True)
 class StoredAlert:
+    """An outbox item that holds an alert: the item as stored and the alert read from it."""
+
     alert: Alert
-    state: str  # pending, sent or parked
-    created: str | None = None
-    sent_at: str | None = None
-    message_id: str | None = None
-    parked_at: str | None = None
-    parked_reason: str | None = None
+    entry: OutboxEntry
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "state": self.state,
-            "created": self.created,
-            "sent_at": self.sent_at,
-            "message_id": self.message_id,
-            "parked_at": self.parked_at,
-            "parked_reason": self.parked_reason,
+            "state": self.entry.state,
+            "created": self.entry.created,
+            "sent_at": self.entry.sent_at,
+            "message_id": self.entry.message_id,
+            "parked_at": self.entry.parked_at,
+            "parked_reason": self.entry.parked_reason,
             "alert": json.loads(self.alert.to_json()),
         }
 
@@ -68,23 +65,16 @@ def find_alert(view: OperationsView, alert_id: str) -> StoredAlert:
             + (f", parked: {one_line(reason)}" if reason else "")
             + "): the detector did not write it; find who did (DynamoDB data events in CloudTrail)"
         ) from None
-    return StoredAlert(
-        alert=alert,
-        state=entry.state,
-        created=entry.created,
-        sent_at=entry.sent_at,
-        message_id=entry.message_id,
-        parked_at=entry.parked_at,
-        parked_reason=entry.parked_reason,
-    )
+    return StoredAlert(alert=alert, entry=entry)
 
 
 def format_alert(stored: StoredAlert) -> str:
-    if stored.state == "sent":
-        state = f"sent {stored.sent_at or ''} (SNS message {stored.message_id or '?'})"
-    elif stored.state == "parked":
+    entry = stored.entry
+    if entry.state == "sent":
+        state = f"sent {entry.sent_at or ''} (SNS message {entry.message_id or '?'})"
+    elif entry.state == "parked":
         state = (
-            f"parked {one_line(stored.parked_at or '')}: {one_line(stored.parked_reason or '?')} "
+            f"parked {one_line(entry.parked_at or '')}: {one_line(entry.parked_reason or '?')} "
             "(refused for what it holds: never retried, no channel had it)"
         )
     else:
