@@ -210,6 +210,21 @@ def test_given_a_run_with_poison_when_it_completes_then_its_poison_is_kept(ledge
     assert ledger.attempts("run-a") == RunAttempts(poison=frozenset({KEYS[0]}))
 
 
+def test_given_a_closed_run_when_a_late_attempt_notes_its_reading_then_nothing_is_noted(
+    ledger: Ledger,
+) -> None:
+    # Given a run that completed
+    ledger.begin("run-a", KEYS, LEASE, NOW)
+    ledger.claim(KEYS, "run-a", LEASE, NOW)
+    ledger.complete(dict.fromkeys(KEYS, "done"), "run-a", NOW)
+
+    # When an attempt that outlived it notes the file it reads
+    ledger.note_reading("run-a", KEYS[0])
+
+    # Then the closed record names no file as being read (status would show a dead run reading)
+    assert ledger.attempts("run-a").reading is None
+
+
 def test_given_a_run_holding_the_most_poison_then_it_takes_no_other_file_but_one_it_holds(
     ledger: Ledger,
 ) -> None:

@@ -10,7 +10,7 @@ from tests.aws import TABLE
 from tests.conftest import Backend
 from trailgeo.adapters.dynamodb import DynamoOutbox
 from trailgeo.adapters.memory import MemoryOutbox
-from trailgeo.ports import AlertOutbox, Suppression
+from trailgeo.ports import MAX_REMEMBERED_HOURS, AlertOutbox, Suppression
 
 NOW = datetime(2026, 10, 2, tzinfo=UTC)
 HOUR = int(NOW.timestamp()) // 3600
@@ -58,3 +58,18 @@ def test_given_subjects_alerted_at_different_times_then_the_quarantine_in_force_
     assert held[recent].hours == frozenset({HOUR})
     outbox.extend_quarantine("arn:aws:iam::111122223333:user/never|SE", "alert-x", [HOUR])
     assert set(outbox.alerted_since(NOW - timedelta(days=30))) == {recent}
+
+
+def test_given_an_extension_of_more_hours_than_remembered_then_the_newest_are_kept(
+    outbox: AlertOutbox,
+) -> None:
+    # Given a subject that alerted with one hour
+    subject = "arn:aws:iam::111122223333:user/flooded|SE"
+    assert outbox.remember(subject, Suppression(NOW, "alert-a", hours=frozenset({HOUR})), None)
+
+    # When one run extends it with a thousand hours (a caller spreading calls over six weeks)
+    outbox.extend_quarantine(subject, "alert-a", range(HOUR + 1, HOUR + 1001))
+
+    # Then the newest hours the outbox remembers are added, with the hour it alerted with
+    newest = frozenset(range(HOUR + 1001 - MAX_REMEMBERED_HOURS, HOUR + 1001))
+    assert outbox.recent([subject])[subject].hours == newest | {HOUR}

@@ -429,17 +429,21 @@ class DynamoLedger:
         )
 
     def note_reading(self, run_id: str, key: str | None) -> None:
-        request: dict[str, Any] = {"UpdateExpression": "REMOVE cur"}
+        request: dict[str, Any] = {
+            "UpdateExpression": "REMOVE cur",
+            "ConditionExpression": "attribute_exists(pk)",
+        }
         if key is not None:
+            # Only on an open run: a late attempt of a closed one must not name a file as being read.
             request = {
                 "UpdateExpression": "SET cur = :key",
-                "ExpressionAttributeValues": {":key": {"S": key}},
+                "ConditionExpression": "attribute_exists(pk) AND st <> :closed",
+                "ExpressionAttributeValues": {":key": {"S": key}, ":closed": {"S": "closed"}},
             }
         conditional_write(  # never recreates a record that expired
             self.client.update_item,
             TableName=self.table,
             Key={"pk": {"S": RUN_PARTITION}, "sk": {"S": run_id}},
-            ConditionExpression="attribute_exists(pk)",
             **request,
         )
 

@@ -248,8 +248,10 @@ class MemoryOutbox:
 
     def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
         current = self.last_alerted.get(subject)
-        if current is not None and current.alert_id == alert_id and not set(hours) <= current.hours:
-            self.last_alerted[subject] = replace(current, hours=current.hours | frozenset(hours))
+        # A DynamoOutbox adds the newest MAX_REMEMBERED_HOURS of one extension, as here.
+        added = frozenset(sorted(set(hours))[-MAX_REMEMBERED_HOURS:])
+        if current is not None and current.alert_id == alert_id and not added <= current.hours:
+            self.last_alerted[subject] = replace(current, hours=current.hours | added)
 
     def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
         return {s: last for s, last in self.last_alerted.items() if last.at >= since}
