@@ -160,3 +160,19 @@ def test_given_the_top_level_folders_then_each_opens_with_a_readme() -> None:
 
     # Then every folder says what lives there
     assert missing == []
+
+
+def test_given_the_product_and_its_tooling_then_only_the_wiring_builds_a_run_s_dependencies() -> None:
+    # Given every module of the package and of the tooling
+    modules = _every_module()
+
+    # When the calls that build ``Dependencies`` are looked for
+    builders = sorted(
+        name
+        for name, (path, _) in modules.items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "Dependencies"
+    )
+
+    # Then app/wiring.py is the one place ports meet adapters
+    assert set(builders) == {"trailgeo.app.wiring"}

@@ -579,9 +579,9 @@ def _backfill(args: argparse.Namespace) -> int:
     from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
     from trailgeo.adapters.local import LocalLogSource
     from trailgeo.app.backfill import NoAlertSink, backfill
-    from trailgeo.app.detect import Dependencies, RunOptions
+    from trailgeo.app.detect import RunOptions
     from trailgeo.app.replay import ReplayState
-    from trailgeo.app.wiring import table_dependencies
+    from trailgeo.app.wiring import memory_dependencies, table_dependencies
     from trailgeo.ports import LogSource
 
     if args.days < 1:
@@ -606,13 +606,13 @@ def _backfill(args: argparse.Namespace) -> int:
         dynamodb = session.client("dynamodb", config=_client_config())
         deps = table_dependencies(dynamodb, args.table, source=source, geo=geo, sink=NoAlertSink())
     else:
-        deps = Dependencies(
+        deps = memory_dependencies(
             source=source,
             geo=geo,
+            sink=NoAlertSink(),
             store=state.store,
             ledger=state.ledger,
             outbox=state.outbox,
-            sink=NoAlertSink(),
         )
     end = args.end or datetime.now(tz=UTC).replace(minute=0, second=0, microsecond=0)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from trailgeo.adapters.local import LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
-from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
+from trailgeo.app.detect import RunOptions, RunReport, detect
+from trailgeo.app.wiring import memory_dependencies
 from trailgeo.core.counters import CounterState
 from trailgeo.ports import AlertSink, GeoResolver, LedgerEntry
 
@@ -161,13 +162,13 @@ def replay(
     if not times:
         return summary, state
     for tick in schedule(times[0], times[-1], options.lookback):
-        deps = Dependencies(
+        deps = memory_dependencies(
             source=source,
             geo=geo,
+            sink=sink,
             store=state.store,
             ledger=state.ledger,
             outbox=state.outbox,
-            sink=sink,
             clock=lambda tick=tick: tick,  # type: ignore[misc]
         )
         report = detect(tick, deps, options)

@@ -5,6 +5,7 @@ alike)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -13,6 +14,7 @@ from botocore.config import Config
 from trailgeo.adapters.aws import S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
 from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
 from trailgeo.adapters.operations import DynamoOperations, SsmTuningStore
 from trailgeo.app.detect import Dependencies
 from trailgeo.app.fanout import Fanout
@@ -86,6 +88,32 @@ def table_dependencies(
         outbox=DynamoOutbox(dynamodb, table),
         sink=sink,
     )
+
+
+def memory_dependencies(
+    *,
+    source: LogSource,
+    geo: GeoResolver,
+    sink: AlertSink,
+    store: MemoryFrequencyStore | None = None,
+    ledger: MemoryLedger | None = None,
+    outbox: MemoryOutbox | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Dependencies:
+    """A run whose counters, ledger and outbox live in memory (fresh unless given): replays,
+    ``trailgeo backfill`` without a table, the benchmark. ``clock`` is the run's time (a replay's
+    tick); the wall clock when None."""
+    deps = Dependencies(
+        source=source,
+        geo=geo,
+        store=store if store is not None else MemoryFrequencyStore(),
+        ledger=ledger if ledger is not None else MemoryLedger(),
+        outbox=outbox if outbox is not None else MemoryOutbox(),
+        sink=sink,
+    )
+    if clock is not None:
+        deps.clock = clock
+    return deps
 
 
 def operations_view(

@@ -432,8 +432,8 @@ class Measurement:
 def _pipeline_run(root: str, geoip: str) -> tuple[Dependencies, datetime, RunOptions]:
     from trailgeo.adapters.geoip import MaxMindGeoResolver
     from trailgeo.adapters.local import LocalLogSource
-    from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
-    from trailgeo.app.detect import Dependencies, RunOptions
+    from trailgeo.app.detect import RunOptions
+    from trailgeo.app.wiring import memory_dependencies
 
     source = LocalLogSource(Path(root))
     times = source.delivery_times
@@ -443,14 +443,8 @@ def _pipeline_run(root: str, geoip: str) -> tuple[Dependencies, datetime, RunOpt
     options = RunOptions(
         lookback=end - times[0] + timedelta(hours=1), batch_files=len(times) + 1, read_concurrency=1
     )
-    deps = Dependencies(
-        source=source,
-        geo=MaxMindGeoResolver(Path(geoip)),
-        store=MemoryFrequencyStore(),
-        ledger=MemoryLedger(),
-        outbox=MemoryOutbox(),
-        sink=DiscardSink(),
-        clock=lambda: end,
+    deps = memory_dependencies(
+        source=source, geo=MaxMindGeoResolver(Path(geoip)), sink=DiscardSink(), clock=lambda: end
     )
     return deps, end, options
 
@@ -826,11 +820,11 @@ def measure_dynamodb(root: str, geoip: str, slice_end: datetime, core: int | Non
 
     from trailgeo.adapters.geoip import MaxMindGeoResolver
     from trailgeo.adapters.local import LocalLogSource
-    from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
-    from trailgeo.app.detect import Dependencies, detect
+    from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger
+    from trailgeo.app.detect import detect
     from trailgeo.app.runtime import DetectorRuntime
     from trailgeo.app.settings import Settings
-    from trailgeo.app.wiring import build_dependencies
+    from trailgeo.app.wiring import build_dependencies, memory_dependencies
     from trailgeo.observability import logger
     from trailgeo_tools.demo import REGION, deployment_environment, moto_server, provision
 
@@ -858,14 +852,8 @@ def measure_dynamodb(root: str, geoip: str, slice_end: datetime, core: int | Non
         # 1. distinct counter keys and ledger entries of this window, counted in memory
         memory = MemoryFrequencyStore()
         ledger = MemoryLedger()
-        memory_deps = Dependencies(
-            source=local,
-            geo=geo,
-            store=memory,
-            ledger=ledger,
-            outbox=MemoryOutbox(),
-            sink=DiscardSink(),
-            clock=lambda: slice_end,
+        memory_deps = memory_dependencies(
+            source=local, geo=geo, sink=DiscardSink(), store=memory, ledger=ledger, clock=lambda: slice_end
         )
         memory_report = detect(slice_end, memory_deps, options)
         distinct_keys = sum(len(items) for items in memory.partitions.values())

@@ -149,14 +149,12 @@ def measure_fanout(root: str, geoip: str, core: int | None, *, quiet: bool = Tru
     from trailgeo.adapters.local import LocalLogSource
     from trailgeo.adapters.memory import (
         MemoryFanoutTracker,
-        MemoryFrequencyStore,
-        MemoryLedger,
-        MemoryOutbox,
         MemoryPartialStore,
         MemoryTaskQueue,
     )
     from trailgeo.app import fanout as fan
     from trailgeo.app.detect import Dependencies, RunOptions, detect
+    from trailgeo.app.wiring import memory_dependencies
     from trailgeo.core.records import gc_paused
 
     pin(core)
@@ -169,15 +167,7 @@ def measure_fanout(root: str, geoip: str, core: int | None, *, quiet: bool = Tru
     options = RunOptions(lookback=end - times[0] + timedelta(hours=1), batch_files=len(times) + 1)
 
     def deps() -> Dependencies:
-        return Dependencies(
-            source=source,
-            geo=geo,
-            store=MemoryFrequencyStore(),
-            ledger=MemoryLedger(),
-            outbox=MemoryOutbox(),
-            sink=DiscardSink(),
-            clock=lambda: end,
-        )
+        return memory_dependencies(source=source, geo=geo, sink=DiscardSink(), clock=lambda: end)
 
     fanned = deps()
     partials = MemoryPartialStore()
