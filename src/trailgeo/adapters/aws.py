@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
     from mypy_boto3_sns.client import SNSClient
 
+_T = TypeVar("_T")
 _ACCOUNT = re.compile(r"^\d{12}$")
 _ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
 MAX_OBJECT_BYTES = 256 * 1024 * 1024  # compressed; CloudTrail files are a few MB at most
@@ -64,6 +66,10 @@ _KNOWN_FOLDERS = {
 # thousands of folders or objects are counted, not each logged; a name is cut to this many characters.
 MAX_LOGGED_SKIPS = 20
 MAX_LOGGED_NAME_CHARS = 300
+# LIST requests in flight at once (day prefixes of the window, accounts at discovery): an
+# organization's thousands of prefixes are listed at S3's latency divided by this, within the
+# clients' connection pool (wiring.CLIENT_CONFIG: 32).
+LIST_CONCURRENCY = 16
 
 
 def _skip(skipped: Counter[str], reason: str, key: str, what: str = "prefix") -> None:
@@ -74,6 +80,35 @@ def _skip(skipped: Counter[str], reason: str, key: str, what: str = "prefix") ->
         logger.info(f"{what} skipped", key=key[:MAX_LOGGED_NAME_CHARS], reason=reason)
     elif skipped[reason] == MAX_LOGGED_SKIPS + 1:
         logger.info(f"{what} skips no longer logged one by one", reason=reason, logged=MAX_LOGGED_SKIPS)
+
+
+@dataclass(slots=True)
+class _Skips:
+    """What one listing task skipped, kept for the merge: counts by reason and the first
+    ``MAX_LOGGED_SKIPS`` names of each (a task runs in a thread: the merge logs, in task order, so
+    the log is bounded per listing, not per task, and reads as a sequential listing's)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    names: list[tuple[str, str, str]] = field(default_factory=list)  # (reason, name, what)
+
+    def add(self, reason: str, name: str, what: str = "prefix") -> None:
+        self.counts[reason] += 1
+        if self.counts[reason] <= MAX_LOGGED_SKIPS:
+            self.names.append((reason, name, what))
+
+    def merge_into(self, skipped: Counter[str]) -> None:
+        for reason, name, what in self.names:
+            _skip(skipped, reason, name, what)
+        for reason, count in self.counts.items():
+            unnamed = count - min(count, MAX_LOGGED_SKIPS)  # beyond the names kept: counted only
+            if unnamed:
+                before = skipped[reason]
+                skipped[reason] += unnamed
+                if before <= MAX_LOGGED_SKIPS < skipped[reason]:
+                    what = next(w for r, _, w in self.names if r == reason)
+                    logger.info(
+                        f"{what} skips no longer logged one by one", reason=reason, logged=MAX_LOGGED_SKIPS
+                    )
 
 
 class TrailBucketError(TrailgeoError):
@@ -91,6 +126,7 @@ class S3LogSource:
     clock: Callable[[], datetime] = _utc_now
     # How far before the window a file's name may be and still be picked up when it lands late.
     late_tolerance: timedelta = timedelta(hours=24)
+    list_concurrency: int = LIST_CONCURRENCY
     _regions: list[tuple[str, str, str]] = field(default_factory=list)  # (region prefix, account, region)
     _discovered_at: float | None = None
     _skipped_prefixes: Counter[str] = field(default_factory=Counter)
@@ -130,43 +166,64 @@ class S3LogSource:
                         _skip(skipped, "prefix_other", sub)
             else:
                 _skip(skipped, "prefix_other", level)
-        for account_prefix, account in account_prefixes:
-            for service in self._common_prefixes(account_prefix):
-                kind = service[len(account_prefix) : -1]
-                if kind != "CloudTrail":
-                    # CloudTrail-Digest, CloudTrail-Insight, Config, ...: never read. Any other name
-                    # is a bucket writer's to choose: one fixed reason, whatever it is.
-                    _skip(skipped, _KNOWN_FOLDERS.get(kind, "prefix_other"), service)
-                    continue
-                for region_prefix in self._common_prefixes(service):
-                    region = region_prefix[len(service) : -1]
-                    if is_region(region):
-                        regions.append((region_prefix, account, region))
-                    else:
-                        _skip(skipped, "prefix_bad_region", region_prefix)
+        for found, skips in self._each(self._account_regions, account_prefixes):
+            regions.extend(found)
+            skips.merge_into(skipped)
         self._regions, self._discovered_at, self._skipped_prefixes = regions, now, skipped
         return regions
 
+    def _account_regions(
+        self, account_prefix: str, account: str
+    ) -> tuple[list[tuple[str, str, str]], _Skips]:
+        """One account's CloudTrail regions (its service folders, then CloudTrail's regions)."""
+        regions: list[tuple[str, str, str]] = []
+        skips = _Skips()
+        for service in self._common_prefixes(account_prefix):
+            kind = service[len(account_prefix) : -1]
+            if kind != "CloudTrail":
+                # CloudTrail-Digest, CloudTrail-Insight, Config, ...: never read. Any other name
+                # is a bucket writer's to choose: one fixed reason, whatever it is.
+                skips.add(_KNOWN_FOLDERS.get(kind, "prefix_other"), service)
+                continue
+            for region_prefix in self._common_prefixes(service):
+                region = region_prefix[len(service) : -1]
+                if is_region(region):
+                    regions.append((region_prefix, account, region))
+                else:
+                    skips.add("prefix_bad_region", region_prefix)
+        return regions, skips
+
+    def _each(self, task: Callable[..., _T], arguments: Sequence[tuple[Any, ...]]) -> list[_T]:
+        """``task`` over ``arguments``, up to ``list_concurrency`` at once, results in order (the
+        first error raised, as a sequential listing would)."""
+        if self.list_concurrency <= 1 or len(arguments) <= 1:
+            return [task(*args) for args in arguments]
+        with ThreadPoolExecutor(max_workers=min(self.list_concurrency, len(arguments))) as pool:
+            return list(pool.map(lambda args: task(*args), arguments))
+
     def list_window(self, start: datetime, end: datetime) -> ListedWindow:
         """Objects named within (start, end], and late ones: named up to ``late_tolerance`` earlier
-        but landed in the bucket (LastModified) within the window."""
+        but landed in the bucket (LastModified) within the window. Day prefixes are listed side by
+        side (``list_concurrency``), merged in prefix order."""
         window = ListedWindow()
         earliest = start - self.late_tolerance
-        for region_prefix, account, region in self._discover():
-            for day in day_prefixes(region_prefix, earliest, end):
-                self._list_day(day, account, region, (earliest, start, end), window)
+        days = [
+            (day, account, region, (earliest, start, end))
+            for region_prefix, account, region in self._discover()
+            for day in day_prefixes(region_prefix, earliest, end)
+        ]
+        for objects, skips in self._each(self._list_day, days):
+            window.objects.extend(objects)
+            skips.merge_into(window.skipped)
         window.skipped.update(self._skipped_prefixes)
         return window
 
     def _list_day(
-        self,
-        day: str,
-        account: str,
-        region: str,
-        bounds: tuple[datetime, datetime, datetime],
-        window: ListedWindow,
-    ) -> None:
+        self, day: str, account: str, region: str, bounds: tuple[datetime, datetime, datetime]
+    ) -> tuple[list[LogObject], _Skips]:
         earliest, start, end = bounds
+        objects: list[LogObject] = []
+        skips = _Skips()
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             pages = paginator.paginate(
@@ -176,19 +233,20 @@ class S3LogSource:
                 for obj in page.get("Contents", []):
                     parsed = parse_key(obj["Key"])
                     if parsed.kind is not KeyKind.LOG or parsed.delivered_at is None:
-                        _skip(window.skipped, f"key_{parsed.kind.value}", parsed.key, "key")
+                        skips.add(f"key_{parsed.kind.value}", parsed.key, "key")
                         continue
                     if parsed.delivered_at > end:
-                        return  # keys sort by delivery time within a day
+                        return objects, skips  # keys sort by delivery time within a day
                     landed = obj.get("LastModified")
                     if parsed.delivered_at > start or (landed is not None and start < landed <= end):
-                        window.objects.append(
+                        objects.append(
                             LogObject(
                                 parsed.key, parsed.delivered_at, int(obj.get("Size", 0)), account, landed
                             )
                         )
         except ClientError as exc:
             raise TrailBucketError(self._explain(exc, f"s3:ListBucket on {self.bucket}/{day}")) from exc
+        return objects, skips
 
     def read(self, key: str) -> bytes:
         try:
