@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, JP_IP, SE_IP, T0, files_by_delivery, record, write_tree
+from tests.builders import ACCOUNT, ALICE, SE_IP, T0, files_by_delivery, record, write_tree
 from tests.test_adversary_teaching import ADMIN_ROLE, every, role_record
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink

@@ -193,6 +193,8 @@ class IncidentMember(_Model):
     severity: Severity
     sensitive_methods: list[str] = []
     methods: list[str] = []  # the rarest few
+    first_event_time: str = ""
+    last_event_time: str = ""
 
 
 class AlertIncident(_Model):

@@ -235,6 +235,8 @@ def _member(alert: Alert) -> IncidentMember:
         sensitive_methods=alert.sensitive_methods[:MEMBER_METHODS],
         methods=[m.method for m in alert.methods[:MEMBER_METHODS]]
         or [f.value for f in alert.findings[:MEMBER_METHODS]],
+        first_event_time=alert.first_event_time,
+        last_event_time=alert.last_event_time,
     )
 
 
