@@ -184,9 +184,7 @@ def test_given_a_stolen_key_assumed_into_three_accounts_when_linked_then_one_not
     assert "One incident: 4 alerts across 4 accounts" in email_body(carrier)
 
 
-def test_given_a_shared_network_when_a_critical_alert_joins_a_sensitive_one_then_the_notification_is_critical() -> (
-    None
-):
+def test_given_a_shared_network_when_a_critical_alert_joins_a_sensitive_one_then_it_pages_critical() -> None:
     # Given a corporate VPN's egress shared by a benign traveller's low alert, an attacker's
     # sensitive but medium alert, and a critical alert without sensitive methods
     alerts = [
