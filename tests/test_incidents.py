@@ -343,6 +343,8 @@ def test_given_a_network_record_when_alerting_reads_subjects_then_it_is_no_ident
     incident = OpenIncident("i1", NOW, "i1", "high", frozenset({"iam.amazonaws.com:CreateAccessKey"}), 3)
     records = {
         f"{ALICE}|SE": Suppression(NOW, "a1"),
+        "~net|GB": Suppression(NOW, "a2"),  # a bucket writer's principal named like a network
+        "~net|203.0.113.0/24|JP": Suppression(NOW, "a3"),
         NETWORK_SUBJECT + "203.0.113.0/24": to_record(incident),
         NETWORK_SUBJECT + "2001:218:1::/48": to_record(incident),
         NETWORK_SUBJECT + "unknown@198.18.0.1": to_record(incident),
@@ -352,10 +354,11 @@ def test_given_a_network_record_when_alerting_reads_subjects_then_it_is_no_ident
     subjects = [country_subject(s) for s in records]
     held = quarantined_identities(records, EMPTY_TUNING, NOW.date())
 
-    # Then only the identity is quarantined (for SE); a network is never taken for an identity
-    assert subjects[1:] == [None, None, None]
-    assert set(held) == {"SE"}
-    assert open_incidents(records) == dict.fromkeys(list(records)[1:], incident)
+    # Then the identities are quarantined (a principal named like a network too); a network is
+    # never taken for an identity, nor an identity for a network
+    assert subjects[3:] == [None, None, None]
+    assert set(held) == {"SE", "GB", "JP"}
+    assert open_incidents(records) == dict.fromkeys(list(records)[3:], incident)
 
 
 def test_given_an_identity_s_record_when_read_as_an_incident_then_it_holds_none() -> None:

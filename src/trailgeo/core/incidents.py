@@ -87,7 +87,13 @@ def network_keys(alert: Alert) -> frozenset[str]:
 
 
 def is_network_subject(subject: str) -> bool:
-    return subject.startswith(NETWORK_SUBJECT)
+    """Whether a subject record is a network's (an incident's), not an identity's. A network's value
+    holds ``/`` (a CIDR) or ``@`` (a location and address) and no ``|``; an identity's subject ends
+    in ``|<location>``, which holds neither: even a forged principal named ``~net`` stays an identity."""
+    if not subject.startswith(NETWORK_SUBJECT):
+        return False
+    value = subject[len(NETWORK_SUBJECT) :]
+    return "|" not in value and ("/" in value or "@" in value)
 
 
 def severity_rank(severity: str) -> int:
