@@ -380,6 +380,7 @@ def outbox(backend: Backend) -> AlertOutbox:
     )
 
 
+@pytest.mark.contract
 def test_given_an_incident_remembered_under_its_network_then_each_backend_gives_it_back(
     outbox: AlertOutbox,
 ) -> None:
