@@ -22,12 +22,12 @@ from trailgeo.adapters.dynamodb import MAX_ALERT_DOC_BYTES, DynamoOutbox
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryOutbox
-from trailgeo.app.detect import RunOptions
-from trailgeo.app.detect.alerting import country_subject, quarantined_identities
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport
+from trailgeo.app.detect.alerting import _queue, country_subject, quarantined_identities
 from trailgeo.app.detect.incidents import from_record, open_incidents, to_record
 from trailgeo.app.replay import ReplayState, replay
 from trailgeo.app.settings import Settings, SettingsError
-from trailgeo.core.alerts import Alert, CloudTrail, Geo, MethodEvidence, Source, UserIdentity
+from trailgeo.core.alerts import Alert, CloudTrail, Geo, MethodEvidence, Source, UserIdentity, compacted
 from trailgeo.core.incidents import MAX_MEMBERS, NETWORK_SUBJECT, OpenIncident, link, network_key
 from trailgeo.core.render.asff import asff_finding, default_product_arn, validate_finding
 from trailgeo.core.render.chatbot import chatbot_notification
@@ -446,3 +446,47 @@ def test_given_a_stolen_key_used_on_two_users_then_one_notification_and_a_later_
     # And each of them is recorded for suppression and quarantine as if alerted alone
     assert {f"{ALICE}|SE", f"{BOB}|SE", f"{carol}|SE"} <= set(outbox.last_alerted)
     assert summary.alerts_linked == 1
+
+
+def test_given_more_incidents_than_a_team_reads_when_queued_then_their_members_are_rolled_up_by_name() -> (
+    None
+):
+    # Given one run's twelve incidents of two alerts each, from twelve networks
+    alerts = [
+        an_alert(f"a{n:02d}{m}", principal=f"arn:aws:iam::{ACCOUNT}:user/u{n}-{m}", ip=f"198.51.{n}.{m + 1}")
+        for n in range(12)
+        for m in range(2)
+    ]
+    incidents = link(alerts, {}, NOW, DAY)
+    outbox = MemoryOutbox()
+    deps = Dependencies(source=None, geo=None, store=None, ledger=None, outbox=outbox, sink=None)  # type: ignore[arg-type]
+    report = RunReport(NOW, NOW, NOW)
+
+    # When the run queues them (more than rollup_after: an alert flood)
+    _queue(incidents, RunOptions(), deps, report)
+
+    # Then six notifications; the sixth rolls up the other six incidents, members included, by name
+    assert len(incidents) == 12
+    assert len(outbox.alerts) == 6
+    (carrier,) = (a for a in outbox.alerts.values() if a.rolled_up)
+    queued = {a.principal for a in outbox.alerts.values()}
+    named = {m.principal for a in outbox.alerts.values() if a.incident for m in a.incident.members}
+    assert queued | named | {r.principal for r in carrier.rolled_up} == {a.principal for a in alerts}
+    assert (report.alerts_linked, report.alerts_rolled_up) == (12, 12)
+
+
+def test_given_an_incident_carrier_over_an_item_when_compacted_then_its_members_are_cut_and_counted() -> None:
+    # Given a carrier naming MAX_MEMBERS members and counting 10 more
+    alerts = [
+        an_alert(f"a{n:03d}", principal=f"arn:aws:iam::{ACCOUNT}:user/u{n}") for n in range(MAX_MEMBERS + 11)
+    ]
+    (assignment,) = link(alerts, {}, NOW, DAY)
+
+    # When the outbox compacts it (a document over 350 KB)
+    cut = compacted(assignment.alert)
+
+    # Then five members stay named and the others are counted, none silently dropped
+    assert cut.incident is not None
+    assert len(cut.incident.members) == 5
+    assert cut.incident.omitted_members == MAX_MEMBERS + 10 - 5
+    assert cut.incident.alerts == MAX_MEMBERS + 11
