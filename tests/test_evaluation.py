@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from tests.test_incidents import an_alert
 from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.core.incidents import link
 from trailgeo_tools import cli, evaluation
 from trailgeo_tools.evaluation import (
     DETECTORS,
@@ -444,3 +446,28 @@ def test_given_the_eval_command_when_run_then_it_prints_the_report_and_writes_js
     assert "TARGET " in printed.out
     assert "seed 4: simulated 8 days" in printed.err
     assert json.loads(out.read_text(encoding="utf-8"))["seeds"][0]["seed"] == 4
+
+
+def test_given_an_incident_carrier_when_evaluated_then_it_counts_once_and_members_match_attacks() -> None:
+    # Given two planted attacks (alice from VN, bob from VN), and trailgeo's one notification for
+    # them: a carrier for a third, benign principal naming both as incident members
+    attacks = [incident("attack-alice"), incident("attack-bob", principal=BOB)]
+    window = {"first_event_time": "2026-03-10T08:06:00Z", "last_event_time": "2026-03-10T08:12:00Z"}
+    alerts = [
+        an_alert(a, principal=p, ip="203.0.113.5", location="VN", score=s).model_copy(update=window)
+        for a, p, s in (("carrier", CI, 99.0), ("alice", ALICE, 80.0), ("bob", BOB, 70.0))
+    ]
+    (assignment,) = link(alerts, {}, alerts[0].detected_at, timedelta(hours=24))
+
+    # When the notification is turned into detections and evaluated
+    detections = evaluation.detections_of(assignment.alert)
+    figures = evaluate(detections, attacks, days=28)
+
+    # Then one notification (the carrier: no false alert, it carries two attacks), and both
+    # attacks detected, each by one alert
+    assert [d.notification for d in detections] == [True, False, False]
+    assert figures["alerts_total"] == 1
+    assert figures["alerts_linked"] == 2
+    assert figures["attack_recall"] == 1.0
+    assert [r["alerts"] for r in figures["attacks"]] == [1, 1]
+    assert figures["false_alerts"] == 0

@@ -35,6 +35,7 @@ class ReplaySummary:
     alerts: int = 0
     alerts_suppressed: int = 0
     alerts_rolled_up: int = 0
+    alerts_linked: int = 0
     keys_skipped: Counter[str] = field(default_factory=Counter)
     files_skipped: Counter[str] = field(default_factory=Counter)
     records_skipped: Counter[str] = field(default_factory=Counter)
@@ -49,6 +50,7 @@ class ReplaySummary:
         self.alerts += report.alerts_raised
         self.alerts_suppressed += report.alerts_suppressed
         self.alerts_rolled_up += report.alerts_rolled_up
+        self.alerts_linked += report.alerts_linked
         self.files_skipped.update(report.files_skipped)
         self.records_skipped.update(report.records_skipped)
         self.seconds += report.seconds
@@ -62,6 +64,7 @@ class ReplaySummary:
             "alerts": self.alerts,
             "alerts_suppressed": self.alerts_suppressed,
             "alerts_rolled_up": self.alerts_rolled_up,
+            "alerts_linked": self.alerts_linked,
             "keys_skipped": dict(self.keys_skipped),
             "files_skipped": dict(self.files_skipped),
             "records_skipped": dict(self.records_skipped),

@@ -213,6 +213,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "alerts_raised": report.alerts_raised,
         "alerts_suppressed": report.alerts_suppressed,
         "alerts_rolled_up": report.alerts_rolled_up,
+        "alerts_linked": report.alerts_linked,
         "alerts_allowlisted": dict(report.alerts_allowlisted),
         "alerts_published": report.alerts_published,
         "alerts_pending": report.alerts_pending,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trailgeo.app.detect import DEFAULT_LEASE, RunOptions
 from trailgeo.app.fanout import FANOUT_LEASE
 from trailgeo.core.detectors import DETECTORS
+from trailgeo.core.incidents import MAX_WINDOW as MAX_INCIDENT_WINDOW
 from trailgeo.core.records import MAX_RECORDS_PER_FILE
 from trailgeo.core.scoring import ScoringPolicy
 
@@ -42,6 +43,9 @@ class Settings(BaseModel):
         default=RunOptions().batch_records, ge=MAX_RECORDS_PER_FILE, le=BATCH_RECORDS_MAX
     )
     suppress_hours: float = Field(default=24.0, ge=0, le=7 * 24)
+    # Alerts linked by source network within this many hours of an incident's last member are one
+    # incident (docs/scoring.md#incidents); 0 links nothing.
+    incident_hours: float = Field(default=24.0, ge=0, le=MAX_INCIDENT_WINDOW.total_seconds() / 3600)
     # Allowlists and per-method overrides (docs/tuning.md): an SSM parameter name, or a file
     # deployed with the function. Read at every run, so an edit applies on the next run.
     tuning_parameter: str = Field(default="", max_length=2048)
@@ -109,6 +113,7 @@ class Settings(BaseModel):
             read_concurrency=self.read_concurrency,
             batch_records=self.batch_records,
             suppress_for=timedelta(hours=self.suppress_hours),
+            incident_window=timedelta(hours=self.incident_hours),
             # A fanned-out batch is not taken over while SQS may still deliver its tasks.
             lease=FANOUT_LEASE if self.fanout else DEFAULT_LEASE,
         )

@@ -181,6 +181,41 @@ class RolledUp(_Model):
     events_in_run: int
 
 
+class IncidentMember(_Model):
+    """An alert of the run sent inside its incident's notification (linked by source network):
+    recorded, suppressed and quarantined as if it had been sent alone."""
+
+    alert_id: str
+    account: str
+    principal: str
+    location: str
+    score: float
+    severity: Severity
+    sensitive_methods: list[str] = []
+    methods: list[str] = []  # the rarest few
+    first_event_time: str = ""
+    last_event_time: str = ""
+
+
+class AlertIncident(_Model):
+    """The incident an alert is part of: alerts linked by source network (an IPv4 /24, an IPv6 /48,
+    a VPC endpoint's or an unknown location's exact address) within the incident window, across
+    principals and accounts (core/incidents.py)."""
+
+    id: str  # the incident's first alert id: the thread its updates are sent in
+    # A later alert of an incident notified before, sent in its thread (not a new page). False for
+    # the incident's first notification and for an escalation (higher severity than the incident's
+    # highest, or a sensitive method new to it), which pages anew and still names the incident.
+    update: bool = False
+    escalation: bool = False
+    networks: list[str] = []  # the networks that link it (bounded)
+    alerts: int = 1  # alerts this notification stands for: this one and all its members
+    accounts: int = 1
+    principals: int = 1
+    members: list[IncidentMember] = []  # the others, most urgent first (bounded)
+    omitted_members: int = 0  # members beyond the bound: counted, not named
+
+
 class Alert(_Model):
     alert_id: str
     detector: DetectorName = "country"
@@ -212,6 +247,7 @@ class Alert(_Model):
     findings: list[Finding] = []  # sibling detectors: what is rare (the country detector uses methods)
     correlated_detectors: list[str] = []  # other detectors that fired for this principal in the run
     rolled_up: list[RolledUp] = []  # more alerts of the run, carried by this one (an alert flood)
+    incident: AlertIncident | None = None  # alerts linked by source network (core/incidents.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +296,14 @@ class Alert(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    @property
+    def thread_id(self) -> str:
+        """The notification thread the alert is sent in (Security Hub finding, Chatbot thread): its
+        incident's for a quiet update, the alert it follows for a re-alert, else its own."""
+        if self.incident is not None and self.incident.update:
+            return self.incident.id
+        return self.follows_alert_id or self.alert_id
 
 
 def _strings(value: Any) -> TypeGuard[list[str]]:
@@ -335,6 +379,15 @@ def compacted(alert: Alert, keep: int = 5) -> Alert:
             "methods": alert.methods[:keep],
             "findings": alert.findings[:keep],
             "event_ids": alert.event_ids[:keep],
+            "incident": None
+            if alert.incident is None
+            else alert.incident.model_copy(
+                update={
+                    "members": alert.incident.members[:keep],
+                    "omitted_members": alert.incident.omitted_members
+                    + max(0, len(alert.incident.members) - keep),
+                }
+            ),
             "omitted": alert.omitted.model_copy(
                 update={
                     "user_agent": alert.omitted.user_agent + max(0, len(alert.user_agent.original) - keep),

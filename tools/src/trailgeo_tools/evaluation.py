@@ -68,7 +68,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -119,6 +119,10 @@ class Detection:
     # An update of an earlier alert of the same incident (trailgeo's re-alert on a sensitive
     # method within the suppression window): a notification, but not a new incident thread.
     follows: str | None = None
+    alert_id: str = ""
+    # An alert sent inside another's incident notification (core/incidents.py): the carrier's id.
+    # Matched to its own incident (recall), never counted as a notification of its own.
+    member_of: str | None = None
 
     @classmethod
     def from_alert(cls, alert: Alert) -> Detection:
@@ -136,8 +140,14 @@ class Detection:
             last,
             detected,
             alert.score,
-            alert.follows_alert_id,
+            # A re-alert, or a quiet update of an incident: sent in an earlier alert's thread.
+            alert.thread_id if alert.thread_id != alert.alert_id else None,
+            alert.alert_id,
         )
+
+    @property
+    def notification(self) -> bool:
+        return self.member_of is None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -150,7 +160,35 @@ class Detection:
             "detected_at": iso(self.detected_at),
             "score": round(self.score, 2),
             "follows": self.follows,
+            "alert_id": self.alert_id,
+            "member_of": self.member_of,
         }
+
+
+def detections_of(alert: Alert) -> list[Detection]:
+    """An alert's detection, then one for each incident member it carries (each matched to the
+    planted incident it belongs to; the notification counted once, as the carrier)."""
+    carrier = Detection.from_alert(alert)
+    members = alert.incident.members if alert.incident is not None else []
+    return [
+        carrier,
+        *(
+            replace(
+                carrier,
+                account=m.account,
+                principal=m.principal,
+                country=m.location,
+                methods=tuple(m.methods),
+                first_event=parse_time(m.first_event_time) or carrier.first_event,
+                last_event=parse_time(m.last_event_time) or carrier.last_event,
+                score=m.score,
+                follows=None,
+                alert_id=m.alert_id,
+                member_of=alert.alert_id,
+            )
+            for m in members
+        ),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +306,7 @@ def run_trailgeo(logs: Path, geo: GeoResolver, options: RunOptions | None = None
 
     sink = ListAlertSink()
     replay(logs, geo, sink, options or RunOptions())
-    return [Detection.from_alert(a) for a in sink.alerts]
+    return [d for a in sink.alerts for d in detections_of(a)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -619,7 +657,13 @@ def evaluate(
                 ),
             }
         )
-    false_alerts = [al for al, hit in zip(alerts, matched_attack, strict=True) if not hit]
+    # A notification is false when neither it nor any incident member it carries is an attack's.
+    carrying_attacks = {al.member_of for al, hit in zip(alerts, matched_attack, strict=True) if hit}
+    false_alerts = [
+        al
+        for al, hit in zip(alerts, matched_attack, strict=True)
+        if al.notification and not hit and al.alert_id not in carrying_attacks
+    ]
     causes: Counter[str] = Counter()
     for al in false_alerts:
         kinds = [i.kind for i in benign if matches(al, i)]
@@ -641,8 +685,9 @@ def evaluate(
     # Trips and new hires are allowed one alert each (their own target); the rest is noise.
     noise = sum(n for cause, n in causes.items() if cause not in ALLOWED_BENIGN)
     return {
-        "alerts_total": len(alerts),
-        "alert_updates": sum(1 for al in alerts if al.follows is not None),
+        "alerts_total": sum(1 for al in alerts if al.notification),
+        "alert_updates": sum(1 for al in alerts if al.notification and al.follows is not None),
+        "alerts_linked": sum(1 for al in alerts if not al.notification),
         "noise_alerts": noise,
         "noise_alerts_per_day": round(noise / post_learning_days, 3) if post_learning_days else None,
         "attacks": per_attack,
@@ -691,6 +736,9 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "alert_updates",
             "noise_alerts",
         )
+    }
+    total |= {  # figures an older result may lack
+        key: sum(m.get(key, 0) for m in per_seed) for key in ("alerts_linked",)
     }
     attacks = [r for m in per_seed for r in m["attacks"]]
     detected = [r for r in attacks if r["detected"]]
@@ -944,7 +992,8 @@ def _summary_rows(figures: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, l
         ),
         row("alerts per detected attack (mean)", lambda m: _num(m["alerts_per_detected_attack"])),
         row("max alerts on one attack", lambda m: _num(m["max_alerts_per_attack"])),
-        row("  + updates (sensitive re-alerts)", lambda m: str(m["alert_updates"])),
+        row("  + updates (sensitive re-alerts, incident updates)", lambda m: str(m["alert_updates"])),
+        row("  + alerts sent inside an incident", lambda m: str(m.get("alerts_linked", 0))),
         row("false alerts", lambda m: str(m["false_alerts"])),
         row("false alerts per day (after learning)", lambda m: _num(m["false_alerts_per_day"])),
         row("  outside trips/new hires, per day", lambda m: _num(m["noise_alerts_per_day"])),

@@ -1,6 +1,6 @@
 """Alerting: a batch's groups scored against the history before it, each alert decided against its
-subject's suppression window and quarantine, correlated, rolled up in a flood, and written to the
-outbox (before anything is counted)."""
+subject's suppression window and quarantine, correlated, linked into incidents by source network,
+rolled up in a flood, and written to the outbox (before anything is counted)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from datetime import date, datetime
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
+from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
 from trailgeo.core.alerts import Alert
 from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
+from trailgeo.core.incidents import Assignment, is_network_subject
 from trailgeo.core.scoring import (
     History,
     MethodViews,
@@ -44,7 +46,10 @@ _SIBLING_SUBJECTS = tuple(name for name in REGISTRY if name != COUNTRY.name)
 
 
 def country_subject(subject: str) -> tuple[str, str] | None:
-    """(identity, country) of a country detector's subject, None for a sibling detector's."""
+    """(identity, country) of a country detector's subject, None for a sibling detector's or a
+    network's (an incident's record, core/incidents.py)."""
+    if is_network_subject(subject):
+        return None
     identity, _, value = subject.rpartition("|")
     if not identity or not value or value.startswith(_SIBLING_SUBJECTS):
         return None
@@ -103,11 +108,16 @@ def score_and_raise(
     # One read of every subject alerted within the longer window: this run's subjects' last alerts
     # (suppression, quarantined hours) and the quarantine in force in each country. A record older
     # than both makes no difference but to the compare-and-set, which reads it again when it fails.
-    alerted = deps.outbox.alerted_since(scheduled_at - max(options.quarantine, options.suppress_for))
+    alerted = deps.outbox.alerted_since(
+        scheduled_at - max(options.quarantine, options.suppress_for, options.incident_window)
+    )
     recent = {s: alerted[s] for s in subjects if s in alerted}
+    networks = {s: r for s, r in alerted.items() if is_network_subject(s)}  # open incidents
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
-    in_force = {s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine}
+    in_force = {
+        s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine and s not in networks
+    }
     held_by_country = quarantined_identities(in_force, tuning, scheduled_at.date())
     # Hours to add to alerted subjects' quarantine, one write per subject at the end of the run
     # (a role's many sessions are one subject).
@@ -155,7 +165,7 @@ def score_and_raise(
         candidates.append((alert, hours))
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
-    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
+    _raise_alerts(_correlated(candidates), recent, networks, scheduled_at, deps, options, report, extensions)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
@@ -223,6 +233,7 @@ class SuppressionRaceError(RuntimeError):
 def _raise_alerts(
     candidates: list[tuple[Alert, frozenset[int]]],
     recent: dict[str, Suppression],
+    networks: dict[str, Suppression],
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
@@ -256,7 +267,7 @@ def _raise_alerts(
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
         else:
             raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
-    _queue(decided, options, deps, report)
+    _queue(linked(decided, networks, scheduled_at, deps, options), options, deps, report)
 
 
 def _raise_one(
@@ -305,20 +316,25 @@ def _raise_one(
     return True
 
 
-def _queue(decided: list[Alert], options: RunOptions, deps: Dependencies, report: RunReport) -> None:
-    """Queue the run's alerts. Above ``rollup_after`` (an alert flood: a session or principal
-    flood meant to bury the real alert), the ``rollup_in_full`` most urgent are queued in full
-    and the next one carries all the rest (named, scored, kept in its document): the team reads
-    a handful of messages, the real alert among the first. Sensitive methods and higher scores
-    come first; every subject is recorded and suppressed as if alerted alone."""
-    ranked = decided
-    if len(decided) > options.rollup_after:
-        ranked = sorted(decided, key=lambda a: (not a.sensitive_methods, -a.score, a.alert_id))
-        carrier, rest = ranked[options.rollup_in_full], ranked[options.rollup_in_full + 1 :]
-        ranked = [*ranked[: options.rollup_in_full], with_rollup(carrier, rest)]
-        report.alerts_rolled_up += len(rest)
+def _queue(incidents: list[Assignment], options: RunOptions, deps: Dependencies, report: RunReport) -> None:
+    """Queue the run's alerts, one per incident (a carrier names the others: core/incidents.py).
+    Above ``rollup_after`` (an alert flood: a session or principal flood meant to bury the real
+    alert), the ``rollup_in_full`` most urgent are queued in full and the next one carries all the
+    rest, incidents' members included (named, scored, kept in its document): the team reads a
+    handful of messages, the real alert among the first. Sensitive methods and higher scores come
+    first; every subject is recorded and suppressed as if alerted alone."""
+    ranked = [i.alert for i in incidents]
+    report.alerts_linked += sum(len(i.members) for i in incidents)
+    if len(incidents) > options.rollup_after:
+        order = sorted(
+            incidents, key=lambda i: (not i.alert.sensitive_methods, -i.alert.score, i.alert.alert_id)
+        )
+        carrier, rest = order[options.rollup_in_full].alert, order[options.rollup_in_full + 1 :]
+        rolled = [a for i in rest for a in (i.alert, *i.members)]
+        ranked = [*(i.alert for i in order[: options.rollup_in_full]), with_rollup(carrier, rolled)]
+        report.alerts_rolled_up += len(rolled)
         logger.warning(
-            "alert flood: alerts rolled up into one", rolled_up=len(rest), carrier=carrier.alert_id
+            "alert flood: alerts rolled up into one", rolled_up=len(rolled), carrier=carrier.alert_id
         )
     for alert in ranked:
         if deps.outbox.put(alert):
@@ -331,4 +347,5 @@ def _queue(decided: list[Alert], options: RunOptions, deps: Dependencies, report
                 principal=alert.principal,
                 score=alert.score,
                 severity=alert.severity,
+                incident_id=alert.incident.id if alert.incident is not None else None,
             )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from trailgeo.core.alerts import Alert
 from trailgeo.core.detectors import DEFAULT_DETECTORS
+from trailgeo.core.incidents import DEFAULT_WINDOW as DEFAULT_INCIDENT_WINDOW
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.tuning import EMPTY_TUNING, Tuning
 from trailgeo.ports import AlertOutbox, AlertSink, FrequencyStore, GeoResolver, Ledger, LogSource
@@ -34,6 +35,9 @@ class RunOptions:
     alerting: bool = True  # False when training history (backfill): count, never alert
     suppress_for: timedelta = timedelta(hours=24)  # one alert per (principal, country) per window
     quarantine: timedelta = timedelta(days=30)  # alerted hours do not vouch for their country this long
+    # Alerts from one network (IPv4 /24, IPv6 /48) within this long of an incident's last member are
+    # one incident (core/incidents.py); zero links nothing. At most core.incidents.MAX_WINDOW.
+    incident_window: timedelta = DEFAULT_INCIDENT_WINDOW
     rollup_after: int = 10  # more alerts than this in one run: an alert flood, rolled up
     rollup_in_full: int = 5  # of a flood, the most urgent sent in full (the next carries the rest)
     tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
@@ -80,6 +84,7 @@ class RunReport:
     category_maps_capped: int = 0  # categories folded into a TOTAL's overflow (core.counters.cap_categories)
     alerts_raised: int = 0
     alerts_suppressed: int = 0
+    alerts_linked: int = 0  # recorded, and sent inside their incident's notification (core/incidents.py)
     alerts_rolled_up: int = 0  # recorded, and sent inside another alert of the run (an alert flood)
     alerts_allowlisted: Counter[str] = field(default_factory=Counter)  # by verdict
     alerts_published: int = 0

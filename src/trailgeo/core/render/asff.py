@@ -1,11 +1,15 @@
 """The alert as an AWS Security Finding Format (ASFF) finding for Security Hub (pure).
 
-One finding per alert thread: its ``Id`` is the first alert's id (``follows_alert_id or
-alert_id``), so a re-alert within the suppression window re-imports, i.e. updates, the same
-finding instead of adding one. Findings are imported under the account's default product
-(``product/<account>/default``); Security Hub accepts them only with ``AwsAccountId`` equal to
-the importing account, so the account the calls were made in (an organization trail covers
-many) is in ``ProductFields`` and in the resources' ARNs.
+One finding per alert thread: its ``Id`` is the thread's first alert id (``Alert.thread_id``: the
+incident's for a quiet update of an incident, else ``follows_alert_id or alert_id``), so a re-alert
+within the suppression window, or a later alert of an incident from the same network, re-imports,
+i.e. updates, the same finding instead of adding one (BatchImportFindings updates a finding whose
+Id and ProductArn it already holds). An incident's members are in ``ProductFields``.
+
+Findings are imported under the account's default product (``product/<account>/default``);
+Security Hub accepts them only with ``AwsAccountId`` equal to the importing account, so the
+account the calls were made in (an organization trail covers many) is in ``ProductFields`` and in
+the resources' ARNs.
 
 Limits (Security Hub API reference, AwsSecurityFinding): Id and GeneratorId 512 characters,
 Title 256, Description 1024, 1 to 50 Types, 1 to 32 Resources, at most 50 ProductFields with
@@ -24,7 +28,14 @@ from typing import Any
 
 from trailgeo.core.alerts import Alert, is_country, location_label, location_noun
 from trailgeo.core.detectors import COUNTRY, detector
-from trailgeo.core.render.shared import console_links, principal_name, rare_items, safe_id, via_endpoints
+from trailgeo.core.render.shared import (
+    console_links,
+    incident_member_lines,
+    principal_name,
+    rare_items,
+    safe_id,
+    via_endpoints,
+)
 from trailgeo.core.text import plain
 
 SCHEMA_VERSION = "2018-10-08"
@@ -133,7 +144,7 @@ def _product_fields(alert: Alert) -> dict[str, str]:
 
     fields = {
         "trailgeo/AlertId": alert.alert_id,
-        "trailgeo/ThreadId": alert.follows_alert_id or alert.alert_id,
+        "trailgeo/ThreadId": alert.thread_id,
         "trailgeo/Score": f"{alert.score:g}",
         # A country code only; any other location is named in words (Location) and by its endpoints.
         "trailgeo/Country": alert.country if is_country(alert.country) else "",
@@ -156,7 +167,23 @@ def _product_fields(alert: Alert) -> dict[str, str]:
         fields["trailgeo/Tactics"] = joined(alert.tactics, 0)
     if alert.follows_alert_id:
         fields["trailgeo/FollowsAlertId"] = alert.follows_alert_id
+    fields.update(_incident_fields(alert))
     return {key: plain(value, PRODUCT_FIELD_VALUE_LIMIT - 1) for key, value in fields.items() if value}
+
+
+def _incident_fields(alert: Alert) -> dict[str, str]:
+    info = alert.incident
+    if info is None:
+        return {}
+    kind = "update" if info.update else "escalation" if info.escalation else "new"
+    return {
+        "trailgeo/IncidentId": info.id,
+        "trailgeo/IncidentKind": kind,
+        "trailgeo/IncidentAlerts": str(info.alerts),
+        "trailgeo/IncidentAccounts": str(info.accounts),
+        "trailgeo/IncidentNetworks": ", ".join(info.networks),
+        "trailgeo/IncidentMembers": "; ".join(incident_member_lines(alert, 10)),
+    }
 
 
 def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
@@ -180,7 +207,7 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
     )
     finding: dict[str, Any] = {
         "SchemaVersion": SCHEMA_VERSION,
-        "Id": safe_id(alert.follows_alert_id or alert.alert_id),
+        "Id": safe_id(alert.thread_id),
         "ProductArn": product_arn,
         "GeneratorId": found.generator_id,
         "AwsAccountId": account,

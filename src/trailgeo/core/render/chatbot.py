@@ -3,7 +3,8 @@
 SNS delivers the ``https`` key of the alerts topic's ``MessageStructure=json`` message to
 Chatbot subscriptions, while SQS and Lambda subscribers keep the alert JSON. Schema: version
 ``1.0``, source ``custom``, content (``textType`` ``client-markdown``, title, description,
-nextSteps, keywords) and metadata (``threadId`` groups an alert and its re-alerts in one thread).
+nextSteps, keywords) and metadata (``threadId`` groups an alert and its re-alerts in one thread,
+an incident and its quiet updates in another: ``Alert.thread_id``).
 
 Chatbot renders client-markdown in the chat's own markdown (Slack mrkdwn, Teams markdown), so
 attacker-controlled strings get the same treatment as in Slack (:mod:`trailgeo.core.render.mrkdwn`):
@@ -24,7 +25,13 @@ from typing import Any
 from trailgeo.core.alerts import Alert, is_country, location_label, location_noun
 from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.render.mrkdwn import code_list, escape, inline_code, sources_text
-from trailgeo.core.render.shared import console_links, rare_items, safe_id
+from trailgeo.core.render.shared import (
+    console_links,
+    incident_member_lines,
+    incident_text,
+    rare_items,
+    safe_id,
+)
 
 TITLE_LIMIT = 250
 DESCRIPTION_LIMIT = 4000
@@ -58,7 +65,15 @@ def _description(alert: Alert) -> str:
     ]
     if alert.follows_alert_id:
         lines.append(f"*Follows alert:* {inline_code(alert.follows_alert_id, 80)}")
+    text = incident_text(alert)
+    if text is not None:
+        members = incident_member_lines(alert, MEMBERS_LISTED)
+        lines.insert(0, f"*Incident:* {inline_code(text, 300)}")
+        lines.insert(1, f"*Members:* {code_list(members, 0, 1200, each=200)}")
     return "\n".join(lines)[:DESCRIPTION_LIMIT]
+
+
+MEMBERS_LISTED = 10
 
 
 def _next_steps(alert: Alert, default_region: str) -> list[str]:
@@ -91,7 +106,7 @@ def _keywords(alert: Alert) -> list[str]:
 
 def chatbot_notification(alert: Alert, default_region: str = "us-east-1") -> dict[str, Any]:
     alert_id = safe_id(alert.alert_id)
-    thread = safe_id(alert.follows_alert_id or alert.alert_id)
+    thread = safe_id(alert.thread_id)
     entry = detector(alert.detector)
     what = (
         f"unusual {escape(location_noun(alert.country), 60)} for AWS command"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from trailgeo.core.alerts import Alert, is_country, location_label
 from trailgeo.core.detectors import detector
-from trailgeo.core.render.shared import via_endpoints
+from trailgeo.core.render.shared import incident_member_lines, incident_text, via_endpoints
 from trailgeo.core.sources import UNKNOWN_LOCATION
 from trailgeo.core.text import plain
 
@@ -38,15 +38,41 @@ def email_subject(alert: Alert) -> str:
         subject = f"Unusual {location_label(alert.country)} for AWS command: {what} by {alert.principal}"
     else:
         subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
+    subject = _incident_prefix(alert) + subject
     # SNS subjects: ASCII, no line breaks, at most 100 characters.
     subject = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in subject)
     return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 3] + "..."
+
+
+def _incident_prefix(alert: Alert) -> str:
+    info = alert.incident
+    if info is None:
+        return ""
+    if info.update:
+        return f"Incident update ({info.alerts} alert(s)): "
+    return f"Incident of {info.alerts} alerts: " if info.alerts > 1 else "Incident escalation: "
+
+
+MEMBERS_IN_EMAIL = 50
+
+
+def _incident_rows(alert: Alert) -> list[str]:
+    text = incident_text(alert)
+    if text is None:
+        return []
+    members = incident_member_lines(alert, MEMBERS_IN_EMAIL)
+    return [
+        f"Incident: {plain(text, 300)}",
+        *(f"  - {plain(line, 600)}" for line in members),
+        "",
+    ]
 
 
 def email_body(alert: Alert) -> str:
     rows = [
         f"{detector(alert.detector).rule_name}: {alert.severity.upper()} (score {alert.score:g}/100)",
         "",
+        *_incident_rows(alert),
         f"Who:      {plain(alert.principal)}",
         f"Account:  {plain(alert.cloud.account.id)}",
         f"Key:      {plain(', '.join(alert.access_key_ids) or 'none')}",

@@ -1,5 +1,6 @@
 """What several renderings of an alert share (pure): the rare items that made it, the console
-links to investigate it, its ids as identifiers, and the VPC endpoints its calls came through.
+links to investigate it, its ids as identifiers, the VPC endpoints its calls came through, and the
+incident it is part of (its headline and members).
 
 Links are built here from percent-encoded parts, so attacker-controlled parts can end neither
 the URL nor a Slack link.
@@ -14,6 +15,7 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from trailgeo.core.alerts import Alert
+from trailgeo.core.incidents import headline, member_line
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _CONSOLES = {
@@ -62,6 +64,31 @@ def via_endpoints(alert: Alert) -> str:
     """`` via <endpoint ids>`` after the addresses of calls through VPC endpoints, else ``""``."""
     endpoints = alert.vpc_endpoint_ids
     return f" via {', '.join(endpoints)}" if endpoints else ""
+
+
+def incident_text(alert: Alert) -> str | None:
+    """``One incident: 3 alerts across 2 accounts (3 principals); new incident <id>`` (or an update,
+    or an escalation, of it), None for an alert of no incident."""
+    info = alert.incident
+    if info is None:
+        return None
+    kind = (
+        "update of incident" if info.update else "escalation of incident" if info.escalation else "incident"
+    )
+    return f"{headline(info)}; {kind} {info.id}"
+
+
+def incident_member_lines(alert: Alert, limit: int) -> list[str]:
+    """The incident's other alerts, one line each, at most ``limit`` then "and N more" (members left
+    out of the document counted too). Plain text: each rendering makes it inert its own way."""
+    info = alert.incident
+    if info is None:
+        return []
+    lines = [member_line(m) for m in info.members[:limit]]
+    more = max(0, len(info.members) - limit) + info.omitted_members
+    if more:
+        lines.append(f"and {more} more")
+    return lines
 
 
 # ---------------------------------------------------------------------------- links

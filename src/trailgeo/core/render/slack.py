@@ -23,7 +23,13 @@ from trailgeo.core.render.mrkdwn import (
     plain_text,
     sources_text,
 )
-from trailgeo.core.render.shared import RareItem, console_links, rare_items
+from trailgeo.core.render.shared import (
+    RareItem,
+    console_links,
+    incident_member_lines,
+    incident_text,
+    rare_items,
+)
 
 HEADER_LIMIT = 150
 MAX_FIELDS = 10
@@ -53,7 +59,8 @@ def header_text(alert: Alert) -> str:
 def fallback_text(alert: Alert) -> str:
     """The notification text (push, desktop): one line, principal as inert inline code."""
     where = escape(location_label(alert.country), 60)
-    prefix = f"{alert.severity.upper()}: {escape(alert.rule.name, 100)} {where} by "
+    incident = f" (incident of {alert.incident.alerts} alerts)" if alert.incident is not None else ""
+    prefix = f"{alert.severity.upper()}: {escape(alert.rule.name, 100)} {where}{incident} by "
     return prefix + inline_code(alert.principal, FALLBACK_LIMIT - len(prefix))
 
 
@@ -84,6 +91,9 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
     ]
     if alert.follows_alert_id:
         texts.append(("Follows alert", inline_code(alert.follows_alert_id, 100)))
+    if alert.incident is not None:
+        kind = "update" if alert.incident.update else "escalation" if alert.incident.escalation else "new"
+        texts.append(("Incident", f"{inline_code(alert.incident.id, 100)} ({kind})"))
     return [{"type": "mrkdwn", "text": f"*{title}*\n{text}"[:FIELD_LIMIT]} for title, text in texts][
         :MAX_FIELDS
     ]
@@ -107,6 +117,20 @@ def _methods_section(alert: Alert) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
+MEMBER_ROWS = 20
+
+
+def _incident_section(alert: Alert) -> dict[str, Any] | None:
+    """The incident's headline and its other alerts (inert, in a code block), when it has one."""
+    text = incident_text(alert)
+    if text is None:
+        return None
+    title = f"*{plain_text(text, 400)}*\n"
+    members = incident_member_lines(alert, MEMBER_ROWS)
+    body = code_block("\n".join(members), SECTION_LIMIT - len(title)) if members else ""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": (title + body)[:SECTION_LIMIT]}}
+
+
 def _explanation_section(alert: Alert) -> dict[str, Any]:
     title = "*Why it is rare*\n"
     text = title + code_block(alert.explanation, SECTION_LIMIT - len(title))
@@ -127,6 +151,7 @@ def slack_message(alert: Alert, default_region: str = "us-east-1") -> dict[str, 
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header_text(alert), "emoji": False}},
         {"type": "section", "fields": _fields(alert)},
+        *([incident] if (incident := _incident_section(alert)) is not None else []),
         _methods_section(alert),
         _explanation_section(alert),
         _context(alert, default_region),

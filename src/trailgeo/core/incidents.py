@@ -1,0 +1,284 @@
+"""Incidents: a run's alerts linked by source network and time, across principals and accounts.
+
+A stolen key used on two users, or assumed into three other accounts, raised one alert per
+principal and account: four pages for one attacker. Alerts whose calls came from the same network
+(an IPv4 /24, an IPv6 /48) are one incident: one notification that names its members, and later
+alerts from that network within the incident window (24 hours from the incident's last member)
+are sent as updates of it. Calls through a VPC endpoint or from an address without a country link
+only by that exact location and address (private ranges are everyone's); an AWS service
+(``ec2.amazonaws.com``), anything that is no address, and loopback, link-local, multicast,
+reserved and unspecified addresses never link. Only the country detector's alerts link (the
+calls came from somewhere unusual for each principal); the sibling detectors' never do.
+
+Linking never quietens: an update whose severity is above the incident's highest, or that
+brings a sensitive method new to the incident, pages as a new notification (an escalation, still
+naming the incident); a notification carries the highest severity of its members, and each member
+is named (up to ``MAX_MEMBERS``, then counted).
+
+Imports: the standard library and pure modules of ``trailgeo.core`` (the alert model; never
+``core.render``, never boto3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from trailgeo.core.alerts import (
+    MAX_LIST,
+    Alert,
+    AlertIncident,
+    IncidentMember,
+    Severity,
+    is_country,
+    location_label,
+)
+from trailgeo.core.detectors import COUNTRY
+from trailgeo.core.sources import UNKNOWN_LOCATION, endpoint_account
+from trailgeo.core.text import plain
+
+# A network's subject in the outbox's subject records (beside ``identity|country``): no identity
+# starts with ``~`` (an ARN, ``sso:<user>``, or CloudTrail's type and principal id).
+NETWORK_SUBJECT = "~net|"
+DEFAULT_WINDOW = timedelta(hours=24)
+MAX_WINDOW = timedelta(days=7)
+MAX_MEMBERS = 50  # members named in a document; the rest counted (an item stays far under 400 KB)
+MEMBERS_LISTED = 20  # members named in the explanation
+MEMBER_METHODS = 3
+MAX_NETWORKS = 20  # networks an incident is remembered under, per run
+MAX_ADDRESS_LENGTH = 64  # an IPv6 address with a zone is shorter; longer is no address
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+
+def network_key(address: str, location: str) -> str | None:
+    """The subject of the network an address links by, or None when it never links."""
+    if len(address) > MAX_ADDRESS_LENGTH:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # an AWS service's host name, or a forged value
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.scope_id is not None:
+            return None
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved:
+        return None
+    if is_country(location):
+        prefix = 24 if ip.version == 4 else 48
+        return f"{NETWORK_SUBJECT}{ipaddress.ip_network((int(ip), prefix), strict=False)}"
+    if location == UNKNOWN_LOCATION or endpoint_account(location) is not None:
+        return f"{NETWORK_SUBJECT}{location}@{ip}"
+    return None
+
+
+def network_keys(alert: Alert) -> frozenset[str]:
+    """The networks a country detector's alert came from (its bounded source addresses). A sibling
+    detector's alert links by none: it comes from the principal's usual places (an unusual command,
+    error code or city at home), where a shared network is a shared office, not a shared attacker;
+    the same person's alerts of several detectors are correlated instead."""
+    if alert.detector != COUNTRY.name:
+        return frozenset()
+    keys = (network_key(address, alert.location) for address in alert.source.ip)
+    return frozenset(k for k in keys if k is not None)
+
+
+def is_network_subject(subject: str) -> bool:
+    """Whether a subject record is a network's (an incident's), not an identity's. A network's value
+    holds ``/`` (a CIDR) or ``@`` (a location and address) and no ``|``; an identity's subject ends
+    in ``|<location>``, which holds neither: even a forged principal named ``~net`` stays an identity."""
+    if not subject.startswith(NETWORK_SUBJECT):
+        return False
+    value = subject[len(NETWORK_SUBJECT) :]
+    return "|" not in value and ("/" in value or "@" in value)
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIncident:
+    """An incident as remembered under each of its networks."""
+
+    incident_id: str  # its first alert
+    last_at: datetime  # its last member's run: the window runs from here
+    last_alert_id: str  # the alert that last recorded it (the compare-and-set's token)
+    severity: Severity  # the highest of its members
+    sensitive_methods: frozenset[str]
+    alerts: int  # members so far
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What a run queues for one incident: ``alert`` (a lone alert, a carrier naming the run's
+    other linked alerts, or an update of an open incident), the alerts it carries, the networks it
+    links by and the incident it continues (None for a new one)."""
+
+    alert: Alert
+    members: tuple[Alert, ...]
+    networks: frozenset[str]
+    incident: OpenIncident | None
+
+    def remembered(self, at: datetime) -> OpenIncident:
+        """The incident as it stands once this assignment is sent."""
+        group = (self.alert, *self.members)
+        before = self.incident
+        severity = max((a.severity for a in group), key=severity_rank)
+        sensitive = frozenset(m for a in group for m in a.sensitive_methods)
+        if before is None:
+            return OpenIncident(self.alert.alert_id, at, self.alert.alert_id, severity, sensitive, len(group))
+        return OpenIncident(
+            incident_id=before.incident_id,
+            last_at=at,
+            last_alert_id=self.alert.alert_id,
+            severity=max(severity, before.severity, key=severity_rank),
+            sensitive_methods=before.sensitive_methods | sensitive,
+            alerts=before.alerts + len(group),
+        )
+
+
+def urgency(alert: Alert) -> tuple[bool, int, float, str]:
+    """Sort key, most urgent first: sensitive methods, then severity, then score."""
+    return (not alert.sensitive_methods, -severity_rank(alert.severity), -alert.score, alert.alert_id)
+
+
+class _Links:
+    """Union-find over a run's alerts."""
+
+    def __init__(self, size: int) -> None:
+        self.parent = list(range(size))
+
+    def root(self, index: int) -> int:
+        while self.parent[index] != index:
+            self.parent[index] = self.parent[self.parent[index]]
+            index = self.parent[index]
+        return index
+
+    def join(self, indices: Iterable[int]) -> None:
+        roots = sorted({self.root(i) for i in indices})
+        for other in roots[1:]:
+            self.parent[other] = roots[0]
+
+
+def link(
+    decided: Sequence[Alert], open_incidents: Mapping[str, OpenIncident], now: datetime, window: timedelta
+) -> list[Assignment]:
+    """Each of the run's decided alerts assigned to an incident: alerts sharing a network, or
+    networks of one open incident (last member within ``window``), are one; order kept (the
+    first alert of each incident decides its place). A zero window links nothing."""
+    keys = [network_keys(a) if window > timedelta(0) else frozenset() for a in decided]
+    live = {k: i for k, i in open_incidents.items() if timedelta(0) <= now - i.last_at < window}
+    links = _Links(len(decided))
+    by_anchor: dict[str, list[int]] = {}
+    for index, networks in enumerate(keys):
+        for key in networks:
+            by_anchor.setdefault(key, []).append(index)
+            if key in live:
+                by_anchor.setdefault(f"incident:{live[key].incident_id}", []).append(index)
+    for indices in by_anchor.values():
+        links.join(indices)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(decided)):
+        groups.setdefault(links.root(index), []).append(index)
+    out = []
+    for indices in groups.values():
+        networks = frozenset(k for i in indices for k in keys[i])
+        touched = [live[k] for k in networks if k in live]
+        incident = min(touched, key=lambda i: (-i.alerts, i.incident_id)) if touched else None
+        out.append(_assign([decided[i] for i in indices], networks, incident, {a.alert_id for a in decided}))
+    return out
+
+
+def _assign(
+    group: list[Alert], networks: frozenset[str], incident: OpenIncident | None, run_ids: set[str]
+) -> Assignment:
+    ranked = sorted(group, key=urgency)
+    carrier, members = ranked[0], tuple(ranked[1:])
+    if incident is None and not members:
+        return Assignment(carrier, (), networks, None)
+    severity = max((a.severity for a in ranked), key=severity_rank)
+    escalation = incident is not None and _escalates(ranked, incident, run_ids)
+    info = AlertIncident(
+        id=incident.incident_id if incident is not None else carrier.alert_id,
+        update=incident is not None and not escalation,
+        escalation=escalation,
+        networks=sorted(k.removeprefix(NETWORK_SUBJECT) for k in networks)[:MAX_LIST],
+        alerts=len(ranked),
+        accounts=len({a.cloud.account.id for a in ranked}),
+        principals=len({a.principal for a in ranked}),
+        members=[_member(a) for a in members[:MAX_MEMBERS]],
+        omitted_members=max(0, len(members) - MAX_MEMBERS),
+    )
+    alert = carrier.model_copy(
+        update={"incident": info, "severity": severity, "explanation": _explained(carrier, info)}
+    )
+    return Assignment(alert, members, networks, incident)
+
+
+def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str]) -> bool:
+    """Whether alerts linked to an open incident page anew: a severity above the incident's highest,
+    a sensitive method new to it, or an incident record this very run wrote (a retried run cannot
+    tell what it held before, and errs toward paging)."""
+    if incident.last_alert_id in run_ids:
+        return incident.incident_id not in run_ids
+    highest = max(severity_rank(a.severity) for a in group)
+    new_sensitive = {m for a in group for m in a.sensitive_methods} - incident.sensitive_methods
+    return highest > severity_rank(incident.severity) or bool(new_sensitive)
+
+
+def _member(alert: Alert) -> IncidentMember:
+    return IncidentMember(
+        alert_id=alert.alert_id,
+        account=alert.cloud.account.id,
+        principal=alert.principal,
+        location=alert.location,
+        score=alert.score,
+        severity=alert.severity,
+        sensitive_methods=alert.sensitive_methods[:MEMBER_METHODS],
+        methods=[m.method for m in alert.methods[:MEMBER_METHODS]]
+        or [f.value for f in alert.findings[:MEMBER_METHODS]],
+        first_event_time=alert.first_event_time,
+        last_event_time=alert.last_event_time,
+    )
+
+
+def headline(info: AlertIncident) -> str:
+    """``One incident: N alerts across K accounts`` (and principals), as every rendering says it."""
+    accounts = f"{info.accounts} account{'s' if info.accounts != 1 else ''}"
+    principals = f"{info.principals} principal{'s' if info.principals != 1 else ''}"
+    return (
+        f"One incident: {info.alerts} alert{'s' if info.alerts != 1 else ''} across {accounts} ({principals})"
+    )
+
+
+def member_line(member: IncidentMember) -> str:
+    """One member as the texts name it (attacker-controlled parts made plain)."""
+    methods = ", ".join(plain(m, 100) for m in member.methods)
+    return (
+        f"{plain(member.principal, 200)} (account {plain(member.account, 20)}) from "
+        f"{location_label(member.location)}: score {member.score:.0f} ({member.severity})"
+        + (f", {methods}" if methods else "")
+        + (" [sensitive]" if member.sensitive_methods else "")
+    )
+
+
+def _explained(carrier: Alert, info: AlertIncident) -> str:
+    if info.update:
+        kind = f"An update of incident {info.id}"
+    elif info.escalation:
+        kind = f"An escalation of incident {info.id} (a higher severity or a new sensitive method)"
+    else:
+        kind = "A new incident"
+    lines = [f"- {member_line(m)}" for m in info.members[:MEMBERS_LISTED]]
+    more = len(info.members) - MEMBERS_LISTED + info.omitted_members
+    if more > 0:
+        lines.append(f"- and {more} more (in this alert's incident members, or counted there)")
+    networks = ", ".join(info.networks) or "none"
+    text = f"{carrier.explanation}\n\n{headline(info)}, linked by source network ({networks}). {kind}."
+    if lines:
+        text += "\nThe other alerts, each recorded and suppressed as if sent alone:\n" + "\n".join(lines)
+    return text

@@ -1,0 +1,492 @@
+"""One incident per attacker: alerts of the country detector linked by source network (IPv4 /24,
+IPv6 /48, an endpoint's or unknown location's exact address) and time are one notification naming
+its members; later linked alerts update it, unless they escalate (core/incidents.py,
+app/detect/incidents.py)."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.aws import TABLE
+from tests.builders import ACCOUNT, ALICE, BOB, SE_IP, T0, files_by_delivery, record, write_tree
+from tests.conftest import EVENTS, Backend
+from tests.test_adversary_teaching import every
+from trailgeo.adapters.dynamodb import MAX_ALERT_DOC_BYTES, DynamoOutbox
+from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.adapters.local import JsonLinesAlertSink
+from trailgeo.adapters.memory import MemoryOutbox
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport
+from trailgeo.app.detect.alerting import _queue, country_subject, quarantined_identities
+from trailgeo.app.detect.incidents import from_record, open_incidents, to_record
+from trailgeo.app.replay import ReplayState, replay
+from trailgeo.app.settings import Settings, SettingsError
+from trailgeo.core.alerts import Alert, CloudTrail, Geo, MethodEvidence, Source, UserIdentity, compacted
+from trailgeo.core.incidents import MAX_MEMBERS, NETWORK_SUBJECT, OpenIncident, link, network_key
+from trailgeo.core.render.asff import asff_finding, default_product_arn, validate_finding
+from trailgeo.core.render.chatbot import chatbot_notification
+from trailgeo.core.render.email import email_body, email_subject
+from trailgeo.core.render.envelope import sns_message
+from trailgeo.core.render.slack import slack_message
+from trailgeo.core.tuning import EMPTY_TUNING
+from trailgeo.ports import AlertOutbox, Suppression
+
+NOW = datetime(2026, 10, 2, 12, tzinfo=UTC)
+DAY = timedelta(hours=24)
+PRODUCT_ARN = default_product_arn("aws", "us-east-1", "123456789012")
+
+
+def an_alert(
+    alert_id: str,
+    *,
+    principal: str = ALICE,
+    account: str = ACCOUNT,
+    ip: str = "67.43.156.10",
+    location: str = "BT",
+    severity: str = "medium",
+    score: float = 80.0,
+    sensitive: bool = False,
+) -> Alert:
+    """The alert of events/sqs-alert.json, as another principal, address, severity and score."""
+    event = json.loads((EVENTS / "sqs-alert.json").read_text(encoding="utf-8"))
+    alert = Alert.model_validate_json(event["Records"][0]["body"])
+    methods: list[MethodEvidence] = [m.model_copy(update={"sensitive": sensitive}) for m in alert.methods]
+    country = location if len(location) == 2 else None
+    return alert.model_copy(
+        update={
+            "alert_id": alert_id,
+            "detected_at": NOW,
+            "location": location,
+            "source": Source(geo=Geo(country_iso_code=country), ip=[ip]),
+            "aws": alert.aws.model_copy(
+                update={"cloudtrail": CloudTrail(user_identity=UserIdentity(arn=principal))}
+            ),
+            "cloud": alert.cloud.model_copy(
+                update={"account": alert.cloud.account.model_copy(update={"id": account})}
+            ),
+            "severity": severity,
+            "score": score,
+            "methods": methods,
+            "sensitive_methods": ["iam.amazonaws.com:CreateAccessKey"] if sensitive else [],
+        }
+    )
+
+
+def an_open_incident(
+    incident_id: str = "first", severity: str = "medium", sensitive: frozenset[str] = frozenset()
+) -> OpenIncident:
+    return OpenIncident(incident_id, NOW - timedelta(hours=2), incident_id, severity, sensitive, 1)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- network keys
+
+
+@pytest.mark.parametrize(
+    ("address", "location", "key"),
+    [
+        ("203.0.113.77", "BT", "203.0.113.0/24"),
+        ("2001:218:1:2::5", "JP", "2001:218:1::/48"),
+        ("::ffff:203.0.113.9", "BT", "203.0.113.0/24"),  # an IPv4-mapped IPv6 address is its IPv4
+        ("10.1.2.3", "VPCE:444455556666", "VPCE:444455556666@10.1.2.3"),
+        ("198.18.0.1", "unknown", "unknown@198.18.0.1"),
+    ],
+)
+def test_given_an_address_when_keyed_then_its_network_or_its_exact_location_and_address(
+    address: str, location: str, key: str
+) -> None:
+    # Given an address and where it was scored from
+    # When its network key is taken
+    found = network_key(address, location)
+
+    # Then a country's address links by its /24 or /48, an endpoint's or unknown one by itself
+    assert found == NETWORK_SUBJECT + key
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "ec2.amazonaws.com",
+        "AWS Internal",
+        "",
+        "1.2.3.4.5",
+        "999.1.1.1",
+        " 203.0.113.7",
+        "203.0.113.7/24",
+        "203.0.113.7\u202e",
+        "0.0.0.0",  # noqa: S104 - a crafted value, never bound
+        "127.0.0.1",
+        "::",
+        "::1",
+        "fe80::1%eth0",
+        "2a00:1450::1%25x",
+        "224.0.0.1",
+        "255.255.255.255",
+        "2" * 1_000_000,
+        "1:2:3:4:5:6:7:8:9",
+    ],
+)
+def test_given_a_crafted_source_address_when_keyed_then_it_never_crashes_nor_links(address: str) -> None:
+    # Given a sourceIPAddress an AWS service or a forged record wrote
+    # When its network key is taken from a country and from an unknown location
+    keys = {network_key(address, "BT"), network_key(address, "unknown")}
+
+    # Then there is none: it links nothing
+    assert keys == {None}
+
+
+def test_given_two_alerts_from_crafted_addresses_when_linked_then_each_stays_alone() -> None:
+    # Given two principals' alerts whose source is the same AWS service host name
+    alerts = [
+        an_alert("a", ip="ec2.amazonaws.com"),
+        an_alert("b", principal=BOB, ip="ec2.amazonaws.com"),
+    ]
+
+    # When the run links its alerts
+    assignments = link(alerts, {}, NOW, DAY)
+
+    # Then two notifications, neither part of an incident
+    assert [a.alert.incident for a in assignments] == [None, None]
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def test_given_a_stolen_key_assumed_into_three_accounts_when_linked_then_one_notification_names_all() -> None:
+    # Given one network's alerts for a user and three roles assumed into other accounts
+    alerts = [
+        an_alert("user", ip="203.0.113.5", score=70, severity="low"),
+        an_alert("r1", principal="arn:aws:sts::222233334444:assumed-role/Admin/x", account="222233334444",
+                 ip="203.0.113.6", sensitive=True, severity="critical", score=95),
+        an_alert("r2", principal="arn:aws:sts::333344445555:assumed-role/Admin/x", account="333344445555",
+                 ip="203.0.113.7"),
+        an_alert("r3", principal="arn:aws:sts::444455556666:assumed-role/Admin/x", account="444455556666",
+                 ip="203.0.113.200"),
+    ]  # fmt: skip
+
+    # When the run links them
+    (assignment,) = link(alerts, {}, NOW, DAY)
+
+    # Then one notification: the most urgent (the sensitive one) carries the other three by name
+    carrier = assignment.alert
+    assert carrier.alert_id == "r1"
+    assert carrier.incident is not None
+    assert carrier.incident.id == "r1"
+    assert not carrier.incident.update
+    assert (carrier.incident.alerts, carrier.incident.accounts) == (4, 4)
+    assert [m.alert_id for m in carrier.incident.members] == ["r2", "r3", "user"]
+    assert carrier.incident.networks == ["203.0.113.0/24"]
+    assert "One incident: 4 alerts across 4 accounts" in email_body(carrier)
+
+
+def test_given_a_shared_network_when_a_critical_alert_joins_a_sensitive_one_then_it_pages_critical() -> None:
+    # Given a corporate VPN's egress shared by a benign traveller's low alert, an attacker's
+    # sensitive but medium alert, and a critical alert without sensitive methods
+    alerts = [
+        an_alert("benign", ip="203.0.113.5", severity="low", score=60),
+        an_alert("attacker", principal=BOB, ip="203.0.113.6", severity="medium", score=70, sensitive=True),
+        an_alert("loud", principal="arn:aws:iam::111122223333:user/carol", ip="203.0.113.7",
+                 severity="critical", score=99),
+    ]  # fmt: skip
+
+    # When the run links them into one incident
+    (assignment,) = link(alerts, {}, NOW, DAY)
+
+    # Then linking lowers nobody's severity: the notification carries the highest of them, and
+    # each member keeps its own
+    carrier = assignment.alert
+    assert carrier.alert_id == "attacker"
+    assert carrier.severity == "critical"
+    assert carrier.incident is not None
+    assert {m.alert_id: m.severity for m in carrier.incident.members} == {"loud": "critical", "benign": "low"}
+    # And every member is named in every rendering a person reads
+    slack = json.dumps(slack_message(carrier))
+    chatbot = json.dumps(chatbot_notification(carrier))
+    email = email_body(carrier)
+    for principal in (ALICE, "user/carol"):
+        assert principal in email
+        assert principal in slack
+        assert principal in chatbot
+    asff = asff_finding(carrier, PRODUCT_ARN)
+    assert validate_finding(asff) == []
+    assert "user/carol" in asff["ProductFields"]["trailgeo/IncidentMembers"]
+    assert asff["ProductFields"]["trailgeo/IncidentAlerts"] == "3"
+
+
+def test_given_a_flood_of_principals_from_one_network_then_one_bounded_notification(
+    tmp_path: Path,
+) -> None:
+    # Given 600 principals alerting from one /24 in one run
+    alerts = [
+        an_alert(
+            f"a{n:04d}", principal=f"arn:aws:iam::{ACCOUNT}:user/{'x' * 400}{n}", ip=f"203.0.113.{n % 250}"
+        )
+        for n in range(600)
+    ]
+
+    # When the run links them
+    (assignment,) = link(alerts, {}, NOW, DAY)
+
+    # Then one notification whose document names MAX_MEMBERS and counts the rest, well within
+    # DynamoDB's item (the outbox's limit) and an SNS message
+    carrier = assignment.alert
+    assert carrier.incident is not None
+    assert len(carrier.incident.members) == MAX_MEMBERS
+    assert carrier.incident.omitted_members == 599 - MAX_MEMBERS
+    assert carrier.incident.alerts == 600
+    assert len(assignment.members) == 599  # every one of them is still recorded by the run
+    assert len(carrier.to_json().encode()) < MAX_ALERT_DOC_BYTES
+    assert json.loads(sns_message(carrier))["default"] == carrier.to_json()
+
+
+def test_given_alerts_from_different_networks_when_linked_then_each_is_its_own() -> None:
+    # Given two users' alerts from two different /24s
+    alerts = [an_alert("a", ip="203.0.113.5"), an_alert("b", principal=BOB, ip="198.51.100.5")]
+
+    # When linked
+    assignments = link(alerts, {}, NOW, DAY)
+
+    # Then two notifications, no incident named
+    assert [(a.alert.alert_id, a.alert.incident) for a in assignments] == [("a", None), ("b", None)]
+
+
+# --------------------------------------------------------------------------- across runs
+
+
+def test_given_an_open_incident_when_a_later_alert_of_its_network_is_no_worse_then_it_is_a_quiet_update() -> (
+    None
+):
+    # Given an incident opened two hours ago from 203.0.113.0/24 at medium severity
+    open_ = {NETWORK_SUBJECT + "203.0.113.0/24": an_open_incident("first", "medium")}
+
+    # When another principal alerts from that network at medium severity
+    (assignment,) = link([an_alert("later", principal=BOB, ip="203.0.113.50")], open_, NOW, DAY)
+
+    # Then it is an update of that incident, sent in its thread (same finding, same chat thread)
+    alert = assignment.alert
+    assert alert.incident is not None
+    assert (alert.incident.id, alert.incident.update, alert.incident.escalation) == ("first", True, False)
+    assert alert.thread_id == "first"
+    assert asff_finding(alert, PRODUCT_ARN)["Id"] == "first"
+    assert chatbot_notification(alert)["metadata"]["threadId"] == "first"
+
+
+@pytest.mark.parametrize(
+    ("severity", "sensitive"),
+    [("high", False), ("medium", True)],
+    ids=["higher-severity", "new-sensitive-method"],
+)
+def test_given_a_harmless_alert_first_when_the_real_attack_follows_from_its_network_then_it_pages_anew(
+    severity: str, sensitive: bool
+) -> None:
+    # Given an attacker who first raised a harmless medium alert from their network (an incident
+    # open, no sensitive method)
+    open_ = {NETWORK_SUBJECT + "203.0.113.0/24": an_open_incident("decoy", "medium")}
+
+    # When the real attack comes from that network: a higher severity, or a sensitive method
+    attack = an_alert("attack", principal=BOB, ip="203.0.113.9", severity=severity, sensitive=sensitive)
+    (assignment,) = link([attack], open_, NOW, DAY)
+
+    # Then it pages as a new notification (its own thread and finding), still naming the incident
+    alert = assignment.alert
+    assert alert.incident is not None
+    assert (alert.incident.id, alert.incident.update, alert.incident.escalation) == ("decoy", False, True)
+    assert alert.thread_id == "attack"
+    assert asff_finding(alert, PRODUCT_ARN)["Id"] == "attack"
+    assert email_subject(alert).startswith("Incident escalation: ")
+
+
+def test_given_an_incident_past_its_window_when_its_network_alerts_again_then_a_new_incident() -> None:
+    # Given an incident whose last member alerted 25 hours ago, and one two hours ago
+    subject = NETWORK_SUBJECT + "203.0.113.0/24"
+    stale = OpenIncident("old", NOW - timedelta(hours=25), "old", "medium", frozenset(), 1)
+    recent = an_open_incident("recent")
+    alert = an_alert("later", ip="203.0.113.9")
+
+    # When its network alerts again under a 24-hour window, and the recent one's under a window of zero
+    (later,) = link([alert], {subject: stale}, NOW, DAY)
+    (unlinked,) = link([alert], {subject: recent}, NOW, timedelta(0))
+
+    # Then neither is linked to its incident
+    assert (later.alert.incident, later.incident) == (None, None)
+    assert (unlinked.alert.incident, unlinked.incident) == (None, None)
+
+
+def test_given_incident_window_settings_then_bounded_to_a_week() -> None:
+    # Given the deployment's environment with and without INCIDENT_HOURS
+    base = {
+        "TRAIL_BUCKET": "trail-bucket",
+        "TABLE_NAME": "trailgeo",
+        "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:alerts",
+    }
+
+    # When settings are read
+    default = Settings.from_environ(base).run_options().incident_window
+    off = Settings.from_environ({**base, "INCIDENT_HOURS": "0"}).run_options().incident_window
+
+    # Then 24 hours by default, 0 turns linking off, and more than a week is refused
+    assert (default, off) == (DAY, timedelta(0))
+    with pytest.raises(SettingsError, match="INCIDENT_HOURS"):
+        Settings.from_environ({**base, "INCIDENT_HOURS": "200"})
+
+
+# --------------------------------------------------------------------------- records
+
+
+def test_given_a_network_record_when_alerting_reads_subjects_then_it_is_no_identity() -> None:
+    # Given the outbox's subject records: an identity's and an open incident's network
+    incident = OpenIncident("i1", NOW, "i1", "high", frozenset({"iam.amazonaws.com:CreateAccessKey"}), 3)
+    records = {
+        f"{ALICE}|SE": Suppression(NOW, "a1"),
+        "~net|GB": Suppression(NOW, "a2"),  # a bucket writer's principal named like a network
+        "~net|203.0.113.0/24|JP": Suppression(NOW, "a3"),
+        NETWORK_SUBJECT + "203.0.113.0/24": to_record(incident),
+        NETWORK_SUBJECT + "2001:218:1::/48": to_record(incident),
+        NETWORK_SUBJECT + "unknown@198.18.0.1": to_record(incident),
+    }
+
+    # When alerting reads them for the quarantine in force
+    subjects = [country_subject(s) for s in records]
+    held = quarantined_identities(records, EMPTY_TUNING, NOW.date())
+
+    # Then the identities are quarantined (a principal named like a network too); a network is
+    # never taken for an identity, nor an identity for a network
+    assert subjects[3:] == [None, None, None]
+    assert set(held) == {"SE", "GB", "JP"}
+    assert open_incidents(records) == dict.fromkeys(list(records)[3:], incident)
+
+
+def test_given_an_identity_s_record_when_read_as_an_incident_then_it_holds_none() -> None:
+    # Given an identity's record under a network subject (written by no version of trailgeo)
+    record_ = Suppression(NOW, "a1", frozenset({"iam.amazonaws.com:CreateAccessKey", "!severity:bogus"}))
+
+    # When read as an incident
+    # Then there is none
+    assert from_record(record_) is None
+
+
+@pytest.fixture
+def outbox(backend: Backend) -> AlertOutbox:
+    if backend.kind == "memory":
+        return MemoryOutbox()
+    ticks = itertools.count()
+    return DynamoOutbox(
+        backend.client("dynamodb"), TABLE, clock=lambda: NOW + timedelta(microseconds=next(ticks))
+    )
+
+
+@pytest.mark.contract
+def test_given_an_incident_remembered_under_its_network_then_each_backend_gives_it_back(
+    outbox: AlertOutbox,
+) -> None:
+    # Given an incident of 3 alerts with 250 sensitive methods, remembered under its network
+    methods = frozenset(f"iam.amazonaws.com:Method{n:03d}" for n in range(250))
+    incident = OpenIncident("first", NOW, "last", "critical", methods, 3)
+    subject = NETWORK_SUBJECT + "203.0.113.0/24"
+    assert outbox.remember(subject, to_record(incident), None)
+
+    # When a later run reads the subjects alerted since, and another invocation writes on a stale read
+    (read,) = open_incidents(outbox.alerted_since(NOW - DAY)).values()
+    stale = outbox.remember(subject, to_record(incident), None)
+
+    # Then the incident comes back (its id, severity and count whatever the methods), and the
+    # compare-and-set refuses the stale write
+    assert (read.incident_id, read.last_alert_id, read.severity, read.alerts) == (
+        "first",
+        "last",
+        "critical",
+        3,
+    )
+    assert read.sensitive_methods <= methods
+    assert stale is False
+
+
+# --------------------------------------------------------------------------- end to end
+
+ATTACK_AT = T0 + timedelta(days=10, hours=3)
+
+
+@pytest.fixture
+def geo(country_test_mmdb: Path) -> MaxMindGeoResolver:
+    return MaxMindGeoResolver(country_test_mmdb)
+
+
+def test_given_a_stolen_key_used_on_two_users_then_one_notification_and_a_later_user_updates_it(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given alice and bob at home in the US for ten days, then both calling from one Swedish
+    # address in one hour, and carol from that network three hours later
+    carol = f"arn:aws:iam::{ACCOUNT}:user/carol"
+    history = [record(t, arn=arn) for arn in (ALICE, BOB, carol) for t in every(240, T0, step=4)]
+    attack = [
+        record(ATTACK_AT, ip=SE_IP),
+        record(ATTACK_AT + timedelta(minutes=2), arn=BOB, key="AKIABOB", ip=SE_IP),
+        record(ATTACK_AT + timedelta(hours=3), arn=carol, key="AKIACAROL", ip="89.160.20.113"),
+    ]
+    write_tree(tmp_path, files_by_delivery(history + attack))
+    outbox = MemoryOutbox()
+    out = io.StringIO()
+
+    # When the trail is replayed
+    summary, _ = replay(tmp_path, geo, JsonLinesAlertSink(out), RunOptions(), ReplayState(outbox=outbox))
+
+    # Then one notification for alice and bob naming the other, then carol's as an update of it
+    alerts: list[dict[str, Any]] = [json.loads(line) for line in out.getvalue().splitlines()]
+    first, update = (Alert.model_validate(a) for a in alerts)
+    assert first.incident is not None
+    assert update.incident is not None
+    assert {first.principal, first.incident.members[0].principal} == {ALICE, BOB}
+    assert (update.principal, update.incident.id, update.incident.update) == (carol, first.alert_id, True)
+    assert update.thread_id == first.alert_id
+    # And each of them is recorded for suppression and quarantine as if alerted alone
+    assert {f"{ALICE}|SE", f"{BOB}|SE", f"{carol}|SE"} <= set(outbox.last_alerted)
+    assert summary.alerts_linked == 1
+
+
+def test_given_more_incidents_than_a_team_reads_when_queued_then_their_members_are_rolled_up_by_name() -> (
+    None
+):
+    # Given one run's twelve incidents of two alerts each, from twelve networks
+    alerts = [
+        an_alert(f"a{n:02d}{m}", principal=f"arn:aws:iam::{ACCOUNT}:user/u{n}-{m}", ip=f"198.51.{n}.{m + 1}")
+        for n in range(12)
+        for m in range(2)
+    ]
+    incidents = link(alerts, {}, NOW, DAY)
+    outbox = MemoryOutbox()
+    deps = Dependencies(source=None, geo=None, store=None, ledger=None, outbox=outbox, sink=None)  # type: ignore[arg-type]
+    report = RunReport(NOW, NOW, NOW)
+
+    # When the run queues them (more than rollup_after: an alert flood)
+    _queue(incidents, RunOptions(), deps, report)
+
+    # Then six notifications; the sixth rolls up the other six incidents, members included, by name
+    assert len(incidents) == 12
+    assert len(outbox.alerts) == 6
+    (carrier,) = (a for a in outbox.alerts.values() if a.rolled_up)
+    queued = {a.principal for a in outbox.alerts.values()}
+    named = {m.principal for a in outbox.alerts.values() if a.incident for m in a.incident.members}
+    assert queued | named | {r.principal for r in carrier.rolled_up} == {a.principal for a in alerts}
+    assert (report.alerts_linked, report.alerts_rolled_up) == (12, 12)
+
+
+def test_given_an_incident_carrier_over_an_item_when_compacted_then_its_members_are_cut_and_counted() -> None:
+    # Given a carrier naming MAX_MEMBERS members and counting 10 more
+    alerts = [
+        an_alert(f"a{n:03d}", principal=f"arn:aws:iam::{ACCOUNT}:user/u{n}") for n in range(MAX_MEMBERS + 11)
+    ]
+    (assignment,) = link(alerts, {}, NOW, DAY)
+
+    # When the outbox compacts it (a document over 350 KB)
+    cut = compacted(assignment.alert)
+
+    # Then five members stay named and the others are counted, none silently dropped
+    assert cut.incident is not None
+    assert len(cut.incident.members) == 5
+    assert cut.incident.omitted_members == MAX_MEMBERS + 10 - 5
+    assert cut.incident.alerts == MAX_MEMBERS + 11
