@@ -10,9 +10,11 @@ from datetime import date, datetime
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import MAX_LIST, Alert
 from trailgeo.core.detectors import COUNTRY, REGISTRY
+from trailgeo.core.evidence import networks_of, with_evidence
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
+from trailgeo.core.networks import lookup_address
 from trailgeo.core.scoring import (
     History,
     MethodViews,
@@ -155,11 +157,27 @@ def score_and_raise(
         candidates.append((alert, hours))
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
+    candidates = [(_with_networks(alert, deps, report), hours) for alert, hours in candidates]
     _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
+
+
+def _with_networks(alert: Alert, deps: Dependencies, report: RunReport) -> Alert:
+    """The alert with its addresses' autonomous systems and the evidence they make present (a
+    hosting provider raises the severity: core/evidence.py). Looked up here, for the few alerts of
+    a run (at most ``MAX_LIST`` addresses each), never per event on the hot path."""
+    addresses = alert.source.ip
+    if not deps.geo.has_asn:
+        report.networks["unavailable"] += sum(lookup_address(a) is not None for a in addresses)
+        return alert
+    networks = networks_of(addresses, deps.geo.asn)
+    report.networks["hosting"] += sum(n.hosting is not None for n in networks)
+    report.networks["other"] += sum(n.hosting is None for n in networks)
+    report.networks["not_found"] += min(len(addresses), MAX_LIST) - len(networks)
+    return with_evidence(alert, networks)
 
 
 def _sibling_scores(

@@ -23,7 +23,7 @@ from trailgeo.core.render.mrkdwn import (
     plain_text,
     sources_text,
 )
-from trailgeo.core.render.shared import RareItem, console_links, rare_items
+from trailgeo.core.render.shared import RareItem, console_links, evidence_words, network_words, rare_items
 
 HEADER_LIMIT = 150
 MAX_FIELDS = 10
@@ -82,6 +82,10 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
         ),
         ("User agent", code_list(alert.user_agent.original, alert.omitted.user_agent, budget, each=600)),
     ]
+    if alert.networks:
+        texts.append(("Network", inline_code(network_words(alert), budget)))
+    if alert.evidence:
+        texts.append(("Evidence", "\n".join(inline_code(line, 600) for line in evidence_words(alert))))
     if alert.follows_alert_id:
         texts.append(("Follows alert", inline_code(alert.follows_alert_id, 100)))
     return [{"type": "mrkdwn", "text": f"*{title}*\n{text}"[:FIELD_LIMIT]} for title, text in texts][
