@@ -51,6 +51,7 @@ FUNCTION_ENVIRONMENT = {
     "TABLE_NAME",
     "TOPIC_ARN",
     "GEOIP_DB_PATH",
+    "GEOIP_ASN_PATH",
     "LOOKBACK_MINUTES",
     "SCORE_THRESHOLD",
     "LEARNING_BUCKETS",
@@ -426,6 +427,7 @@ def test_given_the_function_then_its_environment_is_what_the_package_reads(templ
         "ReportBatchItemFailures"
     ]
     assert variables["GEOIP_DB_PATH"] == "/opt/geoip/country.mmdb"
+    assert variables["GEOIP_ASN_PATH"] == worker_variables["GEOIP_ASN_PATH"] == "/opt/geoip/asn.mmdb"
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == (
         "python3.13",
         "app.lambda_handler",
