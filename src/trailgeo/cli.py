@@ -65,7 +65,7 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--asn",
         type=Path,
-        help="ASN .mmdb (make geoip: .cache/geoip/asn.mmdb): alerts name their networks and hosting providers",
+        help="ASN .mmdb (make geoip: .cache/geoip/asn.mmdb): alerts name their networks, hosting providers",
     )
     parser.add_argument(
         "--lookback", type=int, default=120, metavar="MINUTES", help="look-back (default 120)"
