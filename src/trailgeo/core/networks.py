@@ -101,4 +101,4 @@ def lookup_address(text: str) -> str | None:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return str(address) if address.is_global else None
+    return str(address) if address.is_global and not address.is_multicast else None

@@ -4,6 +4,7 @@ outbox (before anything is counted)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import date, datetime
 
@@ -169,14 +170,15 @@ def _with_networks(alert: Alert, deps: Dependencies, report: RunReport) -> Alert
     """The alert with its addresses' autonomous systems and the evidence they make present (a
     hosting provider raises the severity: core/evidence.py). Looked up here, for the few alerts of
     a run (at most ``MAX_LIST`` addresses each), never per event on the hot path."""
-    addresses = alert.source.ip
+    addresses = alert.source.ip[:MAX_LIST]
     if not deps.geo.has_asn:
-        report.networks["unavailable"] += sum(lookup_address(a) is not None for a in addresses)
+        counts = Counter(unavailable=sum(lookup_address(a) is not None for a in addresses))
+        report.networks.update(+counts)
         return alert
     networks = networks_of(addresses, deps.geo.asn)
-    report.networks["hosting"] += sum(n.hosting is not None for n in networks)
-    report.networks["other"] += sum(n.hosting is None for n in networks)
-    report.networks["not_found"] += min(len(addresses), MAX_LIST) - len(networks)
+    hosting = sum(n.hosting is not None for n in networks)
+    counts = Counter(hosting=hosting, other=len(networks) - hosting, not_found=len(addresses) - len(networks))
+    report.networks.update(+counts)
     return with_evidence(alert, networks)
 
 
