@@ -66,7 +66,7 @@ def asn_from_record(record: Any) -> AsnInfo | None:
     if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 2**32:
         return None
     organization = record.get("autonomous_system_organization")
-    text = organization.strip()[:MAX_ORGANIZATION] if isinstance(organization, str) else ""
+    text = organization.strip()[:MAX_ORGANIZATION].strip() if isinstance(organization, str) else ""
     return AsnInfo(number=number, organization=text)
 
 
