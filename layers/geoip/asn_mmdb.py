@@ -197,10 +197,11 @@ def build(ranges: list[tuple[int, int, int, str]], version: str) -> bytes:
 
 
 def _epoch(version: str) -> int:
-    """The release's date (``2.3.YYYYMMDDHH``) as seconds since 1970, so the bytes are reproducible."""
+    """The release's date (``2.3.YYYYMMDDHH``) as seconds since 1970, so the bytes are reproducible;
+    1 for a version without a date (maxminddb's C reader refuses a database built at 0)."""
     match = _VERSION.match(version)
     if match is None:
-        return 0
+        return 1
     year, month, day, hour = (int(g) for g in match.groups())
     return timegm((year, month, day, hour, 0, 0, 0, 0, 0))
 
