@@ -82,7 +82,7 @@ typecheck: $(BIN)/.installed
 
 # Test tiers (tests/conftest.py assigns each test one): `make unit` is the inner loop (no network,
 # no moto, under a minute); `make test` runs every tier, as CI does.
-PYTEST = TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) TRAILGEO_ASN_MMDB=$(CURDIR)/$(ASN_MMDB) $(BIN)/pytest
+PYTEST = TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) TRAILGEO_ASN_CACHE_MMDB=$(CURDIR)/$(ASN_MMDB) $(BIN)/pytest
 .PHONY: contract app handler infra tooling pytest pytest-parallel checks
 unit contract app handler tooling: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
 	$(PYTEST) -q -m $@

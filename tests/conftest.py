@@ -59,12 +59,12 @@ def dbip_mmdb() -> Path:
 @pytest.fixture(scope="session")
 def asn_mmdb() -> Path:
     """The GeoIP layer's ASN database (@ip-location-db/asn, CC BY 4.0, converted to a MaxMind DB);
-    `make test` builds it and sets TRAILGEO_ASN_MMDB."""
-    value = os.environ.get("TRAILGEO_ASN_MMDB")
+    `make test` builds it and sets TRAILGEO_ASN_CACHE_MMDB."""
+    value = os.environ.get("TRAILGEO_ASN_CACHE_MMDB")
     if not value:
         if IN_CI:
-            pytest.fail("TRAILGEO_ASN_MMDB is not set; `make test` sets it")
-        pytest.skip("TRAILGEO_ASN_MMDB not set (run through `make test`)")
+            pytest.fail("TRAILGEO_ASN_CACHE_MMDB is not set; `make test` sets it")
+        pytest.skip("TRAILGEO_ASN_CACHE_MMDB not set (run through `make test`)")
     return require(Path(value), "ASN database (make geoip)")
 
 
