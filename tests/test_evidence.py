@@ -8,15 +8,20 @@ import io
 import json
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from tests.builders import ACCOUNT, ALICE, T0, US_IP, files_by_delivery, record, write_tree
+from tests.conftest import MAXMIND_TEST_DATA
+from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryGeoResolver
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import ReplaySummary, replay
+from trailgeo.app.runtime import log_asn_database
+from trailgeo.app.settings import Settings
 from trailgeo.core.alert_builder import severity_for
 from trailgeo.core.alerts import Alert, Network
 from trailgeo.core.evidence import (
@@ -403,3 +408,53 @@ def test_given_a_consumer_and_a_hosting_network_when_assessed_then_the_factor_na
     # Then one factor, naming the hosting network and its address only
     assert found is not None
     assert found.text == "hosting provider: AS16509 Amazon.com, Inc. (3.5.1.2)"
+
+
+# ---------------------------------------------------------------------------- settings and cold start
+
+ENV = {
+    "TRAIL_BUCKET": "org-trail",
+    "TABLE_NAME": "trailgeo-state",
+    "TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:trailgeo-alerts",
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("  ", None), ("/opt/geoip/asn.mmdb", Path("/opt/geoip/asn.mmdb"))],
+)
+def test_given_geoip_asn_path_when_settings_are_read_then_an_optional_path(
+    value: str | None, expected: Path | None
+) -> None:
+    # Given GEOIP_ASN_PATH unset, empty or a path, When the settings are read
+    # Then no ASN database, or that path
+    env = ENV if value is None else {**ENV, "GEOIP_ASN_PATH": value}
+    assert Settings.from_environ(env).geoip_asn_path == expected
+
+
+@pytest.mark.parametrize(
+    ("asn_file", "level", "message"),
+    [
+        ("absent.mmdb", "WARNING", "ASN database missing: hosting-provider evidence off"),
+        ("README.md", "ERROR", "ASN database unusable: hosting-provider evidence off"),
+        ("GeoLite2-ASN-Test.mmdb", "INFO", "ASN database ready"),
+    ],
+)
+def test_given_an_asn_database_missing_unusable_or_fine_when_the_detector_cold_starts_then_the_log_says_so(
+    country_test_mmdb: Path, caplog: pytest.LogCaptureFixture, asn_file: str, level: str, message: str
+) -> None:
+    # Given the detector's settings naming an ASN database that is absent, not a database, or fine
+    path = MAXMIND_TEST_DATA / asn_file
+    settings = Settings.from_environ({**ENV, "GEOIP_ASN_PATH": str(path)})
+    resolver = MaxMindGeoResolver(country_test_mmdb, settings.geoip_asn_path)
+    caplog.set_level("INFO", logger="trailgeo")
+
+    # When the cold start reports on it
+    log_asn_database(settings, SimpleNamespace(geo=resolver))  # type: ignore[arg-type]
+
+    # Then one log line at that level says whether the factor is on, and why not; countries resolve
+    (line,) = [r for r in caplog.records if "ASN database" in r.getMessage()]
+    assert (line.levelname, line.getMessage()) == (level, message)
+    if level != "INFO":
+        assert str(path) in line.reason
+    assert resolver.country("81.2.69.144") == "GB"
