@@ -458,3 +458,25 @@ def test_given_an_asn_database_missing_unusable_or_fine_when_the_detector_cold_s
     if level != "INFO":
         assert str(path) in line.reason
     assert resolver.country("81.2.69.144") == "GB"
+
+
+def test_given_an_alert_with_hundreds_of_addresses_when_assessed_then_at_most_twenty_are_looked_up() -> None:
+    # Given 500 public addresses and an ASN lookup that counts its calls
+    asked: list[str] = []
+
+    def lookup(ip: str) -> AsnInfo:
+        asked.append(ip)
+        return DIGITALOCEAN
+
+    addresses = [f"134.209.{i // 250}.{i % 250 + 1}" for i in range(500)]
+
+    # When their networks are looked up
+    networks = networks_of(addresses, lookup)
+
+    # Then only the first twenty are (the alert's bounded list), and the factor names them once
+    assert len(asked) == len(networks) == 20
+    found = hosting_evidence(networks)
+    assert found is not None
+    assert found.text.startswith(
+        "hosting provider: AS14061 DigitalOcean, LLC (134.209.0.1, 134.209.0.2, 134.209.0.3 and more)"
+    )
