@@ -89,7 +89,7 @@ def open_asn_database(path: Path) -> Any:
 class MaxMindGeoResolver:
     """``path``: the country (or city) database, required. ``asn_path``: an ASN database, optional;
     one that cannot be opened does not stop the country detection: ``asn_error`` says why, the
-    runtime logs it as an error at cold start, and ``asn`` answers None."""
+    runtime logs it at cold start (app/runtime.py), and ``asn`` answers None."""
 
     path: Path
     asn_path: Path | None = None
