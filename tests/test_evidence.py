@@ -480,3 +480,27 @@ def test_given_an_alert_with_hundreds_of_addresses_when_assessed_then_at_most_tw
     assert found.text.startswith(
         "hosting provider: AS14061 DigitalOcean, LLC (134.209.0.1, 134.209.0.2, 134.209.0.3 and more)"
     )
+
+
+def test_given_the_shipped_databases_when_a_key_is_used_from_a_digitalocean_droplet_abroad_then_critical(
+    tmp_path: Path, dbip_mmdb: Path, asn_mmdb: Path
+) -> None:
+    # Given DB-IP Lite and the layer's ASN database; alice's ten days from a US consumer line
+    # (Verizon), then her key used from a DigitalOcean address in Great Britain
+    home, droplet = "96.253.26.224", "46.101.1.1"
+    history = [record(T0 + timedelta(hours=6 * i, minutes=3), ip=home) for i in range(40)]
+    write_tree(tmp_path, files_by_delivery(history + attack(droplet)))
+    resolver = MaxMindGeoResolver(dbip_mmdb, asn_mmdb)
+
+    # When the trail is replayed
+    out = io.StringIO()
+    summary, _ = replay(tmp_path, resolver, JsonLinesAlertSink(out), RunOptions())
+
+    # Then the brand-new country alerts one level above its score's severity, naming the provider
+    (alert,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (alert["location"], alert["score"], alert["severity"]) == ("GB", 100.0, "critical")
+    assert alert["networks"] == [
+        {"ip": droplet, "asn": 14061, "organization": "DigitalOcean, LLC", "hosting": "DigitalOcean"}
+    ]
+    assert alert["evidence"][0]["text"] == f"hosting provider: AS14061 DigitalOcean, LLC ({droplet})"
+    assert summary.networks == {"hosting": 1}
