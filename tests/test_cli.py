@@ -52,6 +52,32 @@ def test_given_a_trail_directory_when_replayed_then_alerts_are_written_and_a_sum
     assert json.loads(capsys.readouterr().err)["replay"]["events"] == 0
 
 
+def test_given_an_asn_database_when_replayed_then_alerts_name_their_networks_and_a_bad_one_is_refused(
+    tmp_path: Path, country_test_mmdb: Path, asn_test_mmdb: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a trail with an attack from Bhutan, and MaxMind's GeoLite2-ASN test database
+    logs = tmp_path / "logs"
+    history = [record(T0 + timedelta(hours=6 * i), ip=US_IP) for i in range(40)]
+    write_tree(logs, files_by_delivery([*history, record(T0 + timedelta(days=10, hours=1), ip=BT_IP)]))
+    alerts_out = tmp_path / "alerts.jsonl"
+    args = ["replay", str(logs), "--geoip", str(country_test_mmdb), "--alerts-out", str(alerts_out)]
+
+    # When replayed with --asn
+    code = main([*args, "--asn", str(asn_test_mmdb)])
+
+    # Then the alert names its address's network and the summary counts the lookup
+    assert code == 0
+    (alert,) = [json.loads(line) for line in alerts_out.read_text().splitlines()]
+    assert alert["networks"] == [{"ip": BT_IP, "asn": 35908, "organization": ""}]
+    assert json.loads(capsys.readouterr().err)["replay"]["networks"] == {"other": 1}
+
+    # When the --asn file is missing or is no ASN database, Then the CLI refuses, saying why
+    assert main([*args, "--asn", str(tmp_path / "nope.mmdb")]) == 2
+    assert "ASN database not found" in capsys.readouterr().err
+    assert main([*args, "--asn", str(country_test_mmdb)]) == 2
+    assert "without AS numbers" in capsys.readouterr().err
+
+
 def test_given_a_missing_database_or_directory_then_the_cli_says_so_and_exits_2(
     tmp_path: Path, country_test_mmdb: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -9,7 +9,7 @@ import maxminddb
 import pytest
 
 from tests.conftest import MAXMIND_TEST_DATA, require
-from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver, country_from_record
+from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver, asn_from_record, country_from_record
 
 pytestmark = pytest.mark.corpus
 
@@ -256,3 +256,73 @@ def test_given_repeated_address_when_looked_up_then_answered_from_cache(country_
     assert resolver.country("81.2.69.144") == "GB"
     assert resolver.country("89.160.20.128") is None  # new address: reader closed
     assert len(resolver._cache) == 3
+
+
+# --- the ASN database (optional: the hosting-provider evidence) -------------------------------
+
+
+def test_given_an_asn_path_with_no_file_when_the_resolver_is_created_then_countries_work_and_it_says_why(
+    country_test_mmdb: Path, tmp_path: Path
+) -> None:
+    # Given a country database and an ASN path with no file behind it (a layer built without one)
+    # When the resolver is created
+    resolver = MaxMindGeoResolver(country_test_mmdb, tmp_path / "asn.mmdb")
+    # Then the country lookups work, the ASN lookups answer None, and the error says why
+    assert resolver.country("81.2.69.144") == "GB"
+    assert not resolver.has_asn
+    assert resolver.asn("81.2.69.144") is None
+    assert resolver.asn_error is not None
+    assert "ASN database not found" in resolver.asn_error
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("README.md", "cannot open ASN database"),  # not a database at all
+        ("maps-with-pointers.raw", "cannot open ASN database"),  # a data section alone
+        ("GeoIP2-City-Test-Invalid-Node-Count.mmdb", "cannot open ASN database"),
+        ("GeoIP2-Country-Test.mmdb", "without AS numbers"),  # a country database given as ASN
+        ("GeoIP2-City-Test-Broken-Double-Format.mmdb", "without AS numbers"),
+    ],
+)
+def test_given_a_corrupt_or_wrong_asn_database_when_the_resolver_is_created_then_countries_still_work(
+    country_test_mmdb: Path, name: str, reason: str
+) -> None:
+    # Given a file that is no usable ASN database
+    # When the resolver is created with it
+    resolver = MaxMindGeoResolver(country_test_mmdb, _test_db(name))
+    # Then it does not fail: the country detection runs, the ASN lookups answer None, and why is kept
+    assert resolver.country("81.2.69.144") == "GB"
+    assert not resolver.has_asn
+    assert resolver.asn("1.128.0.1") is None
+    assert resolver.asn_error is not None
+    assert reason in resolver.asn_error
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        (
+            {"autonomous_system_number": 16509, "autonomous_system_organization": "Amazon.com, Inc."},
+            (16509, "Amazon.com, Inc."),
+        ),
+        ({"autonomous_system_number": 7018}, (7018, "")),  # GeoLite2-ASN ranges without a name
+        (
+            {"autonomous_system_number": 1221, "autonomous_system_organization": " x" * 500},
+            (1221, ("x " * 100).strip()),
+        ),
+        ({"autonomous_system_number": "16509"}, None),
+        ({"autonomous_system_number": True}, None),
+        ({"autonomous_system_number": 0}, None),
+        ({"autonomous_system_number": 2**32}, None),
+        ({"country_code": "US"}, None),
+        (None, None),
+        ([16509], None),
+    ],
+)
+def test_given_an_asn_record_when_read_then_only_a_valid_as_number_and_a_bounded_name(
+    record: Any, expected: tuple[int, str] | None
+) -> None:
+    # Given a record of an ASN database (or junk), When read, Then an AS number in range and its name
+    found = asn_from_record(record)
+    assert (None if found is None else (found.number, found.organization)) == expected

@@ -160,6 +160,42 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     assert table_items(aws, deployment.table) == items_after
 
 
+@pytest.mark.parametrize("asn_database", ["GeoLite2-ASN-Test.mmdb", "absent.mmdb"])
+def test_given_an_asn_database_in_the_layer_or_not_when_the_schedule_fires_then_the_alert_names_its_network(
+    aws: Any, deployment: Deployment, monkeypatch: pytest.MonkeyPatch, asn_test_mmdb: Path, asn_database: str
+) -> None:
+    # Given the function's GEOIP_ASN_PATH naming an ASN database (MaxMind's test one), or a file
+    # the layer does not have; a day of alice from the US, then her key used from Bhutan
+    monkeypatch.setenv("GEOIP_ASN_PATH", str(asn_test_mmdb.with_name(asn_database)))
+    baseline = [record(T0 + timedelta(hours=h, minutes=3), ip=US_IP) for h in range(24)]
+    put_files(aws, files_by_delivery(baseline, org=ORG))
+    handler = load_handler_module()
+    context = FakeLambdaContext()
+    handler.lambda_handler(scheduled_event("2026-10-02T00:15:00Z"), context)
+    attack_at = T0 + timedelta(hours=25)
+    put_files(
+        aws,
+        {delivery_key(attack_at + timedelta(minutes=10), org=ORG): gz_file([record(attack_at, ip=BT_IP)])},
+    )
+
+    # When the schedule fires after the attack
+    summary = handler.lambda_handler(scheduled_event("2026-10-02T01:15:00Z"), context)
+
+    # Then the alert goes out either way; with the database it names the address's network (AS35908,
+    # not a hosting provider: no factor, the rarity's severity), without it the run counts the skip
+    (envelope,) = receive_alerts(aws, deployment.queue_url)
+    alert = json.loads(envelope["Message"])
+    assert alert["location"] == "BT"
+    assert alert["severity"] == "high"
+    assert alert["evidence"] == []
+    if asn_database == "absent.mmdb":
+        assert alert["networks"] == []
+        assert summary["networks"] == {"unavailable": 1}
+    else:
+        assert alert["networks"] == [{"ip": BT_IP, "asn": 35908, "organization": ""}]
+        assert summary["networks"] == {"other": 1}
+
+
 def test_given_a_file_that_lands_three_hours_late_then_the_next_run_reads_it_once(
     aws: Any, deployment: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

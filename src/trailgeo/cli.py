@@ -63,6 +63,11 @@ EXIT_CODES = {
 def _add_detection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--geoip", type=Path, required=True, help="MaxMind-format country or city .mmdb")
     parser.add_argument(
+        "--asn",
+        type=Path,
+        help="ASN .mmdb (make geoip: .cache/geoip/asn.mmdb): alerts name their networks, hosting providers",
+    )
+    parser.add_argument(
         "--lookback", type=int, default=120, metavar="MINUTES", help="look-back (default 120)"
     )
     parser.add_argument("--threshold", type=float, default=50.0, help="alert at score >= this (default 50)")
@@ -683,9 +688,12 @@ def _replay(args: argparse.Namespace) -> int:
     from trailgeo.app.replay import replay
 
     try:
-        geo = MaxMindGeoResolver(args.geoip)
+        geo = MaxMindGeoResolver(args.geoip, args.asn)
     except GeoDatabaseError as exc:
         print(f"trailgeo: {exc}", file=sys.stderr)
+        return 2
+    if geo.asn_error is not None:  # asked for by name: refuse rather than run without it
+        print(f"trailgeo: {geo.asn_error}", file=sys.stderr)
         return 2
     if not args.logs.is_dir():
         print(f"trailgeo: not a directory: {args.logs}", file=sys.stderr)

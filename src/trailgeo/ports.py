@@ -12,6 +12,7 @@ import msgspec
 
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterDelta, CounterKey
+from trailgeo.core.networks import AsnInfo
 from trailgeo.core.scoring import History
 
 
@@ -85,6 +86,16 @@ class GeoResolver(Protocol):
 
     @property
     def description(self) -> str: ...
+
+    @property
+    def has_asn(self) -> bool:
+        """True when an ASN database is open: ``asn`` can answer (the hosting-provider evidence)."""
+        return False
+
+    def asn(self, ip: str) -> AsnInfo | None:  # noqa: ARG002 - the default: no ASN database
+        """The autonomous system of an address (number and organization), or None: not found, not
+        an address, or no ASN database. Never raises on what it is given."""
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """In-memory store, ledger and outbox: the same contracts as DynamoDB, for replay and tests; and
-what the operator commands read and write (:class:`MemoryOperations`, :class:`MemoryTuningStore`)."""
+what the operator commands read and write (:class:`MemoryOperations`, :class:`MemoryTuningStore`);
+a GeoIP resolver of fixed answers (:class:`MemoryGeoResolver`), the same contract as MaxMind's."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from trailgeo.core.counters import (
     categories_folded,
     merge,
 )
+from trailgeo.core.networks import AsnInfo
 from trailgeo.core.scoring import History
 from trailgeo.ports import (
     MAX_POISON_PER_RUN,
@@ -30,6 +32,7 @@ from trailgeo.ports import (
     CommitStats,
     ConcurrentChangeError,
     FanoutTask,
+    GeoResolver,
     LedgerEntry,
     OutboxEntry,
     RunAttempts,
@@ -415,3 +418,37 @@ class MemoryTuningStore:
         kept = current if current is not None else StoredTuning(0, type, "", key_id, tier or "Standard")
         self.parameters[name] = StoredTuning(now + 1, type, text, kept.key_id, kept.tier)
         return now + 1
+
+
+@dataclass(slots=True)
+class MemoryGeoResolver(GeoResolver):
+    """Fixed answers per address: ``countries`` (and ``cities``, ``CC/City``), and, when ``networks``
+    is given, an ASN database holding those (``networks=None``: no ASN database, like a layer built
+    without one). Lookups are counted, so a test can tell which addresses were looked up."""
+
+    countries: dict[str, str] = field(default_factory=dict)
+    networks: dict[str, AsnInfo] | None = None
+    cities: dict[str, str] = field(default_factory=dict)
+    asn_lookups: list[str] = field(default_factory=list)
+
+    def country(self, ip: str) -> str | None:
+        return self.countries.get(ip)
+
+    @property
+    def has_cities(self) -> bool:
+        return bool(self.cities)
+
+    def city(self, ip: str) -> str | None:
+        return self.cities.get(ip)
+
+    @property
+    def description(self) -> str:
+        return "in-memory GeoIP"
+
+    @property
+    def has_asn(self) -> bool:
+        return self.networks is not None
+
+    def asn(self, ip: str) -> AsnInfo | None:
+        self.asn_lookups.append(ip)
+        return None if self.networks is None else self.networks.get(ip)

@@ -39,6 +39,7 @@ class ReplaySummary:
     keys_skipped: Counter[str] = field(default_factory=Counter)
     files_skipped: Counter[str] = field(default_factory=Counter)
     records_skipped: Counter[str] = field(default_factory=Counter)
+    networks: Counter[str] = field(default_factory=Counter)  # alerts' addresses looked up in the ASN database
     seconds: float = 0.0
 
     def add(self, report: RunReport) -> None:
@@ -53,6 +54,7 @@ class ReplaySummary:
         self.alerts_linked += report.alerts_linked
         self.files_skipped.update(report.files_skipped)
         self.records_skipped.update(report.records_skipped)
+        self.networks.update(report.networks)
         self.seconds += report.seconds
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class ReplaySummary:
             "keys_skipped": dict(self.keys_skipped),
             "files_skipped": dict(self.files_skipped),
             "records_skipped": dict(self.records_skipped),
+            "networks": dict(self.networks),
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events / self.seconds) if self.seconds else 0,
         }

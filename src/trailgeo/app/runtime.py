@@ -74,6 +74,7 @@ class DetectorRuntime:
                 f"DETECTORS includes city but {deps.geo.description} has no cities: build the GeoIP layer "
                 "with a City database (TRAILGEO_MMDB, or MAXMIND_EDITION=GeoLite2-City)"
             )
+        log_asn_database(settings, deps)
         logger.info("detector ready", geoip=deps.geo.description, bucket=settings.trail_bucket)
         return cls(
             settings=settings,
@@ -188,6 +189,25 @@ def parse_scheduled_time(value: str) -> datetime:
     return parsed.astimezone(UTC).replace(second=0, microsecond=0)
 
 
+def log_asn_database(settings: Settings, deps: Dependencies) -> None:
+    """Say at cold start whether the hosting-provider evidence is on, and if it should be and is
+    not, why: a missing database is a warning (a layer built without one), an unreadable one an
+    error. Either way the country detection runs; each run counts the addresses it could not
+    check (``networks.unavailable`` in the summary)."""
+    path = settings.geoip_asn_path
+    if path is None:
+        logger.info("no ASN database configured (GEOIP_ASN_PATH): hosting-provider evidence off")
+        return
+    if deps.geo.has_asn:
+        logger.info("ASN database ready", asn=getattr(deps.geo, "asn_description", str(path)))
+        return
+    reason = getattr(deps.geo, "asn_error", None) or f"ASN database not available: {path}"
+    if path.exists():
+        logger.error("ASN database unusable: hosting-provider evidence off", reason=reason, path=str(path))
+    else:
+        logger.warning("ASN database missing: hosting-provider evidence off", reason=reason, path=str(path))
+
+
 def summarize(report: RunReport) -> dict[str, Any]:
     return {
         "scheduled_at": report.scheduled_at.isoformat(),
@@ -219,6 +239,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "alerts_pending": report.alerts_pending,
         "alerts_parked": report.alerts_parked,
         "oldest_pending_minutes": report.oldest_pending_minutes,
+        "networks": dict(report.networks),
         "seconds": round(report.seconds, 3),
     }
 

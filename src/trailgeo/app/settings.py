@@ -33,6 +33,10 @@ class Settings(BaseModel):
     table_name: str = Field(min_length=3, max_length=255)
     topic_arn: str = Field(pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$")
     geoip_db_path: Path = Path("/opt/geoip/country.mmdb")
+    # An ASN database (the GeoIpLayer's /opt/geoip/asn.mmdb, GeoLite2-ASN...): the hosting-provider
+    # evidence of alerts (docs/scoring.md). Optional: unset or empty, the factor is off; missing or
+    # unreadable, it is off and the cold start logs why, and the country detection runs as ever.
+    geoip_asn_path: Path | None = None
     lookback_minutes: int = Field(default=120, ge=15, le=24 * 60)
     score_threshold: float = Field(default=50.0, ge=0, le=100)
     learning_buckets: int = Field(default=20, ge=0)
@@ -81,6 +85,11 @@ class Settings(BaseModel):
         if unknown:
             raise ValueError(f"unknown detector(s) {sorted(unknown)}; known: {sorted(DETECTORS)}")
         return ",".join(sorted(names))
+
+    @field_validator("geoip_asn_path", mode="before")
+    @classmethod
+    def _empty_asn_path_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("trail_prefix")
     @classmethod

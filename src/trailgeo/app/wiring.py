@@ -67,7 +67,7 @@ def build_dependencies(
         dynamodb,
         settings.table_name,
         source=S3LogSource(s3, settings.trail_bucket, settings.trail_prefix),
-        geo=geo or MaxMindGeoResolver(settings.geoip_db_path),
+        geo=geo or MaxMindGeoResolver(settings.geoip_db_path, settings.geoip_asn_path),
         sink=SnsAlertSink(sns, settings.topic_arn),
     )
     if time_left is not None:

@@ -216,6 +216,28 @@ class AlertIncident(_Model):
     omitted_members: int = 0  # members beyond the bound: counted, not named
 
 
+class Network(_Model):
+    """The autonomous system of one source address (an ASN database beside the GeoIP one)."""
+
+    ip: str
+    asn: int = Field(ge=0, lt=2**32)
+    organization: str
+    hosting: str | None = None  # the hosting or cloud provider (core/networks.py), None if not known as one
+
+    @model_serializer(mode="wrap")
+    def _without_empty_hosting(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "hosting")
+
+
+class Evidence(_Model):
+    """One evidence factor present in the alert (core/evidence.py): its registry name, the severity
+    levels it added, and what it found, in words."""
+
+    factor: str
+    raises: int = Field(ge=0, le=3)
+    text: str
+
+
 class Alert(_Model):
     alert_id: str
     detector: DetectorName = "country"
@@ -248,6 +270,10 @@ class Alert(_Model):
     correlated_detectors: list[str] = []  # other detectors that fired for this principal in the run
     rolled_up: list[RolledUp] = []  # more alerts of the run, carried by this one (an alert flood)
     incident: AlertIncident | None = None  # alerts linked by source network (core/incidents.py)
+    # Beside the rarity: evidence factors found (core/evidence.py) and the source addresses'
+    # autonomous systems (an ASN database configured), each bounded to MAX_LIST.
+    evidence: list[Evidence] = []
+    networks: list[Network] = []
 
     @model_validator(mode="before")
     @classmethod

@@ -4,6 +4,7 @@ rolled up in a flood, and written to the outbox (before anything is counted)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from datetime import date, datetime
 
@@ -11,10 +12,12 @@ from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import MAX_LIST, Alert
 from trailgeo.core.detectors import COUNTRY, REGISTRY
+from trailgeo.core.evidence import networks_of, with_evidence
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
 from trailgeo.core.incidents import Assignment, is_network_subject
+from trailgeo.core.networks import lookup_address
 from trailgeo.core.scoring import (
     History,
     MethodViews,
@@ -165,11 +168,28 @@ def score_and_raise(
         candidates.append((alert, hours))
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
+    candidates = [(_with_networks(alert, deps, report), hours) for alert, hours in candidates]
     _raise_alerts(_correlated(candidates), recent, networks, scheduled_at, deps, options, report, extensions)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
+
+
+def _with_networks(alert: Alert, deps: Dependencies, report: RunReport) -> Alert:
+    """The alert with its addresses' autonomous systems and the evidence they make present (a
+    hosting provider raises the severity: core/evidence.py). Looked up here, for the few alerts of
+    a run (at most ``MAX_LIST`` addresses each), never per event on the hot path."""
+    addresses = alert.source.ip[:MAX_LIST]
+    if not deps.geo.has_asn:
+        counts = Counter(unavailable=sum(lookup_address(a) is not None for a in addresses))
+        report.networks.update(+counts)
+        return alert
+    networks = networks_of(addresses, deps.geo.asn)
+    hosting = sum(n.hosting is not None for n in networks)
+    counts = Counter(hosting=hosting, other=len(networks) - hosting, not_found=len(addresses) - len(networks))
+    report.networks.update(+counts)
+    return with_evidence(alert, networks)
 
 
 def _sibling_scores(

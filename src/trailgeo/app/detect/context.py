@@ -91,6 +91,9 @@ class RunReport:
     alerts_pending: int = 0
     alerts_parked: int = 0  # refused by the channel for what they hold: set aside (publish_pending)
     oldest_pending_minutes: int = 0  # the alert waiting longest after publishing, since detected
+    # Source addresses of alert candidates looked up in the ASN database: "hosting", "other",
+    # "not_found" (no AS, or no public address), "unavailable" (no ASN database open).
+    networks: Counter[str] = field(default_factory=Counter)
     alerts: list[Alert] = field(default_factory=list)
     seconds: float = 0.0
 

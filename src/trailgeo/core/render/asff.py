@@ -30,7 +30,9 @@ from trailgeo.core.alerts import Alert, is_country, location_label, location_nou
 from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.render.shared import (
     console_links,
+    evidence_words,
     incident_member_lines,
+    network_words,
     principal_name,
     rare_items,
     safe_id,
@@ -127,6 +129,33 @@ def _network(alert: Alert) -> dict[str, str] | None:
     return None
 
 
+def _action(alert: Alert) -> dict[str, Any] | None:
+    """ASFF's ``Action`` (an AWS API call, as GuardDuty writes it) with the remote address's
+    autonomous system in ``RemoteIpDetails.Organization``: the first hosting network, else the
+    first network found. None without an ASN database's answer."""
+    if not alert.networks:
+        return None
+    network = next((n for n in alert.networks if n.hosting), alert.networks[0])
+    remote: dict[str, Any] = {
+        "Organization": {
+            "Asn": network.asn,
+            "AsnOrg": plain(network.organization, 255),
+            "Org": plain(network.hosting or network.organization, 255),
+        },
+    }
+    address = ipaddress.ip_address(network.ip)
+    if address.version == 4:  # ASFF's RemoteIpDetails has no IPv6 field
+        remote["IpAddressV4"] = str(address)
+    if is_country(alert.country):
+        remote["Country"] = {"CountryCode": alert.country}
+    call: dict[str, Any] = {"CallerType": "remoteip", "RemoteIpDetails": remote}
+    if alert.event.action:
+        call["Api"] = plain(alert.event.action[0], 127)
+    if alert.event.provider:
+        call["ServiceName"] = plain(alert.event.provider[0], 127)
+    return {"ActionType": "AWS_API_CALL", "AwsApiCallAction": call}
+
+
 def _description(alert: Alert) -> str:
     keys = ", ".join(alert.access_key_ids) or "none"
     text = (
@@ -165,6 +194,11 @@ def _product_fields(alert: Alert) -> dict[str, str]:
     }
     if alert.tactics:
         fields["trailgeo/Tactics"] = joined(alert.tactics, 0)
+    if alert.networks:
+        fields["trailgeo/Networks"] = network_words(alert)
+    if alert.evidence:
+        fields["trailgeo/Evidence"] = "; ".join(evidence_words(alert))
+        fields["trailgeo/EvidenceFactors"] = joined([e.factor for e in alert.evidence], 0)
     if alert.follows_alert_id:
         fields["trailgeo/FollowsAlertId"] = alert.follows_alert_id
     fields.update(_incident_fields(alert))
@@ -230,6 +264,9 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
     network = _network(alert)
     if network:
         finding["Network"] = network
+    action = _action(alert)
+    if action:
+        finding["Action"] = action
     return finding
 
 

@@ -27,8 +27,10 @@ from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.render.mrkdwn import code_list, escape, inline_code, sources_text
 from trailgeo.core.render.shared import (
     console_links,
+    evidence_words,
     incident_member_lines,
     incident_text,
+    network_words,
     rare_items,
     safe_id,
 )
@@ -59,6 +61,8 @@ def _description(alert: Alert) -> str:
         f"*From:* {inline_code(location_label(alert.country), 60)} {ips}",
         f"*When:* {inline_code(alert.first_event_time, 60)} to {inline_code(alert.last_event_time, 60)}",
         f"*Score:* {alert.score:g}/100 (threshold {alert.rule.threshold:g})",
+        *([f"*Network:* {inline_code(network_words(alert), 600)}"] if alert.networks else []),
+        *(f"*Evidence:* {inline_code(line, 600)}" for line in evidence_words(alert)),
         f"*Rare methods:* {code_list(methods, omitted_methods, 900, each=120)}",
         f"*User agent:* {code_list(alert.user_agent.original, alert.omitted.user_agent, 600, each=300)}",
         f"*Alert:* {inline_code(alert.alert_id, 80)}",

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from trailgeo.core.alerts import Alert, is_country, location_label
 from trailgeo.core.detectors import detector
-from trailgeo.core.render.shared import incident_member_lines, incident_text, via_endpoints
+from trailgeo.core.render.shared import (
+    evidence_words,
+    incident_member_lines,
+    incident_text,
+    network_words,
+    via_endpoints,
+)
 from trailgeo.core.sources import UNKNOWN_LOCATION
 from trailgeo.core.text import plain
 
@@ -69,6 +75,7 @@ def _incident_rows(alert: Alert) -> list[str]:
 
 
 def email_body(alert: Alert) -> str:
+    networks = network_words(alert)
     rows = [
         f"{detector(alert.detector).rule_name}: {alert.severity.upper()} (score {alert.score:g}/100)",
         "",
@@ -79,6 +86,8 @@ def email_body(alert: Alert) -> str:
         f"From:     {location_label(alert.country)}  IPs: {plain(', '.join(alert.source.ip))}"
         + (f" and {alert.omitted.source_ip} more" if alert.omitted.source_ip else "")
         + plain(via_endpoints(alert), 600),
+        *([f"Network:  {plain(networks, 600)}"] if networks else []),
+        *(f"Evidence: {plain(line, 600)}" for line in evidence_words(alert)),
         f"When:     {plain(alert.first_event_time)} .. {plain(alert.last_event_time)}",
         f"Detected: {alert.detected_at:%Y-%m-%dT%H:%M:%SZ}",
         f"Agents:   {plain('; '.join(alert.user_agent.original), 600)}"

@@ -55,6 +55,25 @@ def rare_items(alert: Alert) -> list[RareItem]:
     ]
 
 
+def network_words(alert: Alert, limit: int = 5) -> str:
+    """The source addresses' autonomous systems in words (an ASN database configured), ``""``
+    without: ``AS16509 Amazon.com, Inc. (hosting provider: Amazon Web Services); AS7922 Comcast``."""
+    seen: dict[tuple[int, str], str | None] = {}
+    for network in alert.networks:
+        seen.setdefault((network.asn, network.organization), network.hosting)
+    parts = [
+        f"AS{asn} {organization}" + (f" (hosting provider: {hosting})" if hosting else "")
+        for (asn, organization), hosting in list(seen.items())[:limit]
+    ]
+    more = f"; and {len(seen) - limit} more" if len(seen) > limit else ""
+    return "; ".join(parts) + more
+
+
+def evidence_words(alert: Alert) -> list[str]:
+    """Each evidence factor present, in words, with what it did to the severity."""
+    return [f"{e.text} (severity +{e.raises})" if e.raises else e.text for e in alert.evidence]
+
+
 def safe_id(value: str) -> str:
     """An alert id as an identifier: letters, digits, ``-`` and ``_`` only, at most 64."""
     return _UNSAFE_ID.sub("", value)[:64] or "unknown"

@@ -26,8 +26,10 @@ from trailgeo.core.render.mrkdwn import (
 from trailgeo.core.render.shared import (
     RareItem,
     console_links,
+    evidence_words,
     incident_member_lines,
     incident_text,
+    network_words,
     rare_items,
 )
 
@@ -89,6 +91,10 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
         ),
         ("User agent", code_list(alert.user_agent.original, alert.omitted.user_agent, budget, each=600)),
     ]
+    if alert.networks:
+        texts.append(("Network", inline_code(network_words(alert), budget)))
+    if alert.evidence:
+        texts.append(("Evidence", "\n".join(inline_code(line, 600) for line in evidence_words(alert))))
     if alert.follows_alert_id:
         texts.append(("Follows alert", inline_code(alert.follows_alert_id, 100)))
     if alert.incident is not None:
