@@ -312,8 +312,8 @@ class EnterpriseConfig:
             raise ValueError(f"the enterprise needs at least {self.first_episode_day + 7} days")
         if not 60 <= self.people <= 2000:
             raise ValueError("people must be between 60 and 2000")
-        if not 6 <= self.accounts <= len(_ACCOUNTS):
-            raise ValueError(f"accounts must be between 6 and {len(_ACCOUNTS)}")
+        if not 8 <= self.accounts <= len(_ACCOUNTS):
+            raise ValueError(f"accounts must be between 8 and {len(_ACCOUNTS)}")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -623,6 +623,11 @@ def _home_countries(n: int) -> list[str]:
     return [c for c, _ in _HOMES for _ in range(counts[c])]
 
 
+def _team_accounts(team: str, accounts: tuple[str, ...]) -> list[str]:
+    """The team's accounts among the first ``len(accounts)`` (a smaller enterprise has fewer)."""
+    return [accounts[k] for k in _TEAM_ACCOUNTS[team] if k < len(accounts)] or [accounts[-1], accounts[0]]
+
+
 def _build_people(world: _EntWorld, cfg: EnterpriseConfig, accounts: tuple[str, ...]) -> list[_Person]:
     rng = world.rng("people")
     countries = _home_countries(cfg.people)
@@ -630,7 +635,7 @@ def _build_people(world: _EntWorld, cfg: EnterpriseConfig, accounts: tuple[str, 
     people: list[_Person] = []
     for i, country in enumerate(countries):
         team = _TEAM_CYCLE[i % len(_TEAM_CYCLE)]
-        team_accounts = [accounts[k] for k in _TEAM_ACCOUNTS[team] if k < len(accounts)]
+        team_accounts = _team_accounts(team, accounts)
         mine = (
             team_accounts[0],
             *rng.sample(team_accounts[1:], min(len(team_accounts) - 1, rng.randint(2, 4))),
@@ -643,12 +648,12 @@ def _build_people(world: _EntWorld, cfg: EnterpriseConfig, accounts: tuple[str, 
 def _place_offices(org: _Org) -> None:
     rng = org.world.rng("offices")
     offices = {c: [_v4(rng, c, org.used_ips) for _ in range(n)] for c, n in _OFFICES.items()}
-    commuter = 0
+    commuter, candidates = 0, 0
     for p in org.people:
         if p.country in offices:
             p.office = rng.choice(offices[p.country])
             p.office_share = rng.uniform(0.3, 0.7)
-        elif p.country in _COMMUTE_TO and rng.random() < 0.5:
+        elif p.country in _COMMUTE_TO and (candidates := candidates + 1) % 2 == 1:  # every other one
             commuter += 1
             p.office = rng.choice(offices[_COMMUTE_TO[p.country]])
             p.office_share = rng.uniform(0.4, 0.7)
@@ -684,22 +689,16 @@ def _vpn(org: _Org) -> None:
             p.vpn_rate = rng.uniform(0.1, 0.3)
         if rolled:
             p.vpn_from = org.base + rollout_day
-        group = "vpn-rollout" if rolled and not users else None
+        # One cause per gateway (the SOC trusts its egress once), the roll-up's people together.
+        scenario = "vpn-rollout" if rolled and not users else "vpn"
         for gateway in ("US", "DE", "IN"):
             if gateway == p.country:
                 continue
             tag = f"vpn-{next(counter)}"
             p.vpn_tags[gateway] = tag
-            org.add(
-                _Episode(
-                    tag,
-                    "benign",
-                    "vpn-rollout" if group else "vpn",
-                    group or tag,
-                    f"{p.name} ({p.country}) on the corporate VPN, egress {gateway}",
-                    "vpn",
-                )
-            )
+            group = "vpn-rollout" if scenario == "vpn-rollout" else f"vpn-egress-{gateway}"
+            what = f"{p.name} ({p.country}) on the corporate VPN, egress {gateway}"
+            org.add(_Episode(tag, "benign", scenario, group, what, "vpn"))
 
 
 def _trip_net(rng: random.Random, country: str, used: set[str], tag: str | None, n: int = 2) -> _Net:
@@ -769,7 +768,7 @@ def _new_hires(org: _Org, accounts: tuple[str, ...]) -> list[_Person]:
     for k, country in enumerate(("IN", "PL", "ZA", "AR"), 1):
         index = len(org.people) + k - 1
         team = _TEAM_CYCLE[index % len(_TEAM_CYCLE)]
-        team_accounts = [accounts[i] for i in _TEAM_ACCOUNTS[team] if i < len(accounts)]
+        team_accounts = _team_accounts(team, accounts)
         p = _Person(
             org.world, index, country=country, team=team, iam_user=False, accounts=tuple(team_accounts[:3])
         )

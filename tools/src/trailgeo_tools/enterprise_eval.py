@@ -202,6 +202,17 @@ def evaluate_enterprise(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> di
         "benign_severity": {s: sum(1 for h, _ in benign_hits if h.severity == s) for s in SEVERITIES},
         "benign_by_kind": by_kind,
         "unexplained_by_cause": dict(sorted(unexplained.items())),
+        "unexplained": [
+            {
+                "account": h.account,
+                "principal": h.principal,
+                "country": h.country,
+                "severity": h.severity,
+                "first_event": iso(h.first_event),
+            }
+            for h, m in benign_hits
+            if not m
+        ],
         "attacks": attacks,
     }
 
@@ -375,14 +386,19 @@ def run_enterprise_evaluation(
     *,
     progress: Progress = _quiet,
     make_config: Callable[[int, int], EnterpriseConfig] | None = None,
+    simulator: Callable[[EnterpriseConfig], EnterpriseSimulation] = simulate_enterprise,
 ) -> dict[str, Any]:
-    """Simulate and evaluate each seed; per-seed figures, the aggregate and the targets."""
+    """Simulate and evaluate each seed; per-seed figures, the aggregate and the targets.
+
+    ``make_config(seed, days)`` gives each configuration (default :func:`enterprise_config`);
+    ``simulator`` turns it into a simulation (a test hands one it already has).
+    """
     configure = make_config or enterprise_config
     reports = []
     began = time.perf_counter()
     for seed in seeds:
         started = time.perf_counter()
-        sim = simulate_enterprise(configure(seed, days))
+        sim = simulator(configure(seed, days))
         sim_s = time.perf_counter() - started
         progress(
             f"seed {seed}: simulated the enterprise, {sim.config.days} days, {sim.events_count:,} events "
