@@ -12,8 +12,8 @@ what the detector happens to handle:
 * **Offices and home lines.** Offices in the US (two), IN, DE, GB, PL and BR with one egress address
   each, shared by everyone there; hybrid work (office on about half of the weekdays); every other
   day from a home line, a fifth of the people in the US, DE, IN, GB, FR, PL and BR over IPv6.
-* **Cross-border commuters**: people living in MX and CA who work at the US office, in NL and PL at the
-  German one: two countries every week from day one.
+* **Cross-border commuters**: half of the people living in MX and CA work at a US office, half of those
+  in NL at the German one: two countries every week from day one.
 * **Corporate VPN** with egress on EC2 in us-east-1 (US), eu-central-1 (DE) and ap-south-1 (IN): a
   quarter of the people use it on some days (the gateway of their region, now and then the other
   one); later the data team is told to use it every day (a roll-out).
