@@ -484,7 +484,9 @@ class _Person(_HumanActor):
         for away in self.away:
             if away.start <= day <= away.end:
                 return away.net, True
-        home = _Net(self.offset, self.home_ips, self.home_cum)
+        # A commuter's home days belong to the commuting too: the office country is the usual one.
+        home_tag = f"{self.commuter_tag}/home" if self.commuter_tag else None
+        home = _Net(self.offset, self.home_ips, self.home_cum, home_tag)
         if day in self.glitches:
             return self.glitches[day], True
         rng = self.net_rng
@@ -660,15 +662,11 @@ def _place_offices(org: _Org) -> None:
             p.commuter_tag = f"commuter-{commuter}"
             org.busy.add(p.index)
             where = _COMMUTE_TO[p.country]
+            what = f"{p.name} lives in {p.country} and works at the {where} office on office days"
+            org.add(_Episode(p.commuter_tag, "benign", "commuter", p.commuter_tag, what, "commuter"))
+            what = f"{p.name} at home in {p.country} on the other days (the office in {where} is usual)"
             org.add(
-                _Episode(
-                    p.commuter_tag,
-                    "benign",
-                    "commuter",
-                    p.commuter_tag,
-                    f"{p.name} lives in {p.country} and works at the {where} office on office days",
-                    "commuter",
-                )
+                _Episode(f"{p.commuter_tag}/home", "benign", "commuter", p.commuter_tag, what, "commuter")
             )
 
 
