@@ -147,6 +147,17 @@ def test_given_the_role_chain_then_it_is_one_incident_across_accounts_from_one_a
     assert any("OrganizationAccountAccessRole" in p for i in chain for p in i["principal_arns"])
 
 
+def test_given_a_commuter_then_office_and_home_days_are_one_incident_in_two_countries(
+    truth: dict[str, Any],
+) -> None:
+    groups: dict[str, set[str]] = defaultdict(set)
+    for inc in truth["incidents"]:
+        if inc["benign_kind"] == "commuter":
+            groups[inc["incident_group"]].add(inc["country"])
+    assert groups
+    assert all(len(countries) == 2 for countries in groups.values())
+
+
 def test_given_an_sso_person_then_one_person_has_a_reserved_role_in_several_accounts(
     truth: dict[str, Any],
 ) -> None:
