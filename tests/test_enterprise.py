@@ -1,6 +1,6 @@
 """The enterprise simulation and its evaluation (``trailgeo-tools eval --org enterprise``).
 
-One reduced enterprise (60 people, 8 accounts, 15 days, episodes from day 8) is simulated for the
+One reduced enterprise (60 people, 8 accounts, one region, 15 days, episodes from day 8) is simulated for the
 module: determinism, ground-truth consistency, the addresses against DB-IP Lite, a small evaluation.
 """
 
@@ -10,6 +10,7 @@ import ipaddress
 import json
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,11 @@ from trailgeo_tools.enterprise_eval import (
     targets,
 )
 
-SMALL = EnterpriseConfig(seed=3, days=15, people=60, accounts=8, first_episode_day=8)
+SMALL = EnterpriseConfig(seed=3, days=15, people=60, accounts=8, regions=("us-east-1",), first_episode_day=8)
 
 
 def small_config(seed: int, days: int) -> EnterpriseConfig:
-    return EnterpriseConfig(seed=seed, days=days, people=60, accounts=8, first_episode_day=8)
+    return replace(SMALL, seed=seed, days=days)
 
 
 @pytest.fixture(scope="module")
