@@ -9,7 +9,7 @@ DBIP_MMDB := $(CACHE)/geoip/dbip-country.mmdb
 ASN_MMDB := $(CACHE)/geoip/asn.mmdb
 export PYENV_VERSION ?= 3.11.7:3.13.0
 
-.PHONY: demo test lint typecheck unit template-lint build deploy delete lock lock-geoip geoip clean bench eval
+.PHONY: demo test lint typecheck unit template-lint build deploy delete lock lock-geoip geoip clean bench eval eval-enterprise
 
 # Every environment is created from a hashed lock in requirements/ (see "Dependencies" in the
 # README): pip first, then the lock with --require-hashes, then trailgeo itself without its
@@ -66,6 +66,11 @@ demo: $(BIN)/.installed $(DBIP_MMDB)
 # Elastic-like rare job on simulated incidents; prints TARGET PASS/FAIL lines (exit 0 either way).
 eval: $(BIN)/.installed $(DBIP_MMDB)
 	$(BIN)/trailgeo-tools eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
+
+# The same against the simulated enterprise (tools/src/trailgeo_tools/enterprise.py: 220 people in 12
+# countries, 15 accounts), trailgeo alone, scored on issue 15's targets (docs/scoring.md, "Evaluation").
+eval-enterprise: $(BIN)/.installed $(DBIP_MMDB)
+	$(BIN)/trailgeo-tools eval --org enterprise --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval-enterprise.json
 
 # Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
 $(BIN)/.bench-installed: $(BIN)/.installed requirements/bench.txt

@@ -160,6 +160,7 @@ FILE_TIERS: dict[str, str] = {
     "test_simulate.py": "tooling",
     "test_simulate_vpce.py": "tooling",
     "test_evaluation.py": "tooling",
+    "test_enterprise.py": "tooling",
     "test_bench.py": "tooling",
     "test_corpus.py": "tooling",
 }

@@ -1183,6 +1183,7 @@ class _HumanActor:
         self.ips = [f"{p}.{rng.randint(2, 254)}" for p in prefixes]
         self.ip_cum = list(itertools.accumulate([6.0, 3.0, 1.0][: len(self.ips)]))
         self.home_account = cfg.accounts[index % len(cfg.accounts)]
+        self.accounts: tuple[str, ...] = cfg.accounts  # the accounts an SSO user hops between
         eu = [r for r in cfg.regions if r.startswith("eu-")]
         self.home_region = eu[0] if eu and self.country in {"DE", "GB"} else cfg.regions[0]
         self.rate = cfg.events_per_human_hour * rng.lognormvariate(0.0, 0.35) / 1.06  # mean of lognormal
@@ -1398,11 +1399,11 @@ class _HumanActor:
             # SSO users hop accounts, except during an episode (its ground truth names one account).
             if (
                 self.kind == "sso"
-                and len(cfg.accounts) > 1
+                and len(self.accounts) > 1
                 and self.world.tag is None
                 and rng.random() < 0.25
             ):
-                account = rng.choice(cfg.accounts)
+                account = rng.choice(self.accounts)
             region = self.home_region
             if len(cfg.regions) > 1 and rng.random() < 0.2:
                 region = rng.choice(cfg.regions)
