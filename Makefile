@@ -64,13 +64,13 @@ demo: $(BIN)/.installed $(DBIP_MMDB)
 
 # Evaluation harness (tools/src/trailgeo_tools/evaluation.py): trailgeo vs a first-seen rule vs an
 # Elastic-like rare job on simulated incidents; prints TARGET PASS/FAIL lines (exit 0 either way).
-eval: $(BIN)/.installed $(DBIP_MMDB)
-	$(BIN)/trailgeo-tools eval --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
+eval: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
+	$(BIN)/trailgeo-tools eval --geoip $(DBIP_MMDB) --asn $(ASN_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
 
 # The same against the simulated enterprise (tools/src/trailgeo_tools/enterprise.py: 220 people in 12
 # countries, 15 accounts), trailgeo alone, scored on issue 15's targets (docs/scoring.md, "Evaluation").
-eval-enterprise: $(BIN)/.installed $(DBIP_MMDB)
-	$(BIN)/trailgeo-tools eval --org enterprise --geoip $(DBIP_MMDB) --seeds 1 2 3 --json $(CACHE)/eval-enterprise.json
+eval-enterprise: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
+	$(BIN)/trailgeo-tools eval --org enterprise --geoip $(DBIP_MMDB) --asn $(ASN_MMDB) --seeds 1 2 3 --json $(CACHE)/eval-enterprise.json
 
 # Performance benchmark (docs/performance.md): one core, a simulated corpus kept in .cache/bench.
 $(BIN)/.bench-installed: $(BIN)/.installed requirements/bench.txt

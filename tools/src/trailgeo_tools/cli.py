@@ -127,6 +127,11 @@ def _add_evaluation_commands(commands: Any) -> None:
     )
     ev.add_argument("--geoip", type=Path, required=True, help="country .mmdb (make eval fetches DB-IP Lite)")
     ev.add_argument(
+        "--asn",
+        type=Path,
+        help="ASN .mmdb for the hosting-provider evidence factor (make geoip builds .cache/geoip/asn.mmdb)",
+    )
+    ev.add_argument(
         "--seeds", type=int, nargs="+", default=[1, 2, 3], help="simulation seeds (default 1 2 3)"
     )
     ev.add_argument("--days", type=int, default=28, help="days per simulation (default 28)")
@@ -201,9 +206,11 @@ def _eval(args: argparse.Namespace) -> int:
     from trailgeo_tools.evaluation import format_report, run_evaluation, write_json
 
     try:
-        geo = MaxMindGeoResolver(args.geoip)
+        geo = MaxMindGeoResolver(args.geoip, asn_path=args.asn)
     except GeoDatabaseError as exc:
         return _usage_error(str(exc))
+    if geo.asn_error is not None:
+        return _usage_error(geo.asn_error)
     _progress(f"GeoIP: {geo.description}")
     if args.org == "enterprise":
         return _eval_enterprise(args, geo)
