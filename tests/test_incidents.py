@@ -24,18 +24,18 @@ from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.alerting import _queue, country_subject, quarantined_identities
-from trailgeo.app.detect.incidents import from_record, open_incidents, to_record
+from trailgeo.app.detect.incidents import to_record
 from trailgeo.app.replay import ReplayState, replay
 from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.core.alerts import Alert, CloudTrail, Geo, MethodEvidence, Source, UserIdentity, compacted
-from trailgeo.core.incidents import MAX_MEMBERS, NETWORK_SUBJECT, OpenIncident, link, network_key
+from trailgeo.core.incidents import MAX_MEMBERS, OpenIncident, link, network_key
 from trailgeo.core.render.asff import asff_finding, default_product_arn, validate_finding
 from trailgeo.core.render.chatbot import chatbot_notification
 from trailgeo.core.render.email import email_body, email_subject
 from trailgeo.core.render.envelope import sns_message
 from trailgeo.core.render.slack import slack_message
 from trailgeo.core.tuning import EMPTY_TUNING
-from trailgeo.ports import AlertOutbox, Suppression
+from trailgeo.ports import AlertOutbox, IncidentRecord, Suppression
 
 NOW = datetime(2026, 10, 2, 12, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -105,7 +105,7 @@ def test_given_an_address_when_keyed_then_its_network_or_its_exact_location_and_
     found = network_key(address, location)
 
     # Then a country's address links by its /24 or /48, an endpoint's or unknown one by itself
-    assert found == NETWORK_SUBJECT + key
+    assert found == key
 
 
 @pytest.mark.parametrize(
@@ -262,7 +262,7 @@ def test_given_an_open_incident_when_a_later_alert_of_its_network_is_no_worse_th
     None
 ):
     # Given an incident opened two hours ago from 203.0.113.0/24 at medium severity
-    open_ = {NETWORK_SUBJECT + "203.0.113.0/24": an_open_incident("first", "medium")}
+    open_ = {"203.0.113.0/24": an_open_incident("first", "medium")}
 
     # When another principal alerts from that network at medium severity
     (assignment,) = link([an_alert("later", principal=BOB, ip="203.0.113.50")], open_, NOW, DAY)
@@ -286,7 +286,7 @@ def test_given_a_harmless_alert_first_when_the_real_attack_follows_from_its_netw
 ) -> None:
     # Given an attacker who first raised a harmless medium alert from their network (an incident
     # open, no sensitive method)
-    open_ = {NETWORK_SUBJECT + "203.0.113.0/24": an_open_incident("decoy", "medium")}
+    open_ = {"203.0.113.0/24": an_open_incident("decoy", "medium")}
 
     # When the real attack comes from that network: a higher severity, or a sensitive method
     attack = an_alert("attack", principal=BOB, ip="203.0.113.9", severity=severity, sensitive=sensitive)
@@ -303,7 +303,7 @@ def test_given_a_harmless_alert_first_when_the_real_attack_follows_from_its_netw
 
 def test_given_an_incident_past_its_window_when_its_network_alerts_again_then_a_new_incident() -> None:
     # Given an incident whose last member alerted 25 hours ago, and one two hours ago
-    subject = NETWORK_SUBJECT + "203.0.113.0/24"
+    subject = "203.0.113.0/24"
     stale = OpenIncident("old", NOW - timedelta(hours=25), "old", "medium", frozenset(), 1)
     recent = an_open_incident("recent")
     alert = an_alert("later", ip="203.0.113.9")
@@ -338,36 +338,27 @@ def test_given_incident_window_settings_then_bounded_to_a_week() -> None:
 # --------------------------------------------------------------------------- records
 
 
-def test_given_a_network_record_when_alerting_reads_subjects_then_it_is_no_identity() -> None:
-    # Given the outbox's subject records: an identity's and an open incident's network
+def test_given_an_open_incident_when_alerting_reads_subjects_then_no_network_is_among_them() -> None:
+    # Given an outbox holding an identity's last alert and an incident under three networks
+    outbox = MemoryOutbox()
     incident = OpenIncident("i1", NOW, "i1", "high", frozenset({"iam.amazonaws.com:CreateAccessKey"}), 3)
-    records = {
-        f"{ALICE}|SE": Suppression(NOW, "a1"),
-        "~net|GB": Suppression(NOW, "a2"),  # a bucket writer's principal named like a network
-        "~net|203.0.113.0/24|JP": Suppression(NOW, "a3"),
-        NETWORK_SUBJECT + "203.0.113.0/24": to_record(incident),
-        NETWORK_SUBJECT + "2001:218:1::/48": to_record(incident),
-        NETWORK_SUBJECT + "unknown@198.18.0.1": to_record(incident),
-    }
+    assert outbox.remember(f"{ALICE}|SE", Suppression(NOW, "a1"), None)
+    networks = ["203.0.113.0/24", "2001:218:1::/48", "unknown@198.18.0.1"]
+    for network in networks:
+        assert outbox.remember_incident(to_record(network, incident), None)
 
-    # When alerting reads them for the quarantine in force
-    subjects = [country_subject(s) for s in records]
-    held = quarantined_identities(records, EMPTY_TUNING, NOW.date())
+    # When alerting reads the subjects alerted (suppression, quarantine) and the open incidents
+    alerted = outbox.alerted_since(NOW - DAY)
+    recent = outbox.recent([f"{ALICE}|SE", *networks])
+    held = quarantined_identities(alerted, EMPTY_TUNING, NOW.date())
+    incidents = outbox.open_incidents(NOW - DAY)
 
-    # Then the identities are quarantined (a principal named like a network too); a network is
-    # never taken for an identity, nor an identity for a network
-    assert subjects[3:] == [None, None, None]
-    assert set(held) == {"SE", "GB", "JP"}
-    assert open_incidents(records) == dict.fromkeys(list(records)[3:], incident)
-
-
-def test_given_an_identity_s_record_when_read_as_an_incident_then_it_holds_none() -> None:
-    # Given an identity's record under a network subject (written by no version of trailgeo)
-    record_ = Suppression(NOW, "a1", frozenset({"iam.amazonaws.com:CreateAccessKey", "!severity:bogus"}))
-
-    # When read as an incident
-    # Then there is none
-    assert from_record(record_) is None
+    # Then the subjects' readers see the identity alone, never a network; the incidents are read apart
+    assert set(alerted) == set(recent) == {f"{ALICE}|SE"}
+    assert [country_subject(s) for s in alerted] == [(ALICE, "SE")]
+    assert set(held) == {"SE"}
+    assert set(incidents) == set(networks)
+    assert {r.incident_id for r in incidents.values()} == {"i1"}
 
 
 @pytest.fixture
@@ -386,22 +377,24 @@ def test_given_an_incident_remembered_under_its_network_then_each_backend_gives_
 ) -> None:
     # Given an incident of 3 alerts with 250 sensitive methods, remembered under its network
     methods = frozenset(f"iam.amazonaws.com:Method{n:03d}" for n in range(250))
-    incident = OpenIncident("first", NOW, "last", "critical", methods, 3)
-    subject = NETWORK_SUBJECT + "203.0.113.0/24"
-    assert outbox.remember(subject, to_record(incident), None)
+    incident = OpenIncident("first", NOW, "last", "critical", methods, 3, first_at=NOW - timedelta(hours=5))
+    network = "203.0.113.0/24"
+    assert outbox.remember_incident(to_record(network, incident), None)
 
-    # When a later run reads the subjects alerted since, and another invocation writes on a stale read
-    (read,) = open_incidents(outbox.alerted_since(NOW - DAY)).values()
-    stale = outbox.remember(subject, to_record(incident), None)
+    # When a later run reads the open incidents, and another invocation writes on a stale read
+    (read,) = outbox.open_incidents(NOW - DAY).values()
+    stale = outbox.remember_incident(to_record(network, incident), None)
 
-    # Then the incident comes back (its id, severity and count whatever the methods), and the
-    # compare-and-set refuses the stale write
-    assert (read.incident_id, read.last_alert_id, read.severity, read.alerts) == (
+    # Then the incident comes back (its id, times, severity and count whatever the methods), and
+    # the compare-and-set refuses the stale write
+    assert (read.network, read.incident_id, read.last_alert_id, read.severity, read.members) == (
+        network,
         "first",
         "last",
         "critical",
         3,
     )
+    assert (read.first_at, read.last_at) == (NOW - timedelta(hours=5), NOW)
     assert read.sensitive_methods <= methods
     assert stale is False
 
