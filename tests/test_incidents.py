@@ -419,9 +419,11 @@ def deps_of(outbox: AlertOutbox) -> Dependencies:
     return Dependencies(source=None, geo=None, store=None, ledger=None, outbox=outbox, sink=None)  # type: ignore[arg-type]
 
 
-def test_given_two_invocations_linking_one_network_at_once_then_at_worst_two_incidents_never_none() -> None:
+@pytest.mark.contract
+def test_given_two_invocations_linking_one_network_at_once_then_at_worst_two_incidents_never_none(
+    outbox: AlertOutbox,
+) -> None:
     # Given two invocations (fan-out reduces) that both read no incident for one network
-    outbox = MemoryOutbox()
     network = "203.0.113.0/24"
     mine, theirs = an_alert("mine", ip="203.0.113.5"), an_alert("theirs", principal=BOB, ip="203.0.113.6")
 
@@ -440,10 +442,32 @@ def test_given_two_invocations_linking_one_network_at_once_then_at_worst_two_inc
     # Then each alert is its own incident (two at worst, none lost), the record follows the newest,
     # and the later alert updates that one
     assert [a.alert.alert_id for a in (*first, *second)] == ["mine", "theirs"]
-    assert outbox.incident_records[network].incident_id == "theirs"
+    assert outbox.incidents([network])[network].incident_id == "theirs"
     assert later.alert.incident is not None
     assert (later.alert.incident.id, later.alert.incident.update) == ("theirs", True)
-    assert outbox.incident_records[network].members == 2
+    assert outbox.incidents([network])[network].members == 2
+
+
+def test_given_a_recorded_incident_when_the_real_attack_follows_then_it_escalates_and_is_recorded() -> None:
+    # Given an incident an earlier run recorded under its network: medium, no sensitive method
+    outbox = MemoryOutbox()
+    earlier = OpenIncident("decoy", NOW - timedelta(hours=2), "decoy", "medium", frozenset(), 1)
+    assert outbox.remember_incident(to_record("203.0.113.0/24", earlier), None)
+    attack = an_alert("attack", principal=BOB, ip="203.0.113.9", sensitive=True)
+
+    # When a run raises the attack's alert (sensitive) from that network
+    _raise_alerts(
+        [(attack, frozenset())], {}, NOW, deps_of(outbox), RunOptions(), RunReport(NOW, NOW, NOW), {}
+    )
+
+    # Then it pages as an escalation naming the incident, and the incident's record carries it
+    (queued,) = outbox.pending()
+    assert queued.incident is not None
+    assert (queued.incident.id, queued.incident.escalation, queued.thread_id) == ("decoy", True, "attack")
+    record = outbox.incidents(["203.0.113.0/24"])["203.0.113.0/24"]
+    assert (record.incident_id, record.last_alert_id, record.members) == ("decoy", "attack", 2)
+    assert (record.first_at, record.last_at) == (NOW - timedelta(hours=2), NOW)
+    assert record.sensitive_methods == {"iam.amazonaws.com:CreateAccessKey"}
 
 
 VALID_ITEM: dict[str, Any] = {
