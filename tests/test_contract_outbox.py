@@ -1,6 +1,6 @@
 """The AlertOutbox port (queueing, publishing leases, sent and parked alerts, the subjects' last
-alerts): one contract, run against the in-memory fake and against DynamoDB (moto). The quarantine
-of alerted hours has its own suite, tests/test_quarantine_contract.py."""
+alerts, the open incidents' records): one contract, run against the in-memory fake and against
+DynamoDB (moto). The quarantine of alerted hours has its own suite, tests/test_quarantine_contract.py."""
 
 from __future__ import annotations
 
@@ -15,11 +15,22 @@ from tests.conftest import EVENTS, Backend
 from trailgeo.adapters.dynamodb import DynamoOutbox
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.core.alerts import Alert
-from trailgeo.ports import MAX_REMEMBERED_HOURS, MAX_REMEMBERED_METHODS, AlertOutbox, Suppression
+from trailgeo.ports import (
+    MAX_INCIDENT_ID_BYTES,
+    MAX_INCIDENT_METHOD_BYTES,
+    MAX_INCIDENT_METHODS,
+    MAX_REMEMBERED_HOURS,
+    MAX_REMEMBERED_METHODS,
+    AlertOutbox,
+    IncidentRecord,
+    Suppression,
+)
 
 NOW = datetime(2026, 10, 2, 12, tzinfo=UTC)
 HOUR = int(NOW.timestamp()) // 3600
 SUBJECT = "arn:aws:iam::111122223333:user/alice|SE"
+NETWORK = "203.0.113.0/24"
+DYNAMODB_ITEM_LIMIT = 400 * 1024
 
 
 @pytest.fixture
@@ -204,3 +215,131 @@ def test_given_subjects_alerted_around_a_time_then_alerted_since_includes_that_v
 
     # Then the one alerted at that very time is in, the one before is not
     assert {s: last.alert_id for s, last in held.items()} == {at: "a-at", after: "a-after"}
+
+
+# --------------------------------------------------------------------------- incidents
+
+
+def an_incident(
+    last_alert_id: str = "a1",
+    last_at: datetime = NOW,
+    network: str = NETWORK,
+    methods: frozenset[str] = frozenset(),
+) -> IncidentRecord:
+    return IncidentRecord(
+        network=network,
+        incident_id="first",
+        first_at=last_at - timedelta(hours=6),
+        last_at=last_at,
+        last_alert_id=last_alert_id,
+        severity="high",
+        members=3,
+        sensitive_methods=methods,
+    )
+
+
+def test_given_an_incident_remembered_then_it_is_read_back_as_written(outbox: AlertOutbox) -> None:
+    # Given an incident with its sensitive methods remembered under its network
+    written = an_incident(methods=frozenset({"iam.amazonaws.com:CreateAccessKey", "sts.amazonaws.com:Foo"}))
+    assert outbox.remember_incident(written, None)
+
+    # When it is read back among the open incidents and by its network (with a network that has none)
+    opened = outbox.open_incidents(NOW - timedelta(hours=24))
+    by_network = outbox.incidents([NETWORK, "198.51.100.0/24"])
+
+    # Then it is the same record, each way
+    assert opened == by_network == {NETWORK: written}
+
+
+def test_given_a_network_s_incident_when_two_invocations_record_it_then_the_stale_read_loses(
+    outbox: AlertOutbox,
+) -> None:
+    # Given a network with no incident
+    assert outbox.incidents([NETWORK]) == {}
+
+    # When two invocations, both having read none, record one each
+    first = outbox.remember_incident(an_incident("a1"), None)
+    second = outbox.remember_incident(an_incident("a2"), None)
+    # and a later one, having read a1, records its member; then one still holding a stale read of a1
+    later = outbox.remember_incident(an_incident("a3", NOW + timedelta(hours=1)), "a1")
+    stale = outbox.remember_incident(an_incident("a4", NOW + timedelta(hours=2)), "a1")
+
+    # Then the first and the later one won, the others lost, and the incident was last recorded by a3
+    assert (first, second, later, stale) == (True, False, True, False)
+    assert outbox.incidents([NETWORK]) == {NETWORK: an_incident("a3", NOW + timedelta(hours=1))}
+
+
+def test_given_incidents_whose_last_members_are_around_a_time_then_open_incidents_include_that_very_time(
+    outbox: AlertOutbox,
+) -> None:
+    # Given incidents whose last member was a second before, exactly at, and after a time
+    since = NOW - timedelta(hours=24)
+    for network, last_at in (("a/24", since - timedelta(seconds=1)), ("b/24", since), ("c/24", NOW)):
+        assert outbox.remember_incident(an_incident(network=network, last_at=last_at), None)
+
+    # When the incidents open since that time are read, and each network's by name
+    opened = outbox.open_incidents(since)
+    named = outbox.incidents(["a/24", "b/24", "c/24"])
+
+    # Then the one at that very time is in, the one before is not; by name, every one (any age)
+    assert set(opened) == {"b/24", "c/24"}
+    assert set(named) == {"a/24", "b/24", "c/24"}
+
+
+def test_given_an_incident_at_every_limit_when_remembered_then_the_record_fits_an_item(
+    outbox: AlertOutbox, backend: Backend
+) -> None:
+    # Given an incident at every limit: the longest network key, ids of the longest, a count of a
+    # billion, more sensitive methods than a record keeps, each of the longest in 4-byte characters,
+    # and one method longer still
+    long_id = "\U0001f600" * (MAX_INCIDENT_ID_BYTES // 4)
+    longest = [
+        "\U0001f600" * (MAX_INCIDENT_METHOD_BYTES // 4 - 1) + f"{i:04d}"
+        for i in range(MAX_INCIDENT_METHODS + 20)
+    ]
+    network = "VPCE:444455556666@" + "f" * 64
+    record = IncidentRecord(
+        network=network,
+        incident_id=long_id,
+        first_at=NOW - timedelta(days=7),
+        last_at=NOW,
+        last_alert_id=long_id,
+        severity="critical",
+        members=10**9,
+        sensitive_methods=frozenset([*longest, "x" * (MAX_INCIDENT_METHOD_BYTES + 1)]),
+    )
+
+    # When it is remembered and read back
+    remembered = outbox.remember_incident(record, None)
+    (read,) = outbox.incidents([network]).values()
+
+    # Then it was stored (DynamoDB refuses an item over 400 KB) with the first methods by name that
+    # fit, the over-long one left out; stored, it is far under the item limit
+    assert remembered
+    assert read == record.bounded()
+    assert read.sensitive_methods == frozenset(sorted(longest)[:MAX_INCIDENT_METHODS])
+    if backend.kind == "aws":
+        item = backend.client("dynamodb").get_item(
+            TableName=TABLE, Key={"pk": {"S": "INCIDENT"}, "sk": {"S": network}}
+        )["Item"]
+        assert item_bytes(item) < DYNAMODB_ITEM_LIMIT // 2
+
+
+def item_bytes(item: dict[str, object]) -> int:
+    """An item's size as DynamoDB counts it (names and values, UTF-8), over-estimated for numbers."""
+    return len(json.dumps(item, ensure_ascii=False).encode())
+
+
+def test_given_incidents_and_subjects_recorded_then_no_subject_reader_returns_a_network(
+    outbox: AlertOutbox,
+) -> None:
+    # Given a subject's last alert, and an incident under its network
+    assert outbox.remember(SUBJECT, Suppression(NOW, "a1"), None)
+    assert outbox.remember_incident(an_incident("a1"), None)
+
+    # When the subjects' readers read (suppression, quarantine), with the network asked by name
+    alerted = outbox.alerted_since(NOW - timedelta(days=30))
+    recent = outbox.recent([SUBJECT, NETWORK])
+
+    # Then they see the subject alone: an incident is no subject
+    assert set(alerted) == set(recent) == {SUBJECT}

@@ -37,7 +37,7 @@ from trailgeo.core.aggregate import CounterKey
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, ListedWindow, Suppression, TransientReadError
+from trailgeo.ports import CommitStats, IncidentRecord, ListedWindow, Suppression, TransientReadError
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 
@@ -475,6 +475,15 @@ class ConcurrentOutbox:
         if self.reads == 1:
             return {s: last for s, last in self.stale.items() if last.at >= since}
         return self.inner.alerted_since(since)
+
+    def open_incidents(self, since: datetime) -> Mapping[str, IncidentRecord]:
+        return self.inner.open_incidents(since)
+
+    def incidents(self, networks: Collection[str]) -> Mapping[str, IncidentRecord]:
+        return self.inner.incidents(networks)
+
+    def remember_incident(self, record: IncidentRecord, expected_alert_id: str | None) -> bool:
+        return self.inner.remember_incident(record, expected_alert_id)
 
 
 def test_given_two_batches_of_one_attacker_decided_at_once_then_one_alert(

@@ -8,34 +8,35 @@ from __future__ import annotations
 import io
 import itertools
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.aws import TABLE
+from tests.aws import TABLE, create_deployment
 from tests.builders import ACCOUNT, ALICE, BOB, SE_IP, T0, files_by_delivery, record, write_tree
 from tests.conftest import EVENTS, Backend
 from tests.test_adversary_teaching import every
-from trailgeo.adapters.dynamodb import MAX_ALERT_DOC_BYTES, DynamoOutbox
+from trailgeo.adapters.dynamodb import INCIDENT_RETENTION, MAX_ALERT_DOC_BYTES, DynamoOutbox
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport
-from trailgeo.app.detect.alerting import _queue, country_subject, quarantined_identities
-from trailgeo.app.detect.incidents import from_record, open_incidents, to_record
+from trailgeo.app.detect.alerting import _queue, _raise_alerts, country_subject, quarantined_identities
+from trailgeo.app.detect.incidents import linked, to_record
 from trailgeo.app.replay import ReplayState, replay
 from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.core.alerts import Alert, CloudTrail, Geo, MethodEvidence, Source, UserIdentity, compacted
-from trailgeo.core.incidents import MAX_MEMBERS, NETWORK_SUBJECT, OpenIncident, link, network_key
+from trailgeo.core.incidents import MAX_MEMBERS, MAX_WINDOW, OpenIncident, link, network_key
 from trailgeo.core.render.asff import asff_finding, default_product_arn, validate_finding
 from trailgeo.core.render.chatbot import chatbot_notification
 from trailgeo.core.render.email import email_body, email_subject
 from trailgeo.core.render.envelope import sns_message
 from trailgeo.core.render.slack import slack_message
 from trailgeo.core.tuning import EMPTY_TUNING
-from trailgeo.ports import AlertOutbox, Suppression
+from trailgeo.ports import AlertOutbox, IncidentRecord, Suppression
 
 NOW = datetime(2026, 10, 2, 12, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -105,7 +106,7 @@ def test_given_an_address_when_keyed_then_its_network_or_its_exact_location_and_
     found = network_key(address, location)
 
     # Then a country's address links by its /24 or /48, an endpoint's or unknown one by itself
-    assert found == NETWORK_SUBJECT + key
+    assert found == key
 
 
 @pytest.mark.parametrize(
@@ -262,7 +263,7 @@ def test_given_an_open_incident_when_a_later_alert_of_its_network_is_no_worse_th
     None
 ):
     # Given an incident opened two hours ago from 203.0.113.0/24 at medium severity
-    open_ = {NETWORK_SUBJECT + "203.0.113.0/24": an_open_incident("first", "medium")}
+    open_ = {"203.0.113.0/24": an_open_incident("first", "medium")}
 
     # When another principal alerts from that network at medium severity
     (assignment,) = link([an_alert("later", principal=BOB, ip="203.0.113.50")], open_, NOW, DAY)
@@ -286,7 +287,7 @@ def test_given_a_harmless_alert_first_when_the_real_attack_follows_from_its_netw
 ) -> None:
     # Given an attacker who first raised a harmless medium alert from their network (an incident
     # open, no sensitive method)
-    open_ = {NETWORK_SUBJECT + "203.0.113.0/24": an_open_incident("decoy", "medium")}
+    open_ = {"203.0.113.0/24": an_open_incident("decoy", "medium")}
 
     # When the real attack comes from that network: a higher severity, or a sensitive method
     attack = an_alert("attack", principal=BOB, ip="203.0.113.9", severity=severity, sensitive=sensitive)
@@ -303,7 +304,7 @@ def test_given_a_harmless_alert_first_when_the_real_attack_follows_from_its_netw
 
 def test_given_an_incident_past_its_window_when_its_network_alerts_again_then_a_new_incident() -> None:
     # Given an incident whose last member alerted 25 hours ago, and one two hours ago
-    subject = NETWORK_SUBJECT + "203.0.113.0/24"
+    subject = "203.0.113.0/24"
     stale = OpenIncident("old", NOW - timedelta(hours=25), "old", "medium", frozenset(), 1)
     recent = an_open_incident("recent")
     alert = an_alert("later", ip="203.0.113.9")
@@ -338,36 +339,35 @@ def test_given_incident_window_settings_then_bounded_to_a_week() -> None:
 # --------------------------------------------------------------------------- records
 
 
-def test_given_a_network_record_when_alerting_reads_subjects_then_it_is_no_identity() -> None:
-    # Given the outbox's subject records: an identity's and an open incident's network
+def test_given_an_open_incident_when_alerting_reads_subjects_then_no_network_is_among_them() -> None:
+    # Given an outbox holding identities' last alerts (two of principals a bucket writer named like
+    # networks) and an incident under three networks
+    outbox = MemoryOutbox()
     incident = OpenIncident("i1", NOW, "i1", "high", frozenset({"iam.amazonaws.com:CreateAccessKey"}), 3)
-    records = {
-        f"{ALICE}|SE": Suppression(NOW, "a1"),
-        "~net|GB": Suppression(NOW, "a2"),  # a bucket writer's principal named like a network
-        "~net|203.0.113.0/24|JP": Suppression(NOW, "a3"),
-        NETWORK_SUBJECT + "203.0.113.0/24": to_record(incident),
-        NETWORK_SUBJECT + "2001:218:1::/48": to_record(incident),
-        NETWORK_SUBJECT + "unknown@198.18.0.1": to_record(incident),
+    identities = {
+        f"{ALICE}|SE": (ALICE, "SE"),
+        "~net|GB": ("~net", "GB"),
+        "203.0.113.0/24|JP": ("203.0.113.0/24", "JP"),
     }
+    for subject in identities:
+        assert outbox.remember(subject, Suppression(NOW, "a1"), None)
+    networks = ["203.0.113.0/24", "2001:218:1::/48", "unknown@198.18.0.1"]
+    for network in networks:
+        assert outbox.remember_incident(to_record(network, incident), None)
 
-    # When alerting reads them for the quarantine in force
-    subjects = [country_subject(s) for s in records]
-    held = quarantined_identities(records, EMPTY_TUNING, NOW.date())
+    # When alerting reads the subjects alerted (suppression, quarantine) and the open incidents
+    alerted = outbox.alerted_since(NOW - DAY)
+    recent = outbox.recent([*identities, *networks])
+    held = quarantined_identities(alerted, EMPTY_TUNING, NOW.date())
+    incidents = outbox.open_incidents(NOW - DAY)
 
-    # Then the identities are quarantined (a principal named like a network too); a network is
-    # never taken for an identity, nor an identity for a network
-    assert subjects[3:] == [None, None, None]
+    # Then the subjects' readers see the identities alone (each quarantined, however named), never a
+    # network; the incidents are read apart
+    assert set(alerted) == set(recent) == set(identities)
+    assert {s: country_subject(s) for s in alerted} == identities
     assert set(held) == {"SE", "GB", "JP"}
-    assert open_incidents(records) == dict.fromkeys(list(records)[3:], incident)
-
-
-def test_given_an_identity_s_record_when_read_as_an_incident_then_it_holds_none() -> None:
-    # Given an identity's record under a network subject (written by no version of trailgeo)
-    record_ = Suppression(NOW, "a1", frozenset({"iam.amazonaws.com:CreateAccessKey", "!severity:bogus"}))
-
-    # When read as an incident
-    # Then there is none
-    assert from_record(record_) is None
+    assert set(incidents) == set(networks)
+    assert {r.incident_id for r in incidents.values()} == {"i1"}
 
 
 @pytest.fixture
@@ -386,24 +386,159 @@ def test_given_an_incident_remembered_under_its_network_then_each_backend_gives_
 ) -> None:
     # Given an incident of 3 alerts with 250 sensitive methods, remembered under its network
     methods = frozenset(f"iam.amazonaws.com:Method{n:03d}" for n in range(250))
-    incident = OpenIncident("first", NOW, "last", "critical", methods, 3)
-    subject = NETWORK_SUBJECT + "203.0.113.0/24"
-    assert outbox.remember(subject, to_record(incident), None)
+    incident = OpenIncident("first", NOW, "last", "critical", methods, 3, first_at=NOW - timedelta(hours=5))
+    network = "203.0.113.0/24"
+    assert outbox.remember_incident(to_record(network, incident), None)
 
-    # When a later run reads the subjects alerted since, and another invocation writes on a stale read
-    (read,) = open_incidents(outbox.alerted_since(NOW - DAY)).values()
-    stale = outbox.remember(subject, to_record(incident), None)
+    # When a later run reads the open incidents, and another invocation writes on a stale read
+    (read,) = outbox.open_incidents(NOW - DAY).values()
+    stale = outbox.remember_incident(to_record(network, incident), None)
 
-    # Then the incident comes back (its id, severity and count whatever the methods), and the
-    # compare-and-set refuses the stale write
-    assert (read.incident_id, read.last_alert_id, read.severity, read.alerts) == (
+    # Then the incident comes back (its id, times, severity and count whatever the methods), and
+    # the compare-and-set refuses the stale write
+    assert (read.network, read.incident_id, read.last_alert_id, read.severity, read.members) == (
+        network,
         "first",
         "last",
         "critical",
         3,
     )
+    assert (read.first_at, read.last_at) == (NOW - timedelta(hours=5), NOW)
     assert read.sensitive_methods <= methods
     assert stale is False
+
+
+def test_given_the_longest_incident_window_then_an_incident_s_record_outlives_it() -> None:
+    # Given the longest incident window a deployment accepts
+    # When an incident's record is kept after its last member
+    # Then it is kept longer than that window: an open incident is never forgotten while it can link
+    assert INCIDENT_RETENTION > MAX_WINDOW
+
+
+def deps_of(outbox: AlertOutbox) -> Dependencies:
+    return Dependencies(source=None, geo=None, store=None, ledger=None, outbox=outbox, sink=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.contract
+def test_given_two_invocations_linking_one_network_at_once_then_at_worst_two_incidents_never_none(
+    outbox: AlertOutbox,
+) -> None:
+    # Given two invocations (fan-out reduces) that both read no incident for one network
+    network = "203.0.113.0/24"
+    mine, theirs = an_alert("mine", ip="203.0.113.5"), an_alert("theirs", principal=BOB, ip="203.0.113.6")
+
+    # When each links its alert from that network and records its incident, the second on its stale read
+    first = linked([mine], {}, NOW, deps_of(outbox), RunOptions())
+    second = linked([theirs], {}, NOW, deps_of(outbox), RunOptions())
+    # and a later run's alert from that network
+    (later,) = linked(
+        [an_alert("later", principal=f"arn:aws:iam::{ACCOUNT}:user/carol", ip="203.0.113.7")],
+        dict(outbox.open_incidents(NOW - DAY)),
+        NOW + timedelta(hours=1),
+        deps_of(outbox),
+        RunOptions(),
+    )
+
+    # Then each alert is its own incident (two at worst, none lost), the record follows the newest,
+    # and the later alert updates that one
+    assert [a.alert.alert_id for a in (*first, *second)] == ["mine", "theirs"]
+    assert outbox.incidents([network])[network].incident_id == "theirs"
+    assert later.alert.incident is not None
+    assert (later.alert.incident.id, later.alert.incident.update) == ("theirs", True)
+    assert outbox.incidents([network])[network].members == 2
+
+
+def test_given_a_recorded_incident_when_the_real_attack_follows_then_it_escalates_and_is_recorded() -> None:
+    # Given an incident an earlier run recorded under its network: medium, no sensitive method
+    outbox = MemoryOutbox()
+    earlier = OpenIncident("decoy", NOW - timedelta(hours=2), "decoy", "medium", frozenset(), 1)
+    assert outbox.remember_incident(to_record("203.0.113.0/24", earlier), None)
+    attack = an_alert("attack", principal=BOB, ip="203.0.113.9", sensitive=True)
+
+    # When a run raises the attack's alert (sensitive) from that network
+    _raise_alerts(
+        [(attack, frozenset())], {}, NOW, deps_of(outbox), RunOptions(), RunReport(NOW, NOW, NOW), {}
+    )
+
+    # Then it pages as an escalation naming the incident, and the incident's record carries it
+    (queued,) = outbox.pending()
+    assert queued.incident is not None
+    assert (queued.incident.id, queued.incident.escalation, queued.thread_id) == ("decoy", True, "attack")
+    record = outbox.incidents(["203.0.113.0/24"])["203.0.113.0/24"]
+    assert (record.incident_id, record.last_alert_id, record.members) == ("decoy", "attack", 2)
+    assert (record.first_at, record.last_at) == (NOW - timedelta(hours=2), NOW)
+    assert record.sensitive_methods == {"iam.amazonaws.com:CreateAccessKey"}
+
+
+VALID_ITEM: dict[str, Any] = {
+    "pk": {"S": "INCIDENT"},
+    "sk": {"S": "203.0.113.0/24"},
+    "iid": {"S": "decoy"},
+    "first": {"S": (NOW - timedelta(hours=1)).isoformat()},
+    "at": {"S": (NOW - timedelta(hours=1)).isoformat()},
+    "aid": {"S": "decoy"},
+    "sev": {"S": "critical"},
+    "n": {"N": "1"},
+    "ms": {"L": [{"S": "iam.amazonaws.com:CreateAccessKey"}]},
+}
+FORGED_ITEMS: dict[str, dict[str, Any]] = {
+    "keys-only": {"pk": VALID_ITEM["pk"], "sk": VALID_ITEM["sk"], "at": VALID_ITEM["at"]},
+    "no-severity": {k: v for k, v in VALID_ITEM.items() if k != "sev"},
+    "unknown-severity": {**VALID_ITEM, "sev": {"S": "critical\u202e"}},
+    "severity-a-number": {**VALID_ITEM, "sev": {"N": "4"}},
+    "count-no-number": {**VALID_ITEM, "n": {"S": "many"}},
+    "count-negative": {**VALID_ITEM, "n": {"N": "-1"}},
+    "count-a-fraction": {**VALID_ITEM, "n": {"N": "1.5"}},
+    "methods-a-string-set": {**VALID_ITEM, "ms": {"SS": ["iam.amazonaws.com:CreateAccessKey"]}},
+    "methods-of-numbers": {**VALID_ITEM, "ms": {"L": [{"N": "1"}]}},
+    "time-no-zone": {**VALID_ITEM, "first": {"S": "2026-10-02T10:00:00"}},
+    "time-no-time": {**VALID_ITEM, "first": {"S": "yesterday"}},
+    "first-after-last": {**VALID_ITEM, "first": {"S": NOW.isoformat()}},
+    "empty-incident-id": {**VALID_ITEM, "iid": {"S": ""}},
+    "alert-id-a-map": {**VALID_ITEM, "aid": {"M": {}}},
+}
+
+
+@pytest.mark.parametrize("forged", list(FORGED_ITEMS.values()), ids=list(FORGED_ITEMS))
+def test_given_a_forged_incident_item_on_the_attacker_s_network_when_the_attack_alerts_then_it_pages(
+    aws: Any, forged: dict[str, Any]
+) -> None:
+    # Given a principal inside the account who put an incident item of their own making under their
+    # network (dynamodb:PutItem on the table): "critical, CreateAccessKey seen" meant to make the
+    # attack a quiet update, but no record a run could have written
+    create_deployment(aws)
+    client = aws.client("dynamodb")
+    client.put_item(TableName=TABLE, Item=forged)
+    outbox = DynamoOutbox(client, TABLE, clock=lambda: NOW)
+    attack = an_alert("attack", principal=BOB, ip="203.0.113.9", severity="high", sensitive=True)
+    report = RunReport(NOW, NOW, NOW)
+
+    # When a run raises the attack's alert from that network
+    _raise_alerts([(attack, frozenset())], {}, NOW, deps_of(outbox), RunOptions(), report, {})
+
+    # Then the run completes and the alert pages as its own notification, not as an update of the
+    # forged incident; the forged item reads as no incident and is left as it was
+    (queued,) = outbox.pending()
+    assert (queued.alert_id, queued.incident, queued.thread_id) == ("attack", None, "attack")
+    assert report.alerts_raised == 1
+    assert outbox.open_incidents(NOW - DAY) == outbox.incidents(["203.0.113.0/24"]) == {}
+    stored = client.get_item(TableName=TABLE, Key={"pk": VALID_ITEM["pk"], "sk": VALID_ITEM["sk"]})["Item"]
+    assert stored == forged
+
+
+def test_given_a_forged_record_in_the_fake_then_it_reads_as_no_incident_there_too() -> None:
+    # Given the in-memory outbox holding, under a network, a record no run could have written
+    outbox = MemoryOutbox()
+    forged = IncidentRecord("203.0.113.0/24", "decoy", NOW, NOW, "decoy", "urgent", 1)  # type: ignore[arg-type]
+    outbox.incident_records[forged.network] = forged
+
+    # When the open incidents are read, and a run records an incident there on its read of none
+    opened = outbox.open_incidents(NOW - DAY)
+    recorded = outbox.remember_incident(replace(forged, severity="low"), None)
+
+    # Then there is none, and the item is left as it is (as DynamoOutbox does)
+    assert opened == outbox.incidents([forged.network]) == {}
+    assert recorded is False
 
 
 # --------------------------------------------------------------------------- end to end

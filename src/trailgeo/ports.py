@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, get_args
 
 import msgspec
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, Severity
 from trailgeo.core.counters import CounterDelta, CounterKey
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.scoring import History
@@ -235,6 +235,60 @@ MAX_REMEMBERED_METHODS = 200
 MAX_REMEMBERED_HOURS = 32 * 24
 
 
+# What an incident's record keeps (``IncidentRecord``): its sensitive methods (the first by name; a
+# method is a catalogue name, so one longer than this is none), so that a record at both limits, with
+# its keys and ids, stays far under DynamoDB's 400 KB an item.
+MAX_INCIDENT_METHODS = 200
+MAX_INCIDENT_METHOD_BYTES = 512
+MAX_INCIDENT_ID_BYTES = 512  # an incident's and its last alert's ids (the alerts' ids are far shorter)
+MAX_INCIDENT_MEMBERS = 10**9  # a member count above this is no count any run made
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """An open incident as remembered under one of its source networks (``core.incidents``): one
+    record a network, in a partition of its own (never a subject's ``Suppression``).
+
+    ``last_alert_id`` is the compare-and-set token (the alert that last recorded the incident, as a
+    subject's ``Suppression.alert_id``); ``last_at`` is its last member's run, which the incident
+    window runs from. Adapters keep at most ``MAX_INCIDENT_METHODS`` sensitive methods and read an
+    item that is no such record (written by someone else) as no incident."""
+
+    network: str  # core.incidents.network_key: ``203.0.113.0/24``, ``VPCE:<account>@<address>``...
+    incident_id: str  # its first alert
+    first_at: datetime  # its first member's run
+    last_at: datetime  # its last member's run
+    last_alert_id: str
+    severity: Severity  # the highest of its members
+    members: int  # alerts so far
+    sensitive_methods: frozenset[str] = frozenset()
+
+    def readable(self) -> bool:
+        """Whether this is a record some run could have written: a known severity, a member count,
+        ids, its first member no later than its last, its times with their zone, its methods names
+        within the bounds. Adapters read any other (someone else wrote the item) as no incident."""
+        ids = (self.network, self.incident_id, self.last_alert_id)
+        return (
+            all(isinstance(v, str) and 0 < len(v.encode()) <= MAX_INCIDENT_ID_BYTES for v in ids)
+            and self.severity in get_args(Severity)
+            and isinstance(self.members, int)
+            and 0 < self.members <= MAX_INCIDENT_MEMBERS
+            and isinstance(self.first_at, datetime)
+            and isinstance(self.last_at, datetime)
+            and self.first_at.tzinfo is not None
+            and self.last_at.tzinfo is not None
+            and self.first_at <= self.last_at
+            and len(self.sensitive_methods) <= MAX_INCIDENT_METHODS
+            and all(isinstance(m, str) and m for m in self.sensitive_methods)
+        )
+
+    def bounded(self) -> IncidentRecord:
+        """What a store keeps of it: the first ``MAX_INCIDENT_METHODS`` methods by name, none
+        longer than ``MAX_INCIDENT_METHOD_BYTES``."""
+        kept = sorted(m for m in self.sensitive_methods if len(m.encode()) <= MAX_INCIDENT_METHOD_BYTES)
+        return replace(self, sensitive_methods=frozenset(kept[:MAX_INCIDENT_METHODS]))
+
+
 class AlertOutbox(Protocol):
     def put(self, alert: Alert) -> bool:
         """Queue an alert once; False when an alert with that id was queued before."""
@@ -271,6 +325,23 @@ class AlertOutbox(Protocol):
     def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
         """Every subject alerted at or after ``since`` (all detectors), read consistently: one
         read gives a run its subjects' last alerts and the quarantine in force."""
+        ...
+
+    def open_incidents(self, since: datetime) -> Mapping[str, IncidentRecord]:
+        """Every network's incident whose last member is at or after ``since``, by network, read
+        consistently (one read a run, as ``alerted_since``). Incidents are never subjects:
+        ``recent`` and ``alerted_since`` never return one."""
+        ...
+
+    def incidents(self, networks: Collection[str]) -> Mapping[str, IncidentRecord]:
+        """The incident recorded under each of ``networks`` that has one (any age), read
+        consistently: what a compare-and-set that failed reads again."""
+        ...
+
+    def remember_incident(self, record: IncidentRecord, expected_alert_id: str | None) -> bool:
+        """Record an incident under its network if the network's incident was last recorded by
+        ``expected_alert_id`` (None: it has none); False when another invocation recorded it since
+        it was read, or when what the network holds is no incident (left as it is)."""
         ...
 
 

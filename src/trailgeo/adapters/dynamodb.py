@@ -14,6 +14,7 @@ pk                     sk              item
 ``RUN``                ``<run id>``    a batch of files: open (lease, keys) or closed (TTL)
 ``STATE``              ``WATERMARK``   the last run that processed its whole window
 ``SUPPRESS``           ``identity|cc`` when a subject and country last alerted, its hours (TTL)
+``INCIDENT``           ``<network>``   an open incident under one of its source networks (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
 =====================  ==============  ==========================================
 
@@ -59,6 +60,7 @@ from trailgeo.ports import (
     OUTBOX_RETENTION,
     BatchTooLargeError,
     CommitStats,
+    IncidentRecord,
     LedgerEntry,
     RunAttempts,
     Suppression,
@@ -80,6 +82,12 @@ STATE_PARTITION = "STATE"
 SUPPRESS_PARTITION = "SUPPRESS"
 # Longer than any suppression window we accept; alerted hours stay quarantined this long.
 SUPPRESS_RETENTION = timedelta(days=30)
+# An incident's record, one a network: ``iid`` (its first alert), ``first`` and ``at`` (its first and
+# last members' runs, ISO 8601 UTC), ``aid`` (the alert that last recorded it: compared-and-set),
+# ``sev`` (highest severity), ``n`` (members), ``ms`` (sensitive methods, a list). It expires this
+# long after its last member: longer than any incident window we accept (core.incidents.MAX_WINDOW).
+INCIDENT_PARTITION = "INCIDENT"
+INCIDENT_RETENTION = timedelta(days=8)
 # A closed run record says its files are done: it lives as long as their claims.
 RUN_RETENTION = LEDGER_RETENTION
 MAX_PACKED_BYTES = 350_000  # compressed keys or outcomes of one run record (item limit 400 KB)
@@ -107,6 +115,42 @@ def _suppression(item: Item) -> Suppression:
         sensitive_methods=frozenset(v["S"] for v in item.get("ms", {}).get("L", [])),
         hours=frozenset(hours),
     )
+
+
+def _incident(item: Item) -> IncidentRecord | None:
+    """The incident an item holds, or None when it holds none a run could have written (someone else
+    wrote it: missing or mistyped attributes, an unknown severity...): never an error."""
+    try:
+        methods = item.get("ms", {"L": []})["L"]
+        record = IncidentRecord(
+            network=item["sk"]["S"],
+            incident_id=item["iid"]["S"],
+            first_at=datetime.fromisoformat(item["first"]["S"]),
+            last_at=datetime.fromisoformat(item["at"]["S"]),
+            last_alert_id=item["aid"]["S"],
+            severity=item["sev"]["S"],
+            members=int(item["n"]["N"]),
+            sensitive_methods=frozenset(m["S"] for m in methods),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return record if record.readable() else None
+
+
+def _incident_item(record: IncidentRecord) -> Item:
+    kept = record.bounded()
+    return {
+        "pk": {"S": INCIDENT_PARTITION},
+        "sk": {"S": kept.network},
+        "iid": {"S": kept.incident_id},
+        "first": {"S": kept.first_at.astimezone(UTC).isoformat()},
+        "at": {"S": kept.last_at.astimezone(UTC).isoformat()},
+        "aid": {"S": kept.last_alert_id},
+        "sev": {"S": kept.severity},
+        "n": {"N": str(kept.members)},
+        "ms": {"L": [{"S": m} for m in sorted(kept.sensitive_methods)]},
+        "expires_at": ttl_after(kept.last_at, INCIDENT_RETENTION),
+    }
 
 
 def _get_items(client: DynamoDBClient, table: str, keys: Sequence[tuple[str, str]]) -> list[Item]:
@@ -682,6 +726,49 @@ class DynamoOutbox:
                 "expires_at": ttl_after(suppression.at, SUPPRESS_RETENTION),
             },
             **condition,
+        )
+
+    def open_incidents(self, since: datetime) -> Mapping[str, IncidentRecord]:
+        """A consistent Query of the ``INCIDENT`` partition, filtered on the last member's run."""
+        found: dict[str, IncidentRecord] = {}
+        paginator = self.client.get_paginator("query")
+        for page in paginator.paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            FilterExpression="#at >= :since",
+            ExpressionAttributeNames={"#at": "at"},
+            ExpressionAttributeValues={
+                ":pk": {"S": INCIDENT_PARTITION},
+                ":since": {"S": since.astimezone(UTC).isoformat()},
+            },
+            ConsistentRead=True,
+        ):
+            for item in page.get("Items", []):
+                record = _incident(item)
+                if record is not None and record.last_at >= since:
+                    found[record.network] = record
+        return found
+
+    def incidents(self, networks: Collection[str]) -> Mapping[str, IncidentRecord]:
+        found: dict[str, IncidentRecord] = {}
+        for chunk in _chunks(sorted(set(networks)), 100):
+            for item in _get_items(self.client, self.table, [(INCIDENT_PARTITION, n) for n in chunk]):
+                record = _incident(item)
+                if record is not None:
+                    found[record.network] = record
+        return found
+
+    def remember_incident(self, record: IncidentRecord, expected_alert_id: str | None) -> bool:
+        """A compare-and-set on the network's item, as ``remember`` on a subject's."""
+        if expected_alert_id is None:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "aid = :expected",
+                "ExpressionAttributeValues": {":expected": {"S": expected_alert_id}},
+            }
+        return conditional_write(
+            self.client.put_item, TableName=self.table, Item=_incident_item(record), **condition
         )
 
     def claim_publish(self, alert_id: str, holder: str, until: datetime, now: datetime) -> bool:

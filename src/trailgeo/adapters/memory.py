@@ -33,6 +33,7 @@ from trailgeo.ports import (
     ConcurrentChangeError,
     FanoutTask,
     GeoResolver,
+    IncidentRecord,
     LedgerEntry,
     OutboxEntry,
     RunAttempts,
@@ -203,6 +204,9 @@ class MemoryOutbox:
     parked: dict[str, str] = field(default_factory=dict)  # alert id -> why the channel refused it
     # alert id -> when it was queued, sent, parked (DynamoOutbox: created, sent_at, parked_at)
     stamps: dict[str, dict[str, str]] = field(default_factory=dict)
+    # network -> its incident's record (DynamoOutbox: the INCIDENT partition), as written: an entry
+    # that is no readable record (a test's forgery) reads as no incident, as an item there does
+    incident_records: dict[str, IncidentRecord] = field(default_factory=dict)
 
     def _stamp(self, alert_id: str, name: str) -> None:
         self.stamps.setdefault(alert_id, {})[name] = datetime.now(tz=UTC).isoformat()
@@ -258,6 +262,20 @@ class MemoryOutbox:
 
     def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
         return {s: last for s, last in self.last_alerted.items() if last.at >= since}
+
+    def open_incidents(self, since: datetime) -> Mapping[str, IncidentRecord]:
+        return {n: r for n, r in self.incidents(self.incident_records).items() if r.last_at >= since}
+
+    def incidents(self, networks: Collection[str]) -> Mapping[str, IncidentRecord]:
+        found = (self.incident_records.get(n) for n in set(networks))
+        return {r.network: r for r in found if r is not None and r.readable()}
+
+    def remember_incident(self, record: IncidentRecord, expected_alert_id: str | None) -> bool:
+        current = self.incident_records.get(record.network)
+        if (current.last_alert_id if current is not None else None) != expected_alert_id:
+            return False
+        self.incident_records[record.network] = record.bounded()  # what a DynamoOutbox item keeps
+        return True
 
 
 @dataclass(slots=True)

@@ -39,9 +39,6 @@ from trailgeo.core.detectors import COUNTRY
 from trailgeo.core.sources import UNKNOWN_LOCATION, endpoint_account
 from trailgeo.core.text import plain
 
-# A network's subject in the outbox's subject records (beside ``identity|country``): no identity
-# starts with ``~`` (an ARN, ``sso:<user>``, or CloudTrail's type and principal id).
-NETWORK_SUBJECT = "~net|"
 DEFAULT_WINDOW = timedelta(hours=24)
 MAX_WINDOW = timedelta(days=7)
 MAX_MEMBERS = 50  # members named in a document; the rest counted (an item stays far under 400 KB)
@@ -53,7 +50,9 @@ SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 
 def network_key(address: str, location: str) -> str | None:
-    """The subject of the network an address links by, or None when it never links."""
+    """The network an address links by (``203.0.113.0/24``, ``2001:218:1::/48``,
+    ``VPCE:<account>@<address>``, ``unknown@<address>``: an incident's record is kept under it), or
+    None when it never links."""
     if len(address) > MAX_ADDRESS_LENGTH:
         return None
     try:
@@ -69,9 +68,9 @@ def network_key(address: str, location: str) -> str | None:
         return None
     if is_country(location):
         prefix = 24 if ip.version == 4 else 48
-        return f"{NETWORK_SUBJECT}{ipaddress.ip_network((int(ip), prefix), strict=False)}"
+        return str(ipaddress.ip_network((int(ip), prefix), strict=False))
     if location == UNKNOWN_LOCATION or endpoint_account(location) is not None:
-        return f"{NETWORK_SUBJECT}{location}@{ip}"
+        return f"{location}@{ip}"
     return None
 
 
@@ -86,23 +85,13 @@ def network_keys(alert: Alert) -> frozenset[str]:
     return frozenset(k for k in keys if k is not None)
 
 
-def is_network_subject(subject: str) -> bool:
-    """Whether a subject record is a network's (an incident's), not an identity's. A network's value
-    holds ``/`` (a CIDR) or ``@`` (a location and address) and no ``|``; an identity's subject ends
-    in ``|<location>``, which holds neither: even a forged principal named ``~net`` stays an identity."""
-    if not subject.startswith(NETWORK_SUBJECT):
-        return False
-    value = subject[len(NETWORK_SUBJECT) :]
-    return "|" not in value and ("/" in value or "@" in value)
-
-
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else 0
 
 
 @dataclass(frozen=True, slots=True)
 class OpenIncident:
-    """An incident as remembered under each of its networks."""
+    """An incident as remembered under each of its networks (``ports.IncidentRecord``)."""
 
     incident_id: str  # its first alert
     last_at: datetime  # its last member's run: the window runs from here
@@ -110,6 +99,7 @@ class OpenIncident:
     severity: Severity  # the highest of its members
     sensitive_methods: frozenset[str]
     alerts: int  # members so far
+    first_at: datetime | None = None  # its first member's run (None: its last's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +120,12 @@ class Assignment:
         severity = max((a.severity for a in group), key=severity_rank)
         sensitive = frozenset(m for a in group for m in a.sensitive_methods)
         if before is None:
-            return OpenIncident(self.alert.alert_id, at, self.alert.alert_id, severity, sensitive, len(group))
+            return OpenIncident(
+                self.alert.alert_id, at, self.alert.alert_id, severity, sensitive, len(group), first_at=at
+            )
         return OpenIncident(
             incident_id=before.incident_id,
+            first_at=before.first_at or before.last_at,
             last_at=at,
             last_alert_id=self.alert.alert_id,
             severity=max(severity, before.severity, key=severity_rank),
@@ -206,7 +199,7 @@ def _assign(
         id=incident.incident_id if incident is not None else carrier.alert_id,
         update=incident is not None and not escalation,
         escalation=escalation,
-        networks=sorted(k.removeprefix(NETWORK_SUBJECT) for k in networks)[:MAX_LIST],
+        networks=sorted(networks)[:MAX_LIST],
         alerts=len(ranked),
         accounts=len({a.cloud.account.id for a in ranked}),
         principals=len({a.principal for a in ranked}),

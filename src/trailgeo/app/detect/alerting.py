@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
@@ -16,7 +16,7 @@ from trailgeo.core.alerts import MAX_LIST, Alert
 from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.evidence import networks_of, with_evidence
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
-from trailgeo.core.incidents import Assignment, is_network_subject
+from trailgeo.core.incidents import Assignment
 from trailgeo.core.networks import lookup_address
 from trailgeo.core.scoring import (
     History,
@@ -29,7 +29,7 @@ from trailgeo.core.scoring import (
 )
 from trailgeo.core.tuning import Tuning
 from trailgeo.observability import logger
-from trailgeo.ports import Suppression
+from trailgeo.ports import IncidentRecord, Suppression
 
 
 def subject_of(principal: str, detector: str, value: str = "") -> str:
@@ -49,10 +49,7 @@ _SIBLING_SUBJECTS = tuple(name for name in REGISTRY if name != COUNTRY.name)
 
 
 def country_subject(subject: str) -> tuple[str, str] | None:
-    """(identity, country) of a country detector's subject, None for a sibling detector's or a
-    network's (an incident's record, core/incidents.py)."""
-    if is_network_subject(subject):
-        return None
+    """(identity, country) of a country detector's subject, None for a sibling detector's."""
     identity, _, value = subject.rpartition("|")
     if not identity or not value or value.startswith(_SIBLING_SUBJECTS):
         return None
@@ -111,16 +108,11 @@ def score_and_raise(
     # One read of every subject alerted within the longer window: this run's subjects' last alerts
     # (suppression, quarantined hours) and the quarantine in force in each country. A record older
     # than both makes no difference but to the compare-and-set, which reads it again when it fails.
-    alerted = deps.outbox.alerted_since(
-        scheduled_at - max(options.quarantine, options.suppress_for, options.incident_window)
-    )
+    alerted = deps.outbox.alerted_since(scheduled_at - max(options.quarantine, options.suppress_for))
     recent = {s: alerted[s] for s in subjects if s in alerted}
-    networks = {s: r for s, r in alerted.items() if is_network_subject(s)}  # open incidents
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
-    in_force = {
-        s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine and s not in networks
-    }
+    in_force = {s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine}
     held_by_country = quarantined_identities(in_force, tuning, scheduled_at.date())
     # Hours to add to alerted subjects' quarantine, one write per subject at the end of the run
     # (a role's many sessions are one subject).
@@ -169,7 +161,7 @@ def score_and_raise(
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     candidates = [(_with_networks(alert, deps, report), hours) for alert, hours in candidates]
-    _raise_alerts(_correlated(candidates), recent, networks, scheduled_at, deps, options, report, extensions)
+    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
@@ -253,7 +245,6 @@ class SuppressionRaceError(RuntimeError):
 def _raise_alerts(
     candidates: list[tuple[Alert, frozenset[int]]],
     recent: dict[str, Suppression],
-    networks: dict[str, Suppression],
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
@@ -287,6 +278,11 @@ def _raise_alerts(
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
         else:
             raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
+    # The open incidents, in one read (their own records: core/incidents.py), once the run's alerts
+    # are decided; only when one was (a run without alerts reads nothing more).
+    networks: dict[str, IncidentRecord] = {}
+    if decided and options.incident_window > timedelta(0):
+        networks = dict(deps.outbox.open_incidents(scheduled_at - options.incident_window))
     _queue(linked(decided, networks, scheduled_at, deps, options), options, deps, report)
 
 

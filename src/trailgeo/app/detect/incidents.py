@@ -1,13 +1,13 @@
 """Incidents across runs: the run's decided alerts linked by source network (``core.incidents``)
-to the incidents still open, each network's incident remembered in the outbox's subject records.
+to the incidents still open, each network's incident remembered in the outbox's incident records.
 
-An open incident is kept under its network's subject (``~net|203.0.113.0/24``) as the outbox
-keeps a subject's last alert (``Suppression``): ``at`` is its last member's run, ``alert_id`` the
-alert that last recorded it (the compare-and-set token, as for identities), and the sensitive
-methods its members brought, beside three entries of our own that no method can be named (they
-start with ``!``, which sorts before any AWS method): the incident's first alert id, its highest
-severity and its member count. No port changes: DynamoDB and the in-memory fake keep these
-records as they keep any subject's, with the same compare-and-set.
+An open incident is kept under each of its networks (``203.0.113.0/24``) as a
+``ports.IncidentRecord``, in a partition of its own (never a subject's ``Suppression``, so that no
+reader of subjects has to know of it): its first alert id, its first and last members' runs, the
+alert that last recorded it (the compare-and-set token, as for a subject's last alert), its highest
+severity, member count and sensitive methods. A run reads the open incidents once
+(``AlertOutbox.open_incidents``); an item that is no such record (written by someone else) reads as
+no incident, so the run's alerts from that network open a new one and page.
 """
 
 from __future__ import annotations
@@ -17,60 +17,46 @@ from datetime import datetime
 
 from trailgeo.app.detect.context import Dependencies, RunOptions
 from trailgeo.core.alerts import Alert
-from trailgeo.core.incidents import (
-    MAX_NETWORKS,
-    SEVERITIES,
-    Assignment,
-    OpenIncident,
-    is_network_subject,
-    link,
-)
+from trailgeo.core.incidents import MAX_NETWORKS, Assignment, OpenIncident, link
 from trailgeo.observability import logger
-from trailgeo.ports import MAX_REMEMBERED_METHODS, Suppression
+from trailgeo.ports import IncidentRecord
 
-_ID = "!incident:"
-_SEVERITY = "!severity:"
-_ALERTS = "!alerts:"
-_KEPT_METHODS = MAX_REMEMBERED_METHODS - 3  # the three entries of our own always fit
 MAX_RECORD_RACES = 5
 
 
-def to_record(incident: OpenIncident) -> Suppression:
-    methods = frozenset(sorted(incident.sensitive_methods)[:_KEPT_METHODS])
-    own = {f"{_ID}{incident.incident_id}", f"{_SEVERITY}{incident.severity}", f"{_ALERTS}{incident.alerts}"}
-    return Suppression(incident.last_at, incident.last_alert_id, methods | own)
-
-
-def from_record(record: Suppression) -> OpenIncident | None:
-    """The incident a network's record holds; None for a record that holds none (never read as one)."""
-    own = {m.partition(":")[0] + ":": m.partition(":")[2] for m in record.sensitive_methods if m[:1] == "!"}
-    incident_id, severity, alerts = own.get(_ID), own.get(_SEVERITY), own.get(_ALERTS, "")
-    if not incident_id or severity not in SEVERITIES or not alerts.isdigit():
-        return None
-    return OpenIncident(
-        incident_id=incident_id,
-        last_at=record.at,
-        last_alert_id=record.alert_id,
-        severity=SEVERITIES[SEVERITIES.index(severity)],
-        sensitive_methods=frozenset(m for m in record.sensitive_methods if m[:1] != "!"),
-        alerts=int(alerts),
+def to_record(network: str, incident: OpenIncident) -> IncidentRecord:
+    return IncidentRecord(
+        network=network,
+        incident_id=incident.incident_id,
+        first_at=incident.first_at or incident.last_at,
+        last_at=incident.last_at,
+        last_alert_id=incident.last_alert_id,
+        severity=incident.severity,
+        members=incident.alerts,
+        sensitive_methods=incident.sensitive_methods,
     )
 
 
-def open_incidents(records: Mapping[str, Suppression]) -> dict[str, OpenIncident]:
-    """The incidents remembered under network subjects among ``records`` (any age)."""
-    found = {}
-    for subject, record in records.items():
-        if is_network_subject(subject):
-            incident = from_record(record)
-            if incident is not None:
-                found[subject] = incident
-    return found
+def from_record(record: IncidentRecord) -> OpenIncident:
+    return OpenIncident(
+        incident_id=record.incident_id,
+        last_at=record.last_at,
+        last_alert_id=record.last_alert_id,
+        severity=record.severity,
+        sensitive_methods=record.sensitive_methods,
+        alerts=record.members,
+        first_at=record.first_at,
+    )
+
+
+def open_incidents(records: Mapping[str, IncidentRecord]) -> dict[str, OpenIncident]:
+    """The incidents of ``records`` by network (any age; ``core.incidents.link`` keeps the live)."""
+    return {network: from_record(record) for network, record in records.items()}
 
 
 def linked(
     decided: list[Alert],
-    records: dict[str, Suppression],
+    records: dict[str, IncidentRecord],
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
@@ -82,8 +68,8 @@ def linked(
         if not assignment.networks:
             continue
         state = assignment.remembered(scheduled_at)
-        for subject in sorted(assignment.networks)[:MAX_NETWORKS]:
-            _remember(subject, state, records, deps)
+        for network in sorted(assignment.networks)[:MAX_NETWORKS]:
+            _remember(network, state, records, deps)
         if assignment.members or assignment.incident is not None:
             info = assignment.alert.incident
             logger.info(
@@ -97,15 +83,23 @@ def linked(
     return assignments
 
 
-def _remember(subject: str, state: OpenIncident, records: dict[str, Suppression], deps: Dependencies) -> None:
+def _remember(
+    network: str, state: OpenIncident, records: dict[str, IncidentRecord], deps: Dependencies
+) -> None:
     """Record the incident under a network (compare-and-set on the record read; another invocation
     recording the network meanwhile makes this one read it again and write over it: the alert is
-    decided already, the record follows the newest)."""
+    decided already, the record follows the newest). An item under the network that is no incident
+    is left as it is (logged): the alerts are decided and queued all the same."""
     for _ in range(MAX_RECORD_RACES):
-        last = records.get(subject)
-        record = to_record(state)
-        if deps.outbox.remember(subject, record, last.alert_id if last is not None else None):
-            records[subject] = record
+        last = records.get(network)
+        record = to_record(network, state)
+        if deps.outbox.remember_incident(record, last.last_alert_id if last is not None else None):
+            records[network] = record.bounded()
             return
-        records.update(deps.outbox.recent([subject]))
-    logger.warning("incident network record kept changing: left as it is", subject=subject)
+        found = deps.outbox.incidents([network])
+        if network not in found and last is None:
+            logger.warning("incident network holds no readable incident: left as it is", network=network)
+            return
+        records.pop(network, None)
+        records.update(found)
+    logger.warning("incident network record kept changing: left as it is", network=network)
