@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from trailgeo.core.alerts import Alert
+from trailgeo.core.categories import EventScope
 from trailgeo.core.detectors import DEFAULT_DETECTORS
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.tuning import EMPTY_TUNING, Tuning
@@ -38,6 +39,8 @@ class RunOptions:
     rollup_in_full: int = 5  # of a flood, the most urgent sent in full (the next carries the rest)
     tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
     detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
+    # Data and network activity events (eventCategory): skipped (MANAGEMENT) or scored too (ALL)
+    events: EventScope = EventScope.MANAGEMENT
 
 
 @dataclass(slots=True)
