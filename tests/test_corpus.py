@@ -25,6 +25,7 @@ from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import replay
 from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.categories import EventScope
 from trailgeo.core.payload import decompress
 from trailgeo.core.records import DecodedFile, MalformedFileError, TrailRecord, decode_trail_file
 from trailgeo.core.sources import SourceKind, classify_source
@@ -215,46 +216,72 @@ def sans_records() -> list[TrailRecord]:
     return records
 
 
+# The SANS lab is an S3 ransomware exercise: 16,574 of its 30,477 records are data events (S3
+# PutObject, GetObject, HeadBucket), 1,170 of them from the two public addresses (the attacker's
+# object reads among them). A deployment sees them only with Events=All, so each test below states
+# the scope it replays, and the books of both.
+SANS_DATA_EVENTS = 16_574
+SANS_SCOPES = [
+    pytest.param(
+        EventScope.MANAGEMENT,
+        {"data_event": SANS_DATA_EVENTS, "source_service_host": 6145},
+        696,
+        id="management",
+    ),
+    pytest.param(
+        EventScope.ALL,
+        {"data_event_scored": SANS_DATA_EVENTS, "source_service_host": 21_549},
+        696 + 1170,
+        id="all",
+    ),
+]
+
+
+@pytest.mark.parametrize(("scope", "by_scope", "geolocated"), SANS_SCOPES)
 def test_given_all_sans_files_in_one_aggregate_when_added_then_6496_duplicates_dropped(
-    sans_records: list[TrailRecord],
+    sans_records: list[TrailRecord], scope: EventScope, by_scope: dict[str, int], geolocated: int
 ) -> None:
     """Given all 30,477 SANS events (two trails deliver 6,496 eventIDs twice), when added to one
-    RunAggregate, then exactly 6,496 are skipped as duplicates, and only the two public IPs are
-    ever geolocated."""
+    RunAggregate of the scope, then exactly 6,496 are skipped as duplicates, only the two public
+    IPs are ever geolocated, and the data events are skipped (Management) or scored and counted
+    apart (All)."""
     looked_up: list[str] = []
 
     def geolocate(ip: str) -> str:
         looked_up.append(ip)
         return "US"
 
-    aggregate = RunAggregate(geolocate=geolocate)
+    aggregate = RunAggregate(geolocate=geolocate, scope=scope)
     aggregate.add_records(sans_records)
     assert aggregate.events == 30_477
     assert aggregate.skipped["duplicate_event"] == 6496
     assert sorted(looked_up) == ["3.238.12.183", "96.253.26.224"]
-    assert dict(aggregate.skipped) == {
-        "duplicate_event": 6496,
-        "source_service_host": 21_549,
-        "source_aws_internal": 566,
-    }
-    assert aggregate.geolocated == 1866
-    assert aggregate.events == sum(aggregate.skipped.values()) + aggregate.geolocated
+    assert dict(aggregate.skipped) == {"duplicate_event": 6496, "source_aws_internal": 566, **by_scope}
+    assert aggregate.geolocated == geolocated
+    skips = sum(n for reason, n in aggregate.skipped.items() if reason != "data_event_scored")
+    assert aggregate.events == skips + aggregate.geolocated
 
 
-def test_given_sans_lab_when_replayed_with_dbip_then_no_alert(dbip_mmdb: Path) -> None:
+@pytest.mark.parametrize(("scope", "by_scope", "geolocated"), SANS_SCOPES)
+def test_given_sans_lab_when_replayed_with_dbip_then_no_alert(
+    dbip_mmdb: Path, scope: EventScope, by_scope: dict[str, int], geolocated: int
+) -> None:
     """Given the SANS lab (admin and attacker both in the US), when replayed tick by tick with
-    DB-IP Lite, then every file and event is read, both public IPs geolocate to US, and no alert
-    is raised."""
+    DB-IP Lite under either scope, then every file and event is read, both public IPs geolocate
+    to US, the data events are skipped or scored as the scope says, and no alert is raised: with
+    Events=All the attacker's object reads are scored, from a country the account knows."""
     require(SANS, "SANS SEC504 lab CloudTrail")
     geo = MaxMindGeoResolver(dbip_mmdb)
     stream = io.StringIO()
-    summary, _ = replay(SANS, geo, JsonLinesAlertSink(stream), RunOptions())
+    summary, _ = replay(SANS, geo, JsonLinesAlertSink(stream), RunOptions(events=scope))
     assert summary.files == 3872
     assert summary.events == 30_477
     assert dict(summary.files_skipped) == {}
     assert dict(summary.keys_skipped) == {"key_other": 1}  # LICENSE-NOTE.txt beside AWSLogs/
     assert geo._cache == {"96.253.26.224": "US", "3.238.12.183": "US"}
-    assert summary.events_geolocated == 1866
+    category = next(reason for reason in by_scope if reason.startswith("data_event"))
+    assert summary.records_skipped[category] == SANS_DATA_EVENTS
+    assert summary.events_geolocated == geolocated
     assert summary.alerts == 0
     assert stream.getvalue() == ""
 

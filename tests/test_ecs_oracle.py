@@ -103,6 +103,9 @@ def test_given_elastic_input_when_decoded_then_shared_fields_match_elastic_expec
     assert _get(doc, "user_agent.original") == record.userAgent
     assert _get(doc, "aws.cloudtrail.event_type") == record.eventType
     assert _get(doc, "aws.cloudtrail.recipient_account_id") == record.recipientAccountId
+    # The category the Events setting reads: Management in four records (Elastic's PutObject
+    # sample among them), Insight in one (no method: skipped as no_method whatever the setting)
+    assert _get(doc, "aws.cloudtrail.event_category") == record.eventCategory
     # Elastic's cloud.account.id is userIdentity.accountId; without one, the newer expected
     # documents fall back to recipientAccountId (AWSService AssumeRole) while the older Insight
     # document has none. trailgeo keys alerts on recipientAccountId, else userIdentity.accountId:

@@ -22,6 +22,7 @@ from tests.test_faults import counters
 from trailgeo.adapters.dynamodb import DynamoLedger
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
+from trailgeo.core.categories import EventScope
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import TrailgeoError
 from trailgeo_tools.simulate import Simulation, SimulationConfig, simulate
@@ -63,7 +64,9 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
         s3 = session.client("s3")
         for item in sim.files:
             s3.put_object(Bucket=BUCKET, Key=item.key, Body=item.body)
-        options = RunOptions(policy=ScoringPolicy(learning_days=3))
+        # Events=Management, the default: the simulated trail holds management events only
+        # (test_simulate checks every record's eventCategory), as the demo's deployment states
+        options = RunOptions(policy=ScoringPolicy(learning_days=3), events=EventScope.MANAGEMENT)
         tick = sim.config.start + timedelta(hours=1)
         end = sim.config.start + timedelta(days=sim.config.days, hours=4)
         failed_runs = 0

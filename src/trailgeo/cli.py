@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the app is imported by each command: --version and --help l
     from trailgeo.app.operate import TableStatus
     from trailgeo.app.replay import ReplayState
     from trailgeo.core.alerts import Alert
+    from trailgeo.core.categories import EventScope
     from trailgeo.ports import TuningStore
 
 EXIT_OK = 0
@@ -75,6 +76,25 @@ def _add_detection_options(parser: argparse.ArgumentParser) -> None:
         "--learning-buckets", type=int, default=20, help="hourly buckets before a method alerts"
     )
     parser.add_argument("--learning-days", type=float, default=7.0, help="days of baseline before any alert")
+    _add_events_option(parser)
+
+
+def _add_events_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--events",
+        choices=("management", "all"),
+        default="management",
+        help=(
+            "management (default, as the Events parameter): data and network activity events are "
+            "skipped and counted; all: scored too, as a deployment with Events=All"
+        ),
+    )
+
+
+def _events(args: argparse.Namespace) -> EventScope:
+    from trailgeo.core.categories import EventScope
+
+    return EventScope.ALL if args.events == "all" else EventScope.MANAGEMENT
 
 
 def _options(args: argparse.Namespace) -> RunOptions:
@@ -86,6 +106,7 @@ def _options(args: argparse.Namespace) -> RunOptions:
         policy=ScoringPolicy(
             threshold=args.threshold, learning_buckets=args.learning_buckets, learning_days=args.learning_days
         ),
+        events=_events(args),
     )
 
 
@@ -297,6 +318,7 @@ def _add_backfill_command(commands: Any) -> None:
         "--end", type=_utc, help="end of the history, ISO 8601 (default: now, rounded down to the hour)"
     )
     backfill.add_argument("--geoip", type=Path, required=True, help="MaxMind-format country or city .mmdb")
+    _add_events_option(backfill)
     backfill.add_argument("--region", help="AWS region (default: the profile's or AWS_DEFAULT_REGION)")
     backfill.add_argument("--profile", help="AWS named profile")
     backfill.add_argument(  # json by default: its summary was JSON before --output existed
@@ -629,7 +651,7 @@ def _backfill(args: argparse.Namespace) -> int:
 
     print(f"backfill: {args.days} day(s) up to {end:%Y-%m-%dT%H:%MZ}, alerting off", file=sys.stderr)
     try:
-        summary = backfill(deps, RunOptions(), end=end, days=args.days, on_day=progress)
+        summary = backfill(deps, RunOptions(events=_events(args)), end=end, days=args.days, on_day=progress)
     finally:
         bar.close()
     if args.state:

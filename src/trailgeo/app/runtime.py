@@ -14,6 +14,7 @@ from trailgeo.app.fanout import Fanout, plan, run_task
 from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.app.tuning_watch import TuningWatch, tuning_watch
 from trailgeo.app.wiring import build_dependencies, build_fanout
+from trailgeo.core.categories import REASONS as CATEGORY_REASONS
 from trailgeo.core.keys import KeyKind
 from trailgeo.core.sources import SourceKind
 from trailgeo.core.tuning import Tuning, TuningError, Verdict
@@ -47,6 +48,9 @@ REASONS: Mapping[str, frozenset[str]] = {
         | {"source_vpce_own"}  # core.aggregate: a private address behind the organization's VPC endpoint
         | {"geo_unknown", "no_method", "bad_event_time", "duplicate_event", "field_truncated", "city_unknown"}
         | {"event_time_out_of_window"}  # core.aggregate: not within its file's delivery window
+        # core.aggregate: data and network activity events, skipped (Events=Management) or, with
+        # the _scored suffix, scored and counted apart (Events=All)
+        | CATEGORY_REASONS
         | {"invalid_utf8_replaced", "record_not_object", "field_wrong_type"}  # core.records
     ),
     "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict),

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trailgeo.app.detect import DEFAULT_LEASE, RunOptions
 from trailgeo.app.fanout import FANOUT_LEASE
+from trailgeo.core.categories import EventScope
 from trailgeo.core.detectors import DETECTORS
 from trailgeo.core.incidents import MAX_WINDOW as MAX_INCIDENT_WINDOW
 from trailgeo.core.records import MAX_RECORDS_PER_FILE
@@ -60,6 +61,8 @@ class Settings(BaseModel):
     )
     # Sibling detectors fed by the same pass (docs/scoring.md): "country" always runs.
     detectors: str = "country"
+    # Management: data and network activity events are skipped and counted; All: scored too
+    events: EventScope = EventScope.MANAGEMENT
     user_method_threshold: float = Field(default=75.0, ge=0, le=100)
     # Fan-out mode (docs/cost-and-capacity.md): the scheduled run plans and sends tasks to this
     # queue; workers of the same code read them and leave partial aggregates in the bucket.
@@ -118,6 +121,7 @@ class Settings(BaseModel):
                 user_method_threshold=self.user_method_threshold,
             ),
             detectors=frozenset(self.detectors.split(",")),
+            events=self.events,
             max_decompressed_bytes=self.max_decompressed_mb * 1024 * 1024,
             read_concurrency=self.read_concurrency,
             batch_records=self.batch_records,

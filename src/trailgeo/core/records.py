@@ -79,6 +79,8 @@ class TrailRecord(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     errorCode: str | None = None  # noqa: N815
     vpcEndpointId: str | None = None  # noqa: N815
     vpcEndpointAccountId: str | None = None  # noqa: N815 - the endpoint's owner (sources.endpoint_location)
+    # "Management", "Data", "NetworkActivity" (events.category_reasons); absent from older records
+    eventCategory: str | None = None  # noqa: N815
 
 
 class _TrailFile(msgspec.Struct, gc=False):
@@ -241,6 +243,7 @@ _STRING_FIELDS = (
     "errorCode",
     "vpcEndpointId",
     "vpcEndpointAccountId",
+    "eventCategory",
 )
 _IDENTITY_FIELDS = ("type", "arn", "principalId", "accountId", "accessKeyId", "userName", "invokedBy")
 

@@ -107,6 +107,8 @@ def deployment_environment(deployment: Deployment, geoip: Path) -> dict[str, str
         "GEOIP_DB_PATH": str(geoip),
         "LOOKBACK_MINUTES": "120",
         "SCORE_THRESHOLD": "50",
+        # the template's default: the simulated trail holds management events only
+        "EVENTS": "Management",
         "POWERTOOLS_SERVICE_NAME": "trailgeo-demo",
         "POWERTOOLS_METRICS_NAMESPACE": "trailgeo/trailgeo-demo",
     }

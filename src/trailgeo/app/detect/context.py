@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from trailgeo.core.alerts import Alert
+from trailgeo.core.categories import EventScope
 from trailgeo.core.detectors import DEFAULT_DETECTORS
 from trailgeo.core.incidents import DEFAULT_WINDOW as DEFAULT_INCIDENT_WINDOW
 from trailgeo.core.scoring import ScoringPolicy
@@ -42,6 +43,8 @@ class RunOptions:
     rollup_in_full: int = 5  # of a flood, the most urgent sent in full (the next carries the rest)
     tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
     detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
+    # Data and network activity events (eventCategory): skipped (MANAGEMENT) or scored too (ALL)
+    events: EventScope = EventScope.MANAGEMENT
 
 
 @dataclass(slots=True)

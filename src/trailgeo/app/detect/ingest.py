@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.categories import REASONS as CATEGORY_REASONS
 from trailgeo.core.counters import event_hours
 from trailgeo.core.keys import parse_key
 from trailgeo.core.payload import UnreadablePayloadError, decompress
@@ -29,6 +30,7 @@ _T = TypeVar("_T")
 INGEST_GROUP_RECORDS = 300
 ROUTINE_SKIPS = frozenset(
     {"source_service_host", "source_aws_internal", "source_private", "source_vpce_own", "duplicate_event"}
+    | CATEGORY_REASONS  # data and network activity events: in every file of a trail that logs them
 )
 # A batch that killed this many attempts (its run, then a takeover) is read file by file
 # (read_isolated): one file that kills every attempt must not keep its window from being scored.
@@ -47,6 +49,7 @@ def new_aggregate(deps: Dependencies, options: RunOptions) -> RunAggregate:
         detectors=options.detectors,
         locate_city=deps.geo.city,  # used only when the city detector is on
         trusted_endpoint_accounts=frozenset(options.tuning.trusted_vpc_endpoint_accounts),
+        scope=options.events,
     )
 
 

@@ -34,6 +34,7 @@ from trailgeo.core.aggregate.groups import (
     principal_of_identity,
 )
 from trailgeo.core.aggregate.snapshot import merge_into, snapshot_of
+from trailgeo.core.categories import EventScope, category_reasons
 from trailgeo.core.counters import (
     ANY_HOUR,
     MAX_EVENT_TIME_CHARS,
@@ -53,6 +54,7 @@ GeoLookup = Callable[[str], str | None]
 
 # What the per-event loop reads of a record, in one C-level call per record.
 _FIELDS = attrgetter(
+    "eventCategory",
     "sourceIPAddress",
     "eventSource",
     "eventName",
@@ -111,6 +113,8 @@ class RunAggregate:
     # Accounts whose VPC endpoints are the organization's besides each file's own (tuning's
     # trusted_vpc_endpoint_accounts): calls through them are skipped, not scored (endpoints.count_endpoints).
     trusted_endpoint_accounts: frozenset[str] = frozenset()
+    # Data and network activity events: skipped (MANAGEMENT) or scored and counted apart (ALL)
+    scope: EventScope = EventScope.MANAGEMENT
     skipped: Counter[str] = field(default_factory=Counter)
     events: int = 0
     geolocated: int = 0
@@ -135,6 +139,9 @@ class RunAggregate:
     _city_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _count_errors: bool = False
     _window: tuple[int, int] = ANY_HOUR  # the hours the file being counted may hold (add_records)
+    # eventCategory -> its reason ("Data", "NetworkActivity" only), and whether those are skipped
+    _categories: dict[str, str] = field(default_factory=dict)
+    _skip_categories: bool = True
 
     def __post_init__(self) -> None:
         unknown = self.detectors - DETECTORS
@@ -147,6 +154,8 @@ class RunAggregate:
             raise ValueError("the city detector needs a City database (GeoIP2/GeoLite2 City or DB-IP City)")
         if "city" not in self.detectors:
             self.locate_city = None
+        self.scope = EventScope(self.scope)
+        self._categories, self._skip_categories = category_reasons(self.scope)
 
     def add(self, record: TrailRecord, account_hint: str | None = None) -> None:
         self.add_records([record], account_hint)
@@ -166,7 +175,11 @@ class RunAggregate:
         may be in (``counters.event_hours``, from the file's delivery time).
 
         Checks in this order, each skipped record counted under the first reason that applies:
-        ``duplicate_event`` (an eventID already seen in this run), the source (``source_*``;
+        ``duplicate_event`` (an eventID already seen in this run), the category
+        (``data_event``, ``network_activity_event``: a data or network activity event while
+        ``scope`` is MANAGEMENT, before anything is looked up; with ALL they are scored and
+        counted as ``data_event_scored``, ``network_activity_event_scored``, not skips; any
+        other category, or none, is a management event), the source (``source_*``;
         ``source_vpce_own``: a private address behind an endpoint of the organization),
         ``no_method``, ``bad_event_time``, ``event_time_out_of_window`` (an hour outside ``hours``);
         every other record is geolocated and counted
@@ -224,14 +237,17 @@ class RunAggregate:
         the run's own ``skipped``. Returns how many were not counted (skips). ``located_as``: the
         pass over calls through foreign VPC endpoints (``count_endpoints``), each source's location."""
         sources, methods, hours, principals = self._sources, self._methods, self._hours, self._principals
+        categories, skip_categories = self._categories, self._skip_categories
         if located_as is not None:
             sources = located_as
+            categories = {}  # the file's own pass counted each record's category
         cells, evidence = self._cells, self._evidence
         count_errors = self._count_errors
         earliest, latest = self._window  # the file's (set by add_records and add_files)
         not_counted = 0  # skips in the loop below (the duplicates never reach it)
         # One loop, no call per event on the common path (measured: the calls were a third of it).
         for (
+            category,
             source_ip,
             source,
             name,
@@ -243,6 +259,11 @@ class RunAggregate:
             event_time,
             event_id,
         ) in map(_FIELDS, kept):
+            if category in categories:  # "Data", "NetworkActivity": first, so an excluded one costs least
+                skipped[categories[category]] += 1
+                if skip_categories:
+                    not_counted += 1
+                    continue
             located = sources.get(source_ip)
             if located is None:
                 located = self._locate(source_ip)

@@ -44,12 +44,14 @@ def count_endpoints(
     if not named:
         return 0
     sources, trusted = aggregate._sources, aggregate.trusted_endpoint_accounts
+    # data or network activity events the file's pass skipped by category, not as source_private
+    excluded = aggregate._categories if aggregate._skip_categories else {}
     own = 0
     # (location, endpoint id) -> its records and where each of their sources is located
     foreign: dict[tuple[str, str | None], tuple[list[TrailRecord], Located]] = {}
     for record in named:
         source, owner = record.sourceIPAddress, record.vpcEndpointAccountId
-        if not owner or sources.get(source) != "source_private":
+        if not owner or record.eventCategory in excluded or sources.get(source) != "source_private":
             continue
         if owner == folder or owner in trusted:
             own += 1

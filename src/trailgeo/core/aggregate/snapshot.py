@@ -37,6 +37,9 @@ class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
         tuple[str, str, str, list[tuple[str, str | None, str | None, str | None, str | None, int]], list[str]]
     ]
     event_digests: bytes  # sorted, 8 bytes each, big-endian
+    # the aggregate's EventScope; last and with a default, so that a snapshot without it (taken
+    # before data events could be scored) reads as the MANAGEMENT it was
+    scope: str = "Management"
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -87,8 +90,29 @@ def snapshot_of(aggregate: RunAggregate) -> bytes:
             for group, seen in evidence_by_group(aggregate._evidence).items()
         ],
         event_digests=_pack_digests(aggregate._event_ids),
+        scope=aggregate.scope.value,
     )
     return _snapshot_encoder.encode(snapshot)
+
+
+def _mergeable(aggregate: RunAggregate, data: bytes) -> _Snapshot:
+    """The snapshot in ``data``, when this aggregate may merge it (``merge_into``)."""
+    try:
+        snapshot = _snapshot_decoder.decode(data)
+    except msgspec.DecodeError as exc:  # ValidationError included
+        raise ValueError(f"corrupted or foreign RunAggregate snapshot: {exc}") from exc
+    if snapshot.version != SNAPSHOT_VERSION:
+        raise ValueError(f"RunAggregate snapshot version {snapshot.version}, expected {SNAPSHOT_VERSION}")
+    if frozenset(snapshot.detectors) != aggregate.detectors:
+        raise ValueError(
+            f"RunAggregate snapshot of detectors {snapshot.detectors}, this aggregate runs "
+            f"{sorted(aggregate.detectors)}"
+        )
+    if snapshot.scope != aggregate.scope.value:
+        raise ValueError(
+            f"RunAggregate snapshot of events {snapshot.scope}, this aggregate scores {aggregate.scope.value}"
+        )
+    return snapshot
 
 
 def merge_into(aggregate: RunAggregate, data: bytes) -> None:
@@ -114,19 +138,11 @@ def merge_into(aggregate: RunAggregate, data: bytes) -> None:
     are under 1e-6.
 
     Raises ValueError when ``data`` is not a snapshot of this version or was taken with other
-    detectors. Derived counters and groups are recomputed when next asked for.
+    detectors or another event scope (``Events``: a partial whose data events were skipped must
+    not be merged into a batch that scores them). Derived counters and groups are recomputed
+    when next asked for.
     """
-    try:
-        snapshot = _snapshot_decoder.decode(data)
-    except msgspec.DecodeError as exc:  # ValidationError included
-        raise ValueError(f"corrupted or foreign RunAggregate snapshot: {exc}") from exc
-    if snapshot.version != SNAPSHOT_VERSION:
-        raise ValueError(f"RunAggregate snapshot version {snapshot.version}, expected {SNAPSHOT_VERSION}")
-    if frozenset(snapshot.detectors) != aggregate.detectors:
-        raise ValueError(
-            f"RunAggregate snapshot of detectors {snapshot.detectors}, this aggregate runs "
-            f"{sorted(aggregate.detectors)}"
-        )
+    snapshot = _mergeable(aggregate, data)
     digests = _unpack_digests(snapshot.event_digests)
     aggregate._derived = None
     aggregate.events += snapshot.events
