@@ -683,8 +683,9 @@ class DynamoOutbox:
             },
         )
 
-    def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
-        found: dict[str, Suppression] = {}
+    def _items_since(self, partition: str, since: datetime) -> Iterator[Item]:
+        """A consistent Query of one partition's items whose ``at`` (their last run) is ``since`` or
+        later: the subjects' last alerts, as recent() reads them, and the open incidents."""
         paginator = self.client.get_paginator("query")
         for page in paginator.paginate(
             TableName=self.table,
@@ -692,14 +693,15 @@ class DynamoOutbox:
             FilterExpression="#at >= :since",
             ExpressionAttributeNames={"#at": "at"},
             ExpressionAttributeValues={
-                ":pk": {"S": SUPPRESS_PARTITION},
+                ":pk": {"S": partition},
                 ":since": {"S": since.astimezone(UTC).isoformat()},
             },
-            ConsistentRead=True,  # the subjects' last alerts, as recent() reads them
+            ConsistentRead=True,
         ):
-            for item in page.get("Items", []):
-                found[item["sk"]["S"]] = _suppression(item)
-        return found
+            yield from page.get("Items", [])
+
+    def alerted_since(self, since: datetime) -> Mapping[str, Suppression]:
+        return {item["sk"]["S"]: _suppression(item) for item in self._items_since(SUPPRESS_PARTITION, since)}
 
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
         """A compare-and-set on the subject's item: two invocations deciding on the same subject at
@@ -731,22 +733,10 @@ class DynamoOutbox:
     def open_incidents(self, since: datetime) -> Mapping[str, IncidentRecord]:
         """A consistent Query of the ``INCIDENT`` partition, filtered on the last member's run."""
         found: dict[str, IncidentRecord] = {}
-        paginator = self.client.get_paginator("query")
-        for page in paginator.paginate(
-            TableName=self.table,
-            KeyConditionExpression="pk = :pk",
-            FilterExpression="#at >= :since",
-            ExpressionAttributeNames={"#at": "at"},
-            ExpressionAttributeValues={
-                ":pk": {"S": INCIDENT_PARTITION},
-                ":since": {"S": since.astimezone(UTC).isoformat()},
-            },
-            ConsistentRead=True,
-        ):
-            for item in page.get("Items", []):
-                record = _incident(item)
-                if record is not None and record.last_at >= since:
-                    found[record.network] = record
+        for item in self._items_since(INCIDENT_PARTITION, since):
+            record = _incident(item)
+            if record is not None and record.last_at >= since:
+                found[record.network] = record
         return found
 
     def incidents(self, networks: Collection[str]) -> Mapping[str, IncidentRecord]:

@@ -52,7 +52,7 @@ import hashlib
 import itertools
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,28 +171,27 @@ def country_of(ip: str) -> str | None:
     return _COUNTRY_OF.get(ip.rpartition(".")[0])
 
 
-def _v4(rng: random.Random, country: str, avoid: set[str]) -> str:
+def _unused(draw: Callable[[], str], avoid: set[str]) -> str:
+    """The first address ``draw`` gives that is not in ``avoid`` (added to it)."""
     while True:
-        ip = f"{rng.choice(_V4[country])}.{rng.randint(2, 254)}"
+        ip = draw()
         if ip not in avoid:
             avoid.add(ip)
             return ip
+
+
+def _v4(rng: random.Random, country: str, avoid: set[str]) -> str:
+    return _unused(lambda: f"{rng.choice(_V4[country])}.{rng.randint(2, 254)}", avoid)
 
 
 def _v6(rng: random.Random, country: str, avoid: set[str]) -> str:
-    while True:
-        ip = f"{rng.choice(_V6[country])}:{rng.choice(_V6_SUBNETS):x}::{rng.randint(1, 254):x}"
-        if ip not in avoid:
-            avoid.add(ip)
-            return ip
+    return _unused(
+        lambda: f"{rng.choice(_V6[country])}:{rng.choice(_V6_SUBNETS):x}::{rng.randint(1, 254):x}", avoid
+    )
 
 
 def _ec2(rng: random.Random, region: str, avoid: set[str]) -> str:
-    while True:
-        ip = f"{rng.choice(_EC2[region][1])}.{rng.randint(2, 254)}"
-        if ip not in avoid:
-            avoid.add(ip)
-            return ip
+    return _unused(lambda: f"{rng.choice(_EC2[region][1])}.{rng.randint(2, 254)}", avoid)
 
 
 # ----------------------------------------------------------------------------------------------------------
