@@ -1,8 +1,8 @@
 """The ``trailgeo`` command line: ``replay``, ``backfill``, the operator commands ``status``,
-``explain`` and ``allow`` (app/operate/), ``policy`` (app/policy.py) and ``doctor``
-(app/doctor.py). The development tooling (``demo``, ``simulate``, ``eval``, ``bench``) is
-``trailgeo-tools`` (tools/), which builds its commands with :func:`add_command` and runs them
-through :func:`run_command`.
+``explain``, ``allow``, ``alerts`` (list, show, resolve, allow --from-alert) and ``report``
+(app/operate/), ``policy`` (app/policy.py) and ``doctor`` (app/doctor.py). The development
+tooling (``demo``, ``simulate``, ``eval``, ``bench``) is ``trailgeo-tools`` (tools/), which builds
+its commands with :func:`add_command` and runs them through :func:`run_command`.
 
 Habits of aws-cli: stdout carries only the command's data (alerts, JSON, tables); logs, progress
 and errors go to stderr. A failure is one line on stderr and an exit code of :data:`EXIT_CODES`
@@ -49,8 +49,8 @@ EXIT_AWS = 254
 EXIT_INTERNAL = 255
 EXIT_CODES = {
     EXIT_OK: "success",
-    EXIT_FAILED: "not done: the tuning parameter changed meanwhile (nothing written: run again), "
-    "or a local file could not be read or written",
+    EXIT_FAILED: "not done: the tuning parameter or the alert's resolution changed meanwhile (nothing "
+    "written: run again), the change was not confirmed, or a local file could not be read or written",
     EXIT_USAGE: "usage or input error: a bad option, a missing file, an unknown table, alert or stack",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_AWS_CONFIG: "AWS configuration or credentials: none found, expired or invalid, unknown "
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_backfill_command(commands)
     _add_operator_commands(commands)
+    _add_triage_commands(commands)
     _add_policy_command(commands)
     doctor = add_command(
         commands,
@@ -285,6 +286,168 @@ def _add_operator_commands(commands: Any) -> None:
         help="type of a parameter created by this command (an existing one keeps its type)",
     )
     _add_aws_options(allow)
+
+
+TRIAGE_COMMANDS = ("alerts", "report")
+
+
+def _add_alert_source(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--table", help="the deployment's table (stack output FrequencyTableName)")
+    where.add_argument(
+        "--state-file", type=Path, help="a local state file (`trailgeo replay --state`) instead of a table"
+    )
+    _add_aws_options(parser)
+
+
+def _add_triage_commands(commands: Any) -> None:
+    alerts = add_command(
+        commands,
+        "alerts",
+        summary="triage: list alerts, show one, resolve it, allowlist it (docs/investigation.md)",
+        description=(
+            "The triage loop over a deployment's alerts: the outbox keeps each alert 30 days after it\n"
+            "went out, and a resolved alert's triage record (verdict, who, when, note) 90 days after its\n"
+            "detection. 'trailgeo alerts COMMAND --help' describes each.\n\n"
+            "stdout: the command's data (--output table, the default, or json). stderr: errors, hints."
+        ),
+        examples=(
+            "  trailgeo alerts list --table T --state open --severity high --severity critical\n"
+            "  trailgeo alerts show 5eeb0805fb334b9dd0f6654db5408bbc --table T\n"
+            "  trailgeo alerts resolve 5eeb0805fb334b9dd0f6654db5408bbc --as expected --note INC-7 \\\n"
+            "      --table T\n"
+            "  trailgeo alerts allow --from-alert 5eeb0805fb334b9dd0f6654db5408bbc --table T \\\n"
+            "      --parameter /trailgeo/tuning --until 2026-12-24"
+        ),
+    )
+    actions = alerts.add_subparsers(dest="action", required=True)
+    listing = add_command(
+        actions,
+        "list",
+        summary="alerts, newest first, a page at a time",
+        description=(
+            "Alerts known to the deployment (the outbox's 30 days, resolved ones 90 days), newest first,\n"
+            "filtered; --limit per page, and the next page with the --next token the page ends with.\n\n"
+            "stdout: the page (table, or json: {alerts, matched, next}). stderr: the next page's command."
+        ),
+        examples=(
+            "  trailgeo alerts list --table T --since 7d --state open\n"
+            "  trailgeo alerts list --table T --principal '*:user/alice' --country PT --output json\n"
+            "  trailgeo alerts list --state-file state.json --limit 20 --next TOKEN"
+        ),
+    )
+    listing.add_argument(
+        "--since", help="ISO 8601 date or time (UTC), or an age: 12h, 7d (default: all kept)"
+    )
+    listing.add_argument("--severity", action="append", choices=("low", "medium", "high", "critical"))
+    listing.add_argument(
+        "--principal", help="principal ARN glob (fnmatch, case-sensitive), e.g. '*:user/alice'"
+    )
+    listing.add_argument("--country", action="append", help="location: a country code (repeat for more)")
+    listing.add_argument(
+        "--state", action="append", choices=("open", "resolved", "attack", "expected", "false-positive")
+    )
+    listing.add_argument("--detector", action="append", help="a detector's name (country, city...)")
+    listing.add_argument("--limit", type=int, default=50, help="alerts per page (default 50, at most 1000)")
+    listing.add_argument(
+        "--next", dest="next_token", metavar="TOKEN", help="the page after the one that said so"
+    )
+    _add_alert_source(listing)
+
+    show = add_command(
+        actions,
+        "show",
+        summary="one alert: its triage, the console links, the explanation and the evidence",
+        description=(
+            "One alert: its triage state and earlier resolutions, the CloudTrail event history and IAM\n"
+            "console links, then the brief of the e-mail (who, where, evidence, why it is rare).\n\n"
+            "stdout: the alert (table, or json). stderr: errors only."
+        ),
+        examples="  trailgeo alerts show 5eeb0805fb334b9dd0f6654db5408bbc --table T --region eu-west-1",
+    )
+    show.add_argument("alert_id", metavar="ALERT_ID")
+    _add_alert_source(show)
+
+    resolve = add_command(
+        actions,
+        "resolve",
+        summary="record a verdict on an alert: attack, expected or false-positive (who and when kept)",
+        description=(
+            "Record the verdict on an alert with who (the caller's ARN from STS; --by or the OS user for\n"
+            "a state file) and when, on its triage record, kept 90 days after the detection. Written only\n"
+            "if nobody resolved it since it was read (exit 1 otherwise); an alert already resolved is\n"
+            "resolved anew only with --change, and the earlier resolution stays in its history.\n\n"
+            "stdout: the resolution (table, or json). stderr: errors only."
+        ),
+        examples=(
+            "  trailgeo alerts resolve 5eeb0805fb334b9dd0f6654db5408bbc --as attack --note INC-42 --table T\n"
+            "  trailgeo alerts resolve 5eeb0805fb334b9dd0f6654db5408bbc --as expected --change --table T"
+        ),
+    )
+    resolve.add_argument("alert_id", metavar="ALERT_ID")
+    resolve.add_argument(
+        "--as", dest="verdict", required=True, choices=("attack", "expected", "false-positive")
+    )
+    resolve.add_argument("--note", default="", help="why (a ticket number, a sentence)")
+    resolve.add_argument("--change", action="store_true", help="resolve an alert already resolved anew")
+    resolve.add_argument("--by", help="who resolves it (a state file only; default: the OS user)")
+    _add_alert_source(resolve)
+
+    allow = add_command(
+        actions,
+        "allow",
+        summary="propose the narrowest allowlist entry for an alert, show the diff, ask, write",
+        description=(
+            "For an alert resolved as expected or false-positive: the narrowest [[allowed_countries]]\n"
+            "entry (its principal exactly, its country, its account, until --until: 30 days by default,\n"
+            "90 at most), shown as a diff of the tuning, written once you answer y (--yes for scripts;\n"
+            "without a terminal and without --yes nothing is written). A concurrent edit is refused.\n\n"
+            "stdout: the diff, then what was written (table), or json. stderr: the question, errors."
+        ),
+        examples=(
+            "  trailgeo alerts allow --from-alert 5eeb0805fb334b9dd0f6654db5408bbc --table T \\\n"
+            "      --parameter /trailgeo/tuning --until 2026-12-24\n"
+            "  trailgeo alerts allow --from-alert ID --state-file state.json --tuning-file tuning.toml --yes"
+        ),
+    )
+    allow.add_argument("--from-alert", dest="alert_id", required=True, metavar="ALERT_ID")
+    tuning = allow.add_mutually_exclusive_group(required=True)
+    tuning.add_argument("--parameter", help="the tuning SSM parameter (TuningParameterName)")
+    tuning.add_argument("--tuning-file", type=Path, help="a local tuning file (TOML or JSON) instead")
+    allow.add_argument(
+        "--until", help="last day the entry applies, YYYY-MM-DD (default: in 30 days; 90 at most)"
+    )
+    allow.add_argument("--yes", action="store_true", help="write without asking")
+    allow.add_argument(
+        "--type", choices=("String", "SecureString"), default="String", help="type of a parameter created"
+    )
+    _add_alert_source(allow)
+
+    report = add_command(
+        commands,
+        "report",
+        summary="precision report from the resolved alerts: states, detectors, time to resolve, noise",
+        description=(
+            "How the detectors did over the last --days: alerts by state, by detector and severity, the\n"
+            "precision (attacks among the resolved), the median time to the first resolution, the\n"
+            "principals and countries behind expected and false-positive alerts and how many alerts the\n"
+            "narrowest allowlist entry for each would have saved (and attacks it would have hidden).\n"
+            "--publish-metrics sends the same figures to CloudWatch (namespace trailgeo/STACK).\n\n"
+            "stdout: the report (table, or json). stderr: what was published, errors."
+        ),
+        examples=(
+            "  trailgeo report --days 30 --table T\n"
+            "  trailgeo report --days 7 --table T --output json | jq .precision\n"
+            "  trailgeo report --days 30 --table T --publish-metrics --stack trailgeo"
+        ),
+    )
+    report.add_argument("--days", type=int, default=30, help="days before --end (default 30, at most 90)")
+    report.add_argument("--end", type=_utc, help="end of the window, ISO 8601 (default: now)")
+    report.add_argument(
+        "--publish-metrics", action="store_true", help="also PutMetricData the figures (needs --stack)"
+    )
+    report.add_argument("--stack", help="the stack whose namespace and service the metrics go to")
+    _add_alert_source(report)
 
 
 def _add_backfill_command(commands: Any) -> None:
@@ -415,6 +578,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _backfill(args)
     if args.command in OPERATOR_COMMANDS:
         return _operate(args)
+    if args.command in TRIAGE_COMMANDS:
+        return _triage(args)
     if args.command == "policy":
         return _policy(args)
     if args.command == "doctor":
@@ -844,6 +1009,158 @@ def _allow(args: argparse.Namespace, store: TuningStore) -> int:
 
     result = operate.allow(store, args.parameter, entry, create_as=args.type)
     _emit(args, result.as_dict(), lambda: operate.format_allow(result))
+    return 0
+
+
+def _since(value: str | None, now: datetime) -> datetime:
+    """``--since``: an age (``12h``, ``7d``) or an ISO 8601 date or time (UTC unless it says)."""
+    if value is None:
+        return datetime.min.replace(tzinfo=UTC)
+    text = value.strip()
+    units = {"h": "hours", "d": "days"}
+    if len(text) > 1 and text[-1] in units and text[:-1].isdigit():
+        return now - timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        return _utc(text)
+    except ValueError:
+        raise InputError(f"--since {value!r}: an age (12h, 7d) or an ISO 8601 date or time") from None
+
+
+def _triage(args: argparse.Namespace) -> int:
+    """``alerts`` and ``report``: over a deployment's table or a local state file."""
+    import boto3
+
+    from trailgeo.app import wiring
+    from trailgeo.app.replay import ReplayState
+
+    session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    if args.state_file is not None:
+        from trailgeo.adapters.memory import MemoryOperations
+
+        if not args.state_file.is_file():
+            raise InputError(
+                f"--state-file {args.state_file}: no such file (`trailgeo replay --state` writes one)"
+            )
+        state = _load_state(args.state_file) or ReplayState()
+        view: Any = MemoryOperations(state.ledger, state.outbox, table=str(args.state_file))
+    else:
+        state, view = None, wiring.operations_view(session, args.table, _client_config())
+    now = datetime.now(tz=UTC)
+    if args.command == "report":
+        return _report_command(args, view, session, now)
+    if args.action == "list":
+        return _list_alerts(args, view, now)
+    if args.action == "show":
+        from trailgeo.app.operate import alerts
+
+        shown = alerts.show_alert(view, args.alert_id, region=session.region_name or "us-east-1")
+        _emit(args, shown.as_dict(), lambda: alerts.format_shown(shown))
+        return 0
+    if args.action == "resolve":
+        code = _resolve(args, view, session, now, local=state is not None)
+    else:
+        code = _allow_from_alert(args, view, session, now)
+    if state is not None and args.action == "resolve":
+        state.save(args.state_file)
+    return code
+
+
+def _list_alerts(args: argparse.Namespace, view: Any, now: datetime) -> int:
+    from trailgeo.app.operate import alerts
+
+    wanted = alerts.alert_filter(
+        since=_since(args.since, now),
+        severities=args.severity or (),
+        principal=args.principal,
+        countries=args.country or (),
+        states=args.state or (),
+        detectors=args.detector or (),
+    )
+    page = alerts.list_alerts(view, wanted, limit=args.limit, next_token=args.next_token)
+    _emit(args, page.as_dict(), lambda: alerts.format_alert_page(page))
+    if page.next_token and args.output == "table":
+        _progress(f"{page.matched} alerts match; the next page: add --next {page.next_token}")
+    return 0
+
+
+def _resolve(args: argparse.Namespace, view: Any, session: Any, now: datetime, *, local: bool) -> int:
+    from trailgeo.app.operate import alerts
+
+    if local:
+        import getpass
+
+        by = args.by or getpass.getuser()
+    elif args.by is not None:
+        raise InputError(
+            "--by: only for a state file; with --table the resolution is signed by your credentials"
+        )
+    else:
+        from trailgeo.adapters.operations import caller_arn
+
+        by = caller_arn(session.client("sts", config=_client_config()))
+    result = alerts.resolve(
+        view, args.alert_id, args.verdict, by=by, now=now, note=args.note, change=args.change
+    )
+    _emit(args, result.as_dict(), lambda: alerts.format_resolved(result))
+    return 0
+
+
+def _allow_from_alert(args: argparse.Namespace, view: Any, session: Any, now: datetime) -> int:
+    from trailgeo.app import operate, wiring
+    from trailgeo.app.operate import alerts
+    from trailgeo.ports import FILE_TYPE
+
+    store: TuningStore
+    if args.tuning_file is not None:
+        from trailgeo.adapters.local_tuning import FileTuningStore
+
+        store, name = FileTuningStore(), str(args.tuning_file)
+    else:
+        store, name = wiring.tuning_store(session, _client_config()), args.parameter
+    create_as = FILE_TYPE if args.tuning_file is not None else args.type
+    proposal = alerts.propose_allow(
+        view, store, name, args.alert_id, until=args.until, today=now.date(), create_as=create_as
+    )
+    if args.output == "table":
+        _out(f"{proposal.diff}\n")
+
+    def confirm(_: alerts.AllowProposal) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError("not written: standard input is no terminal to ask on; give --yes to write it")
+        print(f"Write this to {proposal.current.label}? [y/N] ", end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline().strip().lower() in {"y", "yes"}
+
+    result = alerts.allow_from_alert(store, proposal, confirm)
+    if args.output == "json":
+        _out(json.dumps({**proposal.as_dict(), "written": result.as_dict() if result else None}, indent=2))
+    elif result is not None:
+        _out(operate.format_allow(result))
+    if result is None:
+        return _fail("not written (answered no)", EXIT_FAILED)
+    return 0
+
+
+def _report_command(args: argparse.Namespace, view: Any, session: Any, now: datetime) -> int:
+    from trailgeo.app.operate import report
+
+    if args.publish_metrics and not args.stack:
+        raise InputError(
+            "--publish-metrics: give --stack, whose namespace (trailgeo/STACK) the metrics go to"
+        )
+    built = report.build_report(view, days=args.days, end=args.end or now)
+    _emit(args, built.as_dict(), lambda: report.format_report(built))
+    if args.publish_metrics:
+        from trailgeo.adapters.operations import CloudWatchMetrics
+
+        points = report.report_metrics(built)
+        namespace = f"trailgeo/{args.stack}"
+        publisher = CloudWatchMetrics(
+            session.client("cloudwatch", config=_client_config()), namespace, args.stack
+        )
+        publisher.publish(points, built.end)
+        _progress(f"published {len(points)} data points to CloudWatch namespace {namespace}")
     return 0
 
 

@@ -6,12 +6,13 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol, get_args
+from typing import Literal, Protocol, get_args
 
 import msgspec
 
 from trailgeo.core.alerts import Alert, Severity
 from trailgeo.core.counters import CounterDelta, CounterKey
+from trailgeo.core.detectors import DETECTORS
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.scoring import History
 
@@ -434,7 +435,15 @@ class TableMissingError(TrailgeoError):
 
 
 class ConcurrentChangeError(TrailgeoError):
-    """The tuning parameter changed between our read and our write: nothing was written."""
+    """The tuning parameter, or an alert's triage record, changed between our read and our write:
+    nothing was written."""
+
+    @classmethod
+    def of_triage(cls, alert_id: str, read_version: int) -> ConcurrentChangeError:
+        return cls(
+            f"alert {alert_id}: resolved by someone else since it was read (read version {read_version}): "
+            "nothing was written; see it with `trailgeo alerts show` and run the command again"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,8 +484,107 @@ class OutboxEntry:
     parked_reason: str | None = None
 
 
+# --- Triage (``trailgeo alerts``, ``trailgeo report``) ------------------------------------------------
+
+# How long an alert's triage record is kept after its detection: three times the outbox's 30 days, so
+# that a resolved alert outlives its outbox copy and a report can look back a quarter.
+TRIAGE_RETENTION = timedelta(days=90)
+TriageVerdict = Literal["attack", "expected", "false-positive"]
+VERDICTS: tuple[TriageVerdict, ...] = get_args(TriageVerdict)
+MAX_NOTE_CHARS = 1000  # a resolution's note (a ticket, a sentence)
+MAX_RESOLVER_CHARS = 2048  # who resolved: an ARN (IAM allows 2,048) or a local user name
+MAX_RESOLUTION_HISTORY = 20  # earlier resolutions kept on a record (the newest)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertDigest:
+    """What a triage record keeps of its alert: enough to list it and count it in a report after the
+    outbox has let the alert go (``OUTBOX_RETENTION``). Every string came from CloudTrail."""
+
+    alert_id: str
+    detected_at: datetime
+    detector: str
+    severity: str
+    score: float
+    account: str
+    principal: str
+    location: str  # a country code, ``VPCE:<account>`` or ``unknown`` (Alert.location)
+
+    @classmethod
+    def of(cls, alert: Alert) -> AlertDigest:
+        return cls(
+            alert_id=alert.alert_id,
+            detected_at=alert.detected_at,
+            detector=alert.detector,
+            severity=alert.severity,
+            score=alert.score,
+            account=alert.cloud.account.id,
+            principal=alert.principal,
+            location=alert.location,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """A person's decision on an alert: what it was, who decided and when, and why."""
+
+    verdict: TriageVerdict
+    by: str  # the caller's ARN (STS GetCallerIdentity), or a local user
+    at: datetime
+    note: str = ""
+
+    def bounded(self) -> Resolution:
+        return replace(self, by=self.by[:MAX_RESOLVER_CHARS], note=self.note[:MAX_NOTE_CHARS])
+
+
+@dataclass(frozen=True, slots=True)
+class TriageRecord:
+    """An alert's triage record: its digest, its resolution and the earlier ones (oldest first, the
+    newest ``MAX_RESOLUTION_HISTORY``), and its version: 1 after the first resolution, one more at
+    each, compared-and-set so that two people resolving at once cannot both win."""
+
+    digest: AlertDigest
+    resolution: Resolution
+    version: int
+    history: tuple[Resolution, ...] = ()
+
+    @property
+    def alert_id(self) -> str:
+        return self.digest.alert_id
+
+    def readable(self) -> bool:
+        """Whether some ``trailgeo alerts resolve`` could have written it (adapters read any other
+        item as no record: written by someone else)."""
+        digest = self.digest
+        return (
+            isinstance(self.version, int)
+            and self.version > 0
+            and all(isinstance(v, str) and v for v in (digest.alert_id, digest.principal, digest.location))
+            and isinstance(digest.detected_at, datetime)
+            and digest.detected_at.tzinfo is not None
+            and digest.severity in get_args(Severity)
+            and digest.detector in DETECTORS
+            and all(
+                r.verdict in VERDICTS and isinstance(r.at, datetime) and r.at.tzinfo is not None
+                for r in (self.resolution, *self.history)
+            )
+        )
+
+    def bounded(self) -> TriageRecord:
+        """What a store keeps of it: the resolutions' texts cut, the newest earlier resolutions."""
+        history = tuple(r.bounded() for r in self.history[-MAX_RESOLUTION_HISTORY:])
+        return replace(self, resolution=self.resolution.bounded(), history=history)
+
+    def resolved(self, resolution: Resolution) -> TriageRecord:
+        """This record resolved anew: the current resolution goes into the history."""
+        return replace(
+            self, resolution=resolution, version=self.version + 1, history=(*self.history, self.resolution)
+        ).bounded()
+
+
 class OperationsView(Protocol):
-    """What ``status`` and ``explain`` read of a deployment's state. Raises
+    """What the operator commands read of a deployment's state (``status``, ``explain``, ``alerts``,
+    ``report``), and the one thing they write there: an alert's triage record. Raises
     :class:`TableMissingError` when there is no such table, :class:`OperationsError` otherwise."""
 
     @property
@@ -496,13 +604,46 @@ class OperationsView(Protocol):
 
     def outbox_entry(self, alert_id: str) -> OutboxEntry | None: ...
 
+    def triage(self, since: datetime) -> list[TriageRecord]:
+        """Every triage record kept (90 days) of an alert detected at or after ``since``, read
+        consistently, by alert id; an item that is no record (``readable``) is left out."""
+        ...
+
+    def triage_record(self, alert_id: str) -> TriageRecord | None:
+        """The alert's triage record, None when it has none (never resolved, or expired)."""
+        ...
+
+    def write_triage(self, record: TriageRecord, expected_version: int) -> None:
+        """Store ``record`` (bounded) if the alert's record is still at ``expected_version`` (0: it
+        has none). Raises :class:`ConcurrentChangeError` when someone wrote it since it was read."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    """One CloudWatch data point a command publishes (``trailgeo report --publish-metrics``)."""
+
+    name: str
+    unit: str  # CloudWatch's: Count, Percent, Seconds
+    value: float
+    dimensions: Mapping[str, str]
+
+
+class MetricsPublisher(Protocol):
+    def publish(self, points: Sequence[MetricPoint], at: datetime) -> None:
+        """Send the points, stamped ``at``, to the publisher's namespace (and service dimension)."""
+        ...
+
+
+FILE_TYPE = "File"  # the type of a tuning kept in a local file (adapters/local_tuning.FileTuningStore)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredTuning:
     """The tuning parameter as read: its version guards the write."""
 
     version: int
-    type: str  # String, SecureString (or what else the parameter was made as)
+    type: str  # String, SecureString (or what else the parameter was made as); a local file: FILE_TYPE
     text: str
     key_id: str | None = None
     tier: str | None = None

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from trailgeo.adapters.dynamodb import MAX_PACKED_BYTES, pack_keys
 from trailgeo.adapters.fanout import FanoutError, message_batches
@@ -28,6 +29,7 @@ from trailgeo.ports import (
     MAX_POISON_PER_RUN,
     MAX_REMEMBERED_HOURS,
     MAX_REMEMBERED_METHODS,
+    AlertDigest,
     BatchTooLargeError,
     CommitStats,
     ConcurrentChangeError,
@@ -36,12 +38,15 @@ from trailgeo.ports import (
     IncidentRecord,
     LedgerEntry,
     OutboxEntry,
+    Resolution,
     RunAttempts,
     RunRecord,
     StoredTuning,
     Suppression,
     TableInfo,
     TableMissingError,
+    TriageRecord,
+    TriageVerdict,
 )
 
 
@@ -207,6 +212,37 @@ class MemoryOutbox:
     # network -> its incident's record (DynamoOutbox: the INCIDENT partition), as written: an entry
     # that is no readable record (a test's forgery) reads as no incident, as an item there does
     incident_records: dict[str, IncidentRecord] = field(default_factory=dict)
+    # alert id -> its triage record (DynamoOperations: the TRIAGE partition), written by the operator
+    # commands only; kept here so that a replay's --state file carries it with the alerts
+    triage_records: dict[str, TriageRecord] = field(default_factory=dict)
+
+    def to_document(self) -> dict[str, object]:
+        """The alerts, their delivery and their triage records as JSON-ready values (a replay's
+        ``--state`` file, which ``trailgeo alerts --state-file`` reads and writes)."""
+        return {
+            "alerts": {
+                alert_id: {
+                    "doc": alert.to_json(),
+                    "message_id": self.sent.get(alert_id),
+                    "parked_reason": self.parked.get(alert_id),
+                    "stamps": self.stamps.get(alert_id, {}),
+                }
+                for alert_id, alert in self.alerts.items()
+            },
+            "triage": {alert_id: _record_document(r) for alert_id, r in self.triage_records.items()},
+        }
+
+    def load_document(self, document: Mapping[str, Any]) -> None:
+        """Add what :meth:`to_document` wrote (a state file without it adds nothing)."""
+        for alert_id, item in document.get("alerts", {}).items():
+            self.alerts[alert_id] = Alert.model_validate_json(item["doc"])
+            if item.get("message_id") is not None:
+                self.sent[alert_id] = item["message_id"]
+            if item.get("parked_reason") is not None:
+                self.parked[alert_id] = item["parked_reason"]
+            self.stamps[alert_id] = dict(item.get("stamps", {}))
+        for alert_id, item in document.get("triage", {}).items():
+            self.triage_records[alert_id] = _record_from_document(item)
 
     def _stamp(self, alert_id: str, name: str) -> None:
         self.stamps.setdefault(alert_id, {})[name] = datetime.now(tz=UTC).isoformat()
@@ -333,9 +369,58 @@ class MemoryFanoutTracker:
         return True
 
 
+def _resolution_document(resolution: Resolution) -> dict[str, str]:
+    return {
+        "verdict": resolution.verdict,
+        "by": resolution.by,
+        "at": resolution.at.isoformat(),
+        "note": resolution.note,
+    }
+
+
+def _resolution_from_document(item: Mapping[str, str]) -> Resolution:
+    return Resolution(
+        verdict=cast(TriageVerdict, item["verdict"]),
+        by=item["by"],
+        at=datetime.fromisoformat(item["at"]),
+        note=item.get("note", ""),
+    )
+
+
+def _record_document(record: TriageRecord) -> dict[str, object]:
+    digest = record.digest
+    return {
+        "digest": {
+            "alert_id": digest.alert_id,
+            "detected_at": digest.detected_at.isoformat(),
+            "detector": digest.detector,
+            "severity": digest.severity,
+            "score": digest.score,
+            "account": digest.account,
+            "principal": digest.principal,
+            "location": digest.location,
+        },
+        "resolution": _resolution_document(record.resolution),
+        "version": record.version,
+        "history": [_resolution_document(r) for r in record.history],
+    }
+
+
+def _record_from_document(item: Mapping[str, Any]) -> TriageRecord:
+    digest = dict(item["digest"])
+    digest["detected_at"] = datetime.fromisoformat(digest["detected_at"])
+    return TriageRecord(
+        digest=AlertDigest(**digest),
+        resolution=_resolution_from_document(item["resolution"]),
+        version=int(item["version"]),
+        history=tuple(_resolution_from_document(r) for r in item.get("history", [])),
+    )
+
+
 @dataclass(slots=True)
 class MemoryOperations:
-    """What ``status`` and ``explain`` read, over an in-memory ledger and outbox."""
+    """What the operator commands read, over an in-memory ledger and outbox, and the triage records
+    they write (kept in the outbox: ``MemoryOutbox.triage_records``)."""
 
     ledger: MemoryLedger
     alerts: MemoryOutbox
@@ -400,6 +485,21 @@ class MemoryOperations:
             parked_at=stamps.get("parked_at"),
             parked_reason=outbox.parked.get(alert_id),
         )
+
+    def triage(self, since: datetime) -> list[TriageRecord]:
+        records = self.alerts.triage_records
+        kept = (records[a] for a in sorted(records))
+        return [r for r in kept if r.readable() and r.digest.detected_at >= since]
+
+    def triage_record(self, alert_id: str) -> TriageRecord | None:
+        record = self.alerts.triage_records.get(alert_id)
+        return record if record is not None and record.readable() else None
+
+    def write_triage(self, record: TriageRecord, expected_version: int) -> None:
+        current = self.alerts.triage_records.get(record.alert_id)
+        if (current.version if current is not None else 0) != expected_version:
+            raise ConcurrentChangeError.of_triage(record.alert_id, expected_version)
+        self.alerts.triage_records[record.alert_id] = record.bounded()
 
 
 @dataclass(slots=True)

@@ -1,6 +1,6 @@
 """The operations side: the operations topic, which tuning version it was told about, and what
-the operator commands read and write (``status``/``explain``: :class:`DynamoOperations`;
-``allow``: :class:`SsmTuningStore`).
+the operator commands read and write (``status``/``explain``/``alerts``/``report``:
+:class:`DynamoOperations`; ``allow``: :class:`SsmTuningStore`; who is calling: :func:`caller_arn`).
 
 ``STATE``/``TUNING`` in the table holds the tuning version (number and digest of its text) last
 reported, so that each change is reported once whatever the execution environment.
@@ -8,11 +8,11 @@ reported, so that each change is reported once whatever the execution environmen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -24,19 +24,29 @@ from trailgeo.adapters.dynamodb import (
     StoreError,
     conditional_write,
     error_code_of,
+    ttl_after,
 )
 from trailgeo.ports import (
+    TRIAGE_RETENTION,
+    AlertDigest,
     ConcurrentChangeError,
+    MetricPoint,
     OperationsError,
     OutboxEntry,
     PublishError,
+    Resolution,
     RunRecord,
     StoredTuning,
     TableInfo,
     TableMissingError,
+    TriageRecord,
+    TriageVerdict,
 )
 
 TUNING_SORT_KEY = "TUNING"
+# An alert's triage record (``trailgeo alerts resolve``), sort key ``A#<alert id>`` as in the outbox.
+# Written by the operator CLI only: the detector's code never writes nor reads it.
+TRIAGE_PARTITION = "TRIAGE"
 Seen = tuple[int, str]  # (version, digest of its text)
 
 
@@ -166,7 +176,8 @@ def _projection(names: tuple[str, ...]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class DynamoOperations:
-    """The deployment's table as ``status`` and ``explain`` read it (layout: adapters/dynamodb.py)."""
+    """The deployment's table as the operator commands read it, and its triage records (layout:
+    adapters/dynamodb.py and ``TRIAGE_PARTITION``)."""
 
     client: Any  # DynamoDBClient
     table: str
@@ -206,6 +217,48 @@ class DynamoOperations:
             ).get("Item")
         return _outbox_entry(item) if item is not None else None
 
+    def triage(self, since: datetime) -> list[TriageRecord]:
+        items: list[Item] = []
+        with _translated():
+            for page in self.client.get_paginator("query").paginate(
+                TableName=self.table,
+                KeyConditionExpression="pk = :pk",
+                FilterExpression="det >= :since",
+                ExpressionAttributeValues={
+                    ":pk": {"S": TRIAGE_PARTITION},
+                    ":since": {"S": since.astimezone(UTC).isoformat()},
+                },
+                ConsistentRead=True,
+            ):
+                items.extend(page.get("Items", []))
+        records = (_triage_record(item) for item in items)
+        return sorted((r for r in records if r is not None), key=lambda r: r.alert_id)
+
+    def triage_record(self, alert_id: str) -> TriageRecord | None:
+        with _translated():
+            item = self.client.get_item(
+                TableName=self.table,
+                Key={"pk": {"S": TRIAGE_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+                ConsistentRead=True,
+            ).get("Item")
+        return _triage_record(item) if item is not None else None
+
+    def write_triage(self, record: TriageRecord, expected_version: int) -> None:
+        """A put conditioned on the version read (``ver``; none for a first resolution)."""
+        if expected_version == 0:
+            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        else:
+            condition = {
+                "ConditionExpression": "ver = :expected",
+                "ExpressionAttributeValues": {":expected": {"N": str(expected_version)}},
+            }
+        with _translated():
+            written = conditional_write(
+                self.client.put_item, TableName=self.table, Item=_triage_item(record.bounded()), **condition
+            )
+        if not written:
+            raise ConcurrentChangeError.of_triage(record.alert_id, expected_version)
+
     def _partition(self, partition: str, names: tuple[str, ...]) -> list[Item]:
         items: list[Item] = []
         with _translated():
@@ -218,6 +271,81 @@ class DynamoOperations:
             ):
                 items.extend(page.get("Items", []))
         return items
+
+
+def _resolution_map(resolution: Resolution) -> dict[str, Any]:
+    return {
+        "M": {
+            "st": {"S": resolution.verdict},
+            "by": {"S": resolution.by},
+            "at": {"S": resolution.at.astimezone(UTC).isoformat()},
+            "note": {"S": resolution.note},
+        }
+    }
+
+
+def _triage_item(record: TriageRecord) -> Item:
+    """``TRIAGE`` / ``A#<id>``: the digest (``det`` detected, ``dtr`` detector, ``sev``, ``score``,
+    ``acct``, ``who`` the principal, ``loc``), the resolution (``st``, ``by``, ``at``, ``note``), the
+    earlier ones (``hist``, a list of maps), ``ver``, and ``expires_at`` 90 days after detection."""
+    digest, resolution = record.digest, record.resolution
+    return {
+        "pk": {"S": TRIAGE_PARTITION},
+        "sk": {"S": f"A#{digest.alert_id}"},
+        "det": {"S": digest.detected_at.astimezone(UTC).isoformat()},
+        "dtr": {"S": digest.detector},
+        "sev": {"S": digest.severity},
+        "score": {"N": repr(float(digest.score))},
+        "acct": {"S": digest.account},
+        "who": {"S": digest.principal},
+        "loc": {"S": digest.location},
+        "st": {"S": resolution.verdict},
+        "by": {"S": resolution.by},
+        "at": {"S": resolution.at.astimezone(UTC).isoformat()},
+        "note": {"S": resolution.note},
+        "hist": {"L": [_resolution_map(r) for r in record.history]},
+        "ver": {"N": str(record.version)},
+        "expires_at": ttl_after(digest.detected_at, TRIAGE_RETENTION),
+    }
+
+
+def _resolution(fields: Item) -> Resolution:
+    return Resolution(
+        verdict=cast(TriageVerdict, fields["st"]["S"]),
+        by=str(fields["by"]["S"]),
+        at=datetime.fromisoformat(fields["at"]["S"]),
+        note=str(fields.get("note", {}).get("S", "")),
+    )
+
+
+def _triage_record(item: Item) -> TriageRecord | None:
+    """The record an item holds, None for an item no ``resolve`` wrote (missing, mistyped, out of range)."""
+    try:
+        record = TriageRecord(
+            digest=AlertDigest(
+                alert_id=item["sk"]["S"].removeprefix("A#"),
+                detected_at=datetime.fromisoformat(item["det"]["S"]),
+                detector=str(item["dtr"]["S"]),
+                severity=str(item["sev"]["S"]),
+                score=float(item["score"]["N"]),
+                account=str(item["acct"]["S"]),
+                principal=str(item["who"]["S"]),
+                location=str(item["loc"]["S"]),
+            ),
+            resolution=_resolution(item),
+            version=int(item["ver"]["N"]),
+            history=tuple(_resolution(entry["M"]) for entry in item.get("hist", {}).get("L", [])),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    return record if record.readable() else None
+
+
+def caller_arn(sts: Any) -> str:
+    """Who the CLI's credentials are (STS GetCallerIdentity, which needs no permission): the ARN a
+    resolution is signed with."""
+    with _translated():
+        return str(sts.get_caller_identity()["Arn"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,3 +429,36 @@ class SsmTuningStore:
                     "nothing was written; run the command again"
                 ) from None
             raise OperationsError(aws_error(exc), error_code_of(exc)) from exc
+
+
+MAX_METRICS_PER_REQUEST = 1000  # PutMetricData's MetricData limit
+
+
+@dataclass(frozen=True, slots=True)
+class CloudWatchMetrics:
+    """Data points sent with ``PutMetricData`` to a stack's namespace (``trailgeo/STACK``), each with
+    the ``service`` dimension its other metrics carry (``STACK``), as Powertools writes them."""
+
+    client: Any  # CloudWatchClient
+    namespace: str
+    service: str
+
+    def publish(self, points: Sequence[MetricPoint], at: datetime) -> None:
+        data = [
+            {
+                "MetricName": point.name,
+                "Dimensions": [
+                    {"Name": "service", "Value": self.service},
+                    *({"Name": k, "Value": v} for k, v in sorted(point.dimensions.items())),
+                ],
+                "Timestamp": at,
+                "Value": point.value,
+                "Unit": point.unit,
+            }
+            for point in points
+        ]
+        with _translated():
+            for start in range(0, len(data), MAX_METRICS_PER_REQUEST):
+                self.client.put_metric_data(
+                    Namespace=self.namespace, MetricData=data[start : start + MAX_METRICS_PER_REQUEST]
+                )

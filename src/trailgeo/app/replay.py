@@ -93,7 +93,8 @@ def schedule(first: datetime, last: datetime, lookback: timedelta) -> list[datet
 
 @dataclass(slots=True)
 class ReplayState:
-    """Frequency tables, ledger and outbox of a replay, optionally kept in a JSON file."""
+    """Frequency tables, ledger and outbox of a replay, optionally kept in a JSON file (the outbox's
+    alerts with their delivery and triage records: ``trailgeo alerts --state-file`` reads them)."""
 
     store: MemoryFrequencyStore = field(default_factory=MemoryFrequencyStore)
     ledger: MemoryLedger = field(default_factory=MemoryLedger)
@@ -121,6 +122,7 @@ class ReplayState:
             state.ledger.entries[key] = LedgerEntry(
                 key, entry["state"], entry["run_id"], None, entry["outcome"]
             )
+        state.outbox.load_document(document.get("outbox", {}))  # the alerts and their triage
         return state
 
     def save(self, path: Path) -> None:
@@ -146,6 +148,7 @@ class ReplayState:
                 for key, e in self.ledger.entries.items()
                 if e.state == "done"
             },
+            "outbox": self.outbox.to_document(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document), encoding="utf-8")

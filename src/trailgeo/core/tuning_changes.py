@@ -71,14 +71,22 @@ def change_message(
         lines.append("It is valid and applies from this run on (allowlists silence alerts: check it).")
     lines.append("")
     header = "\n".join(lines).translate(_VISIBLE) + "\n"
-    diff = difflib.unified_diff(
-        (previous.text if previous else "").splitlines(),
-        current.text.splitlines(),
-        fromfile=f"version {previous.version}" if previous else "(none)",
-        tofile=f"version {current.version}",
-        lineterm="",
+    diff = tuning_diff(
+        previous.text if previous else "",
+        current.text,
+        before=f"version {previous.version}" if previous else "(none)",
+        after=f"version {current.version}",
     )
-    return header + _bounded("\n".join(line.translate(_VISIBLE) for line in diff), limit - len(header))
+    return header + _bounded(diff, limit - len(header))
+
+
+def tuning_diff(old: str, new: str, *, before: str, after: str) -> str:
+    """The unified diff of two tuning texts, hidden characters made visible (what a person reads
+    before a change is written, and what the operations topic is told after)."""
+    diff = difflib.unified_diff(
+        old.splitlines(), new.splitlines(), fromfile=before, tofile=after, lineterm=""
+    )
+    return "\n".join(line.translate(_VISIBLE) for line in diff)
 
 
 def _bounded(diff: str, limit: int) -> str:

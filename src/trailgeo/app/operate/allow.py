@@ -1,5 +1,6 @@
-"""``trailgeo allow``: an ``[[allowed_countries]]`` entry appended to the tuning parameter, written
-back only if nobody changed it meanwhile; read and written through :class:`~trailgeo.ports.TuningStore`."""
+"""``trailgeo allow``: an ``[[allowed_countries]]`` entry appended to the tuning parameter (or a local
+tuning file: ``trailgeo alerts allow --tuning-file``), written back only if nobody changed it meanwhile;
+read and written through :class:`~trailgeo.ports.TuningStore`."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from trailgeo.core.tuning import (
     Tuning,
     TuningError,
 )
-from trailgeo.ports import StoredTuning, TuningStore
+from trailgeo.ports import FILE_TYPE, StoredTuning, TuningStore
 
 STANDARD_PARAMETER_BYTES = 4096  # SSM Standard tier; Advanced holds 8 KB
+STORED_TYPES = frozenset({"String", "SecureString", FILE_TYPE})
 
 
 def _same(a: Tuning, b: Tuning) -> bool:
@@ -50,7 +52,7 @@ def allowed_entry(
             raise OperateError(f"--account {account!r}: must be a 12-digit AWS account id")
     last_day: date | None = None
     if until is not None:
-        last_day = _calendar_date(until)
+        last_day = calendar_date(until)
         if today is not None and last_day < today:
             raise OperateError(
                 f"--until {until}: is in the past (today is {today.isoformat()} UTC): "
@@ -68,7 +70,7 @@ def allowed_entry(
         raise OperateError(f"invalid entry: {' '.join(str(exc).split())}") from None
 
 
-def _calendar_date(value: str) -> date:
+def calendar_date(value: str) -> date:
     error = OperateError(f"--until {value!r}: must be a calendar date written YYYY-MM-DD")
     if not DATE_PATTERN.match(value):
         raise error
@@ -112,21 +114,28 @@ class TuningParameter:
     def is_json(self) -> bool:
         return self.text.lstrip().startswith("{")
 
+    @property
+    def label(self) -> str:
+        """``SSM parameter NAME`` or ``tuning file PATH``: what the messages call it."""
+        return f"tuning file {self.name}" if self.type == FILE_TYPE else f"SSM parameter {self.name}"
+
 
 def read_tuning_parameter(store: TuningStore, name: str) -> TuningParameter:
     """The parameter, its version, type, KMS key and tier. A missing parameter reads as version None."""
     stored = store.read(name)
     if stored is None:
         return TuningParameter(name=name, stored=None)
-    if stored.type not in {"String", "SecureString"}:
+    if stored.type not in STORED_TYPES:
         raise OperateError(
             f"SSM parameter {name}: is a {stored.type}; the tuning is a String or SecureString"
         )
+    current = TuningParameter(name=name, stored=stored)
+    source = current.label if stored.type == FILE_TYPE else f"{current.label} (version {stored.version})"
     try:
-        tuning = Tuning.parse(stored.text, source=f"SSM parameter {name} (version {stored.version})")
+        tuning = Tuning.parse(stored.text, source=source)
     except TuningError as exc:
-        raise OperateError(f"{exc} (fix the parameter first: nothing was written)") from None
-    return TuningParameter(name=name, stored=stored, tuning=tuning)
+        raise OperateError(f"{exc} (fix it first: nothing was written)") from None
+    return replace(current, tuning=tuning)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +155,7 @@ def with_entry(current: TuningParameter, entry: AllowedCountries) -> TuningEdit:
     expected = current.tuning.model_copy(
         update={"allowed_countries": (*current.tuning.allowed_countries, entry)}
     )
-    source = f"SSM parameter {current.name} (edited)"
+    source = f"{current.label} (edited)"
     if current.version is None:
         text = "# trailgeo tuning (docs/tuning.md), created by `trailgeo allow`\n" + to_toml(expected)
         return TuningEdit(text, Tuning.parse(text, source=source), layout="created")
@@ -173,7 +182,7 @@ def write_tuning_parameter(store: TuningStore, current: TuningParameter, text: s
     Raises :class:`~trailgeo.ports.ConcurrentChangeError` when it changed in between."""
     tier = current.tier or "Standard"
     size = len(text.encode("utf-8"))
-    if size > STANDARD_PARAMETER_BYTES and tier == "Standard":
+    if size > STANDARD_PARAMETER_BYTES and tier == "Standard" and current.type != FILE_TYPE:
         raise OperateError(
             f"SSM parameter {current.name}: the tuning would be {size} bytes, over the 4 KB of a Standard "
             "parameter: make it Advanced (8 KB) or deploy the tuning as a file (TUNING_FILE)"
@@ -228,17 +237,31 @@ def allow(
     type, KMS key and tier). ``before_write`` runs between the read and the write (tests use it to
     change the parameter under our feet).
     """
-    if create_as not in {"String", "SecureString"}:
+    current, edit = propose_entry(store, name, entry, create_as=create_as)
+    if before_write is not None:
+        before_write(current)
+    return write_entry(store, current, edit, entry)
+
+
+def propose_entry(
+    store: TuningStore, name: str, entry: AllowedCountries, *, create_as: str = "String"
+) -> tuple[TuningParameter, TuningEdit]:
+    """The tuning as read and the edit that appends ``entry``, validated whole; nothing written."""
+    if create_as not in {"String", "SecureString", FILE_TYPE}:
         raise OperateError(f"--type {create_as!r}: must be String or SecureString")
     current = read_tuning_parameter(store, name)
     if current.version is None:
         current = replace(current, create_as=create_as)
-    edit = with_entry(current, entry)
-    if before_write is not None:
-        before_write(current)
+    return current, with_entry(current, entry)
+
+
+def write_entry(
+    store: TuningStore, current: TuningParameter, edit: TuningEdit, entry: AllowedCountries
+) -> AllowResult:
+    """Write ``edit`` unless the tuning changed since ``current`` was read."""
     version = write_tuning_parameter(store, current, edit.text)
     return AllowResult(
-        parameter=name,
+        parameter=current.name,
         type=current.type,
         created=current.version is None,
         old_version=current.version,
@@ -258,7 +281,9 @@ _LAYOUTS = {
 
 
 def format_allow(result: AllowResult) -> str:
-    if result.created:
+    if result.type == FILE_TYPE:
+        head = f"{'created' if result.created else 'updated'} tuning file {result.parameter}"
+    elif result.created:
         head = f"created SSM parameter {result.parameter} ({result.type}), version {result.new_version}"
     else:
         head = (
@@ -268,4 +293,9 @@ def format_allow(result: AllowResult) -> str:
     layout = _LAYOUTS.get(result.layout, result.layout)
     added = [f"+ {line}" for line in entry_lines(result.entry)]
     added[0] += f"  # allowed_countries[{result.index}]"
-    return "\n".join([head, *added, f"({layout}; the next scheduled run applies it)"])
+    applies = (
+        "deployed as TUNING_FILE, runs apply it"
+        if result.type == FILE_TYPE
+        else "the next scheduled run applies it"
+    )
+    return "\n".join([head, *added, f"({layout}; {applies})"])
