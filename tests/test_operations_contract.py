@@ -3,7 +3,7 @@ on the in-memory fakes and on the AWS adapters (DynamoDB and SSM on moto)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,15 +15,21 @@ from tests.conftest import Backend
 from tests.test_channels import fixed_alert
 from trailgeo.adapters.dynamodb import DynamoLedger, DynamoOutbox
 from trailgeo.adapters.memory import MemoryLedger, MemoryOperations, MemoryOutbox, MemoryTuningStore
-from trailgeo.adapters.operations import DynamoOperations, SsmTuningStore
+from trailgeo.adapters.operations import DynamoOperations, SsmTuningStore, _triage_item
 from trailgeo.core.alerts import Alert
 from trailgeo.ports import (
+    MAX_NOTE_CHARS,
+    MAX_RESOLUTION_HISTORY,
+    MAX_RESOLVER_CHARS,
+    AlertDigest,
     AlertOutbox,
     ConcurrentChangeError,
     Ledger,
     OperationsError,
     OperationsView,
+    Resolution,
     TableMissingError,
+    TriageRecord,
     TuningStore,
 )
 
@@ -269,3 +275,115 @@ def test_given_ssm_refusing_the_read_then_it_is_an_operations_error_telling_aws_
         "AccessDeniedException",
         "GetParameter: AccessDeniedException: not authorized",
     )
+
+
+# --- Triage records (``trailgeo alerts resolve``, ``trailgeo report``) -------------------------------------
+
+
+def triage_record(
+    n: int, *, version: int = 1, detected: datetime = NOW, verdict: str = "expected"
+) -> TriageRecord:
+    digest = AlertDigest.of(alert(n).model_copy(update={"detected_at": detected}))
+    resolution = Resolution(verdict=verdict, by="arn:aws:sts::111122223333:assumed-role/Triage/bob", at=NOW)  # type: ignore[arg-type]
+    return TriageRecord(digest=digest, resolution=resolution, version=version)
+
+
+def test_given_no_resolution_when_triage_is_read_then_there_is_no_record(deployment: Deployment) -> None:
+    assert deployment.view.triage_record(alert(1).alert_id) is None
+    assert deployment.view.triage(NOW - timedelta(days=90)) == []
+
+
+def test_given_a_first_resolution_when_written_then_it_reads_back_and_by_detection_time(
+    deployment: Deployment,
+) -> None:
+    # Given two alerts resolved, one detected 40 days ago
+    view = deployment.view
+    recent, old = triage_record(1), triage_record(2, detected=NOW - timedelta(days=40))
+    view.write_triage(recent, 0)
+    view.write_triage(old, 0)
+
+    # When read back, one by one and by detection time
+    # Then each is as written, and the window keeps only what was detected in it
+    assert view.triage_record(recent.alert_id) == recent
+    assert view.triage_record(old.alert_id) == old
+    assert view.triage(NOW - timedelta(days=30)) == [recent]
+    assert view.triage(NOW - timedelta(days=50)) == sorted([recent, old], key=lambda r: r.alert_id)
+
+
+def test_given_a_record_resolved_since_it_was_read_when_written_then_it_refuses_and_keeps_the_other(
+    deployment: Deployment,
+) -> None:
+    # Given an alert resolved by alice, then by bob (version 2), while carol still holds version 1
+    view = deployment.view
+    first = triage_record(1)
+    view.write_triage(first, 0)
+    bob = first.resolved(Resolution("attack", "bob", NOW + timedelta(minutes=1), "INC-9"))
+    view.write_triage(bob, 1)
+    carol = first.resolved(Resolution("false-positive", "carol", NOW + timedelta(minutes=2)))
+
+    # When carol writes hers on the version she read, or anyone creates it anew
+    with pytest.raises(ConcurrentChangeError, match="resolved by someone else since it was read"):
+        view.write_triage(carol, 1)
+    with pytest.raises(ConcurrentChangeError):
+        view.write_triage(triage_record(1), 0)
+
+    # Then bob's stands, alice's in its history
+    stored = view.triage_record(first.alert_id)
+    assert stored == bob
+    assert stored is not None
+    assert (stored.version, stored.resolution.by, [r.by for r in stored.history]) == (
+        2,
+        "bob",
+        [first.resolution.by],
+    )
+
+
+def test_given_many_resolutions_and_long_texts_when_written_then_what_is_kept_is_bounded(
+    deployment: Deployment,
+) -> None:
+    # Given a record resolved 30 times, the last with a note and a resolver over their bounds
+    view = deployment.view
+    record = triage_record(1)
+    view.write_triage(record, 0)
+    for i in range(30):
+        resolution = Resolution("expected", "x" * (MAX_RESOLVER_CHARS + 10), NOW, "n" * (MAX_NOTE_CHARS + 10))
+        updated = record.resolved(resolution if i == 29 else Resolution("attack", f"r{i}", NOW))
+        view.write_triage(updated, record.version)
+        record = updated
+
+    # When it is read back
+    stored = view.triage_record(record.alert_id)
+
+    # Then it keeps the newest earlier resolutions and cut texts
+    assert stored is not None
+    assert stored.version == 31
+    assert len(stored.history) == MAX_RESOLUTION_HISTORY
+    assert stored.history[-1].by == "r28"
+    assert (len(stored.resolution.by), len(stored.resolution.note)) == (MAX_RESOLVER_CHARS, MAX_NOTE_CHARS)
+
+
+def test_given_a_record_no_resolve_could_write_when_read_then_it_is_no_record(
+    backend: Backend, deployment: Deployment
+) -> None:
+    # Given items under TRIAGE that no resolve wrote: a made-up verdict, detector, severity, no version
+    forged = [
+        replace(triage_record(1), resolution=Resolution("fine", "x", NOW)),  # type: ignore[arg-type]
+        replace(triage_record(2), digest=replace(triage_record(2).digest, detector="made-up")),
+        replace(triage_record(3), digest=replace(triage_record(3).digest, severity="urgent")),
+        replace(triage_record(4), version=0),
+    ]
+    if backend.kind == "memory":
+        assert isinstance(deployment.view, MemoryOperations)
+        for record in forged:
+            deployment.view.alerts.triage_records[record.alert_id] = record
+    else:
+        dynamodb = backend.client("dynamodb")
+        for record in forged:
+            dynamodb.put_item(TableName=TABLE, Item=_triage_item(record))
+        dynamodb.put_item(
+            TableName=TABLE, Item={"pk": {"S": "TRIAGE"}, "sk": {"S": f"A#{5:032x}"}, "st": {"N": "1"}}
+        )
+
+    # When read, then none is a record, and reading goes on
+    assert deployment.view.triage(NOW - timedelta(days=90)) == []
+    assert all(deployment.view.triage_record(f"{n:032x}") is None for n in range(1, 6))
