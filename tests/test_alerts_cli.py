@@ -20,7 +20,7 @@ from trailgeo.adapters.dynamodb import DynamoOutbox
 from trailgeo.adapters.memory import MemoryLedger, MemoryOperations, MemoryOutbox
 from trailgeo.adapters.operations import DynamoOperations
 from trailgeo.app.operate import OperateError, alerts
-from trailgeo.cli import EXIT_FAILED, EXIT_USAGE, classify
+from trailgeo.cli import EXIT_FAILED, EXIT_USAGE, classify, main
 from trailgeo.core.alerts import Account, Alert, Cloud, CloudTrail, Geo, Source, UserIdentity
 from trailgeo.core.tuning import Tuning
 from trailgeo.ports import ConcurrentChangeError
@@ -460,3 +460,20 @@ def test_given_a_replay_s_state_file_when_triaged_then_list_resolve_allow_and_th
                  "--output", "json", env=clean_env(USER="carol", LOGNAME="carol"))
     )  # fmt: skip
     assert again["resolution"]["by"] == "carol"
+
+
+TRIAGE_HELP = [["alerts"], *(["alerts", a] for a in ("list", "show", "resolve", "allow")), ["report"]]
+
+
+@pytest.mark.parametrize("command", TRIAGE_HELP)
+def test_given_a_triage_command_when_help_is_asked_then_it_says_what_goes_where_with_examples(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "stdout:" in text
+    assert "stderr:" in text
+    assert f"trailgeo {' '.join(command)}" in text.split("examples:\n", 1)[1]

@@ -16,6 +16,7 @@ pk                     sk              item
 ``SUPPRESS``           ``identity|cc`` when a subject and country last alerted, its hours (TTL)
 ``INCIDENT``           ``<network>``   an open incident under one of its source networks (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
+``TRIAGE``             ``A#<id>``      an alert's triage record (TTL; adapters/operations.py)
 =====================  ==============  ==========================================
 
 Counters are written with optimistic concurrency (``ver``): a writer that lost a race
