@@ -25,6 +25,7 @@ from trailgeo.core.alerts import Account, Alert, Cloud, CloudTrail, Geo, Source,
 from trailgeo.core.tuning import Tuning
 from trailgeo.ports import ConcurrentChangeError
 
+pytestmark = pytest.mark.app  # the operator CLI (tests/README.md), as test_cli_habits.py
 __all__ = ["moto_server"]  # the fixture, shared with the CLI's habits
 PARAMETER = "/trailgeo/tuning"
 ALICE = "arn:aws:iam::111122223333:user/ops/alice"  # the principal of events/sqs-alert.json

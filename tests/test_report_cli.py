@@ -16,6 +16,7 @@ from trailgeo.adapters.operations import DynamoOperations
 from trailgeo.app.operate import OperateError, alerts, report
 from trailgeo.core.alerts import Alert
 
+pytestmark = pytest.mark.app  # the operator CLI (tests/README.md), as test_cli_habits.py
 __all__ = ["moto_server"]
 BOB = "arn:aws:iam::111122223333:user/bob"
 END = T0 + timedelta(days=1)

@@ -16,7 +16,7 @@ import fnmatch
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from trailgeo.app.operate.allow import (
@@ -28,7 +28,13 @@ from trailgeo.app.operate.allow import (
     write_entry,
 )
 from trailgeo.app.operate.common import OperateError, described, format_table, one_line, stamp
-from trailgeo.app.operate.explain import OUTBOX_DAYS, find_alert, format_alert, normalize_alert_id
+from trailgeo.app.operate.explain import (
+    OUTBOX_DAYS,
+    StoredAlert,
+    format_alert,
+    normalize_alert_id,
+    stored_alert,
+)
 from trailgeo.core.alerts import Alert, is_country, location_label
 from trailgeo.core.detectors import COUNTRY
 from trailgeo.core.render.shared import console_links
@@ -62,13 +68,21 @@ class TriagedAlert:
     verdict), the outbox's copy (None once the outbox let it go) and its triage record."""
 
     digest: AlertDigest
-    alert: Alert | None
-    delivery: str  # pending, sent or parked (the outbox's state); expired when only the record is left
+    stored: StoredAlert | None  # the outbox's item and its alert; None once the outbox let it go
     record: TriageRecord | None
 
     @property
     def state(self) -> str:
         return self.record.resolution.verdict if self.record is not None else OPEN
+
+    @property
+    def alert(self) -> Alert | None:
+        return self.stored.alert if self.stored is not None else None
+
+    @property
+    def delivery(self) -> str:
+        """pending, sent or parked (the outbox's state); expired when only the record is left."""
+        return self.stored.entry.state if self.stored is not None else "expired"
 
     def as_dict(self) -> dict[str, Any]:
         digest, record = self.digest, self.record
@@ -104,26 +118,21 @@ def known_alerts(view: OperationsView, since: datetime) -> list[TriagedAlert]:
     found: dict[str, TriagedAlert] = {}
     for entry in view.outbox():
         try:
-            alert = Alert.model_validate_json(entry.document or "")
-        except ValueError:  # no alert (written by someone else): status and explain say so
+            stored = stored_alert(entry)
+        except OperateError:  # no alert (written by someone else): status and explain say so
             continue
+        alert = stored.alert
         if alert.detected_at >= since and alert.alert_id == entry.alert_id:
-            found[alert.alert_id] = TriagedAlert(
-                AlertDigest.of(alert), alert, entry.state, records.get(alert.alert_id)
-            )
+            found[alert.alert_id] = TriagedAlert(AlertDigest.of(alert), stored, records.get(alert.alert_id))
     for alert_id, record in records.items():
         if alert_id not in found:
-            found[alert_id] = TriagedAlert(record.digest, None, "expired", record)
-    return sorted(found.values(), key=_newest_first)
+            found[alert_id] = TriagedAlert(record.digest, None, record)
+    return sorted(found.values(), key=_position, reverse=True)
 
 
-def _newest_first(row: TriagedAlert) -> tuple[float, str]:
-    return (-row.digest.detected_at.timestamp(), _reverse(row.digest.alert_id))
-
-
-def _reverse(text: str) -> str:
-    """Sorts ids descending within a detection time (hex ids: one character each)."""
-    return "".join(chr(0x10FFFF - ord(c)) for c in text)
+def _position(row: TriagedAlert) -> tuple[datetime, str]:
+    """Where an alert stands in a list: by detection time, then by id (newest, highest first)."""
+    return row.digest.detected_at, row.digest.alert_id
 
 
 # --- list ---------------------------------------------------------------------------------------------
@@ -188,17 +197,21 @@ class AlertPage:
 def page_token(row: TriagedAlert) -> str:
     """Where the next page starts: after this alert in the order (newest first, then id), so that
     alerts detected meanwhile, which come first, shift no page."""
-    position = f"{row.digest.detected_at.timestamp():.6f}|{row.digest.alert_id}"
+    detected, alert_id = _position(row)
+    position = f"{detected.astimezone(UTC).isoformat()}|{alert_id}"
     return base64.urlsafe_b64encode(position.encode()).decode().rstrip("=")
 
 
-def _after(token: str) -> tuple[float, str]:
+def _position_of(token: str) -> tuple[datetime, str]:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        seconds, alert_id = text.split("|", 1)
-        return -float(seconds), _reverse(alert_id)
+        detected, alert_id = text.split("|", 1)
+        moment = datetime.fromisoformat(detected)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise OperateError(f"--next {token!r}: not a token this command printed") from None
+    if moment.tzinfo is None:
+        raise OperateError(f"--next {token!r}: not a token this command printed")
+    return moment, alert_id
 
 
 def list_alerts(
@@ -206,10 +219,10 @@ def list_alerts(
 ) -> AlertPage:
     if not 1 <= limit <= MAX_PAGE:
         raise OperateError(f"--limit {limit}: must be from 1 to {MAX_PAGE}")
-    start = _after(next_token) if next_token else None
+    start = _position_of(next_token) if next_token else None
     described(view)
     rows = [row for row in known_alerts(view, wanted.since) if wanted.keeps(row)]
-    later = [row for row in rows if start is None or _newest_first(row) > start]
+    later = [row for row in rows if start is None or _position(row) < start]
     page = tuple(later[:limit])
     more = len(later) > limit
     return AlertPage(page, page_token(page[-1]) if more and page else None, len(rows))
@@ -252,7 +265,7 @@ def format_alert_page(page: AlertPage) -> str:
 def find_triaged(view: OperationsView, alert_id: str) -> TriagedAlert:
     """The alert and its triage record. :class:`OperateError` when neither is known."""
     key = normalize_alert_id(alert_id)
-    described(view)
+    described(view)  # a wrong table name is not an unknown alert
     record = view.triage_record(key)
     entry = view.outbox_entry(key)
     if entry is None:
@@ -262,9 +275,9 @@ def find_triaged(view: OperationsView, alert_id: str) -> TriagedAlert:
                 f"days (the outbox keeps alerts {OUTBOX_DAYS} days after they went out; a resolved "
                 f"alert's record, {TRIAGE_DAYS} days after its detection)"
             )
-        return TriagedAlert(record.digest, None, "expired", record)
-    stored = find_alert(view, key)  # the same refusal as explain for an item that holds no alert
-    return TriagedAlert(AlertDigest.of(stored.alert), stored.alert, entry.state, record)
+        return TriagedAlert(record.digest, None, record)
+    stored = stored_alert(entry)  # the same refusal as explain for an item that holds no alert
+    return TriagedAlert(AlertDigest.of(stored.alert), stored, record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,10 +305,9 @@ _LINK_NAMES = {
 
 def show_alert(view: OperationsView, alert_id: str, *, region: str) -> ShownAlert:
     triaged = find_triaged(view, alert_id)
-    if triaged.alert is None:
+    if triaged.stored is None:
         return ShownAlert(triaged, {}, None)
-    stored = find_alert(view, triaged.digest.alert_id)
-    return ShownAlert(triaged, console_links(triaged.alert, region), format_alert(stored))
+    return ShownAlert(triaged, console_links(triaged.stored.alert, region), format_alert(triaged.stored))
 
 
 def format_shown(shown: ShownAlert) -> str:

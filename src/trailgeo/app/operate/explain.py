@@ -56,12 +56,17 @@ def find_alert(view: OperationsView, alert_id: str) -> StoredAlert:
             f"{OUTBOX_DAYS} days (the outbox keeps alerts {OUTBOX_DAYS} days after "
             "they went out or were parked)"
         )
+    return stored_alert(entry)
+
+
+def stored_alert(entry: OutboxEntry) -> StoredAlert:
+    """The alert an outbox item holds; :class:`OperateError` for an item that holds none."""
     try:
         alert = Alert.model_validate_json(entry.document or "")
     except ValueError:  # pydantic's ValidationError: an item written by someone else (parked as such)
         reason = entry.parked_reason or ""
         raise OperateError(
-            f"outbox item {key} holds no alert (state {one_line(entry.state)}"
+            f"outbox item {entry.alert_id} holds no alert (state {one_line(entry.state)}"
             + (f", parked: {one_line(reason)}" if reason else "")
             + "): the detector did not write it; find who did (DynamoDB data events in CloudTrail)"
         ) from None
