@@ -1136,7 +1136,7 @@ def _allow_from_alert(args: argparse.Namespace, view: Any, session: Any, now: da
     if args.output == "json":
         _out(json.dumps({**proposal.as_dict(), "written": result.as_dict() if result else None}, indent=2))
     elif result is not None:
-        _out(operate.format_allow(result))
+        _out(operate.format_allow(result, lines=False))  # the diff showed them
     if result is None:
         return _fail("not written (answered no)", EXIT_FAILED)
     return 0

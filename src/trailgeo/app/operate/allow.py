@@ -280,7 +280,9 @@ _LAYOUTS = {
 }
 
 
-def format_allow(result: AllowResult) -> str:
+def format_allow(result: AllowResult, *, lines: bool = True) -> str:
+    """What was written: the head, the added lines (``lines``: not after a diff showing them), how
+    the document was edited and when it applies."""
     if result.type == FILE_TYPE:
         head = f"{'created' if result.created else 'updated'} tuning file {result.parameter}"
     elif result.created:
@@ -293,6 +295,8 @@ def format_allow(result: AllowResult) -> str:
     layout = _LAYOUTS.get(result.layout, result.layout)
     added = [f"+ {line}" for line in entry_lines(result.entry)]
     added[0] += f"  # allowed_countries[{result.index}]"
+    if not lines:
+        added = [f"added allowed_countries[{result.index}]"]
     applies = (
         "deployed as TUNING_FILE, runs apply it"
         if result.type == FILE_TYPE
