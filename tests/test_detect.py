@@ -386,7 +386,7 @@ def test_given_a_suppressed_attacker_when_a_sensitive_method_appears_then_it_re_
     assert first["follows_alert_id"] is None
     assert second["follows_alert_id"] == first["alert_id"]
     assert second["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
-    assert second["severity"] == "critical"
+    assert second["severity"] == "high"
     assert "Persistence" in second["tactics"]
     assert sum(r.alerts_suppressed for r in summaries) == 1
 
