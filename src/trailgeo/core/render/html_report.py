@@ -110,6 +110,8 @@ h3{font-size:14px;margin:14px 0 6px;word-break:break-all}
 .figure{background:#2b3344;border-radius:5px;padding:6px 12px;min-width:90px}
 .figure b{display:block;font-size:20px;color:#fff}
 .figure span{font-size:12px;color:#c9ced8}
+.fig-low{border-left:5px solid #74a9cf}.fig-medium{border-left:5px solid #fdae61}
+.fig-high{border-left:5px solid #e6550d}.fig-critical{border-left:5px solid #d7301f}
 .sev{display:inline-block;padding:1px 7px;border-radius:9px;color:#fff;font-size:12px;font-weight:600}
 .sev-low{background:#74a9cf}.sev-medium{background:#e08a1e}.sev-high{background:#e6550d}.sev-critical{background:#99000d}
 table{border-collapse:collapse;width:100%}
@@ -129,6 +131,7 @@ input#filter{padding:5px 8px;width:320px;margin-bottom:8px;border:1px solid #c5c
 ul.compact{margin:4px 0;padding-left:18px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}
 .card{border:1px solid #eceff4;border-radius:5px;padding:8px 10px}
+.scroll{overflow-x:auto}
 """
 
 SCRIPT = """
@@ -266,13 +269,20 @@ def _header(data: ReportData, alerts: Sequence[Alert]) -> str:
         (_n(run.alerts_linked), "linked into incidents"),
         (_n(run.alerts_rolled_up), "rolled up"),
     ]
-    boxes = "".join(
-        f'<div class="figure"><b>{value}</b><span>{label}</span></div>' for value, label in figures
+    boxes = "".join(  # a severity's figure in its colour
+        f'<div class="figure{f" fig-{label}" if label in SEVERITY_COLOURS else ""}"><b>{value}</b>'
+        f"<span>{label}</span></div>"
+        for value, label in figures
+    )
+    window = (
+        f"Window: {_time(run.window_start)} to {_time(run.window_end)}"
+        if run.window_start or run.window_end
+        else "Window: not recorded"
     )
     generated = f"; report written {_time(data.generated_at)}" if data.generated_at else ""
     return (
         f"<header><h1>{_text(data.title)}</h1>"
-        f"<p>Window: {_time(run.window_start)} to {_time(run.window_end)}{generated}</p>"
+        f"<p>{window}{generated}</p>"
         f'<div class="figures">{boxes}</div></header>'
     )
 
@@ -384,7 +394,8 @@ def _alert_table(alerts: Sequence[Alert]) -> str:
         f"{cut}"
         '<input id="filter" type="search" placeholder="filter: principal, country, method..." '
         'aria-label="filter the alerts">'
-        f'<table id="alerts"><thead><tr>{heads}</tr></thead><tbody>\n{rows}\n</tbody></table></section>'
+        f'<div class="scroll"><table id="alerts"><thead><tr>{heads}</tr></thead><tbody>\n{rows}\n</tbody>'
+        "</table></div></section>"
     )
 
 
@@ -547,7 +558,8 @@ def _countries_per_principal(histories: Mapping[str, Sequence[CountryHistory]]) 
         label = f"{n}+" if n == BY_COUNTRIES_BUCKETS else str(n)
         bars.append(
             f'<rect x="{x + 3:.1f}" y="{height - bottom - h:.1f}" width="{bar_w - 6:.1f}" height="{h:.1f}" '
-            f'fill="#5b7fbf"><title>{_n(count)} with {label} countries</title></rect>'
+            f'fill="#5b7fbf"><title>{_n(count)} with {label} {"country" if n == 1 else "countries"}'
+            "</title></rect>"
             f'<text x="{x + bar_w / 2:.1f}" y="{height - 8}" text-anchor="middle" font-size="11">'
             f"{label}</text>"
             + (
