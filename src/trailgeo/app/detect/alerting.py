@@ -286,8 +286,9 @@ def _raise_alerts(
     its last alert) at every level: the subject's own hours at the role, principal and key
     levels, the subject as an identity at the organization and method levels. Hours that were
     only suppressed are quarantined too: an attacker who keeps calling does not teach the model
-    that their country is normal. A traveller's trip therefore alerts once a suppression window
-    until it is allowlisted (``trailgeo allow``), which ends the quarantine.
+    that their country is normal. A traveller's trip therefore alerts once, and again only when
+    something corroborates it (``_corroborated``), until it is allowlisted (``trailgeo allow``),
+    which ends the quarantine.
 
     The subject's record is written (compare-and-set on the alert it held when read) before the
     alert is queued: another invocation deciding on the same subject at the same moment (fan-out
@@ -333,7 +334,22 @@ def _raise_one(
     within = (
         last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
     )
-    held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
+    quarantined = last is not None and scheduled_at - last.at < options.quarantine
+    held = last.hours if last is not None and quarantined else frozenset()
+    repeat = last is not None and last.alert_id != alert.alert_id and quarantined and not within
+    if last is not None and repeat and not _corroborated(alert):
+        # A subject alerted within the quarantine, back without anything beside its location's
+        # rarity (a trip's next days): the team was told once; telling it daily adds nothing.
+        # Corroboration (a factor, a sensitive method) pages again as ever.
+        report.alerts_suppressed += 1
+        extensions.setdefault(subject, set()).update(hours)
+        logger.info(
+            "alert suppressed: a repeat without corroboration",
+            alert_id=alert.alert_id,
+            previous_alert_id=last.alert_id,
+            since=last.at.isoformat(),
+        )
+        return True
     if last is not None and within:
         # One escalation per window: the first rare sensitive method after an alert without
         # any pages again (as an update of that alert); later ones are part of the same story.
@@ -357,6 +373,18 @@ def _raise_one(
     recent[subject] = remembered
     decided.append(alert)
     return True
+
+
+def _corroborated(alert: Alert) -> bool:
+    """Whether anything beside the location's rarity weighs in the alert: an evidence factor that
+    raises, a rare sensitive method, another detector firing. Sibling detectors' alerts always are
+    (their subjects are no location)."""
+    return (
+        alert.detector != COUNTRY.name
+        or bool(alert.sensitive_methods)
+        or bool(alert.correlated_detectors)
+        or any(e.raises > 0 for e in alert.evidence)
+    )
 
 
 def _queue(incidents: list[Assignment], options: RunOptions, deps: Dependencies, report: RunReport) -> None:
