@@ -64,8 +64,10 @@ demo: $(BIN)/.installed $(DBIP_MMDB)
 
 # Evaluation harness (tools/src/trailgeo_tools/evaluation.py): trailgeo vs a first-seen rule vs an
 # Elastic-like rare job on simulated incidents; prints TARGET PASS/FAIL lines (exit 0 either way).
+# trailgeo's replay of each seed is also an HTML page: .cache/eval/report-seed<N>.html.
 eval: $(BIN)/.installed $(DBIP_MMDB) $(ASN_MMDB)
-	$(BIN)/trailgeo-tools eval --geoip $(DBIP_MMDB) --asn $(ASN_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json
+	$(BIN)/trailgeo-tools eval --geoip $(DBIP_MMDB) --asn $(ASN_MMDB) --seeds 1 2 3 --json $(CACHE)/eval.json \
+	  --report-dir $(CACHE)/eval
 
 # The same against the simulated enterprise (tools/src/trailgeo_tools/enterprise.py: 220 people in 12
 # countries, 15 accounts), trailgeo alone, scored on issue 15's targets (docs/scoring.md, "Evaluation").

@@ -161,6 +161,7 @@ FILE_TIERS: dict[str, str] = {
     "test_simulate_vpce.py": "tooling",
     "test_evaluation.py": "tooling",
     "test_enterprise.py": "tooling",
+    "test_ablation.py": "tooling",  # the evaluation's ablation, on replayed alerts
     "test_bench.py": "tooling",
     "test_corpus.py": "tooling",
 }

@@ -92,7 +92,7 @@ def test_given_a_victim_with_history_when_stolen_keys_are_used_through_a_foreign
     assert alert["score"] >= 90
     assert alert["country_new_to_organization"]
     assert alert["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
-    assert alert["severity"] == "critical"
+    assert alert["severity"] == "high"
     assert f"from VPC endpoint of account {ATTACKER} are unusual" in alert["explanation"]
     assert f"through a VPC endpoint owned by AWS account {ATTACKER}" in alert["explanation"]
     assert "Location: not a country." in alert["explanation"]
@@ -120,7 +120,7 @@ def test_given_a_foreign_endpoint_alert_when_rendered_then_every_channel_names_t
     assert f"From:     {label}  IPs: {PRIVATE_IP} via {ENDPOINT}" in body
     assert label in slack
     assert label in chatbot["content"]["title"]
-    assert chatbot["metadata"]["summary"] == f"CRITICAL: unusual {label} for AWS command"
+    assert chatbot["metadata"]["summary"] == f"HIGH: unusual {label} for AWS command"
     assert f"Unusual {label} for AWS command by {ALICE}" == finding["Title"]
     assert label in finding["Description"]
     rendered = " ".join([subject, body, slack, json.dumps(chatbot), json.dumps(finding)])

@@ -123,5 +123,5 @@ def test_given_an_alert_then_the_sns_message_has_json_for_machines_and_text_for_
     message = json.loads(sns_message(alert))
     assert json.loads(message["default"])["alert_id"] == alert.alert_id
     assert set(message) == {"default", "email", "https"}  # SQS, Lambda and HTTP take the default
-    assert message["email"].startswith("Unusual Country For an AWS Command: HIGH")
+    assert message["email"].startswith("Unusual Country For an AWS Command: MEDIUM")
     assert "Why it is rare:" in message["email"]

@@ -312,14 +312,19 @@ def test_given_a_run_that_died_mid_commit_when_the_next_run_takes_over_then_coun
     assert {e.state for e in ledger.entries.values()} == {"done"}
 
 
-def test_given_an_attacker_active_over_several_runs_then_one_alert_per_principal_and_country_per_day(
-    tmp_path: Path, geo: MaxMindGeoResolver
-) -> None:
+CLI_AGENT = "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64.ubuntu.22"  # builders.record's
+
+
+def _several_runs(tmp_path: Path, geo: MaxMindGeoResolver, next_day_agent: str) -> tuple[list[Any], int]:
+    """alice's key from BT in two bursts 40 minutes apart, then once more 26 hours later with
+    ``next_day_agent``: the alerts and the number suppressed."""
     first_burst = [record(ATTACK_AT + timedelta(minutes=m), ip=BT_IP) for m in range(3)]
     second_burst = [
         record(ATTACK_AT + timedelta(minutes=40 + m), ip=BT_IP, name="DescribeVolumes") for m in range(3)
     ]
-    next_day = [record(ATTACK_AT + timedelta(hours=26), ip=BT_IP, name="DescribeSnapshots")]
+    next_day = [
+        record(ATTACK_AT + timedelta(hours=26), ip=BT_IP, name="DescribeSnapshots", agent=next_day_agent)
+    ]
     history = [
         *baseline(),
         *[
@@ -330,13 +335,36 @@ def test_given_an_attacker_active_over_several_runs_then_one_alert_per_principal
     ]
     write_tree(tmp_path, files_by_delivery(history + first_burst + second_burst + next_day))
     out = io.StringIO()
-    summaries = []
+    summaries: list[Any] = []
 
     replay(tmp_path, geo, JsonLinesAlertSink(out), RunOptions(), on_tick=summaries.append)
 
     alerts = [json.loads(line) for line in out.getvalue().splitlines()]
+    return alerts, sum(r.alerts_suppressed for r in summaries)
+
+
+def test_given_an_attacker_active_over_several_runs_then_one_alert_until_something_corroborates_it(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given the same person, country and client over two days (nothing beside the location's rarity)
+    alerts, suppressed = _several_runs(tmp_path, geo, CLI_AGENT)
+
+    # Then one alert: the second burst is within the window, the next day a repeat without
+    # corroboration within the quarantine (a trip's next days page nobody)
+    assert [a["event"]["action"] for a in alerts] == [["DescribeInstances"]]
+    assert suppressed == 2
+
+
+def test_given_a_repeat_with_a_new_client_the_next_day_then_it_alerts_again(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    """An attacker cannot first spend a quiet alert to make the real use of the key quiet: once
+    anything corroborates it (here the thief's own client), the subject alerts again."""
+    alerts, suppressed = _several_runs(tmp_path, geo, "python-requests/2.31")
     assert [a["event"]["action"] for a in alerts] == [["DescribeInstances"], ["DescribeSnapshots"]]
-    assert sum(r.alerts_suppressed for r in summaries) == 1
+    assert alerts[1]["severity"] == "high"
+    assert [e["factor"] for e in alerts[1]["evidence"]] == ["new_client"]
+    assert suppressed == 1
 
 
 def test_given_too_little_time_left_then_files_are_deferred_unclaimed_and_the_next_run_reads_them(
@@ -386,7 +414,7 @@ def test_given_a_suppressed_attacker_when_a_sensitive_method_appears_then_it_re_
     assert first["follows_alert_id"] is None
     assert second["follows_alert_id"] == first["alert_id"]
     assert second["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
-    assert second["severity"] == "critical"
+    assert second["severity"] == "high"
     assert "Persistence" in second["tactics"]
     assert sum(r.alerts_suppressed for r in summaries) == 1
 

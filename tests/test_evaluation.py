@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_html_report import Page
 from tests.test_incidents import an_alert
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.core.incidents import link
@@ -384,12 +385,33 @@ def _small_config(seed: int, days: int) -> SimulationConfig:
 
 
 @pytest.fixture(scope="module")
-def small_run(dbip_mmdb: Path) -> dict[str, Any]:
+def small_reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("eval-reports")
+
+
+@pytest.fixture(scope="module")
+def small_run(dbip_mmdb: Path, small_reports: Path) -> dict[str, Any]:
     geo = MaxMindGeoResolver(dbip_mmdb)
     try:
-        return run_evaluation(geo, [5], 9, make_config=_small_config)
+        return run_evaluation(geo, [5], 9, make_config=_small_config, report_dir=small_reports)
     finally:
         geo.close()
+
+
+def test_given_a_report_dir_when_evaluated_then_each_seed_s_replay_is_a_page_listing_its_alerts(
+    small_run: dict[str, Any], small_reports: Path
+) -> None:
+    # Given the small simulation evaluated with a report directory (seed 5)
+    (seed,) = small_run["seeds"]
+    sent = {a["alert_id"] for a in seed["detectors"]["trailgeo"]["alerts"] if a["member_of"] is None}
+
+    # When its page is read
+    page = Page.of((small_reports / "report-seed5.html").read_text(encoding="utf-8"))
+
+    # Then it lists every alert trailgeo sent, under the seed's title
+    assert sent
+    assert set(page.alert_ids) == sent
+    assert "trailgeo evaluation: seed 5, 9 days" in page.all_text
 
 
 def test_given_a_small_simulation_when_evaluated_then_the_report_has_every_detector_and_figure(

@@ -25,6 +25,7 @@ from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.cli import main
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.categories import EventScope
+from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX
 from trailgeo.core.records import TrailRecord, decode_trail_file
 
 WHEN = datetime(2026, 10, 11, 3, 0, tzinfo=UTC)
@@ -71,7 +72,9 @@ class Lookups:
 
 def _locations(aggregate: RunAggregate) -> set[str]:
     """The locations the aggregate's counters were counted in."""
-    return {key[1] for key in aggregate.counters} - {"TOTAL"}
+    return {key[1] for key in aggregate.counters if not key[0].startswith(CLIENTS_PARTITION_PREFIX)} - {
+        "TOTAL"
+    }
 
 
 def baseline() -> list[dict[str, Any]]:

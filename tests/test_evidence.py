@@ -22,7 +22,7 @@ from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import ReplaySummary, replay
 from trailgeo.app.runtime import log_asn_database
 from trailgeo.app.settings import Settings
-from trailgeo.core.alert_builder import severity_for
+from trailgeo.core.alert_builder import rarity_severity
 from trailgeo.core.alerts import Alert, Network
 from trailgeo.core.evidence import (
     HOSTING_PROVIDER,
@@ -189,7 +189,7 @@ def test_given_a_db_answering_for_anything_when_crafted_sources_are_checked_then
     # Then none is looked up, none is a network and no evidence is found
     assert asked == []
     assert networks == []
-    assert hosting_evidence(networks) is None
+    assert hosting_evidence(networks) == []
 
 
 # ---------------------------------------------------------------------------- the factor and severity
@@ -236,8 +236,8 @@ def test_given_a_brand_new_country_on_a_hosting_provider_when_it_alerts_then_one
 
     # Then the alert carries the network and the factor, one level above its score's severity
     assert alert["location"] == "BT"
-    assert alert["severity"] == "critical"
-    assert severity_for(alert["score"]) == "high"
+    assert alert["severity"] == "high"
+    assert rarity_severity(alert["score"]) == "medium"
     assert alert["networks"] == [
         {"ip": ATTACKER_IP, "asn": 14061, "organization": "DigitalOcean, LLC", "hosting": "DigitalOcean"}
     ]
@@ -270,7 +270,7 @@ def test_given_a_residential_proxy_when_the_attack_alerts_then_the_factor_neithe
     # Then the network is shown, no factor is present, and the severity is the rarity's alone
     assert with_asn["networks"] == [{"ip": HOME_IP, "asn": 7922, "organization": COMCAST.organization}]
     assert with_asn["evidence"] == []
-    assert with_asn["severity"] == without["severity"] == severity_for(without["score"]) == "high"
+    assert with_asn["severity"] == without["severity"] == rarity_severity(without["score"]) == "medium"
     assert "networks" not in without or without["networks"] == []
     assert summary.networks == {"unavailable": 1}
 
@@ -289,7 +289,7 @@ def test_given_an_ipv4_mapped_source_address_when_it_alerts_then_its_hosting_net
     # Then the address is looked up as the IPv4 address it is, and the factor raises the severity
     assert resolver.asn_lookups == [ATTACKER_IP]
     assert alert["evidence"][0]["factor"] == "hosting_provider"
-    assert alert["severity"] == "critical"
+    assert alert["severity"] == "high"
 
 
 def test_given_no_asn_database_when_an_attack_alerts_then_country_detection_works_and_the_skip_is_counted(
@@ -305,7 +305,7 @@ def test_given_no_asn_database_when_an_attack_alerts_then_country_detection_work
     # Then it alerts on the country as ever, without networks or factors, and the run counts the
     # address it could not check
     assert alert["location"] == "BT"
-    assert alert["severity"] == "high"
+    assert alert["severity"] == "medium"
     assert alert["evidence"] == []
     assert resolver.asn_lookups == []
     assert summary.networks == {"unavailable": 1}
@@ -346,7 +346,7 @@ def test_given_a_hosting_provider_alert_when_rendered_then_every_channel_names_t
     assert finding["Action"]["ActionType"] == "AWS_API_CALL"
     assert finding["ProductFields"]["trailgeo/EvidenceFactors"] == "hosting_provider"
     assert words in finding["ProductFields"]["trailgeo/Evidence"]
-    assert finding["Severity"]["Label"] == "CRITICAL"
+    assert finding["Severity"]["Label"] == "HIGH"
     assert validate_finding(finding) == []
 
 
@@ -404,9 +404,8 @@ def test_given_a_consumer_and_a_hosting_network_when_assessed_then_the_factor_na
         Network(ip="3.5.1.2", asn=16509, organization="Amazon.com, Inc.", hosting="Amazon Web Services"),
     ]
     # When assessed
-    found = hosting_evidence(networks)
+    (found,) = hosting_evidence(networks)
     # Then one factor, naming the hosting network and its address only
-    assert found is not None
     assert found.text == "hosting provider: AS16509 Amazon.com, Inc. (3.5.1.2)"
 
 
@@ -475,14 +474,13 @@ def test_given_an_alert_with_hundreds_of_addresses_when_assessed_then_at_most_tw
 
     # Then only the first twenty are (the alert's bounded list), and the factor names them once
     assert len(asked) == len(networks) == 20
-    found = hosting_evidence(networks)
-    assert found is not None
+    (found,) = hosting_evidence(networks)
     assert found.text.startswith(
         "hosting provider: AS14061 DigitalOcean, LLC (134.209.0.1, 134.209.0.2, 134.209.0.3 and more)"
     )
 
 
-def test_given_the_shipped_databases_when_a_key_is_used_from_a_digitalocean_droplet_abroad_then_critical(
+def test_given_the_shipped_databases_when_a_key_is_used_from_a_digitalocean_droplet_abroad_then_high(
     tmp_path: Path, dbip_mmdb: Path, asn_mmdb: Path
 ) -> None:
     # Given DB-IP Lite and the layer's ASN database; alice's ten days from a US consumer line
@@ -498,7 +496,7 @@ def test_given_the_shipped_databases_when_a_key_is_used_from_a_digitalocean_drop
 
     # Then the brand-new country alerts one level above its score's severity, naming the provider
     (alert,) = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert (alert["location"], alert["score"], alert["severity"]) == ("GB", 100.0, "critical")
+    assert (alert["location"], alert["score"], alert["severity"]) == ("GB", 100.0, "high")
     assert alert["networks"] == [
         {"ip": droplet, "asn": 14061, "organization": "DigitalOcean, LLC", "hosting": "DigitalOcean"}
     ]

@@ -186,7 +186,7 @@ def test_given_an_asn_database_in_the_layer_or_not_when_the_schedule_fires_then_
     (envelope,) = receive_alerts(aws, deployment.queue_url)
     alert = json.loads(envelope["Message"])
     assert alert["location"] == "BT"
-    assert alert["severity"] == "high"
+    assert alert["severity"] == "medium"
     assert alert["evidence"] == []
     if asn_database == "absent.mmdb":
         assert alert["networks"] == []

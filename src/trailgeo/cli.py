@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         examples=(
             "  trailgeo replay ./trail --geoip .cache/geoip/dbip-country.mmdb > alerts.jsonl\n"
             "  trailgeo replay ./trail --geoip country.mmdb --alerts-out alerts.jsonl --state state.json\n"
+            "  trailgeo replay ./trail --geoip country.mmdb --alerts-out alerts.jsonl --report report.html\n"
             "  aws s3 sync s3://my-trail-bucket/AWSLogs/ ./trail/AWSLogs/\n"
             "  trailgeo replay ./trail --geoip country.mmdb | jq -r '.aws.cloudtrail.user_identity.arn'"
         ),
@@ -182,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--alerts-out", type=Path, help="write alert documents here, one per line (default stdout)"
     )
     replay.add_argument("--state", type=Path, help="JSON file to load the tables from and save them to")
+    replay.add_argument(
+        "--report",
+        type=Path,
+        help="write the run as one self-contained HTML page here (alerts, timeline, histories, skips)",
+    )
 
     _add_backfill_command(commands)
     _add_operator_commands(commands)
@@ -872,7 +878,7 @@ class InputError(Exception):
 
 def _replay(args: argparse.Namespace) -> int:
     from trailgeo.adapters.geoip import GeoDatabaseError, MaxMindGeoResolver
-    from trailgeo.app.replay import replay
+    from trailgeo.app.replay import html_report, replay
 
     try:
         geo = MaxMindGeoResolver(args.geoip, args.asn)
@@ -885,15 +891,21 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.logs.is_dir():
         print(f"trailgeo: not a directory: {args.logs}", file=sys.stderr)
         return 2
+    if args.report and not args.report.parent.is_dir():  # found out before the replay, not after
+        print(f"trailgeo: --report: not a directory: {args.report.parent}", file=sys.stderr)
+        return 2
     state = _load_state(args.state)
     out = args.alerts_out.open("w", encoding="utf-8") if args.alerts_out else sys.stdout
     bar = ProgressBar(sys.stderr, total=None, unit="ticks")
     alerts = events = 0
+    raised: list[Alert] = []  # for --report
 
     def tick(report: RunReport) -> None:
         nonlocal alerts, events
         alerts += report.alerts_raised
         events += report.events
+        if args.report:
+            raised.extend(report.alerts)
         bar.advance(f"{report.window_end:%Y-%m-%d %H:%MZ}: {events:,} events, {alerts:,} alerts")
 
     try:
@@ -904,6 +916,9 @@ def _replay(args: argparse.Namespace) -> int:
             out.close()
     if args.state:
         final.save(args.state)
+    if args.report:
+        page = html_report(summary, final, raised, generated_at=datetime.now(UTC))
+        args.report.write_text(page, encoding="utf-8")
     print(json.dumps({"replay": summary.as_dict(), "geoip": geo.description}, indent=2), file=sys.stderr)
     return 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,9 @@ from trailgeo.adapters.local import LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
 from trailgeo.app.detect import RunOptions, RunReport, detect
 from trailgeo.app.wiring import memory_dependencies
-from trailgeo.core.counters import CounterState
+from trailgeo.core.alerts import Alert
+from trailgeo.core.counters import PRINCIPAL_PARTITION_PREFIX, CounterState
+from trailgeo.core.render.html_report import CountryHistory, ReportData, RunFigures, render_html_report
 from trailgeo.ports import AlertSink, GeoResolver, LedgerEntry
 
 TICK = timedelta(minutes=15)
@@ -41,9 +43,15 @@ class ReplaySummary:
     records_skipped: Counter[str] = field(default_factory=Counter)
     networks: Counter[str] = field(default_factory=Counter)  # alerts' addresses looked up in the ASN database
     seconds: float = 0.0
+    window_start: datetime | None = None  # the first tick's window start, the last tick's end
+    window_end: datetime | None = None
 
     def add(self, report: RunReport) -> None:
         self.ticks += 1
+        if self.window_start is None or report.window_start < self.window_start:
+            self.window_start = report.window_start
+        if self.window_end is None or report.window_end > self.window_end:
+            self.window_end = report.window_end
         self.files += report.files_read
         self.events += report.events
         self.events_geolocated += report.events_geolocated
@@ -125,6 +133,22 @@ class ReplayState:
         state.outbox.load_document(document.get("outbox", {}))  # the alerts and their triage
         return state
 
+    def principal_countries(self) -> dict[str, list[CountryHistory]]:
+        """Every principal's (and role's) countries as the history holds them after the run, keyed
+        by identity (the ``P#<identity>`` partitions): hours observed, first and last seen."""
+        histories: dict[str, list[CountryHistory]] = {}
+        for partition, items in self.store.partitions.items():
+            if not partition.startswith(PRINCIPAL_PARTITION_PREFIX):
+                continue
+            countries = [
+                CountryHistory(sort_key[2:], s.buckets, s.first_seen, s.last_seen)
+                for sort_key, s in items.items()
+                if sort_key.startswith("C#")
+            ]
+            if countries:
+                histories[partition[len(PRINCIPAL_PARTITION_PREFIX) :]] = countries
+        return histories
+
     def save(self, path: Path) -> None:
         document = {
             "counters": {
@@ -185,3 +209,41 @@ def replay(
         if on_tick is not None:
             on_tick(report)
     return summary, state
+
+
+def html_report(
+    summary: ReplaySummary,
+    state: ReplayState,
+    alerts: Sequence[Alert],
+    *,
+    title: str = "trailgeo replay",
+    generated_at: datetime | None = None,
+) -> str:
+    """The replay as one self-contained HTML page (``core.render.html_report``): its figures, its
+    alerts, its skips and the principals' country histories in ``state`` after the run."""
+    run = RunFigures(
+        window_start=summary.window_start,
+        window_end=summary.window_end,
+        ticks=summary.ticks,
+        files=summary.files,
+        events=summary.events,
+        events_geolocated=summary.events_geolocated,
+        alerts_suppressed=summary.alerts_suppressed,
+        alerts_rolled_up=summary.alerts_rolled_up,
+        alerts_linked=summary.alerts_linked,
+    )
+    skips = {
+        "keys": summary.keys_skipped,  # the reasons: app.runtime.REASONS
+        "files": summary.files_skipped,
+        "records": summary.records_skipped,
+    }
+    return render_html_report(
+        ReportData(
+            run=run,
+            alerts=alerts,
+            skips=skips,
+            histories=state.principal_countries(),
+            title=title,
+            generated_at=generated_at,
+        )
+    )

@@ -56,12 +56,14 @@ ROLLUPS = frozenset({ORG_METHODS})
 METHOD_PARTITION_PREFIX = "M#"
 PRINCIPAL_PARTITION_PREFIX = "P#"
 USER_METHODS_PARTITION_PREFIX = "U#"
+CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.py), for new_client
 IDENTITY_INDEX_PREFIX = "I#"
 COUNTER_PREFIXES = (
     METHOD_PARTITION_PREFIX,
     PRINCIPAL_PARTITION_PREFIX,
     "K#",
     USER_METHODS_PARTITION_PREFIX,
+    CLIENTS_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
@@ -89,6 +91,10 @@ def principal_partition(principal: str) -> str:
 
 def user_methods_partition(identity: str) -> str:
     return USER_METHODS_PARTITION_PREFIX + identity
+
+
+def clients_partition(identity: str) -> str:
+    return CLIENTS_PARTITION_PREFIX + identity
 
 
 def method_cities_partition(method: str) -> str:

@@ -1,22 +1,25 @@
 """Evidence factors: what an alert found beside the rarity of its location, and what each does to
-its severity. One registry, so that each factor (a hosting address today; a new user agent, new
-methods, an unusual hour, an MFA sign-in, a colleague's co-travel later) is named, weighed and
-explained in one place, and every rendering shows the same words.
+its severity. One registry, so that each factor is named, weighed and explained in one place, and
+every rendering shows the same words.
 
-Severity comes from the score (``alert_builder.severity_for``: one level higher with a rare
-sensitive method); each factor present adds its ``raises`` levels on top, up to critical. Factors
-only ever raise: none lowers the severity of an alert the rarity raised (docs/scoring.md says why).
+Severity starts from the location's rarity alone (``alert_builder.rarity_severity``: medium for a
+score of 75 or more, else low; one level higher with a rare sensitive method) and **only
+corroboration pages**: each factor present adds its ``raises`` levels on top, up to critical. A
+country the principal never used is worth a look; a country the principal never used, reached from
+a rented server with a client the principal never ran, is worth waking someone. Factors only ever
+raise: none lowers the severity the rarity gave (docs/scoring.md says why).
 
-Imports: the standard library and pure modules of ``trailgeo.core`` (never ``core.render``, never
-boto3).
+May import: the standard library and pure modules of ``trailgeo.core`` (never ``core.render``,
+never boto3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, Network, Severity
+from trailgeo.core.clients import client_family
 from trailgeo.core.networks import MAX_ORGANIZATION, AsnInfo, hosting_provider, lookup_address
 from trailgeo.core.text import plain
 
@@ -48,7 +51,42 @@ HOSTING_PROVIDER = EvidenceFactor(
     ),
 )
 
-REGISTRY: Mapping[str, EvidenceFactor] = {factor.name: factor for factor in (HOSTING_PROVIDER,)}
+NEW_CLIENT = EvidenceFactor(
+    name="new_client",
+    title="new client",
+    raises=1,
+    description=(
+        "A client family (the program and its major version on an operating system: aws-cli/2 on "
+        "Linux, boto3/1 on macOS, a browser on Windows) the identity has never used, while it has "
+        "at least a day of hours with clients on record. A person travels with their own laptop and "
+        "tools; stolen keys are used with the thief's. One severity level up. An attacker who copies "
+        "the victim's user agent defeats it, so its absence lowers nothing."
+    ),
+)
+
+# Other identities, for whom the country is usual, that must share an address in the same run for
+# it to be the organization's own egress (SHARED_EGRESS).
+MIN_EGRESS_COLLEAGUES = 2
+SHARED_EGRESS = EvidenceFactor(
+    name="shared_egress",
+    title="shared egress",
+    raises=0,
+    description=(
+        "A hosting-provider address the alert came from is, in the same run, also the address of "
+        f"at least {MIN_EGRESS_COLLEAGUES} other identities for whom that country is usual: the "
+        "organization's own VPN gateway or proxy on a cloud instance, not a server the caller "
+        "rents. The hosting-provider factor then does not count for that address (shown, weighs "
+        "nothing). An attacker cannot borrow it without calling from the organization's own egress."
+    ),
+)
+
+REGISTRY: Mapping[str, EvidenceFactor] = {
+    factor.name: factor for factor in (HOSTING_PROVIDER, NEW_CLIENT, SHARED_EGRESS)
+}
+FACTORS = frozenset(REGISTRY)
+# Hours of an identity's history with a known client before a new one is evidence: a new hire's or
+# a new role's first clients are all new, and say nothing.
+MIN_CLIENT_HISTORY_HOURS = 24
 
 AsnLookup = Callable[[str], AsnInfo | None]
 
@@ -75,42 +113,92 @@ def networks_of(addresses: Iterable[str], lookup: AsnLookup) -> list[Network]:
     return found
 
 
-def hosting_evidence(networks: list[Network]) -> Evidence | None:
-    """The hosting-provider factor, when a source address is in a hosting or cloud network."""
+def hosting_evidence(networks: list[Network], colleagues: Mapping[str, int] | None = None) -> list[Evidence]:
+    """The hosting-provider factor, when a source address is in a hosting or cloud network that is
+    not the organization's own egress; the shared-egress note for those that are (``colleagues``:
+    per address, the other identities calling from it this run for whom its country is usual)."""
+    shared = colleagues or {}
     hosted = [n for n in networks if n.hosting is not None]
-    if not hosted:
-        return None
+    egress = [n for n in hosted if shared.get(n.ip, 0) >= MIN_EGRESS_COLLEAGUES]
+    rented = [n for n in hosted if shared.get(n.ip, 0) < MIN_EGRESS_COLLEAGUES]
+    found: list[Evidence] = []
+    if rented:
+        text = f"{HOSTING_PROVIDER.title}: " + _networks_text(rented)
+        found.append(Evidence(factor=HOSTING_PROVIDER.name, raises=HOSTING_PROVIDER.raises, text=text))
+    if egress:
+        most = max(shared[n.ip] for n in egress)
+        text = (
+            f"{SHARED_EGRESS.title}: {_networks_text(egress)} also carries the calls of up to {most} "
+            "other identities for whom the country is usual, in this run (the organization's own "
+            "VPN or proxy): the hosting provider does not count"
+        )
+        found.append(Evidence(factor=SHARED_EGRESS.name, raises=SHARED_EGRESS.raises, text=text))
+    return found
+
+
+def _networks_text(networks: list[Network]) -> str:
     seen: dict[tuple[int, str], list[str]] = {}
-    for n in hosted:
+    for n in networks:
         seen.setdefault((n.asn, n.organization), []).append(n.ip)
     parts = [
         f"AS{asn} {organization} ({', '.join(ips[:3])}{' and more' if len(ips) > 3 else ''})"
         for (asn, organization), ips in list(seen.items())[:5]
     ]
     more = f" and {len(seen) - 5} more networks" if len(seen) > 5 else ""
-    text = f"{HOSTING_PROVIDER.title}: " + "; ".join(parts) + more
-    return Evidence(factor=HOSTING_PROVIDER.name, raises=HOSTING_PROVIDER.raises, text=text)
+    return "; ".join(parts) + more
+
+
+def client_evidence(
+    user_agents: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
+) -> Evidence | None:
+    """The new-client factor: some client family among ``user_agents`` is absent from ``known``
+    (the identity's families with their hourly buckets, before this run), and the identity has
+    ``MIN_CLIENT_HISTORY_HOURS`` of client history. AWS's own calls have no family, never new."""
+    if history_hours < MIN_CLIENT_HISTORY_HOURS:
+        return None
+    new: dict[str, None] = {}
+    for agent in user_agents:
+        family = client_family(agent)
+        if family is not None and known.get(family, (0, 0.0))[0] <= 0:
+            new[family] = None
+    if not new:
+        return None
+    usual = sorted(known, key=lambda f: (-known[f][0], f))[:3]
+    text = (
+        f"{NEW_CLIENT.title}: {', '.join(list(new)[:3])}{' and more' if len(new) > 3 else ''}, "
+        f"never used by this identity in {history_hours} hours of history"
+        + (f" (usually {', '.join(usual)})" if usual else "")
+    )
+    return Evidence(factor=NEW_CLIENT.name, raises=NEW_CLIENT.raises, text=text)
 
 
 def raised(severity: Severity, levels: int) -> Severity:
     return _LEVELS[min(_LEVELS.index(severity) + max(0, levels), len(_LEVELS) - 1)]
 
 
-def with_evidence(alert: Alert, networks: list[Network]) -> Alert:
-    """``alert`` with the networks of its addresses and the factors they make present: each factor
-    raises the severity by its levels (up to critical) and adds a line to the explanation."""
-    found = [e for e in (hosting_evidence(networks),) if e is not None]
+def with_evidence(
+    alert: Alert,
+    networks: list[Network],
+    extra: Iterable[Evidence] = (),
+    *,
+    colleagues: Mapping[str, int] | None = None,
+    enabled: Collection[str] = FACTORS,
+) -> Alert:
+    """``alert`` with the networks of its addresses and the factors present (from the networks, and
+    ``extra`` found elsewhere), those in ``enabled`` counted: each raises the severity by its levels
+    (up to critical) and adds a line to the explanation."""
+    found = [e for e in (*hosting_evidence(networks, colleagues), *extra) if e.factor in enabled]
     if not networks and not found:
         return alert
     update: dict[str, object] = {"networks": networks, "evidence": [*alert.evidence, *found]}
     if found:
         update["severity"] = raised(alert.severity, sum(e.raises for e in found))
-        update["explanation"] = (
-            alert.explanation
-            + "\n"
-            + "\n".join(
-                f"Evidence: {e.text} (severity raised {e.raises} level{'s' if e.raises != 1 else ''})."
-                for e in found
-            )
-        )
+        update["explanation"] = alert.explanation + "\n" + "\n".join(_line(e) for e in found)
     return alert.model_copy(update=update)
+
+
+def _line(evidence: Evidence) -> str:
+    if evidence.raises == 0:
+        return f"Evidence: {evidence.text} (weighs nothing)."
+    plural = "s" if evidence.raises != 1 else ""
+    return f"Evidence: {evidence.text} (severity raised {evidence.raises} level{plural})."

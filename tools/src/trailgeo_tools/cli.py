@@ -137,6 +137,11 @@ def _add_evaluation_commands(commands: Any) -> None:
     ev.add_argument("--days", type=int, default=28, help="days per simulation (default 28)")
     ev.add_argument("--json", type=Path, help="write every figure as JSON here")
     ev.add_argument(
+        "--report-dir",
+        type=Path,
+        help="write trailgeo's replay of each seed here as an HTML page, report-seed<N>.html (small org)",
+    )
+    ev.add_argument(
         "--org",
         choices=("small", "enterprise"),
         default="small",
@@ -215,7 +220,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.org == "enterprise":
         return _eval_enterprise(args, geo)
     try:
-        result = run_evaluation(geo, args.seeds, args.days, progress=_progress)
+        result = run_evaluation(geo, args.seeds, args.days, progress=_progress, report_dir=args.report_dir)
     except ValueError as exc:  # a simulation config the simulator refuses (e.g. too few days)
         return _usage_error(str(exc))
     _out(format_report(result))

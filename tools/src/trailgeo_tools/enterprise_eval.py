@@ -39,7 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from trailgeo.app.detect import RunOptions
+from trailgeo.core.alert_builder import rarity_severity
 from trailgeo.core.alerts import Alert
+from trailgeo.core.detectors import COUNTRY
+from trailgeo.core.evidence import HOSTING_PROVIDER, REGISTRY, SHARED_EGRESS, raised
 from trailgeo.ports import GeoResolver
 from trailgeo_tools.enterprise import (
     EnterpriseConfig,
@@ -154,6 +157,48 @@ def replay_alerts(logs: Path, geo: GeoResolver, options: RunOptions | None = Non
     return sink.alerts
 
 
+# ------------------------------------------------------------------------------------------------
+# Ablation: what each part of the severity buys
+# ------------------------------------------------------------------------------------------------
+SENSITIVE = "sensitive_method"  # the rarity's own level up for a rare sensitive method
+
+
+def ablation_variants() -> dict[str, frozenset[str]]:
+    """The severity's parts left in, by variant: everything, the rarity alone, and each part left
+    out in turn (the evidence factors of the registry and the sensitive-method level)."""
+    parts = frozenset({SENSITIVE, *REGISTRY})
+    variants = {"all": parts, "rarity alone": frozenset[str]()}
+    for part in sorted(parts):
+        variants[f"without {part}"] = parts - {part}
+    return variants
+
+
+def severity_with(alert: Alert, parts: frozenset[str]) -> str:
+    """A country alert's severity as it would be with only ``parts`` weighing in: recomputed from
+    its score, its sensitive methods and its evidence (factors never make or remove an alert, only
+    set its severity). Without ``shared_egress`` a hosting address the run recognised as the
+    organization's own egress counts as hosting again. Other detectors' alerts keep theirs."""
+    if alert.detector != COUNTRY.name:
+        return alert.severity
+    base = rarity_severity(alert.score, sensitive=SENSITIVE in parts and bool(alert.sensitive_methods))
+    factors = {e.factor: e.raises for e in alert.evidence}
+    levels = sum(raises for factor, raises in factors.items() if factor in parts)
+    if SHARED_EGRESS.name in factors and SHARED_EGRESS.name not in parts and HOSTING_PROVIDER.name in parts:
+        levels += HOSTING_PROVIDER.raises * (HOSTING_PROVIDER.name not in factors)
+    return raised(base, levels + bool(alert.correlated_detectors))
+
+
+def ablation(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each variant's figures on the same replay's alerts (published alerts recomputed; alerts
+    rolled up in a flood keep the severity they were published with)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, parts in ablation_variants().items():
+        varied = [a.model_copy(update={"severity": severity_with(a, parts)}) for a in alerts]
+        figures = evaluate_enterprise(varied, truth)
+        out[name] = {k: figures[k] for k in _SUMS}
+    return out
+
+
 def _cause(hit: Hit, truth: Mapping[str, Any]) -> str:
     """Who an unexplained alert is about: a person, a vendor's role, automation, or other."""
     kinds = (("person", "people"), ("vendor", "vendors"), ("automation", "automation"))
@@ -263,6 +308,11 @@ _SUMS = (
 def aggregate_enterprise(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The seeds' figures summed, ratios recomputed from the sums."""
     total: dict[str, Any] = {k: sum(m[k] for m in per_seed) for k in _SUMS}
+    if all("ablation" in m for m in per_seed) and per_seed:
+        total["ablation"] = {
+            name: (row := {k: sum(m["ablation"][name][k] for m in per_seed) for k in _SUMS}) | ratios(row)
+            for name in per_seed[0]["ablation"]
+        }
     total["max_notifications_per_attack"] = max(
         (m["max_notifications_per_attack"] for m in per_seed), default=0
     )
@@ -348,6 +398,7 @@ def evaluate_enterprise_simulation(
         replay_s = time.perf_counter() - started
         progress(f"  trailgeo replay: {len(alerts)} notifications ({replay_s:.1f} s)")
     figures = evaluate_enterprise(alerts, truth)
+    figures["ablation"] = ablation(alerts, truth)
     people = truth["people"]
     return {
         "seed": sim.config.seed,
@@ -486,6 +537,17 @@ def format_enterprise_report(result: Mapping[str, Any]) -> str:
     overall = result["aggregate"]
     lines.append(f"== enterprise, aggregate over {len(result['seeds'])} seed(s) ({overall['seconds']} s) ==")
     lines.extend(_summary(overall))
+    if "ablation" in overall:
+        lines.append(
+            "ablation (severity parts left in; recall / recall >= high / precision >= high / benign >= high):"
+        )
+        for name, row in overall["ablation"].items():
+            lines.append(
+                f"  {name:<28} {row['attacks_detected']}/{row['attack_incidents']}"
+                f"  {row['attacks_detected_high']}/{row['attack_incidents']}"
+                f"  {row['precision_high']} ({row['alerts_high_on_attacks']}/{row['alerts_high']})"
+                f"  {row['alerts_high'] - row['alerts_high_on_attacks']}"
+            )
     by_scenario: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for r in overall["attacks"]:
         row = by_scenario[r["scenario"]]

@@ -300,12 +300,23 @@ class ListAlertSink:
         return f"list-{len(self.alerts)}"
 
 
-def run_trailgeo(logs: Path, geo: GeoResolver, options: RunOptions | None = None) -> list[Detection]:
-    """Replay the tree tick by tick with the production code; every alert, in publication order."""
-    from trailgeo.app.replay import replay
+def run_trailgeo(
+    logs: Path,
+    geo: GeoResolver,
+    options: RunOptions | None = None,
+    *,
+    report: Path | None = None,
+    title: str = "trailgeo replay",
+) -> list[Detection]:
+    """Replay the tree tick by tick with the production code; every alert, in publication order.
+    ``report``: write the replay there as an HTML page (``trailgeo replay --report``'s)."""
+    from trailgeo.app.replay import html_report, replay
 
     sink = ListAlertSink()
-    replay(logs, geo, sink, options or RunOptions())
+    summary, state = replay(logs, geo, sink, options or RunOptions())
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(html_report(summary, state, sink.alerts, title=title), encoding="utf-8")
     return [d for a in sink.alerts for d in detections_of(a)]
 
 
@@ -852,9 +863,15 @@ def evaluation_config(seed: int, days: int) -> Any:
 
 
 def evaluate_simulation(
-    sim: Any, geo: GeoResolver, *, workdir: Path | None = None, progress: Progress = _quiet
+    sim: Any,
+    geo: GeoResolver,
+    *,
+    workdir: Path | None = None,
+    progress: Progress = _quiet,
+    report: Path | None = None,
 ) -> dict[str, Any]:
-    """Write ``sim``'s tree, run the three detectors, score them. ``sim``: a Simulation."""
+    """Write ``sim``'s tree, run the three detectors, score them. ``sim``: a Simulation.
+    ``report``: trailgeo's replay written there as an HTML page."""
     from trailgeo_tools.simulate import write_tree
 
     truth = sim.ground_truth()
@@ -867,8 +884,11 @@ def evaluate_simulation(
         write_tree(sim, root)
         progress(f"  wrote {len(sim.files):,} objects ({time.perf_counter() - started:.1f} s)")
         started = time.perf_counter()
-        ours = run_trailgeo(root, geo)
+        title = f"trailgeo evaluation: seed {sim.config.seed}, {sim.config.days} days"
+        ours = run_trailgeo(root, geo, report=report, title=title)
         progress(f"  trailgeo replay: {len(ours)} alerts ({time.perf_counter() - started:.1f} s)")
+        if report is not None:
+            progress(f"  report: {report}")
         started = time.perf_counter()
         events = read_events(root, geo)
         seconds = time.perf_counter() - started
@@ -915,10 +935,12 @@ def run_evaluation(
     *,
     progress: Progress = _quiet,
     make_config: Callable[[int, int], Any] | None = None,
+    report_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Simulate each seed, evaluate it; the per-seed figures, the aggregate and the targets.
 
     ``make_config(seed, days)`` gives each simulation's config (default :func:`evaluation_config`).
+    ``report_dir``: trailgeo's replay of each seed written there as ``report-seed<N>.html``.
     """
     from trailgeo_tools.simulate import simulate
 
@@ -931,7 +953,8 @@ def run_evaluation(
             f"seed {seed}: simulated {sim.config.days} days, {sim.events_count:,} events "
             f"({time.perf_counter() - started:.1f} s)"
         )
-        reports.append(evaluate_simulation(sim, geo, progress=progress))
+        report = report_dir / f"report-seed{seed}.html" if report_dir is not None else None
+        reports.append(evaluate_simulation(sim, geo, progress=progress, report=report))
     overall = {name: aggregate([r["detectors"][name] for r in reports]) for name in DETECTORS}
     return {"seeds": reports, "aggregate": overall, "targets": targets(overall)}
 

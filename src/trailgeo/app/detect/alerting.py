@@ -12,9 +12,10 @@ from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import MAX_LIST, Alert
+from trailgeo.core.alerts import MAX_LIST, Alert, Evidence
+from trailgeo.core.counters import TOTAL, clients_partition
 from trailgeo.core.detectors import COUNTRY, REGISTRY
-from trailgeo.core.evidence import networks_of, with_evidence
+from trailgeo.core.evidence import client_evidence, networks_of, with_evidence
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
 from trailgeo.core.incidents import Assignment
 from trailgeo.core.networks import lookup_address
@@ -118,6 +119,11 @@ def score_and_raise(
     # (a role's many sessions are one subject).
     extensions: dict[str, set[int]] = {}
     candidates: list[tuple[Alert, frozenset[int]]] = []
+    # Evidence found from the group and its history, by alert id (the networks come later).
+    found: dict[str, list[Evidence]] = {}
+    # Per address, the identities calling from it this run from a country usual for them: the
+    # organization's own egress when several do (core/evidence.SHARED_EGRESS).
+    usual_from: dict[str, set[str]] = {}
     method_views: MethodViews = {}  # one run, one history: each method summarised once
     vouched_shares: dict[str, float] = {}  # and each country's identities counted once
     for group in groups:
@@ -141,6 +147,10 @@ def score_and_raise(
             if active:
                 # Below the threshold, still the alerted subject: its hours stay out of the history.
                 extensions.setdefault(subject, set()).update(hours)
+            else:
+                identity = subject_identity(group.principal)
+                for ip in group.source_ips:
+                    usual_from.setdefault(ip, set()).add(identity)
             continue
         verdict = tuning.group_verdict(
             account=group.account,
@@ -158,9 +168,17 @@ def score_and_raise(
             )
             continue
         candidates.append((alert, hours))
+        clients = history.get(clients_partition(subject_identity(group.principal)), {}).get(TOTAL)
+        new_client = client_evidence(
+            group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
+        )
+        found[alert.alert_id] = [new_client] if new_client is not None else []
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
-    candidates = [(_with_networks(alert, deps, report), hours) for alert, hours in candidates]
+    candidates = [
+        (_with_networks(alert, deps, report, found.get(alert.alert_id, []), usual_from, options), hours)
+        for alert, hours in candidates
+    ]
     _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
@@ -168,20 +186,29 @@ def score_and_raise(
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
 
 
-def _with_networks(alert: Alert, deps: Dependencies, report: RunReport) -> Alert:
-    """The alert with its addresses' autonomous systems and the evidence they make present (a
-    hosting provider raises the severity: core/evidence.py). Looked up here, for the few alerts of
+def _with_networks(
+    alert: Alert,
+    deps: Dependencies,
+    report: RunReport,
+    extra: list[Evidence],
+    usual_from: Mapping[str, set[str]],
+    options: RunOptions,
+) -> Alert:
+    """The alert with its addresses' autonomous systems and the evidence factors present (a hosting
+    provider, a new client...: core/evidence.py). Networks are looked up here, for the few alerts of
     a run (at most ``MAX_LIST`` addresses each), never per event on the hot path."""
     addresses = alert.source.ip[:MAX_LIST]
     if not deps.geo.has_asn:
         counts = Counter(unavailable=sum(lookup_address(a) is not None for a in addresses))
         report.networks.update(+counts)
-        return alert
+        return with_evidence(alert, [], extra, enabled=options.factors)
     networks = networks_of(addresses, deps.geo.asn)
     hosting = sum(n.hosting is not None for n in networks)
     counts = Counter(hosting=hosting, other=len(networks) - hosting, not_found=len(addresses) - len(networks))
     report.networks.update(+counts)
-    return with_evidence(alert, networks)
+    own = subject_identity(alert.principal)
+    colleagues = {n.ip: len(usual_from.get(n.ip, set()) - {own}) for n in networks if n.hosting is not None}
+    return with_evidence(alert, networks, extra, colleagues=colleagues, enabled=options.factors)
 
 
 def _sibling_scores(
@@ -259,8 +286,9 @@ def _raise_alerts(
     its last alert) at every level: the subject's own hours at the role, principal and key
     levels, the subject as an identity at the organization and method levels. Hours that were
     only suppressed are quarantined too: an attacker who keeps calling does not teach the model
-    that their country is normal. A traveller's trip therefore alerts once a suppression window
-    until it is allowlisted (``trailgeo allow``), which ends the quarantine.
+    that their country is normal. A traveller's trip therefore alerts once, and again only when
+    something corroborates it (``_corroborated``), until it is allowlisted (``trailgeo allow``),
+    which ends the quarantine.
 
     The subject's record is written (compare-and-set on the alert it held when read) before the
     alert is queued: another invocation deciding on the same subject at the same moment (fan-out
@@ -306,7 +334,22 @@ def _raise_one(
     within = (
         last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
     )
-    held = last.hours if last is not None and scheduled_at - last.at < options.quarantine else frozenset()
+    quarantined = last is not None and scheduled_at - last.at < options.quarantine
+    held = last.hours if last is not None and quarantined else frozenset()
+    repeat = last is not None and last.alert_id != alert.alert_id and quarantined and not within
+    if last is not None and repeat and not _corroborated(alert):
+        # A subject alerted within the quarantine, back without anything beside its location's
+        # rarity (a trip's next days): the team was told once; telling it daily adds nothing.
+        # Corroboration (a factor, a sensitive method) pages again as ever.
+        report.alerts_suppressed += 1
+        extensions.setdefault(subject, set()).update(hours)
+        logger.info(
+            "alert suppressed: a repeat without corroboration",
+            alert_id=alert.alert_id,
+            previous_alert_id=last.alert_id,
+            since=last.at.isoformat(),
+        )
+        return True
     if last is not None and within:
         # One escalation per window: the first rare sensitive method after an alert without
         # any pages again (as an update of that alert); later ones are part of the same story.
@@ -330,6 +373,18 @@ def _raise_one(
     recent[subject] = remembered
     decided.append(alert)
     return True
+
+
+def _corroborated(alert: Alert) -> bool:
+    """Whether anything beside the location's rarity weighs in the alert: an evidence factor that
+    raises, a rare sensitive method, another detector firing. Sibling detectors' alerts always are
+    (their subjects are no location)."""
+    return (
+        alert.detector != COUNTRY.name
+        or bool(alert.sensitive_methods)
+        or bool(alert.correlated_detectors)
+        or any(e.raises > 0 for e in alert.evidence)
+    )
 
 
 def _queue(incidents: list[Assignment], options: RunOptions, deps: Dependencies, report: RunReport) -> None:

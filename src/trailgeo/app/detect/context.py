@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from trailgeo.core.alerts import Alert
 from trailgeo.core.categories import EventScope
 from trailgeo.core.detectors import DEFAULT_DETECTORS
+from trailgeo.core.evidence import FACTORS
 from trailgeo.core.incidents import DEFAULT_WINDOW as DEFAULT_INCIDENT_WINDOW
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.tuning import EMPTY_TUNING, Tuning
@@ -45,6 +46,9 @@ class RunOptions:
     detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
     # Data and network activity events (eventCategory): skipped (MANAGEMENT) or scored too (ALL)
     events: EventScope = EventScope.MANAGEMENT
+    # The evidence factors that weigh in a severity (core/evidence.py); the evaluation's ablation
+    # leaves one out at a time.
+    factors: frozenset[str] = FACTORS
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from trailgeo.core.aggregate.groups import (
     HitGroup,
     unpack_ids,
 )
+from trailgeo.core.clients import client_family
 from trailgeo.core.counters import (
     METHOD_PARTITION_PREFIX,
     ORG_CITIES,
@@ -33,6 +34,7 @@ from trailgeo.core.counters import (
     CounterKey,
     access_key_partition,
     category_sort_key,
+    clients_partition,
     country_sort_key,
     identity_index_partition,
     method_cities_partition,
@@ -41,7 +43,7 @@ from trailgeo.core.counters import (
     principal_partition,
     user_methods_partition,
 )
-from trailgeo.core.identities import identity_of, role_of
+from trailgeo.core.identities import identity_of, role_of, subject_identity
 from trailgeo.core.records import clip
 
 if TYPE_CHECKING:
@@ -124,9 +126,46 @@ def _derive_keys_and_evidence(
         kp = access_key_partition(clip(access_key, 128) or "")
         for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
             _observe(counters, key, (hour,), first, last)
+    families_of: dict[str, str | None] = {}
     for (account, principal, country), seen in evidence_by_group(aggregate._evidence).items():
         group = groups[(clip(account, 64) or "unknown", principal, country)]
         group.add_evidence(seen, unpack_ids(aggregate._event_id_lists[(account, principal, country)][0]))
+        _observe_clients(counters, group, seen, families_of)
+
+
+# Client families counted per identity and group in one run: the agent is the caller's to write,
+# and each family is an item of the identity's history (core/clients.py keeps the vocabulary
+# closed too).
+MAX_CLIENT_FAMILIES = 8
+
+
+def _observe_clients(
+    counters: dict[CounterKey, CounterDelta],
+    group: HitGroup,
+    seen: Counter[Evidence],
+    families_of: dict[str, str | None],
+) -> None:
+    """The group's client families, each present in every hour of the group, under its identity's
+    ``UA#`` partition (and its TOTAL): the history the ``new_client`` evidence factor reads."""
+    families: dict[str, None] = {}
+    for (_, user_agent, *_rest), _count in seen.most_common():
+        if not user_agent:
+            continue
+        family = families_of.get(user_agent, "")
+        if family == "":
+            family = families_of[user_agent] = client_family(user_agent)
+        if family is not None:
+            families[family] = None
+            if len(families) >= MAX_CLIENT_FAMILIES:
+                break
+    if not families:
+        return
+    partition = clients_partition(subject_identity(group.principal))
+    hours = {h for activity in group.methods.values() for h in activity.hours}
+    first, last = group.first_event or "", group.last_event or ""
+    for family in families:
+        _observe(counters, (partition, category_sort_key(family)), hours, first, last)
+    _observe(counters, (partition, TOTAL), hours, first, last)
 
 
 def evidence_by_group(evidence: dict[EvidenceKey, Any]) -> dict[GroupKey, Counter[Evidence]]:

@@ -1,0 +1,72 @@
+"""The evaluation's ablation: each alert's severity recomputed with a part of the severity left out
+(an evidence factor, the sensitive-method level), from the alert itself, so that one replay gives
+every variant's figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.builders import US_IP
+from tests.test_corroboration import (
+    AMAZON,
+    CAROL,
+    CLI_V2,
+    COMCAST,
+    DAVE,
+    ERIN,
+    FOREIGN_IP,
+    KALI_CLI,
+    VPN_IP,
+    calls,
+    history,
+    replayed,
+    resolver,
+)
+from trailgeo.core.alerts import Alert
+from trailgeo_tools.enterprise_eval import ablation_variants, severity_with
+
+
+def test_given_the_registry_then_the_variants_are_all_none_and_each_part_left_out() -> None:
+    variants = ablation_variants()
+    assert set(variants) == {
+        "all",
+        "rarity alone",
+        "without hosting_provider",
+        "without new_client",
+        "without sensitive_method",
+        "without shared_egress",
+    }
+    assert variants["rarity alone"] == frozenset()
+    assert all(len(v) == len(variants["all"]) - 1 for k, v in variants.items() if k.startswith("without"))
+
+
+def test_given_a_stolen_key_alert_when_its_factor_is_left_out_then_the_rarity_alone_remains(
+    tmp_path: Path,
+) -> None:
+    # Given the stolen-key alert raised to high by the thief's client
+    (raw,) = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver())
+    alert = Alert.model_validate(raw)
+    variants = ablation_variants()
+
+    # When its severity is recomputed per variant
+    # Then everything gives what the run published, and without the new client it is the rarity's
+    assert severity_with(alert, variants["all"]) == alert.severity == "high"
+    assert severity_with(alert, variants["without new_client"]) == "medium"
+    assert severity_with(alert, variants["without hosting_provider"]) == "high"
+    assert severity_with(alert, variants["rarity alone"]) == "medium"
+
+
+def test_given_an_alert_through_the_organizations_egress_when_shared_egress_is_left_out_then_hosting_counts(
+    tmp_path: Path,
+) -> None:
+    # Given alice through the VPN gateway three DE colleagues use (the hosting factor stood down)
+    colleagues = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, VPN_IP)]
+    today = [r for arn in (CAROL, DAVE, ERIN, None) for r in calls(VPN_IP, CLI_V2, *([arn] if arn else []))]
+    (raw,) = replayed(tmp_path, history() + colleagues + today, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+    alert = Alert.model_validate(raw)
+    variants = ablation_variants()
+
+    # Then without the egress rule the hosting provider raises it, as it did before the rule
+    assert severity_with(alert, variants["all"]) == alert.severity == "medium"
+    assert severity_with(alert, variants["without shared_egress"]) == "high"
+    assert severity_with(alert, variants["without hosting_provider"]) == "medium"

@@ -1,0 +1,296 @@
+"""Corroborated severity: a location's rarity alone is worth a look (medium), and only evidence
+beside it pages (high): a client the identity never ran (``new_client``), a rented server
+(``hosting_provider``) that is not the organization's own egress (``shared_egress``). And what an
+attacker can do about each: copy the victim's agent, flood made-up agents, borrow colleagues."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from tests.builders import ACCOUNT, ALICE, BOB, T0, US_IP, files_by_delivery, record, write_tree
+from trailgeo.adapters.local import JsonLinesAlertSink
+from trailgeo.adapters.memory import MemoryGeoResolver
+from trailgeo.app.detect import RunOptions
+from trailgeo.app.replay import replay
+from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.alert_builder import rarity_severity
+from trailgeo.core.clients import OTHER, client_family
+from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX, TOTAL, clients_partition
+from trailgeo.core.evidence import FACTORS, MIN_CLIENT_HISTORY_HOURS, REGISTRY, client_evidence
+from trailgeo.core.networks import AsnInfo
+from trailgeo.core.records import TrailRecord
+
+CLI_V2 = "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64.ubuntu.22"
+KALI_CLI = "aws-cli/1.18.69 Python/2.7.18 Linux/6.5.0-kali3-amd64 botocore/1.16.19"
+ATTACK_AT = T0 + timedelta(days=10, hours=3)
+FOREIGN_IP = "67.43.156.1"  # BT in the memory resolver below
+VPN_IP = "3.120.1.9"  # an EC2 address in Frankfurt: the organization's VPN gateway
+DE_IP = "91.0.0.1"
+AMAZON = AsnInfo(16509, "Amazon.com, Inc.")
+COMCAST = AsnInfo(7922, "Comcast Cable Communications, LLC")
+CAROL = f"arn:aws:iam::{ACCOUNT}:user/carol"
+DAVE = f"arn:aws:iam::{ACCOUNT}:user/dave"
+ERIN = f"arn:aws:iam::{ACCOUNT}:user/erin"
+
+
+def history(arn: str = ALICE, ip: str = US_IP, agent: str = CLI_V2, hours: int = 40) -> list[dict[str, Any]]:
+    """``hours`` hourly buckets of ``arn`` calling from ``ip`` with ``agent``, every 6 hours."""
+    key = "AKIA" + arn[-5:].upper().rjust(16, "0")
+    return [
+        record(T0 + timedelta(hours=6 * i, minutes=3), ip=ip, arn=arn, agent=agent, key=key)
+        for i in range(hours)
+    ]
+
+
+def calls(ip: str, agent: str, arn: str = ALICE, at: Any = ATTACK_AT) -> list[dict[str, Any]]:
+    key = "AKIA" + arn[-5:].upper().rjust(16, "0")
+    return [record(at + timedelta(minutes=m), ip=ip, arn=arn, agent=agent, key=key) for m in range(3)]
+
+
+def replayed(
+    tmp_path: Path,
+    records: list[dict[str, Any]],
+    geo: MemoryGeoResolver,
+    options: RunOptions | None = None,
+) -> list[dict[str, Any]]:
+    write_tree(tmp_path, files_by_delivery(records))
+    out = io.StringIO()
+    replay(tmp_path, geo, JsonLinesAlertSink(out), options or RunOptions())
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def resolver(networks: dict[str, AsnInfo] | None = None) -> MemoryGeoResolver:
+    countries = {US_IP: "US", FOREIGN_IP: "BT", VPN_IP: "DE", DE_IP: "DE"}
+    return MemoryGeoResolver(countries=countries, networks=networks)
+
+
+# ---------------------------------------------------------------------------- client families
+
+
+@pytest.mark.parametrize(
+    ("agent", "family"),
+    [
+        (CLI_V2, "aws-cli/2 linux"),
+        (KALI_CLI, "aws-cli/1 linux"),
+        ("aws-cli/2.15.17 Python/3.11.6 Darwin/23.3.0 exe/x86_64 prompt/off", "aws-cli/2 macos"),
+        (
+            "Boto3/1.34.44 md/Botocore#1.34.44 ua/2.0 os/macos#23.3.0 md/arch#arm64 lang/python#3.11.7",
+            "boto3/1 macos",
+        ),
+        (
+            (
+                "APN/1.0 HashiCorp/1.0 Terraform/1.7.4 (+https://www.terraform.io) "
+                "terraform-provider-aws/5.40.0 aws-sdk-go-v2/1.25.2 os/linux lang/go#1.21.8"
+            ),
+            "terraform/1 linux",
+        ),
+        ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/122.0.0.0", "browser windows"),
+        ("aws-sdk-go/1.44.300 (go1.20.5; linux; amd64)", "aws-sdk-go/1 linux"),
+        ("python-requests/2.31", "python-requests/2 other"),
+        ("aws-cli/123456789 Linux", "aws-cli/12 linux"),  # the caller's digits, bounded
+        ("my-own-scanner v0.1", OTHER),
+        ("AWS Internal", None),
+        ("ec2.amazonaws.com", None),
+        ("console.amazonaws.com", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_given_a_user_agent_when_classified_then_its_family_is_product_major_and_os(
+    agent: str | None, family: str | None
+) -> None:
+    # Given a userAgent, When classified, Then its family (None for AWS's own calls)
+    assert client_family(agent) == family
+
+
+def test_given_a_megabyte_agent_when_classified_then_only_its_head_is_read() -> None:
+    # Given an agent whose product token sits after 1 MB of padding
+    agent = "x" * 1_000_000 + " Boto3/1.34.0 os/linux"
+    assert client_family(agent[-30:]) == "boto3/1 linux"
+    # When classified, Then it is read no further than its head: an unknown client
+    assert client_family(agent) == OTHER
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+def test_given_the_registry_then_new_client_and_shared_egress_are_factors() -> None:
+    assert {"hosting_provider", "new_client", "shared_egress"} <= FACTORS
+    assert REGISTRY["new_client"].raises == 1
+    assert REGISTRY["shared_egress"].raises == 0  # shown, weighs nothing
+
+
+@pytest.mark.parametrize(
+    ("score", "sensitive", "expected"),
+    [(100.0, False, "medium"), (75.0, False, "medium"), (74.9, False, "low"), (100.0, True, "high")],
+)
+def test_given_a_rarity_score_when_it_alone_sets_the_severity_then_it_never_pages_without_a_sensitive_method(
+    score: float, sensitive: bool, expected: str
+) -> None:
+    assert rarity_severity(score, sensitive=sensitive) == expected
+
+
+def test_given_too_little_client_history_when_assessed_then_no_client_is_new() -> None:
+    # Given an identity with a day less one hour of client history, and one with a full day
+    known = {"aws-cli/2 linux": (23, 1.0)}
+    # When a never-used family appears, Then it is evidence only with enough history
+    assert client_evidence([KALI_CLI], known, MIN_CLIENT_HISTORY_HOURS - 1) is None
+    found = client_evidence([KALI_CLI], known, MIN_CLIENT_HISTORY_HOURS)
+    assert found is not None
+    assert found.text.startswith("new client: aws-cli/1 linux, never used by this identity in 24 hours")
+    assert "(usually aws-cli/2 linux)" in found.text
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def test_given_a_stolen_key_used_with_the_thiefs_client_when_it_alerts_then_high_with_new_client(
+    tmp_path: Path,
+) -> None:
+    # Given alice's 40 hours from the US with the AWS CLI v2, then her key from BT with a CLI v1 on Kali
+    alerts = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver())
+
+    # When it alerts, Then the rarity's medium is raised to high by the new client, which it names
+    (alert,) = alerts
+    assert (alert["location"], alert["score"], alert["severity"]) == ("BT", 100.0, "high")
+    assert [e["factor"] for e in alert["evidence"]] == ["new_client"]
+    assert "Evidence: new client: aws-cli/1 linux" in alert["explanation"]
+
+
+def test_given_a_traveller_with_her_own_client_when_it_alerts_then_medium_without_evidence(
+    tmp_path: Path,
+) -> None:
+    # Given alice's history, then alice herself in BT with her own CLI (a trip): the same calls
+    alerts = replayed(tmp_path, history() + calls(FOREIGN_IP, CLI_V2), resolver())
+
+    # Then an alert, worth a look, but no page: medium, no factor
+    (alert,) = alerts
+    assert (alert["location"], alert["severity"], alert["evidence"]) == ("BT", "medium", [])
+
+
+def test_given_an_attacker_who_copies_the_victims_agent_when_it_alerts_then_still_alerted_at_medium(
+    tmp_path: Path,
+) -> None:
+    """The agent is the caller's to write: copying it defeats the factor (threat model). The
+    absence of the factor lowers nothing: the location's rarity still alerts, at medium."""
+    alerts = replayed(tmp_path, history() + calls(FOREIGN_IP, CLI_V2), resolver())
+    assert [(a["location"], a["severity"]) for a in alerts] == [("BT", "medium")]
+
+
+def test_given_a_new_identity_when_its_first_calls_come_from_a_new_country_then_no_client_is_new(
+    tmp_path: Path,
+) -> None:
+    # Given an organization's history (alice), then bob's very first calls, from BT (a new hire)
+    alerts = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI, arn=BOB), resolver())
+
+    # Then bob alerts on the country, without the new-client factor (he has no clients on record)
+    (alert,) = alerts
+    assert alert["aws"]["cloudtrail"]["user_identity"]["arn"] == BOB
+    assert alert["evidence"] == []
+    assert alert["severity"] == rarity_severity(alert["score"])
+
+
+def test_given_the_factors_left_out_when_replayed_then_the_rarity_alone_sets_the_severity(
+    tmp_path: Path,
+) -> None:
+    # Given the stolen-key attack, When replayed with no factor enabled (the evaluation's ablation)
+    alerts = replayed(
+        tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver(), RunOptions(factors=frozenset())
+    )
+    # Then the alert is the rarity's alone
+    (alert,) = alerts
+    assert (alert["severity"], alert["evidence"]) == ("medium", [])
+
+
+def test_given_an_attacker_flooding_made_up_agents_when_counted_then_an_identity_gets_a_bounded_few_families(
+    tmp_path: Path,
+) -> None:
+    """Every family is an item of the identity's history: a thousand agents in one run must not be
+    a thousand writes (nor a thousand products: the vocabulary is closed)."""
+    # Given alice's key calling with 1,000 agents of every known product, versions and OSes made up
+    products = ("aws-cli", "Boto3", "aws-sdk-go", "aws-sdk-java", "Terraform", "curl", "Mozilla")
+    systems = ("Linux", "Darwin", "Windows", "Plan9")
+    records = [
+        record(
+            ATTACK_AT + timedelta(seconds=i),
+            ip=FOREIGN_IP,
+            agent=f"{products[i % 7]}/{i % 97} {systems[i % 4]} build-{i}",
+        )
+        for i in range(1000)
+    ]
+    aggregate = RunAggregate(geolocate=lambda ip: "BT")
+    for item in records:
+        aggregate.add(msgspec.convert(item, TrailRecord))
+
+    # When the run's counters are derived
+    families = {
+        key[1] for key in aggregate.counters if key[0] == clients_partition(ALICE) and key[1] != TOTAL
+    }
+
+    # Then alice's partition holds at most MAX_CLIENT_FAMILIES families, and nothing else is a client
+    assert 0 < len(families) <= 8  # MAX_CLIENT_FAMILIES
+    clients = {key[0] for key in aggregate.counters if key[0].startswith(CLIENTS_PARTITION_PREFIX)}
+    assert clients == {clients_partition(ALICE)}
+
+
+def test_given_the_organizations_vpn_on_a_cloud_instance_when_a_colleague_abroad_uses_it_then_not_raised(
+    tmp_path: Path,
+) -> None:
+    # Given three colleagues who live in DE and work through the VPN gateway on EC2 in Frankfurt,
+    # and alice (US) who, one day, goes through the same gateway: a country new to her
+    colleagues = [history(arn, VPN_IP) for arn in (CAROL, DAVE, ERIN)]
+    today = [calls(VPN_IP, CLI_V2, arn) for arn in (CAROL, DAVE, ERIN, ALICE)]
+    records = history() + [r for h in colleagues for r in h] + [r for c in today for r in c]
+    networks = {VPN_IP: AMAZON, US_IP: COMCAST}
+
+    # When replayed
+    alerts = replayed(tmp_path, records, resolver(networks))
+
+    # Then alice alerts on DE, the gateway is named as the organization's own egress, and the
+    # hosting provider does not raise the severity
+    (alert,) = alerts
+    assert alert["location"] == "DE"
+    assert [e["factor"] for e in alert["evidence"]] == ["shared_egress"]
+    assert alert["severity"] == rarity_severity(alert["score"])
+    assert "other identities for whom the country is usual" in alert["explanation"]
+
+
+def test_given_an_attacker_on_a_cloud_instance_of_their_own_when_it_alerts_then_the_hosting_provider_raises(
+    tmp_path: Path,
+) -> None:
+    """The attacker cannot borrow the organization's egress: colleagues for whom the country is
+    usual call from the gateway, not from the attacker's instance."""
+    # Given the same colleagues on the gateway, and alice's key used from another EC2 address in DE
+    attacker_ip = "3.120.77.1"
+    colleagues = [history(arn, VPN_IP) for arn in (CAROL, DAVE, ERIN)]
+    today = [calls(VPN_IP, CLI_V2, arn) for arn in (CAROL, DAVE, ERIN)] + [calls(attacker_ip, CLI_V2)]
+    records = history() + [r for h in colleagues for r in h] + [r for c in today for r in c]
+    geo = resolver({VPN_IP: AMAZON, attacker_ip: AMAZON, US_IP: COMCAST})
+    geo.countries[attacker_ip] = "DE"
+
+    # When replayed
+    alerts = replayed(tmp_path, records, geo)
+
+    # Then the hosting provider raises alice's alert
+    (alert,) = alerts
+    assert [e["factor"] for e in alert["evidence"]] == ["hosting_provider"]
+    assert alert["severity"] == "high"
+
+
+def test_given_only_one_colleague_on_the_address_when_it_alerts_then_the_hosting_provider_still_raises(
+    tmp_path: Path,
+) -> None:
+    """One colleague is not enough: an attacker holding two stolen keys, one of a person for whom
+    the country is usual, must not lift the factor for the other."""
+    records = history() + history(CAROL, VPN_IP) + calls(VPN_IP, CLI_V2, CAROL) + calls(VPN_IP, CLI_V2)
+    alerts = replayed(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+    (alert,) = alerts
+    assert [e["factor"] for e in alert["evidence"]] == ["hosting_provider"]
+    assert alert["severity"] == "high"
