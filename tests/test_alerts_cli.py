@@ -4,6 +4,7 @@ as an operator runs it; the triage rules themselves on the in-memory view."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tomllib
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ from tests.aws import REGION, TABLE, create_deployment
 from tests.test_channels import fixed_alert
 from tests.test_cli_habits import TRICKY_ARN, clean_env, moto_server, trail_with_an_attack, trailgeo
 from trailgeo.adapters.dynamodb import DynamoOutbox
+from trailgeo.adapters.local_tuning import FileTuningStore
 from trailgeo.adapters.memory import MemoryLedger, MemoryOperations, MemoryOutbox
 from trailgeo.adapters.operations import DynamoOperations
 from trailgeo.app.operate import OperateError, alerts
@@ -478,3 +480,30 @@ def test_given_a_triage_command_when_help_is_asked_then_it_says_what_goes_where_
     assert "stdout:" in text
     assert "stderr:" in text
     assert f"trailgeo {' '.join(command)}" in text.split("examples:\n", 1)[1]
+
+
+def test_given_a_tuning_file_changed_or_created_meanwhile_when_written_then_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    # Given a tuning file read at one version, then edited by someone else
+    store, path = FileTuningStore(), tmp_path / "tuning.toml"
+    path.write_text("version = 1\n", encoding="utf-8")
+    read = store.read(str(path))
+    assert read is not None
+    assert read.type == "File"
+    path.write_text("version = 1\n# theirs\n", encoding="utf-8")
+    os.utime(path, ns=(read.version + 1_000_000, read.version + 1_000_000))
+
+    # When ours is written on the version read, or a file is created where one appeared meanwhile
+    with pytest.raises(ConcurrentChangeError, match="changed while we edited it"):
+        store.write(str(path), "version = 1\n# ours\n", expected_version=read.version, type="File")
+    with pytest.raises(ConcurrentChangeError, match="created by someone else"):
+        store.write(str(path), "version = 1\n# ours\n", expected_version=None, type="File")
+
+    # Then theirs stands; and on the version now, ours is written whole
+    assert path.read_text(encoding="utf-8") == "version = 1\n# theirs\n"
+    now = store.read(str(path))
+    assert now is not None
+    store.write(str(path), "version = 1\n# ours\n", expected_version=now.version, type="File")
+    assert path.read_text(encoding="utf-8") == "version = 1\n# ours\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tuning.toml"]

@@ -1073,11 +1073,10 @@ def _triage(args: argparse.Namespace) -> int:
         return 0
     if args.action == "resolve":
         code = _resolve(args, view, session, now, local=state is not None)
-    else:
-        code = _allow_from_alert(args, view, session, now)
-    if state is not None and args.action == "resolve":
-        state.save(args.state_file)
-    return code
+        if state is not None:  # the state file keeps the new triage record
+            state.save(args.state_file)
+        return code
+    return _allow_from_alert(args, view, session, now)
 
 
 def _list_alerts(args: argparse.Namespace, view: Any, now: datetime) -> int:
