@@ -57,6 +57,7 @@ METHOD_PARTITION_PREFIX = "M#"
 PRINCIPAL_PARTITION_PREFIX = "P#"
 USER_METHODS_PARTITION_PREFIX = "U#"
 CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.py), for new_client
+SENSITIVE_PARTITION_PREFIX = "SM#"  # an identity's sensitive methods (core/sensitive.py), for the factor
 IDENTITY_INDEX_PREFIX = "I#"
 COUNTER_PREFIXES = (
     METHOD_PARTITION_PREFIX,
@@ -64,6 +65,7 @@ COUNTER_PREFIXES = (
     "K#",
     USER_METHODS_PARTITION_PREFIX,
     CLIENTS_PARTITION_PREFIX,
+    SENSITIVE_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
@@ -95,6 +97,10 @@ def user_methods_partition(identity: str) -> str:
 
 def clients_partition(identity: str) -> str:
     return CLIENTS_PARTITION_PREFIX + identity
+
+
+def sensitive_partition(identity: str) -> str:
+    return SENSITIVE_PARTITION_PREFIX + identity
 
 
 def method_cities_partition(method: str) -> str:

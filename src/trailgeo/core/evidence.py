@@ -3,10 +3,10 @@ its severity. One registry, so that each factor is named, weighed and explained 
 every rendering shows the same words.
 
 Severity starts from the location's rarity alone (``alert_builder.rarity_severity``: medium for a
-score of 75 or more, else low; one level higher with a rare sensitive method) and **only
-corroboration pages**: each factor present adds its ``raises`` levels on top, up to critical. A
-country the principal never used is worth a look; a country the principal never used, reached from
-a rented server with a client the principal never ran, is worth waking someone. Factors only ever
+score of 75 or more, else low) and **only corroboration pages**: each factor present adds its
+``raises`` levels on top, up to critical. A country the principal never used is worth a look; a
+country the principal never used, reached from a rented server with a client the principal never
+ran, is worth waking someone. Factors only ever
 raise: none lowers the severity the rarity gave (docs/scoring.md says why).
 
 May import: the standard library and pure modules of ``trailgeo.core`` (never ``core.render``,
@@ -80,8 +80,21 @@ SHARED_EGRESS = EvidenceFactor(
     ),
 )
 
+NEW_SENSITIVE_METHOD = EvidenceFactor(
+    name="new_sensitive_method",
+    title="sensitive method new to the identity",
+    raises=1,
+    description=(
+        "A rare method of the alert is sensitive (persistence, privilege escalation, defence "
+        "evasion, credential access: core/sensitive.py) and the identity never called it before, "
+        "while it has at least a day of history. A thief creates access keys, reads secrets and "
+        "stops logging; an engineer's everyday sensitive calls (AssumeRole, an ECR login, "
+        "RunInstances) go with them on a trip and are in their history. One severity level up."
+    ),
+)
+
 REGISTRY: Mapping[str, EvidenceFactor] = {
-    factor.name: factor for factor in (HOSTING_PROVIDER, NEW_CLIENT, SHARED_EGRESS)
+    factor.name: factor for factor in (HOSTING_PROVIDER, NEW_CLIENT, NEW_SENSITIVE_METHOD, SHARED_EGRESS)
 }
 FACTORS = frozenset(REGISTRY)
 # Hours of an identity's history with a known client before a new one is evidence: a new hire's or
@@ -170,6 +183,24 @@ def client_evidence(
         + (f" (usually {', '.join(usual)})" if usual else "")
     )
     return Evidence(factor=NEW_CLIENT.name, raises=NEW_CLIENT.raises, text=text)
+
+
+def sensitive_evidence(
+    sensitive_methods: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
+) -> Evidence | None:
+    """The new-sensitive-method factor: some of the alert's rare sensitive methods is absent from
+    ``known`` (the identity's sensitive methods with their hourly buckets, before this run), and the
+    identity has ``MIN_CLIENT_HISTORY_HOURS`` of history."""
+    if history_hours < MIN_CLIENT_HISTORY_HOURS:
+        return None
+    new = [m for m in dict.fromkeys(sensitive_methods) if known.get(m, (0, 0.0))[0] <= 0]
+    if not new:
+        return None
+    text = (
+        f"{NEW_SENSITIVE_METHOD.title}: {', '.join(plain(m, 120) for m in new[:3])}"
+        f"{' and more' if len(new) > 3 else ''}, never called by this identity in {history_hours} hours"
+    )
+    return Evidence(factor=NEW_SENSITIVE_METHOD.name, raises=NEW_SENSITIVE_METHOD.raises, text=text)
 
 
 def raised(severity: Severity, levels: int) -> Severity:

@@ -13,9 +13,9 @@ from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
 from trailgeo.core.alerts import MAX_LIST, Alert, Evidence
-from trailgeo.core.counters import TOTAL, clients_partition
+from trailgeo.core.counters import TOTAL, clients_partition, principal_partition, sensitive_partition
 from trailgeo.core.detectors import COUNTRY, REGISTRY
-from trailgeo.core.evidence import client_evidence, networks_of, with_evidence
+from trailgeo.core.evidence import client_evidence, networks_of, sensitive_evidence, with_evidence
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
 from trailgeo.core.incidents import Assignment
 from trailgeo.core.networks import lookup_address
@@ -168,11 +168,7 @@ def score_and_raise(
             )
             continue
         candidates.append((alert, hours))
-        clients = history.get(clients_partition(subject_identity(group.principal)), {}).get(TOTAL)
-        new_client = client_evidence(
-            group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
-        )
-        found[alert.alert_id] = [new_client] if new_client is not None else []
+        found[alert.alert_id] = _history_evidence(alert, group, history)
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     candidates = [
@@ -184,6 +180,24 @@ def score_and_raise(
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
+
+
+def _history_evidence(alert: Alert, group: HitGroup, history: History) -> list[Evidence]:
+    """The factors found against the subject's own history before this run: a client it never ran,
+    a sensitive method it never called."""
+    identity = subject_identity(group.principal)
+    clients = history.get(clients_partition(identity), {}).get(TOTAL)
+    own = history.get(principal_partition(identity), {}).get(TOTAL)
+    sensitive = history.get(sensitive_partition(identity), {}).get(TOTAL)
+    found = (
+        client_evidence(
+            group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
+        ),
+        sensitive_evidence(
+            alert.sensitive_methods, sensitive.countries if sensitive else {}, own.buckets if own else 0
+        ),
+    )
+    return [e for e in found if e is not None]
 
 
 def _with_networks(
@@ -377,11 +391,10 @@ def _raise_one(
 
 def _corroborated(alert: Alert) -> bool:
     """Whether anything beside the location's rarity weighs in the alert: an evidence factor that
-    raises, a rare sensitive method, another detector firing. Sibling detectors' alerts always are
-    (their subjects are no location)."""
+    raises (a sensitive method new to the identity among them), another detector firing. Sibling
+    detectors' alerts always are (their subjects are no location)."""
     return (
         alert.detector != COUNTRY.name
-        or bool(alert.sensitive_methods)
         or bool(alert.correlated_detectors)
         or any(e.raises > 0 for e in alert.evidence)
     )
