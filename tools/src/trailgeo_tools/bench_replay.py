@@ -13,7 +13,9 @@ per-file and per-event costs and the share of each stage of the replay.
   claims), read (the source's ``read``), decode (inflate and msgspec decode), aggregate (a group of
   decoded files added to the run's aggregate), score (history loaded, scored, alerts queued), commit
   (counters committed, files marked done, the outbox's pending alerts, the watermark); what is left
-  of each run (its report, the tick loop) is "other". The timers add a few microseconds a call: the
+  is "other": the counters and groups derived from the cells (``derive``, run first when the batch's
+  counters are asked for, between aggregate and score), the source's index of the directory, each
+  run's report and the tick loop. The timers add a few microseconds a call: the
   shares come from this pass, the times from the untimed one.
 
 Each measurement runs in a fresh child process pinned to the benchmark's core.
