@@ -420,12 +420,12 @@ def request_counts(endpoint: str, *, reset: bool = False) -> dict[str, int]:
 def s3_client(endpoint: str, max_pool_connections: int) -> Any:
     """boto3's S3 client as the detector builds it (wiring.CLIENT_CONFIG), pointed at the stand-in."""
     import boto3
-    from botocore.config import Config
 
     from trailgeo.app.wiring import CLIENT_CONFIG
 
+    # botocore's Config class, through the detector's own (tooling imports boto3, not botocore)
     config = CLIENT_CONFIG.merge(
-        Config(s3={"addressing_style": "path"}, max_pool_connections=max_pool_connections)
+        type(CLIENT_CONFIG)(s3={"addressing_style": "path"}, max_pool_connections=max_pool_connections)
     )
     session = boto3.session.Session(
         aws_access_key_id="standin",
