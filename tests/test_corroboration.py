@@ -341,3 +341,45 @@ def test_given_an_everyday_sensitive_method_when_a_traveller_calls_it_abroad_the
     (alert,) = alerts
     assert alert["sensitive_methods"] == ["sts.amazonaws.com:AssumeRole"]
     assert (alert["severity"], alert["evidence"]) == ("medium", [])
+
+
+def test_given_a_gateway_colleagues_shared_earlier_when_one_person_uses_it_alone_then_it_is_still_the_egress(
+    tmp_path: Path,
+) -> None:
+    """Colleagues share the VPN gateway during the day; at night one person uses it alone. The
+    gateway is remembered as the organization's egress (30 days) from the runs that saw it shared."""
+    # Given three DE colleagues on the gateway for ten days, then alice (US) alone on it afterwards
+    colleagues = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, VPN_IP)]
+    records = history() + colleagues + calls(VPN_IP, CLI_V2)
+
+    # When replayed with the gateway in Amazon's network
+    alerts = replayed(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+
+    # Then alice's alert names the gateway as the organization's egress and is not raised
+    (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
+    assert [e["factor"] for e in alert["evidence"]] == ["shared_egress"]
+    assert "within 30 days" in alert["evidence"][0]["text"]
+    assert alert["severity"] == "medium"
+
+
+def test_given_an_address_only_alerting_identities_shared_when_alice_uses_it_later_then_hosting_still_raises(
+    tmp_path: Path,
+) -> None:
+    """An attacker's instance is never recorded as egress: the identities calling from it are new
+    there (they alert), never colleagues for whom its country is usual."""
+    # Given two stolen keys (carol's, dave's) used from the attacker's EC2 address in DE for days,
+    # each new there, then alice's key from the same address
+    attacker_ip = "3.120.77.1"
+    stolen = [r for arn in (CAROL, DAVE) for r in history(arn, US_IP)] + [
+        r
+        for arn in (CAROL, DAVE)
+        for r in calls(attacker_ip, KALI_CLI, arn, at=ATTACK_AT - timedelta(days=2))
+    ]
+    geo = resolver({attacker_ip: AMAZON, US_IP: COMCAST})
+    geo.countries[attacker_ip] = "DE"
+    alerts = replayed(tmp_path, history() + stolen + calls(attacker_ip, CLI_V2), geo)
+
+    # Then alice's alert carries the hosting provider
+    (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
+    assert "hosting_provider" in [e["factor"] for e in alert["evidence"]]
+    assert alert["severity"] == "high"

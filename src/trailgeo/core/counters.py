@@ -48,6 +48,9 @@ TOTAL = "TOTAL"
 ORG_METHODS = "OM"
 ORG_ERRORS = "OE"
 ORG_CITIES = "OC"
+# The organization's own egress on hosting addresses (a VPN gateway on a cloud instance): one
+# category per address, recorded when colleagues for whom its country is usual share it in a run.
+ORG_EGRESS = "OX"
 ROLLUPS = frozenset({ORG_METHODS})
 
 
@@ -70,7 +73,7 @@ COUNTER_PREFIXES = (
     "PC#",
     IDENTITY_INDEX_PREFIX,
 )
-ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES})
+ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES, ORG_EGRESS})
 
 
 def is_counter_partition(partition: str) -> bool:
