@@ -60,7 +60,7 @@ def trail_files(count: int, *, first: datetime = QUIET - timedelta(minutes=60)) 
     return files
 
 
-def world(aws: Any, files: dict[str, bytes], *, visibility: int = 30) -> tuple[Deployment, str]:
+def world(aws: Any, files: dict[str, bytes], *, visibility: int = 900) -> tuple[Deployment, str]:
     deployment = create_deployment(aws)
     s3 = aws.client("s3")
     for key, body in files.items():
@@ -632,7 +632,10 @@ def test_given_notifications_and_fan_out_when_the_handler_runs_then_alerts_and_t
     # handler runs in Notifications mode and fan-out mode at the same ticks, neither reconciling
     with mock_aws():
         session, deployment, tasks_url = fanout_world()
-        intake_url = session.client("sqs").create_queue(QueueName="trailgeo-intake")["QueueUrl"]
+        intake_url = session.client("sqs").create_queue(
+            QueueName="trailgeo-intake",
+            Attributes={"VisibilityTimeout": "900"},  # as IntakeQueue's
+        )["QueueUrl"]
         send(session, intake_url, *(cloudtrail_notice(deployment.bucket, key) for key in reversed(TRAIL)))
         set_environment(
             monkeypatch,
