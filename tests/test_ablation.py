@@ -33,7 +33,7 @@ def test_given_the_registry_then_the_variants_are_all_none_and_each_part_left_ou
         "rarity alone",
         "without hosting_provider",
         "without new_client",
-        "without sensitive_method",
+        "without new_sensitive_method",
         "without shared_egress",
     }
     assert variants["rarity alone"] == frozenset()

@@ -122,19 +122,16 @@ def test_given_a_megabyte_agent_when_classified_then_only_its_head_is_read() -> 
 
 
 def test_given_the_registry_then_new_client_and_shared_egress_are_factors() -> None:
-    assert {"hosting_provider", "new_client", "shared_egress"} <= FACTORS
+    assert {"hosting_provider", "new_client", "new_sensitive_method", "shared_egress"} <= FACTORS
     assert REGISTRY["new_client"].raises == 1
     assert REGISTRY["shared_egress"].raises == 0  # shown, weighs nothing
 
 
-@pytest.mark.parametrize(
-    ("score", "sensitive", "expected"),
-    [(100.0, False, "medium"), (75.0, False, "medium"), (74.9, False, "low"), (100.0, True, "high")],
-)
-def test_given_a_rarity_score_when_it_alone_sets_the_severity_then_it_never_pages_without_a_sensitive_method(
-    score: float, sensitive: bool, expected: str
+@pytest.mark.parametrize(("score", "expected"), [(100.0, "medium"), (75.0, "medium"), (74.9, "low")])
+def test_given_a_rarity_score_when_it_alone_sets_the_severity_then_it_never_pages(
+    score: float, expected: str
 ) -> None:
-    assert rarity_severity(score, sensitive=sensitive) == expected
+    assert rarity_severity(score) == expected
 
 
 def test_given_too_little_client_history_when_assessed_then_no_client_is_new() -> None:
@@ -293,4 +290,96 @@ def test_given_only_one_colleague_on_the_address_when_it_alerts_then_the_hosting
     alerts = replayed(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
     (alert,) = alerts
     assert [e["factor"] for e in alert["evidence"]] == ["hosting_provider"]
+    assert alert["severity"] == "high"
+
+
+# ---------------------------------------------------------------------------- sensitive methods
+
+
+def sensitive_calls(name: str, source: str, arn: str = ALICE, at: Any = ATTACK_AT) -> list[dict[str, Any]]:
+    key = "AKIA" + arn[-5:].upper().rjust(16, "0")
+    return [
+        record(at + timedelta(minutes=m), ip=FOREIGN_IP, arn=arn, key=key, name=name, source=source)
+        for m in range(2)
+    ]
+
+
+def test_given_a_sensitive_method_the_identity_never_called_when_it_alerts_then_high(tmp_path: Path) -> None:
+    # Given alice's 40 hours of DescribeInstances, then her key creating an access key from BT
+    # with her own client
+    alerts = replayed(
+        tmp_path, history() + sensitive_calls("CreateAccessKey", "iam.amazonaws.com"), resolver()
+    )
+
+    # Then the sensitive method, new to her, raises the rarity's medium to high
+    (alert,) = alerts
+    assert alert["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
+    assert [e["factor"] for e in alert["evidence"]] == ["new_sensitive_method"]
+    assert alert["severity"] == "high"
+
+
+def test_given_an_everyday_sensitive_method_when_a_traveller_calls_it_abroad_then_medium(
+    tmp_path: Path,
+) -> None:
+    """An engineer's everyday AssumeRole or ECR login goes with them on a trip: rare in the new
+    country, sensitive by the catalogue, but in their own history, so no page."""
+    # Given alice assuming roles every day from the US, then from BT
+    assume = [
+        record(
+            T0 + timedelta(hours=6 * i, minutes=5),
+            name="AssumeRole",
+            source="sts.amazonaws.com",
+            key="AKIA" + "ALICE".rjust(16, "0"),
+        )
+        for i in range(40)
+    ]
+    alerts = replayed(
+        tmp_path, history() + assume + sensitive_calls("AssumeRole", "sts.amazonaws.com"), resolver()
+    )
+
+    # Then the alert lists the sensitive method, but nothing raises it
+    (alert,) = alerts
+    assert alert["sensitive_methods"] == ["sts.amazonaws.com:AssumeRole"]
+    assert (alert["severity"], alert["evidence"]) == ("medium", [])
+
+
+def test_given_a_gateway_colleagues_shared_earlier_when_one_person_uses_it_alone_then_it_is_still_the_egress(
+    tmp_path: Path,
+) -> None:
+    """Colleagues share the VPN gateway during the day; at night one person uses it alone. The
+    gateway is remembered as the organization's egress (30 days) from the runs that saw it shared."""
+    # Given three DE colleagues on the gateway for ten days, then alice (US) alone on it afterwards
+    colleagues = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, VPN_IP)]
+    records = history() + colleagues + calls(VPN_IP, CLI_V2)
+
+    # When replayed with the gateway in Amazon's network
+    alerts = replayed(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+
+    # Then alice's alert names the gateway as the organization's egress and is not raised
+    (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
+    assert [e["factor"] for e in alert["evidence"]] == ["shared_egress"]
+    assert "within 30 days" in alert["evidence"][0]["text"]
+    assert alert["severity"] == "medium"
+
+
+def test_given_an_address_only_alerting_identities_shared_when_alice_uses_it_later_then_hosting_still_raises(
+    tmp_path: Path,
+) -> None:
+    """An attacker's instance is never recorded as egress: the identities calling from it are new
+    there (they alert), never colleagues for whom its country is usual."""
+    # Given two stolen keys (carol's, dave's) used from the attacker's EC2 address in DE for days,
+    # each new there, then alice's key from the same address
+    attacker_ip = "3.120.77.1"
+    stolen = [r for arn in (CAROL, DAVE) for r in history(arn, US_IP)] + [
+        r
+        for arn in (CAROL, DAVE)
+        for r in calls(attacker_ip, KALI_CLI, arn, at=ATTACK_AT - timedelta(days=2))
+    ]
+    geo = resolver({attacker_ip: AMAZON, US_IP: COMCAST})
+    geo.countries[attacker_ip] = "DE"
+    alerts = replayed(tmp_path, history() + stolen + calls(attacker_ip, CLI_V2), geo)
+
+    # Then alice's alert carries the hosting provider
+    (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
+    assert "hosting_provider" in [e["factor"] for e in alert["evidence"]]
     assert alert["severity"] == "high"

@@ -64,6 +64,9 @@ FUNCTION_ENVIRONMENT = {
     "PARTIALS_BUCKET",
     "FILES_PER_TASK",
     "READ_CONCURRENCY",
+    "INTAKE",
+    "INTAKE_QUEUE_URL",
+    "RECONCILE_MINUTES",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
 }
@@ -497,6 +500,7 @@ def test_given_the_alarms_then_each_watches_a_failure_mode_and_tells_the_operati
         ("trailgeo/${AWS::StackName}", "FilesRead"),
         ("trailgeo/${AWS::StackName}", "AlertsRaised"),
         ("trailgeo/${AWS::StackName}", "FilesPoisoned"),  # tests/test_adversary_poison.py
+        ("trailgeo/${AWS::StackName}", "FilesMissedByNotifications"),  # tests/test_intake.py
         # stuck states (tests/test_stuck_states.py)
         ("trailgeo/${AWS::StackName}", "OldestPendingAlertMinutes"),
         ("trailgeo/${AWS::StackName}", "AlertsParked"),

@@ -73,6 +73,48 @@ class LogSource(Protocol):
         ...
 
 
+class IntakeError(TrailgeoError):
+    """The notification queue cannot be received from now: the run lists its window instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message of the intake queue (``Intake=Notifications``): the trail's files it names, once
+    the adapter has checked their bucket and key layout, and the handle that acknowledges it. A
+    message that names nothing usable (poisoned, or only others' keys) has no objects."""
+
+    receipt: str
+    objects: tuple[LogObject, ...] = ()
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What one drain of the intake queue received."""
+
+    notifications: list[Notification] = field(default_factory=list)
+    keys_skipped: Counter[str] = field(default_factory=Counter)  # keys named, not the trail's: by reason
+    poisoned: Counter[str] = field(default_factory=Counter)  # messages naming nothing readable: by reason
+    drained: bool = True  # False: the budget ran out before the queue was empty
+
+
+class NotificationIntake(Protocol):
+    """New log files as the trail's notifications name them: the other adapter of "new files"
+    beside ``LogSource.list_window``. The ledger stays the exactly-once guard for both."""
+
+    def receive(self, max_messages: int, seconds: float) -> Delivery:
+        """Messages until the queue is empty, ``max_messages`` were received or ``seconds`` passed.
+        Raises ``IntakeError`` when the queue refuses."""
+        ...
+
+    def acknowledge(self, receipts: Collection[str]) -> None:
+        """Delete these messages: their files are handed to a run (claimed or done in the ledger)."""
+        ...
+
+    def release(self, receipts: Collection[str]) -> None:
+        """Make these messages visible again now: their files wait for a later run."""
+        ...
+
+
 class GeoResolver(Protocol):
     def country(self, ip: str) -> str | None: ...
 

@@ -42,6 +42,9 @@ REASONS: Mapping[str, frozenset[str]] = {
         # under CloudTrail/ not named like a region, and any other folder (prefix_other)
         | {"prefix_other", "prefix_cloudtrail-digest", "prefix_cloudtrail-insight", "prefix_config"}
         | {"prefix_bad_region"}
+        # app.detect.intake and adapters.intake: keys a notification named that are not the trail's
+        # files (another bucket, outside the prefix or layout) or older than the listing would read
+        | {"notification_other_bucket", "notification_outside_prefix", "notification_stale"}
     ),
     "RecordsSkipped": frozenset(
         {f"source_{kind.value}" for kind in SourceKind if kind is not SourceKind.PUBLIC}
@@ -244,12 +247,42 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "alerts_parked": report.alerts_parked,
         "oldest_pending_minutes": report.oldest_pending_minutes,
         "networks": dict(report.networks),
+        **(_intake_summary(report) if report.notified else {}),
         "seconds": round(report.seconds, 3),
     }
 
 
+def _intake_summary(report: RunReport) -> dict[str, Any]:
+    return {
+        "intake_messages": report.intake_messages,
+        "intake_poisoned": dict(report.intake_poisoned),
+        "intake_kept": report.intake_kept,
+        "intake_backlog": report.intake_backlog,
+        "intake_failed": report.intake_failed,
+        "reconciled": report.reconciled,
+        "files_missed_by_notifications": report.files_missed_by_notifications,
+    }
+
+
+def emit_intake_metrics(report: RunReport) -> None:
+    """Notification intake only: what the queue brought, and what reconciliation found it missed."""
+    count = MetricUnit.Count
+    metrics.add_metric(name="IntakeMessages", unit=count, value=report.intake_messages)
+    metrics.add_metric(name="IntakeMessagesKept", unit=count, value=report.intake_kept)
+    metrics.add_metric(name="IntakeBacklog", unit=count, value=int(report.intake_backlog))
+    metrics.add_metric(name="IntakeFailed", unit=count, value=int(report.intake_failed))
+    # Messages that named nothing readable (their reasons in the summary and the log, with the sender)
+    metrics.add_metric(name="IntakeMessagesPoisoned", unit=count, value=report.intake_poisoned.total())
+    if report.reconciled:  # a datum per reconciliation, 0 included: the alarm sees it run
+        metrics.add_metric(
+            name="FilesMissedByNotifications", unit=count, value=report.files_missed_by_notifications
+        )
+
+
 def emit_metrics(report: RunReport) -> None:
     count = MetricUnit.Count
+    if report.notified:
+        emit_intake_metrics(report)
     metrics.add_metric(name="FilesRead", unit=count, value=report.files_read)
     metrics.add_metric(name="FilesDeferred", unit=count, value=report.files_deferred)
     metrics.add_metric(name="FilesReleased", unit=count, value=report.files_released)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -69,11 +70,24 @@ class Settings(BaseModel):
     fanout_queue_url: str = Field(default="", max_length=2048)
     partials_bucket: str = Field(default="", max_length=63)
     files_per_task: int = Field(default=200, ge=1, le=2000)
+    # Intake (docs/configuration.md#intake): List lists the window every run; Notifications drains
+    # INTAKE_QUEUE_URL (the trail's SNS notifications, or EventBridge's Object Created) and lists
+    # the window once every RECONCILE_MINUTES (a multiple of the 15-minute schedule).
+    intake: Literal["List", "Notifications"] = "List"
+    intake_queue_url: str = Field(default="", max_length=2048)
+    intake_max_messages: int = Field(default=RunOptions().intake_messages, ge=10, le=500_000)
+    reconcile_minutes: int = Field(default=60, ge=15, le=24 * 60, multiple_of=15)
 
     @model_validator(mode="after")
     def _fanout_needs_both(self) -> Settings:
         if bool(self.fanout_queue_url) != bool(self.partials_bucket):
             raise ValueError("fan-out mode needs both FANOUT_QUEUE_URL and PARTIALS_BUCKET")
+        return self
+
+    @model_validator(mode="after")
+    def _notifications_need_a_queue(self) -> Settings:
+        if self.intake == "Notifications" and not self.intake_queue_url:
+            raise ValueError("INTAKE=Notifications needs INTAKE_QUEUE_URL")
         return self
 
     @property
@@ -129,4 +143,6 @@ class Settings(BaseModel):
             incident_window=timedelta(hours=self.incident_hours),
             # A fanned-out batch is not taken over while SQS may still deliver its tasks.
             lease=FANOUT_LEASE if self.fanout else DEFAULT_LEASE,
+            intake_messages=self.intake_max_messages,
+            reconcile_every=timedelta(minutes=self.reconcile_minutes),
         )

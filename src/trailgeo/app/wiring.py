@@ -72,6 +72,13 @@ def build_dependencies(
     )
     if time_left is not None:
         deps.time_left = time_left
+    if settings.intake == "Notifications":
+        from trailgeo.adapters.intake import SqsNotificationIntake
+
+        sqs = (session or boto3.session.Session()).client("sqs", config=CLIENT_CONFIG)
+        deps.intake = SqsNotificationIntake(
+            sqs, settings.intake_queue_url, settings.trail_bucket, settings.trail_prefix
+        )
     return deps
 
 

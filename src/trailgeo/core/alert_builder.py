@@ -45,14 +45,15 @@ from trailgeo.core.text import plain
 _LEVELS: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 
-def rarity_severity(score: float, *, sensitive: bool = False) -> Severity:
+def rarity_severity(score: float) -> Severity:
     """A country alert's severity from its location's rarity alone: medium at a score of 75 (the
-    default threshold) or more, else low; one level higher when a rare method is sensitive. Only
-    corroboration (the evidence factors of core/evidence.py) raises it further: a new country,
-    whoever calls from it, is worth a look; a traveller and an attacker both have one, so it does
-    not page alone. A country new to the organization and one only new to the principal weigh the
-    same here: attackers use both (a VPS in a colleague's country is a click away)."""
-    return _LEVELS[(score >= 75) + sensitive]
+    default threshold) or more, else low. Only corroboration (the evidence factors of
+    core/evidence.py: a new client, a hosting address, a sensitive method new to the identity)
+    raises it: a new country, whoever calls from it, is worth a look; a traveller and an attacker
+    both have one, so it does not page alone. A country new to the organization and one only new
+    to the principal weigh the same here: attackers use both (a VPS in a colleague's country is a
+    click away)."""
+    return _LEVELS[score >= 75]
 
 
 def severity_for(score: float, *, sensitive: bool = False) -> Severity:
@@ -102,7 +103,7 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
         alert_id=alert_id_for(group.account, group.principal, group.country, run_id),
         detected_at=detected_at.astimezone(UTC),
         score=score,
-        severity=rarity_severity(score, sensitive=bool(sensitive)),
+        severity=rarity_severity(score),
         rule=Rule(threshold=threshold),
         location=group.country,
         source=source,

@@ -48,6 +48,9 @@ TOTAL = "TOTAL"
 ORG_METHODS = "OM"
 ORG_ERRORS = "OE"
 ORG_CITIES = "OC"
+# The organization's own egress on hosting addresses (a VPN gateway on a cloud instance): one
+# category per address, recorded when colleagues for whom its country is usual share it in a run.
+ORG_EGRESS = "OX"
 ROLLUPS = frozenset({ORG_METHODS})
 
 
@@ -57,6 +60,7 @@ METHOD_PARTITION_PREFIX = "M#"
 PRINCIPAL_PARTITION_PREFIX = "P#"
 USER_METHODS_PARTITION_PREFIX = "U#"
 CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.py), for new_client
+SENSITIVE_PARTITION_PREFIX = "SM#"  # an identity's sensitive methods (core/sensitive.py), for the factor
 IDENTITY_INDEX_PREFIX = "I#"
 COUNTER_PREFIXES = (
     METHOD_PARTITION_PREFIX,
@@ -64,11 +68,12 @@ COUNTER_PREFIXES = (
     "K#",
     USER_METHODS_PARTITION_PREFIX,
     CLIENTS_PARTITION_PREFIX,
+    SENSITIVE_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
 )
-ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES})
+ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES, ORG_EGRESS})
 
 
 def is_counter_partition(partition: str) -> bool:
@@ -95,6 +100,10 @@ def user_methods_partition(identity: str) -> str:
 
 def clients_partition(identity: str) -> str:
     return CLIENTS_PARTITION_PREFIX + identity
+
+
+def sensitive_partition(identity: str) -> str:
+    return SENSITIVE_PARTITION_PREFIX + identity
 
 
 def method_cities_partition(method: str) -> str:

@@ -3,10 +3,10 @@ its severity. One registry, so that each factor is named, weighed and explained 
 every rendering shows the same words.
 
 Severity starts from the location's rarity alone (``alert_builder.rarity_severity``: medium for a
-score of 75 or more, else low; one level higher with a rare sensitive method) and **only
-corroboration pages**: each factor present adds its ``raises`` levels on top, up to critical. A
-country the principal never used is worth a look; a country the principal never used, reached from
-a rented server with a client the principal never ran, is worth waking someone. Factors only ever
+score of 75 or more, else low) and **only corroboration pages**: each factor present adds its
+``raises`` levels on top, up to critical. A country the principal never used is worth a look; a
+country the principal never used, reached from a rented server with a client the principal never
+ran, is worth waking someone. Factors only ever
 raise: none lowers the severity the rarity gave (docs/scoring.md says why).
 
 May import: the standard library and pure modules of ``trailgeo.core`` (never ``core.render``,
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, Network, Severity
 from trailgeo.core.clients import client_family
@@ -67,6 +68,8 @@ NEW_CLIENT = EvidenceFactor(
 # Other identities, for whom the country is usual, that must share an address in the same run for
 # it to be the organization's own egress (SHARED_EGRESS).
 MIN_EGRESS_COLLEAGUES = 2
+# How long an address colleagues shared stays the organization's egress without being shared again.
+EGRESS_MEMORY = timedelta(days=30)
 SHARED_EGRESS = EvidenceFactor(
     name="shared_egress",
     title="shared egress",
@@ -80,8 +83,21 @@ SHARED_EGRESS = EvidenceFactor(
     ),
 )
 
+NEW_SENSITIVE_METHOD = EvidenceFactor(
+    name="new_sensitive_method",
+    title="sensitive method new to the identity",
+    raises=1,
+    description=(
+        "A rare method of the alert is sensitive (persistence, privilege escalation, defence "
+        "evasion, credential access: core/sensitive.py) and the identity never called it before, "
+        "while it has at least a day of history. A thief creates access keys, reads secrets and "
+        "stops logging; an engineer's everyday sensitive calls (AssumeRole, an ECR login, "
+        "RunInstances) go with them on a trip and are in their history. One severity level up."
+    ),
+)
+
 REGISTRY: Mapping[str, EvidenceFactor] = {
-    factor.name: factor for factor in (HOSTING_PROVIDER, NEW_CLIENT, SHARED_EGRESS)
+    factor.name: factor for factor in (HOSTING_PROVIDER, NEW_CLIENT, NEW_SENSITIVE_METHOD, SHARED_EGRESS)
 }
 FACTORS = frozenset(REGISTRY)
 # Hours of an identity's history with a known client before a new one is evidence: a new hire's or
@@ -113,24 +129,37 @@ def networks_of(addresses: Iterable[str], lookup: AsnLookup) -> list[Network]:
     return found
 
 
-def hosting_evidence(networks: list[Network], colleagues: Mapping[str, int] | None = None) -> list[Evidence]:
+def hosting_evidence(
+    networks: list[Network], colleagues: Mapping[str, int] | None = None, known: Collection[str] = ()
+) -> list[Evidence]:
     """The hosting-provider factor, when a source address is in a hosting or cloud network that is
     not the organization's own egress; the shared-egress note for those that are (``colleagues``:
-    per address, the other identities calling from it this run for whom its country is usual)."""
+    per address, the other identities calling from it this run for whom its country is usual;
+    ``known``: addresses colleagues shared within ``EGRESS_MEMORY``)."""
     shared = colleagues or {}
+
+    def is_egress(n: Network) -> bool:
+        return shared.get(n.ip, 0) >= MIN_EGRESS_COLLEAGUES or n.ip in known
+
     hosted = [n for n in networks if n.hosting is not None]
-    egress = [n for n in hosted if shared.get(n.ip, 0) >= MIN_EGRESS_COLLEAGUES]
-    rented = [n for n in hosted if shared.get(n.ip, 0) < MIN_EGRESS_COLLEAGUES]
+    egress = [n for n in hosted if is_egress(n)]
+    rented = [n for n in hosted if not is_egress(n)]
     found: list[Evidence] = []
     if rented:
         text = f"{HOSTING_PROVIDER.title}: " + _networks_text(rented)
         found.append(Evidence(factor=HOSTING_PROVIDER.name, raises=HOSTING_PROVIDER.raises, text=text))
     if egress:
-        most = max(shared[n.ip] for n in egress)
+        most = max(shared.get(n.ip, 0) for n in egress)
+        now = f"up to {most} other identities for whom the country is usual, in this run" if most else ""
+        before = (
+            "colleagues for whom the country is usual, within 30 days"
+            if any(n.ip in known for n in egress)
+            else ""
+        )
         text = (
-            f"{SHARED_EGRESS.title}: {_networks_text(egress)} also carries the calls of up to {most} "
-            "other identities for whom the country is usual, in this run (the organization's own "
-            "VPN or proxy): the hosting provider does not count"
+            f"{SHARED_EGRESS.title}: {_networks_text(egress)} also carries the calls of "
+            f"{' and of '.join(p for p in (now, before) if p)} (the organization's own VPN or proxy): "
+            "the hosting provider does not count"
         )
         found.append(Evidence(factor=SHARED_EGRESS.name, raises=SHARED_EGRESS.raises, text=text))
     return found
@@ -172,6 +201,24 @@ def client_evidence(
     return Evidence(factor=NEW_CLIENT.name, raises=NEW_CLIENT.raises, text=text)
 
 
+def sensitive_evidence(
+    sensitive_methods: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
+) -> Evidence | None:
+    """The new-sensitive-method factor: some of the alert's rare sensitive methods is absent from
+    ``known`` (the identity's sensitive methods with their hourly buckets, before this run), and the
+    identity has ``MIN_CLIENT_HISTORY_HOURS`` of history."""
+    if history_hours < MIN_CLIENT_HISTORY_HOURS:
+        return None
+    new = [m for m in dict.fromkeys(sensitive_methods) if known.get(m, (0, 0.0))[0] <= 0]
+    if not new:
+        return None
+    text = (
+        f"{NEW_SENSITIVE_METHOD.title}: {', '.join(plain(m, 120) for m in new[:3])}"
+        f"{' and more' if len(new) > 3 else ''}, never called by this identity in {history_hours} hours"
+    )
+    return Evidence(factor=NEW_SENSITIVE_METHOD.name, raises=NEW_SENSITIVE_METHOD.raises, text=text)
+
+
 def raised(severity: Severity, levels: int) -> Severity:
     return _LEVELS[min(_LEVELS.index(severity) + max(0, levels), len(_LEVELS) - 1)]
 
@@ -182,12 +229,13 @@ def with_evidence(
     extra: Iterable[Evidence] = (),
     *,
     colleagues: Mapping[str, int] | None = None,
+    egress: Collection[str] = (),
     enabled: Collection[str] = FACTORS,
 ) -> Alert:
     """``alert`` with the networks of its addresses and the factors present (from the networks, and
     ``extra`` found elsewhere), those in ``enabled`` counted: each raises the severity by its levels
     (up to critical) and adds a line to the explanation."""
-    found = [e for e in (*hosting_evidence(networks, colleagues), *extra) if e.factor in enabled]
+    found = [e for e in (*hosting_evidence(networks, colleagues, egress), *extra) if e.factor in enabled]
     if not networks and not found:
         return alert
     update: dict[str, object] = {"networks": networks, "evidence": [*alert.evidence, *found]}

@@ -70,7 +70,11 @@ def parse_key(key: str) -> TrailKey:
     name = _LOG_NAME_RE.match(match["name"])
     if name is None or name["account"] != match["account"] or name["region"] != match["region"]:
         return TrailKey(key, KeyKind.OTHER, match["account"], match["region"], match["org"])
-    delivered = datetime.strptime(name["ts"], "%Y%m%dT%H%MZ").replace(tzinfo=UTC)
+    # The stamp is 8 digits, "T", 4 digits, "Z" (the pattern checked it): read as integers, not with
+    # strptime (most of the cost of this function, twice per file read); out-of-range values raise
+    # ValueError as strptime did.
+    ts = name["ts"]
+    delivered = datetime(int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), tzinfo=UTC)
     return TrailKey(key, KeyKind.LOG, match["account"], match["region"], match["org"], delivered)
 
 

@@ -5,8 +5,9 @@ see ``data/attack_methods.json`` and NOTICE), reduced to ``eventSource:eventName
 
 A method is **sensitive** when it serves one of the tactics that turn a stolen key into a lasting
 compromise: persistence, privilege escalation, defence evasion (CloudTrail and GuardDuty
-tampering) and credential access (IAM and credential changes, secrets). Those raise an alert's
-severity and may re-alert within the suppression window. Discovery, collection, impact,
+tampering) and credential access (IAM and credential changes, secrets). One the identity never
+called raises an alert's severity (core/evidence.py), and any may re-alert within the suppression
+window. Discovery, collection, impact,
 exfiltration and the rest are listed in alerts with their tactics, but are everyday work for
 many teams (``RunInstances``, ``GetObject``) and would make every engineer's trip page twice.
 """

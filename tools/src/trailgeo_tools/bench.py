@@ -46,6 +46,17 @@ from trailgeo_tools.bench_common import (
     peak_rss_mb,
     pin,
 )
+from trailgeo_tools.bench_replay import TARGET_RATIO, ShapeReport, measure_shape, shape_lines
+from trailgeo_tools.bench_s3 import (
+    DEFAULT_ACCOUNTS,
+    FULL_ACCOUNTS,
+    GET_MS,
+    LIST_MS,
+    NOTIFICATIONS_TARGET_SECONDS,
+    ScaleReport,
+    prepare_org_corpus,
+    run_scale,
+)
 from trailgeo_tools.bench_scale import (
     REPLAY_TARGET_SECONDS,
     FanoutMeasurement,
@@ -954,6 +965,11 @@ class BenchReport:
     replay: ReplayMeasurement | None = None  # trailgeo replay of a 3-week history
     replay_corpus_events: int = 0
     replay_note: str = ""
+    # per-file cost: replay against the naive first-seen script, big files and many small files
+    shapes: list[ShapeReport] = field(default_factory=list)
+    shapes_note: str = ""
+    scale: ScaleReport | None = None  # one window of an organization from the stand-in S3
+    scale_note: str = ""
 
     @property
     def events_agree(self) -> bool:
@@ -971,8 +987,12 @@ class BenchReport:
             and self.fanout.events == self.window_corpus.events
         )
         replay_ok = self.replay is None or self.replay.events == self.replay_corpus_events
+        shapes_ok = all(shape.replay_events == shape.events for shape in self.shapes)
+        scale_ok = self.scale is None or self.scale.events_agree
         return (
-            len(counts) == 1
+            shapes_ok
+            and scale_ok
+            and len(counts) == 1
             and self.corpus.events in counts
             and window_ok
             and window_baselines_ok
@@ -1018,6 +1038,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the replay of a 3-week, ~750,000-event history (the replay target)",
     )
     parser.add_argument(
+        "--skip-per-file",
+        action="store_true",
+        help="skip replay against the naive first-seen script on big files and on many small files",
+    )
+    parser.add_argument(
+        "--skip-scale", action="store_true", help="skip the window of an organization from the stand-in S3"
+    )
+    parser.add_argument(
+        "--scale-accounts",
+        type=_positive,
+        default=DEFAULT_ACCOUNTS,
+        help=f"accounts of the organization (x 17 regions x 3 files; default {DEFAULT_ACCOUNTS}, "
+        f"the issue's full size {FULL_ACCOUNTS:,})",
+    )
+    parser.add_argument("--scale-get-ms", type=float, default=GET_MS, help="the stand-in's latency a GET")
+    parser.add_argument("--scale-list-ms", type=float, default=LIST_MS, help="the stand-in's latency a LIST")
+    parser.add_argument(
         "--skip-window",
         action="store_true",
         help=f"skip the pipeline over one 15-minute window of {WINDOW_EVENTS:,} events (peak RSS target)",
@@ -1062,8 +1099,8 @@ def run(args: argparse.Namespace, out: Out = print) -> BenchReport:
     paths = log_paths(corpus.root)
     if len(paths) != corpus.log_files:
         raise RuntimeError(f"{corpus.root} holds {len(paths)} log files, its marker says {corpus.log_files}")
-    warmed = warm_up(paths, geoip)
-    out(f"warm-up: read {len(paths):,} files and the GeoIP database once ({warmed / 1e6:,.1f} MB)")
+    warmed = warm_up(paths, geoip) / 1e6
+    out(f"warm-up: read {len(paths):,} files and the GeoIP database once ({warmed:,.1f} MB)")
     measure_single_core(report, paths, geoip, int(args.repeat), out)
     if args.quick or args.skip_window:
         report.window_note = "skipped (--quick)" if args.quick else "skipped (--skip-window)"
@@ -1073,24 +1110,15 @@ def run(args: argparse.Namespace, out: Out = print) -> BenchReport:
             report.fanout = in_child(measure_fanout, str(report.window_corpus.root), str(geoip), core)
             for line in fanout_lines(report.fanout):
                 out(line)
-    if args.quick or args.skip_replay:
-        report.replay_note = "skipped (--quick)" if args.quick else "skipped (--skip-replay)"
-    else:
-        out("")
-        out("trailgeo replay of a 3-week history (one run per 15 minutes, memory state, one core):")
-        replay_corpus = prepare_replay_corpus(Path(args.workdir), out)
-        warm_up(log_paths(replay_corpus.root), geoip)
-        report.replay = in_child(measure_replay, str(replay_corpus.root), str(geoip), core)
-        report.replay_corpus_events = replay_corpus.events
-        for line in replay_lines(report.replay, replay_corpus):
-            out(line)
+    measure_history_replay(report, args, geoip, out)
+    measure_scale_and_per_file(report, args, geoip, out)
     agree = "equal" if report.events_agree else "DIFFERENT (a correctness failure)"
     out(f"  events counted by every measurement and the simulator: {agree}")
     if args.profile:
         report.profile = in_child(profile_pipeline, str(corpus.root), str(geoip), core)
         for line in profile_lines(report.profile):
             out(line)
-    out("")
+    out("")  # the DynamoDB requests follow
     if args.skip_moto:
         report.dynamo_note = "skipped (--skip-moto)"
         out(f"DynamoDB requests and end-to-end handler: {report.dynamo_note}")
@@ -1105,6 +1133,94 @@ def run(args: argparse.Namespace, out: Out = print) -> BenchReport:
     for line in target_lines(report.targets):
         out(line)
     return report
+
+
+def measure_history_replay(report: BenchReport, args: argparse.Namespace, geoip: Path, out: Out) -> None:
+    """``trailgeo replay`` of the 3-week history (the replay target)."""
+    if args.quick or args.skip_replay:
+        report.replay_note = "skipped (--quick)" if args.quick else "skipped (--skip-replay)"
+        return
+    out("")
+    out("trailgeo replay of a 3-week history (one run per 15 minutes, memory state, one core):")
+    replay_corpus = prepare_replay_corpus(Path(args.workdir), out)
+    warm_up(log_paths(replay_corpus.root), geoip)
+    report.replay = in_child(measure_replay, str(replay_corpus.root), str(geoip), report.core)
+    report.replay_corpus_events = replay_corpus.events
+    for line in replay_lines(report.replay, replay_corpus):
+        out(line)
+
+
+def measure_scale_and_per_file(report: BenchReport, args: argparse.Namespace, geoip: Path, out: Out) -> None:
+    """Issue 16's measurements: the per-file cost (replay against the naive first-seen script) and
+    one window of an organization from the stand-in S3 with latency."""
+    if args.quick or args.skip_per_file:
+        report.shapes_note = "skipped (--quick)" if args.quick else "skipped (--skip-per-file)"
+    else:
+        measure_per_file(report, Path(args.workdir), geoip, int(args.repeat), out)
+    if args.quick or args.skip_scale:
+        report.scale_note = "skipped (--quick)" if args.quick else "skipped (--skip-scale)"
+    else:
+        out("")
+        out(
+            "scale: one 15-minute window of an organization read from a stand-in S3 with latency "
+            "(memory state; the detector on one core)"
+        )
+        report.scale = run_scale(
+            Path(args.workdir),
+            geoip,
+            int(args.scale_accounts),
+            out,
+            core=report.core,
+            get_ms=float(args.scale_get_ms),
+            list_ms=float(args.scale_list_ms),
+        )
+
+
+# The organization-shaped corpus of many small files for the per-file cost: 2 accounts x 17 regions,
+# a file every 5 minutes for a day (9,792 files of 2.5 events; about a hundred new files a run).
+PER_FILE_ACCOUNTS = 2
+PER_FILE_SLOTS = 288
+
+
+def measure_per_file(report: BenchReport, workdir: Path, geoip: Path, repeat: int, out: Out) -> None:
+    """``trailgeo replay`` against the naive first-seen script on the window corpus (big files) and
+    on an organization-shaped corpus of many small files, ``repeat`` interleaved pairs each."""
+    out("")
+    out(
+        "per-file cost: trailgeo replay (one run per 15 minutes, memory state) against a naive "
+        f"first-seen script (gzip + json + maxminddb, a dict of pairs), {repeat} interleaved pair(s) a shape:"
+    )
+    big = report.window_corpus or prepare_window_corpus(workdir, out)
+    small = prepare_org_corpus(workdir, PER_FILE_ACCOUNTS, PER_FILE_SLOTS, out)
+    for name, corpus in (
+        ("big files (the 15-minute window corpus)", big),
+        ("many small files (organization)", small),
+    ):
+        paths = log_paths(corpus.root)
+        warm_up(paths, geoip)
+        shape = measure_shape(name, corpus.root, len(paths), geoip, report.core, repeat)
+        report.shapes.append(shape)
+        for line in shape_lines(shape):
+            out(line)
+    if len(report.shapes) == 2:
+        (big_shape, small_shape) = report.shapes
+        out("    " + per_file_solution(big_shape, small_shape))
+
+
+def per_file_solution(a: ShapeReport, b: ShapeReport) -> str:
+    """Replay's seconds as (cost a file x files + cost an event x events), solved from the two shapes."""
+    from trailgeo_tools.bench_replay import _median
+
+    ta, tb = _median(a.replay_seconds), _median(b.replay_seconds)
+    determinant = a.files * b.events - b.files * a.events
+    if not determinant:
+        return "per file and per event: the two shapes have the same events a file"
+    per_file = (ta * b.events - tb * a.events) / determinant
+    per_event = (a.files * tb - b.files * ta) / determinant
+    return (
+        f"replay's time solved over both shapes as files x a + events x b: a = {per_file * 1e6:,.0f} us "
+        f"a file, b = {per_event * 1e6:,.1f} us an event"
+    )
 
 
 def measure_single_core(report: BenchReport, paths: list[str], geoip: Path, repeat: int, out: Out) -> None:
@@ -1439,6 +1555,28 @@ def evaluate_targets(report: BenchReport) -> list[Target]:
                     "(the run record opened and closed, the watermark) and 1 on a new table (the first "
                     "run starts the watermark)"
                 ),
+            )
+        )
+    targets.extend(
+        Target(
+            f"replay / naive first-seen, {shape.name.split(' (')[0]}",
+            f"{shape.ratio:.2f}x",
+            f">= {TARGET_RATIO:.0f}x",
+            shape.ratio >= TARGET_RATIO,
+        )
+        for shape in report.shapes
+    )
+    if report.scale is not None and (best := report.scale.notifications_seconds()) is not None:
+        files = report.scale.corpus.log_files
+        targets.append(
+            Target(
+                "one window, Notifications, one Lambda",
+                f"{best:,.1f} s for {files:,} files",
+                f"< {NOTIFICATIONS_TARGET_SECONDS:.0f} s (51,000 files)",
+                best < NOTIFICATIONS_TARGET_SECONDS,
+                note=""
+                if files >= FULL_ACCOUNTS * 51
+                else f"at {files:,} files, not the full size: --scale-accounts {FULL_ACCOUNTS} measures it",
             )
         )
     if report.replay is not None:

@@ -160,13 +160,10 @@ def replay_alerts(logs: Path, geo: GeoResolver, options: RunOptions | None = Non
 # ------------------------------------------------------------------------------------------------
 # Ablation: what each part of the severity buys
 # ------------------------------------------------------------------------------------------------
-SENSITIVE = "sensitive_method"  # the rarity's own level up for a rare sensitive method
-
-
 def ablation_variants() -> dict[str, frozenset[str]]:
-    """The severity's parts left in, by variant: everything, the rarity alone, and each part left
-    out in turn (the evidence factors of the registry and the sensitive-method level)."""
-    parts = frozenset({SENSITIVE, *REGISTRY})
+    """The evidence factors left in, by variant: every one, none (the rarity alone), and each left
+    out in turn."""
+    parts = frozenset(REGISTRY)
     variants = {"all": parts, "rarity alone": frozenset[str]()}
     for part in sorted(parts):
         variants[f"without {part}"] = parts - {part}
@@ -174,18 +171,17 @@ def ablation_variants() -> dict[str, frozenset[str]]:
 
 
 def severity_with(alert: Alert, parts: frozenset[str]) -> str:
-    """A country alert's severity as it would be with only ``parts`` weighing in: recomputed from
-    its score, its sensitive methods and its evidence (factors never make or remove an alert, only
-    set its severity). Without ``shared_egress`` a hosting address the run recognised as the
+    """A country alert's severity as it would be with only the factors ``parts`` weighing in:
+    recomputed from its score and its evidence (factors never make or remove an alert, only set its
+    severity). Without ``shared_egress`` a hosting address the run recognised as the
     organization's own egress counts as hosting again. Other detectors' alerts keep theirs."""
     if alert.detector != COUNTRY.name:
         return alert.severity
-    base = rarity_severity(alert.score, sensitive=SENSITIVE in parts and bool(alert.sensitive_methods))
     factors = {e.factor: e.raises for e in alert.evidence}
     levels = sum(raises for factor, raises in factors.items() if factor in parts)
     if SHARED_EGRESS.name in factors and SHARED_EGRESS.name not in parts and HOSTING_PROVIDER.name in parts:
         levels += HOSTING_PROVIDER.raises * (HOSTING_PROVIDER.name not in factors)
-    return raised(base, levels + bool(alert.correlated_detectors))
+    return raised(rarity_severity(alert.score), levels + bool(alert.correlated_detectors))
 
 
 def ablation(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,7 @@ The package, by job:
 
 * ``context``: what a run is given (``RunOptions``, ``Dependencies``) and reports (``RunReport``);
 * ``plan``: takeovers and new files, batched and claimed under run ids; deferral;
+* ``intake``: new files from the notification queue, reconciliation, messages settled;
 * ``ingest``: a batch's files read, decoded and aggregated (file by file after failed attempts);
 * ``alerting``: scoring, suppression, quarantine, correlation, roll-up, outbox writes;
 * ``publish``: the outbox's pending alerts sent to the alerts channel;

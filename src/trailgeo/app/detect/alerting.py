@@ -13,12 +13,27 @@ from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
 from trailgeo.core.alerts import MAX_LIST, Alert, Evidence
-from trailgeo.core.counters import TOTAL, clients_partition
+from trailgeo.core.counters import (
+    ORG_EGRESS,
+    TOTAL,
+    CounterDelta,
+    category_sort_key,
+    clients_partition,
+    principal_partition,
+    sensitive_partition,
+)
 from trailgeo.core.detectors import COUNTRY, REGISTRY
-from trailgeo.core.evidence import client_evidence, networks_of, with_evidence
+from trailgeo.core.evidence import (
+    EGRESS_MEMORY,
+    MIN_EGRESS_COLLEAGUES,
+    client_evidence,
+    networks_of,
+    sensitive_evidence,
+    with_evidence,
+)
 from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
 from trailgeo.core.incidents import Assignment
-from trailgeo.core.networks import lookup_address
+from trailgeo.core.networks import hosting_provider, lookup_address
 from trailgeo.core.scoring import (
     History,
     MethodViews,
@@ -168,15 +183,15 @@ def score_and_raise(
             )
             continue
         candidates.append((alert, hours))
-        clients = history.get(clients_partition(subject_identity(group.principal)), {}).get(TOTAL)
-        new_client = client_evidence(
-            group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
-        )
-        found[alert.alert_id] = [new_client] if new_client is not None else []
+        found[alert.alert_id] = _history_evidence(alert, group, history)
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
+    egress = _org_egress(aggregate, history, usual_from, candidates, scheduled_at, deps)
     candidates = [
-        (_with_networks(alert, deps, report, found.get(alert.alert_id, []), usual_from, options), hours)
+        (
+            _with_networks(alert, deps, report, found.get(alert.alert_id, []), usual_from, egress, options),
+            hours,
+        )
         for alert, hours in candidates
     ]
     _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
@@ -186,12 +201,69 @@ def score_and_raise(
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
 
 
+def _history_evidence(alert: Alert, group: HitGroup, history: History) -> list[Evidence]:
+    """The factors found against the subject's own history before this run: a client it never ran,
+    a sensitive method it never called."""
+    identity = subject_identity(group.principal)
+    clients = history.get(clients_partition(identity), {}).get(TOTAL)
+    own = history.get(principal_partition(identity), {}).get(TOTAL)
+    sensitive = history.get(sensitive_partition(identity), {}).get(TOTAL)
+    found = (
+        client_evidence(
+            group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
+        ),
+        sensitive_evidence(
+            alert.sensitive_methods, sensitive.countries if sensitive else {}, own.buckets if own else 0
+        ),
+    )
+    return [e for e in found if e is not None]
+
+
+def _org_egress(
+    aggregate: RunAggregate,
+    history: History,
+    usual_from: Mapping[str, set[str]],
+    candidates: list[tuple[Alert, frozenset[int]]],
+    scheduled_at: datetime,
+    deps: Dependencies,
+) -> frozenset[str]:
+    """The organization's own egress on hosting addresses, as far as this run knows it: addresses
+    that colleagues for whom their country is usual shared within ``EGRESS_MEMORY`` (the ``OX``
+    counters), among the alerts' addresses. This run's shared hosting addresses are recorded (their
+    counters join the batch's, committed with it): a VPN gateway used by two colleagues at nine
+    stays recognised when one person uses it alone at night."""
+    if not deps.geo.has_asn:
+        return frozenset()
+    shared = {ip for ip, identities in usual_from.items() if len(identities) >= MIN_EGRESS_COLLEAGUES}
+    alerted = {ip for alert, _ in candidates for ip in alert.source.ip[:MAX_LIST]}
+    if not shared and not alerted:
+        return frozenset()
+    keys = [(ORG_EGRESS, category_sort_key(ip)) for ip in sorted(shared | alerted)]
+    known = deps.store.load(keys).get(ORG_EGRESS, {})
+    history.setdefault(ORG_EGRESS, {}).update(known)  # the commit compares against what it read
+    since = (scheduled_at - EGRESS_MEMORY).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recorded = {
+        ip
+        for ip in alerted
+        if (state := known.get(category_sort_key(ip))) and (state.last_seen or "") >= since
+    }
+    hour = int(scheduled_at.timestamp()) // 3600
+    at = scheduled_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for ip in sorted(shared):
+        address = lookup_address(ip)
+        asn = deps.geo.asn(address) if address is not None else None
+        if asn is not None and hosting_provider(asn) is not None:
+            aggregate.counters[(ORG_EGRESS, category_sort_key(ip))] = CounterDelta({hour}, at, at)
+    return frozenset(recorded)
+
+
 def _with_networks(
     alert: Alert,
     deps: Dependencies,
     report: RunReport,
     extra: list[Evidence],
     usual_from: Mapping[str, set[str]],
+    egress: frozenset[str],
     options: RunOptions,
 ) -> Alert:
     """The alert with its addresses' autonomous systems and the evidence factors present (a hosting
@@ -208,7 +280,9 @@ def _with_networks(
     report.networks.update(+counts)
     own = subject_identity(alert.principal)
     colleagues = {n.ip: len(usual_from.get(n.ip, set()) - {own}) for n in networks if n.hosting is not None}
-    return with_evidence(alert, networks, extra, colleagues=colleagues, enabled=options.factors)
+    return with_evidence(
+        alert, networks, extra, colleagues=colleagues, egress=egress, enabled=options.factors
+    )
 
 
 def _sibling_scores(
@@ -377,11 +451,10 @@ def _raise_one(
 
 def _corroborated(alert: Alert) -> bool:
     """Whether anything beside the location's rarity weighs in the alert: an evidence factor that
-    raises, a rare sensitive method, another detector firing. Sibling detectors' alerts always are
-    (their subjects are no location)."""
+    raises (a sensitive method new to the identity among them), another detector firing. Sibling
+    detectors' alerts always are (their subjects are no location)."""
     return (
         alert.detector != COUNTRY.name
-        or bool(alert.sensitive_methods)
         or bool(alert.correlated_detectors)
         or any(e.raises > 0 for e in alert.evidence)
     )

@@ -14,7 +14,15 @@ from trailgeo.core.evidence import FACTORS
 from trailgeo.core.incidents import DEFAULT_WINDOW as DEFAULT_INCIDENT_WINDOW
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.tuning import EMPTY_TUNING, Tuning
-from trailgeo.ports import AlertOutbox, AlertSink, FrequencyStore, GeoResolver, Ledger, LogSource
+from trailgeo.ports import (
+    AlertOutbox,
+    AlertSink,
+    FrequencyStore,
+    GeoResolver,
+    Ledger,
+    LogSource,
+    NotificationIntake,
+)
 
 DEFAULT_LEASE = timedelta(minutes=20)  # longer than the Lambda's 15-minute limit
 
@@ -49,6 +57,12 @@ class RunOptions:
     # The evidence factors that weigh in a severity (core/evidence.py); the evaluation's ablation
     # leaves one out at a time.
     factors: frozenset[str] = FACTORS
+    # Notification intake (Dependencies.intake): a run receives at most this many messages, for at
+    # most this long (the rest wait for the next run), and lists its window as well once every
+    # ``reconcile_every`` (a multiple of the 15-minute schedule) for what notifications missed.
+    intake_messages: int = 50_000
+    intake_seconds: float = 120.0
+    reconcile_every: timedelta = timedelta(hours=1)
 
 
 @dataclass(slots=True)
@@ -62,6 +76,9 @@ class Dependencies:
     # Seconds left before the platform stops us; a batch is not started without enough margin.
     time_left: Callable[[], float] = lambda: float("inf")
     clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC)
+    # New files from a notification queue (Intake=Notifications) instead of listing ``source``;
+    # ``source`` still reads them, and lists for reconciliation.
+    intake: NotificationIntake | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +97,17 @@ class RunReport:
     files_late: int = 0  # named before the look-back, landed within it: read all the same
     tasks_dispatched: int = 0  # fan-out mode: tasks of new files sent to the workers
     catch_up: bool = False  # the window reached back to the last complete run
+    # Notification intake: messages received, poisoned (by reason) and kept for a later run (their
+    # files not handed to a run yet); whether the queue was drained; whether this run reconciled
+    # (listed its window too), and the files it found that no notification had brought.
+    notified: bool = False  # the run's new files came from the notification queue
+    intake_messages: int = 0
+    intake_poisoned: Counter[str] = field(default_factory=Counter)
+    intake_kept: int = 0
+    intake_backlog: bool = False
+    intake_failed: bool = False  # the queue refused: the run listed its window instead
+    reconciled: bool = False
+    files_missed_by_notifications: int = 0
     bytes_read: int = 0
     events: int = 0
     events_geolocated: int = 0

@@ -41,10 +41,12 @@ from trailgeo.core.counters import (
     method_partition,
     principal_cities_partition,
     principal_partition,
+    sensitive_partition,
     user_methods_partition,
 )
 from trailgeo.core.identities import identity_of, role_of, subject_identity
 from trailgeo.core.records import clip
+from trailgeo.core.sensitive import is_sensitive
 
 if TYPE_CHECKING:
     from trailgeo.core.aggregate.accumulate import RunAggregate
@@ -112,6 +114,7 @@ def derive(aggregate: RunAggregate) -> Derived:
             group = groups[group_key] = HitGroup(*group_key)
         group.add_cells(method, hours, events, first, last)
     _fold_totals(specific, counters)
+    _observe_sensitive(counters, groups)
     _derive_keys_and_evidence(aggregate, counters, groups)
     error_groups = _derive_errors(aggregate, counters, groups)
     city_groups = _derive_cities(aggregate, counters, groups, identities)
@@ -131,6 +134,24 @@ def _derive_keys_and_evidence(
         group = groups[(clip(account, 64) or "unknown", principal, country)]
         group.add_evidence(seen, unpack_ids(aggregate._event_id_lists[(account, principal, country)][0]))
         _observe_clients(counters, group, seen, families_of)
+
+
+def _observe_sensitive(counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]) -> None:
+    """Each subject's sensitive methods (core/sensitive.py's catalogue), in the hours it called them,
+    under its ``SM#`` partition and TOTAL: the history the ``new_sensitive_method`` factor reads."""
+    partitions: dict[str, str] = {}
+    for group in groups.values():
+        for method, activity in group.methods.items():
+            if not is_sensitive(method):
+                continue
+            partition = partitions.get(group.principal)
+            if partition is None:
+                partition = partitions[group.principal] = sensitive_partition(
+                    subject_identity(group.principal)
+                )
+            first, last = group.first_event or "", group.last_event or ""
+            _observe(counters, (partition, category_sort_key(method)), activity.hours, first, last)
+            _observe(counters, (partition, TOTAL), activity.hours, first, last)
 
 
 # Client families counted per identity and group in one run: the agent is the caller's to write,
