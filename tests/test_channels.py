@@ -17,6 +17,8 @@ from aws_lambda_powertools.utilities.parameters import base as parameters_base
 from tests.conftest import EVENTS
 from trailgeo.adapters.channels import (
     EVENT_DETAIL_LIMIT,
+    EVENT_DETAIL_TYPE,
+    OCSF_DETAIL_TYPE,
     ChannelError,
     EventBridgeChannel,
     OcsfChannel,
@@ -583,21 +585,24 @@ def test_given_security_hub_refuses_a_finding_then_the_channel_fails(aws: Any) -
 # ---------------------------------------------------------------------------- EventBridge
 
 
-def bus_with_queue(aws: Any, bus: str) -> tuple[Any, str]:
+def bus_with_queue(aws: Any, bus: str, detail_type: str = EVENT_DETAIL_TYPE) -> tuple[Any, str]:
+    """``bus`` (made unless ``default``) with a rule for trailgeo's ``detail_type`` into a queue of
+    its own: the SQS client and the queue's URL."""
     sqs = aws.client("sqs", region_name=REGION)
     events = aws.client("events", region_name=REGION)
-    queue_url = sqs.create_queue(QueueName="alerts-from-bus")["QueueUrl"]
+    name = "ocsf" if detail_type == OCSF_DETAIL_TYPE else "alerts"
+    queue_url = sqs.create_queue(QueueName=f"{name}-from-{bus}")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     if bus != "default":
         events.create_event_bus(Name=bus)
     events.put_rule(
-        Name="trailgeo-alerts",
+        Name=f"trailgeo-{name}",
         EventBusName=bus,
-        EventPattern=json.dumps({"source": ["trailgeo"], "detail-type": ["Unusual country for AWS command"]}),
+        EventPattern=json.dumps({"source": ["trailgeo"], "detail-type": [detail_type]}),
     )
-    events.put_targets(Rule="trailgeo-alerts", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    events.put_targets(Rule=f"trailgeo-{name}", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
     return sqs, queue_url
 
 
@@ -639,31 +644,12 @@ def test_given_a_missing_bus_when_an_alert_is_put_then_the_channel_fails(aws: An
 # ---------------------------------------------------------------------------- OCSF on EventBridge
 
 
-def ocsf_bus_with_queue(aws: Any, bus: str) -> tuple[Any, str]:
-    """A rule on ``bus`` for the OCSF detail type, targeting a queue (what Firehose would be)."""
-    sqs = aws.client("sqs", region_name=REGION)
-    events = aws.client("events", region_name=REGION)
-    queue_url = sqs.create_queue(QueueName="ocsf-from-bus")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    if bus != "default":
-        events.create_event_bus(Name=bus)
-    events.put_rule(
-        Name="trailgeo-ocsf",
-        EventBusName=bus,
-        EventPattern=json.dumps({"source": ["trailgeo"], "detail-type": ["OCSF Detection Finding"]}),
-    )
-    events.put_targets(Rule="trailgeo-ocsf", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
-    return sqs, queue_url
-
-
 def test_given_an_ocsf_bus_when_an_alert_is_sent_then_the_rule_target_gets_the_detection_finding(
     aws: Any,
 ) -> None:
     from tests.test_ocsf import problems
 
-    sqs, queue_url = ocsf_bus_with_queue(aws, "security-lake")
+    sqs, queue_url = bus_with_queue(aws, "security-lake", OCSF_DETAIL_TYPE)
     OcsfChannel(aws.client("events", region_name=REGION), "security-lake", "0.1.0", REGION).send(
         fixed_alert()
     )
@@ -677,7 +663,7 @@ def test_given_an_ocsf_bus_when_an_alert_is_sent_then_the_rule_target_gets_the_d
 def test_given_a_hostile_alert_when_sent_as_ocsf_then_the_event_is_bounded_and_valid(aws: Any) -> None:
     from tests.test_ocsf import problems
 
-    sqs, queue_url = ocsf_bus_with_queue(aws, "default")
+    sqs, queue_url = bus_with_queue(aws, "default", OCSF_DETAIL_TYPE)
     OcsfChannel(aws.client("events", region_name=REGION), "default", "0.1.0").send(hostile_alert())
     (event,) = received_events(sqs, queue_url)
     assert problems(event["detail"]) == []

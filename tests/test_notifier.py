@@ -22,11 +22,11 @@ from tests.test_channels import (
     FakeSlack,
     bus_with_queue,
     fixed_alert,
-    ocsf_bus_with_queue,
     received_events,
     slack,  # noqa: F401 - the local webhook fixture
 )
 from tests.test_handler import data_points, emf_documents
+from trailgeo.adapters.channels import OCSF_DETAIL_TYPE
 from trailgeo.adapters.deliveries import DELIVERY_PARTITION, DeliveryRecords
 from trailgeo.app.notify import NotificationError, NotifierSettings, build_notifier, parse_alert
 from trailgeo.core.alerts import Alert
@@ -68,7 +68,7 @@ def channels(aws: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> dic
     hub = aws.client("securityhub", region_name=REGION)
     hub.enable_security_hub()
     sqs, queue_url = bus_with_queue(aws, BUS)
-    _, ocsf_queue_url = ocsf_bus_with_queue(aws, OCSF_BUS)
+    _, ocsf_queue_url = bus_with_queue(aws, OCSF_BUS, OCSF_DETAIL_TYPE)
     for name, value in {
         "SLACK_WEBHOOK_SECRET_ARN": secret_arn,
         "SECURITY_HUB_PRODUCT_ARN": PRODUCT_ARN,

@@ -32,23 +32,18 @@ import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
-from trailgeo.core.alerts import (
-    Alert,
-    IncidentMember,
-    RolledUp,
-    is_country,
-    location_label,
-    location_noun,
-)
-from trailgeo.core.detectors import COUNTRY, detector
+from trailgeo.core.alerts import Alert, IncidentMember, RolledUp, is_country, location_label
+from trailgeo.core.detectors import detector
 from trailgeo.core.render.shared import (
     alert_region,
     console_links,
     event_history_user_name,
+    event_time,
+    finding_description,
+    finding_title,
     incident_text,
     rare_items,
     safe_id,
-    via_endpoints,
 )
 from trailgeo.core.text import plain
 
@@ -111,11 +106,7 @@ def _millis(value: datetime) -> int:
 
 
 def _event_millis(value: str, fallback: datetime) -> int:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return _millis(fallback)
-    return _millis(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    return _millis(event_time(value, fallback))
 
 
 def _addresses(alert: Alert) -> list[str]:
@@ -166,21 +157,12 @@ def _attacks(alert: Alert) -> list[dict[str, Any]]:
 
 
 def _title(alert: Alert) -> str:
-    if detector(alert.detector) is COUNTRY:
-        title = f"Unusual {location_noun(alert.country)} for AWS command by {alert.principal}"
-    else:
-        title = f"{alert.rule.name} by {alert.principal}"
-    return plain(title, TITLE_LIMIT)
+    return plain(finding_title(alert), TITLE_LIMIT)
 
 
 def _description(alert: Alert) -> str:
-    keys = ", ".join(alert.access_key_ids) or "none"
-    text = (
-        f"{alert.rule.name}: {alert.principal} (account {alert.cloud.account.id}, access key {keys}) "
-        f"from {location_label(alert.country)}{via_endpoints(alert)}, score {alert.score:g} "
-        f"(threshold {alert.rule.threshold:g}). " + " ".join(alert.explanation.splitlines())
-    )
     incident = incident_text(alert)
+    text = finding_description(alert)
     return plain(f"{incident}. {text}" if incident else text, DESCRIPTION_LIMIT)
 
 
