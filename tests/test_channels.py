@@ -6,17 +6,22 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.parameters import base as parameters_base
 
 from tests.conftest import EVENTS
 from trailgeo.adapters.channels import (
     EVENT_DETAIL_LIMIT,
+    EVENT_DETAIL_TYPE,
+    OCSF_DETAIL_TYPE,
     ChannelError,
     EventBridgeChannel,
+    OcsfChannel,
     SecretWebhookUrl,
     SecurityHubChannel,
     SlackChannel,
@@ -36,6 +41,7 @@ from trailgeo.core.render.asff import asff_finding, default_product_arn, validat
 from trailgeo.core.render.chatbot import chatbot_notification
 from trailgeo.core.render.envelope import sns_message
 from trailgeo.core.render.mrkdwn import BACKTICK_STANDIN, FIELD_LIMIT, SECTION_LIMIT
+from trailgeo.core.render.ocsf import detection_finding
 from trailgeo.core.render.shared import console_links
 from trailgeo.core.render.slack import HEADER_LIMIT, MAX_BLOCKS, MAX_FIELDS, slack_message
 
@@ -92,6 +98,7 @@ class FakeSlack:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     posts: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -104,6 +111,7 @@ def slack() -> Iterator[FakeSlack]:
             body = self.rfile.read(length)
             assert self.headers.get("Content-Type", "").startswith("application/json")
             fake.posts.append(json.loads(body))
+            fake.paths.append(self.path)
             self.send_response(fake.status)
             for name, value in fake.headers.items():
                 self.send_header(name, value)
@@ -312,21 +320,107 @@ def test_given_a_webhook_that_is_not_https_when_posting_then_it_is_refused(url: 
         SlackChannel(SlackWebhookPoster(lambda: url)).send(fixed_alert())
 
 
+def secret_reads(client: Any) -> list[str]:
+    """The SecretIds of every GetSecretValue ``client`` makes from now on."""
+    reads: list[str] = []
+    client.meta.events.register(
+        "provide-client-params.secrets-manager.GetSecretValue",
+        lambda params, **_: reads.append(params["SecretId"]),
+    )
+    return reads
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The time Powertools Parameters' cache reads (``datetime.now()``), moved by the test."""
+    now = [datetime(2026, 11, 2, 14, 0)]  # noqa: DTZ001 - Powertools compares naive local times
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:  # noqa: ARG003 - datetime's signature
+            return now[0]
+
+    monkeypatch.setattr(parameters_base, "datetime", Clock)
+    return now
+
+
 def test_given_the_webhook_secret_when_read_twice_within_five_minutes_then_secrets_manager_is_called_once(
-    aws: Any,
+    aws: Any, clock: list[datetime]
 ) -> None:
     client = aws.client("secretsmanager", region_name=REGION)
     arn = client.create_secret(
         Name="trailgeo/slack", SecretString=json.dumps({"url": "https://hooks.slack.com/services/A/B/C"})
     )["ARN"]
-    now = [1000.0]
-    source = SecretWebhookUrl(client, arn, clock=lambda: now[0])
+    reads = secret_reads(client)
+    source = SecretWebhookUrl.from_client(client, arn)
     assert source() == "https://hooks.slack.com/services/A/B/C"
     client.put_secret_value(SecretId=arn, SecretString="https://hooks.slack.com/services/D/E/F")
-    now[0] += 299
-    assert source() == "https://hooks.slack.com/services/A/B/C"  # cached
-    now[0] += 2
+    clock[0] += timedelta(seconds=299)
+    assert source() == "https://hooks.slack.com/services/A/B/C"  # cached (Powertools Parameters)
+    clock[0] += timedelta(seconds=2)
     assert source() == "https://hooks.slack.com/services/D/E/F"  # re-read after 5 minutes
+    assert reads == [arn, arn]
+
+
+def test_given_a_cached_webhook_when_forgotten_then_the_next_read_is_a_forced_fetch(aws: Any) -> None:
+    client = aws.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(Name="trailgeo/slack", SecretString="https://hooks.slack.com/services/A/B/C")[
+        "ARN"
+    ]
+    reads = secret_reads(client)
+    source = SecretWebhookUrl.from_client(client, arn)
+    assert source() == source() == "https://hooks.slack.com/services/A/B/C"
+    client.put_secret_value(SecretId=arn, SecretString="https://hooks.slack.com/services/D/E/F")
+    source.forget()
+    assert source() == "https://hooks.slack.com/services/D/E/F"  # at once, not after 5 minutes
+    assert source() == "https://hooks.slack.com/services/D/E/F"  # and cached again
+    assert reads == [arn, arn]
+
+
+def test_given_a_secret_with_no_slack_url_when_read_then_the_channel_fails_and_the_next_read_fetches(
+    aws: Any,
+) -> None:
+    client = aws.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(Name="trailgeo/slack", SecretString='{"url": "https://evil.example/x"}')["ARN"]
+    reads = secret_reads(client)
+    source = SecretWebhookUrl.from_client(client, arn)
+    with pytest.raises(ChannelError, match="another host") as raised:
+        source()
+    assert "evil.example" not in str(raised.value)  # the secret's content is never repeated
+    client.put_secret_value(SecretId=arn, SecretString="https://hooks.slack.com/services/A/B/C")
+    assert source() == "https://hooks.slack.com/services/A/B/C"  # the fixed secret, without waiting
+    assert len(reads) == 2
+
+
+def test_given_no_readable_secret_when_read_then_the_channel_fails_naming_the_cause(aws: Any) -> None:
+    client = aws.client("secretsmanager", region_name=REGION)
+    source = SecretWebhookUrl.from_client(client, f"arn:aws:secretsmanager:{REGION}:123456789012:secret:gone")
+    with pytest.raises(ChannelError, match="cannot read the Slack webhook secret"):
+        source()
+
+
+def test_given_slack_answers_403_when_posting_then_the_retry_reads_the_rotated_secret(
+    aws: Any, slack: FakeSlack
+) -> None:
+    # Given a webhook cached from its secret, then revoked in Slack and rotated in the secret
+    client = aws.client("secretsmanager", region_name=REGION)
+    arn = client.create_secret(Name="trailgeo/slack", SecretString=slack.url)["ARN"]
+    reads = secret_reads(client)
+    channel = SlackChannel(SlackWebhookPoster(SecretWebhookUrl.from_client(client, arn), timeout=5))
+    channel.send(fixed_alert())
+    rotated = slack.url.replace("XXXX", "YYYY")
+    client.put_secret_value(SecretId=arn, SecretString=rotated)
+
+    # When Slack answers 403 for the old URL, then the message is retried
+    slack.status = 403
+    with pytest.raises(ChannelError, match="HTTP 403"):
+        channel.send(fixed_alert())
+    slack.status = 200
+    channel.send(fixed_alert())
+
+    # Then the retry posted to the rotated URL, read at once (not after the cache's 5 minutes)
+    assert slack.paths == ["/services/T000/B000/XXXX", "/services/T000/B000/XXXX", "/services/T000/B000/YYYY"]
+    assert len(reads) == 2
 
 
 # ---------------------------------------------------------------------------- Chatbot
@@ -491,21 +585,24 @@ def test_given_security_hub_refuses_a_finding_then_the_channel_fails(aws: Any) -
 # ---------------------------------------------------------------------------- EventBridge
 
 
-def bus_with_queue(aws: Any, bus: str) -> tuple[Any, str]:
+def bus_with_queue(aws: Any, bus: str, detail_type: str = EVENT_DETAIL_TYPE) -> tuple[Any, str]:
+    """``bus`` (made unless ``default``) with a rule for trailgeo's ``detail_type`` into a queue of
+    its own: the SQS client and the queue's URL."""
     sqs = aws.client("sqs", region_name=REGION)
     events = aws.client("events", region_name=REGION)
-    queue_url = sqs.create_queue(QueueName="alerts-from-bus")["QueueUrl"]
+    name = "ocsf" if detail_type == OCSF_DETAIL_TYPE else "alerts"
+    queue_url = sqs.create_queue(QueueName=f"{name}-from-{bus}")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     if bus != "default":
         events.create_event_bus(Name=bus)
     events.put_rule(
-        Name="trailgeo-alerts",
+        Name=f"trailgeo-{name}",
         EventBusName=bus,
-        EventPattern=json.dumps({"source": ["trailgeo"], "detail-type": ["Unusual country for AWS command"]}),
+        EventPattern=json.dumps({"source": ["trailgeo"], "detail-type": [detail_type]}),
     )
-    events.put_targets(Rule="trailgeo-alerts", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    events.put_targets(Rule=f"trailgeo-{name}", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
     return sqs, queue_url
 
 
@@ -542,3 +639,37 @@ def test_given_a_megabyte_user_agent_when_put_on_a_bus_then_the_detail_is_bounde
 def test_given_a_missing_bus_when_an_alert_is_put_then_the_channel_fails(aws: Any) -> None:
     with pytest.raises(ChannelError):
         EventBridgeChannel(aws.client("events", region_name=REGION), "no-such-bus").send(fixed_alert())
+
+
+# ---------------------------------------------------------------------------- OCSF on EventBridge
+
+
+def test_given_an_ocsf_bus_when_an_alert_is_sent_then_the_rule_target_gets_the_detection_finding(
+    aws: Any,
+) -> None:
+    from tests.test_ocsf import problems
+
+    sqs, queue_url = bus_with_queue(aws, "security-lake", OCSF_DETAIL_TYPE)
+    OcsfChannel(aws.client("events", region_name=REGION), "security-lake", "0.1.0", REGION).send(
+        fixed_alert()
+    )
+    (event,) = received_events(sqs, queue_url)
+    assert (event["source"], event["detail-type"]) == ("trailgeo", "OCSF Detection Finding")
+    assert event["detail"] == detection_finding(fixed_alert(), "0.1.0", REGION)
+    assert problems(event["detail"]) == []
+    assert event["detail"]["class_uid"] == 2004
+
+
+def test_given_a_hostile_alert_when_sent_as_ocsf_then_the_event_is_bounded_and_valid(aws: Any) -> None:
+    from tests.test_ocsf import problems
+
+    sqs, queue_url = bus_with_queue(aws, "default", OCSF_DETAIL_TYPE)
+    OcsfChannel(aws.client("events", region_name=REGION), "default", "0.1.0").send(hostile_alert())
+    (event,) = received_events(sqs, queue_url)
+    assert problems(event["detail"]) == []
+    assert len(json.dumps(event["detail"]).encode()) < 64 * 1024
+
+
+def test_given_a_missing_ocsf_bus_when_an_alert_is_sent_then_the_channel_fails(aws: Any) -> None:
+    with pytest.raises(ChannelError, match="EventBridge"):
+        OcsfChannel(aws.client("events", region_name=REGION), "no-such-bus", "0.1.0").send(fixed_alert())

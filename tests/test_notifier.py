@@ -1,16 +1,19 @@
-"""The notifier Lambda handler against moto (SQS, Secrets Manager, Security Hub, EventBridge) and a
-local Slack webhook: what each channel receives, partial batch failures, retries."""
+"""The notifier Lambda handler against moto (SQS, Secrets Manager, Security Hub, EventBridge,
+DynamoDB) and a local Slack webhook: what each channel receives, partial batch failures, retries,
+and delivery records (each channel takes an alert once, across execution environments)."""
 
 from __future__ import annotations
 
 import copy
 import json
+import time
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.aws import FakeLambdaContext, load_function, queued_outbox
+from tests.aws import FakeLambdaContext, load_function, queued_outbox, table_items
 from tests.conftest import EVENTS
 from tests.test_channels import (
     ALERT_ID,
@@ -23,13 +26,17 @@ from tests.test_channels import (
     slack,  # noqa: F401 - the local webhook fixture
 )
 from tests.test_handler import data_points, emf_documents
+from trailgeo.adapters.channels import OCSF_DETAIL_TYPE
+from trailgeo.adapters.deliveries import DELIVERY_PARTITION, DeliveryRecords
 from trailgeo.app.notify import NotificationError, NotifierSettings, build_notifier, parse_alert
 from trailgeo.core.alerts import Alert
 from trailgeo.core.render.asff import asff_finding
 from trailgeo.core.render.envelope import sns_message
+from trailgeo.core.render.ocsf import detection_finding
 from trailgeo.core.render.slack import slack_message
 
 BUS = "security"
+OCSF_BUS = "security-lake"
 SECOND_ID = "0123456789abcdef0123456789abcdef"
 
 
@@ -53,7 +60,7 @@ def sqs_event(*bodies: str) -> dict[str, Any]:
 
 @pytest.fixture
 def channels(aws: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:  # noqa: F811
-    """The three channels, and the detector's table with the alert of events/sqs-alert.json queued
+    """The four channels, and the detector's table with the alert of events/sqs-alert.json queued
     in its outbox (the notifier acts only on alerts read back from there), as the stack sets them."""
     outbox = queued_outbox(aws, fixed_alert())
     secrets = aws.client("secretsmanager", region_name=REGION)
@@ -61,10 +68,12 @@ def channels(aws: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> dic
     hub = aws.client("securityhub", region_name=REGION)
     hub.enable_security_hub()
     sqs, queue_url = bus_with_queue(aws, BUS)
+    _, ocsf_queue_url = bus_with_queue(aws, OCSF_BUS, OCSF_DETAIL_TYPE)
     for name, value in {
         "SLACK_WEBHOOK_SECRET_ARN": secret_arn,
         "SECURITY_HUB_PRODUCT_ARN": PRODUCT_ARN,
         "EVENT_BUS_NAME": BUS,
+        "OCSF_EVENT_BUS_NAME": OCSF_BUS,
         "TABLE_NAME": outbox.table,
         "AWS_REGION": REGION,
         "POWERTOOLS_SERVICE_NAME": "trailgeo",
@@ -72,7 +81,15 @@ def channels(aws: Any, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> dic
         "POWERTOOLS_TRACE_DISABLED": "true",
     }.items():
         monkeypatch.setenv(name, value)
-    return {"hub": hub, "sqs": sqs, "queue_url": queue_url, "outbox": outbox}
+    return {
+        "aws": aws,
+        "hub": hub,
+        "sqs": sqs,
+        "queue_url": queue_url,
+        "ocsf_queue_url": ocsf_queue_url,
+        "outbox": outbox,
+        "secret_arn": secret_arn,
+    }
 
 
 def invoke(module: ModuleType, event: dict[str, Any]) -> dict[str, Any]:
@@ -101,6 +118,9 @@ def test_given_an_alert_on_the_queue_when_the_notifier_runs_then_each_channel_re
     (event,) = received_events(channels["sqs"], channels["queue_url"])
     assert (event["source"], event["detail-type"]) == ("trailgeo", "Unusual country for AWS command")
     assert event["detail"] == json.loads(alert.to_json())
+    (ocsf,) = received_events(channels["sqs"], channels["ocsf_queue_url"])
+    assert (ocsf["source"], ocsf["detail-type"]) == ("trailgeo", "OCSF Detection Finding")
+    assert ocsf["detail"] == detection_finding(alert, "0.1.0", REGION)
 
 
 def test_given_a_batch_with_a_message_that_is_not_an_alert_then_only_that_message_is_reported_failed(
@@ -165,7 +185,12 @@ def test_given_slack_fails_when_the_notifier_runs_then_each_outcome_is_one_metri
     outcomes = sorted(
         (name, dimensions["channel"]) for _, name, dimensions in points if "channel" in dimensions
     )
-    assert outcomes == [("Notified", "eventbridge"), ("Notified", "securityhub"), ("NotifyFailed", "slack")]
+    assert outcomes == [
+        ("Notified", "eventbridge"),
+        ("Notified", "ocsf"),
+        ("Notified", "securityhub"),
+        ("NotifyFailed", "slack"),
+    ]
 
 
 def test_given_the_topic_delivers_to_the_queue_with_raw_delivery_then_the_notifier_reads_the_alert(
@@ -218,3 +243,184 @@ def test_given_only_an_event_bus_when_notifying_then_neither_slack_nor_security_
     assert aws.client("securityhub", region_name=REGION).get_findings()["Findings"] == []
     (event,) = received_events(sqs, queue_url)
     assert Alert.model_validate(event["detail"]) == fixed_alert()
+
+
+# ---------------------------------------------------------------------------- delivery records
+
+
+def delivered_counts(channels: dict[str, Any], slack: FakeSlack) -> dict[str, int]:  # noqa: F811
+    """What each channel received so far (each queue read once: call once per test)."""
+    return {
+        "slack": len(slack.posts),
+        "securityhub": len(channels["hub"].get_findings()["Findings"]),
+        "eventbridge": len(received_events(channels["sqs"], channels["queue_url"])),
+        "ocsf": len(received_events(channels["sqs"], channels["ocsf_queue_url"])),
+    }
+
+
+def outcomes_of(capsys: pytest.CaptureFixture[str]) -> list[tuple[str, str]]:
+    points = data_points(emf_documents(capsys.readouterr().out))
+    return sorted((name, dimensions["channel"]) for _, name, dimensions in points if "channel" in dimensions)
+
+
+def delivery_items(channels: dict[str, Any]) -> list[dict[str, Any]]:
+    items = table_items(channels["aws"], channels["outbox"].table)
+    return [item for (pk, _), item in sorted(items.items()) if pk == DELIVERY_PARTITION]
+
+
+def test_given_the_same_message_delivered_to_two_environments_then_each_channel_gets_the_alert_once(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given one alert message, delivered twice (an SNS duplicate, a redelivery after a lost delete)
+    event = sqs_event(fixed_alert().to_json())
+    capsys.readouterr()
+
+    # When two execution environments (two fresh handler modules: no shared memory) each take it
+    first = invoke(load_handler_module(), event)
+    second = invoke(load_handler_module(), event)
+
+    # Then every channel received it once; the second environment skipped each, from the table
+    assert failed_ids(first) == failed_ids(second) == []
+    assert delivered_counts(channels, slack) == {"slack": 1, "securityhub": 1, "eventbridge": 1, "ocsf": 1}
+    channel_names = ("eventbridge", "ocsf", "securityhub", "slack")
+    assert outcomes_of(capsys) == [("Notified", c) for c in channel_names] + [
+        ("NotifySkipped", c) for c in channel_names
+    ]
+
+
+def test_given_one_channel_failed_when_another_environment_retries_then_only_that_channel_is_sent_again(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an attempt on which Slack failed while the three other channels took the alert
+    event = sqs_event(fixed_alert().to_json())
+    slack.status = 500
+    assert failed_ids(invoke(load_handler_module(), event)) == ["m0"]
+    capsys.readouterr()
+
+    # When SQS retries the message and another (cold) environment takes it
+    slack.status = 200
+    assert failed_ids(invoke(load_handler_module(), event)) == []
+
+    # Then Slack alone was sent it again; the others were skipped
+    assert outcomes_of(capsys) == [
+        ("Notified", "slack"),
+        ("NotifySkipped", "eventbridge"),
+        ("NotifySkipped", "ocsf"),
+        ("NotifySkipped", "securityhub"),
+    ]
+    assert delivered_counts(channels, slack) == {"slack": 2, "securityhub": 1, "eventbridge": 1, "ocsf": 1}
+    assert slack.posts[1] == slack_message(fixed_alert(), REGION)
+
+
+def test_given_a_delivery_when_recorded_then_the_record_is_keyed_by_digest_and_expires_with_the_outbox(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    before = datetime.now(tz=UTC)
+    invoke(load_handler_module(), sqs_event(fixed_alert().to_json()))
+
+    items = delivery_items(channels)
+    assert len(items) == 4  # one per channel
+    ttl = (
+        channels["aws"]
+        .client("dynamodb", region_name=REGION)
+        .describe_time_to_live(TableName=channels["outbox"].table)["TimeToLiveDescription"]["AttributeName"]
+    )
+    for item in items:
+        assert item["sk"]["S"].startswith("delivery#")
+        assert len(item["sk"]["S"].removeprefix("delivery#")) == 64  # a SHA-256: no alert text in the key
+        assert item["status"]["S"] == "COMPLETED"
+        assert json.loads(item["data"]["S"]) == {"outcome": "delivered"}  # nothing of the alert kept
+        expires = datetime.fromtimestamp(int(item[ttl]["N"]), tz=UTC)
+        assert before + timedelta(days=30) - timedelta(minutes=1) <= expires <= before + timedelta(days=31)
+
+
+def test_given_a_forged_copy_of_an_alert_first_then_it_records_nothing_and_the_real_one_is_delivered(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    # Given a principal that can send to the queue, sending a doctored copy of a queued alert
+    # first (same alert id, reassuring text), hoping its delivery records suppress the real one
+    real = fixed_alert()
+    forged = real.model_copy(update={"explanation": "Known VPN egress, nothing to do."})
+    module = load_handler_module()
+
+    # When the forged message, then the detector's, reach the notifier
+    assert failed_ids(invoke(module, sqs_event(forged.to_json()))) == []  # dropped, not retried
+    assert delivery_items(channels) == []
+    assert failed_ids(invoke(module, sqs_event(real.to_json()))) == []
+
+    # Then each channel got the real alert: the forged one was refused before any record
+    assert slack.posts == [slack_message(real, REGION)]
+    assert delivered_counts(channels, slack) == {"slack": 1, "securityhub": 1, "eventbridge": 1, "ocsf": 1}
+
+
+class Killed(BaseException):
+    """An execution environment that dies mid-send (a timeout, out of memory): nothing cleans up."""
+
+
+def die(*_: Any) -> None:
+    raise Killed
+
+
+def test_given_another_environment_is_sending_to_slack_then_this_one_defers_and_sends_once_it_died(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an environment that took the alert for Slack and died in the middle of posting it, with
+    # 10 minutes of its invocation left: its INPROGRESS record counts until then
+    dynamodb = channels["aws"].client("dynamodb", region_name=REGION)
+    elsewhere = DeliveryRecords.on_table(dynamodb, channels["outbox"].table)
+    elsewhere.register(FakeLambdaContext(remaining_ms=600_000))
+    with pytest.raises(Killed):
+        elsewhere.once(ALERT_ID, "slack", die)
+    event = sqs_event(fixed_alert().to_json())
+    capsys.readouterr()
+
+    # When this environment takes the message meanwhile
+    assert failed_ids(invoke(load_handler_module(), event)) == ["m0"]
+
+    # Then Slack is not sent it twice at once: the message is retried (deferred), the others went out
+    assert slack.posts == []
+    assert ("NotifyDeferred", "slack") in outcomes_of(capsys)
+
+    # Given the dead environment's invocation time is up: its record's in-progress expiry passed
+    (record,) = [item for item in delivery_items(channels) if item["status"]["S"] == "INPROGRESS"]
+    dynamodb.update_item(
+        TableName=channels["outbox"].table,
+        Key={"pk": record["pk"], "sk": record["sk"]},
+        UpdateExpression="SET in_progress_expiration = :past",
+        ExpressionAttributeValues={":past": {"N": str(int(time.time() * 1000) - 1000)}},
+    )
+
+    # When SQS retries the message, then Slack is sent the alert, once
+    assert failed_ids(invoke(load_handler_module(), event)) == []
+    assert slack.posts == [slack_message(fixed_alert(), REGION)]
+
+
+def test_given_slack_answers_403_when_the_message_is_retried_then_the_secret_is_read_again_at_once(
+    channels: dict[str, Any],
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    # Given a warm environment holding the webhook URL in its cache, revoked in Slack and rotated in
+    # the secret
+    module = load_handler_module()
+    event = sqs_event(fixed_alert().to_json())
+    slack.status = 403
+    assert failed_ids(invoke(module, event)) == ["m0"]
+    rotated = slack.url.replace("XXXX", "YYYY")
+    channels["aws"].client("secretsmanager", region_name=REGION).put_secret_value(
+        SecretId=channels["secret_arn"], SecretString=rotated
+    )
+
+    # When SQS retries the message in the same environment, well within the cache's 5 minutes
+    slack.status = 200
+    assert failed_ids(invoke(module, event)) == []
+
+    # Then the retry posted to the rotated URL: the 403 made the secret be fetched again
+    assert slack.paths == ["/services/T000/B000/XXXX", "/services/T000/B000/YYYY"]

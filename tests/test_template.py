@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from trailgeo.adapters.deliveries import DELIVERY_PARTITION
+from trailgeo.adapters.dynamodb import OUTBOX_PARTITION
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 SAM_BIN = ROOT / ".venv-sam" / "bin"
@@ -909,6 +912,7 @@ NOTIFIER_ENVIRONMENT = {
     "SLACK_WEBHOOK_SECRET_ARN",
     "SECURITY_HUB_PRODUCT_ARN",
     "EVENT_BUS_NAME",
+    "OCSF_EVENT_BUS_NAME",
     "TABLE_NAME",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
@@ -933,8 +937,14 @@ def test_given_no_channel_then_the_notifier_and_its_queues_are_not_created(templ
     assert conditions["HasSlack"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "SlackWebhookSecretArn"}, ""]}]}
     assert conditions["HasSecurityHub"] == {"Fn::Equals": [{"Ref": "SecurityHub"}, "Enabled"]}
     assert conditions["HasEventBus"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "EventBusName"}, ""]}]}
+    assert conditions["HasOcsf"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OcsfEventBusName"}, ""]}]}
     assert conditions["HasNotifier"] == {
-        "Fn::Or": [{"Condition": "HasSlack"}, {"Condition": "HasSecurityHub"}, {"Condition": "HasEventBus"}]
+        "Fn::Or": [
+            {"Condition": "HasSlack"},
+            {"Condition": "HasSecurityHub"},
+            {"Condition": "HasEventBus"},
+            {"Condition": "HasOcsf"},
+        ]
     }
     for name, kind in NOTIFIER_RESOURCES.items():
         resource = template["Resources"][name]
@@ -942,6 +952,7 @@ def test_given_no_channel_then_the_notifier_and_its_queues_are_not_created(templ
     parameters = template["Parameters"]
     assert parameters["SlackWebhookSecretArn"]["Default"] == ""
     assert parameters["EventBusName"]["Default"] == ""
+    assert parameters["OcsfEventBusName"]["Default"] == ""
     assert parameters["SecurityHub"]["Default"] == "Disabled"
     assert set(parameters["SecurityHub"]["AllowedValues"]) == {"Enabled", "Disabled"}
     assert "hooks.slack.com" not in TEMPLATE.read_text(encoding="utf-8")  # no webhook URL anywhere
@@ -964,7 +975,7 @@ def test_given_the_notifier_role_then_each_channel_is_granted_only_its_resource_
     template: dict[str, Any],
 ) -> None:
     guarded = conditional_statements(template)
-    assert set(guarded) == {"HasSlack", "HasSecretsKmsKey", "HasSecurityHub", "HasEventBus"}
+    assert set(guarded) == {"HasSlack", "HasSecretsKmsKey", "HasSecurityHub", "HasEventBus", "HasOcsf"}
     assert as_list(guarded["HasSlack"]["Action"]) == ["secretsmanager:GetSecretValue"]
     assert sub_text(guarded["HasSlack"]["Resource"]) == "${SlackWebhookSecretArn}*"  # full or partial ARN
     assert as_list(guarded["HasSecretsKmsKey"]["Action"]) == ["kms:Decrypt"]
@@ -979,6 +990,11 @@ def test_given_the_notifier_role_then_each_channel_is_granted_only_its_resource_
     assert (
         sub_text(guarded["HasEventBus"]["Resource"])
         == "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}"
+    )
+    assert as_list(guarded["HasOcsf"]["Action"]) == ["events:PutEvents"]
+    assert (
+        sub_text(guarded["HasOcsf"]["Resource"])
+        == "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${OcsfEventBusName}"
     )
 
 
@@ -1006,9 +1022,21 @@ def test_given_the_notifier_role_then_it_consumes_only_its_queue_and_decrypts_on
         a.split(":", 1)[0] for s in function_statements(template, NOTIFIER) for a in as_list(s["Action"])
     }
     assert services == {"logs", "xray", "sqs", "kms", "dynamodb", "secretsmanager", "securityhub", "events"}
-    (outbox,) = statements_for(template, "dynamodb", NOTIFIER)  # the alerts are checked against it
+    # The alerts are checked against the outbox; the delivery records (Powertools Idempotency) are
+    # read and written in their own partition: each statement holds to one partition of the table
+    outbox, deliveries = statements_for(template, "dynamodb", NOTIFIER)
     assert as_list(outbox["Action"]) == ["dynamodb:GetItem"]
-    assert outbox["Resource"] == statements_for(template, "dynamodb")[0]["Resource"]  # the detector's table
+    assert set(as_list(deliveries["Action"])) == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+    }
+    table = statements_for(template, "dynamodb")[0]["Resource"]  # the detector's
+    for statement, partition in ((outbox, "OUTBOX"), (deliveries, "NOTIFIED")):
+        assert statement["Resource"] == table
+        assert statement["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [partition]}}
+    assert (OUTBOX_PARTITION, DELIVERY_PARTITION) == ("OUTBOX", "NOTIFIED")  # what the code reads and writes
 
 
 def test_given_the_notifier_then_its_environment_is_what_the_package_reads_and_holds_no_secret(
@@ -1024,6 +1052,7 @@ def test_given_the_notifier_then_its_environment_is_what_the_package_reads_and_h
     condition, product_arn, otherwise = variables["SECURITY_HUB_PRODUCT_ARN"]["Fn::If"]
     assert (condition, sub_text(product_arn), otherwise) == ("HasSecurityHub", DEFAULT_PRODUCT_ARN, "")
     assert variables["EVENT_BUS_NAME"] == {"Ref": "EventBusName"}
+    assert variables["OCSF_EVENT_BUS_NAME"] == {"Ref": "OcsfEventBusName"}
     assert (props["Runtime"], props["Handler"], props["CodeUri"]) == (
         "python3.13",
         "app.lambda_handler",

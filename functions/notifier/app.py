@@ -1,4 +1,5 @@
-"""The notifier: alerts from the topic (through its SQS queue) to Slack, Security Hub, EventBridge."""
+"""The notifier: alerts from the topic (through its SQS queue) to Slack, Security Hub, EventBridge
+(the alert JSON and the OCSF Detection Finding)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @cache
 def notifier() -> Notifier:
-    """Channels and clients (and the cached webhook URL): built once per execution environment."""
+    """Channels, clients, the webhook secret's cache and the delivery records: built once per
+    execution environment."""
     return notifier_from_environ()
 
 
@@ -39,6 +41,7 @@ def record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    notifier().register(context)  # a delivery in progress counts until this invocation times out
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -1,4 +1,5 @@
-"""Where the notifier delivers an alert: a Slack incoming webhook, Security Hub, an EventBridge bus.
+"""Where the notifier delivers an alert: a Slack incoming webhook, Security Hub, an EventBridge bus
+(the alert JSON, or an OCSF Detection Finding).
 
 Each channel's ``send(alert)`` returns when the channel accepted the alert and raises
 :class:`ChannelError` otherwise; the notifier then reports the SQS message failed so that SQS
@@ -8,7 +9,6 @@ retries it (and, after the last receive, moves it to the dead-letter queue).
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -16,17 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailgeo.core.alerts import Alert
 from trailgeo.core.render.asff import asff_finding, validate_finding
+from trailgeo.core.render.ocsf import detection_finding
 from trailgeo.core.render.slack import slack_message
 from trailgeo.ports import TrailgeoError
 
 SLACK_TIMEOUT_SECONDS = 5.0
-WEBHOOK_TTL_SECONDS = 300.0
+WEBHOOK_MAX_AGE_SECONDS = 300
 EVENT_SOURCE = "trailgeo"
 EVENT_DETAIL_TYPE = "Unusual country for AWS command"
+OCSF_DETAIL_TYPE = "OCSF Detection Finding"
 # PutEvents takes at most 256 KB per entry (detail, source, detail type and resources together).
 EVENT_DETAIL_LIMIT = 200 * 1024
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -64,43 +68,58 @@ def check_webhook_url(url: str) -> str:
     )
 
 
+def webhook_url(value: str | bytes) -> str:
+    """The URL a secret string holds: the URL itself, or JSON with a ``url`` or ``webhook_url``
+    key; checked by :func:`check_webhook_url`."""
+    url = (value.decode("utf-8", "replace") if isinstance(value, bytes) else value).strip()
+    if url.startswith("{"):
+        try:
+            document = json.loads(url)
+        except ValueError as exc:
+            raise ChannelError("the Slack webhook secret is neither a URL nor JSON") from exc
+        if not isinstance(document, dict):
+            document = {}
+        url = str(document.get("url") or document.get("webhook_url") or "")
+    return check_webhook_url(url)
+
+
 @dataclass(slots=True)
 class SecretWebhookUrl:
-    """The webhook URL read from Secrets Manager and cached for ``ttl`` seconds.
+    """The webhook URL, read from Secrets Manager through Powertools Parameters
+    (``SecretsProvider``), which caches it for ``max_age`` seconds per execution environment.
 
-    The secret string is the URL itself, or JSON with a ``url`` or ``webhook_url`` key. The URL
-    is a credential: it is never logged nor put in an error message.
+    :meth:`forget` (Slack answered 403, 404 or 410: a revoked or rotated webhook) makes the next
+    read a forced fetch (``force_fetch``), as does a secret that holds no acceptable URL. The URL is
+    a credential: it is never logged nor put in an error message.
     """
 
-    client: Any  # SecretsManagerClient
+    provider: SecretsProvider
     secret_id: str
-    ttl: float = WEBHOOK_TTL_SECONDS
-    clock: Callable[[], float] = time.monotonic
-    _cached: tuple[float, str] | None = None
+    max_age: int = WEBHOOK_MAX_AGE_SECONDS
+    _refetch: bool = False
+
+    @classmethod
+    def from_client(
+        cls, client: Any, secret_id: str, max_age: int = WEBHOOK_MAX_AGE_SECONDS
+    ) -> SecretWebhookUrl:
+        """Read through ``client`` (a Secrets Manager client)."""
+        return cls(SecretsProvider(boto3_client=client), secret_id, max_age)
 
     def __call__(self) -> str:
-        now = self.clock()
-        if self._cached is not None and now - self._cached[0] < self.ttl:
-            return self._cached[1]
         try:
-            value = self.client.get_secret_value(SecretId=self.secret_id)["SecretString"]
-        except (ClientError, BotoCoreError, KeyError) as exc:
-            raise ChannelError(f"cannot read the Slack webhook secret: {type(exc).__name__}") from exc
-        url = str(value).strip()
-        if url.startswith("{"):
-            try:
-                document = json.loads(url)
-            except ValueError as exc:
-                raise ChannelError("the Slack webhook secret is neither a URL nor JSON") from exc
-            if not isinstance(document, dict):
-                document = {}
-            url = str(document.get("url") or document.get("webhook_url") or "")
-        self._cached = (now, check_webhook_url(url))
-        return self._cached[1]
+            value = self.provider.get(self.secret_id, max_age=self.max_age, force_fetch=self._refetch)
+        except GetParameterError as exc:
+            raise ChannelError(f"cannot read the Slack webhook secret: {str(exc)[:300]}") from exc
+        self._refetch = True  # until the value turns out to be a URL of Slack's
+        if not isinstance(value, str | bytes):
+            raise ChannelError("the Slack webhook secret is neither a URL nor JSON")
+        url = webhook_url(value)
+        self._refetch = False
+        return url
 
     def forget(self) -> None:
         """Read the secret again next time (after a rotation made the cached URL fail)."""
-        self._cached = None
+        self._refetch = True
 
 
 @dataclass(slots=True)
@@ -197,6 +216,29 @@ def bounded_detail(alert: Alert, limit: int = EVENT_DETAIL_LIMIT) -> str:
     raise ChannelError("the alert does not fit in an EventBridge event")
 
 
+def put_event(client: Any, bus_name: str, detail_type: str, detail: str, resources: list[str]) -> None:
+    """One event on ``bus_name`` (source ``trailgeo``); a :class:`ChannelError` when EventBridge
+    cannot be called or refuses the entry."""
+    entry = {
+        "Source": EVENT_SOURCE,
+        "DetailType": detail_type,
+        "Detail": detail,
+        "EventBusName": bus_name,
+        "Resources": resources,
+    }
+    try:
+        answer = client.put_events(Entries=[entry])
+    except (ClientError, BotoCoreError) as exc:
+        raise ChannelError(f"EventBridge PutEvents failed: {exc}") from exc
+    if answer.get("FailedEntryCount", 0):
+        failed = [
+            {"code": e.get("ErrorCode"), "message": e.get("ErrorMessage")}
+            for e in answer.get("Entries", [])
+            if e.get("ErrorCode")
+        ]
+        raise ChannelError(f"EventBridge refused the event: {json.dumps(failed)[:500]}")
+
+
 @dataclass(slots=True)
 class EventBridgeChannel:
     client: Any  # EventBridgeClient
@@ -205,21 +247,22 @@ class EventBridgeChannel:
     resources: list[str] = field(default_factory=list)
 
     def send(self, alert: Alert) -> None:
-        entry = {
-            "Source": EVENT_SOURCE,
-            "DetailType": EVENT_DETAIL_TYPE,
-            "Detail": bounded_detail(alert),
-            "EventBusName": self.bus_name,
-            "Resources": list(self.resources),
-        }
-        try:
-            answer = self.client.put_events(Entries=[entry])
-        except (ClientError, BotoCoreError) as exc:
-            raise ChannelError(f"EventBridge PutEvents failed: {exc}") from exc
-        if answer.get("FailedEntryCount", 0):
-            failed = [
-                {"code": e.get("ErrorCode"), "message": e.get("ErrorMessage")}
-                for e in answer.get("Entries", [])
-                if e.get("ErrorCode")
-            ]
-            raise ChannelError(f"EventBridge refused the event: {json.dumps(failed)[:500]}")
+        put_event(self.client, self.bus_name, EVENT_DETAIL_TYPE, bounded_detail(alert), list(self.resources))
+
+
+@dataclass(slots=True)
+class OcsfChannel:
+    """The alert as an OCSF Detection Finding (``core.render.ocsf``) on an EventBridge bus, detail
+    type ``OCSF Detection Finding``: for Security Lake (through Firehose) or any OCSF consumer."""
+
+    client: Any  # EventBridgeClient
+    bus_name: str
+    product_version: str
+    default_region: str = "us-east-1"
+    name: str = "ocsf"
+
+    def send(self, alert: Alert) -> None:
+        detail = json.dumps(detection_finding(alert, self.product_version, self.default_region))
+        if len(detail.encode()) > EVENT_DETAIL_LIMIT:  # the rendering bounds every string and list
+            raise ChannelError(f"the OCSF finding of {alert.alert_id} is over {EVENT_DETAIL_LIMIT} bytes")
+        put_event(self.client, self.bus_name, OCSF_DETAIL_TYPE, detail, [])

@@ -1,11 +1,10 @@
 """The notifier's domain call: one SQS message (an alert from the alerts topic) to every channel.
 
 Delivery is at least once: a channel that fails makes :meth:`Notifier.notify` raise, the SQS
-message is reported failed and retried, then dead-lettered after the queue's last receive.
-Channels that already accepted an alert are remembered per execution environment (by alert id
-and channel, bounded), so a retry that lands in the same warm environment skips them; across
-environments, Security Hub updates the same finding (stable Id) and EventBridge consumers can
-de-duplicate on ``detail.alert_id``, while Slack may then show the alert twice.
+message is reported failed and retried, then dead-lettered after the queue's last receive. Each
+channel takes an alert once: a delivery record per (alert id, channel) in the detector's table
+(Powertools Idempotency, ``adapters.deliveries``) makes a retry, an SNS duplicate or another
+execution environment skip the channels that already took it and send it to the others.
 
 Only alerts the detector queued are acted on: each one is read back from the outbox (the table's
 ``OUTBOX`` item of its id). A message that names no queued alert, or differs from the one queued,
@@ -17,26 +16,35 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from importlib import metadata
+from typing import Any, Literal, Protocol
 
 from aws_lambda_powertools import single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
+from trailgeo.adapters.deliveries import DeliveryInProgressError
 from trailgeo.core.alerts import Alert, compacted
 from trailgeo.observability import count_by, logger, metrics
 from trailgeo.ports import Channel, TrailgeoError
 
-MEMORY_SIZE = 10_000
 # The ``reason`` dimension of AlertsRefused: a message that is no queued alert, or not as queued.
 REFUSED_REASONS = frozenset({"not_in_outbox", "differs_from_outbox"})
+Outcome = Literal["delivered", "skipped"]  # sent now, or by an earlier attempt
 
 
 class OutboxReader(Protocol):
     def get(self, alert_id: str) -> Alert | None: ...
+
+
+class Deliveries(Protocol):
+    """Which channels already took an alert (``adapters.deliveries.DeliveryRecords``)."""
+
+    def once(self, alert_id: str, channel: str, send: Callable[[], None]) -> Outcome: ...
+
+    def register(self, context: Any) -> None: ...
 
 
 class NotificationError(TrailgeoError):
@@ -48,7 +56,8 @@ class NotifierSettings:
     slack_webhook_secret_arn: str = ""
     security_hub_product_arn: str = ""
     event_bus_name: str = ""
-    table_name: str = ""  # the detector's table: alerts are checked against its outbox
+    ocsf_event_bus_name: str = ""  # OCSF Detection Findings on this bus
+    table_name: str = ""  # the detector's table: alerts are checked against its outbox, deliveries kept
     region: str = "us-east-1"
 
     @classmethod
@@ -57,6 +66,7 @@ class NotifierSettings:
             slack_webhook_secret_arn=environ.get("SLACK_WEBHOOK_SECRET_ARN", "").strip(),
             security_hub_product_arn=environ.get("SECURITY_HUB_PRODUCT_ARN", "").strip(),
             event_bus_name=environ.get("EVENT_BUS_NAME", "").strip(),
+            ocsf_event_bus_name=environ.get("OCSF_EVENT_BUS_NAME", "").strip(),
             table_name=environ.get("TABLE_NAME", "").strip(),
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
@@ -88,23 +98,6 @@ def count_refused(reason: str) -> None:
         pass  # written on leaving the block, beside the per-reason point
 
 
-@dataclass(slots=True)
-class DeliveryMemory:
-    """(alert id, channel) pairs already delivered in this execution environment, bounded."""
-
-    size: int = MEMORY_SIZE
-    _seen: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._seen
-
-    def add(self, key: tuple[str, str]) -> None:
-        self._seen[key] = None
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.size:
-            self._seen.popitem(last=False)
-
-
 @dataclass(frozen=True, slots=True)
 class NotifyReport:
     alert_id: str
@@ -113,11 +106,26 @@ class NotifyReport:
     refused: str = ""  # why the message was dropped (REFUSED_REASONS), when it was
 
 
+class _EveryTime:
+    """No delivery records (a notifier without a table): every attempt sends."""
+
+    def once(self, alert_id: str, channel: str, send: Callable[[], None]) -> Outcome:  # noqa: ARG002
+        send()
+        return "delivered"
+
+    def register(self, context: Any) -> None:
+        pass
+
+
 @dataclass(slots=True)
 class Notifier:
     channels: Sequence[Channel]
-    memory: DeliveryMemory = field(default_factory=DeliveryMemory)
     outbox: OutboxReader | None = None  # None: not checked (tests, a notifier without a table)
+    deliveries: Deliveries = field(default_factory=_EveryTime)  # no table: every attempt sends
+
+    def register(self, context: Any) -> None:
+        """The invocation's Lambda context (its remaining time bounds a delivery in progress)."""
+        self.deliveries.register(context)
 
     def notify(self, body: str) -> NotifyReport:
         """Every channel gets the alert; raises :class:`NotificationError` when any failed
@@ -134,20 +142,18 @@ class Notifier:
         skipped: list[str] = []
         failed: dict[str, str] = {}
         for channel in self.channels:
-            key = (alert.alert_id, channel.name)
-            if key in self.memory:
-                skipped.append(channel.name)
-                count_by("NotifySkipped", "channel", {channel.name: 1})
-                continue
             try:
-                channel.send(alert)
+                outcome = self.deliveries.once(alert.alert_id, channel.name, _sender(channel, alert))
+            except DeliveryInProgressError as exc:  # another invocation is sending it: retried later
+                failed[channel.name] = str(exc)[:500]
+                count_by("NotifyDeferred", "channel", {channel.name: 1})
+                continue
             except TrailgeoError as exc:
                 failed[channel.name] = str(exc)[:500]
                 count_by("NotifyFailed", "channel", {channel.name: 1})
                 continue
-            self.memory.add(key)
-            delivered.append(channel.name)
-            count_by("Notified", "channel", {channel.name: 1})
+            (delivered if outcome == "delivered" else skipped).append(channel.name)
+            count_by("Notified" if outcome == "delivered" else "NotifySkipped", "channel", {channel.name: 1})
         if failed:
             logger.error("alert not delivered", alert_id=alert.alert_id, failed=failed, delivered=delivered)
             raise NotificationError(f"alert {alert.alert_id} not delivered to {', '.join(sorted(failed))}")
@@ -167,12 +173,17 @@ class Notifier:
         return ""
 
 
+def _sender(channel: Channel, alert: Alert) -> Callable[[], None]:
+    return lambda: channel.send(alert)
+
+
 def build_notifier(settings: NotifierSettings, session: Any = None) -> Notifier:
     """The configured channels, with clients from ``session`` (a boto3 session)."""
     import boto3
 
     from trailgeo.adapters.channels import (
         EventBridgeChannel,
+        OcsfChannel,
         SecretWebhookUrl,
         SecurityHubChannel,
         SlackChannel,
@@ -187,23 +198,32 @@ def build_notifier(settings: NotifierSettings, session: Any = None) -> Notifier:
 
     channels: list[Channel] = []
     if settings.slack_webhook_secret_arn:
-        url = SecretWebhookUrl(client("secretsmanager"), settings.slack_webhook_secret_arn)
+        url = SecretWebhookUrl.from_client(client("secretsmanager"), settings.slack_webhook_secret_arn)
         channels.append(SlackChannel(SlackWebhookPoster(url), default_region=settings.region))
     if settings.security_hub_product_arn:
         channels.append(SecurityHubChannel(client("securityhub"), settings.security_hub_product_arn))
     if settings.event_bus_name:
         channels.append(EventBridgeChannel(client("events"), settings.event_bus_name))
+    if settings.ocsf_event_bus_name:
+        version = metadata.version("trailgeo")
+        channels.append(OcsfChannel(client("events"), settings.ocsf_event_bus_name, version, settings.region))
     if not channels:
-        raise NotificationError("no channel configured (Slack secret, Security Hub product or event bus)")
-    outbox = None
-    if settings.table_name:
-        from trailgeo.adapters.dynamodb import DynamoOutbox
+        raise NotificationError(
+            "no channel configured (Slack secret, Security Hub product, event bus or OCSF event bus)"
+        )
+    if not settings.table_name:
+        logger.warning("no TABLE_NAME: alerts are checked against no outbox and no delivery is recorded")
+        return Notifier(channels)
+    from trailgeo.adapters.deliveries import DeliveryRecords
+    from trailgeo.adapters.dynamodb import DynamoOutbox
 
-        outbox = DynamoOutbox(client("dynamodb"), settings.table_name)
-    else:
-        logger.warning("no TABLE_NAME: alerts are not checked against the detector's outbox")
-    logger.info("notifier ready", channels=[c.name for c in channels], outbox=settings.table_name or None)
-    return Notifier(channels, outbox=outbox)
+    dynamodb = client("dynamodb")
+    logger.info("notifier ready", channels=[c.name for c in channels], table=settings.table_name)
+    return Notifier(
+        channels,
+        outbox=DynamoOutbox(dynamodb, settings.table_name),
+        deliveries=DeliveryRecords.on_table(dynamodb, settings.table_name),
+    )
 
 
 def notifier_from_environ(session: Any = None) -> Notifier:

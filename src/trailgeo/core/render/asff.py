@@ -26,17 +26,19 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from trailgeo.core.alerts import Alert, is_country, location_label, location_noun
-from trailgeo.core.detectors import COUNTRY, detector
+from trailgeo.core.alerts import Alert, is_country, location_label
+from trailgeo.core.detectors import detector
 from trailgeo.core.render.shared import (
     console_links,
+    event_time,
     evidence_words,
+    finding_description,
+    finding_title,
     incident_member_lines,
     network_words,
     principal_name,
     rare_items,
     safe_id,
-    via_endpoints,
 )
 from trailgeo.core.text import plain
 
@@ -89,13 +91,7 @@ def _timestamp(value: datetime) -> str:
 
 
 def _event_time(value: str, fallback: datetime) -> str:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return _timestamp(fallback)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return _timestamp(parsed)
+    return _timestamp(event_time(value, fallback))
 
 
 def _bounded(value: str, limit: int) -> str:
@@ -157,13 +153,7 @@ def _action(alert: Alert) -> dict[str, Any] | None:
 
 
 def _description(alert: Alert) -> str:
-    keys = ", ".join(alert.access_key_ids) or "none"
-    text = (
-        f"{alert.rule.name}: {alert.principal} (account {alert.cloud.account.id}, access key {keys}) "
-        f"from {location_label(alert.country)}{via_endpoints(alert)}, score {alert.score:g}. "
-        + " ".join(alert.explanation.splitlines())
-    )
-    return plain(text, DESCRIPTION_LIMIT - 1)
+    return plain(finding_description(alert), DESCRIPTION_LIMIT - 1)
 
 
 def _product_fields(alert: Alert) -> dict[str, str]:
@@ -229,10 +219,7 @@ def asff_finding(alert: Alert, product_arn: str) -> dict[str, Any]:
     detected = _timestamp(alert.detected_at)
     found = detector(alert.detector)
     types = [VALID_ACCOUNTS, found.finding_type]
-    if found is COUNTRY:
-        title = f"Unusual {location_noun(alert.country)} for AWS command by {alert.principal}"
-    else:
-        title = f"{alert.rule.name} by {alert.principal}"
+    title = finding_title(alert)
     severity = {"Label": SEVERITY_LABELS[alert.severity], "Original": f"{alert.score:g}"}
     resources = [_principal_resource(alert, partition, region)]
     resources.extend(

@@ -1,6 +1,7 @@
 """What several renderings of an alert share (pure): the rare items that made it, the console
-links to investigate it, its ids as identifiers, the VPC endpoints its calls came through, and the
-incident it is part of (its headline and members).
+links to investigate it, its ids as identifiers, the VPC endpoints its calls came through, the
+incident it is part of (its headline and members), and a finding's title, description and event
+times (Security Hub, OCSF).
 
 Links are built here from percent-encoded parts, so attacker-controlled parts can end neither
 the URL nor a Slack link.
@@ -11,10 +12,12 @@ Imports: the standard library and ``trailgeo.core`` (the alert model).
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import NamedTuple
 from urllib.parse import quote
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, location_label, location_noun
+from trailgeo.core.detectors import COUNTRY, detector
 from trailgeo.core.incidents import headline, member_line
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
@@ -83,6 +86,34 @@ def via_endpoints(alert: Alert) -> str:
     """`` via <endpoint ids>`` after the addresses of calls through VPC endpoints, else ``""``."""
     endpoints = alert.vpc_endpoint_ids
     return f" via {', '.join(endpoints)}" if endpoints else ""
+
+
+def finding_title(alert: Alert) -> str:
+    """A finding's title (Security Hub, OCSF), unbounded: each rendering bounds it."""
+    if detector(alert.detector) is COUNTRY:
+        return f"Unusual {location_noun(alert.country)} for AWS command by {alert.principal}"
+    return f"{alert.rule.name} by {alert.principal}"
+
+
+def finding_description(alert: Alert) -> str:
+    """Who, from where, the score and the explanation, on one line, unbounded: each rendering
+    bounds it (and makes it plain)."""
+    keys = ", ".join(alert.access_key_ids) or "none"
+    return (
+        f"{alert.rule.name}: {alert.principal} (account {alert.cloud.account.id}, access key {keys}) "
+        f"from {location_label(alert.country)}{via_endpoints(alert)}, score {alert.score:g}. "
+        + " ".join(alert.explanation.splitlines())
+    )
+
+
+def event_time(value: str, fallback: datetime) -> datetime:
+    """A CloudTrail event time of the alert (ISO 8601; UTC when it names no zone), ``fallback``
+    when it does not parse."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return fallback
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def incident_text(alert: Alert) -> str | None:
