@@ -50,7 +50,8 @@ def one_alert_per_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str
         pytest.skip("MaxMind GeoLite2-City test database not available")
     geo = MaxMindGeoResolver(CITY_DB)
     # alice hourly from London for ten days, every other call denied; then, from Boxford, a
-    # CreateUser that fails in a new way (city, user_method, error_code), and from Japan (country)
+    # CreateUser that fails in a new way (city, user_method, error_code) amid 150 denied calls
+    # (error_spike), and from Japan (country)
     baseline = [
         record(
             T0 + timedelta(hours=i, minutes=3),
@@ -63,7 +64,8 @@ def one_alert_per_detector(tmp_path_factory: pytest.TempPathFactory) -> dict[str
     odd = [
         record(
             at, ip=BOXFORD_IP, name="CreateUser", source="iam.amazonaws.com", errorCode="EntityAlreadyExists"
-        )
+        ),
+        *(record(at + timedelta(seconds=s), ip=BOXFORD_IP, errorCode="AccessDenied") for s in range(150)),
     ]
     siblings = tmp_path_factory.mktemp("siblings")
     write_tree(siblings, files_by_delivery(baseline + odd))
@@ -121,6 +123,7 @@ def test_given_the_registry_then_its_names_ids_and_types_are_distinct_and_settin
     # And each sibling detector's suppression subject starts with its name
     assert subject_of(ALICE, "city", "GB/Boxford") == f"{ALICE}|city:GB/Boxford"
     assert subject_of(ALICE, "user_method") == f"{ALICE}|user_method"
+    assert subject_of(ALICE, "error_spike") == f"{ALICE}|error_spike"
 
 
 def _city_history() -> dict[str, dict[str, CounterState]]:

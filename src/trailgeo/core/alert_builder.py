@@ -138,6 +138,10 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
     )
 
 
+# The sibling detectors whose findings are methods (sensitive methods and tactics apply to them)
+_METHOD_VALUED = frozenset({"user_method", "city"})
+
+
 def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str) -> Alert | None:
     """An alert of a sibling detector (unusual command for a user, rare error code), or None."""
     rare = scored.rare()
@@ -166,8 +170,8 @@ def build_sibling_alert(scored: SiblingScore, detected_at: datetime, run_id: str
             organization_hourly_buckets=i.org_buckets,
             probability=i.probability,
             p_tail=i.p_tail,
-            sensitive=scored.detector != "error_code" and is_sensitive(i.value),
-            tactics=list(tactics_of(i.value)) if scored.detector != "error_code" else [],
+            sensitive=scored.detector in _METHOD_VALUED and is_sensitive(i.value),
+            tactics=list(tactics_of(i.value)) if scored.detector in _METHOD_VALUED else [],
         )
         for i in rare[:MAX_LIST]
     ]
@@ -265,6 +269,15 @@ def explain_sibling(scored: SiblingScore, rare: tuple[CategoryScore, ...]) -> st
             f"likely or equal {i.p_tail:.2g} (score {i.score:g}; {i.events} call(s) in this run)"
             for i in rare[:MAX_LIST]
         )
+    elif scored.detector == "error_spike":
+        lines = [
+            (
+                f"{who} got {top.events} error(s) in one hour (level {top.value}); it had that many in "
+                f"{top.own_buckets} of its {top.own_total} hourly buckets, the organization in "
+                f"{top.org_buckets} (probability of at least that level {top.p_tail:.2g}, score "
+                f"{top.score:g} >= {scored.threshold:g})."
+            )
+        ]
     else:
         lines = [
             (

@@ -51,6 +51,7 @@ ORG_CITIES = "OC"
 # The organization's own egress on hosting addresses (a VPN gateway on a cloud instance): one
 # category per address, recorded when colleagues for whom its country is usual share it in a run.
 ORG_EGRESS = "OX"
+ORG_ERROR_LEVELS = "OS"  # the organization's hourly error levels (error_spike)
 ROLLUPS = frozenset({ORG_METHODS})
 
 
@@ -62,6 +63,7 @@ USER_METHODS_PARTITION_PREFIX = "U#"
 CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.py), for new_client
 SENSITIVE_PARTITION_PREFIX = "SM#"  # an identity's sensitive methods (core/sensitive.py), for the factor
 IDENTITY_INDEX_PREFIX = "I#"
+ERROR_LEVELS_PARTITION_PREFIX = "ES#"  # an identity's hourly error levels (error_spike)
 COUNTER_PREFIXES = (
     METHOD_PARTITION_PREFIX,
     PRINCIPAL_PARTITION_PREFIX,
@@ -72,8 +74,11 @@ COUNTER_PREFIXES = (
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
+    ERROR_LEVELS_PARTITION_PREFIX,
 )
-ORG_LEVEL_PARTITIONS = frozenset({ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES, ORG_EGRESS})
+ORG_LEVEL_PARTITIONS = frozenset(
+    {ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES, ORG_EGRESS, ORG_ERROR_LEVELS}
+)
 
 
 def is_counter_partition(partition: str) -> bool:
@@ -104,6 +109,24 @@ def clients_partition(identity: str) -> str:
 
 def sensitive_partition(identity: str) -> str:
     return SENSITIVE_PARTITION_PREFIX + identity
+
+
+def error_levels_partition(identity: str) -> str:
+    return ERROR_LEVELS_PARTITION_PREFIX + identity
+
+
+# The error spike's categories: how many errors an identity got in one hour, as an order of
+# magnitude. A counter keeps hourly presence, never a tally (CounterDelta): the magnitude is kept
+# as which level was present in an hour, so that counting stays idempotent, and a flood of errors
+# or of made-up error codes adds one of these few categories, never more.
+ERROR_LEVELS = ("0", "1-9", "10-99", "100-999", "1000-9999", "10000+")
+
+
+def error_level(errors: int) -> str:
+    """The level of an hour's error count: ``0``, then one per power of ten, ``10000+`` the last."""
+    if errors <= 0:
+        return ERROR_LEVELS[0]
+    return ERROR_LEVELS[min(len(str(errors)), len(ERROR_LEVELS) - 1)]
 
 
 def method_cities_partition(method: str) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-DetectorName = Literal["country", "city", "user_method", "error_code"]
+DetectorName = Literal["country", "city", "user_method", "error_code", "error_spike"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,15 @@ ERROR_CODE = Detector(
     finding_type="Unusual Behaviors/User/Rare AWS error code",
 )
 
-REGISTRY: Mapping[str, Detector] = {d.name: d for d in (COUNTRY, CITY, USER_METHOD, ERROR_CODE)}
+ERROR_SPIKE = Detector(
+    name="error_spike",
+    rule_name="Spike in AWS Error Messages",
+    generator_id="trailgeo/spike-in-aws-error-messages",
+    chatbot_event_type="SpikeInAwsErrorMessages",
+    finding_type="Unusual Behaviors/User/Spike in AWS error messages",
+)
+
+REGISTRY: Mapping[str, Detector] = {d.name: d for d in (COUNTRY, CITY, USER_METHOD, ERROR_CODE, ERROR_SPIKE)}
 DETECTORS = frozenset(REGISTRY)
 DEFAULT_DETECTORS = frozenset({COUNTRY.name})
 if frozenset(get_args(DetectorName)) != DETECTORS:  # pragma: no cover - caught at import, by every test

@@ -35,7 +35,9 @@ from trailgeo.core.aggregate import CategoryGroup, HitGroup
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
+    ERROR_LEVELS,
     ORG_CITIES,
+    ORG_ERROR_LEVELS,
     ORG_ERRORS,
     ORG_METHODS,
     ORG_PARTITION,
@@ -46,6 +48,7 @@ from trailgeo.core.counters import (
     category_sort_key,
     country_sort_key,
     decay_weight,
+    error_levels_partition,
     hour_of,
     identity_index_partition,
     is_long_term_key,
@@ -496,7 +499,7 @@ CITY_NAMES = 100_000  # cities in a City database, roughly
 
 @dataclass(frozen=True, slots=True)
 class CategoryScore:
-    value: str  # the method (user_method) or the error code (error_code)
+    value: str  # the method (user_method), the error code (error_code), the error level (error_spike)
     score: float
     events: int
     own_buckets: int  # hourly buckets of it in the history that is scored against
@@ -508,12 +511,13 @@ class CategoryScore:
 
 @dataclass(frozen=True, slots=True)
 class SiblingScore:
-    detector: str  # "user_method" | "error_code"
+    detector: str  # "user_method" | "error_code" | "city" | "error_spike"
     account: str
     principal: str
     sources: tuple[HitGroup, ...]  # the (principal, country) groups the calls came from: evidence
     items: tuple[CategoryScore, ...]  # highest score first
-    suppressed: str | None  # "learning" (too little history) or "org_learning"
+    # "learning" (too little history), "org_learning", "few_errors" (an error spike under the floor)
+    suppressed: str | None
     threshold: float
     context: str = ""  # the city ("CC/City") for the city detector
 
@@ -604,6 +608,56 @@ def score_error_codes(
         sources=tuple(group.sources),
         items=(item,),
         suppressed=_sibling_learning(total, history.get(ORG_PARTITION, {}), policy, now_hour),
+        threshold=policy.threshold,
+    )
+
+
+# An error spike pages only from this many errors in one identity's hour (as one run saw it): a
+# handful of denied calls is a script's bad day, an enumeration makes hundreds.
+ERROR_SPIKE_MIN_EVENTS = 100
+
+
+def score_error_spike(
+    group: CategoryGroup, history: History, policy: ScoringPolicy, now_hour: int
+) -> SiblingScore:
+    """Spike in AWS error messages: how unusual the level of an identity's busiest error hour is
+    for that identity (its ``ES#`` history of hourly error levels), backing off to the
+    organization's (``OS``). The tail is the upper one (Elastic's ``high_*`` functions): the
+    probability of an hour with at least this many errors, so that a quiet hour is never a spike."""
+    scale = decay_weight(now_hour, policy.half_life_hours)
+    org_part = history.get(ORG_ERROR_LEVELS, {})
+    own_part = history.get(error_levels_partition(group.principal), {})
+    org_levels = _countries(org_part, scale)
+    own_levels = _countries(own_part, scale)
+    prob, _, _ = predictive(
+        [(org_levels, policy.org_concentration), (own_levels, policy.principal_concentration)],
+        ERROR_LEVELS,
+        len(ERROR_LEVELS),
+    )
+    at = ERROR_LEVELS.index(group.value)
+    tail = min(1.0, sum(prob[level] for level in ERROR_LEVELS[at:]))
+    events = sum(a.events for a in group.methods.values())
+    own_total = own_part.get(TOTAL, EMPTY)
+    item = CategoryScore(
+        value=group.value,
+        score=round(surprisal_score(tail, policy.full_score_tail), 1),
+        events=events,
+        own_buckets=own_part.get(category_sort_key(group.value), EMPTY).buckets,
+        own_total=own_total.buckets,
+        org_buckets=org_part.get(category_sort_key(group.value), EMPTY).buckets,
+        probability=prob[group.value],
+        p_tail=tail,
+    )
+    suppressed = _sibling_learning(own_total, history.get(ORG_PARTITION, {}), policy, now_hour)
+    if suppressed is None and events < ERROR_SPIKE_MIN_EVENTS:
+        suppressed = "few_errors"
+    return SiblingScore(
+        detector="error_spike",
+        account=group.account,
+        principal=group.principal,
+        sources=tuple(group.sources),
+        items=(item,),
+        suppressed=suppressed,
         threshold=policy.threshold,
     )
 

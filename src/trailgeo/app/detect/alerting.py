@@ -5,7 +5,7 @@ rolled up in a flood, and written to the outbox (before anything is counted)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
@@ -40,6 +40,7 @@ from trailgeo.core.scoring import (
     SiblingScore,
     score_cities,
     score_error_codes,
+    score_error_spike,
     score_group,
     score_user_methods,
 )
@@ -121,6 +122,8 @@ def score_and_raise(
     subjects |= {subject_of(g.principal, "error_code", g.value) for g in errors}
     cities = list(aggregate.city_groups.values())
     subjects |= {subject_of(g.principal, "city", g.value) for g in cities}
+    spikes = list(aggregate.spike_groups.values())
+    subjects |= {subject_of(g.principal, "error_spike") for g in spikes}
     # One read of every subject alerted within the longer window: this run's subjects' last alerts
     # (suppression, quarantined hours) and the quarantine in force in each country. A record older
     # than both makes no difference but to the compare-and-set, which reads it again when it fails.
@@ -184,7 +187,7 @@ def score_and_raise(
             continue
         candidates.append((alert, hours))
         found[alert.alert_id] = _history_evidence(alert, group, history)
-    siblings = _sibling_scores(groups, errors, cities, history, now_hour, options)
+    siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     egress = _org_egress(aggregate, history, usual_from, candidates, scheduled_at, deps)
     candidates = [
@@ -292,9 +295,11 @@ def _sibling_scores(
     history: History,
     now_hour: int,
     options: RunOptions,
+    spikes: Sequence[CategoryGroup] = (),
 ) -> list[SiblingScore]:
-    """Unusual city, unusual command for a user, rare error code: from the same pass, when configured
-    (the aggregate only builds error and city groups for the detectors that are on)."""
+    """Unusual city, unusual command for a user, rare error code, spike in error messages: from the
+    same pass, when configured (the aggregate only builds error, spike and city groups for the
+    detectors that are on)."""
     policy = options.policy
     scores = (
         [score_user_methods(g, history, policy, now_hour) for g in groups]
@@ -303,6 +308,7 @@ def _sibling_scores(
     )
     scores.extend(score_error_codes(g, history, policy, now_hour) for g in errors)
     scores.extend(score_cities(g, history, policy, now_hour) for g in cities)
+    scores.extend(score_error_spike(g, history, policy, now_hour) for g in spikes)
     return scores
 
 

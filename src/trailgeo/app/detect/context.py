@@ -51,7 +51,7 @@ class RunOptions:
     rollup_after: int = 10  # more alerts than this in one run: an alert flood, rolled up
     rollup_in_full: int = 5  # of a flood, the most urgent sent in full (the next carries the rest)
     tuning: Tuning = EMPTY_TUNING  # allowlists and per-method overrides (docs/tuning.md)
-    detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus "user_method", "error_code"
+    detectors: frozenset[str] = DEFAULT_DETECTORS  # "country", plus any of core.detectors.DETECTORS
     # Data and network activity events (eventCategory): skipped (MANAGEMENT) or scored too (ALL)
     events: EventScope = EventScope.MANAGEMENT
     # The evidence factors that weigh in a severity (core/evidence.py); the evaluation's ablation

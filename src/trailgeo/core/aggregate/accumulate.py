@@ -119,7 +119,8 @@ class RunAggregate:
     events: int = 0
     geolocated: int = 0
     _cells: dict[CellPrefix, Cell] = field(default_factory=dict)
-    # (account, principal, country, error code, method, hour): the rare-error-code detector only
+    # (account, principal, country, error code, method, hour): the error detectors only; the code
+    # is "" when only the spike is on (it counts errors, not codes: made-up codes add no cell)
     _error_cells: dict[tuple[str, str, str, str, str, int], list[Any]] = field(default_factory=dict)
     _key_cells: dict[tuple[str, str, int], list[Any]] = field(default_factory=dict)  # long-term keys
     _evidence: dict[EvidenceKey, EvidenceTally] = field(default_factory=dict)
@@ -137,7 +138,9 @@ class RunAggregate:
     _derived: tuple[dict[CounterKey, CounterDelta], dict[GroupKey, HitGroup]] | None = None
     _error_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _city_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
+    _spike_groups: dict[CategoryKey, CategoryGroup] = field(default_factory=dict)
     _count_errors: bool = False
+    _keep_error_codes: bool = False
     _window: tuple[int, int] = ANY_HOUR  # the hours the file being counted may hold (add_records)
     # eventCategory -> its reason ("Data", "NetworkActivity" only), and whether those are skipped
     _categories: dict[str, str] = field(default_factory=dict)
@@ -149,7 +152,8 @@ class RunAggregate:
             raise ValueError(
                 f"detectors must include 'country' and be among {sorted(DETECTORS)}: {sorted(unknown)}"
             )
-        self._count_errors = "error_code" in self.detectors
+        self._keep_error_codes = "error_code" in self.detectors
+        self._count_errors = self._keep_error_codes or "error_spike" in self.detectors
         if "city" in self.detectors and self.locate_city is None:
             raise ValueError("the city detector needs a City database (GeoIP2/GeoLite2 City or DB-IP City)")
         if "city" not in self.detectors:
@@ -242,7 +246,7 @@ class RunAggregate:
             sources = located_as
             categories = {}  # the file's own pass counted each record's category
         cells, evidence = self._cells, self._evidence
-        count_errors = self._count_errors
+        count_errors, keep_codes = self._count_errors, self._keep_error_codes
         earliest, latest = self._window  # the file's (set by add_records and add_files)
         not_counted = 0  # skips in the loop below (the duplicates never reach it)
         # One loop, no call per event on the common path (measured: the calls were a third of it).
@@ -342,7 +346,8 @@ class RunAggregate:
             if tally[2] is not None:
                 self._count_extra(tally[2], prefix, hour, event_time, skipped)
             if error_code is not None and count_errors:
-                key = (account, principal, country, clip(error_code, 128) or "", method, hour)
+                code = (clip(error_code, 128) or "") if keep_codes else ""
+                key = (account, principal, country, code, method, hour)
                 _tally(self._error_cells, key, event_time)
         if located_as is not None:
             return not_counted  # the endpoint pass: the file's own pass keeps the books
@@ -414,6 +419,13 @@ class RunAggregate:
         return self._city_groups
 
     @property
+    def spike_groups(self) -> dict[CategoryKey, CategoryGroup]:
+        """(account, identity, error level) -> the errors of the identity's busiest error hour in
+        this run (the error spike detector; ``derive.derive_error_levels``)."""
+        self._derive()
+        return self._spike_groups
+
+    @property
     def error_groups(self) -> dict[CategoryKey, CategoryGroup]:
         """(account, principal, error code) -> what the principal got that code for, in this run."""
         self._derive()
@@ -434,7 +446,7 @@ class RunAggregate:
         # thousands of new objects, none in a cycle, would otherwise set off full collections that
         # walk every cell of the run (measured: a third of the time spent deriving).
         with gc_paused():
-            counters, groups, self._error_groups, self._city_groups = derive(self)
+            counters, groups, self._error_groups, self._city_groups, self._spike_groups = derive(self)
             self._derived = counters, groups
         return self._derived
 

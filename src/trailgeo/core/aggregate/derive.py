@@ -3,7 +3,7 @@ filled (``accumulate``), once per batch when first asked for.
 
 Per (account, principal, country, method) cell, with all its hours: the most specific counters,
 folded into their totals and the organization's; the long-term keys' counters; each group's
-evidence; the error-code and city groups of the sibling detectors that are on.
+evidence; the error-code, error-spike and city groups of the sibling detectors that are on.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from trailgeo.core.clients import client_family
 from trailgeo.core.counters import (
     METHOD_PARTITION_PREFIX,
     ORG_CITIES,
+    ORG_ERROR_LEVELS,
     ORG_ERRORS,
     ORG_METHODS,
     ORG_PARTITION,
@@ -36,6 +37,8 @@ from trailgeo.core.counters import (
     category_sort_key,
     clients_partition,
     country_sort_key,
+    error_level,
+    error_levels_partition,
     identity_index_partition,
     method_cities_partition,
     method_partition,
@@ -59,6 +62,7 @@ class Derived(NamedTuple):
     groups: dict[GroupKey, HitGroup]
     error_groups: dict[CategoryKey, CategoryGroup]
     city_groups: dict[CategoryKey, CategoryGroup]
+    spike_groups: dict[CategoryKey, CategoryGroup]
 
 
 def derive(aggregate: RunAggregate) -> Derived:
@@ -116,9 +120,12 @@ def derive(aggregate: RunAggregate) -> Derived:
     _fold_totals(specific, counters)
     _observe_sensitive(counters, groups)
     _derive_keys_and_evidence(aggregate, counters, groups)
-    error_groups = _derive_errors(aggregate, counters, groups)
+    error_groups = _derive_errors(aggregate, counters, groups) if "error_code" in aggregate.detectors else {}
     city_groups = _derive_cities(aggregate, counters, groups, identities)
-    return Derived(counters, groups, error_groups, city_groups)
+    spike_groups = (
+        derive_error_levels(aggregate, counters, groups) if "error_spike" in aggregate.detectors else {}
+    )
+    return Derived(counters, groups, error_groups, city_groups, spike_groups)
 
 
 def _derive_keys_and_evidence(
@@ -243,6 +250,68 @@ def _derive_errors(
             error_group = error_groups[error_key] = CategoryGroup(*error_key)
         error_group.add(groups[(error_key[0], principal, country)], method, hour, events)
     return error_groups
+
+
+def derive_error_levels(
+    aggregate: RunAggregate, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
+) -> dict[CategoryKey, CategoryGroup]:
+    """The error spike's counters and groups.
+
+    Per identity (``subject_identity``: a role's sessions are one identity, their names being the
+    caller's choice) and per hour it called in this run: the level of its error count in that hour
+    (``counters.error_level``, ``0`` for an hour without errors), present under its ``ES#`` partition
+    and the organization's ``OS``. Per identity with errors: one group holding the errors of its
+    busiest error hour, valued by that hour's level (what the detector scores)."""
+    identities: dict[str, str] = {}
+    errors: dict[str, dict[int, int]] = {}  # identity -> hour -> error events in this run
+    cells_of: dict[str, list[tuple[tuple[str, str, str, str, str, int], int]]] = {}
+    for key, (events, _first, _last) in aggregate._error_cells.items():
+        principal, hour = key[1], key[5]
+        identity = identities.get(principal)
+        if identity is None:
+            identity = identities[principal] = subject_identity(principal)
+        per_hour = errors.setdefault(identity, {})
+        per_hour[hour] = per_hour.get(hour, 0) + events
+        cells_of.setdefault(identity, []).append((key, events))
+    active: dict[str, tuple[set[int], str, str]] = {}  # identity -> (hours, first, last)
+    for group in groups.values():
+        identity = identities.get(group.principal)
+        if identity is None:
+            identity = identities[group.principal] = subject_identity(group.principal)
+        hours = {h for activity in group.methods.values() for h in activity.hours}
+        first, last = group.first_event or "", group.last_event or ""
+        seen = active.get(identity)
+        if seen is None:
+            active[identity] = (hours, first, last)
+        else:
+            seen[0].update(hours)
+            active[identity] = (seen[0], min(seen[1], first), max(seen[2], last))
+    for identity, (hours, first, last) in active.items():
+        partition = error_levels_partition(identity)
+        per_hour = errors.get(identity, {})
+        for hour in hours:
+            level = category_sort_key(error_level(per_hour.get(hour, 0)))
+            for counter_key in (
+                (partition, level),
+                (partition, TOTAL),
+                (ORG_ERROR_LEVELS, level),
+                (ORG_ERROR_LEVELS, TOTAL),
+            ):
+                _observe(counters, counter_key, (hour,), first, last)
+    spike_groups: dict[CategoryKey, CategoryGroup] = {}
+    for identity, cells in cells_of.items():
+        per_hour = errors[identity]
+        peak = max(per_hour, key=lambda h: (per_hour[h], h))
+        level = error_level(per_hour[peak])
+        peak_cells = [(key, events) for key, events in cells if key[5] == peak]
+        accounts: Counter[str] = Counter()
+        for key, events in peak_cells:
+            accounts[clip(key[0], 64) or "unknown"] += events
+        account = min(accounts, key=lambda a: (-accounts[a], a))
+        spike = spike_groups[(account, identity, level)] = CategoryGroup(account, identity, level)
+        for (cell_account, principal, country, _, method, hour), events in peak_cells:
+            spike.add(groups[(clip(cell_account, 64) or "unknown", principal, country)], method, hour, events)
+    return spike_groups
 
 
 def _observe(

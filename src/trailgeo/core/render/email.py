@@ -38,6 +38,9 @@ def email_subject(alert: Alert) -> str:
     elif alert.detector == "error_code":
         code = alert.findings[0].value if alert.findings else "?"
         subject = f"Rare AWS error code: {code} for {alert.principal}"
+    elif alert.detector == "error_spike":
+        errors = alert.findings[0].events_in_run if alert.findings else 0
+        subject = f"Spike in AWS error messages: {errors} errors in an hour for {alert.principal}"
     elif alert.country == UNKNOWN_LOCATION:  # short: the principal has to fit in SNS's 100 characters
         subject = f"Unusual location for AWS command: {what} from an address not in GeoIP by {who}"
     elif not is_country(alert.country):  # a VPC endpoint
