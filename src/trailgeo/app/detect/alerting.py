@@ -420,29 +420,22 @@ def _raise_one(
     if last is not None and repeat and not _corroborated(alert):
         # A subject alerted within the quarantine, back without anything beside its location's
         # rarity (a trip's next days): the team was told once; telling it daily adds nothing.
-        # Corroboration (a factor, a sensitive method) pages again as ever.
-        report.alerts_suppressed += 1
-        extensions.setdefault(subject, set()).update(hours)
-        logger.info(
+        # Corroboration (an evidence factor, another detector) pages again as ever.
+        _suppress(
+            alert,
+            last,
+            subject,
+            hours,
+            report,
+            extensions,
             "alert suppressed: a repeat without corroboration",
-            alert_id=alert.alert_id,
-            previous_alert_id=last.alert_id,
-            since=last.at.isoformat(),
         )
         return True
     if last is not None and within:
         # One escalation per window: the first rare sensitive method after an alert without
         # any pages again (as an update of that alert); later ones are part of the same story.
         if not sensitive or last.sensitive_methods:
-            report.alerts_suppressed += 1
-            # Suppressed is not forgiven: the subject's later hours are quarantined like its first.
-            extensions.setdefault(subject, set()).update(hours)
-            logger.info(
-                "alert suppressed",
-                alert_id=alert.alert_id,
-                previous_alert_id=last.alert_id,
-                since=last.at.isoformat(),
-            )
+            _suppress(alert, last, subject, hours, report, extensions, "alert suppressed")
             return True
         alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
         logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive))
@@ -453,6 +446,22 @@ def _raise_one(
     recent[subject] = remembered
     decided.append(alert)
     return True
+
+
+def _suppress(
+    alert: Alert,
+    last: Suppression,
+    subject: str,
+    hours: frozenset[int],
+    report: RunReport,
+    extensions: dict[str, set[int]],
+    message: str,
+) -> None:
+    """Count and log a suppressed alert. Suppressed is not forgiven: the subject's later hours are
+    quarantined like its first."""
+    report.alerts_suppressed += 1
+    extensions.setdefault(subject, set()).update(hours)
+    logger.info(message, alert_id=alert.alert_id, previous_alert_id=last.alert_id, since=last.at.isoformat())
 
 
 def _corroborated(alert: Alert) -> bool:
