@@ -4,6 +4,7 @@ as the exactly-once guard, and reconciliation's listing as the net for what noti
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -28,6 +29,7 @@ from tests.aws import (
     set_environment,
 )
 from tests.builders import ACCOUNT, T0, US_IP, delivery_key, gz_file, record
+from trailgeo.adapters import intake
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.intake import (
     MAX_KEYS_PER_MESSAGE,
@@ -647,6 +649,11 @@ def test_given_notifications_and_fan_out_when_the_handler_runs_then_alerts_and_t
             FANOUT_QUEUE_URL=tasks_url,
             PARTIALS_BUCKET=PARTIALS,
             FILES_PER_TASK="7",
+        )
+        # moto's SQS is not safe for parallel requests (two receives can take one message, its
+        # pending groups are iterated while changed); real SQS is. The run drains one at a time.
+        monkeypatch.setattr(
+            intake, "SqsNotificationIntake", functools.partial(SqsNotificationIntake, concurrency=1)
         )
         notified = load_function("detector")
         rng = random.Random(5)
