@@ -383,3 +383,43 @@ def test_given_an_address_only_alerting_identities_shared_when_alice_uses_it_lat
     (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
     assert "hosting_provider" in [e["factor"] for e in alert["evidence"]]
     assert alert["severity"] == "high"
+
+
+# ---------------------------------------------------------------------------- re-alerts in the window
+
+
+def _calls_of(name: str, source: str, ip: str, at: Any) -> list[dict[str, Any]]:
+    key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
+    return [record(at + timedelta(minutes=m), ip=ip, key=key, name=name, source=source) for m in range(2)]
+
+
+def test_given_a_traveller_who_reads_her_usual_secret_then_no_re_alert_but_a_new_access_key_re_alerts(
+    tmp_path: Path,
+) -> None:
+    """Within the suppression window a sensitive method pages again only when it is news for the
+    identity: the engineer's daily GetSecretValue abroad is not, a first CreateAccessKey is. And
+    the routine call does not spend the window's one escalation (an attacker cannot open with the
+    victim's everyday sensitive call to make their backdoor a suppressed repeat)."""
+    # Given alice's history from the US, reading a secret every day besides her EC2 calls
+    routine = [
+        r
+        for day in range(10)
+        for r in _calls_of("GetSecretValue", "secretsmanager.amazonaws.com", US_IP, T0 + timedelta(days=day))
+    ]
+    # When she alerts from BT, reads the same secret there 2 hours later, and 4 hours later her
+    # key creates an access key from BT
+    trip = (
+        calls(FOREIGN_IP, CLI_V2)
+        + _calls_of(
+            "GetSecretValue", "secretsmanager.amazonaws.com", FOREIGN_IP, ATTACK_AT + timedelta(hours=2)
+        )
+        + _calls_of("CreateAccessKey", "iam.amazonaws.com", FOREIGN_IP, ATTACK_AT + timedelta(hours=4))
+    )
+    alerts = replayed(tmp_path, history() + routine + trip, resolver())
+
+    # Then the first alert, no re-alert for the routine secret, and one for the access key
+    first, second = alerts
+    assert first["follows_alert_id"] is None
+    assert second["follows_alert_id"] == first["alert_id"]
+    assert second["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
+    assert [e["factor"] for e in second["evidence"]] == ["new_sensitive_method"]

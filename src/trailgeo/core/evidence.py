@@ -201,6 +201,19 @@ def client_evidence(
     return Evidence(factor=NEW_CLIENT.name, raises=NEW_CLIENT.raises, text=text)
 
 
+def new_sensitive_methods(
+    sensitive_methods: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
+) -> tuple[str, ...]:
+    """The alert's sensitive methods that are news for the identity: those absent from ``known``
+    (its sensitive methods with their hourly buckets, before this run); all of them while it has
+    less than ``MIN_CLIENT_HISTORY_HOURS`` of history (nothing to compare with: a new key, user or
+    role calling IAM is news)."""
+    methods = tuple(dict.fromkeys(sensitive_methods))
+    if history_hours < MIN_CLIENT_HISTORY_HOURS:
+        return methods
+    return tuple(m for m in methods if known.get(m, (0, 0.0))[0] <= 0)
+
+
 def sensitive_evidence(
     sensitive_methods: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
 ) -> Evidence | None:
@@ -209,7 +222,7 @@ def sensitive_evidence(
     identity has ``MIN_CLIENT_HISTORY_HOURS`` of history."""
     if history_hours < MIN_CLIENT_HISTORY_HOURS:
         return None
-    new = [m for m in dict.fromkeys(sensitive_methods) if known.get(m, (0, 0.0))[0] <= 0]
+    new = new_sensitive_methods(sensitive_methods, known, history_hours)
     if not new:
         return None
     text = (

@@ -28,6 +28,7 @@ from trailgeo.core.evidence import (
     MIN_EGRESS_COLLEAGUES,
     client_evidence,
     networks_of,
+    new_sensitive_methods,
     sensitive_evidence,
     with_evidence,
 )
@@ -137,8 +138,10 @@ def score_and_raise(
     # (a role's many sessions are one subject).
     extensions: dict[str, set[int]] = {}
     candidates: list[tuple[Alert, frozenset[int]]] = []
-    # Evidence found from the group and its history, by alert id (the networks come later).
+    # Evidence found from the group and its history, by alert id (the networks come later), and
+    # the alert's sensitive methods that are news for its identity (a re-alert needs one).
     found: dict[str, list[Evidence]] = {}
+    fresh: dict[str, frozenset[str]] = {}
     # Per address, the identities calling from it this run from a country usual for them: the
     # organization's own egress when several do (core/evidence.SHARED_EGRESS).
     usual_from: dict[str, set[str]] = {}
@@ -186,7 +189,7 @@ def score_and_raise(
             )
             continue
         candidates.append((alert, hours))
-        found[alert.alert_id] = _history_evidence(alert, group, history)
+        found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     egress = _org_egress(aggregate, history, usual_from, candidates, scheduled_at, deps)
@@ -197,29 +200,31 @@ def score_and_raise(
         )
         for alert, hours in candidates
     ]
-    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions)
+    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions, fresh)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
 
 
-def _history_evidence(alert: Alert, group: HitGroup, history: History) -> list[Evidence]:
-    """The factors found against the subject's own history before this run: a client it never ran,
-    a sensitive method it never called."""
+def _history_evidence(
+    alert: Alert, group: HitGroup, history: History
+) -> tuple[list[Evidence], frozenset[str]]:
+    """The factors found against the subject's own history before this run (a client it never ran,
+    a sensitive method it never called), and the alert's sensitive methods that are news for it."""
     identity = subject_identity(group.principal)
     clients = history.get(clients_partition(identity), {}).get(TOTAL)
     own = history.get(principal_partition(identity), {}).get(TOTAL)
     sensitive = history.get(sensitive_partition(identity), {}).get(TOTAL)
+    known, hours = (sensitive.countries if sensitive else {}), (own.buckets if own else 0)
     found = (
         client_evidence(
             group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
         ),
-        sensitive_evidence(
-            alert.sensitive_methods, sensitive.countries if sensitive else {}, own.buckets if own else 0
-        ),
+        sensitive_evidence(alert.sensitive_methods, known, hours),
     )
-    return [e for e in found if e is not None]
+    news = frozenset(new_sensitive_methods(alert.sensitive_methods, known, hours))
+    return [e for e in found if e is not None], news
 
 
 def _org_egress(
@@ -357,10 +362,13 @@ def _raise_alerts(
     options: RunOptions,
     report: RunReport,
     extensions: dict[str, set[int]],
+    fresh: Mapping[str, frozenset[str]] | None = None,
 ) -> None:
     """Queue alerts, one per (identity, country) per suppression window: an attacker's next
     runs of calls do not page the team again within the window, unless they reach for a
-    sensitive method (IAM, credentials, logging...) not alerted yet.
+    sensitive method (IAM, credentials, logging...) that is news for the identity (``fresh``, by
+    alert id: one it never called before this run; every one while it has too little history;
+    every one for the sibling detectors) and none was alerted yet.
 
     Every hour of an alerted subject stays quarantined (``RunOptions.quarantine``, 30 days from
     its last alert) at every level: the subject's own hours at the role, principal and key
@@ -378,9 +386,22 @@ def _raise_alerts(
     decided: list[Alert] = []
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
         subject = alert_subject(candidate)
+        news = (fresh or {}).get(
+            candidate.alert_id, frozenset(m.method for m in candidate.methods if m.sensitive)
+        )
         for _ in range(MAX_SUBJECT_RACES):
             if _raise_one(
-                candidate, hours, subject, recent, scheduled_at, deps, options, report, decided, extensions
+                candidate,
+                hours,
+                news,
+                subject,
+                recent,
+                scheduled_at,
+                deps,
+                options,
+                report,
+                decided,
+                extensions,
             ):
                 break
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
@@ -397,6 +418,7 @@ def _raise_alerts(
 def _raise_one(
     candidate: Alert,
     hours: frozenset[int],
+    sensitive: frozenset[str],
     subject: str,
     recent: dict[str, Suppression],
     scheduled_at: datetime,
@@ -407,9 +429,9 @@ def _raise_one(
     extensions: dict[str, set[int]],
 ) -> bool:
     """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``, the
-    hours of a suppressed one to ``extensions``); False when the subject's record changed under us."""
+    hours of a suppressed one to ``extensions``); False when the subject's record changed under us.
+    ``sensitive``: the candidate's sensitive methods that are news for its identity."""
     alert = candidate
-    sensitive = frozenset(m.method for m in alert.methods if m.sensitive)
     last = recent.get(subject)
     within = (
         last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
@@ -432,8 +454,9 @@ def _raise_one(
         )
         return True
     if last is not None and within:
-        # One escalation per window: the first rare sensitive method after an alert without
-        # any pages again (as an update of that alert); later ones are part of the same story.
+        # One escalation per window: the first rare sensitive method new to the identity after an
+        # alert without any pages again (as an update of that alert); later ones are part of the
+        # same story. An engineer's daily AssumeRole, away from home, is not news.
         if not sensitive or last.sensitive_methods:
             _suppress(alert, last, subject, hours, report, extensions, "alert suppressed")
             return True
