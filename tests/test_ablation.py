@@ -22,8 +22,8 @@ from tests.test_corroboration import (
     replayed,
     resolver,
 )
-from trailgeo.core.alerts import Alert
-from trailgeo_tools.enterprise_eval import ablation_variants, severity_with
+from trailgeo.core.alerts import Alert, AlertIncident
+from trailgeo_tools.enterprise_eval import ablation_variants, hits_of, severity_with
 
 
 def test_given_the_registry_then_the_variants_are_all_none_and_each_part_left_out() -> None:
@@ -70,3 +70,20 @@ def test_given_an_alert_through_the_organizations_egress_when_shared_egress_is_l
     assert severity_with(alert, variants["all"]) == alert.severity == "medium"
     assert severity_with(alert, variants["without shared_egress"]) == "high"
     assert severity_with(alert, variants["without hosting_provider"]) == "medium"
+
+
+def test_given_an_incidents_quiet_update_when_counted_then_a_notification_but_no_page(tmp_path: Path) -> None:
+    """The issue's "updates rather than new pages": an incident's quiet update is sent in its
+    thread; its first notification, an escalation and a re-alert each page."""
+    # Given one alert, published as an incident's first notification, a quiet update, an escalation
+    (raw,) = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver())
+    alert = Alert.model_validate(raw)
+    first = alert.model_copy(update={"incident": AlertIncident(id=alert.alert_id)})
+    quiet = alert.model_copy(update={"incident": AlertIncident(id=alert.alert_id, update=True)})
+    louder = alert.model_copy(update={"incident": AlertIncident(id=alert.alert_id, escalation=True)})
+    re_alert = alert.model_copy(update={"follows_alert_id": alert.alert_id})
+
+    # When counted, Then all four are notifications and all but the quiet update page
+    hits = hits_of([first, quiet, louder, re_alert])
+    assert [h.notification for h in hits] == [0, 1, 2, 3]
+    assert [h.page for h in hits] == [True, False, True, True]

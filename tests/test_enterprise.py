@@ -254,6 +254,8 @@ def test_given_a_small_enterprise_when_evaluated_then_every_figure_is_there(
     assert 0 <= seed["attacks_detected_high"] <= seed["attacks_detected"] <= seed["attack_incidents"] == 9
     assert seed["alerts_high_on_attacks"] <= seed["alerts_high"] <= seed["alerts"]
     assert seed["notifications"] <= seed["alerts"]
+    assert seed["pages_on_attacks"] <= seed["notifications_on_attacks"]
+    assert all(r["pages"] <= r["notifications"] for r in seed["attacks"])
     assert sum(seed["benign_severity"].values()) == seed["benign_alerts"]
     assert set(seed["benign_by_kind"]) <= set(BENIGN_KINDS)
     assert overall["attack_incidents"] == 9

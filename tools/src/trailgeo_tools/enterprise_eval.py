@@ -8,21 +8,25 @@ are one incident each.
 
 * An **alert** is every alert the detector raised: each published one and each carried inside a
   roll-up (``rolled_up``, an alert flood sent as one message). A **notification** is a published
-  one (updates of an earlier alert, ``follows_alert_id``, included: each pages again).
+  one (updates of an earlier alert, ``follows_alert_id``, included). A **page** is a notification
+  that opens or escalates a thread: every one but an incident's quiet update (``incident.update``,
+  sent in the incident's thread, not an alert in OCSF's sense: the issue's "updates rather than
+  new pages"); a re-alert within the suppression window and an incident's escalation page.
 * An alert **matches** an incident when its account is one of the incident's, its principal one of
   its principals, its location its country, and its event times overlap the incident's by an hour
   either side (a rolled-up alert has its carrier's times).
 * **Recall**: attack incidents with at least one matching alert (at any severity; at ``high`` or
   ``critical``). **Precision at >= high**: alerts at ``high``/``critical`` that match an attack
   incident over all alerts at ``high``/``critical``. **Notifications per attack incident**: the
-  notifications holding a matching alert, per detected attack incident (mean; the max is reported).
+  notifications holding a matching alert, per detected attack incident (mean; the max is reported);
+  **pages per attack incident** the same for pages (the target's figure).
 * **Benign alerts** are every alert that matches no attack: those matching a benign incident (by
   ``benign_kind``) and the unexplained rest (by the kind of principal: person, vendor, automation).
   "Alerts per benign incident" divides all benign alerts by the benign incidents; per kind, only the
   alerts matching that kind's incidents.
 
 The targets (printed as ``TARGET PASS``/``FAIL`` lines): every attack incident has an alert at
->= high; precision at >= high >= 0.8; <= 1.2 notifications per attack incident; benign alerts at most
+>= high; precision at >= high >= 0.8; <= 1.2 pages per attack incident; benign alerts at most
 medium and <= 0.5 per benign incident.
 """
 
@@ -120,6 +124,7 @@ class Hit:
     last_event: datetime
     detected_at: datetime
     update: bool
+    page: bool
 
     def matches(self, inc: GroundIncident) -> bool:
         return (
@@ -139,11 +144,14 @@ def hits_of(alerts: Sequence[Alert]) -> list[Hit]:
         first = parse_time(a.first_event_time) or detected
         last = parse_time(a.last_event_time) or first
         update = a.follows_alert_id is not None
+        page = not (a.incident is not None and a.incident.update)
         out.append(
-            Hit(k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, update)
+            Hit(
+                k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, update, page
+            )
         )
         out.extend(
-            Hit(k, r.account, r.principal, r.location, r.severity, first, last, detected, update)
+            Hit(k, r.account, r.principal, r.location, r.severity, first, last, detected, update, page)
             for r in a.rolled_up
         )
     return out
@@ -237,6 +245,8 @@ def evaluate_enterprise(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> di
         "alerts_high_on_attacks": high_true,
         "notifications_on_attacks": sum(r["notifications"] for r in detected),
         "max_notifications_per_attack": max((r["notifications"] for r in attacks), default=0),
+        "pages_on_attacks": sum(r["pages"] for r in detected),
+        "max_pages_per_attack": max((r["pages"] for r in attacks), default=0),
         "benign_incidents": len(benign_groups),
         "benign_alerts": len(benign_hits),
         "benign_alerts_matched": sum(1 for _, m in benign_hits if m),
@@ -280,6 +290,7 @@ def _attack_row(
         "detected_high": bool(high),
         "alerts": len(mine),
         "notifications": len({h.notification for h in mine}),
+        "pages": len({h.notification for h in mine if h.page}),
         "severities": sorted({h.severity for h in mine}, key=SEVERITIES.index),
         "latency_min": latency(mine),
         "latency_high_min": latency(high),
@@ -295,6 +306,7 @@ _SUMS = (
     "alerts_high",
     "alerts_high_on_attacks",
     "notifications_on_attacks",
+    "pages_on_attacks",
     "benign_incidents",
     "benign_alerts",
     "benign_alerts_matched",
@@ -309,9 +321,8 @@ def aggregate_enterprise(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any
             name: (row := {k: sum(m["ablation"][name][k] for m in per_seed) for k in _SUMS}) | ratios(row)
             for name in per_seed[0]["ablation"]
         }
-    total["max_notifications_per_attack"] = max(
-        (m["max_notifications_per_attack"] for m in per_seed), default=0
-    )
+    for most in ("max_notifications_per_attack", "max_pages_per_attack"):
+        total[most] = max((m[most] for m in per_seed), default=0)
     total["benign_severity"] = {s: sum(m["benign_severity"][s] for m in per_seed) for s in SEVERITIES}
     kinds: dict[str, dict[str, Any]] = {}
     for m in per_seed:
@@ -338,6 +349,7 @@ def ratios(m: Mapping[str, Any]) -> dict[str, float | None]:
         "recall_high": div(m["attacks_detected_high"], m["attack_incidents"]),
         "precision_high": div(m["alerts_high_on_attacks"], m["alerts_high"]),
         "notifications_per_attack": div(m["notifications_on_attacks"], m["attacks_detected"]),
+        "pages_per_attack": div(m["pages_on_attacks"], m["attacks_detected"]),
         "benign_per_incident": div(m["benign_alerts"], m["benign_incidents"]),
         "benign_matched_per_incident": div(m["benign_alerts_matched"], m["benign_incidents"]),
     }
@@ -358,11 +370,12 @@ def targets(m: Mapping[str, Any]) -> list[dict[str, Any]]:
         p is not None and p >= PRECISION_TARGET,
         f"{p} ({m['alerts_high_on_attacks']}/{m['alerts_high']})",
     )
-    per = m["notifications_per_attack"]
+    per = m["pages_per_attack"]
     add(
-        f"notifications per attack incident <= {NOTIFICATIONS_TARGET}",
+        f"pages per attack incident <= {NOTIFICATIONS_TARGET}",
         per is not None and per <= NOTIFICATIONS_TARGET,
-        f"{per} (max {m['max_notifications_per_attack']})",
+        f"{per} (max {m['max_pages_per_attack']}; notifications with quiet updates "
+        f"{m['notifications_per_attack']}, max {m['max_notifications_per_attack']})",
     )
     sev = m["benign_severity"]
     loud = sev["high"] + sev["critical"]
@@ -475,7 +488,8 @@ def _attack_line(r: Mapping[str, Any]) -> str:
     sev = "/".join(r["severities"])
     high = f", >=high after {r['latency_high_min']} min" if r["detected_high"] else ", never >= high"
     return (
-        f"  {r['group']} ({where}): {r['alerts']} alert(s) in {r['notifications']} notification(s), "
+        f"  {r['group']} ({where}): {r['alerts']} alert(s) in {r['notifications']} notification(s) "
+        f"({r['pages']} paging), "
         f"severity {sev}, first {r['latency_min']} min after delivery{high}"
     )
 
@@ -489,6 +503,7 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
     per_attack = (
         f"{m['notifications_per_attack']} (mean over detected; max {m['max_notifications_per_attack']})"
     )
+    pages = f"{m['pages_per_attack']} (max {m['max_pages_per_attack']}; quiet incident updates not counted)"
     alerts = (
         f"{m['alerts']} in {m['notifications']} notifications; benign: {m['benign_alerts']} "
         f"({m['benign_alerts_matched']} on a benign incident, the rest unexplained)"
@@ -499,6 +514,7 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         f"recall, alert at >= high:           {_pct(m['attacks_detected_high'], m['attack_incidents'])}",
         f"precision at >= high:               {precision}",
         f"notifications per attack incident:  {per_attack}",
+        f"pages per attack incident:          {pages}",
         f"alerts:                             {alerts}",
         "benign alerts by severity:          " + ", ".join(f"{s} {sev[s]}" for s in SEVERITIES),
         f"benign alerts per benign incident:  {per_benign}",
