@@ -21,11 +21,13 @@ from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import replay
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alert_builder import rarity_severity
+from trailgeo.core.alerts import Alert
 from trailgeo.core.clients import OTHER, client_family
 from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX, TOTAL, clients_partition
 from trailgeo.core.evidence import FACTORS, MIN_CLIENT_HISTORY_HOURS, REGISTRY, client_evidence
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import TrailRecord
+from trailgeo.core.render.email import email_subject
 
 CLI_V2 = "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64.ubuntu.22"
 KALI_CLI = "aws-cli/1.18.69 Python/2.7.18 Linux/6.5.0-kali3-amd64 botocore/1.16.19"
@@ -423,3 +425,46 @@ def test_given_a_traveller_who_reads_her_usual_secret_then_no_re_alert_but_a_new
     assert second["follows_alert_id"] == first["alert_id"]
     assert second["sensitive_methods"] == ["iam.amazonaws.com:CreateAccessKey"]
     assert [e["factor"] for e in second["evidence"]] == ["new_sensitive_method"]
+
+
+def test_given_a_re_alert_no_more_severe_than_the_first_then_an_update_else_an_escalation(
+    tmp_path: Path,
+) -> None:
+    """The team was paged at critical for a thief on a rented server with their own tools: the
+    backdoor key two hours later is told in the same thread (an update, SNS attribute
+    ``notification=update``); after a medium alert the same backdoor pages (an escalation)."""
+    key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
+    backdoor = [
+        record(
+            ATTACK_AT + timedelta(hours=2, minutes=m),
+            ip=FOREIGN_IP,
+            key=key,
+            agent=agent,
+            name=name,
+            source=src,
+        )
+        for m, (agent, name, src) in enumerate([(KALI_CLI, "CreateAccessKey", "iam.amazonaws.com")] * 2)
+    ]
+    # Given a critical first alert (hosting provider, new client), When the backdoor follows
+    loud = replayed(
+        tmp_path / "loud",
+        history() + calls(FOREIGN_IP, KALI_CLI) + backdoor,
+        resolver({FOREIGN_IP: AMAZON, US_IP: COMCAST}),
+    )
+    # Then the re-alert is an update in the first alert's thread
+    first, second = (Alert.model_validate(a) for a in loud)
+    assert (first.severity, second.severity) == ("critical", "critical")
+    assert (second.follows_alert_id, second.quiet_update, second.notification) == (
+        first.alert_id,
+        True,
+        "update",
+    )
+    assert email_subject(second).startswith("Update: ")
+
+    # Given a medium first alert (her own client from a home line), When the same backdoor follows
+    quiet_first = [r | {"userAgent": CLI_V2} for r in backdoor]
+    told = replayed(tmp_path / "told", history() + calls(FOREIGN_IP, CLI_V2) + quiet_first, resolver())
+    # Then the re-alert, high, pages as an escalation
+    first, second = (Alert.model_validate(a) for a in told)
+    assert (first.severity, second.severity) == ("medium", "high")
+    assert (second.quiet_update, second.notification) == (False, "escalation")

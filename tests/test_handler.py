@@ -130,6 +130,7 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     )
     assert envelope["MessageAttributes"]["country"]["Value"] == "BT"
     assert envelope["MessageAttributes"]["severity"]["Value"] == "high"
+    assert envelope["MessageAttributes"]["notification"]["Value"] == "new"  # for a paging filter policy
     assert float(envelope["MessageAttributes"]["score"]["Value"]) >= 90
     alert = json.loads(envelope["Message"])
     assert alert["detected_at"].startswith("2026-10-02T01:15:00")

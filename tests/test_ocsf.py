@@ -402,7 +402,9 @@ def test_given_a_thread_when_rendered_then_its_later_alerts_update_the_first_one
     assert re_alert["metadata"]["uid"] == "f" * 32
     assert "modified_time" in re_alert["finding_info"]
     assert "created_time" not in re_alert["finding_info"]
-    assert re_alert["is_alert"] is True  # a re-alert pages
+    assert re_alert["is_alert"] is True  # a re-alert more severe than the subject's earlier ones pages
+    quiet = detection_finding(VARIANTS["re_alert"].model_copy(update={"quiet_update": True}), VERSION)
+    assert (quiet["activity_id"], quiet["finding_info"]["uid"], quiet["is_alert"]) == (2, ALERT_ID, False)
 
     update = detection_finding(VARIANTS["incident_update"], VERSION)
     assert (update["activity_id"], update["finding_info"]["uid"], update["is_alert"]) == (2, ALERT_ID, False)

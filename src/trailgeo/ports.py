@@ -264,13 +264,15 @@ class FrequencyStore(Protocol):
 @dataclass(frozen=True, slots=True)
 class Suppression:
     """The last alert of a subject (principal's identity and country): when, its id, the
-    sensitive methods alerted so far in the window (a new one re-alerts early) and the hours
-    whose calls alerted (kept out of the principal's familiarity with the country)."""
+    sensitive methods alerted so far in the window (a new one re-alerts early), the hours
+    whose calls alerted (kept out of the principal's familiarity with the country), and the
+    highest severity sent for it in the window (a re-alert no higher is a quiet update)."""
 
     at: datetime
     alert_id: str
     sensitive_methods: frozenset[str] = frozenset()
     hours: frozenset[int] = frozenset()  # the subject's hours since it alerted: quarantined
+    severity: str = ""  # "" for a record written before severities were kept: a re-alert pages
 
 
 MAX_REMEMBERED_METHODS = 200

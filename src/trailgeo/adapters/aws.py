@@ -311,6 +311,8 @@ class SnsAlertSink:
             "country": {"DataType": "String", "StringValue": alert.country},
             "score": {"DataType": "Number", "StringValue": format(alert.score, "g")},
             "alert_id": {"DataType": "String", "StringValue": alert.alert_id},
+            # new | escalation | update: a paging subscription's filter policy leaves updates out
+            "notification": {"DataType": "String", "StringValue": alert.notification},
         }
         try:
             message = sns_message(alert)

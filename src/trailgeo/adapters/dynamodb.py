@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from trailgeo.core.alerts import Alert, compacted
+from trailgeo.core.alerts import SEVERITY_LEVELS, Alert, compacted
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
     EMPTY,
@@ -115,7 +115,14 @@ def _suppression(item: Item) -> Suppression:
         alert_id=item["aid"]["S"],
         sensitive_methods=frozenset(v["S"] for v in item.get("ms", {}).get("L", [])),
         hours=frozenset(hours),
+        severity=_known_severity(item.get("sev", {}).get("S")),
     )
+
+
+def _known_severity(value: object) -> str:
+    """A stored severity, or "" for anything else (an older record, someone else's write): a
+    re-alert then pages, never the other way round."""
+    return value if isinstance(value, str) and value in SEVERITY_LEVELS else ""
 
 
 def _incident(item: Item) -> IncidentRecord | None:
@@ -726,6 +733,7 @@ class DynamoOutbox:
                 "aid": {"S": suppression.alert_id},
                 "ms": {"L": [{"S": m} for m in methods]},
                 "hr": {"L": [{"N": str(h)} for h in hours]},
+                **({"sev": {"S": suppression.severity}} if suppression.severity else {}),
                 "expires_at": ttl_after(suppression.at, SUPPRESS_RETENTION),
             },
             **condition,

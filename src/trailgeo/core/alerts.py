@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal, TypeGuard, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,16 @@ from trailgeo.core.text import plain
 
 MAX_LIST = 20
 Severity = Literal["low", "medium", "high", "critical"]
+SEVERITY_LEVELS: tuple[Severity, ...] = get_args(Severity)  # lowest first
+
+
+def more_severe(severity: str, than: str) -> bool:
+    """Whether ``severity`` is above ``than`` (anything unknown is below every level)."""
+
+    def rank(value: str) -> int:
+        return SEVERITY_LEVELS.index(value) if value in SEVERITY_LEVELS else -1
+
+    return rank(severity) > rank(than)
 
 
 class _Model(BaseModel):
@@ -266,6 +276,9 @@ class Alert(_Model):
     event_ids: list[str]
     omitted: Omitted
     follows_alert_id: str | None = None  # a re-alert within the suppression window (sensitive method)
+    # A re-alert no more severe than what its subject already sent in the window: an update in the
+    # thread of the alert it follows, not a new page (the team was told at that severity already).
+    quiet_update: bool = False
     findings: list[Finding] = []  # sibling detectors: what is rare (the country detector uses methods)
     correlated_detectors: list[str] = []  # other detectors that fired for this principal in the run
     rolled_up: list[RolledUp] = []  # more alerts of the run, carried by this one (an alert flood)
@@ -322,6 +335,21 @@ class Alert(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    @property
+    def is_update(self) -> bool:
+        """Sent in an existing thread without paging: an incident's quiet update, a quiet re-alert."""
+        return self.quiet_update or (self.incident is not None and self.incident.update)
+
+    @property
+    def notification(self) -> str:
+        """What the notification is to a subscriber that pages: ``new`` (a thread opens),
+        ``escalation`` (an update that pages: an incident's escalation, a re-alert more severe than
+        its subject's earlier ones) or ``update`` (no page)."""
+        if self.is_update:
+            return "update"
+        escalated = self.incident is not None and self.incident.escalation
+        return "escalation" if escalated or self.follows_alert_id else "new"
 
     @property
     def thread_id(self) -> str:

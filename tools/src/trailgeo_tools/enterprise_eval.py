@@ -9,9 +9,10 @@ are one incident each.
 * An **alert** is every alert the detector raised: each published one and each carried inside a
   roll-up (``rolled_up``, an alert flood sent as one message). A **notification** is a published
   one (updates of an earlier alert, ``follows_alert_id``, included). A **page** is a notification
-  that opens or escalates a thread: every one but an incident's quiet update (``incident.update``,
-  sent in the incident's thread, not an alert in OCSF's sense: the issue's "updates rather than
-  new pages"); a re-alert within the suppression window and an incident's escalation page.
+  that opens or escalates a thread: every one but a quiet update (``Alert.is_update``: an
+  incident's update, a re-alert no more severe than its subject's earlier alerts; sent in the
+  thread, SNS attribute ``notification=update``, not an alert in OCSF's sense: the issue's
+  "updates rather than new pages").
 * An alert **matches** an incident when its account is one of the incident's, its principal one of
   its principals, its location its country, and its event times overlap the incident's by an hour
   either side (a rolled-up alert has its carrier's times).
@@ -144,7 +145,7 @@ def hits_of(alerts: Sequence[Alert]) -> list[Hit]:
         first = parse_time(a.first_event_time) or detected
         last = parse_time(a.last_event_time) or first
         update = a.follows_alert_id is not None
-        page = not (a.incident is not None and a.incident.update)
+        page = not a.is_update
         out.append(
             Hit(
                 k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, update, page

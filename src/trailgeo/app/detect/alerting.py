@@ -12,7 +12,7 @@ from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import MAX_LIST, Alert, Evidence
+from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, more_severe
 from trailgeo.core.counters import (
     ORG_EGRESS,
     TOTAL,
@@ -460,10 +460,17 @@ def _raise_one(
         if not sensitive or last.sensitive_methods:
             _suppress(alert, last, subject, hours, report, extensions, "alert suppressed")
             return True
-        alert = alert.model_copy(update={"follows_alert_id": last.alert_id})
-        logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive))
+        # Paged at this severity already (or higher): the re-alert is an update in its thread.
+        quiet = not more_severe(alert.severity, last.severity)
+        alert = alert.model_copy(update={"follows_alert_id": last.alert_id, "quiet_update": quiet})
+        logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive), quiet=quiet)
     carried = last.sensitive_methods if last is not None and within else frozenset()
-    remembered = Suppression(scheduled_at, alert.alert_id, sensitive | carried, held | hours)
+    highest = (
+        last.severity if last is not None and within and more_severe(last.severity, alert.severity) else ""
+    )
+    remembered = Suppression(
+        scheduled_at, alert.alert_id, sensitive | carried, held | hours, highest or alert.severity
+    )
     if not deps.outbox.remember(subject, remembered, last.alert_id if last is not None else None):
         return False
     recent[subject] = remembered

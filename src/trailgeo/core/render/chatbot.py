@@ -68,7 +68,8 @@ def _description(alert: Alert) -> str:
         f"*Alert:* {inline_code(alert.alert_id, 80)}",
     ]
     if alert.follows_alert_id:
-        lines.append(f"*Follows alert:* {inline_code(alert.follows_alert_id, 80)}")
+        kind = " (update)" if alert.quiet_update else ""
+        lines.append(f"*Follows alert:* {inline_code(alert.follows_alert_id, 80)}{kind}")
     text = incident_text(alert)
     if text is not None:
         members = incident_member_lines(alert, MEMBERS_LISTED)

@@ -47,7 +47,7 @@ def email_subject(alert: Alert) -> str:
         subject = f"Unusual {location_label(alert.country)} for AWS command: {what} by {alert.principal}"
     else:
         subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
-    subject = _incident_prefix(alert) + subject
+    subject = ("Update: " if alert.quiet_update else "") + _incident_prefix(alert) + subject
     # SNS subjects: ASCII, no line breaks, at most 100 characters.
     subject = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in subject)
     return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 3] + "..."

@@ -332,8 +332,8 @@ def detection_finding(
         "severity": SEVERITY_NAMES[severity_id],
         "status_id": STATUS_NEW,
         "status": "New",
-        # A quiet update of an incident is sent in its thread: no new page.
-        "is_alert": not (incident is not None and incident.update),
+        # A quiet update (of an incident, or a re-alert no more severe) is sent in its thread: no page.
+        "is_alert": not alert.is_update,
         "risk_score": round(alert.score),
         "message": plain(f"{incident_text(alert)}: {title}", TITLE_LIMIT) if incident else title,
         "time": _millis(alert.detected_at),

@@ -96,7 +96,8 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
     if alert.evidence:
         texts.append(("Evidence", "\n".join(inline_code(line, 600) for line in evidence_words(alert))))
     if alert.follows_alert_id:
-        texts.append(("Follows alert", inline_code(alert.follows_alert_id, 100)))
+        kind = " (update)" if alert.quiet_update else ""
+        texts.append(("Follows alert", inline_code(alert.follows_alert_id, 100) + kind))
     if alert.incident is not None:
         kind = "update" if alert.incident.update else "escalation" if alert.incident.escalation else "new"
         texts.append(("Incident", f"{inline_code(alert.incident.id, 100)} ({kind})"))
