@@ -24,7 +24,7 @@ are one incident each.
 * **Benign alerts** are every alert that matches no attack: those matching a benign incident (by
   ``benign_kind``) and the unexplained rest (by the kind of principal: person, vendor, automation).
   "Alerts per benign incident" divides all benign alerts by the benign incidents; per kind, only the
-  alerts matching that kind's incidents.
+  alerts matching that kind's incidents. "Benign pages" are the pages holding a benign alert.
 
 The targets (printed as ``TARGET PASS``/``FAIL`` lines): every attack incident has an alert at
 >= high; precision at >= high >= 0.8; <= 1.2 pages per attack incident; benign alerts at most
@@ -251,6 +251,7 @@ def evaluate_enterprise(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> di
         "benign_incidents": len(benign_groups),
         "benign_alerts": len(benign_hits),
         "benign_alerts_matched": sum(1 for _, m in benign_hits if m),
+        "benign_pages": len({h.notification for h, _ in benign_hits if h.page}),
         "benign_severity": {s: sum(1 for h, _ in benign_hits if h.severity == s) for s in SEVERITIES},
         "benign_by_kind": by_kind,
         "unexplained_by_cause": dict(sorted(unexplained.items())),
@@ -311,6 +312,7 @@ _SUMS = (
     "benign_incidents",
     "benign_alerts",
     "benign_alerts_matched",
+    "benign_pages",
 )
 
 
@@ -353,6 +355,7 @@ def ratios(m: Mapping[str, Any]) -> dict[str, float | None]:
         "pages_per_attack": div(m["pages_on_attacks"], m["attacks_detected"]),
         "benign_per_incident": div(m["benign_alerts"], m["benign_incidents"]),
         "benign_matched_per_incident": div(m["benign_alerts_matched"], m["benign_incidents"]),
+        "benign_pages_per_incident": div(m["benign_pages"], m["benign_incidents"]),
     }
 
 
@@ -509,6 +512,10 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         f"{m['alerts']} in {m['notifications']} notifications; benign: {m['benign_alerts']} "
         f"({m['benign_alerts_matched']} on a benign incident, the rest unexplained)"
     )
+    benign_pages = (
+        f"{m['benign_pages_per_incident']} ({m['benign_pages']} notifications that page; "
+        "the rest are updates in a thread)"
+    )
     per_benign = f"{m['benign_per_incident']} (all benign alerts / {m['benign_incidents']} benign incidents)"
     lines = [
         f"recall, any alert:                  {_pct(m['attacks_detected'], m['attack_incidents'])}",
@@ -519,6 +526,7 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         f"alerts:                             {alerts}",
         "benign alerts by severity:          " + ", ".join(f"{s} {sev[s]}" for s in SEVERITIES),
         f"benign alerts per benign incident:  {per_benign}",
+        f"benign pages per benign incident:   {benign_pages}",
     ]
     for kind, row in m["benign_by_kind"].items():
         mean = row["alerts"] / row["incidents"] if row["incidents"] else 0.0
