@@ -18,23 +18,20 @@ from tests.test_intake import (
     OPTIONS,
     QUIET,
     Calls,
+    Trail,
     cloudtrail_notice,
     geo,
     object_created,
-    run,
     s3_event,
-    send,
+    trail,
     trail_files,
-    world,
 )
-from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.intake import MAX_EVENT_RECORDS, SqsEventIntake
 from trailgeo.app.detect import Dependencies, RunReport, detect, detect_arrivals
 from trailgeo.app.settings import SettingsError
 from trailgeo.ports import IntakeError
-from trailgeo_tools.demo import Deployment
 
-__all__ = ["geo"]  # the fixture, by name
+__all__ = ["geo", "trail"]  # the fixtures, by name
 
 ARRIVED = QUIET + timedelta(minutes=3)  # between two ticks: no scheduled run would be due
 
@@ -60,16 +57,11 @@ def sqs_event(*bodies: str, sender: str = "AIDAEXAMPLESENDER") -> dict[str, Any]
 
 
 def arrivals_run(
-    aws: Any,
-    geo: MaxMindGeoResolver,
-    deployment: Deployment,
-    event: dict[str, Any],
-    *,
-    at: datetime = ARRIVED,
+    trail: Trail, event: dict[str, Any], *, at: datetime = ARRIVED
 ) -> tuple[RunReport, SqsEventIntake, Dependencies]:
     """An event-driven run at ``at`` on ``event``, through the adapters (moto)."""
-    deps = deps_for(aws, geo, deployment, at)
-    batch = SqsEventIntake.from_event(event, deployment.bucket)
+    deps = deps_for(trail.aws, trail.geo, trail.deployment, at)
+    batch = SqsEventIntake.from_event(event, trail.bucket)
     deps.intake = batch
     return detect_arrivals(at, deps, OPTIONS), batch, deps
 
@@ -78,22 +70,21 @@ def arrivals_run(
 
 
 def test_given_a_batch_of_notices_when_an_arrivals_run_takes_it_then_it_reads_those_files_and_keeps_none(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given four files, named by a batch in the trail's SNS shape and EventBridge's, one file twice
-    files = trail_files(4)
-    deployment, _ = world(aws, files)
+    files = trail.put(trail_files(4))
     keys = list(files)
     event = sqs_event(
-        cloudtrail_notice(deployment.bucket, keys[0], keys[1]),
-        object_created(deployment.bucket, keys[2]),
-        s3_event(deployment.bucket, keys[3]),
-        object_created(deployment.bucket, keys[0]),
+        cloudtrail_notice(trail.bucket, keys[0], keys[1]),
+        object_created(trail.bucket, keys[2]),
+        s3_event(trail.bucket, keys[3]),
+        object_created(trail.bucket, keys[0]),
     )
-    calls = Calls(aws)
+    calls = Calls(trail.aws)
 
     # When an event-driven run takes the batch
-    report, batch, deps = arrivals_run(aws, geo, deployment, event)
+    report, batch, deps = arrivals_run(trail, event)
 
     # Then it read each file once, listed nothing, and the event source deletes every message
     assert calls.read == Counter(dict.fromkeys(keys, 1))
@@ -105,21 +96,19 @@ def test_given_a_batch_of_notices_when_an_arrivals_run_takes_it_then_it_reads_th
 
 
 def test_given_a_file_named_after_the_runs_time_then_only_its_message_comes_back_unread(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a batch naming a delivered file and one named an hour ahead (a bucket writer's, or a skewed clock)
     files = trail_files(1)
     future = delivery_key(ARRIVED + timedelta(hours=1))
     files[future] = gz_file([record(ARRIVED, ip=US_IP)])
-    deployment, _ = world(aws, files)
+    trail.put(files)
     (delivered, _) = files
-    event = sqs_event(
-        cloudtrail_notice(deployment.bucket, delivered), cloudtrail_notice(deployment.bucket, future)
-    )
-    calls = Calls(aws)
+    event = sqs_event(cloudtrail_notice(trail.bucket, delivered), cloudtrail_notice(trail.bucket, future))
+    calls = Calls(trail.aws)
 
     # When an event-driven run takes the batch
-    report, batch, _ = arrivals_run(aws, geo, deployment, event)
+    report, batch, _ = arrivals_run(trail, event)
 
     # Then the future file is not read, and its message alone is reported failed: it comes back
     assert calls.read == Counter({delivered: 1})
@@ -131,49 +120,47 @@ def test_given_a_file_named_after_the_runs_time_then_only_its_message_comes_back
 
 
 def test_given_a_dead_run_when_an_arrivals_run_starts_then_it_leaves_the_takeover_to_the_schedule(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a run that claimed two files and died (its lease over by ARRIVED)
-    files = trail_files(2)
-    deployment, _ = world(aws, files)
-    dead = deps_for(aws, geo, deployment, QUIET - timedelta(hours=1))
+    files = trail.put(trail_files(2))
+    dead = deps_for(trail.aws, trail.geo, trail.deployment, QUIET - timedelta(hours=1))
     dead.ledger.begin("dead-run", list(files), QUIET - timedelta(minutes=40), QUIET - timedelta(hours=1))
     dead.ledger.claim(list(files), "dead-run", QUIET - timedelta(minutes=40), QUIET - timedelta(hours=1))
     third = delivery_key(QUIET, account="210987654321")
-    aws.client("s3").put_object(Bucket=deployment.bucket, Key=third, Body=gz_file([record(QUIET, ip=US_IP)]))
-    calls = Calls(aws)
+    trail.aws.client("s3").put_object(Bucket=trail.bucket, Key=third, Body=gz_file([record(QUIET, ip=US_IP)]))
+    calls = Calls(trail.aws)
 
     # When an event-driven run takes a batch naming a new file
-    report, batch, _ = arrivals_run(
-        aws, geo, deployment, sqs_event(cloudtrail_notice(deployment.bucket, third))
-    )
+    report, batch, _ = arrivals_run(trail, sqs_event(cloudtrail_notice(trail.bucket, third)))
 
     # Then it read that file only: the dead run's batch (which may be the one that kills its
     # reader) is taken over by the next scheduled run, not by every arrival
     assert calls.read == Counter({third: 1})
     assert report.files_recovered == 0
     assert batch.failures() == []
-    scheduled = detect(QUIET + timedelta(minutes=15), deps_for(aws, geo, deployment, ARRIVED), OPTIONS)
+    scheduled = detect(
+        QUIET + timedelta(minutes=15), deps_for(trail.aws, trail.geo, trail.deployment, ARRIVED), OPTIONS
+    )
     assert scheduled.files_recovered == 2
 
 
 def test_given_an_outage_when_arrivals_runs_go_on_then_the_next_scheduled_run_still_catches_up(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a scheduled run six hours ago, then an outage of the schedule, and a file delivered
     # in it that no notification named
-    files = trail_files(1, first=QUIET - timedelta(hours=4))
-    deployment, _ = world(aws, files)
+    trail.put(trail_files(1, first=QUIET - timedelta(hours=4)))
     before = QUIET - timedelta(hours=6)
-    detect(before, deps_for(aws, geo, deployment, before), OPTIONS)
+    detect(before, deps_for(trail.aws, trail.geo, trail.deployment, before), OPTIONS)
     fresh = trail_files(1, first=QUIET)
     for key, body in fresh.items():
-        aws.client("s3").put_object(Bucket=deployment.bucket, Key=key, Body=body)
+        trail.aws.client("s3").put_object(Bucket=trail.bucket, Key=key, Body=body)
 
     # When event-driven runs go on (a notification arrives), then the schedule comes back
-    arrivals_run(aws, geo, deployment, sqs_event(cloudtrail_notice(deployment.bucket, *fresh)))
+    arrivals_run(trail, sqs_event(cloudtrail_notice(trail.bucket, *fresh)))
     back = QUIET + timedelta(minutes=15)
-    report = detect(back, deps_for(aws, geo, deployment, back), OPTIONS)
+    report = detect(back, deps_for(trail.aws, trail.geo, trail.deployment, back), OPTIONS)
 
     # Then the arrivals did not move the watermark: the scheduled run lists from it and reads the
     # file no message named, though it fell out of its own look-back
@@ -185,20 +172,23 @@ def test_given_an_outage_when_arrivals_runs_go_on_then_the_next_scheduled_run_st
 
 
 def test_given_continuous_mode_when_the_handler_takes_a_batch_then_it_answers_with_the_messages_to_keep(
-    aws: Any, geo: MaxMindGeoResolver, country_test_mmdb: Any, monkeypatch: pytest.MonkeyPatch
+    trail: Trail, country_test_mmdb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the deployed function's environment with notification intake, and a batch naming a
     # delivered file, a future one and a poisoned message
-    files = trail_files(1)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(1))
     (key,) = files
     future = delivery_key(T0 + timedelta(days=400))
     set_environment(
-        monkeypatch, deployment, str(country_test_mmdb), INTAKE="Notifications", INTAKE_QUEUE_URL=url
+        monkeypatch,
+        trail.deployment,
+        str(country_test_mmdb),
+        INTAKE="Notifications",
+        INTAKE_QUEUE_URL=trail.url,
     )
     detector = load_function("detector")
     event = sqs_event(
-        cloudtrail_notice(deployment.bucket, key), cloudtrail_notice(deployment.bucket, future), "{not json"
+        cloudtrail_notice(trail.bucket, key), cloudtrail_notice(trail.bucket, future), "{not json"
     )
 
     # When the handler runs
@@ -209,34 +199,32 @@ def test_given_continuous_mode_when_the_handler_takes_a_batch_then_it_answers_wi
 
 
 def test_given_list_intake_when_an_intake_batch_reaches_the_handler_then_it_is_refused(
-    aws: Any, country_test_mmdb: Any, monkeypatch: pytest.MonkeyPatch
+    trail: Trail, country_test_mmdb: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deployment, _ = world(aws, {})
-    set_environment(monkeypatch, deployment, str(country_test_mmdb))
+    set_environment(monkeypatch, trail.deployment, str(country_test_mmdb))
     detector = load_function("detector")
     with pytest.raises(SettingsError):
-        detector.arrivals_handler(sqs_event(cloudtrail_notice(deployment.bucket, "k")), FakeLambdaContext())
+        detector.arrivals_handler(sqs_event(cloudtrail_notice(trail.bucket, "k")), FakeLambdaContext())
 
 
 # ---- the adversary: a bucket writer, a queue sender ----------------------------------------------
 
 
 def test_given_poisoned_messages_in_a_batch_then_they_are_counted_and_deleted_and_the_good_files_read(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a batch of one good notification among messages that are no notification at all
-    files = trail_files(1)
-    deployment, _ = world(aws, files)
+    files = trail.put(trail_files(1))
     (key,) = files
     event = sqs_event(
         "{not json",
         json.dumps({"hello": "world"}),
-        json.dumps({"s3Bucket": deployment.bucket, "s3ObjectKey": ["k"] * 500}),
-        cloudtrail_notice(deployment.bucket, key),
+        json.dumps({"s3Bucket": trail.bucket, "s3ObjectKey": ["k"] * 500}),
+        cloudtrail_notice(trail.bucket, key),
     )
 
     # When an event-driven run takes it
-    report, batch, _ = arrivals_run(aws, geo, deployment, event)
+    report, batch, _ = arrivals_run(trail, event)
 
     # Then the good file is read, each poisoned message counted by reason, and none comes back: a
     # message that can never name a file would otherwise be retried (and invoke) ten times
@@ -247,19 +235,17 @@ def test_given_poisoned_messages_in_a_batch_then_they_are_counted_and_deleted_an
 
 
 def test_given_a_flood_of_objects_outside_the_trail_then_a_batch_reads_nothing_and_keeps_nothing(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a bucket writer's thousand objects beside the trail's files (another folder, the
     # digests, another bucket's name): EventBridge names each of them
-    deployment, _ = world(aws, {})
-    bodies = [
-        object_created(deployment.bucket, f"AWSLogs/123456789012/Config/x{n}.json.gz") for n in range(500)
-    ]
+
+    bodies = [object_created(trail.bucket, f"AWSLogs/123456789012/Config/x{n}.json.gz") for n in range(500)]
     bodies += [object_created("other-bucket", delivery_key(QUIET)) for _ in range(500)]
-    calls = Calls(aws)
+    calls = Calls(trail.aws)
 
     # When an event-driven run takes the batch
-    report, batch, _ = arrivals_run(aws, geo, deployment, sqs_event(*bodies))
+    report, batch, _ = arrivals_run(trail, sqs_event(*bodies))
 
     # Then nothing is read, the keys are counted skips, and every message is deleted at once
     assert calls.operations["GetObject"] == 0
@@ -275,18 +261,17 @@ def test_given_an_event_of_more_records_than_the_event_source_sends_then_it_is_r
 
 
 def test_given_a_message_the_scheduled_run_drained_when_its_file_also_arrives_in_a_batch_then_it_is_read_once(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a file named on the queue (the trail's topic) and in a batch (EventBridge's event)
-    files = trail_files(1)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(1))
     (key,) = files
-    send(aws, url, cloudtrail_notice(deployment.bucket, key))
-    calls = Calls(aws)
+    trail.send(cloudtrail_notice(trail.bucket, key))
+    calls = Calls(trail.aws)
 
     # When the event-driven run and then the scheduled run's drain both see it
-    first, batch, _ = arrivals_run(aws, geo, deployment, sqs_event(object_created(deployment.bucket, key)))
-    second = run(aws, geo, deployment, url, QUIET + timedelta(minutes=15))
+    first, batch, _ = arrivals_run(trail, sqs_event(object_created(trail.bucket, key)))
+    second = trail.run(QUIET + timedelta(minutes=15))
 
     # Then it is read once, and both messages are done with
     assert calls.read == Counter({key: 1})
