@@ -5,15 +5,18 @@ watermark); and what a bucket writer or a queue sender can and cannot do with it
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.aws import FakeLambdaContext, deps_for, emitted_metrics, load_function, set_environment
-from tests.builders import T0, US_IP, delivery_key, gz_file, record
+from tests.builders import BT_IP, T0, US_IP, delivery_key, files_by_delivery, gz_file, record, write_tree
+from tests.test_detect import counts
 from tests.test_intake import (
     OPTIONS,
     QUIET,
@@ -26,8 +29,11 @@ from tests.test_intake import (
     trail,
     trail_files,
 )
+from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.intake import MAX_EVENT_RECORDS, SqsEventIntake
-from trailgeo.app.detect import Dependencies, RunReport, detect, detect_arrivals
+from trailgeo.adapters.local import JsonLinesAlertSink
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect, detect_arrivals
+from trailgeo.app.replay import arrival_batches, replay
 from trailgeo.app.settings import SettingsError
 from trailgeo.ports import IntakeError
 
@@ -277,3 +283,51 @@ def test_given_a_message_the_scheduled_run_drained_when_its_file_also_arrives_in
     assert calls.read == Counter({key: 1})
     assert (first.files_read, second.files_read, second.intake_messages) == (1, 0, 1)
     assert batch.failures() == []
+
+
+# ---- the replay's continuous tick schedule ---------------------------------------------------------
+
+
+def test_given_deliveries_then_the_event_source_hands_a_batch_over_a_window_after_its_first_file() -> None:
+    # Given files delivered at 0:00, 0:00:30, 0:02 and 0:02:30, and a 60-second batching window
+    times = [T0, T0 + timedelta(seconds=30), T0 + timedelta(minutes=2), T0 + timedelta(minutes=2, seconds=30)]
+
+    # When the event source's invocations are laid out, Then two batches: each opened by its first
+    # delivery, handed over a window later with what arrived by then
+    assert arrival_batches(times, timedelta(seconds=60)) == [
+        T0 + timedelta(minutes=1),
+        T0 + timedelta(minutes=3),
+    ]
+    assert arrival_batches([], timedelta(seconds=60)) == []
+
+
+def test_given_an_attack_when_replayed_in_continuous_mode_then_it_is_detected_a_window_after_its_file(
+    tmp_path: Path, geo: MaxMindGeoResolver
+) -> None:
+    # Given ten days of a principal's calls from the US, then calls from BT, delivered at 03:20
+    history = [record(T0 + timedelta(hours=6 * i, minutes=3), ip=US_IP) for i in range(40)]
+    attack_at = T0 + timedelta(days=10, hours=3)
+    write_tree(tmp_path, files_by_delivery([*history, record(attack_at, ip=BT_IP)]))
+    delivered = attack_at + timedelta(minutes=20)
+
+    # When replayed on the 15-minute schedule, and in continuous mode with a 60-second window
+    alerts = {}
+    states = {}
+    for mode, window in (("schedule", None), ("continuous", timedelta(seconds=60))):
+        out = io.StringIO()
+        summary, states[mode] = replay(
+            tmp_path, geo, JsonLinesAlertSink(out), RunOptions(), continuous=window
+        )
+        alerts[mode] = [json.loads(line) for line in out.getvalue().splitlines()]
+        if window is not None:
+            assert summary.arrival_runs == len(files_by_delivery(history)) + 1
+
+    # Then one alert each: the schedule's at the next tick (03:30), continuous mode's a window
+    # after the delivery (03:21); and the tables count the same
+    assert [a["detected_at"] for a in alerts["schedule"]] == [
+        f"{delivered + timedelta(minutes=10):%Y-%m-%dT%H:%M:%SZ}"
+    ]
+    assert [a["detected_at"] for a in alerts["continuous"]] == [
+        f"{delivered + timedelta(minutes=1):%Y-%m-%dT%H:%M:%SZ}"
+    ]
+    assert counts(states["continuous"].store) == counts(states["schedule"].store)
