@@ -28,6 +28,11 @@ INTAKE_RESOURCES = {
 CONTINUOUS_RESOURCES = {"ArrivalsFunction", "ArrivalsLogGroup"}
 
 
+def notifications(transformed: dict[str, Any], **parameters: str) -> Any:
+    """The stack rendered with Intake=Notifications from the trail's topic, and ``parameters``."""
+    return render(transformed, **{"Intake": "Notifications", "IntakeTopicArn": TOPIC, **parameters})
+
+
 def detector_statements(rendered: Any) -> list[dict[str, Any]]:
     return rendered.statements("DetectorRole")
 
@@ -48,7 +53,7 @@ def test_given_notifications_from_the_trails_topic_then_only_that_topic_sends_an
     transformed: dict[str, Any],
 ) -> None:
     # Given Notifications from an organization trail's topic in another account and region
-    rendered = render(transformed, Intake="Notifications", IntakeTopicArn=TOPIC)
+    rendered = notifications(transformed)
 
     # Then the queue, its DLQ and alarm, and a subscription in the topic's region exist; no rule
     assert INTAKE_RESOURCES - {"IntakeRule"} <= set(rendered.resources)
@@ -129,7 +134,7 @@ def test_given_eventbridge_notifications_then_a_rule_of_the_trail_prefix_feeds_t
 def test_given_both_sources_then_the_queue_policy_allows_exactly_the_topic_and_the_rule(
     transformed: dict[str, Any],
 ) -> None:
-    rendered = render(transformed, Intake="Notifications", IntakeEventBridge="Enabled", IntakeTopicArn=TOPIC)
+    rendered = notifications(transformed, IntakeEventBridge="Enabled")
     statements = rendered.resources["IntakeQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     (deny,) = [s for s in statements if s["Effect"] == "Deny" and s["Action"] == "sqs:SendMessage"]
     assert deny["Condition"]["ArnNotEquals"]["aws:SourceArn"] == [
@@ -172,7 +177,7 @@ def test_given_continuous_mode_off_then_the_intake_queue_is_no_event_source(
 ) -> None:
     # Given notification intake, continuous mode left off (and continuous mode asked for without it)
     for rendered in (
-        render(transformed, Intake="Notifications", IntakeTopicArn=TOPIC),
+        notifications(transformed),
         render(transformed, Continuous="Enabled"),
     ):
         # Then no event-driven function, no event source on the queue, no grant for one
@@ -185,13 +190,8 @@ def test_given_continuous_mode_then_the_queue_invokes_the_same_code_in_capped_ba
     transformed: dict[str, Any],
 ) -> None:
     # Given notification intake with continuous mode on, a 45-second window and 3 runs at once
-    rendered = render(
-        transformed,
-        Intake="Notifications",
-        IntakeTopicArn=TOPIC,
-        Continuous="Enabled",
-        ContinuousBatchingWindow="45",
-        ContinuousConcurrency="3",
+    rendered = notifications(
+        transformed, Continuous="Enabled", ContinuousBatchingWindow="45", ContinuousConcurrency="3"
     )
 
     # Then the intake queue invokes the detector's code (its arrivals handler) in batches gathered
@@ -242,7 +242,7 @@ def test_given_continuous_mode_then_a_flood_of_notifications_starts_at_most_the_
     assert 2 <= bounds["MinValue"] <= bounds["Default"] <= bounds["MaxValue"] <= 20
     window = transformed["Parameters"]["ContinuousBatchingWindow"]
     assert 1 <= window["MinValue"] <= window["Default"] <= window["MaxValue"] <= 300
-    rendered = render(transformed, Intake="Notifications", IntakeTopicArn=TOPIC, Continuous="Enabled")
+    rendered = notifications(transformed, Continuous="Enabled")
     mapping = arrivals_mapping(rendered)
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": str(bounds["Default"])}
     # No reserved concurrency either: throttled invocations would count as receives and dead-letter
