@@ -143,6 +143,7 @@ FILE_TIERS: dict[str, str] = {
     "test_contract_counters.py": "contract",
     "test_contract_fanout.py": "contract",
     "test_contract_trail.py": "contract",
+    "test_contract_intake.py": "contract",
     "test_contract_geo.py": "contract",
     "test_cli_habits.py": "app",  # the operator CLI in subprocesses
     "test_template.py": "infra",

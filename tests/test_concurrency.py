@@ -3,6 +3,7 @@ during the schedule) against moto's server on 127.0.0.1: nothing is counted twic
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +17,8 @@ from tests.builders import BT_IP, GB_IP, SE_IP, T0, US_IP, files_by_delivery, re
 from tests.conftest import reset_moto
 from tests.test_faults import counters
 from trailgeo.adapters.geoip import MaxMindGeoResolver
-from trailgeo.app.detect import RunOptions, RunReport, detect
+from trailgeo.adapters.intake import SqsEventIntake
+from trailgeo.app.detect import RunOptions, RunReport, detect, detect_arrivals
 
 RACERS = 3
 
@@ -88,3 +90,62 @@ def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
     assert sum(r.files_read for r in reports) == files
     assert sum(r.events for r in reports) == single.events
     assert counters(session) == expected
+
+
+def test_given_a_scheduled_run_and_an_arrivals_run_racing_on_the_same_files_then_counts_equal_a_single_run(
+    moto_server: str, country_test_mmdb: Path
+) -> None:
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    tick = T0 + timedelta(hours=4)
+    options = RunOptions(lookback=timedelta(hours=5), batch_files=4)
+
+    # Given the counts of a single scheduled run over the window
+    session = boto3.session.Session(region_name=REGION)
+    deployment, files = deploy_trail(session)
+    single = detect(tick, deps_for(session, geo, deployment, tick), options)
+    expected = counters(session)
+    reset_moto(moto_server)
+
+    # When, continuous mode on, the scheduled run lists the window while an event-driven run takes
+    # a batch of notifications naming every one of its files, at the same moment
+    session = boto3.session.Session(region_name=REGION)
+    deployment, _ = deploy_trail(session)
+    keys = [obj["Key"] for obj in session.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
+    notices = [
+        (f"m{n}", json.dumps({"s3Bucket": BUCKET, "s3ObjectKey": [key]}), "") for n, key in enumerate(keys)
+    ]
+    start = threading.Barrier(2)
+    reports: list[RunReport] = []
+    errors: list[BaseException] = []
+    batch = SqsEventIntake(notices, BUCKET)
+
+    def scheduled() -> None:
+        deps = deps_for(boto3.session.Session(region_name=REGION), geo, deployment, tick)
+        start.wait()
+        try:
+            reports.append(detect(tick, deps, options))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    def arrivals() -> None:
+        deps = deps_for(boto3.session.Session(region_name=REGION), geo, deployment, tick)
+        deps.intake = batch
+        start.wait()
+        try:
+            reports.append(detect_arrivals(tick, deps, options))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scheduled), threading.Thread(target=arrivals)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    # Then every file was read by exactly one of them, the tables equal the single run's, and the
+    # event source deletes every message (each file claimed or done)
+    assert errors == []
+    assert sum(r.files_read for r in reports) == files == single.files_read
+    assert sum(r.events for r in reports) == single.events
+    assert counters(session) == expected
+    assert batch.failures() == []

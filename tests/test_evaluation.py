@@ -439,6 +439,25 @@ def test_given_a_small_simulation_when_evaluated_then_trailgeo_finds_the_new_cou
         assert found["latency_from_first_delivery_min"] <= 30
 
 
+def test_given_a_small_simulation_replayed_in_continuous_mode_then_attacks_are_detected_within_the_window(
+    small_run: dict[str, Any],
+) -> None:
+    # Given the small simulation replayed on the schedule and in continuous mode (60 s window)
+    schedule, continuous = small_run["aggregate"]["trailgeo"], small_run["continuous"]
+
+    # Then continuous mode finds every attack the schedule finds, its median within 2 minutes of
+    # the first file's delivery and sooner than the schedule's, and its target is checked
+    assert continuous["attacks_detected"] == schedule["attacks_detected"] > 0
+    assert continuous["median_latency_from_first_delivery_min"] <= 2
+    assert (
+        continuous["median_latency_from_first_delivery_min"]
+        < schedule["median_latency_from_first_delivery_min"]
+    )
+    (target,) = [t for t in small_run["targets"] if t["target"].startswith("continuous mode")]
+    assert target["passed"]
+    assert "continuous mode (60 s batching window)" in format_report(small_run)
+
+
 def test_given_a_report_when_formatted_then_every_target_reads_pass_or_fail(
     small_run: dict[str, Any],
 ) -> None:

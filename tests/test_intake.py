@@ -9,6 +9,7 @@ import json
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -62,17 +63,6 @@ def trail_files(count: int, *, first: datetime = QUIET - timedelta(minutes=60)) 
     return files
 
 
-def world(aws: Any, files: dict[str, bytes], *, visibility: int = 900) -> tuple[Deployment, str]:
-    deployment = create_deployment(aws)
-    s3 = aws.client("s3")
-    for key, body in files.items():
-        s3.put_object(Bucket=deployment.bucket, Key=key, Body=body)
-    url = aws.client("sqs").create_queue(
-        QueueName="trailgeo-intake", Attributes={"VisibilityTimeout": str(visibility)}
-    )["QueueUrl"]
-    return deployment, url
-
-
 def cloudtrail_notice(bucket: str, *keys: str, raw: bool = False) -> str:
     """CloudTrail's per-file notification, as SNS delivers it to SQS (or raw)."""
     message = json.dumps({"s3Bucket": bucket, "s3ObjectKey": list(keys)})
@@ -121,22 +111,6 @@ def s3_event(bucket: str, key: str) -> str:
     )
 
 
-def send(aws: Any, url: str, *bodies: str) -> None:
-    sqs = aws.client("sqs")
-    for body in bodies:
-        sqs.send_message(QueueUrl=url, MessageBody=body)
-
-
-def messages_left(aws: Any, url: str) -> int:
-    attributes = aws.client("sqs").get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(
-        attributes["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 class Calls:
     """Every AWS request the session's clients make, by operation (and the keys GetObject read)."""
 
@@ -151,29 +125,66 @@ class Calls:
             self.read[params["Key"]] += 1
 
 
-def run(
-    aws: Any,
-    geo: MaxMindGeoResolver,
-    deployment: Deployment,
-    url: str,
-    at: datetime,
-    options: RunOptions = OPTIONS,
-    *,
-    concurrency: int = 1,
-) -> RunReport:
-    """One run with notification intake. One request at a time unless told: moto's queue is not
-    safe for concurrent receives and deletes (two may get one message, or undo each other's delete),
-    which SQS is; the test of a parallel drain checks what holds even then."""
-    deps = deps_for(aws, geo, deployment, at)
-    deps.intake = SqsNotificationIntake(
-        aws.client("sqs"), url, deployment.bucket, concurrency=concurrency, wait_seconds=0
-    )
-    return detect(at, deps, options)
+@dataclass
+class Trail:
+    """A deployment in moto with an intake queue (as IntakeQueue: 900 s visibility), and what the
+    tests do with it: put files in the bucket, send messages, run, count what is left."""
+
+    aws: Any
+    geo: MaxMindGeoResolver
+    deployment: Deployment
+    url: str
+
+    @property
+    def bucket(self) -> str:
+        return self.deployment.bucket
+
+    def put(self, files: dict[str, bytes]) -> dict[str, bytes]:
+        s3 = self.aws.client("s3")
+        for key, body in files.items():
+            s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return files
+
+    def send(self, *bodies: str) -> None:
+        sqs = self.aws.client("sqs")
+        for body in bodies:
+            sqs.send_message(QueueUrl=self.url, MessageBody=body)
+
+    def visibility(self, seconds: int) -> None:
+        self.aws.client("sqs").set_queue_attributes(
+            QueueUrl=self.url, Attributes={"VisibilityTimeout": str(seconds)}
+        )
+
+    def left(self) -> int:
+        """Messages not deleted yet, visible or in flight."""
+        names: Any = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = self.aws.client("sqs").get_queue_attributes(QueueUrl=self.url, AttributeNames=names)
+        return sum(int(attributes["Attributes"][name]) for name in names)
+
+    def run(self, at: datetime, options: RunOptions = OPTIONS, *, concurrency: int = 1) -> RunReport:
+        """One run with notification intake. One request at a time unless told: moto's queue is not
+        safe for concurrent receives and deletes (two may get one message, or undo each other's
+        delete), which SQS is; the test of a parallel drain checks what holds even then."""
+        deps = deps_for(self.aws, self.geo, self.deployment, at)
+        deps.intake = SqsNotificationIntake(
+            self.aws.client("sqs"), self.url, self.bucket, concurrency=concurrency, wait_seconds=0
+        )
+        return detect(at, deps, options)
 
 
 @pytest.fixture
 def geo(country_test_mmdb: Path) -> MaxMindGeoResolver:
     return MaxMindGeoResolver(country_test_mmdb)
+
+
+@pytest.fixture
+def trail(aws: Any, geo: MaxMindGeoResolver) -> Trail:
+    """An empty trail bucket and intake queue; tests put their files and send their messages."""
+    deployment = create_deployment(aws)
+    url = aws.client("sqs").create_queue(
+        QueueName="trailgeo-intake", Attributes={"VisibilityTimeout": "900"}
+    )["QueueUrl"]
+    return Trail(aws, geo, deployment, url)
 
 
 # ---- the message shapes ----------------------------------------------------------------------
@@ -234,39 +245,37 @@ def test_given_a_poisoned_message_then_parsing_names_its_reason(body: str, reaso
 
 
 def test_given_notifications_when_a_run_drains_the_queue_then_it_reads_those_files_and_lists_nothing(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given six files in the bucket and one notification of each, in the three senders' shapes
-    files = trail_files(6)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(6))
     keys = list(files)
-    send(aws, url, *(cloudtrail_notice(deployment.bucket, key) for key in keys[:2]))
-    send(aws, url, *(object_created(deployment.bucket, key) for key in keys[2:4]))
-    send(aws, url, *(s3_event(deployment.bucket, key) for key in keys[4:]))
-    calls = Calls(aws)
+    trail.send(*(cloudtrail_notice(trail.bucket, key) for key in keys[:2]))
+    trail.send(*(object_created(trail.bucket, key) for key in keys[2:4]))
+    trail.send(*(s3_event(trail.bucket, key) for key in keys[4:]))
+    calls = Calls(trail.aws)
 
     # When a run that does not reconcile drains the queue
-    report = run(aws, geo, deployment, url, QUIET)
+    report = trail.run(QUIET)
 
     # Then it read each file once, listed nothing, and deleted every message
     assert calls.read == Counter(dict.fromkeys(keys, 1))
     assert calls.operations["ListObjectsV2"] == 0
     assert (report.files_read, report.events, report.intake_messages) == (6, 12, 6)
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
     assert not report.reconciled
 
 
 def test_given_many_notifications_when_drained_in_parallel_then_each_file_is_read_exactly_once(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given thirty notified files
-    files = trail_files(30, first=QUIET - timedelta(minutes=150))
-    deployment, url = world(aws, files)
-    send(aws, url, *(cloudtrail_notice(deployment.bucket, key) for key in files))
-    calls = Calls(aws)
+    files = trail.put(trail_files(30, first=QUIET - timedelta(minutes=150)))
+    trail.send(*(cloudtrail_notice(trail.bucket, key) for key in files))
+    calls = Calls(trail.aws)
 
     # When a run drains the queue eight receives at a time
-    report = run(aws, geo, deployment, url, QUIET, concurrency=8)
+    report = trail.run(QUIET, concurrency=8)
 
     # Then every file is read exactly once (a message handed out twice is one ledger no-op more)
     assert calls.read == Counter(dict.fromkeys(files, 1))
@@ -275,94 +284,91 @@ def test_given_many_notifications_when_drained_in_parallel_then_each_file_is_rea
 
 
 def test_given_a_message_whose_delete_was_lost_when_sqs_delivers_it_again_then_its_files_are_read_once(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a notification, and a run whose DeleteMessageBatch fails (as if it died right after
     # its files were done), with a one-second visibility timeout
-    files = trail_files(2)
-    deployment, url = world(aws, files, visibility=1)
-    send(aws, url, cloudtrail_notice(deployment.bucket, *files))
+    files = trail.put(trail_files(2))
+    trail.visibility(1)
+    trail.send(cloudtrail_notice(trail.bucket, *files))
 
     def refuse(**_: Any) -> None:
         raise ClientError({"Error": {"Code": "InternalError", "Message": "lost"}}, "DeleteMessageBatch")
 
-    aws.events.register("before-call.sqs.DeleteMessageBatch", refuse, unique_id="refuse")
-    first = run(aws, geo, deployment, url, QUIET)
-    aws.events.unregister("before-call.sqs.DeleteMessageBatch", unique_id="refuse")
+    trail.aws.events.register("before-call.sqs.DeleteMessageBatch", refuse, unique_id="refuse")
+    first = trail.run(QUIET)
+    trail.aws.events.unregister("before-call.sqs.DeleteMessageBatch", unique_id="refuse")
     assert first.files_read == 2
-    assert messages_left(aws, url) == 1
+    assert trail.left() == 1
 
     # When SQS delivers it again to the next run
     time.sleep(1.2)
-    calls = Calls(aws)
-    second = run(aws, geo, deployment, url, QUIET + timedelta(minutes=15))
+    calls = Calls(trail.aws)
+    second = trail.run(QUIET + timedelta(minutes=15))
 
     # Then the ledger makes it a no-op: nothing read, nothing counted twice, the message deleted
     assert second.intake_messages == 1
     assert (second.files_new, second.files_read, second.events) == (0, 0, 0)
     assert calls.operations["GetObject"] == 0
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_two_messages_naming_the_same_file_then_it_is_read_once_and_both_are_deleted(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a file named by the trail's SNS notification and by EventBridge (both sources on)
-    files = trail_files(1)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(1))
     (key,) = files
-    send(aws, url, cloudtrail_notice(deployment.bucket, key), object_created(deployment.bucket, key))
-    calls = Calls(aws)
+    trail.send(cloudtrail_notice(trail.bucket, key), object_created(trail.bucket, key))
+    calls = Calls(trail.aws)
 
     # When a run drains the queue
-    report = run(aws, geo, deployment, url, QUIET)
+    report = trail.run(QUIET)
 
     # Then the file is read once, and both messages are gone
     assert calls.read == Counter({key: 1})
     assert (report.intake_messages, report.events) == (2, 2)
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_files_notified_out_of_order_then_each_is_read_once_whatever_the_order(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given three files whose notifications arrive latest first, the oldest only after a run
-    files = trail_files(3)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(3))
     oldest, middle, newest = files
-    send(aws, url, cloudtrail_notice(deployment.bucket, newest), cloudtrail_notice(deployment.bucket, middle))
-    first = run(aws, geo, deployment, url, QUIET)
-    send(aws, url, cloudtrail_notice(deployment.bucket, oldest), cloudtrail_notice(deployment.bucket, newest))
-    calls = Calls(aws)
+    trail.send(cloudtrail_notice(trail.bucket, newest), cloudtrail_notice(trail.bucket, middle))
+    first = trail.run(QUIET)
+    trail.send(cloudtrail_notice(trail.bucket, oldest), cloudtrail_notice(trail.bucket, newest))
+    calls = Calls(trail.aws)
 
     # When the next run drains the queue
-    second = run(aws, geo, deployment, url, QUIET + timedelta(minutes=15))
+    second = trail.run(QUIET + timedelta(minutes=15))
 
     # Then the oldest is read then, and the newest (named again) is not read twice
     assert first.files_read == 2
     assert calls.read == Counter({oldest: 1})
     assert second.files_read == 1
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_a_file_the_notifications_missed_when_the_hourly_run_reconciles_then_it_is_read_and_counted(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given four files and notifications of three (one lost on the way)
-    files = trail_files(4)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(4))
     *notified, lost = files
-    send(aws, url, *(cloudtrail_notice(deployment.bucket, key) for key in notified))
-    quiet = run(aws, geo, deployment, url, QUIET)
+    trail.send(*(cloudtrail_notice(trail.bucket, key) for key in notified))
+    quiet = trail.run(QUIET)
     assert (quiet.files_read, quiet.reconciled) == (3, False)
 
     # When the run of the next hour's first quarter reconciles (one more notification meanwhile)
     later = trail_files(1, first=RECONCILING - timedelta(minutes=20))
     for key, body in later.items():
-        aws.client("s3").put_object(Bucket=deployment.bucket, Key=key, Body=body)
-    send(aws, url, *(cloudtrail_notice(deployment.bucket, key) for key in later))
-    calls = Calls(aws)
-    report = run(aws, geo, deployment, url, RECONCILING)
+        trail.aws.client("s3").put_object(Bucket=trail.bucket, Key=key, Body=body)
+    trail.send(*(cloudtrail_notice(trail.bucket, key) for key in later))
+    calls = Calls(trail.aws)
+    report = trail.run(RECONCILING)
 
     # Then it lists the window, reads the missed file (and the notified one), and counts one miss
     assert reconcile_due(RECONCILING, OPTIONS.reconcile_every)
@@ -376,16 +382,15 @@ def test_given_a_file_the_notifications_missed_when_the_hourly_run_reconciles_th
 
 
 def test_given_notifications_on_time_when_the_run_reconciles_then_no_file_is_counted_as_missed(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given every file notified, the last one delivered within the grace before the run
-    files = trail_files(4, first=RECONCILING - timedelta(minutes=25))
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(4, first=RECONCILING - timedelta(minutes=25)))
     *on_time, just_in = files
-    send(aws, url, *(cloudtrail_notice(deployment.bucket, key) for key in on_time))
+    trail.send(*(cloudtrail_notice(trail.bucket, key) for key in on_time))
 
     # When the reconciling run finds the last one before its notification
-    report = run(aws, geo, deployment, url, RECONCILING)
+    report = trail.run(RECONCILING)
 
     # Then it reads all four, and counts no miss (the last one's notice may still be on its way)
     assert (report.files_read, report.files_missed_by_notifications) == (4, 0)
@@ -395,146 +400,134 @@ def test_given_notifications_on_time_when_the_run_reconciles_then_no_file_is_cou
 
 
 def test_given_poisoned_messages_among_good_ones_then_the_good_files_are_read_and_the_poison_counted(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given good notifications between an unparseable body, a message naming too many keys and
     # one of an unknown shape
-    files = trail_files(3)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(3))
     keys = list(files)
-    send(
-        aws,
-        url,
-        cloudtrail_notice(deployment.bucket, keys[0]),
+    trail.send(
+        cloudtrail_notice(trail.bucket, keys[0]),
         "{this is not json",
-        json.dumps({"s3Bucket": deployment.bucket, "s3ObjectKey": [keys[1]] * (MAX_KEYS_PER_MESSAGE + 1)}),
-        cloudtrail_notice(deployment.bucket, keys[1]),
+        json.dumps({"s3Bucket": trail.bucket, "s3ObjectKey": [keys[1]] * (MAX_KEYS_PER_MESSAGE + 1)}),
+        cloudtrail_notice(trail.bucket, keys[1]),
         json.dumps({"detail": "nothing"}),
-        s3_event(deployment.bucket, keys[2]),
+        s3_event(trail.bucket, keys[2]),
     )
 
     # When a run drains the queue
-    report = run(aws, geo, deployment, url, QUIET)
+    report = trail.run(QUIET)
 
     # Then the good files are read, the poison counted by reason and deleted, the run not stopped
     assert report.files_read == 3
     assert report.intake_poisoned == Counter({"invalid_json": 1, "too_many_keys": 1, "not_a_notification": 1})
     assert emitted_metrics(report)["IntakeMessagesPoisoned"] == [3.0]
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_keys_of_another_bucket_or_outside_the_trail_then_they_are_counted_and_never_read(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given real files, and notifications naming: the real key under another bucket's name, a
     # gzip put outside AWSLogs/, one nested under a second AWSLogs/, a digest, and a real file
-    files = trail_files(1)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(1))
     (key,) = files
     outside = "uploads/" + key
     nested = "AWSLogs/999988887777/extra/" + key
     digest = key.replace("/CloudTrail/", "/CloudTrail-Digest/").replace("_CloudTrail_", "_CloudTrail-Digest_")
-    s3 = aws.client("s3")
+    s3 = trail.aws.client("s3")
     for other in (outside, nested, digest):
-        s3.put_object(Bucket=deployment.bucket, Key=other, Body=files[key])
-    send(
-        aws,
-        url,
+        s3.put_object(Bucket=trail.bucket, Key=other, Body=files[key])
+    trail.send(
         cloudtrail_notice("attacker-bucket", key),
-        cloudtrail_notice(deployment.bucket, outside, nested, digest, key),
+        cloudtrail_notice(trail.bucket, outside, nested, digest, key),
     )
-    calls = Calls(aws)
+    calls = Calls(trail.aws)
 
     # When a run drains the queue
-    report = run(aws, geo, deployment, url, QUIET)
+    report = trail.run(QUIET)
 
     # Then only the trail's file is read; the others are skips by reason; both messages are gone
     assert calls.read == Counter({key: 1})
     assert report.keys_skipped == Counter(
         {"notification_other_bucket": 1, "notification_outside_prefix": 2, "key_digest": 1}
     )
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_a_notice_of_a_file_named_before_the_late_tolerance_then_it_is_not_read(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a file named two days before the run (a bucket writer's, or a notice replayed), which
     # the listing would not read either
-    files = trail_files(1, first=QUIET - timedelta(days=2))
-    deployment, url = world(aws, files)
-    send(aws, url, cloudtrail_notice(deployment.bucket, *files))
-    calls = Calls(aws)
+    files = trail.put(trail_files(1, first=QUIET - timedelta(days=2)))
+    trail.send(cloudtrail_notice(trail.bucket, *files))
+    calls = Calls(trail.aws)
 
     # When a run drains the queue
-    report = run(aws, geo, deployment, url, QUIET)
+    report = trail.run(QUIET)
 
     # Then the file is a stale skip, not read, and its message deleted
     assert calls.operations["GetObject"] == 0
     assert report.keys_skipped["notification_stale"] == 1
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_a_file_named_after_the_runs_time_then_its_message_waits_for_the_next_run(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given a notification of a file delivered two minutes after the run's scheduled time
-    files = trail_files(1, first=QUIET + timedelta(minutes=2))
-    deployment, url = world(aws, files)
-    send(aws, url, cloudtrail_notice(deployment.bucket, *files))
+    files = trail.put(trail_files(1, first=QUIET + timedelta(minutes=2)))
+    trail.send(cloudtrail_notice(trail.bucket, *files))
 
     # When the run drains the queue, and then the next one
-    first = run(aws, geo, deployment, url, QUIET)
-    left = messages_left(aws, url)
-    second = run(aws, geo, deployment, url, QUIET + timedelta(minutes=15))
+    first = trail.run(QUIET)
+    left = trail.left()
+    second = trail.run(QUIET + timedelta(minutes=15))
 
     # Then the first keeps the message (visible again at once), the next reads the file
     assert (first.files_read, first.intake_kept, left) == (0, 1, 1)
     assert second.files_read == 1
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_files_handed_back_then_their_messages_are_kept_until_a_run_reads_them(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given two notified files, and S3 throttling the reads of one of them in the first run
-    files = trail_files(2)
-    deployment, url = world(aws, files)
+    files = trail.put(trail_files(2))
     throttled, fine = files
-    send(
-        aws, url, cloudtrail_notice(deployment.bucket, throttled), cloudtrail_notice(deployment.bucket, fine)
-    )
+    trail.send(cloudtrail_notice(trail.bucket, throttled), cloudtrail_notice(trail.bucket, fine))
 
     def slow_down(params: dict[str, Any], **_: Any) -> None:
         if params["Key"] == throttled:
             raise ClientError({"Error": {"Code": "SlowDown", "Message": "slow"}}, "GetObject")
 
-    aws.events.register("before-parameter-build.s3.GetObject", slow_down, unique_id="slow")
-    first = run(aws, geo, deployment, url, QUIET)
-    aws.events.unregister("before-parameter-build.s3.GetObject", unique_id="slow")
+    trail.aws.events.register("before-parameter-build.s3.GetObject", slow_down, unique_id="slow")
+    first = trail.run(QUIET)
+    trail.aws.events.unregister("before-parameter-build.s3.GetObject", unique_id="slow")
 
     # When the next run drains the queue
-    second = run(aws, geo, deployment, url, QUIET + timedelta(minutes=15))
+    second = trail.run(QUIET + timedelta(minutes=15))
 
     # Then the throttled file's message was kept and brings it to the next run: nothing lost
     assert (first.files_read, first.files_released, first.intake_kept) == (1, 1, 1)
     assert (second.intake_messages, second.files_read) == (1, 1)
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_a_flood_of_messages_when_a_run_has_a_budget_then_it_stops_there_and_the_rest_waits(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given 60 forged notices of keys outside the trail queued before 3 real ones
-    files = trail_files(3)
-    deployment, url = world(aws, files)
-    forged = [cloudtrail_notice(deployment.bucket, f"junk/{n}.json.gz") for n in range(60)]
-    send(aws, url, *forged, *(cloudtrail_notice(deployment.bucket, key) for key in files))
+    files = trail.put(trail_files(3))
+    forged = [cloudtrail_notice(trail.bucket, f"junk/{n}.json.gz") for n in range(60)]
+    trail.send(*forged, *(cloudtrail_notice(trail.bucket, key) for key in files))
     budget = RunOptions(policy=OPTIONS.policy, intake_messages=40)
 
     # When runs with a budget of 40 messages drain the queue
-    first = run(aws, geo, deployment, url, QUIET, budget)
-    second = run(aws, geo, deployment, url, QUIET + timedelta(minutes=15), budget)
+    first = trail.run(QUIET, budget)
+    second = trail.run(QUIET + timedelta(minutes=15), budget)
 
     # Then each stops at its budget (the backlog flagged, no miss counted), the forged keys are
     # skips, and the real files are read once all the same
@@ -545,23 +538,22 @@ def test_given_a_flood_of_messages_when_a_run_has_a_budget_then_it_stops_there_a
         first.keys_skipped["notification_outside_prefix"] + second.keys_skipped["notification_outside_prefix"]
         == 60
     )
-    assert messages_left(aws, url) == 0
+    assert trail.left() == 0
 
 
 def test_given_a_queue_that_refuses_when_a_run_starts_then_it_lists_the_window_instead(
-    aws: Any, geo: MaxMindGeoResolver
+    trail: Trail,
 ) -> None:
     # Given files in the bucket, and the queue refusing the function (a policy gone wrong)
-    files = trail_files(2)
-    deployment, url = world(aws, files)
+    trail.put(trail_files(2))
 
     def denied(**_: Any) -> None:
         raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "ReceiveMessage")
 
-    aws.events.register("before-call.sqs.ReceiveMessage", denied, unique_id="denied")
+    trail.aws.events.register("before-call.sqs.ReceiveMessage", denied, unique_id="denied")
 
     # When a run that would not reconcile starts
-    report = run(aws, geo, deployment, url, QUIET)
+    report = trail.run(QUIET)
 
     # Then it lists its window and reads the files, saying the queue failed
     assert report.intake_failed
@@ -638,7 +630,10 @@ def test_given_notifications_and_fan_out_when_the_handler_runs_then_alerts_and_t
             QueueName="trailgeo-intake",
             Attributes={"VisibilityTimeout": "900"},  # as IntakeQueue's
         )["QueueUrl"]
-        send(session, intake_url, *(cloudtrail_notice(deployment.bucket, key) for key in reversed(TRAIL)))
+        for key in reversed(TRAIL):
+            session.client("sqs").send_message(
+                QueueUrl=intake_url, MessageBody=cloudtrail_notice(deployment.bucket, key)
+            )
         set_environment(
             monkeypatch,
             deployment,

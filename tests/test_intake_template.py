@@ -25,6 +25,12 @@ INTAKE_RESOURCES = {
     "IntakeRule",
     "IntakeDeadLetterAlarm",
 }
+CONTINUOUS_RESOURCES = {"ArrivalsFunction", "ArrivalsLogGroup"}
+
+
+def notifications(transformed: dict[str, Any], **parameters: str) -> Any:
+    """The stack rendered with Intake=Notifications from the trail's topic, and ``parameters``."""
+    return render(transformed, **{"Intake": "Notifications", "IntakeTopicArn": TOPIC, **parameters})
 
 
 def detector_statements(rendered: Any) -> list[dict[str, Any]]:
@@ -47,7 +53,7 @@ def test_given_notifications_from_the_trails_topic_then_only_that_topic_sends_an
     transformed: dict[str, Any],
 ) -> None:
     # Given Notifications from an organization trail's topic in another account and region
-    rendered = render(transformed, Intake="Notifications", IntakeTopicArn=TOPIC)
+    rendered = notifications(transformed)
 
     # Then the queue, its DLQ and alarm, and a subscription in the topic's region exist; no rule
     assert INTAKE_RESOURCES - {"IntakeRule"} <= set(rendered.resources)
@@ -128,7 +134,7 @@ def test_given_eventbridge_notifications_then_a_rule_of_the_trail_prefix_feeds_t
 def test_given_both_sources_then_the_queue_policy_allows_exactly_the_topic_and_the_rule(
     transformed: dict[str, Any],
 ) -> None:
-    rendered = render(transformed, Intake="Notifications", IntakeEventBridge="Enabled", IntakeTopicArn=TOPIC)
+    rendered = notifications(transformed, IntakeEventBridge="Enabled")
     statements = rendered.resources["IntakeQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     (deny,) = [s for s in statements if s["Effect"] == "Deny" and s["Action"] == "sqs:SendMessage"]
     assert deny["Condition"]["ArnNotEquals"]["aws:SourceArn"] == [
@@ -143,7 +149,7 @@ def test_given_both_sources_then_the_queue_policy_allows_exactly_the_topic_and_t
 def test_given_notifications_without_a_source_then_the_template_rule_refuses_the_parameters(
     transformed: dict[str, Any],
 ) -> None:
-    (rule,) = transformed["Rules"].values()
+    rule = transformed["Rules"]["NotificationsNeedASource"]
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "Intake"}, "Notifications"]}
     (assertion,) = rule["Assertions"]
     assert assertion["Assert"] == {
@@ -152,3 +158,101 @@ def test_given_notifications_without_a_source_then_the_template_rule_refuses_the
             {"Fn::Equals": [{"Ref": "IntakeEventBridge"}, "Enabled"]},
         ]
     }
+
+
+# ---- continuous mode ---------------------------------------------------------------------------
+
+
+def arrivals_mapping(rendered: Any) -> dict[str, Any]:
+    (mapping,) = [
+        m["Properties"]
+        for m in rendered.of_type("AWS::Lambda::EventSourceMapping").values()
+        if m["Properties"]["FunctionName"] == {"Ref": "ArrivalsFunction"}
+    ]
+    return dict(mapping)
+
+
+def test_given_continuous_mode_off_then_the_intake_queue_is_no_event_source(
+    transformed: dict[str, Any],
+) -> None:
+    # Given notification intake, continuous mode left off (and continuous mode asked for without it)
+    for rendered in (
+        notifications(transformed),
+        render(transformed, Continuous="Enabled"),
+    ):
+        # Then no event-driven function, no event source on the queue, no grant for one
+        assert not CONTINUOUS_RESOURCES & set(rendered.resources)
+        assert not rendered.of_type("AWS::Lambda::EventSourceMapping")
+        assert "IntakeEventSource" not in {s.get("Sid") for s in detector_statements(rendered)}
+
+
+def test_given_continuous_mode_then_the_queue_invokes_the_same_code_in_capped_batches_reporting_failures(
+    transformed: dict[str, Any],
+) -> None:
+    # Given notification intake with continuous mode on, a 45-second window and 3 runs at once
+    rendered = notifications(
+        transformed, Continuous="Enabled", ContinuousBatchingWindow="45", ContinuousConcurrency="3"
+    )
+
+    # Then the intake queue invokes the detector's code (its arrivals handler) in batches gathered
+    # for the window, at most 3 at once, each answering with the messages to keep
+    function = rendered.resources["ArrivalsFunction"]["Properties"]
+    detector = rendered.resources["DetectorFunction"]["Properties"]
+    assert (function["Code"], function["Handler"], function["Role"]) == (
+        detector["Code"],
+        "app.arrivals_handler",
+        detector["Role"],
+    )
+    mapping = arrivals_mapping(rendered)
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["IntakeQueue", "Arn"]}
+    assert mapping["MaximumBatchingWindowInSeconds"] == "45"
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": "3"}
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert 10 < mapping["BatchSize"] <= 10_000  # over 10 needs a batching window, which it has
+
+    # And a batch stays invisible longer than its run may last; the schedule stays, unchanged
+    queue = rendered.resources["IntakeQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] > function["Timeout"]
+    schedules = [
+        r["Properties"].get("ScheduleExpression") for r in rendered.of_type("AWS::Events::Rule").values()
+    ]
+    assert schedules.count("rate(15 minutes)") == 1
+    variables = function["Environment"]["Variables"]
+    assert (variables["INTAKE"], variables["INTAKE_QUEUE_URL"]) == ("Notifications", {"Ref": "IntakeQueue"})
+    assert variables["FANOUT_QUEUE_URL"] == ""  # an arrivals run reads its few files itself
+
+    # And the role may read the queue's attributes (the event source's poller), still never send
+    (source,) = [s for s in detector_statements(rendered) if s.get("Sid") == "IntakeEventSource"]
+    assert (source["Action"], source["Resource"]) == (
+        "sqs:GetQueueAttributes",
+        {"Fn::GetAtt": ["IntakeQueue", "Arn"]},
+    )
+    sends = [s for s in detector_statements(rendered) if "sqs:SendMessage" in as_list(s["Action"])]
+    assert all(s["Resource"] != {"Fn::GetAtt": ["IntakeQueue", "Arn"]} for s in sends)
+    (logs,) = [s for s in detector_statements(rendered) if "logs:PutLogEvents" in as_list(s["Action"])]
+    assert {"Fn::GetAtt": ["ArrivalsLogGroup", "Arn"]} in logs["Resource"]
+
+
+def test_given_continuous_mode_then_a_flood_of_notifications_starts_at_most_the_capped_runs(
+    transformed: dict[str, Any],
+) -> None:
+    # Given the parameters' bounds: whoever writes objects to the trail bucket (EventBridge's Object
+    # Created) or sends through the trail's topic makes messages, not invocations beyond the cap
+    bounds = transformed["Parameters"]["ContinuousConcurrency"]
+    assert 2 <= bounds["MinValue"] <= bounds["Default"] <= bounds["MaxValue"] <= 20
+    window = transformed["Parameters"]["ContinuousBatchingWindow"]
+    assert 1 <= window["MinValue"] <= window["Default"] <= window["MaxValue"] <= 300
+    rendered = notifications(transformed, Continuous="Enabled")
+    mapping = arrivals_mapping(rendered)
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": str(bounds["Default"])}
+    # No reserved concurrency either: throttled invocations would count as receives and dead-letter
+    assert "ReservedConcurrentExecutions" not in rendered.resources["ArrivalsFunction"]["Properties"]
+
+
+def test_given_continuous_mode_without_notifications_then_the_template_rule_refuses_the_parameters(
+    transformed: dict[str, Any],
+) -> None:
+    rule = transformed["Rules"]["ContinuousNeedsNotifications"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "Continuous"}, "Enabled"]}
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Equals": [{"Ref": "Intake"}, "Notifications"]}

@@ -405,10 +405,12 @@ def test_given_the_function_then_it_logs_to_its_own_retained_log_group(template:
     assert template["Parameters"]["LogRetentionDays"]["Default"] == 90
     (logs,) = statements_for(template, "logs")
     assert set(as_list(logs["Action"])) == {"logs:CreateLogStream", "logs:PutLogEvents"}
-    condition, fanned_out, single = logs["Resource"]["Fn::If"]
-    assert condition == "IsFanOut"
+    single, fanned_out, arrivals = logs["Resource"]
     assert referenced(single) == group_name
-    assert [referenced(g) for g in fanned_out] == [group_name, "FanOutWorkerLogGroup"]
+    assert fanned_out["Fn::If"][0] == "IsFanOut"
+    assert referenced(fanned_out["Fn::If"][1]) == "FanOutWorkerLogGroup"
+    assert arrivals["Fn::If"][0] == "IsContinuous"
+    assert referenced(arrivals["Fn::If"][1]) == "ArrivalsLogGroup"
     worker = template["Resources"]["FanOutWorkerFunction"]["Properties"]
     assert referenced(worker["LoggingConfig"]["LogGroup"]) == "FanOutWorkerLogGroup"
 
@@ -426,6 +428,8 @@ def test_given_the_function_then_its_environment_is_what_the_package_reads(templ
     )
     worker_variables = merged(template, "FanOutWorkerFunction", "Environment")
     assert set(worker_variables) == FUNCTION_ENVIRONMENT
+    # So is the event-driven run of continuous mode, on the intake queue's batches
+    assert set(merged(template, "ArrivalsFunction", "Environment")) == FUNCTION_ENVIRONMENT
     assert referenced(worker_variables["FANOUT_QUEUE_URL"]) == "FanOutQueue"
     assert variables["FANOUT_QUEUE_URL"]["Fn::If"][0] == "IsFanOut"
     queue = template["Resources"]["FanOutQueue"]["Properties"]
@@ -586,6 +590,7 @@ def test_given_each_function_then_lambda_writes_json_logs_at_the_log_level_param
     groups = {
         DETECTOR: "DetectorLogGroup",
         "FanOutWorkerFunction": "FanOutWorkerLogGroup",
+        "ArrivalsFunction": "ArrivalsLogGroup",
         NOTIFIER: "NotifierLogGroup",
     }
     assert set(groups) == set(resources_of(template, "AWS::Serverless::Function"))

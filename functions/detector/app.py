@@ -2,6 +2,11 @@
 
 ``lambda_handler`` is the scheduled run. ``task_handler`` is the same code as a fan-out worker
 (template parameter ``FanOut``): SQS delivers it one task of a batch of CloudTrail files.
+``arrivals_handler`` is the same run on arrival (template parameter ``Continuous``): the intake
+queue's event source hands it one batching window's notifications; its answer reports the
+messages to keep (Lambda's partial batch response), so it takes the batch whole rather than
+record by record through Powertools' ``BatchProcessor``: one run per batch, so that each counter is
+written once per batch and the batch's files are claimed together.
 """
 
 from __future__ import annotations
@@ -35,6 +40,13 @@ def runtime() -> DetectorRuntime:
 @event_source(data_class=EventBridgeEvent)
 def lambda_handler(event: EventBridgeEvent, context: LambdaContext) -> dict[str, Any]:
     return runtime().run(event.time, lambda: context.get_remaining_time_in_millis() / 1000.0)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def arrivals_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return runtime().run_arrivals(event, lambda: context.get_remaining_time_in_millis() / 1000.0)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
@@ -135,49 +135,35 @@ def _checked_key(key: object) -> str:
     return key
 
 
-@dataclass(slots=True)
-class SqsNotificationIntake:
-    """Drains the intake queue for the files of ``bucket`` under ``prefix``."""
+@dataclass(frozen=True, slots=True)
+class TrailNotices:
+    """What a message names of the trail's files in ``bucket`` under ``prefix``: every intake (the
+    queue drained by a run, a batch of the queue's messages handed to an event-driven run, the
+    in-memory fake) reads messages through this one door."""
 
-    client: SQSClient
-    queue_url: str
     bucket: str
     prefix: str = ""
-    concurrency: int = RECEIVE_CONCURRENCY
-    wait_seconds: int = WAIT_SECONDS
-    monotonic: Callable[[], float] = time.monotonic
 
-    def receive(self, max_messages: int, seconds: float) -> Delivery:
-        messages, drained = self._drain(max_messages, seconds)
-        delivery = Delivery(drained=drained)
-        named: dict[str, tuple[LogObject, ...]] = {}
-        for message in messages:
-            # The same message twice in one drain (SQS delivers at least once) is parsed and
-            # counted once; each receipt settles with the files it names.
-            if message["MessageId"] not in named:
-                named[message["MessageId"]] = self._objects(message, delivery)
-            delivery.notifications.append(Notification(message["ReceiptHandle"], named[message["MessageId"]]))
-        return delivery
-
-    def _objects(self, message: dict[str, Any], delivery: Delivery) -> tuple[LogObject, ...]:
+    def objects(self, message_id: str, body: str, sender: str, delivery: Delivery) -> tuple[LogObject, ...]:
+        """The trail's files a message names; what it names otherwise is counted in ``delivery``
+        (a poisoned message, a key that is not the trail's), never read."""
         try:
-            pairs = files_named(str(message.get("Body", "")))
+            pairs = files_named(body)
         except PoisonedMessageError as exc:
             delivery.poisoned[exc.reason] += 1
             if sum(delivery.poisoned.values()) <= MAX_LOGGED:
-                attributes = message.get("Attributes", {})
                 logger.error(
                     "intake message poisoned: acknowledged, none of its keys read",
                     reason=exc.reason,
                     detail=str(exc)[:300],
-                    message_id=message["MessageId"],
-                    sender=attributes.get("SenderId", "")[:200],
-                    body=str(message.get("Body", ""))[:300],
+                    message_id=message_id[:100],
+                    sender=sender[:200],
+                    body=body[:300],
                 )
             return ()
         objects: list[LogObject] = []
         for bucket, key in pairs:
-            found = self._trail_file(bucket, key)
+            found = self.trail_file(bucket, key)
             if isinstance(found, LogObject):
                 objects.append(found)
                 continue
@@ -186,7 +172,7 @@ class SqsNotificationIntake:
                 logger.warning("intake key skipped", reason=found, bucket=bucket[:100], key=key[:300])
         return tuple(objects)
 
-    def _trail_file(self, bucket: str, key: str) -> LogObject | str:
+    def trail_file(self, bucket: str, key: str) -> LogObject | str:
         """The trail's file a named (bucket, key) is, or why it is none: the bucket, then the
         prefix and CloudTrail's layout right below it, as the listing would find it."""
         if bucket != self.bucket:
@@ -202,6 +188,36 @@ class SqsNotificationIntake:
         if key[len(base) :].count("/") != (7 if parsed.org_id else 6):
             return "notification_outside_prefix"
         return LogObject(key, parsed.delivered_at, 0, parsed.account)
+
+
+@dataclass(slots=True)
+class SqsNotificationIntake:
+    """Drains the intake queue for the files of ``bucket`` under ``prefix``."""
+
+    client: SQSClient
+    queue_url: str
+    bucket: str
+    prefix: str = ""
+    concurrency: int = RECEIVE_CONCURRENCY
+    wait_seconds: int = WAIT_SECONDS
+    monotonic: Callable[[], float] = time.monotonic
+
+    def receive(self, max_messages: int, seconds: float) -> Delivery:
+        messages, drained = self._drain(max_messages, seconds)
+        delivery = Delivery(drained=drained)
+        notices = TrailNotices(self.bucket, self.prefix)
+        named: dict[str, tuple[LogObject, ...]] = {}
+        for message in messages:
+            # The same message twice in one drain (SQS delivers at least once) is parsed and
+            # counted once; each receipt settles with the files it names.
+            message_id = message["MessageId"]
+            if message_id not in named:
+                sender = message.get("Attributes", {}).get("SenderId", "")
+                named[message_id] = notices.objects(
+                    message_id, str(message.get("Body", "")), sender, delivery
+                )
+            delivery.notifications.append(Notification(message["ReceiptHandle"], named[message_id]))
+        return delivery
 
     def _drain(self, max_messages: int, seconds: float) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``max_messages`` messages, received ``concurrency`` requests at a time, until a
@@ -284,3 +300,59 @@ class SqsNotificationIntake:
             logger.warning("ChangeMessageVisibilityBatch failed", error=str(exc)[:300])
             return len(receipts)
         return len(response.get("Failed", []))
+
+
+# Lambda's event source mapping hands a function at most 10,000 messages (and 6 MB) a batch: more
+# records than that in one event are not the queue's. They are all reported failed, none read.
+MAX_EVENT_RECORDS = 10_000
+
+
+@dataclass(slots=True)
+class SqsEventIntake:
+    """The intake queue's messages of one batch, as Lambda's SQS event source mapping hands them to
+    an event-driven run (``Continuous=Enabled``): ``receive`` gives them all, parsed as a drain's;
+    ``acknowledge`` and ``release`` only note the outcome. The event source deletes what the
+    function does not report failed: :meth:`failures` is the batch's ``batchItemFailures``, every
+    message not acknowledged (released, or never settled)."""
+
+    records: list[tuple[str, str, str]]  # (message id, body, sender)
+    bucket: str
+    prefix: str = ""
+    acknowledged: set[str] = field(default_factory=set)
+    released: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any], bucket: str, prefix: str = "") -> SqsEventIntake:
+        records = event.get("Records") if isinstance(event, Mapping) else None
+        if not isinstance(records, list) or len(records) > MAX_EVENT_RECORDS:
+            raise IntakeError("not an SQS event of the intake queue")
+        parsed = []
+        for record in records:
+            if not isinstance(record, Mapping) or not isinstance(record.get("messageId"), str):
+                raise IntakeError("an SQS event record without a messageId")
+            attributes = record.get("attributes")
+            sender = attributes.get("SenderId", "") if isinstance(attributes, Mapping) else ""
+            parsed.append((record["messageId"], str(record.get("body", "")), str(sender)))
+        return cls(parsed, bucket, prefix)
+
+    def receive(self, max_messages: int, seconds: float) -> Delivery:  # noqa: ARG002 - the batch is all there is
+        delivery = Delivery(drained=True)
+        notices = TrailNotices(self.bucket, self.prefix)
+        named: dict[str, tuple[LogObject, ...]] = {}
+        for message_id, body, sender in self.records[:max_messages]:
+            if message_id not in named:
+                named[message_id] = notices.objects(message_id, body, sender, delivery)
+            delivery.notifications.append(Notification(message_id, named[message_id]))
+        delivery.drained = len(self.records) <= max_messages
+        return delivery
+
+    def acknowledge(self, receipts: Collection[str]) -> None:
+        self.acknowledged.update(receipts)
+
+    def release(self, receipts: Collection[str]) -> None:
+        self.released.update(receipts)
+
+    def failures(self) -> list[str]:
+        """The message ids the event source must not delete: each comes back after the queue's
+        visibility timeout (to this function or to a scheduled run's drain)."""
+        return list(dict.fromkeys(m for m, _, _ in self.records if m not in self.acknowledged))

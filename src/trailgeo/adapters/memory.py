@@ -1,6 +1,7 @@
 """In-memory store, ledger and outbox: the same contracts as DynamoDB, for replay and tests; and
 what the operator commands read and write (:class:`MemoryOperations`, :class:`MemoryTuningStore`);
-a GeoIP resolver of fixed answers (:class:`MemoryGeoResolver`), the same contract as MaxMind's."""
+a GeoIP resolver of fixed answers (:class:`MemoryGeoResolver`), the same contract as MaxMind's; the
+intake queue (:class:`MemoryNotificationIntake`), the same contract as SQS's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, cast
 
 from trailgeo.adapters.dynamodb import MAX_PACKED_BYTES, pack_keys
 from trailgeo.adapters.fanout import FanoutError, message_batches
+from trailgeo.adapters.intake import TrailNotices
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import (
     DEFAULT_HALF_LIFE_HOURS,
@@ -33,10 +35,13 @@ from trailgeo.ports import (
     BatchTooLargeError,
     CommitStats,
     ConcurrentChangeError,
+    Delivery,
     FanoutTask,
     GeoResolver,
     IncidentRecord,
+    IntakeError,
     LedgerEntry,
+    Notification,
     OutboxEntry,
     Resolution,
     RunAttempts,
@@ -327,6 +332,56 @@ class MemoryTaskQueue:
     def drain(self) -> list[FanoutTask]:
         drained, self.tasks = self.tasks, []
         return drained
+
+
+@dataclass(slots=True)
+class MemoryNotificationIntake:
+    """The intake queue in memory, with :class:`~trailgeo.adapters.intake.SqsNotificationIntake`'s
+    contract: a message received is in flight (no other receive gets it) until it is acknowledged
+    (deleted) or released (visible again at once); a receive takes at most ``max_messages``, and
+    says the queue was drained when it found fewer. ``refusing`` makes receives fail as a queue
+    whose policy or key refuses them does."""
+
+    bucket: str
+    prefix: str = ""
+    visible: list[tuple[str, str, str]] = field(default_factory=list)  # (message id, body, sender)
+    in_flight: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # by receipt
+    refusing: bool = False
+    _counter: int = 0
+
+    def send(self, body: str, sender: str = "") -> str:
+        """Queue a message (what SNS, EventBridge or a sender does); its id."""
+        self._counter += 1
+        message_id = f"message-{self._counter}"
+        self.visible.append((message_id, body, sender))
+        return message_id
+
+    def messages(self) -> int:
+        """Messages not deleted: visible or in flight."""
+        return len(self.visible) + len(self.in_flight)
+
+    def receive(self, max_messages: int, seconds: float) -> Delivery:
+        if self.refusing:
+            raise IntakeError("AccessDenied receiving from the intake queue")
+        taken, self.visible = self.visible[:max_messages], self.visible[max_messages:]
+        delivery = Delivery(drained=len(taken) < max_messages)
+        notices = TrailNotices(self.bucket, self.prefix)
+        for message in taken:
+            self._counter += 1
+            receipt = f"receipt-{self._counter}"
+            self.in_flight[receipt] = message
+            delivery.notifications.append(Notification(receipt, notices.objects(*message, delivery)))
+        return delivery
+
+    def acknowledge(self, receipts: Collection[str]) -> None:
+        for receipt in receipts:
+            self.in_flight.pop(receipt, None)
+
+    def release(self, receipts: Collection[str]) -> None:
+        for receipt in receipts:
+            message = self.in_flight.pop(receipt, None)
+            if message is not None:
+                self.visible.append(message)
 
 
 @dataclass(slots=True)

@@ -3,11 +3,18 @@
 The schedule is simulated: a tick every 15 minutes from the first delivery to the last
 delivery plus the look-back, each tick seeing only the files delivered by then, exactly as
 the scheduled Lambda would have seen them.
+
+Continuous mode (``continuous``, the intake queue's batching window: template parameter
+``Continuous``) adds the event source's invocations beside those ticks: a batch opens at the
+first delivery not yet in one and is handed over a window later with every file delivered by
+then, each file named by one notification, as the trail's SNS notification names it. The
+15-minute ticks stay, as the schedule does: they find those files done.
 """
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,9 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from trailgeo.adapters.intake import SqsEventIntake
 from trailgeo.adapters.local import LocalLogSource
 from trailgeo.adapters.memory import MemoryFrequencyStore, MemoryLedger, MemoryOutbox
-from trailgeo.app.detect import RunOptions, RunReport, detect
+from trailgeo.app.detect import RunOptions, RunReport, detect, detect_arrivals
 from trailgeo.app.wiring import memory_dependencies
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import PRINCIPAL_PARTITION_PREFIX, CounterState
@@ -25,11 +33,13 @@ from trailgeo.core.render.html_report import CountryHistory, ReportData, RunFigu
 from trailgeo.ports import AlertSink, GeoResolver, LedgerEntry
 
 TICK = timedelta(minutes=15)
+REPLAY_BUCKET = "replay"  # the bucket a replay's notifications name (its files are a directory's)
 
 
 @dataclass(slots=True)
 class ReplaySummary:
     ticks: int = 0
+    arrival_runs: int = 0  # of the ticks, event-driven runs (continuous mode)
     files: int = 0
     events: int = 0
     events_geolocated: int = 0
@@ -48,6 +58,7 @@ class ReplaySummary:
 
     def add(self, report: RunReport) -> None:
         self.ticks += 1
+        self.arrival_runs += report.arrivals
         if self.window_start is None or report.window_start < self.window_start:
             self.window_start = report.window_start
         if self.window_end is None or report.window_end > self.window_end:
@@ -68,6 +79,7 @@ class ReplaySummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ticks": self.ticks,
+            "arrival_runs": self.arrival_runs,
             "files": self.files,
             "events": self.events,
             "events_geolocated": self.events_geolocated,
@@ -97,6 +109,33 @@ def schedule(first: datetime, last: datetime, lookback: timedelta) -> list[datet
         ticks.append(tick)
         tick += TICK
     return ticks
+
+
+def arrival_batches(times: Sequence[datetime], window: timedelta) -> list[datetime]:
+    """When the intake queue's event source invokes an event-driven run, for files delivered at
+    ``times`` (sorted): a batch opens at the first delivery not yet in one and is handed over
+    ``window`` later, with every delivery up to then (Lambda's ``MaximumBatchingWindowInSeconds``;
+    a batch that fills up earlier, or a poller's latency, are not modelled)."""
+    invocations: list[datetime] = []
+    at = 0
+    while at < len(times):
+        closes = times[at] + window
+        invocations.append(closes)
+        at = bisect_right(times, closes, lo=at)
+    return invocations
+
+
+def _arrivals(source: LocalLogSource, since: datetime | None, until: datetime) -> SqsEventIntake:
+    """The batch of notifications an event-driven run at ``until`` receives: one per file delivered
+    after ``since`` (the previous batch's hand-over), CloudTrail's own shape."""
+    start = since if since is not None else datetime.min.replace(tzinfo=UTC)
+    objects = source.list_window(start, until).objects
+    records = [
+        (f"replay-{n}", json.dumps({"s3Bucket": REPLAY_BUCKET, "s3ObjectKey": [obj.key]}), "replay")
+        for n, obj in enumerate(objects)
+    ]
+    prefix = objects[0].key[: objects[0].key.find("AWSLogs/")] if objects else ""
+    return SqsEventIntake(records, REPLAY_BUCKET, prefix)
 
 
 @dataclass(slots=True)
@@ -185,7 +224,11 @@ def replay(
     options: RunOptions,
     state: ReplayState | None = None,
     on_tick: Callable[[RunReport], None] | None = None,
+    *,
+    continuous: timedelta | None = None,
 ) -> tuple[ReplaySummary, ReplayState]:
+    """Every tick of the schedule over ``logs``; with ``continuous`` (a batching window), the
+    event-driven runs too, in time order (an event-driven run before a tick at the same time)."""
     source = LocalLogSource(logs)
     # Files on a local disk: read inline, no reader threads (they only add GIL hand-offs here).
     options = replace(options, read_concurrency=1)
@@ -194,7 +237,12 @@ def replay(
     times = source.delivery_times
     if not times:
         return summary, state
-    for tick in schedule(times[0], times[-1], options.lookback):
+    ticks = [(tick, False) for tick in schedule(times[0], times[-1], options.lookback)]
+    if continuous is not None:
+        ticks.extend((at, True) for at in arrival_batches(times, continuous))
+        ticks.sort(key=lambda tick: (tick[0], not tick[1]))
+    handed_over: datetime | None = None  # the last event-driven run's time: its batch's end
+    for tick, arrivals in ticks:
         deps = memory_dependencies(
             source=source,
             geo=geo,
@@ -204,7 +252,12 @@ def replay(
             outbox=state.outbox,
             clock=lambda tick=tick: tick,  # type: ignore[misc]
         )
-        report = detect(tick, deps, options)
+        if arrivals:
+            deps.intake = _arrivals(source, handed_over, tick)
+            handed_over = tick
+            report = detect_arrivals(tick, deps, options)
+        else:
+            report = detect(tick, deps, options)
         summary.add(report)
         if on_tick is not None:
             on_tick(report)

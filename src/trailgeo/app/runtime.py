@@ -9,7 +9,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
+from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect, detect_arrivals
 from trailgeo.app.fanout import Fanout, plan, run_task
 from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.app.tuning_watch import TuningWatch, tuning_watch
@@ -109,6 +109,32 @@ class DetectorRuntime:
         summary = summarize(report)
         logger.info("run finished", **summary)
         return summary
+
+    def run_arrivals(self, event: Mapping[str, Any], time_left: Callable[[], float]) -> dict[str, Any]:
+        """An event-driven run (``Continuous=Enabled``): the files one batch of the intake queue's
+        messages names, at the invocation's time. Returns the event source's partial batch
+        response: the messages whose files wait for a later run come back, the rest are deleted
+        (a poisoned message included: counted, never retried). Raises, so that the whole batch comes
+        back, only when the run itself fails."""
+        from trailgeo.adapters.intake import SqsEventIntake
+
+        if self.settings.intake != "Notifications":
+            raise SettingsError(
+                "an intake queue's batch reached a detector whose INTAKE is not Notifications"
+            )
+        batch = SqsEventIntake.from_event(event, self.settings.trail_bucket, self.settings.trail_prefix)
+        arrived_at = self.deps.clock()
+        self.deps.time_left = time_left
+        self.refresh_tuning(arrived_at)
+        report = detect_arrivals(arrived_at, replace(self.deps, intake=batch), self.options)
+        emit_metrics(report)
+        failures = batch.failures()
+        summary = summarize(report) | {
+            "batch_messages": len(batch.records),
+            "batch_item_failures": len(failures),
+        }
+        logger.info("arrivals run finished", **summary)
+        return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failures]}
 
     def run_task(self, body: str, time_left: Callable[[], float]) -> dict[str, Any]:
         """A fan-out worker: one task (an SQS message body). Raises to have SQS deliver it again."""
@@ -218,6 +244,7 @@ def log_asn_database(settings: Settings, deps: Dependencies) -> None:
 def summarize(report: RunReport) -> dict[str, Any]:
     return {
         "scheduled_at": report.scheduled_at.isoformat(),
+        "trigger": "arrivals" if report.arrivals else "schedule",
         "window_start": report.window_start.isoformat(),
         "catch_up": report.catch_up,
         "files_listed": report.files_listed,

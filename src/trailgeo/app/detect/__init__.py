@@ -8,7 +8,8 @@ The package, by job:
 * ``ingest``: a batch's files read, decoded and aggregated (file by file after failed attempts);
 * ``alerting``: scoring, suppression, quarantine, correlation, roll-up, outbox writes;
 * ``publish``: the outbox's pending alerts sent to the alerts channel;
-* ``run``: one run, and one batch's score-commit-close (``finish_batch``, the fan-out's too).
+* ``run``: one run (scheduled, or on arrival: ``detect_arrivals``), and one batch's
+  score-commit-close (``finish_batch``, the fan-out's too).
 
 May import: `trailgeo.core`, `trailgeo.ports`, `trailgeo.observability`; the standard library
 always. Never an adapter or boto3: handlers, tools and tests hand it ``Dependencies``.
@@ -25,7 +26,7 @@ from trailgeo.app.detect.context import DEFAULT_LEASE, Dependencies, Dispatch, R
 from trailgeo.app.detect.ingest import new_aggregate, read_batch
 from trailgeo.app.detect.plan import run_id_for
 from trailgeo.app.detect.publish import PUBLISH_LEASE, publish_pending
-from trailgeo.app.detect.run import detect, finish_batch
+from trailgeo.app.detect.run import detect, detect_arrivals, finish_batch
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -38,6 +39,7 @@ __all__ = [
     "alert_subject",
     "country_subject",
     "detect",
+    "detect_arrivals",
     "finish_batch",
     "new_aggregate",
     "publish_pending",

@@ -101,6 +101,7 @@ class RunReport:
     # files not handed to a run yet); whether the queue was drained; whether this run reconciled
     # (listed its window too), and the files it found that no notification had brought.
     notified: bool = False  # the run's new files came from the notification queue
+    arrivals: bool = False  # an event-driven run (Continuous=Enabled): one batch of the queue's messages
     intake_messages: int = 0
     intake_poisoned: Counter[str] = field(default_factory=Counter)
     intake_kept: int = 0

@@ -36,10 +36,17 @@ def reconcile_due(scheduled_at: datetime, every: timedelta) -> bool:
 
 
 def receive_window(
-    intake: NotificationIntake, end: datetime, deps: Dependencies, options: RunOptions, report: RunReport
+    intake: NotificationIntake,
+    end: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+    *,
+    reconcile: bool = True,
 ) -> tuple[ListedWindow, Delivery]:
     """The files of the intake's messages within the window's bounds, one object per key; with the
-    reconciliation's listing added when it is due (or when the queue refuses)."""
+    reconciliation's listing added when it is due (or when the queue refuses). An event-driven run
+    (``reconcile`` False) never lists: the scheduled runs reconcile."""
     window = ListedWindow()
     report.notified = True
     try:
@@ -63,7 +70,7 @@ def receive_window(
     window.objects.extend(named.values())
     if report.intake_backlog:
         logger.warning("intake queue not drained within the run's budget", messages=report.intake_messages)
-    if report.intake_failed or reconcile_due(report.scheduled_at, options.reconcile_every):
+    if reconcile and (report.intake_failed or reconcile_due(report.scheduled_at, options.reconcile_every)):
         _reconcile(window, named, end, deps, options, report)
     return window, delivery
 

@@ -35,14 +35,17 @@ def plan_batches(
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
+    *,
+    takeovers: bool = True,
 ) -> Iterator[tuple[list[str], str, bool]]:
     """Yield (keys, run_id, takeover) batches: takeovers of runs that died first, then new files.
 
     A dead run is found from its run record, not from the listing: its files may have left the
-    look-back by the time its lease expires.
+    look-back by the time its lease expires. Event-driven runs (``takeovers`` False) leave dead
+    runs to the scheduled ones: a batch that kills whoever reads it then stops no arrival's run.
     """
     now = deps.clock()
-    for run_id, intended in deps.ledger.expired_runs(now):
+    for run_id, intended in deps.ledger.expired_runs(now) if takeovers else ():
         if _out_of_time(deps, report, len(intended)):
             return  # the dead run stays as it is: a later run takes it over
         won = deps.ledger.claim(intended, run_id, now + options.lease, now, takeover=True)
