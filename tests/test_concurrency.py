@@ -48,6 +48,41 @@ def deploy_trail(session: Any) -> tuple[Deployment, int]:
     return deployment, len(files)
 
 
+def single_then_fresh(
+    moto_server: str, geo: MaxMindGeoResolver, tick: Any, options: RunOptions
+) -> tuple[RunReport, int, Any, Any, Deployment]:
+    """The window's counts from a single scheduled run, then moto reset and the same trail deployed
+    afresh: (that run's report, the files, its counters, a new session, the new deployment)."""
+    session = boto3.session.Session(region_name=REGION)
+    deployment, files = deploy_trail(session)
+    single = detect(tick, deps_for(session, geo, deployment, tick), options)
+    expected = counters(session)
+    reset_moto(moto_server)
+    session = boto3.session.Session(region_name=REGION)
+    deployment, _ = deploy_trail(session)
+    return single, files, expected, session, deployment
+
+
+def run_together(*runs: Any) -> list[BaseException]:
+    """Each callable in a thread of its own, started at once; what they raised."""
+    start = threading.Barrier(len(runs))
+    errors: list[BaseException] = []
+
+    def race(run: Any) -> None:
+        start.wait()
+        try:
+            run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the callers' assertions
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return errors
+
+
 def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
     moto_server: str, country_test_mmdb: Path
 ) -> None:
@@ -57,32 +92,16 @@ def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
     options = RunOptions(lookback=timedelta(hours=5), batch_files=4)
 
     # Given the counts of a single run over the window
-    session = boto3.session.Session(region_name=REGION)
-    deployment, files = deploy_trail(session)
-    single = detect(tick, deps_for(session, geo, deployment, tick), options)
-    expected = counters(session)
-    reset_moto(moto_server)
+    single, files, expected, session, deployment = single_then_fresh(moto_server, geo, tick, options)
 
     # When three invocations run the same window at the same moment, each with its own clients
-    session = boto3.session.Session(region_name=REGION)
-    deployment, _ = deploy_trail(session)
-    start = threading.Barrier(RACERS)
     reports: list[RunReport] = []
-    errors: list[BaseException] = []
 
     def race() -> None:
         deps = deps_for(boto3.session.Session(region_name=REGION), geo, deployment, tick)
-        start.wait()
-        try:
-            reports.append(detect(tick, deps, options))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        reports.append(detect(tick, deps, options))
 
-    threads = [threading.Thread(target=race) for _ in range(RACERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = run_together(*[race] * RACERS)
 
     # Then every file was read by exactly one of them, and the tables equal the single run's
     assert errors == []
@@ -100,47 +119,27 @@ def test_given_a_scheduled_run_and_an_arrivals_run_racing_on_the_same_files_then
     options = RunOptions(lookback=timedelta(hours=5), batch_files=4)
 
     # Given the counts of a single scheduled run over the window
-    session = boto3.session.Session(region_name=REGION)
-    deployment, files = deploy_trail(session)
-    single = detect(tick, deps_for(session, geo, deployment, tick), options)
-    expected = counters(session)
-    reset_moto(moto_server)
+    single, files, expected, session, deployment = single_then_fresh(moto_server, geo, tick, options)
 
     # When, continuous mode on, the scheduled run lists the window while an event-driven run takes
     # a batch of notifications naming every one of its files, at the same moment
-    session = boto3.session.Session(region_name=REGION)
-    deployment, _ = deploy_trail(session)
     keys = [obj["Key"] for obj in session.client("s3").list_objects_v2(Bucket=BUCKET)["Contents"]]
     notices = [
         (f"m{n}", json.dumps({"s3Bucket": BUCKET, "s3ObjectKey": [key]}), "") for n, key in enumerate(keys)
     ]
-    start = threading.Barrier(2)
     reports: list[RunReport] = []
-    errors: list[BaseException] = []
     batch = SqsEventIntake(notices, BUCKET)
 
     def scheduled() -> None:
         deps = deps_for(boto3.session.Session(region_name=REGION), geo, deployment, tick)
-        start.wait()
-        try:
-            reports.append(detect(tick, deps, options))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        reports.append(detect(tick, deps, options))
 
     def arrivals() -> None:
         deps = deps_for(boto3.session.Session(region_name=REGION), geo, deployment, tick)
         deps.intake = batch
-        start.wait()
-        try:
-            reports.append(detect_arrivals(tick, deps, options))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            errors.append(exc)
+        reports.append(detect_arrivals(tick, deps, options))
 
-    threads = [threading.Thread(target=scheduled), threading.Thread(target=arrivals)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = run_together(scheduled, arrivals)
 
     # Then every file was read by exactly one of them, the tables equal the single run's, and the
     # event source deletes every message (each file claimed or done)
