@@ -21,6 +21,9 @@ from trailgeo.adapters.intake import SqsEventIntake
 from trailgeo.app.detect import RunOptions, RunReport, detect, detect_arrivals
 
 RACERS = 3
+TICK = T0 + timedelta(hours=4)
+# Small batches, so that the racers' claims interleave batch by batch.
+OPTIONS = RunOptions(lookback=timedelta(hours=5), batch_files=4)
 
 
 @pytest.fixture
@@ -86,10 +89,7 @@ def run_together(*runs: Any) -> list[BaseException]:
 def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
     moto_server: str, country_test_mmdb: Path
 ) -> None:
-    geo = MaxMindGeoResolver(country_test_mmdb)
-    tick = T0 + timedelta(hours=4)
-    # Small batches, so that the racers' claims interleave batch by batch.
-    options = RunOptions(lookback=timedelta(hours=5), batch_files=4)
+    geo, tick, options = MaxMindGeoResolver(country_test_mmdb), TICK, OPTIONS
 
     # Given the counts of a single run over the window
     single, files, expected, session, deployment = single_then_fresh(moto_server, geo, tick, options)
@@ -114,9 +114,7 @@ def test_given_invocations_racing_on_one_window_then_counts_equal_a_single_run(
 def test_given_a_scheduled_run_and_an_arrivals_run_racing_on_the_same_files_then_counts_equal_a_single_run(
     moto_server: str, country_test_mmdb: Path
 ) -> None:
-    geo = MaxMindGeoResolver(country_test_mmdb)
-    tick = T0 + timedelta(hours=4)
-    options = RunOptions(lookback=timedelta(hours=5), batch_files=4)
+    geo, tick, options = MaxMindGeoResolver(country_test_mmdb), TICK, OPTIONS
 
     # Given the counts of a single scheduled run over the window
     single, files, expected, session, deployment = single_then_fresh(moto_server, geo, tick, options)
