@@ -24,7 +24,14 @@ from trailgeo.core.alert_builder import rarity_severity
 from trailgeo.core.alerts import Alert
 from trailgeo.core.clients import OTHER, client_family
 from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX, TOTAL, clients_partition
-from trailgeo.core.evidence import FACTORS, MIN_CLIENT_HISTORY_HOURS, REGISTRY, client_evidence
+from trailgeo.core.evidence import (
+    FACTORS,
+    MIN_CLIENT_HISTORY_HOURS,
+    REGISTRY,
+    client_evidence,
+    new_sensitive_methods,
+)
+from trailgeo.core.identities import permission_set_of
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.render.email import email_subject
@@ -468,3 +475,101 @@ def test_given_a_re_alert_no_more_severe_than_the_first_then_an_update_else_an_e
     first, second = (Alert.model_validate(a) for a in told)
     assert (first.severity, second.severity) == ("medium", "high")
     assert (second.quiet_update, second.notification) == (False, "escalation")
+
+
+# ---------------------------------------------------------------------------- the permission set's routine
+
+POWER_USER = f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_PowerUserAccess_0123456789abcdef"
+OTHER_ACCOUNT = "210987654321"
+
+
+def _sso(user: str, account: str = ACCOUNT) -> str:
+    return f"arn:aws:sts::{account}:assumed-role/AWSReservedSSO_PowerUserAccess_0123456789abcdef/{user}"
+
+
+def _secrets(arn: str, days: range, ip: str = US_IP) -> list[dict[str, Any]]:
+    """``arn`` reading a secret once a day, at 10:00 on each day of ``days``."""
+    account = arn.split(":")[4]
+    return [
+        record(
+            T0 + timedelta(days=d, hours=10),
+            arn=arn,
+            key="ASIA" + arn[-5:].upper().rjust(16, "0"),
+            ip=ip,
+            name="GetSecretValue",
+            source="secretsmanager.amazonaws.com",
+            account=account,
+        )
+        for d in days
+    ]
+
+
+def _abroad_reading_a_secret(arn: str) -> list[dict[str, Any]]:
+    return [
+        *calls(FOREIGN_IP, CLI_V2, arn),
+        record(
+            ATTACK_AT + timedelta(minutes=5),
+            arn=arn,
+            key="ASIA" + arn[-5:].upper().rjust(16, "0"),
+            ip=FOREIGN_IP,
+            name="GetSecretValue",
+            source="secretsmanager.amazonaws.com",
+        ),
+    ]
+
+
+def test_given_a_method_routine_for_her_permission_set_when_she_first_calls_it_abroad_then_no_factor(
+    tmp_path: Path,
+) -> None:
+    """Colleagues of the same permission set in the account read secrets every day: alice's first
+    GetSecretValue, on a trip, is her job catching up with her, not a thief's."""
+    # Given bob and carol (PowerUserAccess) reading a secret daily, alice (PowerUserAccess) never
+    alice = _sso("alice@example.com")
+    team = _secrets(_sso("bob@example.com"), range(9)) + _secrets(_sso("carol@example.com"), range(9))
+    # When alice, from BT, reads one
+    alerts = replayed(tmp_path, history(alice) + team + _abroad_reading_a_secret(alice), resolver())
+
+    # Then she alerts, listing it, at the rarity's medium: no sensitive method new to her role's work
+    (alert,) = alerts
+    assert alert["sensitive_methods"] == ["secretsmanager.amazonaws.com:GetSecretValue"]
+    assert (alert["severity"], alert["evidence"]) == ("medium", [])
+
+
+def test_given_the_permission_set_of_another_account_when_she_first_calls_it_abroad_then_still_new(
+    tmp_path: Path,
+) -> None:
+    """Peers are the permission set in the same account: a team elsewhere, or a role's or an IAM
+    user's calls, do not make a method routine (what one compromised principal could do)."""
+    # Given the same permission set's people reading secrets daily, but in another account
+    alice = _sso("alice@example.com")
+    elsewhere = _secrets(_sso("bob@example.com", OTHER_ACCOUNT), range(9)) + _secrets(
+        _sso("carol@example.com", OTHER_ACCOUNT), range(9)
+    )
+    alerts = replayed(tmp_path, history(alice) + elsewhere + _abroad_reading_a_secret(alice), resolver())
+
+    # Then the method is new to alice and to her peers in her account: raised to high
+    (alert,) = alerts
+    assert [e["factor"] for e in alert["evidence"]] == ["new_sensitive_method"]
+    assert alert["severity"] == "high"
+
+
+@pytest.mark.parametrize(
+    ("known", "peers", "new"),
+    [
+        ({}, {}, ("iam:CreateAccessKey",)),
+        ({}, {"iam:CreateAccessKey": (2, 1.0)}, ("iam:CreateAccessKey",)),  # two hours: not yet routine
+        ({}, {"iam:CreateAccessKey": (3, 1.0)}, ()),  # routine for the team
+        ({"iam:CreateAccessKey": (1, 1.0)}, {}, ()),  # her own
+    ],
+)
+def test_given_her_and_her_peers_history_then_a_sensitive_method_is_news_only_for_both(
+    known: dict[str, tuple[int, float]], peers: dict[str, tuple[int, float]], new: tuple[str, ...]
+) -> None:
+    assert new_sensitive_methods(["iam:CreateAccessKey"], known, 48, peers) == new
+
+
+def test_given_principals_then_only_identity_center_users_have_a_permission_set() -> None:
+    assert permission_set_of(_sso("alice@example.com")) == POWER_USER
+    assert permission_set_of(f"arn:aws:sts::{ACCOUNT}:assumed-role/Deployer/ci-1") is None
+    assert permission_set_of(ALICE) is None
+    assert permission_set_of(POWER_USER) is None  # no session: not a caller

@@ -92,7 +92,9 @@ NEW_SENSITIVE_METHOD = EvidenceFactor(
         "evasion, credential access: core/sensitive.py) and the identity never called it before, "
         "while it has at least a day of history. A thief creates access keys, reads secrets and "
         "stops logging; an engineer's everyday sensitive calls (AssumeRole, an ECR login, "
-        "RunInstances) go with them on a trip and are in their history. One severity level up."
+        "RunInstances) go with them on a trip and are in their history, and a method the people of "
+        "an Identity Center user's permission set in the account call routinely is their job, not "
+        "news. One severity level up."
     ),
 )
 
@@ -201,28 +203,45 @@ def client_evidence(
     return Evidence(factor=NEW_CLIENT.name, raises=NEW_CLIENT.raises, text=text)
 
 
+# Hours (buckets) in which an Identity Center user's colleagues of the same permission set in the
+# account called a sensitive method for it to be part of their job, not news when one more does.
+PEER_ROUTINE_BUCKETS = 3
+
+
 def new_sensitive_methods(
-    sensitive_methods: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
+    sensitive_methods: Iterable[str],
+    known: Mapping[str, tuple[int, float]],
+    history_hours: int,
+    peers: Mapping[str, tuple[int, float]] | None = None,
 ) -> tuple[str, ...]:
     """The alert's sensitive methods that are news for the identity: those absent from ``known``
-    (its sensitive methods with their hourly buckets, before this run); all of them while it has
-    less than ``MIN_CLIENT_HISTORY_HOURS`` of history (nothing to compare with: a new key, user or
-    role calling IAM is news)."""
+    (its sensitive methods with their hourly buckets, before this run) and not routine for its
+    ``peers`` (its permission set's in the account: called in ``PEER_ROUTINE_BUCKETS`` hours); all
+    of them while it has less than ``MIN_CLIENT_HISTORY_HOURS`` of history (nothing to compare
+    with: a new key, user or role calling IAM is news)."""
     methods = tuple(dict.fromkeys(sensitive_methods))
     if history_hours < MIN_CLIENT_HISTORY_HOURS:
         return methods
-    return tuple(m for m in methods if known.get(m, (0, 0.0))[0] <= 0)
+    routine = peers or {}
+    return tuple(
+        m
+        for m in methods
+        if known.get(m, (0, 0.0))[0] <= 0 and routine.get(m, (0, 0.0))[0] < PEER_ROUTINE_BUCKETS
+    )
 
 
 def sensitive_evidence(
-    sensitive_methods: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
+    sensitive_methods: Iterable[str],
+    known: Mapping[str, tuple[int, float]],
+    history_hours: int,
+    peers: Mapping[str, tuple[int, float]] | None = None,
 ) -> Evidence | None:
     """The new-sensitive-method factor: some of the alert's rare sensitive methods is absent from
     ``known`` (the identity's sensitive methods with their hourly buckets, before this run), and the
     identity has ``MIN_CLIENT_HISTORY_HOURS`` of history."""
     if history_hours < MIN_CLIENT_HISTORY_HOURS:
         return None
-    new = new_sensitive_methods(sensitive_methods, known, history_hours)
+    new = new_sensitive_methods(sensitive_methods, known, history_hours, peers)
     if not new:
         return None
     text = (

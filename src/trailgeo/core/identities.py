@@ -40,6 +40,18 @@ def role_of(principal: str) -> str | None:
     return principal[: at + len(_ASSUMED_ROLE) + len(role)] if role and slash and session else None
 
 
+def permission_set_of(principal: str) -> str | None:
+    """The Identity Center permission set's role in one account an Identity Center user's session
+    belongs to (``arn:<p>:sts::<acct>:assumed-role/AWSReservedSSO_<set>_<id>``): the people who do
+    the same job there. None for any other principal (a role's sessions are the role already)."""
+    at = principal.find(_SSO_ROLE)
+    if at <= 0 or not principal.startswith("arn:"):
+        return None
+    start = at + len("assumed-role/")
+    role, slash, session = principal[start:].partition("/")
+    return principal[: start + len(role)] if role and slash and session else None
+
+
 def subject_identity(principal: str) -> str:
     """Who one suppression window, one quarantine and one vote among identities belong to: the
     role for a role session, the person for an Identity Center user, else the principal."""

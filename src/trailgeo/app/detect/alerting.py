@@ -32,7 +32,13 @@ from trailgeo.core.evidence import (
     sensitive_evidence,
     with_evidence,
 )
-from trailgeo.core.identities import identity_digest, identity_of, role_of, subject_identity
+from trailgeo.core.identities import (
+    identity_digest,
+    identity_of,
+    permission_set_of,
+    role_of,
+    subject_identity,
+)
 from trailgeo.core.incidents import Assignment
 from trailgeo.core.networks import hosting_provider, lookup_address
 from trailgeo.core.scoring import (
@@ -217,13 +223,16 @@ def _history_evidence(
     own = history.get(principal_partition(identity), {}).get(TOTAL)
     sensitive = history.get(sensitive_partition(identity), {}).get(TOTAL)
     known, hours = (sensitive.countries if sensitive else {}), (own.buckets if own else 0)
+    permission_set = permission_set_of(group.principal)
+    team = history.get(sensitive_partition(permission_set), {}).get(TOTAL) if permission_set else None
+    peers = team.countries if team else {}
     found = (
         client_evidence(
             group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
         ),
-        sensitive_evidence(alert.sensitive_methods, known, hours),
+        sensitive_evidence(alert.sensitive_methods, known, hours, peers),
     )
-    news = frozenset(new_sensitive_methods(alert.sensitive_methods, known, hours))
+    news = frozenset(new_sensitive_methods(alert.sensitive_methods, known, hours, peers))
     return [e for e in found if e is not None], news
 
 

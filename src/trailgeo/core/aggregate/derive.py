@@ -47,7 +47,7 @@ from trailgeo.core.counters import (
     sensitive_partition,
     user_methods_partition,
 )
-from trailgeo.core.identities import identity_of, role_of, subject_identity
+from trailgeo.core.identities import identity_of, permission_set_of, role_of, subject_identity
 from trailgeo.core.records import clip
 from trailgeo.core.sensitive import is_sensitive
 
@@ -145,20 +145,24 @@ def _derive_keys_and_evidence(
 
 def _observe_sensitive(counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]) -> None:
     """Each subject's sensitive methods (core/sensitive.py's catalogue), in the hours it called them,
-    under its ``SM#`` partition and TOTAL: the history the ``new_sensitive_method`` factor reads."""
-    partitions: dict[str, str] = {}
+    under its ``SM#`` partition and TOTAL, and an Identity Center user's under its permission set's
+    in the account too (the people doing the same job): the history the ``new_sensitive_method``
+    factor reads."""
+    partitions: dict[str, tuple[str, ...]] = {}
     for group in groups.values():
         for method, activity in group.methods.items():
             if not is_sensitive(method):
                 continue
-            partition = partitions.get(group.principal)
-            if partition is None:
-                partition = partitions[group.principal] = sensitive_partition(
-                    subject_identity(group.principal)
+            mine = partitions.get(group.principal)
+            if mine is None:
+                peers = permission_set_of(group.principal)
+                mine = partitions[group.principal] = tuple(
+                    sensitive_partition(who) for who in (subject_identity(group.principal), peers) if who
                 )
             first, last = group.first_event or "", group.last_event or ""
-            _observe(counters, (partition, category_sort_key(method)), activity.hours, first, last)
-            _observe(counters, (partition, TOTAL), activity.hours, first, last)
+            for partition in mine:
+                _observe(counters, (partition, category_sort_key(method)), activity.hours, first, last)
+                _observe(counters, (partition, TOTAL), activity.hours, first, last)
 
 
 # Client families counted per identity and group in one run: the agent is the caller's to write,
