@@ -9,7 +9,7 @@ _SSO_ROLE = "assumed-role/AWSReservedSSO_"
 # A run asks who each principal is for every counter, group and subject it makes: the answers for
 # the principals met most recently are kept per process (a replay, a warm Lambda). Principals are
 # clipped to 512 characters where records are read; a longer string is worked out and not kept.
-IDENTITY_CACHE_ENTRIES = 8192
+IDENTITY_CACHE_ENTRIES = 2048
 _REMEMBERED_CHARS = 512
 
 

@@ -61,7 +61,7 @@ _MAX_SOURCE_CHARS = 255  # longest DNS name
 # its few hundred addresses anew. Bounded: a value longer than a DNS name is never kept (it is
 # cheap to refuse anyway), and at most this many are, the least recently used dropped first; the
 # answer is a function of the text alone, so a flood of made-up values only costs time.
-SOURCE_CACHE_ENTRIES = 8192
+SOURCE_CACHE_ENTRIES = 4096
 
 
 def classify_source(value: str | None) -> SourceClass:
