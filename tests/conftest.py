@@ -154,6 +154,7 @@ FILE_TIERS: dict[str, str] = {
     "test_architecture_modules.py": "infra",
     "test_house_rules.py": "infra",
     "test_import_graph.py": "unit",  # reads the source only: no network, no AWS
+    "test_hot_path_equivalence.py": "unit",  # the hot path against its plain formulations
     "test_layering.py": "infra",  # reads the source and git's file list
     "test_layer_contents.py": "infra",  # builds the layer's wheel
     "test_soak.py": "tooling",

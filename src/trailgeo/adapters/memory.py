@@ -75,11 +75,12 @@ class MemoryFrequencyStore:
         def write_one(
             key: CounterKey, delta: CounterDelta, countries: Mapping[str, tuple[int, float]] | None
         ) -> tuple[CounterState, bool]:
-            current = self.partitions[key[0]].get(key[1], EMPTY)
+            partition = self.partitions[key[0]]
+            current = partition.get(key[1], EMPTY)
             merged = merge(current, delta, run_id, half_life_hours=self.half_life_hours, countries=countries)
             if merged is None:
                 return current, False
-            self.partitions[key[0]][key[1]] = merged
+            partition[key[1]] = merged
             folded = categories_folded(current.countries, countries, merged.countries) if countries else 0
             if folded:
                 capped.append((key[0], folded))
@@ -113,7 +114,8 @@ class MemoryLedger:
             self.high_water = scheduled_at
 
     def status(self, keys: Collection[str]) -> Mapping[str, LedgerEntry]:
-        return {k: self.entries[k] for k in keys if k in self.entries and self.entries[k].state != "released"}
+        entries = self.entries
+        return {k: e for k in keys if (e := entries.get(k)) is not None and e.state != "released"}
 
     def begin(self, run_id: str, keys: Collection[str], lease_until: datetime, now: datetime) -> None:
         packed = len(pack_keys(keys))

@@ -18,6 +18,7 @@ Imports: the standard library only.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 # (family name, pattern matching the agent's product token and capturing its major version).
@@ -70,7 +71,17 @@ def client_family(user_agent: str | None) -> str | None:
     """The client family of a ``userAgent``; None for AWS's own calls and for no agent at all."""
     if not user_agent:
         return None
-    agent = user_agent[:_READ_CHARS].strip()
+    return _family_of_head(user_agent[:_READ_CHARS])
+
+
+# Families worked out once per process (a replay, a warm Lambda) for the agents met most recently:
+# at most this many heads of _READ_CHARS characters are kept, the answer a function of the head.
+FAMILY_CACHE_ENTRIES = 2048
+
+
+@lru_cache(maxsize=FAMILY_CACHE_ENTRIES)
+def _family_of_head(head: str) -> str | None:
+    agent = head.strip()
     if not agent or _SERVICE_AGENTS.match(agent):
         return None
     for name, pattern in PRODUCTS:

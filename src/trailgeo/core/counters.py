@@ -26,10 +26,11 @@ every weight stored stays a function of its hour alone, and adding stays commuta
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 
 from trailgeo.core.identities import identity_digest, role_of
 
@@ -166,6 +167,13 @@ def hour_of(event_time: str) -> int | None:
     """Hours since the Unix epoch of a CloudTrail ``eventTime`` (``2021-07-29T23:53:26Z``)."""
     if not 13 <= len(event_time) <= MAX_EVENT_TIME_CHARS or event_time[10] != "T":
         return None
+    return _hour_of_prefix(event_time[:13])  # the rest of the text says nothing of the hour
+
+
+# Hours worked out once per process for the most recent hour prefixes (``2021-07-29T23``: 13
+# characters, a few dozen a run): scoring asks for the same first-seen hours for every group.
+@lru_cache(maxsize=4096)
+def _hour_of_prefix(event_time: str) -> int | None:
     if not _FIRST_YEAR <= (int(event_time[0:4]) if event_time[0:4].isdigit() else 0) <= _LAST_YEAR:
         return None
     try:
@@ -267,22 +275,33 @@ def merge(
     """
     if run_id in state.recent_runs:
         return None
+    # Written for the common case of a replay or a small-file run: one or two hours, most already
+    # in the counter's recent hours, no categories (every line measured: this runs per counter
+    # write). tests/test_hot_path_equivalence.py holds it to the plain formulation on generated states.
     known = set(state.recent_hours)
-    new_hours = sorted(h for h in delta.hours if h not in known)
-    newest = max((*known, *delta.hours), default=0)
-    oldest_kept = newest - RECENT_HOURS_KEPT
-    kept = sorted(h for h in known.union(new_hours) if h > oldest_kept)
-    first = min(filter(None, (state.first_seen, delta.first_seen)), default=None)
-    last = max(filter(None, (state.last_seen, delta.last_seen)), default=None)
+    seen = known.union(delta.hours)
+    if len(seen) == len(known):  # nothing new: no bucket, no weight
+        buckets, wsum = state.buckets, state.wsum + 0
+    else:
+        new_hours = sorted(seen - known)
+        buckets = state.buckets + len(new_hours)
+        wsum = state.wsum + sum(decay_weight(h, half_life_hours) for h in new_hours)
+    kept = sorted(seen)
+    if kept and kept[0] <= kept[-1] - RECENT_HOURS_KEPT:  # some fell out of the kept window
+        kept = kept[bisect_right(kept, kept[-1] - RECENT_HOURS_KEPT) :]
+    a, b = state.first_seen, delta.first_seen  # the earliest of those set (not None, not "")
+    first = (b if b < a else a) if a and b else (a or b or None)
+    a, b = state.last_seen, delta.last_seen  # the latest of those set
+    last = (b if b > a else a) if a and b else (a or b or None)
     return CounterState(  # not dataclasses.replace: this runs once per counter write
-        buckets=state.buckets + len(new_hours),
-        wsum=state.wsum + sum(decay_weight(h, half_life_hours) for h in new_hours),
-        first_seen=first,
-        last_seen=last,
-        recent_hours=tuple(kept),
-        recent_runs=(*state.recent_runs, run_id)[-RECENT_RUNS_KEPT:],
-        version=state.version + 1,
-        countries=fold_countries(state.countries, countries or {}),
+        buckets,
+        wsum,
+        first,  # first_seen
+        last,  # last_seen
+        tuple(kept),  # recent_hours
+        (*state.recent_runs, run_id)[-RECENT_RUNS_KEPT:],  # recent_runs
+        state.version + 1,
+        fold_countries(state.countries, countries or {}) if countries or state.countries else {},
     )
 
 
@@ -338,7 +357,10 @@ def cap_categories(categories: dict[str, tuple[int, float]]) -> dict[str, tuple[
     then kept again when heavier, counts in both until the overflow is outgrown).
     """
     if len(categories) <= MAX_CATEGORIES and (
-        sum(map(category_entry_bytes, categories)) <= MAX_CATEGORY_MAP_BYTES
+        # A character is at most 4 bytes of UTF-8: a map this short fits without counting its bytes.
+        4 * sum(map(len, categories)) + len(categories) * CATEGORY_ENTRY_OVERHEAD_BYTES
+        <= MAX_CATEGORY_MAP_BYTES
+        or sum(map(category_entry_bytes, categories)) <= MAX_CATEGORY_MAP_BYTES
     ):
         return categories
     ranked = sorted(

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 _SSO_ROLE = "assumed-role/AWSReservedSSO_"
+# A run asks who each principal is for every counter, group and subject it makes: the answers for
+# the principals met most recently are kept per process (a replay, a warm Lambda). Principals are
+# clipped to 512 characters where records are read; a longer string is worked out and not kept.
+IDENTITY_CACHE_ENTRIES = 2048
+_REMEMBERED_CHARS = 512
 
 
 def identity_of(principal: str) -> str:
@@ -15,6 +21,12 @@ def identity_of(principal: str) -> str:
     the user name as the session name: one person, so one history (``sso:<user>``). Every other
     principal is its ARN (or the type and principal id CloudTrail gives instead).
     """
+    if len(principal) <= _REMEMBERED_CHARS:
+        return _identity_remembered(principal)
+    return _identity(principal)
+
+
+def _identity(principal: str) -> str:
     at = principal.find(_SSO_ROLE)
     if at > 0 and principal.startswith("arn:"):
         _, slash, session = principal[at + len(_SSO_ROLE) :].partition("/")
@@ -33,6 +45,12 @@ def role_of(principal: str) -> str | None:
     Session names are the caller's choice: one stolen role can be called through as many
     sessions as the attacker likes, so the role, not the session, is what has a history worth
     trusting, what one suppression window covers and what counts as one identity."""
+    if len(principal) <= _REMEMBERED_CHARS:
+        return _role_remembered(principal)
+    return _role(principal)
+
+
+def _role(principal: str) -> str | None:
     at = principal.find(_ASSUMED_ROLE)
     if at < 0 or not principal.startswith("arn:") or principal.find(_SSO_ROLE) > 0:
         return None
@@ -50,6 +68,10 @@ def permission_set_of(principal: str) -> str | None:
     start = at + len("assumed-role/")
     role, slash, session = principal[start:].partition("/")
     return principal[: start + len(role)] if role and slash and session else None
+
+
+_identity_remembered = lru_cache(maxsize=IDENTITY_CACHE_ENTRIES)(_identity)
+_role_remembered = lru_cache(maxsize=IDENTITY_CACHE_ENTRIES)(_role)
 
 
 def subject_identity(principal: str) -> str:

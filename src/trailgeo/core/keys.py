@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 
 class KeyKind(StrEnum):
@@ -73,9 +74,15 @@ def parse_key(key: str) -> TrailKey:
     # The stamp is 8 digits, "T", 4 digits, "Z" (the pattern checked it): read as integers, not with
     # strptime (most of the cost of this function, twice per file read); out-of-range values raise
     # ValueError as strptime did.
-    ts = name["ts"]
-    delivered = datetime(int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), tzinfo=UTC)
+    delivered = _delivery_time(name["ts"])
     return TrailKey(key, KeyKind.LOG, match["account"], match["region"], match["org"], delivered)
+
+
+# An organization's files share their stamps (every account and region delivers every five
+# minutes): the times of the most recent stamps are kept per process (13 characters each).
+@lru_cache(maxsize=4096)
+def _delivery_time(ts: str) -> datetime:
+    return datetime(int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), tzinfo=UTC)
 
 
 def day_prefixes(region_prefix: str, start: datetime, end: datetime) -> list[str]:

@@ -194,6 +194,7 @@ def _top(countries: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
 
 
 Level = tuple[Mapping[str, float], float]  # (decayed buckets per country, concentration)
+SummedLevel = tuple[Mapping[str, float], float, float]  # (decayed buckets, their sum, concentration)
 
 
 def predictive(
@@ -201,12 +202,21 @@ def predictive(
 ) -> tuple[dict[str, float], float, int]:
     """The hierarchy's predictive distribution: (P per candidate, P of each category seen nowhere,
     how many such categories). Probabilities sum to one over the ``support`` categories."""
-    names = set(candidates)
+    summed = [(counts, sum(counts.values()), concentration) for counts, concentration in levels]
+    return _predictive(summed, set(candidates), support)
+
+
+def _predictive(
+    levels: Iterable[SummedLevel], names: Collection[str], support: int
+) -> tuple[dict[str, float], float, int]:
+    """:func:`predictive` with each level's total given, (counts, total, concentration): a group's
+    levels are summed once for all its methods (the same sums, in the same order)."""
     prob = dict.fromkeys(names, 1.0 / support)
     unseen = 1.0 / support
-    for counts, concentration in levels:
-        denominator = sum(counts.values()) + concentration
-        prob = {name: (counts.get(name, 0.0) + concentration * p) / denominator for name, p in prob.items()}
+    for counts, total, concentration in levels:
+        denominator = total + concentration
+        get = counts.get
+        prob = {name: (get(name, 0.0) + concentration * p) / denominator for name, p in prob.items()}
         unseen = concentration * unseen / denominator
     return prob, unseen, max(0, support - len(names))
 
@@ -294,8 +304,19 @@ def score_group(
         for k in sorted(keys)
     ]
     org_young = _span_days(org_total.first_seen, now_hour) < policy.learning_days
-    org_level: Level = (org_countries, policy.org_concentration)
-    principal_level: Level = (principal_countries, policy.principal_concentration)
+    # Each level of the group summed once, for all its methods and its level views.
+    org_sum, role_sum, principal_sum, key_sums = (
+        sum(org_countries.values()),
+        sum(role_countries.values()),
+        sum(principal_countries.values()),
+        [(k, counts, sum(counts.values())) for k, counts in key_levels],
+    )
+    org_level, role_level, principal_level = (
+        (org_countries, org_sum, policy.org_concentration),
+        (role_countries, role_sum, policy.role_concentration),
+        (principal_countries, principal_sum, policy.principal_concentration),
+    )
+    group_candidates = {country, *org_countries, *role_countries, *principal_countries}
 
     summaries: MethodViews = {} if method_views is None else method_views
     scores = []
@@ -304,22 +325,24 @@ def score_group(
         if view is None:
             view = summaries[method] = _method_view(method, history, policy, scale, method_policy)
         method_part, method_total, method_countries = view.part, view.total, view.countries
+        method_sum = view.countries_sum
         if vouched < 1.0 and country in method_countries:
             # The method's buckets of the country, as vouched for as the organization's.
             method_countries = {**method_countries, country: method_countries[country] * vouched}
+            method_sum = sum(method_countries.values())
         trained = view.trained
-        above: list[Level] = [org_level]
+        above: list[SummedLevel] = [org_level]
         if trained:
-            above.append((method_countries, policy.method_concentration))
+            above.append((method_countries, method_sum, policy.method_concentration))
         if role_countries:
-            above.append((role_countries, policy.role_concentration))
+            above.append(role_level)
         above.append(principal_level)
-        candidates = {country, *org_countries, *method_countries, *role_countries, *principal_countries}
+        candidates = group_candidates.union(method_countries)
         # With several long-term keys in one group, the most surprising key speaks for the group.
         best: tuple[float, float] | None = None
-        for _, key_countries in key_levels or [("", {})]:
-            chain = [*above, (key_countries, policy.key_concentration)] if key_countries else above
-            prob, unseen, unseen_count = predictive(chain, candidates | set(key_countries))
+        for _, key_countries, key_sum in key_sums or [("", {}, 0.0)]:
+            chain = [*above, (key_countries, key_sum, policy.key_concentration)] if key_countries else above
+            prob, unseen, unseen_count = _predictive(chain, candidates.union(key_countries), COUNTRY_CODES)
             p_tail = tail_probability(prob, unseen, unseen_count, country)
             if best is None or p_tail < best[1]:
                 best = (prob[country], p_tail)
@@ -346,17 +369,10 @@ def score_group(
         )
     scores.sort(key=lambda m: (-m.score, m.method))
     views = [
-        LevelView("organization", org_countries.get(country, 0.0), sum(org_countries.values())),
-        *(
-            [LevelView("role", role_countries.get(country, 0.0), sum(role_countries.values()))]
-            if role
-            else []
-        ),
-        LevelView("principal", principal_countries.get(country, 0.0), sum(principal_countries.values())),
-        *(
-            LevelView(f"access key {k}", counts.get(country, 0.0), sum(counts.values()))
-            for k, counts in key_levels
-        ),
+        LevelView("organization", org_countries.get(country, 0.0), org_sum),
+        *([LevelView("role", role_countries.get(country, 0.0), role_sum)] if role else []),
+        LevelView("principal", principal_countries.get(country, 0.0), principal_sum),
+        *(LevelView(f"access key {k}", counts.get(country, 0.0), total) for k, counts, total in key_sums),
     ]
     return GroupScore(
         group=group,
@@ -380,6 +396,7 @@ class MethodView:
     part: Mapping[str, CounterState]
     total: CounterState
     countries: Mapping[str, float]  # decayed buckets per country (read only: groups share it)
+    countries_sum: float  # their sum (summed once a run)
     top: tuple[tuple[str, float], ...]
     trained: bool
     override: MethodPolicy
@@ -405,6 +422,7 @@ def _method_view(
         part=part,
         total=total,
         countries=countries,
+        countries_sum=sum(countries.values()),
         top=_top(countries),
         trained=total.buckets >= policy.learning_buckets,
         override=override,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from enum import StrEnum
+from functools import lru_cache
 from typing import NamedTuple
 
 
@@ -55,8 +56,22 @@ class SourceClass(NamedTuple):
 _MAX_SOURCE_CHARS = 255  # longest DNS name
 
 
+# Sources classified, remembered across runs in one process (a replay, a warm Lambda): parsing an
+# address costs more than the rest of an event's counting, and a run of small files meets each of
+# its few hundred addresses anew. Bounded: a value longer than a DNS name is never kept (it is
+# cheap to refuse anyway), and at most this many are, the least recently used dropped first; the
+# answer is a function of the text alone, so a flood of made-up values only costs time.
+SOURCE_CACHE_ENTRIES = 4096
+
+
 def classify_source(value: str | None) -> SourceClass:
     """Say what a ``sourceIPAddress`` is; the canonical IP text when it is an address."""
+    if value and len(value) <= _MAX_SOURCE_CHARS:
+        return _classify_remembered(value)
+    return _classify(value)
+
+
+def _classify(value: str | None) -> SourceClass:
     if not value:
         return SourceClass(SourceKind.MISSING, None)
     if value == "AWS Internal":
@@ -80,6 +95,8 @@ def classify_source(value: str | None) -> SourceClass:
         return SourceClass(SourceKind.PRIVATE, text)
     return SourceClass(SourceKind.SPECIAL, text)
 
+
+_classify_remembered = lru_cache(maxsize=SOURCE_CACHE_ENTRIES)(_classify)
 
 _SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT, RFC 6598
 _PRIVATE_V4 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))

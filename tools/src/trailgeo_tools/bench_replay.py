@@ -20,7 +20,8 @@ per-file and per-event costs and the share of each stage of the replay.
 
 Each measurement runs in a fresh child process pinned to the benchmark's core.
 ``python -m trailgeo_tools.bench_replay naive --geoip DB DIR`` runs the naive script alone (to time
-it as a whole process beside ``trailgeo replay DIR``).
+it as a whole process beside ``trailgeo replay DIR``); ``... shape --geoip DB [--repeat N] [--core C]
+DIR`` measures one shape as ``make bench`` does (its paired passes, then the stages).
 """
 
 from __future__ import annotations
@@ -271,12 +272,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     naive = sub.add_parser("naive", help="the naive first-seen script over a directory's log files")
     naive.add_argument("--geoip", required=True)
     naive.add_argument("logs", type=Path)
+    shape = sub.add_parser(
+        "shape", help="one shape as `make bench` measures it: naive and replay paired, then the stages"
+    )
+    shape.add_argument("--geoip", required=True, type=Path)
+    shape.add_argument("--repeat", type=int, default=3, help="interleaved pairs (default 3)")
+    shape.add_argument("--core", type=int, default=None, help="the CPU each child is pinned to")
+    shape.add_argument("logs", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "shape":
+        return _shape(args.logs, args.geoip.resolve(), args.repeat, args.core)
     result = naive_first_seen(str(args.logs), args.geoip)
     print(  # noqa: T201 - a command-line report
         f"naive first-seen: {result.files:,} files, {result.events:,} events, {result.pairs:,} pairs "
         f"first seen in {result.seconds:.2f} s"
     )
+    return 0
+
+
+def _shape(logs: Path, geoip: Path, repeat: int, core: int | None) -> int:
+    from trailgeo_tools.bench import log_paths, warm_up
+
+    paths = log_paths(logs)
+    warm_up(paths, geoip)
+    report = measure_shape(str(logs), logs, len(paths), geoip, core, repeat)
+    for line in shape_lines(report):
+        print(line)  # noqa: T201 - a command-line report
     return 0
 
 
