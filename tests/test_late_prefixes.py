@@ -142,22 +142,24 @@ def _runs(
     geo: MaxMindGeoResolver,
     ticks: list[datetime],
     failing: frozenset[datetime] = frozenset(),
+    down: frozenset[datetime] = frozenset(),
 ) -> list[RunReport | None]:
     """Scheduled runs at ``ticks`` through the S3 and DynamoDB adapters. A run in ``failing`` has S3
     refuse (SlowDown, injected through an event hook) the listing of any day prefix its window does
-    not reach: that run fails (None), as one whose late listing fails does."""
+    not reach: that run fails (None), as one whose late listing fails does. A run in ``down`` has
+    every day prefix refused: an outage."""
     s3 = aws.client("s3")
     source = S3LogSource(s3, deployment.bucket)
     reports: list[RunReport | None] = []
     for tick in ticks:
-        first_day = f"{(tick - LOOKBACK):%Y/%m/%d}"
+        first_day = f"{(tick - LOOKBACK):%Y/%m/%d}" if tick in failing else "9999"
 
         def slow_down(params: dict[str, Any], first_day: str = first_day, **_: Any) -> None:
             day = _DAY_PREFIX.search(params.get("Prefix", ""))
             if day is not None and day.group(1) < first_day:
                 raise ClientError({"Error": {"Code": "SlowDown", "Message": "injected"}}, "ListObjectsV2")
 
-        if tick in failing:
+        if tick in failing | down:
             s3.meta.events.register("provide-client-params.s3.ListObjectsV2", slow_down)
         deps = dataclasses.replace(deps_for(aws, geo, deployment, tick), source=source)
         try:
@@ -298,3 +300,30 @@ def test_given_a_day_of_runs_over_an_organization_then_the_late_only_prefixes_ar
     # 02:00; 25 for the late-only ones: one an hour, two at 02:00); discovery is the same
     assert before == (12 * 200, 24 * 10)
     assert after == (12 * 129, 24 * 10)
+
+
+def test_given_an_outage_after_the_file_landed_then_the_catch_up_reads_it_from_the_watermarks_hour(
+    aws: Any, geo: MaxMindGeoResolver
+) -> None:
+    # Given the same late file, landed this hour after its first run; then runs a minute apart to the
+    # end of the hour, which complete without listing yesterday's prefix (the watermark moves past
+    # the file's landing), then every run fails for two hours (an outage)
+    deployment = create_deployment(aws)
+    landed, _, ticks = _hours_of_runs(aws)
+    top = ticks[0]
+    minute = timedelta(minutes=1)
+    after = [top + n * minute for n in range(int((landed - top) / minute) + 1, 60)]
+    outage = [top + HOUR + n * TICK for n in range(8)]
+    ticks = [top, *after, *outage, top + 3 * HOUR]
+
+    # When the first run after the outage catches up from the watermark (this hour's last run)
+    reports = _runs(aws, deployment, geo, ticks, down=frozenset(outage))
+
+    # Then it lists yesterday's prefix from the start of the watermark's hour less one (where the
+    # last run that listed it and completed ended), not from the watermark, and reads the file once
+    read = [report.files_read if report is not None else None for report in reports]
+    assert read == [0] * (1 + len(after)) + [None] * 8 + [1]
+    last = reports[-1]
+    assert last is not None
+    assert last.catch_up
+    assert last.files_late == 1
