@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.aws import Deployment, create_deployment, deps_for
+from tests.aws import Deployment, create_deployment, deps_for, emitted_metrics
 from tests.builders import US_IP, delivery_key, gz_file, record
 from tests.test_adversary_ingest import put
 from trailgeo.adapters.aws import S3LogSource, TrailBucketError
@@ -206,6 +206,11 @@ def test_given_a_late_file_in_yesterdays_prefix_then_the_first_run_of_the_next_h
     assert all(r.prefixes_not_due == 0 for r in reports[::4] if r is not None)
     summary = summarize(late_run)
     assert (summary["prefixes_listed"], summary["late_prefixes_listed"]) == (late_run.prefixes_listed, True)
+    quiet = reports[5]
+    assert quiet is not None
+    emitted = emitted_metrics(quiet)
+    assert emitted["PrefixesListed"] == [float(quiet.prefixes_listed)]
+    assert emitted["PrefixesNotDue"] == [float(quiet.prefixes_not_due)]
 
 
 def test_given_the_hours_late_listing_fails_then_the_hours_next_runs_list_it_and_the_file_is_read(
