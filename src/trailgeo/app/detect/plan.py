@@ -37,9 +37,10 @@ def late_prefixes(
     them. A run whose ``every`` already holds the watermark leaves them: a run of its hour listed
     them and completed. Otherwise (a new hour, the first run, a catch-up, or the hour's earlier runs
     failed or deferred files) it lists them for files landed since the start of the watermark's
-    ``every`` (where the last run that listed them and completed ended, at the latest) or the
-    window's start, whichever is earlier, one ``every`` more: a file a run every 15 minutes would
-    have read within the late tolerance is still read, at most an hour later."""
+    ``every`` (the last run that listed them and completed ended there or later: every complete
+    run since left them, so none of them moved the watermark out of that ``every``) or the window's
+    start, whichever is earlier, one ``every`` more: a file a run every 15 minutes would have read
+    within the late tolerance is still read, at most an hour later."""
     if watermark is not None and watermark >= window_start and _floor(watermark, every) >= _floor(end, every):
         return LatePrefixes(listed=False)
     since = window_start if watermark is None else min(window_start, _floor(watermark, every))
