@@ -45,7 +45,7 @@ from trailgeo.app.operate import format_status, read_status
 from trailgeo.core.counters import ORG_PARTITION
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import MAX_RECORDS_PER_FILE, MalformedFileError, decode_trail_file
-from trailgeo.ports import ListedWindow
+from trailgeo.ports import LatePrefixes, ListedWindow
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 TICK = ATTACK_AT + timedelta(minutes=30)  # the run whose 2-hour look-back holds the attack
@@ -228,8 +228,8 @@ class DyingOn:
     poison: str
     reads: Counter[str]
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
-        return self.inner.list_window(start, end)
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
+        return self.inner.list_window(start, end, late)
 
     def read(self, key: str) -> bytes:
         self.reads[key] += 1

@@ -37,7 +37,14 @@ from trailgeo.core.aggregate import CounterKey
 from trailgeo.core.alerts import Alert
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.scoring import History
-from trailgeo.ports import CommitStats, IncidentRecord, ListedWindow, Suppression, TransientReadError
+from trailgeo.ports import (
+    CommitStats,
+    IncidentRecord,
+    LatePrefixes,
+    ListedWindow,
+    Suppression,
+    TransientReadError,
+)
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 
@@ -425,8 +432,8 @@ class FlakyReads:
     def __init__(self, inner: LocalLogSource, flaky: set[str]) -> None:
         self.inner, self.flaky = inner, set(flaky)
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
-        return self.inner.list_window(start, end)
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
+        return self.inner.list_window(start, end, late)
 
     def read(self, key: str) -> bytes:
         if key in self.flaky:

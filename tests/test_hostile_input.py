@@ -34,7 +34,7 @@ from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect
 from trailgeo.core.counters import ORG_PARTITION, TOTAL
 from trailgeo.core.render.email import email_body, email_subject
 from trailgeo.observability import logger
-from trailgeo.ports import ListedWindow, LogSource
+from trailgeo.ports import LatePrefixes, ListedWindow, LogSource
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hostile"
 MIB = 1024 * 1024
@@ -422,8 +422,8 @@ class VanishingLocalSource:
     inner: LocalLogSource
     victim: str
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
-        return self.inner.list_window(start, end)
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
+        return self.inner.list_window(start, end, late)
 
     def read(self, key: str) -> bytes:
         if key == self.victim:
@@ -613,8 +613,8 @@ class VanishingS3Source:
     inner: S3LogSource
     victim: str
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
-        return self.inner.list_window(start, end)
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
+        return self.inner.list_window(start, end, late)
 
     def read(self, key: str) -> bytes:
         if key == self.victim:

@@ -63,10 +63,29 @@ class LogObject:
 class ListedWindow:
     objects: list[LogObject] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # keys not read, by reason
+    # Day prefixes listed, and day prefixes that only the late tolerance keeps in play left
+    # unlisted this time (``LatePrefixes.listed`` False): a later run of the hour lists them.
+    prefixes_listed: int = 0
+    prefixes_not_due: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LatePrefixes:
+    """How a listing treats the day prefixes that only the late tolerance keeps in play (yesterday's,
+    once the window no longer reaches it): where only a late file can be. ``listed`` False leaves
+    them for a later run; listed, they are read for files landed (S3 ``LastModified``) after
+    ``since`` and named up to the late tolerance before it. The window's own day prefixes are
+    listed every time, from the window's start (``app.detect.plan.late_prefixes`` decides)."""
+
+    listed: bool = True
+    since: datetime | None = None  # None: the window's start
 
 
 class LogSource(Protocol):
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow: ...
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
+        """Objects named within (start, end], and late ones (``late``: None lists every day prefix
+        from ``start``, as ``LatePrefixes()`` does)."""
+        ...
 
     def read(self, key: str) -> bytes:
         """The object's raw bytes (possibly gzip). Raises the errors above."""

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,6 +21,7 @@ from trailgeo.core.render.envelope import sns_message
 from trailgeo.observability import logger
 from trailgeo.ports import (
     AlertRefusedError,
+    LatePrefixes,
     ListedWindow,
     LogObject,
     ObjectGoneError,
@@ -53,6 +54,12 @@ _ALERT_REFUSED = frozenset({"InvalidParameter", "ParameterValueInvalid", "Valida
 
 def _utc_now() -> datetime:
     return datetime.now(tz=UTC)
+
+
+def _day_of(day_prefix: str, region_prefix: str) -> date:
+    """The date of a ``YYYY/MM/DD/`` prefix under ``region_prefix`` (``core.keys.day_prefixes``)."""
+    year, month, day = day_prefix[len(region_prefix) : -1].split("/")
+    return date(int(year), int(month), int(day))
 
 
 # Folders AWS services write beside CloudTrail/ under an account, each its own skip reason
@@ -201,17 +208,28 @@ class S3LogSource:
         with ThreadPoolExecutor(max_workers=min(self.list_concurrency, len(arguments))) as pool:
             return list(pool.map(lambda args: task(*args), arguments))
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
         """Objects named within (start, end], and late ones: named up to ``late_tolerance`` earlier
-        but landed in the bucket (LastModified) within the window. Day prefixes are listed side by
-        side (``list_concurrency``), merged in prefix order."""
+        but landed in the bucket (LastModified) within the window. The window's day prefixes are
+        listed every time; the ones only the late tolerance keeps in play (every name in them at or
+        before ``start``) as ``late`` says: left for a later run, or read for files landed after
+        ``late.since``. Day prefixes are listed side by side (``list_concurrency``), merged in
+        prefix order."""
         window = ListedWindow()
-        earliest = start - self.late_tolerance
-        days = [
-            (day, account, region, (earliest, start, end))
-            for region_prefix, account, region in self._discover()
-            for day in day_prefixes(region_prefix, earliest, end)
-        ]
+        late = late or LatePrefixes()
+        since = min(start, late.since or start)
+        earliest = since - self.late_tolerance
+        first_window_day = start.astimezone(UTC).date()
+        days = []
+        for region_prefix, account, region in self._discover():
+            for day in day_prefixes(region_prefix, earliest, end):
+                if _day_of(day, region_prefix) >= first_window_day:  # the window reaches it
+                    days.append((day, account, region, (start - self.late_tolerance, start, start, end)))
+                elif late.listed:  # only a late file can be there
+                    days.append((day, account, region, (earliest, start, since, end)))
+                else:
+                    window.prefixes_not_due += 1
+        window.prefixes_listed = len(days)
         for objects, skips in self._each(self._list_day, days):
             window.objects.extend(objects)
             skips.merge_into(window.skipped)
@@ -219,9 +237,11 @@ class S3LogSource:
         return window
 
     def _list_day(
-        self, day: str, account: str, region: str, bounds: tuple[datetime, datetime, datetime]
+        self, day: str, account: str, region: str, bounds: tuple[datetime, datetime, datetime, datetime]
     ) -> tuple[list[LogObject], _Skips]:
-        earliest, start, end = bounds
+        """One day prefix's objects named after ``start``, or landed after ``landed_after`` and
+        named after ``earliest``, up to ``end`` (bounds: earliest, start, landed_after, end)."""
+        earliest, start, landed_after, end = bounds
         objects: list[LogObject] = []
         skips = _Skips()
         paginator = self.client.get_paginator("list_objects_v2")
@@ -238,7 +258,7 @@ class S3LogSource:
                     if parsed.delivered_at > end:
                         return objects, skips  # keys sort by delivery time within a day
                     landed = obj.get("LastModified")
-                    if parsed.delivered_at > start or (landed is not None and start < landed <= end):
+                    if parsed.delivered_at > start or (landed is not None and landed_after < landed <= end):
                         objects.append(
                             LogObject(
                                 parsed.key, parsed.delivered_at, int(obj.get("Size", 0)), account, landed

@@ -13,7 +13,7 @@ from typing import IO
 from trailgeo.core.alerts import Alert
 from trailgeo.core.keys import KeyKind, TrailKey, parse_key
 from trailgeo.observability import logger
-from trailgeo.ports import ListedWindow, LogObject, ObjectGoneError
+from trailgeo.ports import LatePrefixes, ListedWindow, LogObject, ObjectGoneError
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _READ_CHUNK = 1 << 20
@@ -67,7 +67,12 @@ class LocalLogSource:
     def delivery_times(self) -> list[datetime]:
         return list(self._times)
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+    def list_window(
+        self,
+        start: datetime,
+        end: datetime,
+        late: LatePrefixes | None = None,  # noqa: ARG002 - the port's: a directory has no late files
+    ) -> ListedWindow:
         times = self._times
         window = ListedWindow()
         # Objects that are not log files have no delivery time: the first window reports them.

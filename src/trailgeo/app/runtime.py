@@ -248,6 +248,9 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "window_start": report.window_start.isoformat(),
         "catch_up": report.catch_up,
         "files_listed": report.files_listed,
+        "prefixes_listed": report.prefixes_listed,
+        "prefixes_not_due": report.prefixes_not_due,
+        "late_prefixes_listed": report.late_prefixes_listed,
         "files_new": report.files_new,
         "files_recovered": report.files_recovered,
         "files_read": report.files_read,
@@ -316,6 +319,9 @@ def emit_metrics(report: RunReport) -> None:
     # Apart from FilesSkipped's reasons, without a dimension, for PoisonFileAlarm: each one needs a look.
     metrics.add_metric(name="FilesPoisoned", unit=count, value=report.files_skipped["poison"])
     metrics.add_metric(name="FilesLate", unit=count, value=report.files_late)
+    # LIST cost: day prefixes listed, and late-only ones left to the hour's late listing
+    metrics.add_metric(name="PrefixesListed", unit=count, value=report.prefixes_listed)
+    metrics.add_metric(name="PrefixesNotDue", unit=count, value=report.prefixes_not_due)
     if report.tasks_dispatched:
         metrics.add_metric(name="TasksDispatched", unit=count, value=report.tasks_dispatched)
     metrics.add_metric(name="Events", unit=count, value=report.events)

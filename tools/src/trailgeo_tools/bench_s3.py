@@ -49,7 +49,7 @@ from xml.sax.saxutils import escape
 from trailgeo_tools.bench_common import Corpus, DiscardSink, cached_corpus, discard_stdout, peak_rss_mb, pin
 
 if TYPE_CHECKING:
-    from trailgeo.ports import ListedWindow
+    from trailgeo.ports import LatePrefixes, ListedWindow
 
 # ------------------------------------------------------------------------------------------------
 # The organization corpus: one file per account x region every five minutes, a few events each
@@ -446,7 +446,12 @@ class NotifiedKeys:
     source: Any  # S3LogSource
     keys: Sequence[str]
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:  # noqa: ARG002 - the port's
+    def list_window(
+        self,
+        start: datetime,  # noqa: ARG002 - the port's
+        end: datetime,  # noqa: ARG002
+        late: LatePrefixes | None = None,  # noqa: ARG002
+    ) -> ListedWindow:
         from trailgeo.core.keys import KeyKind, parse_key
         from trailgeo.ports import ListedWindow, LogObject
 
@@ -531,10 +536,10 @@ class _TimedListing:
     source: Any
     seconds: float = 0.0
 
-    def list_window(self, start: datetime, end: datetime) -> ListedWindow:
+    def list_window(self, start: datetime, end: datetime, late: LatePrefixes | None = None) -> ListedWindow:
         started = time.perf_counter()
         try:
-            listed: ListedWindow = self.source.list_window(start, end)
+            listed: ListedWindow = self.source.list_window(start, end, late)
             return listed
         finally:
             self.seconds += time.perf_counter() - started

@@ -63,6 +63,10 @@ class RunOptions:
     intake_messages: int = 50_000
     intake_seconds: float = 120.0
     reconcile_every: timedelta = timedelta(hours=1)
+    # Listing intake: the day prefixes that only the late tolerance keeps in play (yesterday's, once
+    # the window no longer reaches it) are listed by the first run of each ``late_every`` to complete
+    # (app.detect.plan.late_prefixes), the window's every run.
+    late_every: timedelta = timedelta(hours=1)
 
 
 @dataclass(slots=True)
@@ -97,6 +101,11 @@ class RunReport:
     files_late: int = 0  # named before the look-back, landed within it: read all the same
     tasks_dispatched: int = 0  # fan-out mode: tasks of new files sent to the workers
     catch_up: bool = False  # the window reached back to the last complete run
+    # Day prefixes (account x region x day) listed, and the ones only the late tolerance keeps in
+    # play left to the hour's late listing (not listed by this run); whether this run listed those.
+    prefixes_listed: int = 0
+    prefixes_not_due: int = 0
+    late_prefixes_listed: bool = False
     # Notification intake: messages received, poisoned (by reason) and kept for a later run (their
     # files not handed to a run yet); whether the queue was drained; whether this run reconciled
     # (listed its window too), and the files it found that no notification had brought.

@@ -89,6 +89,8 @@ def _reconcile(
     start = min(report.window_start, end - 2 * options.reconcile_every)
     listed = deps.source.list_window(start, end)
     report.reconciled = True
+    report.late_prefixes_listed = True
+    window.prefixes_listed += listed.prefixes_listed
     window.skipped.update(listed.skipped)
     extra = [obj for obj in listed.objects if obj.key not in named]
     window.objects.extend(extra)

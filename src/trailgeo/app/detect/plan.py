@@ -1,4 +1,10 @@
-"""Planning a run: which files it reads, in which batches, under which run ids.
+"""Planning a run: which day prefixes it lists, which files it reads, in which batches, under which
+run ids.
+
+The window's day prefixes are listed every run; the ones only the late tolerance keeps in play
+(yesterday's, once the window no longer reaches it) by the first run of each hour to complete
+(``late_prefixes``), reaching back to the hour of the last complete run, so that a late file is
+read within the hour and none is missed whichever runs fail.
 
 Takeovers of runs that died first (found from their run records), then the new files of the
 look-back window (the ledger says which), claimed batch by batch under a lease; a batch whose run
@@ -10,16 +16,42 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.observability import logger
-from trailgeo.ports import BatchTooLargeError, LogObject
+from trailgeo.ports import BatchTooLargeError, LatePrefixes, LogObject
 
 # Batches are not claimed with less time than this left; their files stay new for the next run.
 SAFETY_SECONDS = 60.0
 # How far back a run catches up after an outage; the ledger keeps entries for 14 days.
 MAX_CATCH_UP = timedelta(days=7)
+
+
+def late_prefixes(
+    end: datetime, watermark: datetime | None, window_start: datetime, every: timedelta
+) -> LatePrefixes:
+    """Whether the run ending at ``end`` lists the day prefixes only the late tolerance keeps in
+    play, and for files landed since when. Stateless, from the watermark (the last run that
+    processed its whole window) alone: the first run of each ``every`` (an hour) to complete lists
+    them. A run whose ``every`` already holds the watermark leaves them: a run of its hour listed
+    them and completed. Otherwise (a new hour, the first run, a catch-up, or the hour's earlier runs
+    failed or deferred files) it lists them for files landed since the start of the watermark's
+    ``every`` (the last run that listed them and completed ended there or later: every complete
+    run since left them, so none of them moved the watermark out of that ``every``) or the window's
+    start, whichever is earlier, one ``every`` more: a file a run every 15 minutes would have read
+    within the late tolerance is still read, at most an hour later."""
+    if watermark is not None and watermark >= window_start and _floor(watermark, every) >= _floor(end, every):
+        return LatePrefixes(listed=False)
+    since = window_start if watermark is None else min(window_start, _floor(watermark, every))
+    return LatePrefixes(listed=True, since=since - every)
+
+
+def _floor(moment: datetime, every: timedelta) -> datetime:
+    """The start of ``moment``'s ``every`` (from the epoch, as ``intake.reconcile_due`` counts)."""
+    step = max(60, int(every.total_seconds()))
+    seconds = int(moment.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % step, tz=UTC)
 
 
 def run_id_for(scheduled_at: datetime, keys: list[str]) -> str:

@@ -30,7 +30,7 @@ from trailgeo.app.detect.alerting import score_and_raise
 from trailgeo.app.detect.context import Dependencies, Dispatch, RunOptions, RunReport
 from trailgeo.app.detect.ingest import ISOLATE_AFTER_FAILURES, read_batch, read_isolated
 from trailgeo.app.detect.intake import receive_window, settle
-from trailgeo.app.detect.plan import MAX_CATCH_UP, plan_batches
+from trailgeo.app.detect.plan import MAX_CATCH_UP, late_prefixes, plan_batches
 from trailgeo.app.detect.publish import publish_pending
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.records import gc_paused
@@ -59,7 +59,9 @@ def detect(
         logger.warning("catching up after incomplete runs", since=report.window_start.isoformat())
     delivery = None
     if deps.intake is None:
-        listed = deps.source.list_window(report.window_start, end)
+        late = late_prefixes(end, watermark, report.window_start, options.late_every)
+        report.late_prefixes_listed = late.listed
+        listed = deps.source.list_window(report.window_start, end, late)
     else:  # Intake=Notifications: the queue's files, and now and then a reconciling listing
         listed, delivery = receive_window(deps.intake, end, deps, options, report)
     _run_batches(listed, scheduled_at, deps, options, report, dispatch)
@@ -108,6 +110,8 @@ def _run_batches(
     takeovers: bool = True,
 ) -> None:
     report.files_listed = len(listed.objects)
+    report.prefixes_listed = listed.prefixes_listed
+    report.prefixes_not_due = listed.prefixes_not_due
     late = [obj for obj in listed.objects if obj.delivered_at <= report.window_start]
     if late:
         report.files_late = len(late)
