@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from trailgeo import __version__
+from trailgeo.core.alerts import SEVERITY_LEVELS
 from trailgeo.core.text import escape_table
 
 if TYPE_CHECKING:  # the app is imported by each command: --version and --help load none of it
@@ -345,7 +346,7 @@ def _add_triage_commands(commands: Any) -> None:
     listing.add_argument(
         "--since", help="ISO 8601 date or time (UTC), or an age: 12h, 7d (default: all kept)"
     )
-    listing.add_argument("--severity", action="append", choices=("low", "medium", "high", "critical"))
+    listing.add_argument("--severity", action="append", choices=SEVERITY_LEVELS)
     listing.add_argument(
         "--principal", help="principal ARN glob (fnmatch, case-sensitive), e.g. '*:user/alice'"
     )

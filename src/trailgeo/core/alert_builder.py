@@ -15,6 +15,7 @@ from typing import Any
 
 from trailgeo.core.alerts import (
     MAX_LIST,
+    SEVERITY_LEVELS,
     Account,
     Alert,
     Aws,
@@ -42,8 +43,6 @@ from trailgeo.core.scoring import CategoryScore, GroupScore, LevelView, MethodSc
 from trailgeo.core.sensitive import is_sensitive, tactics_of
 from trailgeo.core.text import plain
 
-_LEVELS: tuple[Severity, ...] = ("low", "medium", "high", "critical")
-
 
 def rarity_severity(score: float) -> Severity:
     """A country alert's severity from its location's rarity alone: medium at a score of 75 (the
@@ -53,14 +52,14 @@ def rarity_severity(score: float) -> Severity:
     both have one, so it does not page alone. A country new to the organization and one only new
     to the principal weigh the same here: attackers use both (a VPS in a colleague's country is a
     click away)."""
-    return _LEVELS[score >= 75]
+    return SEVERITY_LEVELS[score >= 75]
 
 
 def severity_for(score: float, *, sensitive: bool = False) -> Severity:
     """From the score; one level higher when a rare method is sensitive (IAM and credential
     changes, logging tampering, ...: core/sensitive.py)."""
     level = 2 if score >= 90 else 1 if score >= 75 else 0
-    return _LEVELS[level + sensitive]
+    return SEVERITY_LEVELS[level + sensitive]
 
 
 def alert_id_for(account: str, principal: str, country: str, run_id: str) -> str:
@@ -328,8 +327,10 @@ def with_rollup(carrier: Alert, others: list[Alert]) -> Alert:
 
 def with_correlation(alert: Alert, detectors: list[str]) -> Alert:
     """The same principal hit several detectors in one run: one severity level higher."""
-    level = min(_LEVELS.index(alert.severity) + 1, len(_LEVELS) - 1)
-    return alert.model_copy(update={"severity": _LEVELS[level], "correlated_detectors": sorted(detectors)})
+    level = min(SEVERITY_LEVELS.index(alert.severity) + 1, len(SEVERITY_LEVELS) - 1)
+    return alert.model_copy(
+        update={"severity": SEVERITY_LEVELS[level], "correlated_detectors": sorted(detectors)}
+    )
 
 
 def _evidence(m: MethodScore) -> MethodEvidence:

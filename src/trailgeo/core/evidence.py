@@ -19,12 +19,10 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, Network, Severity
+from trailgeo.core.alerts import MAX_LIST, SEVERITY_LEVELS, Alert, Evidence, Network, Severity
 from trailgeo.core.clients import client_family
 from trailgeo.core.networks import MAX_ORGANIZATION, AsnInfo, hosting_provider, lookup_address
 from trailgeo.core.text import plain
-
-_LEVELS: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +250,7 @@ def sensitive_evidence(
 
 
 def raised(severity: Severity, levels: int) -> Severity:
-    return _LEVELS[min(_LEVELS.index(severity) + max(0, levels), len(_LEVELS) - 1)]
+    return SEVERITY_LEVELS[min(SEVERITY_LEVELS.index(severity) + max(0, levels), len(SEVERITY_LEVELS) - 1)]
 
 
 def with_evidence(

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 from trailgeo.core.alerts import (
     MAX_LIST,
+    SEVERITY_LEVELS,
     Alert,
     AlertIncident,
     IncidentMember,
@@ -46,7 +47,6 @@ MEMBERS_LISTED = 20  # members named in the explanation
 MEMBER_METHODS = 3
 MAX_NETWORKS = 20  # networks an incident is remembered under, per run
 MAX_ADDRESS_LENGTH = 64  # an IPv6 address with a zone is shorter; longer is no address
-SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
 
 def network_key(address: str, location: str) -> str | None:
@@ -86,7 +86,7 @@ def network_keys(alert: Alert) -> frozenset[str]:
 
 
 def severity_rank(severity: str) -> int:
-    return SEVERITIES.index(severity) if severity in SEVERITIES else 0
+    return SEVERITY_LEVELS.index(severity) if severity in SEVERITY_LEVELS else 0
 
 
 @dataclass(frozen=True, slots=True)

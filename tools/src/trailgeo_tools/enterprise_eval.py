@@ -45,7 +45,7 @@ from typing import Any
 
 from trailgeo.app.detect import RunOptions
 from trailgeo.core.alert_builder import rarity_severity
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import SEVERITY_LEVELS, Alert
 from trailgeo.core.detectors import COUNTRY
 from trailgeo.core.evidence import HOSTING_PROVIDER, REGISTRY, SHARED_EGRESS, raised
 from trailgeo.ports import GeoResolver
@@ -59,7 +59,6 @@ from trailgeo_tools.enterprise import (
 from trailgeo_tools.evaluation import MATCH_SLACK, ListAlertSink, iso, parse_time
 
 HIGH = frozenset({"high", "critical"})
-SEVERITIES = ("low", "medium", "high", "critical")
 PRECISION_TARGET = 0.8
 NOTIFICATIONS_TARGET = 1.2
 BENIGN_PER_INCIDENT_TARGET = 0.5
@@ -252,7 +251,7 @@ def evaluate_enterprise(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> di
         "benign_alerts": len(benign_hits),
         "benign_alerts_matched": sum(1 for _, m in benign_hits if m),
         "benign_pages": len({h.notification for h, _ in benign_hits if h.page}),
-        "benign_severity": {s: sum(1 for h, _ in benign_hits if h.severity == s) for s in SEVERITIES},
+        "benign_severity": {s: sum(1 for h, _ in benign_hits if h.severity == s) for s in SEVERITY_LEVELS},
         "benign_by_kind": by_kind,
         "unexplained_by_cause": dict(sorted(unexplained.items())),
         "unexplained": [
@@ -293,7 +292,7 @@ def _attack_row(
         "alerts": len(mine),
         "notifications": len({h.notification for h in mine}),
         "pages": len({h.notification for h in mine if h.page}),
-        "severities": sorted({h.severity for h in mine}, key=SEVERITIES.index),
+        "severities": sorted({h.severity for h in mine}, key=SEVERITY_LEVELS.index),
         "latency_min": latency(mine),
         "latency_high_min": latency(high),
     }
@@ -326,7 +325,7 @@ def aggregate_enterprise(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any
         }
     for most in ("max_notifications_per_attack", "max_pages_per_attack"):
         total[most] = max((m[most] for m in per_seed), default=0)
-    total["benign_severity"] = {s: sum(m["benign_severity"][s] for m in per_seed) for s in SEVERITIES}
+    total["benign_severity"] = {s: sum(m["benign_severity"][s] for m in per_seed) for s in SEVERITY_LEVELS}
     kinds: dict[str, dict[str, Any]] = {}
     for m in per_seed:
         for kind, row in m["benign_by_kind"].items():
@@ -524,7 +523,7 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         f"notifications per attack incident:  {per_attack}",
         f"pages per attack incident:          {pages}",
         f"alerts:                             {alerts}",
-        "benign alerts by severity:          " + ", ".join(f"{s} {sev[s]}" for s in SEVERITIES),
+        "benign alerts by severity:          " + ", ".join(f"{s} {sev[s]}" for s in SEVERITY_LEVELS),
         f"benign alerts per benign incident:  {per_benign}",
         f"benign pages per benign incident:   {benign_pages}",
     ]

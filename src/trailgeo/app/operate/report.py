@@ -17,11 +17,11 @@ from typing import Any
 
 from trailgeo.app.operate.alerts import ALLOWABLE, OPEN, STATES, TRIAGE_DAYS, TriagedAlert, known_alerts
 from trailgeo.app.operate.common import OperateError, described, duration, format_table, one_line, stamp
-from trailgeo.core.alerts import is_country
+from trailgeo.core.alerts import SEVERITY_LEVELS, is_country
 from trailgeo.core.detectors import COUNTRY
 from trailgeo.ports import OUTBOX_RETENTION, MetricPoint, OperationsView
 
-SEVERITIES = ("critical", "high", "medium", "low")
+SEVERITIES = tuple(reversed(SEVERITY_LEVELS))  # most severe first, as the report lists them
 MAX_PRINCIPALS = 50  # rows of the false-positive table (the JSON has the same bound, and says so)
 
 

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from trailgeo.core.alerts import Alert, location_label
+from trailgeo.core.alerts import SEVERITY_LEVELS, Alert, location_label
 from trailgeo.core.identities import identity_of, role_of
-from trailgeo.core.incidents import SEVERITIES, severity_rank
+from trailgeo.core.incidents import severity_rank
 from trailgeo.core.render.shared import (
     console_links,
     evidence_words,
@@ -260,7 +260,7 @@ def _header(data: ReportData, alerts: Sequence[Alert]) -> str:
     counts = _by_severity(alerts)
     figures = [
         (_n(len(alerts)), "alerts"),
-        *((_n(counts[s]), s) for s in reversed(SEVERITIES)),
+        *((_n(counts[s]), s) for s in reversed(SEVERITY_LEVELS)),
         (_n(run.files), "files"),
         (_n(run.events), "events"),
         (_n(run.events_geolocated), "events geolocated"),
@@ -297,7 +297,7 @@ def _legend() -> str:
         + "".join(
             f'<span><svg width="12" height="12" aria-hidden="true"><rect width="12" height="12" '
             f'fill="{SEVERITY_COLOURS[s]}"/></svg> {s}</span>'
-            for s in SEVERITIES
+            for s in SEVERITY_LEVELS
         )
         + "</p>"
     )
@@ -325,7 +325,7 @@ def _timeline(data: ReportData, alerts: Sequence[Alert]) -> str:
         y = float(height - bottom)
         x = left + i * bar_w
         bin_start = start + span * i / TIMELINE_BINS
-        for severity in SEVERITIES:
+        for severity in SEVERITY_LEVELS:
             count = counts[severity]
             if not count:
                 continue
