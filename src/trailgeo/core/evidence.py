@@ -15,7 +15,7 @@ never boto3).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -228,19 +228,11 @@ def new_sensitive_methods(
     )
 
 
-def sensitive_evidence(
-    sensitive_methods: Iterable[str],
-    known: Mapping[str, tuple[int, float]],
-    history_hours: int,
-    peers: Mapping[str, tuple[int, float]] | None = None,
-) -> Evidence | None:
-    """The new-sensitive-method factor: some of the alert's rare sensitive methods is absent from
-    ``known`` (the identity's sensitive methods with their hourly buckets, before this run), and the
-    identity has ``MIN_CLIENT_HISTORY_HOURS`` of history."""
-    if history_hours < MIN_CLIENT_HISTORY_HOURS:
-        return None
-    new = new_sensitive_methods(sensitive_methods, known, history_hours, peers)
-    if not new:
+def sensitive_evidence(new: Sequence[str], history_hours: int) -> Evidence | None:
+    """The new-sensitive-method factor: ``new`` (what :func:`new_sensitive_methods` found news for
+    the identity) holds a method, and the identity has ``MIN_CLIENT_HISTORY_HOURS`` of history
+    (with less, every sensitive method is news for a re-alert but says nothing of an attack)."""
+    if history_hours < MIN_CLIENT_HISTORY_HOURS or not new:
         return None
     text = (
         f"{NEW_SENSITIVE_METHOD.title}: {', '.join(plain(m, 120) for m in new[:3])}"

@@ -226,14 +226,14 @@ def _history_evidence(
     permission_set = permission_set_of(group.principal)
     team = history.get(sensitive_partition(permission_set), {}).get(TOTAL) if permission_set else None
     peers = team.countries if team else {}
+    news = new_sensitive_methods(alert.sensitive_methods, known, hours, peers)
     found = (
         client_evidence(
             group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
         ),
-        sensitive_evidence(alert.sensitive_methods, known, hours, peers),
+        sensitive_evidence(news, hours),
     )
-    news = frozenset(new_sensitive_methods(alert.sensitive_methods, known, hours, peers))
-    return [e for e in found if e is not None], news
+    return [e for e in found if e is not None], frozenset(news)
 
 
 def _org_egress(
