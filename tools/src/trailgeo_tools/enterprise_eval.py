@@ -123,8 +123,7 @@ class Hit:
     first_event: datetime
     last_event: datetime
     detected_at: datetime
-    update: bool
-    page: bool
+    page: bool  # False for a quiet update (Alert.is_update)
 
     def matches(self, inc: GroundIncident) -> bool:
         return (
@@ -143,15 +142,12 @@ def hits_of(alerts: Sequence[Alert]) -> list[Hit]:
         detected = a.detected_at
         first = parse_time(a.first_event_time) or detected
         last = parse_time(a.last_event_time) or first
-        update = a.follows_alert_id is not None
         page = not a.is_update
         out.append(
-            Hit(
-                k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, update, page
-            )
+            Hit(k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, page)
         )
         out.extend(
-            Hit(k, r.account, r.principal, r.location, r.severity, first, last, detected, update, page)
+            Hit(k, r.account, r.principal, r.location, r.severity, first, last, detected, page)
             for r in a.rolled_up
         )
     return out
