@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -447,16 +447,7 @@ def _resolution_from_document(item: Mapping[str, str]) -> Resolution:
 def _record_document(record: TriageRecord) -> dict[str, object]:
     digest = record.digest
     return {
-        "digest": {
-            "alert_id": digest.alert_id,
-            "detected_at": digest.detected_at.isoformat(),
-            "detector": digest.detector,
-            "severity": digest.severity,
-            "score": digest.score,
-            "account": digest.account,
-            "principal": digest.principal,
-            "location": digest.location,
-        },
+        "digest": {**asdict(digest), "detected_at": digest.detected_at.isoformat()},
         "resolution": _resolution_document(record.resolution),
         "version": record.version,
         "history": [_resolution_document(r) for r in record.history],

@@ -209,13 +209,18 @@ class DynamoOperations:
         return sorted((_outbox_entry(item) for item in items), key=lambda e: e.alert_id)
 
     def outbox_entry(self, alert_id: str) -> OutboxEntry | None:
+        item = self._alert_item(OUTBOX_PARTITION, alert_id)
+        return _outbox_entry(item) if item is not None else None
+
+    def _alert_item(self, partition: str, alert_id: str) -> Item | None:
+        """A consistent read of one alert's item (``A#<id>``) in ``partition``."""
         with _translated():
-            item = self.client.get_item(
+            item: Item | None = self.client.get_item(
                 TableName=self.table,
-                Key={"pk": {"S": OUTBOX_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
+                Key={"pk": {"S": partition}, "sk": {"S": f"A#{alert_id}"}},
                 ConsistentRead=True,
             ).get("Item")
-        return _outbox_entry(item) if item is not None else None
+        return item
 
     def triage(self, since: datetime) -> list[TriageRecord]:
         items: list[Item] = []
@@ -235,12 +240,7 @@ class DynamoOperations:
         return sorted((r for r in records if r is not None), key=lambda r: r.alert_id)
 
     def triage_record(self, alert_id: str) -> TriageRecord | None:
-        with _translated():
-            item = self.client.get_item(
-                TableName=self.table,
-                Key={"pk": {"S": TRIAGE_PARTITION}, "sk": {"S": f"A#{alert_id}"}},
-                ConsistentRead=True,
-            ).get("Item")
+        item = self._alert_item(TRIAGE_PARTITION, alert_id)
         return _triage_record(item) if item is not None else None
 
     def write_triage(self, record: TriageRecord, expected_version: int) -> None:
@@ -273,14 +273,14 @@ class DynamoOperations:
         return items
 
 
-def _resolution_map(resolution: Resolution) -> dict[str, Any]:
+def _resolution_attributes(resolution: Resolution) -> dict[str, Any]:
+    """A resolution's attributes, read back by ``_resolution``: at the top of a record (the current
+    one) and as a map in its ``hist`` (the earlier ones)."""
     return {
-        "M": {
-            "st": {"S": resolution.verdict},
-            "by": {"S": resolution.by},
-            "at": {"S": resolution.at.astimezone(UTC).isoformat()},
-            "note": {"S": resolution.note},
-        }
+        "st": {"S": resolution.verdict},
+        "by": {"S": resolution.by},
+        "at": {"S": resolution.at.astimezone(UTC).isoformat()},
+        "note": {"S": resolution.note},
     }
 
 
@@ -288,7 +288,7 @@ def _triage_item(record: TriageRecord) -> Item:
     """``TRIAGE`` / ``A#<id>``: the digest (``det`` detected, ``dtr`` detector, ``sev``, ``score``,
     ``acct``, ``who`` the principal, ``loc``), the resolution (``st``, ``by``, ``at``, ``note``), the
     earlier ones (``hist``, a list of maps), ``ver``, and ``expires_at`` 90 days after detection."""
-    digest, resolution = record.digest, record.resolution
+    digest = record.digest
     return {
         "pk": {"S": TRIAGE_PARTITION},
         "sk": {"S": f"A#{digest.alert_id}"},
@@ -299,11 +299,8 @@ def _triage_item(record: TriageRecord) -> Item:
         "acct": {"S": digest.account},
         "who": {"S": digest.principal},
         "loc": {"S": digest.location},
-        "st": {"S": resolution.verdict},
-        "by": {"S": resolution.by},
-        "at": {"S": resolution.at.astimezone(UTC).isoformat()},
-        "note": {"S": resolution.note},
-        "hist": {"L": [_resolution_map(r) for r in record.history]},
+        **_resolution_attributes(record.resolution),
+        "hist": {"L": [{"M": _resolution_attributes(r)} for r in record.history]},
         "ver": {"N": str(record.version)},
         "expires_at": ttl_after(digest.detected_at, TRIAGE_RETENTION),
     }

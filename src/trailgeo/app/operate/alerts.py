@@ -15,7 +15,7 @@ import binascii
 import fnmatch
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -87,14 +87,8 @@ class TriagedAlert:
     def as_dict(self) -> dict[str, Any]:
         digest, record = self.digest, self.record
         return {
-            "alert_id": digest.alert_id,
+            **asdict(digest),
             "detected_at": stamp(digest.detected_at),
-            "detector": digest.detector,
-            "severity": digest.severity,
-            "score": digest.score,
-            "account": digest.account,
-            "principal": digest.principal,
-            "location": digest.location,
             "state": self.state,
             "delivery": self.delivery,
             "resolution": _resolution_dict(record.resolution) if record is not None else None,
