@@ -13,6 +13,7 @@ from tests.test_corroboration import (
     CLI_V2,
     COMCAST,
     DAVE,
+    DE_IP,
     ERIN,
     FOREIGN_IP,
     KALI_CLI,
@@ -59,8 +60,9 @@ def test_given_a_stolen_key_alert_when_its_factor_is_left_out_then_the_rarity_al
 def test_given_an_alert_through_the_organizations_egress_when_shared_egress_is_left_out_then_hosting_counts(
     tmp_path: Path,
 ) -> None:
-    # Given alice through the VPN gateway three DE colleagues use (the hosting factor stood down)
-    colleagues = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, VPN_IP)]
+    # Given alice through the VPN gateway three DE colleagues use with her, its first day (the
+    # hosting factor stood down; not learned yet, so she alerts)
+    colleagues = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, DE_IP)]
     today = [r for arn in (CAROL, DAVE, ERIN, None) for r in calls(VPN_IP, CLI_V2, *([arn] if arn else []))]
     (raw,) = replayed(tmp_path, history() + colleagues + today, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
     alert = Alert.model_validate(raw)

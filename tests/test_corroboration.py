@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX, TOTAL, clients_part
 from trailgeo.core.evidence import (
     FACTORS,
     MIN_CLIENT_HISTORY_HOURS,
+    MIN_EGRESS_HOURS,
+    ORG_EGRESS_REASON,
     REGISTRY,
     client_evidence,
+    learned_egress,
     new_sensitive_methods,
 )
 from trailgeo.core.identities import permission_set_of
@@ -249,9 +253,9 @@ def test_given_an_attacker_flooding_made_up_agents_when_counted_then_an_identity
 def test_given_the_organizations_vpn_on_a_cloud_instance_when_a_colleague_abroad_uses_it_then_not_raised(
     tmp_path: Path,
 ) -> None:
-    # Given three colleagues who live in DE and work through the VPN gateway on EC2 in Frankfurt,
-    # and alice (US) who, one day, goes through the same gateway: a country new to her
-    colleagues = [history(arn, VPN_IP) for arn in (CAROL, DAVE, ERIN)]
+    # Given three colleagues who live in DE, and the VPN gateway on EC2 in Frankfurt that they and
+    # alice (US) go through one day, its first: a country new to her, an egress not learned yet
+    colleagues = [history(arn, DE_IP) for arn in (CAROL, DAVE, ERIN)]
     today = [calls(VPN_IP, CLI_V2, arn) for arn in (CAROL, DAVE, ERIN, ALICE)]
     records = history() + [r for h in colleagues for r in h] + [r for c in today for r in c]
     networks = {VPN_IP: AMAZON, US_IP: COMCAST}
@@ -352,23 +356,103 @@ def test_given_an_everyday_sensitive_method_when_a_traveller_calls_it_abroad_the
     assert (alert["severity"], alert["evidence"]) == ("medium", [])
 
 
-def test_given_a_gateway_colleagues_shared_earlier_when_one_person_uses_it_alone_then_it_is_still_the_egress(
+def _gateway_shared(
+    hours: int, days: float, arns: tuple[str, ...] = (CAROL, DAVE, ERIN)
+) -> list[dict[str, Any]]:
+    """``arns`` (their home line in DE) on the EC2 address VPN_IP together in ``hours`` hours spread
+    over ``days`` days before the attack's."""
+    homes = [r for arn in arns for r in history(arn, DE_IP)]
+    start = ATTACK_AT - timedelta(days=days)
+    step = timedelta(days=days) / hours
+    return homes + [
+        r for i in range(hours) for arn in arns for r in calls(VPN_IP, CLI_V2, arn, at=start + i * step)
+    ]
+
+
+def replayed_with_report(
+    tmp_path: Path, records: list[dict[str, Any]], geo: MemoryGeoResolver
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The alerts of a replay and the alerts its runs held back, by reason."""
+    write_tree(tmp_path, files_by_delivery(records))
+    out, held = io.StringIO(), Counter[str]()
+    replay(
+        tmp_path,
+        geo,
+        JsonLinesAlertSink(out),
+        RunOptions(),
+        on_tick=lambda r: held.update(r.alerts_allowlisted),
+    )
+    return [json.loads(line) for line in out.getvalue().splitlines()], held
+
+
+def test_given_a_gateway_colleagues_shared_for_days_when_one_person_uses_it_alone_then_held_and_counted(
     tmp_path: Path,
 ) -> None:
-    """Colleagues share the VPN gateway during the day; at night one person uses it alone. The
-    gateway is remembered as the organization's egress (30 days) from the runs that saw it shared."""
-    # Given three DE colleagues on the gateway for ten days, then alice (US) alone on it afterwards
-    colleagues = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, VPN_IP)]
-    records = history() + colleagues + calls(VPN_IP, CLI_V2)
+    """Colleagues share the VPN gateway every working day; another day one person goes through it
+    alone. The gateway is the organization's learned egress: it says where the gateway is, not
+    where she is, and her calls through it carry nothing else: no alert, one count."""
+    # Given three DE colleagues together on the gateway in 10 hours over 5 days, then alice (US)
+    # alone on it with her own client
+    records = history() + _gateway_shared(hours=10, days=5) + calls(VPN_IP, CLI_V2)
 
     # When replayed with the gateway in Amazon's network
-    alerts = replayed(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+    alerts, held = replayed_with_report(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
 
-    # Then alice's alert names the gateway as the organization's egress and is not raised
+    # Then alice does not alert, and the run counts the alert it held at the egress
+    assert [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE] == []
+    assert held == Counter({ORG_EGRESS_REASON: 1})
+
+
+def test_given_the_learned_gateway_when_a_new_client_calls_through_it_then_it_still_alerts(
+    tmp_path: Path,
+) -> None:
+    """Whoever is on the VPN is hidden behind it, so what they run still counts: a client alice never
+    used, through the organization's egress, pages."""
+    # Given the learned gateway, then alice's key through it with a client she never ran
+    records = history() + _gateway_shared(hours=10, days=5) + calls(VPN_IP, KALI_CLI)
+
+    # When replayed
+    alerts, held = replayed_with_report(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+
+    # Then she alerts: the egress shown (weighs nothing), the new client raising it; nothing held
     (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
-    assert [e["factor"] for e in alert["evidence"]] == ["shared_egress"]
+    assert [e["factor"] for e in alert["evidence"]] == ["shared_egress", "new_client"]
     assert "within 30 days" in alert["evidence"][0]["text"]
-    assert alert["severity"] == "medium"
+    assert alert["severity"] == "high"
+    assert held == Counter()
+
+
+@pytest.mark.parametrize(("hours", "days"), [(6, 3), (12, 0.5)], ids=["few-hours", "within-a-day"])
+def test_given_an_attacker_who_shares_their_instance_with_two_stolen_keys_when_a_third_calls_then_not_held(
+    tmp_path: Path, hours: int, days: float
+) -> None:
+    """An attacker holding keys of two people who live in DE calls from their EC2 address with both
+    (no alert: DE is usual for them) to have it learned as egress, then uses alice's key with her
+    own client from it. It is not learned before it was shared in MIN_EGRESS_HOURS hours, the first
+    more than a day before: alice alerts."""
+    # Given the attacker's instance shared by the two keys in too few hours, or all within a day
+    records = history() + _gateway_shared(hours, days, (CAROL, DAVE)) + calls(VPN_IP, CLI_V2)
+
+    # When replayed
+    alerts, held = replayed_with_report(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+
+    # Then alice alerts on DE, and nothing is held
+    (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
+    assert alert["location"] == "DE"
+    assert held == Counter()
+
+
+def test_given_shared_hosting_counters_when_judged_then_learned_only_after_enough_hours_and_a_day() -> None:
+    at = ATTACK_AT
+    old, recent = "2026-01-01T00:00:00Z", at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    first = (at - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Enough hours, first two days ago, last now: learned
+    assert learned_egress(MIN_EGRESS_HOURS, first, recent, at)
+    # One hour short; first within the day; last beyond the memory; never seen
+    assert not learned_egress(MIN_EGRESS_HOURS - 1, first, recent, at)
+    assert not learned_egress(MIN_EGRESS_HOURS, recent, recent, at)
+    assert not learned_egress(MIN_EGRESS_HOURS, old, old, at)
+    assert not learned_egress(MIN_EGRESS_HOURS, None, None, at)
 
 
 def test_given_an_address_only_alerting_identities_shared_when_alice_uses_it_later_then_hosting_still_raises(

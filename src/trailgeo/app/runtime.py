@@ -15,6 +15,7 @@ from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.app.tuning_watch import TuningWatch, tuning_watch
 from trailgeo.app.wiring import build_dependencies, build_fanout
 from trailgeo.core.categories import REASONS as CATEGORY_REASONS
+from trailgeo.core.evidence import ORG_EGRESS_REASON
 from trailgeo.core.keys import KeyKind
 from trailgeo.core.sources import SourceKind
 from trailgeo.core.tuning import Tuning, TuningError, Verdict
@@ -56,7 +57,8 @@ REASONS: Mapping[str, frozenset[str]] = {
         | CATEGORY_REASONS
         | {"invalid_utf8_replaced", "record_not_object", "field_wrong_type"}  # core.records
     ),
-    "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict),
+    # the tuning's verdicts, and core.evidence: alerts held at the organization's learned egress
+    "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict) | {ORG_EGRESS_REASON},
 }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from trailgeo.core.alerts import MAX_LIST, SEVERITY_LEVELS, Alert, Evidence, Network, Severity
 from trailgeo.core.clients import client_family
@@ -80,6 +80,15 @@ SHARED_EGRESS = EvidenceFactor(
         "nothing). An attacker cannot borrow it without calling from the organization's own egress."
     ),
 )
+
+# A shared address becomes the organization's *learned* egress, whose calls say nothing of where the
+# caller is (an alert from it without other evidence is held back: ``held_at_egress``), only once
+# colleagues for whom its country is usual shared it in this many distinct hours, the first of them
+# at least EGRESS_LEARNING before: a VPN gateway is shared every working day; an attacker who wants
+# an address of theirs learned must call from it with two identities of that country for a day.
+MIN_EGRESS_HOURS = 8
+EGRESS_LEARNING = timedelta(days=1)
+ORG_EGRESS_REASON = "org_egress"  # the run's count of alerts held back there (AlertsAllowlisted)
 
 NEW_SENSITIVE_METHOD = EvidenceFactor(
     name="new_sensitive_method",
@@ -239,6 +248,31 @@ def sensitive_evidence(new: Sequence[str], history_hours: int) -> Evidence | Non
         f"{' and more' if len(new) > 3 else ''}, never called by this identity in {history_hours} hours"
     )
     return Evidence(factor=NEW_SENSITIVE_METHOD.name, raises=NEW_SENSITIVE_METHOD.raises, text=text)
+
+
+def learned_egress(buckets: int, first_seen: str | None, last_seen: str | None, at: datetime) -> bool:
+    """Whether a shared hosting address (its ``OX`` counter: ``buckets`` distinct hours shared by
+    colleagues for whom its country is usual, first and last of them) is the organization's learned
+    egress at ``at``: shared in ``MIN_EGRESS_HOURS`` hours, first more than ``EGRESS_LEARNING`` ago,
+    last within ``EGRESS_MEMORY``."""
+    if buckets < MIN_EGRESS_HOURS or not first_seen or not last_seen:
+        return False
+    return first_seen <= _stamp(at - EGRESS_LEARNING) and last_seen >= _stamp(at - EGRESS_MEMORY)
+
+
+def held_at_egress(alert: Alert, learned: Collection[str]) -> bool:
+    """Whether ``alert`` is held back because it came only from the organization's learned egress
+    (``learned``) and carries no evidence that raises it: calls through the company's VPN gateway say
+    where the gateway is, not the caller. A new client or a sensitive method new to the identity
+    still alerts from there, and a list of addresses the alert cut short is never "only"."""
+    addresses = alert.source.ip
+    if not addresses or alert.omitted.source_ip or any(e.raises > 0 for e in alert.evidence):
+        return False
+    return all(ip in learned for ip in addresses)
+
+
+def _stamp(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def raised(severity: Severity, levels: int) -> Severity:

@@ -26,7 +26,10 @@ from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.evidence import (
     EGRESS_MEMORY,
     MIN_EGRESS_COLLEAGUES,
+    ORG_EGRESS_REASON,
     client_evidence,
+    held_at_egress,
+    learned_egress,
     networks_of,
     new_sensitive_methods,
     sensitive_evidence,
@@ -198,15 +201,9 @@ def score_and_raise(
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
-    egress = _org_egress(aggregate, history, usual_from, candidates, scheduled_at, deps)
-    candidates = [
-        (
-            _with_networks(alert, deps, report, found.get(alert.alert_id, []), usual_from, egress, options),
-            hours,
-        )
-        for alert, hours in candidates
-    ]
-    _raise_alerts(_correlated(candidates), recent, scheduled_at, deps, options, report, extensions, fresh)
+    egress, learned = _org_egress(aggregate, history, usual_from, candidates, scheduled_at, deps)
+    evidenced = _evidenced(candidates, found, usual_from, (egress, learned), deps, report, options)
+    _raise_alerts(_correlated(evidenced), recent, scheduled_at, deps, options, report, extensions, fresh)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
         # alerted with; these are the others).
@@ -243,26 +240,29 @@ def _org_egress(
     candidates: list[tuple[Alert, frozenset[int]]],
     scheduled_at: datetime,
     deps: Dependencies,
-) -> frozenset[str]:
-    """The organization's own egress on hosting addresses, as far as this run knows it: addresses
-    that colleagues for whom their country is usual shared within ``EGRESS_MEMORY`` (the ``OX``
-    counters), among the alerts' addresses. This run's shared hosting addresses are recorded (their
-    counters join the batch's, committed with it): a VPN gateway used by two colleagues at nine
-    stays recognised when one person uses it alone at night."""
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The organization's own egress on hosting addresses, as far as this run knows it, among the
+    alerts' addresses: those colleagues for whom their country is usual shared within
+    ``EGRESS_MEMORY`` (the ``OX`` counters), and of them the learned egress (``learned_egress``:
+    shared for long enough). This run's shared hosting addresses are recorded (their counters join
+    the batch's, committed with it): a VPN gateway used by two colleagues at nine stays recognised
+    when one person uses it alone at night."""
     if not deps.geo.has_asn:
-        return frozenset()
+        return frozenset(), frozenset()
     shared = {ip for ip, identities in usual_from.items() if len(identities) >= MIN_EGRESS_COLLEAGUES}
     alerted = {ip for alert, _ in candidates for ip in alert.source.ip[:MAX_LIST]}
     if not shared and not alerted:
-        return frozenset()
+        return frozenset(), frozenset()
     keys = [(ORG_EGRESS, category_sort_key(ip)) for ip in sorted(shared | alerted)]
     known = deps.store.load(keys).get(ORG_EGRESS, {})
     history.setdefault(ORG_EGRESS, {}).update(known)  # the commit compares against what it read
     since = (scheduled_at - EGRESS_MEMORY).strftime("%Y-%m-%dT%H:%M:%SZ")
-    recorded = {
+    states = {ip: state for ip in alerted if (state := known.get(category_sort_key(ip))) is not None}
+    recorded = {ip for ip, state in states.items() if (state.last_seen or "") >= since}
+    learned = {
         ip
-        for ip in alerted
-        if (state := known.get(category_sort_key(ip))) and (state.last_seen or "") >= since
+        for ip, state in states.items()
+        if learned_egress(state.buckets, state.first_seen, state.last_seen, scheduled_at)
     }
     hour = int(scheduled_at.timestamp()) // 3600
     at = scheduled_at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -271,7 +271,37 @@ def _org_egress(
         asn = deps.geo.asn(address) if address is not None else None
         if asn is not None and hosting_provider(asn) is not None:
             aggregate.counters[(ORG_EGRESS, category_sort_key(ip))] = CounterDelta({hour}, at, at)
-    return frozenset(recorded)
+    return frozenset(recorded), frozenset(learned)
+
+
+def _evidenced(
+    candidates: list[tuple[Alert, frozenset[int]]],
+    found: Mapping[str, list[Evidence]],
+    usual_from: Mapping[str, set[str]],
+    egress: tuple[frozenset[str], frozenset[str]],
+    deps: Dependencies,
+    report: RunReport,
+    options: RunOptions,
+) -> list[tuple[Alert, frozenset[int]]]:
+    """The candidates with their networks and evidence (``found``: from the history), without the
+    country alerts held back at the organization's learned egress (``egress``: recorded and learned
+    addresses; core/evidence.held_at_egress), those counted by reason and logged, never silent."""
+    recorded, learned = egress
+    kept = []
+    for candidate, hours in candidates:
+        extra = found.get(candidate.alert_id, [])
+        alert = _with_networks(candidate, deps, report, extra, usual_from, recorded, options)
+        if alert.detector == COUNTRY.name and held_at_egress(alert, learned):
+            report.alerts_allowlisted[ORG_EGRESS_REASON] += 1
+            logger.info(
+                "alert held at the organization's egress",
+                principal=alert.principal,
+                country=alert.source.geo.country_iso_code,
+                source_ips=alert.source.ip,
+            )
+            continue
+        kept.append((alert, hours))
+    return kept
 
 
 def _with_networks(
