@@ -32,6 +32,8 @@ from trailgeo.core.evidence import (
     ORG_EGRESS_REASON,
     REGISTRY,
     client_evidence,
+    concurrent_evidence,
+    is_person,
     learned_egress,
     new_sensitive_methods,
 )
@@ -657,3 +659,87 @@ def test_given_principals_then_only_identity_center_users_have_a_permission_set(
     assert permission_set_of(f"arn:aws:sts::{ACCOUNT}:assumed-role/Deployer/ci-1") is None
     assert permission_set_of(ALICE) is None
     assert permission_set_of(POWER_USER) is None  # no session: not a caller
+
+
+# ---------------------------------------------------------------------------- two countries at once
+
+ROLE_SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/deployer/session-1"
+EC2_US_IP = "3.80.1.9"  # an EC2 address in Virginia
+
+
+def test_given_a_person_at_home_when_her_key_calls_from_abroad_in_the_same_hour_then_raised(
+    tmp_path: Path,
+) -> None:
+    """The thief with alice's key and her own user agent, on a home line abroad, while she works
+    from home: nobody is in two countries at once."""
+    # Given alice's history from the US, then her calls from home and, 5 minutes later, her key
+    # from BT with her own client (delivered together, read by one run)
+    at_home = calls(US_IP, CLI_V2)
+    abroad = calls(FOREIGN_IP, CLI_V2, at=ATTACK_AT + timedelta(minutes=5))
+
+    # When replayed with an ASN database that knows both as access networks
+    alerts = replayed(tmp_path, history() + at_home + abroad, resolver({US_IP: COMCAST}))
+
+    # Then the BT alert carries the factor and pages
+    (alert,) = alerts
+    assert alert["location"] == "BT"
+    assert [e["factor"] for e in alert["evidence"]] == ["concurrent_use"]
+    assert "also called from US" in alert["evidence"][0]["text"]
+    assert alert["severity"] == "high"
+
+
+@pytest.mark.parametrize(
+    ("home_ip", "abroad_ip", "gap"),
+    [
+        (US_IP, FOREIGN_IP, timedelta(hours=3)),  # she flew: hours apart
+        (EC2_US_IP, FOREIGN_IP, timedelta(minutes=5)),  # her own script on EC2 at home runs on
+        (US_IP, VPN_IP, timedelta(minutes=5)),  # she is on the VPN gateway as well as her home line
+    ],
+    ids=["hours-apart", "own-script-on-ec2", "on-the-vpn"],
+)
+def test_given_a_traveller_her_script_or_the_vpn_when_two_countries_are_near_in_time_then_no_factor(
+    tmp_path: Path, home_ip: str, abroad_ip: str, gap: timedelta
+) -> None:
+    # Given alice's calls from home_ip, then from abroad_ip after gap
+    geo = resolver({US_IP: COMCAST, EC2_US_IP: AMAZON, VPN_IP: AMAZON})
+    geo.countries[EC2_US_IP] = "US"
+    records = history() + calls(home_ip, CLI_V2) + calls(abroad_ip, CLI_V2, at=ATTACK_AT + gap)
+
+    # When replayed
+    alerts = replayed(tmp_path, records, geo)
+
+    # Then the alert from abroad has no concurrent use
+    (alert,) = alerts
+    assert alert["location"] == geo.countries[abroad_ip]
+    assert "concurrent_use" not in [e["factor"] for e in alert["evidence"]]
+
+
+def test_given_a_role_used_from_two_countries_at_once_then_no_factor(tmp_path: Path) -> None:
+    """A role is whoever assumes it: two engineers in two countries are no stolen key."""
+    # Given a role's sessions from the US for days, then from the US and from BT in the same hour
+    records = (
+        history(ROLE_SESSION)
+        + calls(US_IP, CLI_V2, ROLE_SESSION)
+        + calls(FOREIGN_IP, CLI_V2, ROLE_SESSION, at=ATTACK_AT + timedelta(minutes=5))
+    )
+
+    # When replayed
+    alerts = replayed(tmp_path, records, resolver({US_IP: COMCAST}))
+
+    # Then the role's alert has no concurrent use
+    (alert,) = alerts
+    assert alert["evidence"] == []
+
+
+def test_given_identities_when_asked_whether_one_person_then_users_and_identity_center_only() -> None:
+    assert is_person(ALICE)
+    assert is_person("sso:alice@example.com")
+    assert not is_person(f"arn:aws:iam::{ACCOUNT}:role/deployer")
+    assert not is_person(f"arn:aws:iam::{ACCOUNT}:root")
+
+
+def test_given_hours_when_judged_then_concurrent_only_within_an_hour() -> None:
+    assert concurrent_evidence({100}, {"US": {101}}) is not None
+    assert concurrent_evidence({100}, {"US": {100}, "DE": {99}}) is not None
+    assert concurrent_evidence({100}, {"US": {102}}) is None
+    assert concurrent_evidence({100}, {}) is None

@@ -105,8 +105,26 @@ NEW_SENSITIVE_METHOD = EvidenceFactor(
     ),
 )
 
+# Hours between calls from two countries within which they cannot be one person travelling: the
+# same hour bucket or the next (two hours at most).
+CONCURRENT_HOURS = 1
+CONCURRENT_USE = EvidenceFactor(
+    name="concurrent_use",
+    title="two countries at once",
+    raises=1,
+    description=(
+        "The identity is one person (an IAM user, an Identity Center user) and the same run read "
+        "its calls from a country usual for it within an hour of the alert's; both from consumer "
+        "or business networks, none a hosting provider's. Nobody is in two countries at once: the "
+        "key or the session is in a second pair of hands (impossible travel). Hosting addresses "
+        "are left out on both sides, because a person's own scripts on a cloud instance and the "
+        "organization's VPN gateway are no second person. One severity level up."
+    ),
+)
+
 REGISTRY: Mapping[str, EvidenceFactor] = {
-    factor.name: factor for factor in (HOSTING_PROVIDER, NEW_CLIENT, NEW_SENSITIVE_METHOD, SHARED_EGRESS)
+    factor.name: factor
+    for factor in (HOSTING_PROVIDER, NEW_CLIENT, NEW_SENSITIVE_METHOD, SHARED_EGRESS, CONCURRENT_USE)
 }
 FACTORS = frozenset(REGISTRY)
 # Hours of an identity's history with a known client before a new one is evidence: a new hire's or
@@ -273,6 +291,28 @@ def held_at_egress(alert: Alert, learned: Collection[str]) -> bool:
 
 def _stamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_person(identity: str) -> bool:
+    """Whether a subject identity (``identities.subject_identity``) is one person: an Identity
+    Center user (``sso:<user>``) or an IAM user; a role is whoever assumes it."""
+    return identity.startswith("sso:") or (identity.startswith("arn:") and ":user/" in identity)
+
+
+def concurrent_evidence(hours: Collection[int], usual: Mapping[str, Collection[int]]) -> Evidence | None:
+    """The concurrent-use factor: ``usual`` (country -> hours of this run's calls from there, by the
+    same person, from access networks, in countries usual for them) holds a call within
+    ``CONCURRENT_HOURS`` of one of the alert's ``hours`` (its calls from access networks)."""
+    near = {h + d for h in hours for d in range(-CONCURRENT_HOURS, CONCURRENT_HOURS + 1)}
+    found = sorted(country for country, at in usual.items() if not near.isdisjoint(at))
+    if not found:
+        return None
+    text = (
+        f"{CONCURRENT_USE.title}: the same person also called from {', '.join(found[:3])}"
+        f"{' and more' if len(found) > 3 else ''} (usual for them) within an hour of these calls, "
+        "both from consumer or business networks"
+    )
+    return Evidence(factor=CONCURRENT_USE.name, raises=CONCURRENT_USE.raises, text=text)
 
 
 def raised(severity: Severity, levels: int) -> Severity:

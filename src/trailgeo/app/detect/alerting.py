@@ -5,14 +5,15 @@ rolled up in a flood, and written to the outbox (before anything is counted)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, more_severe
+from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, is_country, more_severe
 from trailgeo.core.counters import (
     ORG_EGRESS,
     TOTAL,
@@ -28,7 +29,9 @@ from trailgeo.core.evidence import (
     MIN_EGRESS_COLLEAGUES,
     ORG_EGRESS_REASON,
     client_evidence,
+    concurrent_evidence,
     held_at_egress,
+    is_person,
     learned_egress,
     networks_of,
     new_sensitive_methods,
@@ -151,9 +154,9 @@ def score_and_raise(
     # the alert's sensitive methods that are news for its identity (a re-alert needs one).
     found: dict[str, list[Evidence]] = {}
     fresh: dict[str, frozenset[str]] = {}
-    # Per address, the identities calling from it this run from a country usual for them: the
-    # organization's own egress when several do (core/evidence.SHARED_EGRESS).
-    usual_from: dict[str, set[str]] = {}
+    # This run's calls from countries usual for their identities: the organization's own egress
+    # (core/evidence.SHARED_EGRESS) and a person's other country at the same time (CONCURRENT_USE).
+    usual = UsualCalls()
     method_views: MethodViews = {}  # one run, one history: each method summarised once
     vouched_shares: dict[str, float] = {}  # and each country's identities counted once
     for group in groups:
@@ -178,9 +181,7 @@ def score_and_raise(
                 # Below the threshold, still the alerted subject: its hours stay out of the history.
                 extensions.setdefault(subject, set()).update(hours)
             else:
-                identity = subject_identity(group.principal)
-                for ip in group.source_ips:
-                    usual_from.setdefault(ip, set()).add(identity)
+                usual.add(group, hours)
             continue
         verdict = tuning.group_verdict(
             account=group.account,
@@ -201,8 +202,8 @@ def score_and_raise(
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
-    egress, learned = _org_egress(aggregate, history, usual_from, candidates, scheduled_at, deps)
-    evidenced = _evidenced(candidates, found, usual_from, (egress, learned), deps, report, options)
+    egress, learned = _org_egress(aggregate, history, usual.by_address, candidates, scheduled_at, deps)
+    evidenced = _evidenced(candidates, found, usual, (egress, learned), deps, report, options)
     _raise_alerts(_correlated(evidenced), recent, scheduled_at, deps, options, report, extensions, fresh)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
@@ -274,23 +275,64 @@ def _org_egress(
     return frozenset(recorded), frozenset(learned)
 
 
+@dataclass(slots=True)
+class UsualCalls:
+    """A run's calls from countries usual for their identities (groups that raised no alert and
+    are not quarantined): per address, the identities (the organization's egress); per person, the
+    hours and addresses of each such country (a second country at the same time)."""
+
+    by_address: dict[str, set[str]] = field(default_factory=dict)
+    by_person: dict[str, dict[str, tuple[set[int], set[str]]]] = field(default_factory=dict)
+
+    def add(self, group: HitGroup, hours: frozenset[int]) -> None:
+        identity = subject_identity(group.principal)
+        for ip in group.source_ips:
+            self.by_address.setdefault(ip, set()).add(identity)
+        if is_person(identity) and is_country(group.country):
+            at, addresses = self.by_person.setdefault(identity, {}).setdefault(group.country, (set(), set()))
+            at.update(hours)
+            addresses.update(ip for ip, _ in group.source_ips.most_common(MAX_LIST))
+
+
+def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: Dependencies) -> list[Evidence]:
+    """The concurrent-use factor for a country alert of a person (core/evidence.concurrent_evidence):
+    only with an ASN database, to leave the hosting addresses out on both sides."""
+    others = usual.by_person.get(subject_identity(alert.principal))
+    if not others or not deps.geo.has_asn or alert.detector != COUNTRY.name:
+        return []
+
+    def access(addresses: Iterable[str]) -> bool:
+        for address in addresses:
+            ip = lookup_address(address)
+            if ip is not None and hosting_provider(deps.geo.asn(ip)) is None:
+                return True
+        return False
+
+    if not access(alert.source.ip[:MAX_LIST]):
+        return []
+    usable = {country: at for country, (at, addresses) in others.items() if access(addresses)}
+    found = concurrent_evidence(hours, usable)
+    return [found] if found is not None else []
+
+
 def _evidenced(
     candidates: list[tuple[Alert, frozenset[int]]],
     found: Mapping[str, list[Evidence]],
-    usual_from: Mapping[str, set[str]],
+    usual: UsualCalls,
     egress: tuple[frozenset[str], frozenset[str]],
     deps: Dependencies,
     report: RunReport,
     options: RunOptions,
 ) -> list[tuple[Alert, frozenset[int]]]:
-    """The candidates with their networks and evidence (``found``: from the history), without the
-    country alerts held back at the organization's learned egress (``egress``: recorded and learned
-    addresses; core/evidence.held_at_egress), those counted by reason and logged, never silent."""
+    """The candidates with their networks and evidence (``found``: from the history; a second
+    country at the same time, from ``usual``), without the country alerts held back at the
+    organization's learned egress (``egress``: recorded and learned addresses;
+    core/evidence.held_at_egress), those counted by reason and logged, never silent."""
     recorded, learned = egress
     kept = []
     for candidate, hours in candidates:
-        extra = found.get(candidate.alert_id, [])
-        alert = _with_networks(candidate, deps, report, extra, usual_from, recorded, options)
+        extra = [*found.get(candidate.alert_id, []), *_concurrent(candidate, hours, usual, deps)]
+        alert = _with_networks(candidate, deps, report, extra, usual.by_address, recorded, options)
         if alert.detector == COUNTRY.name and held_at_egress(alert, learned):
             report.alerts_allowlisted[ORG_EGRESS_REASON] += 1
             logger.info(
