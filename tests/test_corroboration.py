@@ -405,6 +405,29 @@ def test_given_a_gateway_colleagues_shared_for_days_when_one_person_uses_it_alon
     assert held == Counter({ORG_EGRESS_REASON: 1})
 
 
+def test_given_weeks_of_held_calls_through_the_gateway_when_her_key_is_used_from_that_country_then_it_alerts(
+    tmp_path: Path,
+) -> None:
+    """Calls held at the gateway say nothing of where she is: they do not make its country hers.
+    A thief with her key and her agent on a home line in that country still alerts."""
+    # Given the learned gateway, alice on it alone in 20 hours over the following days (held), then
+    # her key from a DE home line with her own client
+    gateway_days = [
+        r for i in range(20) for r in calls(VPN_IP, CLI_V2, at=ATTACK_AT + timedelta(hours=3 + 5 * i))
+    ]
+    thief = calls(DE_IP, CLI_V2, at=ATTACK_AT + timedelta(days=6))
+    records = history(hours=80) + _gateway_shared(hours=10, days=5) + gateway_days + thief
+
+    # When replayed
+    alerts, held = replayed_with_report(tmp_path, records, resolver({VPN_IP: AMAZON, US_IP: COMCAST}))
+
+    # Then every gateway run was held, and the DE home line alerts: DE is still not hers
+    assert held[ORG_EGRESS_REASON] >= 10
+    (alert,) = [a for a in alerts if a["aws"]["cloudtrail"]["user_identity"]["arn"] == ALICE]
+    assert alert["location"] == "DE"
+    assert alert["source"]["ip"] == [DE_IP]
+
+
 def test_given_the_learned_gateway_when_a_new_client_calls_through_it_then_it_still_alerts(
     tmp_path: Path,
 ) -> None:

@@ -18,8 +18,11 @@ from trailgeo.core.counters import (
     ORG_EGRESS,
     TOTAL,
     CounterDelta,
+    access_key_partition,
     category_sort_key,
     clients_partition,
+    country_sort_key,
+    is_long_term_key,
     principal_partition,
     sensitive_partition,
 )
@@ -203,7 +206,7 @@ def score_and_raise(
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     egress, learned = _org_egress(aggregate, history, usual.by_address, candidates, scheduled_at, deps)
-    evidenced = _evidenced(candidates, found, usual, (egress, learned), deps, report, options)
+    evidenced = _evidenced(candidates, found, usual, (egress, learned), deps, report, options, aggregate)
     _raise_alerts(_correlated(evidenced), recent, scheduled_at, deps, options, report, extensions, fresh)
     for subject, extra in sorted(extensions.items()):
         # Under the subject's last alert as it stands now (one this run raised carries the hours it
@@ -323,11 +326,15 @@ def _evidenced(
     deps: Dependencies,
     report: RunReport,
     options: RunOptions,
+    aggregate: RunAggregate,
 ) -> list[tuple[Alert, frozenset[int]]]:
     """The candidates with their networks and evidence (``found``: from the history; a second
     country at the same time, from ``usual``), without the country alerts held back at the
     organization's learned egress (``egress``: recorded and learned addresses;
-    core/evidence.held_at_egress), those counted by reason and logged, never silent."""
+    core/evidence.held_at_egress), those counted by reason and logged, never silent. A held
+    alert's country stays out of its identity's history and of the country's identity index (as an
+    alerted subject's quarantine keeps it): the gateway's country is not where the person is, and
+    their calls through it must not make it common for the organization."""
     recorded, learned = egress
     kept = []
     for candidate, hours in candidates:
@@ -335,6 +342,7 @@ def _evidenced(
         alert = _with_networks(candidate, deps, report, extra, usual.by_address, recorded, options)
         if alert.detector == COUNTRY.name and held_at_egress(alert, learned):
             report.alerts_allowlisted[ORG_EGRESS_REASON] += 1
+            _not_counted_there(aggregate, alert, alert.location)
             logger.info(
                 "alert held at the organization's egress",
                 principal=alert.principal,
@@ -344,6 +352,20 @@ def _evidenced(
             continue
         kept.append((alert, hours))
     return kept
+
+
+def _not_counted_there(aggregate: RunAggregate, alert: Alert, country: str) -> None:
+    """The run's counters of ``alert``'s principal (its identity, its role) and of its long-term
+    keys in ``country`` left uncommitted; the country's identity index is rolled up from the
+    principal counters at commit."""
+    role = role_of(alert.principal)
+    partitions = [
+        principal_partition(identity_of(alert.principal)),
+        *((principal_partition(role),) if role else ()),
+        *(access_key_partition(key) for key in alert.access_key_ids if is_long_term_key(key)),
+    ]
+    for partition in partitions:
+        aggregate.counters.pop((partition, country_sort_key(country)), None)
 
 
 def _with_networks(
