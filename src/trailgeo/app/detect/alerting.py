@@ -184,7 +184,7 @@ def score_and_raise(
                 # Below the threshold, still the alerted subject: its hours stay out of the history.
                 extensions.setdefault(subject, set()).update(hours)
             else:
-                usual.add(group, hours)
+                usual.add(group, hours, known=scored.principal_country_buckets > 0)
             continue
         verdict = tuning.group_verdict(
             account=group.account,
@@ -287,11 +287,12 @@ class UsualCalls:
     by_address: dict[str, set[str]] = field(default_factory=dict)
     by_person: dict[str, dict[str, tuple[set[int], set[str]]]] = field(default_factory=dict)
 
-    def add(self, group: HitGroup, hours: frozenset[int]) -> None:
+    def add(self, group: HitGroup, hours: frozenset[int], *, known: bool) -> None:
+        """``group`` raised no alert; ``known``: its country is in its principal's history."""
         identity = subject_identity(group.principal)
         for ip in group.source_ips:
             self.by_address.setdefault(ip, set()).add(identity)
-        if is_person(identity) and is_country(group.country):
+        if known and is_person(identity) and is_country(group.country):
             at, addresses = self.by_person.setdefault(identity, {}).setdefault(group.country, (set(), set()))
             at.update(hours)
             addresses.update(ip for ip, _ in group.source_ips.most_common(MAX_LIST))
