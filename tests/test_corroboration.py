@@ -34,12 +34,14 @@ from trailgeo.core.evidence import (
     client_evidence,
     concurrent_evidence,
     is_person,
+    raised,
     learned_egress,
     new_sensitive_methods,
 )
 from trailgeo.core.identities import permission_set_of
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import TrailRecord
+from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.render.email import email_subject
 
 CLI_V2 = "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64.ubuntu.22"
@@ -766,3 +768,61 @@ def test_given_hours_when_judged_then_concurrent_only_within_an_hour() -> None:
     assert concurrent_evidence({100}, {"US": {100}, "DE": {99}}) is not None
     assert concurrent_evidence({100}, {"US": {102}}) is None
     assert concurrent_evidence({100}, {}) is None
+
+
+# DE, where carol, dave and erin live, scores about 86 for alice: under this threshold.
+STRICT = RunOptions(policy=ScoringPolicy(threshold=95.0))
+DE_COLLEAGUES = [r for arn in (CAROL, DAVE, ERIN) for r in history(arn, DE_IP)]
+
+
+def test_given_a_country_under_the_threshold_when_the_person_is_at_home_at_the_same_time_then_it_alerts(
+    tmp_path: Path,
+) -> None:
+    """A hijacked session used from a colleague's country scores under the threshold (the
+    organization works there), with the victim's own agent and everyday methods. The victim at
+    home in the same hour is what gives it away."""
+    # Given alice's history from the US, then, in one run, her calls from home and from DE
+    records = (
+        history()
+        + DE_COLLEAGUES
+        + calls(US_IP, CLI_V2)
+        + calls(DE_IP, CLI_V2, at=ATTACK_AT + timedelta(minutes=5))
+    )
+
+    # When replayed with a threshold no group here reaches
+    alerts = replayed(tmp_path, records, resolver({US_IP: COMCAST}), STRICT)
+
+    # Then DE alerts for two countries at once, its explanation saying it was under the threshold
+    (alert,) = alerts
+    assert alert["location"] == "DE"
+    assert [e["factor"] for e in alert["evidence"]] == ["concurrent_use"]
+    assert alert["score"] < 95.0
+    assert alert["severity"] == raised(rarity_severity(alert["score"]), 1)
+    assert "under the threshold 95" in alert["explanation"]
+    assert alert["rule"]["threshold"] == 95.0
+
+
+@pytest.mark.parametrize(
+    ("home_ip", "gap", "history_hours"),
+    [
+        (US_IP, timedelta(hours=3), 40),  # she flew: read by another run
+        (EC2_US_IP, timedelta(minutes=5), 40),  # her script on EC2 at home
+        (US_IP, timedelta(minutes=5), 3),  # a new user: too little history to know her countries
+    ],
+    ids=["hours-apart", "own-script-on-ec2", "new-user"],
+)
+def test_given_a_country_under_the_threshold_without_a_second_person_then_no_alert(
+    tmp_path: Path, home_ip: str, gap: timedelta, history_hours: int
+) -> None:
+    # Given alice's calls from home_ip, then from DE after gap
+    geo = resolver({US_IP: COMCAST, EC2_US_IP: AMAZON})
+    geo.countries[EC2_US_IP] = "US"
+    records = (
+        history(hours=history_hours)
+        + DE_COLLEAGUES
+        + calls(home_ip, CLI_V2)
+        + calls(DE_IP, CLI_V2, at=ATTACK_AT + gap)
+    )
+
+    # When replayed with a threshold no group reaches, Then no alert
+    assert replayed(tmp_path, records, geo, STRICT) == []

@@ -81,9 +81,14 @@ def _source(location: str, sources: list[str], city: str | None = None) -> tuple
     )
 
 
-def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run_id: str) -> Alert | None:
-    """An alert for a (principal, country) when some method in it is rare enough, else None."""
-    rare = scored.rare_methods(threshold)
+def build_alert(
+    scored: GroupScore, threshold: float, detected_at: datetime, run_id: str, *, below: bool = False
+) -> Alert | None:
+    """An alert for a (principal, country) when some method in it is rare enough, else None.
+    ``below``: the group is under ``threshold`` and alerts for evidence beside its rarity (a person
+    in two countries at once): its top-scoring methods are the alert's, the threshold stays the
+    rule's and the explanation says so."""
+    rare = scored.rare_methods(scored.score if below else threshold)
     if not rare:
         return None
     group = scored.group
@@ -120,7 +125,7 @@ def build_alert(scored: GroupScore, threshold: float, detected_at: datetime, run
         first_event_time=first,
         last_event_time=last,
         access_key_ids=keys,
-        explanation=explain(scored, rare),
+        explanation=explain(scored, rare, under=threshold if below else None),
         methods=evidence,
         principal_usual_countries=list(scored.principal_countries),
         country_new_to_organization=scored.new_to_org,
@@ -367,8 +372,9 @@ def _share(level: LevelView) -> str:
     return f"{level.country:.1f} of {level.total:.0f} decayed hourly buckets ({100 * level.share:.1f}%)"
 
 
-def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
-    """Words and numbers an analyst can act on without opening another tool."""
+def explain(scored: GroupScore, rare: tuple[MethodScore, ...], under: float | None = None) -> str:
+    """Words and numbers an analyst can act on without opening another tool (``under``: the
+    threshold the group did not reach, when it alerts for what came with it)."""
     group = scored.group
     cc = location_label(group.country)
     top = rare[0]
@@ -376,6 +382,10 @@ def explain(scored: GroupScore, rare: tuple[MethodScore, ...]) -> str:
         (
             f"{len(rare)} AWS method(s) called by {plain(group.principal)} from {cc} are unusual "
             f"(top score {top.score:g} >= threshold)."
+            if under is None
+            else f"{plain(group.principal)} called AWS from {cc}, a country new to them (top score "
+            f"{top.score:g}, under the threshold {under:g}): alerted because the same person called "
+            "from a usual country at the same time (see the evidence)."
         ),
     ]
     note = location_note(group.country)

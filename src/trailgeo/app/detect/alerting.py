@@ -29,6 +29,7 @@ from trailgeo.core.counters import (
 from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.evidence import (
     EGRESS_MEMORY,
+    MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
     ORG_EGRESS_REASON,
     client_evidence,
@@ -51,6 +52,7 @@ from trailgeo.core.identities import (
 from trailgeo.core.incidents import Assignment
 from trailgeo.core.networks import hosting_provider, lookup_address
 from trailgeo.core.scoring import (
+    GroupScore,
     History,
     MethodViews,
     SiblingScore,
@@ -184,25 +186,15 @@ def score_and_raise(
                 # Below the threshold, still the alerted subject: its hours stay out of the history.
                 extensions.setdefault(subject, set()).update(hours)
             else:
-                usual.add(group, hours, known=scored.principal_country_buckets > 0)
+                usual.add(scored, hours)
             continue
-        verdict = tuning.group_verdict(
-            account=group.account,
-            principal=group.principal,
-            country=group.country,
-            source_ips=group.source_ips,
-            user_agents=group.user_agents,
-            on=scheduled_at.date(),
-        )
-        if verdict is not None:
-            # Counted and logged, never silent: the tuning said so, the run says it used it.
-            report.alerts_allowlisted[verdict] += 1
-            logger.info(
-                "alert allowlisted", verdict=verdict, principal=group.principal, country=group.country
-            )
+        if _allowlisted(tuning, group, scheduled_at, report):
             continue
         candidates.append((alert, hours))
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
+    candidates.extend(
+        _two_countries(usual, history, scheduled_at, run_id, deps, options, report, (found, fresh))
+    )
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     egress, learned = _org_egress(aggregate, history, usual.by_address, candidates, scheduled_at, deps)
@@ -286,16 +278,72 @@ class UsualCalls:
 
     by_address: dict[str, set[str]] = field(default_factory=dict)
     by_person: dict[str, dict[str, tuple[set[int], set[str]]]] = field(default_factory=dict)
+    # A person's groups under the threshold in a country new to them (with a day of history): an
+    # alert when the same person called from a usual country at the same time (``_two_countries``).
+    new_to_person: list[tuple[GroupScore, frozenset[int]]] = field(default_factory=list)
 
-    def add(self, group: HitGroup, hours: frozenset[int], *, known: bool) -> None:
-        """``group`` raised no alert; ``known``: its country is in its principal's history."""
+    def add(self, scored: GroupScore, hours: frozenset[int]) -> None:
+        """``scored`` raised no alert (and its subject is not quarantined). A person's group in a
+        country new to them is neither the organization's egress nor their usual country."""
+        group = scored.group
         identity = subject_identity(group.principal)
+        person = is_person(identity) and is_country(group.country)
+        if person and scored.principal_country_buckets == 0:
+            if scored.principal_buckets >= MIN_CLIENT_HISTORY_HOURS:
+                self.new_to_person.append((scored, hours))
+            return
         for ip in group.source_ips:
             self.by_address.setdefault(ip, set()).add(identity)
-        if known and is_person(identity) and is_country(group.country):
+        if person:
             at, addresses = self.by_person.setdefault(identity, {}).setdefault(group.country, (set(), set()))
             at.update(hours)
             addresses.update(ip for ip, _ in group.source_ips.most_common(MAX_LIST))
+
+
+def _allowlisted(tuning: Tuning, group: HitGroup, scheduled_at: datetime, report: RunReport) -> bool:
+    """Whether the tuning holds ``group``'s alert back: counted and logged, never silent (the
+    tuning said so, the run says it used it)."""
+    verdict = tuning.group_verdict(
+        account=group.account,
+        principal=group.principal,
+        country=group.country,
+        source_ips=group.source_ips,
+        user_agents=group.user_agents,
+        on=scheduled_at.date(),
+    )
+    if verdict is None:
+        return False
+    report.alerts_allowlisted[verdict] += 1
+    logger.info("alert allowlisted", verdict=verdict, principal=group.principal, country=group.country)
+    return True
+
+
+def _two_countries(
+    usual: UsualCalls,
+    history: History,
+    scheduled_at: datetime,
+    run_id: str,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+    evidence: tuple[dict[str, list[Evidence]], dict[str, frozenset[str]]],
+) -> list[tuple[Alert, frozenset[int]]]:
+    """Alerts for a person's groups under the threshold in a country new to them while the same
+    run read their calls from a usual country within the hour (core/evidence.CONCURRENT_USE): the
+    location's rarity alone would not alert (a colleague's country), two countries at once does.
+    Their history's evidence goes into ``evidence`` (found, fresh), as the other alerts'."""
+    found, fresh = evidence
+    admitted = []
+    for scored, hours in usual.new_to_person:
+        alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id, below=True)
+        if alert is None or not _concurrent(alert, hours, usual, deps):
+            continue
+        group = scored.group
+        if _allowlisted(options.tuning, group, scheduled_at, report):
+            continue
+        admitted.append((alert, hours))
+        found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
+    return admitted
 
 
 def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: Dependencies) -> list[Evidence]:
