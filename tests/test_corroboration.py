@@ -34,15 +34,15 @@ from trailgeo.core.evidence import (
     client_evidence,
     concurrent_evidence,
     is_person,
-    raised,
     learned_egress,
     new_sensitive_methods,
+    raised,
 )
 from trailgeo.core.identities import permission_set_of
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import TrailRecord
-from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.render.email import email_subject
+from trailgeo.core.scoring import ScoringPolicy
 
 CLI_V2 = "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64.ubuntu.22"
 KALI_CLI = "aws-cli/1.18.69 Python/2.7.18 Linux/6.5.0-kali3-amd64 botocore/1.16.19"
