@@ -176,8 +176,9 @@ def ablation_variants() -> dict[str, frozenset[str]]:
 
 def severity_with(alert: Alert, parts: frozenset[str]) -> str:
     """A country alert's severity as it would be with only the factors ``parts`` weighing in:
-    recomputed from its score and its evidence (factors never make or remove an alert, only set its
-    severity). Without ``shared_egress`` a hosting address the run recognised as the
+    recomputed from its score and its evidence (a factor sets a severity; the alerts that
+    ``concurrent_use`` makes under the threshold and those the learned egress holds back are the
+    replay's, in every variant). Without ``shared_egress`` a hosting address the run recognised as the
     organization's own egress counts as hosting again. Other detectors' alerts keep theirs."""
     if alert.detector != COUNTRY.name:
         return alert.severity

@@ -277,7 +277,9 @@ class UsualCalls:
     hours and addresses of each such country (a second country at the same time)."""
 
     by_address: dict[str, set[str]] = field(default_factory=dict)
-    by_person: dict[str, dict[str, tuple[set[int], set[str]]]] = field(default_factory=dict)
+    # per person and usual country: the hours, and each group's addresses (read only for a person
+    # with an alert or a new country: most have neither)
+    by_person: dict[str, dict[str, tuple[set[int], list[Counter[str]]]]] = field(default_factory=dict)
     # A person's groups under the threshold in a country new to them (with a day of history): an
     # alert when the same person called from a usual country at the same time (``_two_countries``).
     new_to_person: list[tuple[GroupScore, frozenset[int]]] = field(default_factory=list)
@@ -295,9 +297,9 @@ class UsualCalls:
         for ip in group.source_ips:
             self.by_address.setdefault(ip, set()).add(identity)
         if person:
-            at, addresses = self.by_person.setdefault(identity, {}).setdefault(group.country, (set(), set()))
+            at, addresses = self.by_person.setdefault(identity, {}).setdefault(group.country, (set(), []))
             at.update(hours)
-            addresses.update(ip for ip, _ in group.source_ips.most_common(MAX_LIST))
+            addresses.append(group.source_ips)
 
 
 def _allowlisted(tuning: Tuning, group: HitGroup, scheduled_at: datetime, report: RunReport) -> bool:
@@ -362,7 +364,11 @@ def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: De
 
     if not access(alert.source.ip[:MAX_LIST]):
         return []
-    usable = {country: at for country, (at, addresses) in others.items() if access(addresses)}
+    usable = {
+        country: at
+        for country, (at, groups) in others.items()
+        if any(access(ip for ip, _ in addresses.most_common(MAX_LIST)) for addresses in groups)
+    }
     found = concurrent_evidence(hours, usable)
     return [found] if found is not None else []
 
