@@ -430,6 +430,32 @@ def test_given_weeks_of_held_calls_through_the_gateway_when_her_key_is_used_from
     assert alert["source"]["ip"] == [DE_IP]
 
 
+def test_given_weeks_of_held_calls_through_the_gateway_then_its_country_is_no_more_common_for_the_org(
+    tmp_path: Path,
+) -> None:
+    """An insider (or a user of the VPN) sends calls through the foreign gateway for weeks: held,
+    they must not make its country more common for the organization, or a thief there would score
+    lower for everyone."""
+    # Given the learned gateway, then bob's key from a DE home line days later; with and without
+    # 40 hours of alice's calls held at the gateway before it
+    held_weeks = [
+        r for i in range(40) for r in calls(VPN_IP, CLI_V2, at=ATTACK_AT + timedelta(hours=3 + 5 * i))
+    ]
+    thief = calls(DE_IP, CLI_V2, BOB, at=ATTACK_AT + timedelta(days=9))
+    base = history() + history(BOB) + _gateway_shared(hours=10, days=5) + thief
+    geo = resolver({VPN_IP: AMAZON, US_IP: COMCAST})
+
+    # When both are replayed
+    with_held, held = replayed_with_report(tmp_path / "with", base + held_weeks, geo)
+    without, _ = replayed_with_report(tmp_path / "without", base, geo)
+
+    # Then the 40 hours were held, and bob's alert scores the same either way
+    assert held[ORG_EGRESS_REASON] == 40
+    (bob,) = [a for a in with_held if a["aws"]["cloudtrail"]["user_identity"]["arn"] == BOB]
+    (bob_alone,) = [a for a in without if a["aws"]["cloudtrail"]["user_identity"]["arn"] == BOB]
+    assert bob["score"] == pytest.approx(bob_alone["score"], abs=0.5)
+
+
 def test_given_the_learned_gateway_when_a_new_client_calls_through_it_then_it_still_alerts(
     tmp_path: Path,
 ) -> None:

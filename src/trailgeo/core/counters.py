@@ -52,6 +52,9 @@ ORG_CITIES = "OC"
 # The organization's own egress on hosting addresses (a VPN gateway on a cloud instance): one
 # category per address, recorded when colleagues for whom its country is usual share it in a run.
 ORG_EGRESS = "OX"
+# Per country (``C#<country>``), the hours of calls held at the organization's learned egress there:
+# taken out of what its identities vouch for (the gateway's country is not where its users are).
+ORG_EGRESS_HOURS = "OXH"
 ORG_ERROR_LEVELS = "OS"  # the organization's hourly error levels (error_spike)
 ROLLUPS = frozenset({ORG_METHODS})
 
@@ -78,7 +81,7 @@ COUNTER_PREFIXES = (
     ERROR_LEVELS_PARTITION_PREFIX,
 )
 ORG_LEVEL_PARTITIONS = frozenset(
-    {ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES, ORG_EGRESS, ORG_ERROR_LEVELS}
+    {ORG_PARTITION, ORG_METHODS, ORG_ERRORS, ORG_CITIES, ORG_EGRESS, ORG_EGRESS_HOURS, ORG_ERROR_LEVELS}
 )
 
 

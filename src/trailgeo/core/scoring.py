@@ -37,6 +37,7 @@ from trailgeo.core.counters import (
     EMPTY,
     ERROR_LEVELS,
     ORG_CITIES,
+    ORG_EGRESS_HOURS,
     ORG_ERROR_LEVELS,
     ORG_ERRORS,
     ORG_METHODS,
@@ -461,19 +462,22 @@ def _vouched_share(
 ) -> float:
     """How much of the organization's buckets of ``country`` its identities vouch for (0 to 1).
 
-    From the country's identity index (``I#<country>``): identities under quarantine vouch for
+    The hours held at the organization's learned egress there (``OXH``) are taken out first: the
+    gateway's country is not where its users are. Then from the country's identity index
+    (``I#<country>``): identities under quarantine vouch for
     nothing (their buckets are taken out), the others for at most ``IDENTITY_VOUCH_BUCKETS`` each.
     The cap applies only when the index is as old as the country's history (a table from before
     the index would otherwise see its familiar countries turn rare on upgrade); taking out the
     quarantined always applies. Taking out a quarantined identity's buckets may take out hours
     another identity shared: the country looks rarer, never more familiar."""
     org_buckets = org_countries.get(country, 0.0)
+    egress = history.get(ORG_EGRESS_HOURS, {}).get(country_sort_key(country), EMPTY)
+    taken_out = egress.wsum / scale if egress.buckets > 0 else 0.0
     index = history.get(identity_index_partition(country), {}).get(TOTAL)
     if not org_buckets or index is None or not index.countries:
-        return 1.0
+        return min(1.0, max(0.0, org_buckets - taken_out) / org_buckets) if org_buckets else 1.0
     held = set(quarantined)
     vouching = 0.0
-    taken_out = 0.0
     for digest, (buckets, wsum) in index.countries.items():
         weight = wsum / scale if buckets > 0 else 0.0
         if digest in held:

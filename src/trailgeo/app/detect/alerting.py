@@ -16,6 +16,7 @@ from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_c
 from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, is_country, more_severe
 from trailgeo.core.counters import (
     ORG_EGRESS,
+    ORG_EGRESS_HOURS,
     TOTAL,
     CounterDelta,
     access_key_partition,
@@ -149,8 +150,12 @@ def score_and_raise(
     recent = {s: alerted[s] for s in subjects if s in alerted}
     now_hour = int(scheduled_at.timestamp()) // 3600
     tuning = options.tuning
-    in_force = {s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine}
-    held_by_country = quarantined_identities(in_force, tuning, scheduled_at.date())
+    held_by_country = quarantined_identities(
+        {s: r for s, r in alerted.items() if r.at >= scheduled_at - options.quarantine},
+        tuning,
+        scheduled_at.date(),
+    )
+    _load_egress_hours(groups, history, deps)
     # Hours to add to alerted subjects' quarantine, one write per subject at the end of the run
     # (a role's many sessions are one subject).
     extensions: dict[str, set[int]] = {}
@@ -397,7 +402,7 @@ def _evidenced(
         alert = _with_networks(candidate, deps, report, extra, usual.by_address, recorded, options)
         if alert.detector == COUNTRY.name and held_at_egress(alert, learned):
             report.alerts_allowlisted[ORG_EGRESS_REASON] += 1
-            _not_counted_there(aggregate, alert, alert.location)
+            _not_counted_there(aggregate, alert, alert.location, hours)
             logger.info(
                 "alert held at the organization's egress",
                 principal=alert.principal,
@@ -409,10 +414,29 @@ def _evidenced(
     return kept
 
 
-def _not_counted_there(aggregate: RunAggregate, alert: Alert, country: str) -> None:
+def _load_egress_hours(groups: Sequence[HitGroup], history: History, deps: Dependencies) -> None:
+    """Into ``history``: the hours held at the learned egress in each country of the run's groups
+    (``ORG_EGRESS_HOURS``), which scoring takes out of what the country's identities vouch for. Only
+    with an ASN database (without one, nothing is held)."""
+    countries = sorted({g.country for g in groups if is_country(g.country)})
+    if not deps.geo.has_asn or not countries:
+        return
+    keys = [(ORG_EGRESS_HOURS, country_sort_key(c)) for c in countries]
+    history.setdefault(ORG_EGRESS_HOURS, {}).update(deps.store.load(keys).get(ORG_EGRESS_HOURS, {}))
+
+
+def _not_counted_there(aggregate: RunAggregate, alert: Alert, country: str, hours: frozenset[int]) -> None:
     """The run's counters of ``alert``'s principal (its identity, its role) and of its long-term
-    keys in ``country`` left uncommitted; the country's identity index is rolled up from the
-    principal counters at commit."""
+    keys in ``country`` left uncommitted (the country's identity index is rolled up from the
+    principal counters at commit), and its ``hours`` counted as held at the egress there, which
+    scoring takes out of the organization's buckets of the country."""
+    key = (ORG_EGRESS_HOURS, country_sort_key(country))
+    first, last = alert.first_event_time, alert.last_event_time
+    held = aggregate.counters.get(key)
+    if held is None:
+        aggregate.counters[key] = CounterDelta(set(hours), first, last)
+    else:
+        held.observe_hours(hours, first, last)
     role = role_of(alert.principal)
     partitions = [
         principal_partition(identity_of(alert.principal)),
