@@ -268,9 +268,7 @@ def _org_egress(
     hour = int(scheduled_at.timestamp()) // 3600
     at = scheduled_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     for ip in sorted(shared):
-        address = lookup_address(ip)
-        asn = deps.geo.asn(address) if address is not None else None
-        if asn is not None and hosting_provider(asn) is not None:
+        if _network_kind(ip, deps) == "hosting":
             aggregate.counters[(ORG_EGRESS, category_sort_key(ip))] = CounterDelta({hour}, at, at)
     return frozenset(recorded), frozenset(learned)
 
@@ -361,11 +359,7 @@ def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: De
         return []
 
     def access(addresses: Iterable[str]) -> bool:
-        for address in addresses:
-            ip = lookup_address(address)
-            if ip is not None and hosting_provider(deps.geo.asn(ip)) is None:
-                return True
-        return False
+        return any(_network_kind(address, deps) == "access" for address in addresses)
 
     if not access(alert.source.ip[:MAX_LIST]):
         return []
@@ -376,6 +370,16 @@ def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: De
     }
     found = concurrent_evidence(hours, usable)
     return [found] if found is not None else []
+
+
+def _network_kind(address: str, deps: Dependencies) -> str | None:
+    """``hosting`` for a public address in a hosting or cloud provider's network, ``access`` for any
+    other public address (a consumer or business line, or one the ASN database lacks), None for
+    what is no public address."""
+    ip = lookup_address(address)
+    if ip is None:
+        return None
+    return "hosting" if hosting_provider(deps.geo.asn(ip)) is not None else "access"
 
 
 def _evidenced(
@@ -430,11 +434,11 @@ def _not_counted_there(aggregate: RunAggregate, alert: Alert, country: str, hour
     keys in ``country`` left uncommitted (the country's identity index is rolled up from the
     principal counters at commit), and its ``hours`` counted as held at the egress there, which
     scoring takes out of the organization's buckets of the country."""
-    key = (ORG_EGRESS_HOURS, country_sort_key(country))
+    egress_hours = (ORG_EGRESS_HOURS, country_sort_key(country))
     first, last = alert.first_event_time, alert.last_event_time
-    held = aggregate.counters.get(key)
+    held = aggregate.counters.get(egress_hours)
     if held is None:
-        aggregate.counters[key] = CounterDelta(set(hours), first, last)
+        aggregate.counters[egress_hours] = CounterDelta(set(hours), first, last)
     else:
         held.observe_hours(hours, first, last)
     role = role_of(alert.principal)
