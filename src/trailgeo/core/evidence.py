@@ -273,9 +273,15 @@ def learned_egress(buckets: int, first_seen: str | None, last_seen: str | None, 
     colleagues for whom its country is usual, first and last of them) is the organization's learned
     egress at ``at``: shared in ``MIN_EGRESS_HOURS`` hours, first more than ``EGRESS_LEARNING`` ago,
     last within ``EGRESS_MEMORY``."""
-    if buckets < MIN_EGRESS_HOURS or not first_seen or not last_seen:
+    if buckets < MIN_EGRESS_HOURS or not first_seen:
         return False
-    return first_seen <= _stamp(at - EGRESS_LEARNING) and last_seen >= _stamp(at - EGRESS_MEMORY)
+    return first_seen <= _stamp(at - EGRESS_LEARNING) and remembered_egress(last_seen, at)
+
+
+def remembered_egress(last_seen: str | None, at: datetime) -> bool:
+    """Whether a hosting address colleagues last shared at ``last_seen`` is still the organization's
+    egress at ``at``: shared within ``EGRESS_MEMORY``."""
+    return last_seen is not None and last_seen >= _stamp(at - EGRESS_MEMORY)
 
 
 def held_at_egress(alert: Alert, learned: Collection[str]) -> bool:

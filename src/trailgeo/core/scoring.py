@@ -473,9 +473,11 @@ def _vouched_share(
     org_buckets = org_countries.get(country, 0.0)
     egress = history.get(ORG_EGRESS_HOURS, {}).get(country_sort_key(country), EMPTY)
     taken_out = egress.wsum / scale if egress.buckets > 0 else 0.0
+    if not org_buckets:
+        return 1.0
     index = history.get(identity_index_partition(country), {}).get(TOTAL)
-    if not org_buckets or index is None or not index.countries:
-        return min(1.0, max(0.0, org_buckets - taken_out) / org_buckets) if org_buckets else 1.0
+    if index is None or not index.countries:
+        return min(1.0, max(0.0, org_buckets - taken_out) / org_buckets)
     held = set(quarantined)
     vouching = 0.0
     for digest, (buckets, wsum) in index.countries.items():

@@ -29,7 +29,6 @@ from trailgeo.core.counters import (
 )
 from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.evidence import (
-    EGRESS_MEMORY,
     MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
     ORG_EGRESS_REASON,
@@ -40,6 +39,7 @@ from trailgeo.core.evidence import (
     learned_egress,
     networks_of,
     new_sensitive_methods,
+    remembered_egress,
     sensitive_evidence,
     with_evidence,
 )
@@ -257,9 +257,8 @@ def _org_egress(
     keys = [(ORG_EGRESS, category_sort_key(ip)) for ip in sorted(shared | alerted)]
     known = deps.store.load(keys).get(ORG_EGRESS, {})
     history.setdefault(ORG_EGRESS, {}).update(known)  # the commit compares against what it read
-    since = (scheduled_at - EGRESS_MEMORY).strftime("%Y-%m-%dT%H:%M:%SZ")
     states = {ip: state for ip in alerted if (state := known.get(category_sort_key(ip))) is not None}
-    recorded = {ip for ip, state in states.items() if (state.last_seen or "") >= since}
+    recorded = {ip for ip, state in states.items() if remembered_egress(state.last_seen, scheduled_at)}
     learned = {
         ip
         for ip, state in states.items()
