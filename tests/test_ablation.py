@@ -37,6 +37,7 @@ def test_given_the_registry_then_the_variants_are_all_none_and_each_part_left_ou
         "without new_client",
         "without new_sensitive_method",
         "without shared_egress",
+        "without unusual_hour",
     }
     assert variants["rarity alone"] == frozenset()
     assert all(len(v) == len(variants["all"]) - 1 for k, v in variants.items() if k.startswith("without"))
@@ -90,3 +91,4 @@ def test_given_an_incidents_quiet_update_when_counted_then_a_notification_but_no
     hits = hits_of([first, quiet, louder, re_alert])
     assert [h.notification for h in hits] == [0, 1, 2, 3]
     assert [h.page for h in hits] == [True, False, True, True]
+

@@ -25,7 +25,7 @@ from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.cli import main
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.categories import EventScope
-from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX
+from trailgeo.core.counters import CLIENTS_PARTITION_PREFIX, HOURS_PARTITION_PREFIX
 from trailgeo.core.records import TrailRecord, decode_trail_file
 
 WHEN = datetime(2026, 10, 11, 3, 0, tzinfo=UTC)
@@ -72,9 +72,8 @@ class Lookups:
 
 def _locations(aggregate: RunAggregate) -> set[str]:
     """The locations the aggregate's counters were counted in."""
-    return {key[1] for key in aggregate.counters if not key[0].startswith(CLIENTS_PARTITION_PREFIX)} - {
-        "TOTAL"
-    }
+    identity_histories = (CLIENTS_PARTITION_PREFIX, HOURS_PARTITION_PREFIX)  # client families, local hours
+    return {key[1] for key in aggregate.counters if not key[0].startswith(identity_histories)} - {"TOTAL"}
 
 
 def baseline() -> list[dict[str, Any]]:

@@ -66,6 +66,7 @@ PRINCIPAL_PARTITION_PREFIX = "P#"
 USER_METHODS_PARTITION_PREFIX = "U#"
 CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.py), for new_client
 SENSITIVE_PARTITION_PREFIX = "SM#"  # an identity's sensitive methods (core/sensitive.py), for the factor
+HOURS_PARTITION_PREFIX = "HR#"  # a person's local hours of the week (core/local_time.py), for unusual_hour
 IDENTITY_INDEX_PREFIX = "I#"
 ERROR_LEVELS_PARTITION_PREFIX = "ES#"  # an identity's hourly error levels (error_spike)
 COUNTER_PREFIXES = (
@@ -75,6 +76,7 @@ COUNTER_PREFIXES = (
     USER_METHODS_PARTITION_PREFIX,
     CLIENTS_PARTITION_PREFIX,
     SENSITIVE_PARTITION_PREFIX,
+    HOURS_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
@@ -113,6 +115,10 @@ def clients_partition(identity: str) -> str:
 
 def sensitive_partition(identity: str) -> str:
     return SENSITIVE_PARTITION_PREFIX + identity
+
+
+def hours_partition(identity: str) -> str:
+    return HOURS_PARTITION_PREFIX + identity
 
 
 def error_levels_partition(identity: str) -> str:

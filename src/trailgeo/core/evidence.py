@@ -33,6 +33,10 @@ class EvidenceFactor:
     title: str  # how renderings name it
     raises: int  # severity levels it adds when present (0: shown, weighs nothing)
     description: str  # what it means and why it weighs what it weighs (docs/scoring.md)
+    # Whether it alone alerts again for a subject alerted within the quarantine (a repeat that
+    # only its location's rarity would leave suppressed): a client or a method the identity never
+    # used is news on any day; an odd hour on a trip's third day is the trip's schedule.
+    re_alerts: bool = True
 
     def __post_init__(self) -> None:
         if self.raises < 0:
@@ -122,9 +126,44 @@ CONCURRENT_USE = EvidenceFactor(
     ),
 )
 
+# Hours of a person's local-time history (``HR#``) before an hour can be unusual for them: about
+# two working weeks (one week shows no habit of weekend or evening work yet). Hours either side of
+# an alert's hour that count as near it (a long day, daylight saving time, a country of several time
+# zones filed under its most populous one). The share of the person's hours near it below which it
+# is unusual (an evening's work a month is not a habit).
+MIN_HOUR_HISTORY = 80
+HOUR_MARGIN = 3
+USUAL_HOUR_SHARE = 0.01
+UNUSUAL_HOUR = EvidenceFactor(
+    name="unusual_hour",
+    title="unusual hour",
+    raises=1,
+    description=(
+        "Every hour of the alert's calls is, in the local time of the country they came from, an "
+        f"hour at which the person (an IAM user, an Identity Center user) made under "
+        f"{USUAL_HOUR_SHARE:.0%} of their calls within {HOUR_MARGIN} hours either side, on the same "
+        "kind of day (weekday or weekend), while they have at least "
+        f"{MIN_HOUR_HISTORY} hours of history. People work their own hours wherever they are (nine "
+        "to six at home, nine to six on a trip to Tokyo, in Tokyo's time); a thief works whenever "
+        "suits the thief, often the victim's night or weekend. One severity level up. An attacker "
+        "who calls during the victim's working day defeats it, so its absence lowers nothing. Only "
+        "from access networks: a hosting address's country (a VPN gateway, a rented server) says "
+        "nothing of the caller's clock. It does not alone alert again for a subject already "
+        "alerted: a trip's weekend or late evening is the trip's schedule."
+    ),
+    re_alerts=False,
+)
+
 REGISTRY: Mapping[str, EvidenceFactor] = {
     factor.name: factor
-    for factor in (HOSTING_PROVIDER, NEW_CLIENT, NEW_SENSITIVE_METHOD, SHARED_EGRESS, CONCURRENT_USE)
+    for factor in (
+        HOSTING_PROVIDER,
+        NEW_CLIENT,
+        NEW_SENSITIVE_METHOD,
+        SHARED_EGRESS,
+        CONCURRENT_USE,
+        UNUSUAL_HOUR,
+    )
 }
 FACTORS = frozenset(REGISTRY)
 # Hours of an identity's history with a known client before a new one is evidence: a new hire's or
@@ -297,6 +336,40 @@ def held_at_egress(alert: Alert, learned: Collection[str]) -> bool:
 
 def _stamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hour_evidence(
+    slots: Collection[tuple[str, int]], known: Mapping[str, tuple[int, float]], history_hours: int
+) -> Evidence | None:
+    """The unusual-hour factor: every one of ``slots`` (the alert's hours as local time where its
+    calls came from: ``core.local_time.local_slot``) has under ``USUAL_HOUR_SHARE`` of the person's
+    hours within ``HOUR_MARGIN`` hours of it on the same kind of day; ``known`` holds those hours
+    (category ``wd09`` -> (buckets, weight)) from ``history_hours`` hours of history."""
+    if history_hours < MIN_HOUR_HISTORY or not slots:
+        return None
+    total = sum(buckets for buckets, _ in known.values())
+    if total <= 0:
+        return None
+
+    def near(slot: tuple[str, int]) -> int:
+        day, hour = slot
+        return sum(
+            known.get(f"{day}{(hour + d) % 24:02d}", (0, 0.0))[0]
+            for d in range(-HOUR_MARGIN, HOUR_MARGIN + 1)
+        )
+
+    shares = {slot: near(slot) / total for slot in slots}
+    if any(share >= USUAL_HOUR_SHARE for share in shares.values()):
+        return None
+    first = min(slots, key=lambda s: (s[0] != "wd", s[1]))
+    kind = "a weekday" if first[0] == "wd" else "the weekend"
+    text = (
+        f"{UNUSUAL_HOUR.title}: {first[1]:02d}:00 local time on {kind}"
+        + (f" (and {len(slots) - 1} more hour{'s' if len(slots) > 2 else ''})" if len(slots) > 1 else "")
+        + f", when this person made {max(shares.values()):.1%} of their calls within {HOUR_MARGIN} hours"
+        f" of it in {history_hours} hours of history"
+    )
+    return Evidence(factor=UNUSUAL_HOUR.name, raises=UNUSUAL_HOUR.raises, text=text)
 
 
 def is_person(identity: str) -> bool:

@@ -23,6 +23,7 @@ from trailgeo.core.counters import (
     category_sort_key,
     clients_partition,
     country_sort_key,
+    hours_partition,
     is_long_term_key,
     principal_partition,
     sensitive_partition,
@@ -32,9 +33,11 @@ from trailgeo.core.evidence import (
     MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
     ORG_EGRESS_REASON,
+    UNUSUAL_HOUR,
     client_evidence,
     concurrent_evidence,
     held_at_egress,
+    hour_evidence,
     is_person,
     learned_egress,
     networks_of,
@@ -43,6 +46,7 @@ from trailgeo.core.evidence import (
     sensitive_evidence,
     with_evidence,
 )
+from trailgeo.core.evidence import REGISTRY as EVIDENCE_FACTORS
 from trailgeo.core.identities import (
     identity_digest,
     identity_of,
@@ -51,6 +55,7 @@ from trailgeo.core.identities import (
     subject_identity,
 )
 from trailgeo.core.incidents import Assignment
+from trailgeo.core.local_time import local_slot
 from trailgeo.core.networks import hosting_provider, lookup_address
 from trailgeo.core.scoring import (
     GroupScore,
@@ -225,13 +230,23 @@ def _history_evidence(
     team = history.get(sensitive_partition(permission_set), {}).get(TOTAL) if permission_set else None
     peers = team.countries if team else {}
     news = new_sensitive_methods(alert.sensitive_methods, known, hours, peers)
+    local_hours = history.get(hours_partition(identity), {}).get(TOTAL) if is_person(identity) else None
     found = (
         client_evidence(
             group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
         ),
         sensitive_evidence(news, hours),
+        hour_evidence(_local_slots(group), local_hours.countries, local_hours.buckets)
+        if local_hours
+        else None,
     )
     return [e for e in found if e is not None], frozenset(news)
+
+
+def _local_slots(group: HitGroup) -> set[tuple[str, int]]:
+    """The group's hours as local time of its country (core/local_time.py)."""
+    hours = {h for activity in group.methods.values() for h in activity.hours}
+    return {slot for h in hours if (slot := local_slot(h, group.country)) is not None}
 
 
 def _org_egress(
@@ -371,6 +386,12 @@ def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: De
     return [found] if found is not None else []
 
 
+def _local_time_applies(alert: Alert, deps: Dependencies) -> bool:
+    """Whether the local time where the alert's calls came from is the caller's: not when one of its
+    addresses is a hosting provider's (a VPN gateway, a cloud instance: the caller is anywhere)."""
+    return not any(_network_kind(ip, deps) == "hosting" for ip in alert.source.ip[:MAX_LIST])
+
+
 def _network_kind(address: str, deps: Dependencies) -> str | None:
     """``hosting`` for a public address in a hosting or cloud provider's network, ``access`` for any
     other public address (a consumer or business line, or one the ASN database lacks), None for
@@ -402,6 +423,7 @@ def _evidenced(
     kept = []
     for candidate, hours in candidates:
         extra = [*found.get(candidate.alert_id, []), *_concurrent(candidate, hours, usual, deps)]
+        extra = [e for e in extra if e.factor != UNUSUAL_HOUR.name or _local_time_applies(candidate, deps)]
         alert = _with_networks(candidate, deps, report, extra, usual.by_address, recorded, options)
         if alert.detector == COUNTRY.name and held_at_egress(alert, learned):
             report.alerts_allowlisted[ORG_EGRESS_REASON] += 1
@@ -680,14 +702,20 @@ def _suppress(
 
 
 def _corroborated(alert: Alert) -> bool:
-    """Whether anything beside the location's rarity weighs in the alert: an evidence factor that
-    raises (a sensitive method new to the identity among them), another detector firing. Sibling
-    detectors' alerts always are (their subjects are no location)."""
+    """Whether anything beside the location's rarity weighs in the alert, enough to alert again for
+    a subject alerted within the quarantine: an evidence factor that raises and re-alerts (a
+    sensitive method new to the identity among them; not an unusual hour alone), another detector
+    firing. Sibling detectors' alerts always are (their subjects are no location)."""
     return (
         alert.detector != COUNTRY.name
         or bool(alert.correlated_detectors)
-        or any(e.raises > 0 for e in alert.evidence)
+        or any(e.raises > 0 and _re_alerts(e) for e in alert.evidence)
     )
+
+
+def _re_alerts(evidence: Evidence) -> bool:
+    factor = EVIDENCE_FACTORS.get(evidence.factor)
+    return factor is None or factor.re_alerts
 
 
 def _queue(incidents: list[Assignment], options: RunOptions, deps: Dependencies, report: RunReport) -> None:

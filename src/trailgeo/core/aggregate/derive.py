@@ -39,6 +39,7 @@ from trailgeo.core.counters import (
     country_sort_key,
     error_level,
     error_levels_partition,
+    hours_partition,
     identity_index_partition,
     method_cities_partition,
     method_partition,
@@ -47,7 +48,9 @@ from trailgeo.core.counters import (
     sensitive_partition,
     user_methods_partition,
 )
+from trailgeo.core.evidence import is_person
 from trailgeo.core.identities import identity_of, permission_set_of, role_of, subject_identity
+from trailgeo.core.local_time import local_slot, slot_name
 from trailgeo.core.records import clip
 from trailgeo.core.sensitive import is_sensitive
 
@@ -118,7 +121,7 @@ def derive(aggregate: RunAggregate) -> Derived:
             group = groups[group_key] = HitGroup(*group_key)
         group.add_cells(method, hours, events, first, last)
     _fold_totals(specific, counters)
-    _observe_sensitive(counters, groups)
+    _observe_identity_histories(counters, groups)
     _derive_keys_and_evidence(aggregate, counters, groups)
     error_groups = _derive_errors(aggregate, counters, groups) if "error_code" in aggregate.detectors else {}
     city_groups = _derive_cities(aggregate, counters, groups, identities)
@@ -163,6 +166,34 @@ def _observe_sensitive(counters: dict[CounterKey, CounterDelta], groups: dict[Gr
             for partition in mine:
                 _observe(counters, (partition, category_sort_key(method)), activity.hours, first, last)
                 _observe(counters, (partition, TOTAL), activity.hours, first, last)
+
+
+def _observe_identity_histories(
+    counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
+) -> None:
+    """What the evidence factors read of each identity's own history, besides its clients (which
+    need the group's evidence): its sensitive methods and, for a person, their local hours."""
+    _observe_sensitive(counters, groups)
+    _observe_hours(counters, groups)
+
+
+def _observe_hours(counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]) -> None:
+    """Each person's hours of calls as local time where they were (``wd09``: a weekday, 09:00 to
+    10:00 there), under the identity's ``HR#`` partition (and its TOTAL): the history the
+    ``unusual_hour`` evidence factor reads. Roles are left out: whoever assumes one keeps no hours,
+    and automation runs round the clock."""
+    for group in groups.values():
+        identity = subject_identity(group.principal)
+        if not is_person(identity):
+            continue
+        partition = hours_partition(identity)
+        first, last = group.first_event or "", group.last_event or ""
+        hours = {h for activity in group.methods.values() for h in activity.hours}
+        for hour in hours:
+            slot = local_slot(hour, group.country)
+            if slot is not None:
+                _observe(counters, (partition, category_sort_key(slot_name(slot))), (hour,), first, last)
+                _observe(counters, (partition, TOTAL), (hour,), first, last)
 
 
 # Client families counted per identity and group in one run: the agent is the caller's to write,
