@@ -92,3 +92,24 @@ def test_given_an_incidents_quiet_update_when_counted_then_a_notification_but_no
     assert [h.notification for h in hits] == [0, 1, 2, 3]
     assert [h.page for h in hits] == [True, False, True, True]
 
+
+def test_given_notifications_of_each_severity_when_counted_then_only_high_pages_reach_the_pager(
+    tmp_path: Path,
+) -> None:
+    """The pager (PagingSeverity=high) gets new and escalating notifications at high or critical;
+    the channels get the medium one and the quiet update too."""
+    # Given a medium first notification, its quiet update at high, its escalation to high
+    (raw,) = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver())
+    alert = Alert.model_validate(raw)
+    first = alert.model_copy(update={"severity": "medium", "incident": AlertIncident(id=alert.alert_id)})
+    quiet = alert.model_copy(
+        update={"severity": "high", "incident": AlertIncident(id=alert.alert_id, update=True)}
+    )
+    louder = alert.model_copy(
+        update={"severity": "high", "incident": AlertIncident(id=alert.alert_id, escalation=True)}
+    )
+
+    # When counted, Then two pages and one reaches the pager: the escalation
+    hits = hits_of([first, quiet, louder])
+    assert [h.page for h in hits] == [True, False, True]
+    assert [h.pager for h in hits] == [False, False, True]

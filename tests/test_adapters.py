@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from tests.aws import BUCKET, TABLE, Deployment, create_deployment, deps_for
+from tests.aws import BUCKET, PAGING_FILTER, TABLE, Deployment, create_deployment, deps_for
 from tests.builders import BT_IP, T0, delivery_key, files_by_delivery, gz_file, record
 from tests.test_alerts import established
 from trailgeo.adapters.aws import REFUSED_RETRY_WINDOW, S3LogSource, SnsAlertSink
@@ -22,7 +23,7 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alert_builder import build_alert
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, AlertIncident
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import ScoringPolicy, score_group
@@ -370,3 +371,62 @@ def test_given_a_subject_recorded_by_another_invocation_then_remembering_over_a_
     assert outbox.recent([subject])[subject].alert_id == "alert-a"
     assert outbox.remember(subject, second, "alert-a")  # read again, decided again
     assert outbox.recent([subject])[subject] == second
+
+
+def test_given_a_pager_subscribed_at_high_when_alerts_are_published_then_only_new_and_escalating_page(
+    aws: Any, deployment: Deployment
+) -> None:
+    """A medium alert is the location's rarity alone, worth a look in the channels; its escalation
+    to high pages, as does a new high or critical one. A quiet update never pages, whatever its
+    severity: the team was paged for it already."""
+    # Given a queue standing in for the pager, subscribed with the pager's filter policy
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    queue_url = sqs.create_queue(QueueName="pager")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=deployment.topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"FilterPolicy": json.dumps(PAGING_FILTER), "RawMessageDelivery": "true"},
+    )
+    base = alert()
+    first = AlertIncident(id=base.alert_id)
+    published = {
+        "medium new": base.model_copy(update={"severity": "medium", "incident": first}),
+        "high escalation": base.model_copy(
+            update={
+                "alert_id": "e" * 32,
+                "severity": "high",
+                "incident": AlertIncident(id=base.alert_id, escalation=True),
+            }
+        ),
+        "high update": base.model_copy(
+            update={
+                "alert_id": "u" * 32,
+                "severity": "high",
+                "incident": AlertIncident(id=base.alert_id, update=True),
+            }
+        ),
+        "critical quiet re-alert": base.model_copy(
+            update={
+                "alert_id": "q" * 32,
+                "severity": "critical",
+                "follows_alert_id": "e" * 32,
+                "quiet_update": True,
+            }
+        ),
+        "critical new": base.model_copy(update={"alert_id": "c" * 32, "severity": "critical"}),
+        "low new": base.model_copy(update={"alert_id": "l" * 32, "severity": "low"}),
+    }
+
+    # When each is published to the alerts topic
+    sink = SnsAlertSink(sns, deployment.topic_arn)
+    for a in published.values():
+        sink.publish(a)
+
+    # Then the pager got the escalation to high and the new critical alert, nothing else
+    received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)["Messages"]
+    names = {a.alert_id: name for name, a in published.items()}
+    assert {names[json.loads(m["Body"])["alert_id"]] for m in received} == {"high escalation", "critical new"}

@@ -23,8 +23,10 @@ from typing import Any
 
 import pytest
 
+from tests.aws import PAGING_FILTER
 from trailgeo.adapters.deliveries import DELIVERY_PARTITION
 from trailgeo.adapters.dynamodb import OUTBOX_PARTITION
+from trailgeo.core.alerts import SEVERITY_LEVELS
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -672,6 +674,37 @@ def test_given_an_alert_email_when_empty_then_no_subscription_is_created(templat
         "Fn::Not": [{"Fn::Equals": [{"Ref": "AlertEmail"}, ""]}]
     }
     assert subscription["Properties"]["Protocol"] == "email"
+
+
+def test_given_a_paging_endpoint_then_it_is_paged_only_at_the_paging_severity_for_new_and_escalating_alerts(
+    template: dict[str, Any],
+) -> None:
+    """The attributes each alert message carries (adapters/aws.SnsAlertSink: ``severity``,
+    ``notification``) select what pages; tests/test_adapters.py publishes through the same policy."""
+    levels = template["Mappings"]["PagingLevels"]
+    assert {name: row["Severities"] for name, row in levels.items()} == {
+        level: list(SEVERITY_LEVELS[SEVERITY_LEVELS.index(level) :])
+        for level in ("medium", "high", "critical")
+    }
+    parameter = template["Parameters"]["PagingSeverity"]
+    assert (parameter["Default"], sorted(parameter["AllowedValues"])) == ("high", sorted(levels))
+    by_protocol = {}
+    for name in ("PagingEmailSubscription", "PagingHttpsSubscription"):
+        subscription = template["Resources"][name]
+        properties = subscription["Properties"]
+        by_protocol[properties["Protocol"]] = subscription["Condition"]
+        assert properties["Endpoint"] == {"Ref": "PagingEndpoint"}
+        assert properties["FilterPolicyScope"] == "MessageAttributes"
+        assert properties["FilterPolicy"] == {
+            "severity": {"Fn::FindInMap": ["PagingLevels", {"Ref": "PagingSeverity"}, "Severities"]},
+            "notification": ["new", "escalation"],  # never "update": a quiet update pages nobody
+        }
+    assert by_protocol == {"email": "PagesByEmail", "https": "PagesByHttps"}
+    assert template["Conditions"]["HasPagingEndpoint"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "PagingEndpoint"}, ""]}]
+    }
+    # the policy the adapters' test publishes through is the one written for the default, high
+    assert {"severity": levels["high"]["Severities"], "notification": ["new", "escalation"]} == PAGING_FILTER
 
 
 # ---------------------------------------------------------------------------- (e) schedule

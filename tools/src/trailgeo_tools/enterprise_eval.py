@@ -20,7 +20,10 @@ are one incident each.
   ``critical``). **Precision at >= high**: alerts at ``high``/``critical`` that match an attack
   incident over all alerts at ``high``/``critical``. **Notifications per attack incident**: the
   notifications holding a matching alert, per detected attack incident (mean; the max is reported);
-  **pages per attack incident** the same for pages (the target's figure).
+  **pages per attack incident** the same for pages (the target's figure: a notification that is no
+  quiet update, whatever its severity). **On-call pager pages**: those of them at high or critical,
+  what a ``PagingEndpoint`` subscribed at the default ``PagingSeverity`` receives (reported beside
+  the target, not instead of it).
 * **Benign alerts** are every alert that matches no attack: those matching a benign incident (by
   ``benign_kind``) and the unexplained rest (by the kind of principal: person, vendor, automation).
   "Alerts per benign incident" divides all benign alerts by the benign incidents; per kind, only the
@@ -124,6 +127,9 @@ class Hit:
     last_event: datetime
     detected_at: datetime
     page: bool  # False for a quiet update (Alert.is_update)
+    # Reaches the on-call pager subscribed at the default PagingSeverity (template.yaml): it pages
+    # and its notification is high or critical (docs/notifications.md#paging-the-on-call).
+    pager: bool = False
 
     def matches(self, inc: GroundIncident) -> bool:
         return (
@@ -143,11 +149,12 @@ def hits_of(alerts: Sequence[Alert]) -> list[Hit]:
         first = parse_time(a.first_event_time) or detected
         last = parse_time(a.last_event_time) or first
         page = not a.is_update
+        pager = page and a.severity in HIGH
         out.append(
-            Hit(k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, page)
+            Hit(k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, page, pager)
         )
         out.extend(
-            Hit(k, r.account, r.principal, r.location, r.severity, first, last, detected, page)
+            Hit(k, r.account, r.principal, r.location, r.severity, first, last, detected, page, pager)
             for r in a.rolled_up
         )
     return out
@@ -244,10 +251,12 @@ def evaluate_enterprise(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> di
         "max_notifications_per_attack": max((r["notifications"] for r in attacks), default=0),
         "pages_on_attacks": sum(r["pages"] for r in detected),
         "max_pages_per_attack": max((r["pages"] for r in attacks), default=0),
+        "pager_pages_on_attacks": sum(r["pager_pages"] for r in detected),
         "benign_incidents": len(benign_groups),
         "benign_alerts": len(benign_hits),
         "benign_alerts_matched": sum(1 for _, m in benign_hits if m),
         "benign_pages": len({h.notification for h, _ in benign_hits if h.page}),
+        "benign_pager_pages": len({h.notification for h, _ in benign_hits if h.pager}),
         "benign_severity": {s: sum(1 for h, _ in benign_hits if h.severity == s) for s in SEVERITY_LEVELS},
         "benign_by_kind": by_kind,
         "unexplained_by_cause": dict(sorted(unexplained.items())),
@@ -289,6 +298,7 @@ def _attack_row(
         "alerts": len(mine),
         "notifications": len({h.notification for h in mine}),
         "pages": len({h.notification for h in mine if h.page}),
+        "pager_pages": len({h.notification for h in mine if h.pager}),
         "severities": sorted({h.severity for h in mine}, key=SEVERITY_LEVELS.index),
         "latency_min": latency(mine),
         "latency_high_min": latency(high),
@@ -305,10 +315,12 @@ _SUMS = (
     "alerts_high_on_attacks",
     "notifications_on_attacks",
     "pages_on_attacks",
+    "pager_pages_on_attacks",
     "benign_incidents",
     "benign_alerts",
     "benign_alerts_matched",
     "benign_pages",
+    "benign_pager_pages",
 )
 
 
@@ -349,6 +361,7 @@ def ratios(m: Mapping[str, Any]) -> dict[str, float | None]:
         "precision_high": div(m["alerts_high_on_attacks"], m["alerts_high"]),
         "notifications_per_attack": div(m["notifications_on_attacks"], m["attacks_detected"]),
         "pages_per_attack": div(m["pages_on_attacks"], m["attacks_detected"]),
+        "pager_pages_per_attack": div(m["pager_pages_on_attacks"], m["attacks_detected"]),
         "benign_per_incident": div(m["benign_alerts"], m["benign_incidents"]),
         "benign_matched_per_incident": div(m["benign_alerts_matched"], m["benign_incidents"]),
         "benign_pages_per_incident": div(m["benign_pages"], m["benign_incidents"]),
@@ -489,7 +502,7 @@ def _attack_line(r: Mapping[str, Any]) -> str:
     high = f", >=high after {r['latency_high_min']} min" if r["detected_high"] else ", never >= high"
     return (
         f"  {r['group']} ({where}): {r['alerts']} alert(s) in {r['notifications']} notification(s) "
-        f"({r['pages']} paging), "
+        f"({r['pages']} paging, {r['pager_pages']} to the pager), "
         f"severity {sev}, first {r['latency_min']} min after delivery{high}"
     )
 
@@ -504,6 +517,10 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         f"{m['notifications_per_attack']} (mean over detected; max {m['max_notifications_per_attack']})"
     )
     pages = f"{m['pages_per_attack']} (max {m['max_pages_per_attack']}; quiet incident updates not counted)"
+    pager = (
+        f"{m['pager_pages_per_attack']} (PagingSeverity=high: new or escalating notifications at high "
+        f"or critical); benign: {m['benign_pager_pages']}"
+    )
     alerts = (
         f"{m['alerts']} in {m['notifications']} notifications; benign: {m['benign_alerts']} "
         f"({m['benign_alerts_matched']} on a benign incident, the rest unexplained)"
@@ -519,6 +536,7 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
         f"precision at >= high:               {precision}",
         f"notifications per attack incident:  {per_attack}",
         f"pages per attack incident:          {pages}",
+        f"on-call pager pages per attack:     {pager}",
         f"alerts:                             {alerts}",
         "benign alerts by severity:          " + ", ".join(f"{s} {sev[s]}" for s in SEVERITY_LEVELS),
         f"benign alerts per benign incident:  {per_benign}",
