@@ -18,10 +18,6 @@ from trailgeo.observability import metrics
 from trailgeo.ports import GeoResolver
 from trailgeo_tools.demo import REGION, Deployment, deployment_environment, provision, receive_envelopes
 
-# What the pager's subscription lets through with PagingSeverity=high (template.yaml:
-# PagingEmailSubscription, PagingHttpsSubscription; tests/test_template.py checks it writes this).
-PAGING_FILTER = {"severity": ["high", "critical"], "notification": ["new", "escalation"]}
-
 BUCKET = "org-trail-bucket"
 TABLE = "trailgeo-state"
 

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from tests.aws import BUCKET, PAGING_FILTER, TABLE, Deployment, create_deployment, deps_for
+from tests.aws import BUCKET, TABLE, Deployment, create_deployment, deps_for
 from tests.builders import BT_IP, T0, delivery_key, files_by_delivery, gz_file, record
 from tests.test_alerts import established
 from trailgeo.adapters.aws import REFUSED_RETRY_WINDOW, S3LogSource, SnsAlertSink
@@ -23,7 +23,7 @@ from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.app.detect import RunOptions, detect
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alert_builder import build_alert
-from trailgeo.core.alerts import Alert, AlertIncident
+from trailgeo.core.alerts import Alert, AlertIncident, paging_filter_policy
 from trailgeo.core.counters import CounterDelta
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import ScoringPolicy, score_group
@@ -389,7 +389,7 @@ def test_given_a_pager_subscribed_at_high_when_alerts_are_published_then_only_ne
         TopicArn=deployment.topic_arn,
         Protocol="sqs",
         Endpoint=queue_arn,
-        Attributes={"FilterPolicy": json.dumps(PAGING_FILTER), "RawMessageDelivery": "true"},
+        Attributes={"FilterPolicy": json.dumps(paging_filter_policy("high")), "RawMessageDelivery": "true"},
     )
     base = alert()
     first = AlertIncident(id=base.alert_id)

@@ -28,6 +28,7 @@ from trailgeo.app.doctor import (
     role_access_verdict,
     role_probes,
 )
+from trailgeo.core.alerts import NOTIFICATION_KINDS, paging_filter_policy
 
 REGION = "us-east-1"
 STACK = "trailgeo"
@@ -105,8 +106,15 @@ def stack_template(*, notifier: bool = False) -> str:
         outputs["NotifierQueueUrl"] = {"Value": {"Ref": "NotifierQueue"}}
     parameters = {
         name: {"Type": "String", "Default": ""}
-        for name in ("TrailPrefix", "TrailKmsKeyArn", "TuningParameterName", "TuningKmsKeyArn")
+        for name in (
+            "TrailPrefix",
+            "TrailKmsKeyArn",
+            "TuningParameterName",
+            "TuningKmsKeyArn",
+            "PagingEndpoint",
+        )
     }
+    parameters["PagingSeverity"] = {"Type": "String", "Default": "high"}
     parameters["TrailBucketName"] = {"Type": "String"}
     return json.dumps({"Parameters": parameters, "Resources": resources, "Outputs": outputs})
 
@@ -114,7 +122,7 @@ def stack_template(*, notifier: bool = False) -> str:
 class World:
     """Inside mock_aws: a trailgeo stack, its trail bucket, its tuning parameter, a subscriber."""
 
-    def __init__(self, *, notifier: bool = False, prefix: str = "") -> None:
+    def __init__(self, *, notifier: bool = False, prefix: str = "", pager: str = "") -> None:
         self.session = boto3.session.Session(region_name=REGION)
         self.clients: dict[str, Any] = {}
         s3 = self.session.client("s3")
@@ -128,6 +136,7 @@ class World:
                 {"ParameterKey": "TrailBucketName", "ParameterValue": BUCKET},
                 {"ParameterKey": "TrailPrefix", "ParameterValue": prefix},
                 {"ParameterKey": "TuningParameterName", "ParameterValue": TUNING},
+                {"ParameterKey": "PagingEndpoint", "ParameterValue": pager},
             ],
             Capabilities=["CAPABILITY_IAM"],
         )
@@ -390,3 +399,52 @@ def test_given_a_lagging_watermark_just_after_a_deploy_then_last_run_is_not_yet_
     assert checks["last-run"].status == SKIP
     assert "ago" in checks["last-run"].detail
     assert code == 0
+
+
+PAGER = "https://events.pager.example/integration/trailgeo"
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "says"),
+    [
+        (
+            paging_filter_policy("high"),
+            "OK",
+            f"the pager {PAGER} is paged at high, critical, new or escalating",
+        ),
+        (paging_filter_policy("critical"), "FAIL", "not the stack's"),  # edited: highs page nobody
+        (
+            {"severity": ["high", "critical"], "notification": list(NOTIFICATION_KINDS)},
+            "FAIL",
+            "not the stack's",
+        ),
+        (None, "FAIL", "filter policy is none"),  # every alert pages
+    ],
+    ids=["as-written", "raised-to-critical", "updates-too", "no-filter"],
+)
+def test_given_a_paging_endpoint_when_its_filter_is_checked_then_only_the_stacks_passes(
+    world: Callable[..., World], policy: dict[str, Any] | None, status: str, says: str
+) -> None:
+    # Given a stack with a PagingEndpoint subscribed (confirmed) with a filter policy
+    deployed = world(pager=PAGER)
+    attributes = {"FilterPolicy": json.dumps(policy)} if policy is not None else {}
+    deployed.session.client("sns").subscribe(
+        TopicArn=deployed.outputs["AlertsTopicArn"], Protocol="https", Endpoint=PAGER, Attributes=attributes
+    )
+
+    # When the doctor runs
+    _, checks = deployed.doctor()
+
+    # Then the topic check passes only for the filter the stack writes
+    assert checks["topic"].status == status
+    assert says in checks["topic"].detail
+
+
+def test_given_a_paging_endpoint_never_subscribed_then_the_topic_check_fails(
+    world: Callable[..., World],
+) -> None:
+    deployed = world(pager=PAGER)
+    code, checks = deployed.doctor()
+    assert checks["topic"].status == "FAIL"
+    assert f"the pager {PAGER} is not subscribed: nobody is paged" in checks["topic"].detail
+    assert code == 1

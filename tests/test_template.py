@@ -23,10 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.aws import PAGING_FILTER
 from trailgeo.adapters.deliveries import DELIVERY_PARTITION
 from trailgeo.adapters.dynamodb import OUTBOX_PARTITION
-from trailgeo.core.alerts import SEVERITY_LEVELS
+from trailgeo.core.alerts import PAGING_NOTIFICATIONS, paging_filter_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -680,11 +679,11 @@ def test_given_a_paging_endpoint_then_it_is_paged_only_at_the_paging_severity_fo
     template: dict[str, Any],
 ) -> None:
     """The attributes each alert message carries (adapters/aws.SnsAlertSink: ``severity``,
-    ``notification``) select what pages; tests/test_adapters.py publishes through the same policy."""
+    ``notification``) select what pages, as core/alerts.paging_filter_policy says (the doctor checks
+    the deployed subscription against it; tests/test_adapters.py publishes through it)."""
     levels = template["Mappings"]["PagingLevels"]
     assert {name: row["Severities"] for name, row in levels.items()} == {
-        level: list(SEVERITY_LEVELS[SEVERITY_LEVELS.index(level) :])
-        for level in ("medium", "high", "critical")
+        level: paging_filter_policy(level)["severity"] for level in ("medium", "high", "critical")
     }
     parameter = template["Parameters"]["PagingSeverity"]
     assert (parameter["Default"], sorted(parameter["AllowedValues"])) == ("high", sorted(levels))
@@ -697,14 +696,13 @@ def test_given_a_paging_endpoint_then_it_is_paged_only_at_the_paging_severity_fo
         assert properties["FilterPolicyScope"] == "MessageAttributes"
         assert properties["FilterPolicy"] == {
             "severity": {"Fn::FindInMap": ["PagingLevels", {"Ref": "PagingSeverity"}, "Severities"]},
-            "notification": ["new", "escalation"],  # never "update": a quiet update pages nobody
+            "notification": list(PAGING_NOTIFICATIONS),  # never "update": a quiet update pages nobody
         }
     assert by_protocol == {"email": "PagesByEmail", "https": "PagesByHttps"}
     assert template["Conditions"]["HasPagingEndpoint"] == {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "PagingEndpoint"}, ""]}]
     }
-    # the policy the adapters' test publishes through is the one written for the default, high
-    assert {"severity": levels["high"]["Severities"], "notification": ["new", "escalation"]} == PAGING_FILTER
+    assert PAGING_NOTIFICATIONS == ("new", "escalation")
 
 
 # ---------------------------------------------------------------------------- (e) schedule

@@ -15,7 +15,8 @@ read-only unless ``--publish-test`` is given:
 ``last-run``      the table's watermark: the last run that processed its whole window, which proves
                   the role read the bucket (and the key) and wrote the table;
 ``dead-letters``  the detector's dead-letter queue is empty;
-``topic``         the alerts topic has a confirmed subscription; with ``--publish-test``, a test message
+``topic``         the alerts topic has a confirmed subscription, and the ``PagingEndpoint`` (when given)
+                  a confirmed one filtered as the stack wrote it; with ``--publish-test``, a test message
                   is published to the operations topic, which the same ``AlertEmail`` subscribes to
                   (not read-only; the alerts topic takes messages from the detector's role only, and
                   the notifier would dead-letter one that is not an alert);
@@ -28,6 +29,7 @@ the caller is not allowed to make is SKIP, saying which permission it needs.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from trailgeo.adapters.dynamodb import error_code_of
 from trailgeo.adapters.operations import DynamoOperations, aws_error
 from trailgeo.adapters.ssm import SsmTuningSource
 from trailgeo.app.operate import OperateError, read_status
+from trailgeo.core.alerts import SEVERITY_LEVELS, paging_filter_policy
 from trailgeo.core.tuning import TuningError
 from trailgeo.ports import OperationsError, TrailgeoError
 
@@ -331,6 +334,49 @@ def check_dead_letters(deployed: Deployed, client: Client) -> Check:
     return Check(OK, "dead-letters", "the detector's dead-letter queue is empty")
 
 
+def _pager(
+    deployed: Deployed, sns: Any, subscriptions: Sequence[Mapping[str, Any]]
+) -> tuple[bool, str] | None:
+    """Whether the stack's ``PagingEndpoint`` (None when it has none) is subscribed, confirmed and
+    filtered as the stack wrote it (core/alerts.paging_filter_policy): an edited filter pages for
+    the wrong alerts, or for none."""
+    endpoint = deployed.parameters.get("PagingEndpoint", "")
+    if not endpoint:
+        return None
+    mine = [s for s in subscriptions if s.get("Endpoint") == endpoint]
+    arns = [
+        str(s.get("SubscriptionArn", ""))
+        for s in mine
+        if str(s.get("SubscriptionArn", "")).startswith("arn:")
+    ]
+    if not arns:
+        state = "has not confirmed its subscription" if mine else "is not subscribed"
+        return False, f"the pager {endpoint} {state}: nobody is paged"
+    lowest = deployed.parameters.get("PagingSeverity") or "high"
+    expected = paging_filter_policy(lowest if lowest in SEVERITY_LEVELS else "high")
+    for subscription in arns:
+        attributes = sns.get_subscription_attributes(SubscriptionArn=subscription)["Attributes"]
+        raw = attributes.get("FilterPolicy", "")
+        try:
+            policy = json.loads(raw) if raw else {}
+        except ValueError:
+            policy = {}
+        same = (
+            isinstance(policy, dict)
+            and set(policy) == set(expected)
+            and all(
+                isinstance(policy[k], list) and sorted(map(str, policy[k])) == sorted(v)
+                for k, v in expected.items()
+            )
+        )
+        if not same or attributes.get("FilterPolicyScope", "MessageAttributes") != "MessageAttributes":
+            return False, (
+                f"the pager's filter policy is {raw or 'none'}, not the stack's {json.dumps(expected)}: "
+                "it is paged for other alerts than the stack says (update the stack to restore it)"
+            )
+    return True, f"the pager {endpoint} is paged at {', '.join(expected['severity'])}, new or escalating"
+
+
 def check_topic(deployed: Deployed, client: Client, *, publish_test: bool, now: datetime) -> Check:
     arn = deployed.output("AlertsTopicArn")
     sns = client("sns")
@@ -344,6 +390,12 @@ def check_topic(deployed: Deployed, client: Client, *, publish_test: bool, now: 
     pending = sum(1 for s in subscriptions if s.get("SubscriptionArn") == "PendingConfirmation")
     confirmed = sum(1 for s in subscriptions if str(s.get("SubscriptionArn", "")).startswith("arn:"))
     detail = f"{arn}: {confirmed} confirmed subscription(s), {pending} pending"
+    pager = _pager(deployed, sns, subscriptions)
+    if pager is not None:
+        paging, said = pager
+        if not paging:
+            return Check(FAIL, "topic", f"{detail}; {said}")
+        detail += f"; {said}"
     if publish_test:
         operations = deployed.output("OperationsTopicArn")
         message_id = sns.publish(

@@ -33,6 +33,19 @@ from trailgeo.core.text import plain
 MAX_LIST = 20
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_LEVELS: tuple[Severity, ...] = get_args(Severity)  # lowest first
+# What a notification is to a subscriber that pages (``Alert.notification``, the ``notification``
+# attribute of every message on the alerts topic), and the kinds that page.
+NOTIFICATION_KINDS = ("new", "escalation", "update")
+PAGING_NOTIFICATIONS = ("new", "escalation")
+
+
+def paging_filter_policy(lowest: Severity) -> dict[str, list[str]]:
+    """The SNS filter policy of the on-call pager's subscription (template.yaml: ``PagingLevels``,
+    ``PagingEmailSubscription``): new and escalating notifications at ``lowest`` or above."""
+    return {
+        "severity": list(SEVERITY_LEVELS[SEVERITY_LEVELS.index(lowest) :]),
+        "notification": list(PAGING_NOTIFICATIONS),
+    }
 
 
 def more_severe(severity: str, than: str) -> bool:
