@@ -189,7 +189,7 @@ def score_and_raise(
             method_views=method_views,
             vouched_shares=vouched_shares,
         )
-        hours = frozenset(h for activity in group.methods.values() for h in activity.hours)
+        hours = group.hours()
         alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id)
         if alert is None:
             if active:
@@ -245,8 +245,7 @@ def _history_evidence(
 
 def _local_slots(group: HitGroup) -> set[tuple[str, int]]:
     """The group's hours as local time of its country (core/local_time.py)."""
-    hours = {h for activity in group.methods.values() for h in activity.hours}
-    return {slot for h in hours if (slot := local_slot(h, group.country)) is not None}
+    return {slot for h in group.hours() if (slot := local_slot(h, group.country)) is not None}
 
 
 def _org_egress(
@@ -535,7 +534,7 @@ def _sibling_candidates(
         if options.tuning.ignores_principal(scored.principal):
             report.alerts_allowlisted["ignored_principal"] += 1
             continue
-        hours = frozenset(h for g in scored.sources for a in g.methods.values() for h in a.hours)
+        hours = frozenset(h for g in scored.sources for h in g.hours())
         found.append((alert, hours))
     return found
 

@@ -188,8 +188,7 @@ def _observe_hours(counters: dict[CounterKey, CounterDelta], groups: dict[GroupK
             continue
         partition = hours_partition(identity)
         first, last = group.first_event or "", group.last_event or ""
-        hours = {h for activity in group.methods.values() for h in activity.hours}
-        for hour in hours:
+        for hour in group.hours():
             slot = local_slot(hour, group.country)
             if slot is not None:
                 _observe(counters, (partition, category_sort_key(slot_name(slot))), (hour,), first, last)
@@ -224,7 +223,7 @@ def _observe_clients(
     if not families:
         return
     partition = clients_partition(subject_identity(group.principal))
-    hours = {h for activity in group.methods.values() for h in activity.hours}
+    hours = group.hours()
     first, last = group.first_event or "", group.last_event or ""
     for family in families:
         _observe(counters, (partition, category_sort_key(family)), hours, first, last)
@@ -313,7 +312,7 @@ def derive_error_levels(
         identity = identities.get(group.principal)
         if identity is None:
             identity = identities[group.principal] = subject_identity(group.principal)
-        hours = {h for activity in group.methods.values() for h in activity.hours}
+        hours = set(group.hours())  # the first group's set grows with the identity's others
         first, last = group.first_event or "", group.last_event or ""
         seen = active.get(identity)
         if seen is None:

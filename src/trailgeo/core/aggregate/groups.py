@@ -79,6 +79,10 @@ class HitGroup:
         if self.last_event is None or last > self.last_event:
             self.last_event = last
 
+    def hours(self) -> frozenset[int]:
+        """Every hour bucket of the group's calls, all methods together."""
+        return frozenset(h for activity in self.methods.values() for h in activity.hours)
+
     def add_evidence(self, seen: Counter[Evidence], event_ids: list[str]) -> None:
         """Addresses, agents, keys and regions, clipped and bounded (with an "…other" count)."""
         for (ip, user_agent, access_key, region, identity_type), count in seen.most_common():
