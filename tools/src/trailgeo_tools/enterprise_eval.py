@@ -48,7 +48,7 @@ from typing import Any
 
 from trailgeo.app.detect import RunOptions
 from trailgeo.core.alert_builder import rarity_severity
-from trailgeo.core.alerts import SEVERITY_LEVELS, Alert
+from trailgeo.core.alerts import PAGING_NOTIFICATIONS, SEVERITY_LEVELS, Alert, paging_filter_policy
 from trailgeo.core.detectors import COUNTRY
 from trailgeo.core.evidence import HOSTING_PROVIDER, REGISTRY, SHARED_EGRESS, raised
 from trailgeo.ports import GeoResolver
@@ -62,6 +62,8 @@ from trailgeo_tools.enterprise import (
 from trailgeo_tools.evaluation import MATCH_SLACK, ListAlertSink, iso, parse_time
 
 HIGH = frozenset({"high", "critical"})
+# What the on-call pager lets through at the default PagingSeverity (the product's own filter policy).
+_PAGER = paging_filter_policy("high")
 PRECISION_TARGET = 0.8
 NOTIFICATIONS_TARGET = 1.2
 BENIGN_PER_INCIDENT_TARGET = 0.5
@@ -149,7 +151,7 @@ def hits_of(alerts: Sequence[Alert]) -> list[Hit]:
         first = parse_time(a.first_event_time) or detected
         last = parse_time(a.last_event_time) or first
         page = not a.is_update
-        pager = page and a.severity in HIGH
+        pager = a.notification in PAGING_NOTIFICATIONS and a.severity in _PAGER["severity"]
         out.append(
             Hit(k, a.cloud.account.id, a.principal, a.country, a.severity, first, last, detected, page, pager)
         )
