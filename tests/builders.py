@@ -9,6 +9,10 @@ from itertools import count
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from trailgeo.core.records import TrailRecord
+
 ACCOUNT = "111122223333"
 ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
 BOB = f"arn:aws:iam::{ACCOUNT}:user/bob"
@@ -64,6 +68,12 @@ def record(
     }
     body.update(extra)
     return body
+
+
+def trail_record(body: dict[str, Any]) -> TrailRecord:
+    """A record as a delivery file gives it: through JSON, as the product decodes (the fields kept
+    undecoded, ``additionalEventData`` and the like, come from JSON only)."""
+    return msgspec.json.decode(json.dumps(body).encode(), type=TrailRecord)
 
 
 def delivery_key(

@@ -9,13 +9,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from tests.aws import BUCKET, TABLE, Deployment, create_deployment, deps_for
-from tests.builders import BT_IP, T0, delivery_key, files_by_delivery, gz_file, record
+from tests.builders import BT_IP, T0, delivery_key, files_by_delivery, gz_file, record, trail_record
 from tests.test_alerts import established
 from trailgeo.adapters.aws import REFUSED_RETRY_WINDOW, S3LogSource, SnsAlertSink
 from trailgeo.adapters.dynamodb import DynamoFrequencyStore, DynamoLedger, DynamoOutbox
@@ -25,7 +24,6 @@ from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alert_builder import build_alert
 from trailgeo.core.alerts import Alert, AlertIncident, paging_filter_policy
 from trailgeo.core.counters import CounterDelta
-from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import ScoringPolicy, score_group
 from trailgeo.ports import (
     ObjectGoneError,
@@ -170,7 +168,7 @@ def test_given_a_claim_whose_response_was_lost_when_the_put_is_retried_then_the_
 
 def alert() -> Alert:
     aggregate = RunAggregate(geolocate=lambda ip: "BT")
-    aggregate.add(msgspec.convert(record(T0, ip=BT_IP), TrailRecord))
+    aggregate.add(trail_record(record(T0, ip=BT_IP)))
     (group,) = aggregate.groups.values()
     history = established("ec2.amazonaws.com:DescribeInstances", NOW_HOUR)
     built = build_alert(

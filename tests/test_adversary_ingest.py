@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from botocore.exceptions import ClientError
 
@@ -31,6 +30,7 @@ from tests.builders import (
     files_by_delivery,
     gz_file,
     record,
+    trail_record,
     write_tree,
 )
 from tests.test_alerts import alert_for
@@ -44,7 +44,6 @@ from trailgeo.app.detect import Dependencies, RunOptions, RunReport, detect, pub
 from trailgeo.app.replay import replay
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.counters import event_hours
-from trailgeo.core.records import TrailRecord
 from trailgeo.core.render import envelope as sns_envelope
 from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.ports import AlertRefusedError, BatchTooLargeError
@@ -109,7 +108,7 @@ def test_given_events_around_their_files_delivery_when_added_then_a_day_before_t
     delivered = datetime(2026, 10, 5, 12, 5, tzinfo=UTC)
     scheduled = delivered + timedelta(minutes=10)
     offsets = [timedelta(hours=-25), timedelta(hours=-23), timedelta(hours=1), timedelta(hours=2)]
-    records = [msgspec.convert(record(delivered + offset, ip=US_IP), TrailRecord) for offset in offsets]
+    records = [trail_record(record(delivered + offset, ip=US_IP)) for offset in offsets]
     aggregate = RunAggregate(geolocate=lambda ip: "US")
 
     # When the file is added with its window

@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, BOB, SE_IP, T0, files_by_delivery, record, write_tree
+from tests.builders import ACCOUNT, ALICE, BOB, SE_IP, T0, files_by_delivery, record, trail_record, write_tree
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryFrequencyStore
@@ -26,7 +25,6 @@ from trailgeo.app.replay import replay
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.counters import TOTAL, identity_index_partition
 from trailgeo.core.identities import identity_digest, role_of, subject_identity
-from trailgeo.core.records import TrailRecord
 from trailgeo.core.tuning import EMPTY_TUNING, Tuning
 from trailgeo.ports import Suppression
 
@@ -216,8 +214,8 @@ def test_given_many_sessions_of_one_role_when_the_identity_index_is_built_then_t
     # Given a run in which three sessions of the Batch role and alice called from Sweden
     aggregate = RunAggregate(geolocate={SE_IP: "SE"}.get)
     for n in range(3):
-        aggregate.add(msgspec.convert(role_record(ATTACK_AT, BATCH_ROLE, f"s-{n}", ip=SE_IP), TrailRecord))
-    aggregate.add(msgspec.convert(record(ATTACK_AT, ip=SE_IP), TrailRecord))
+        aggregate.add(trail_record(role_record(ATTACK_AT, BATCH_ROLE, f"s-{n}", ip=SE_IP)))
+    aggregate.add(trail_record(record(ATTACK_AT, ip=SE_IP)))
 
     # When its counters are committed
     store = MemoryFrequencyStore()

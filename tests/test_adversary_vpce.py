@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, T0, US_IP, files_by_delivery, record, write_tree
+from tests.builders import ACCOUNT, ALICE, T0, US_IP, files_by_delivery, record, trail_record, write_tree
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
@@ -230,7 +229,7 @@ def test_given_a_public_address_absent_from_the_geoip_database_then_it_is_scored
 
 
 def _records(*bodies: dict[str, Any]) -> list[TrailRecord]:
-    return [msgspec.convert(body, TrailRecord) for body in bodies]
+    return [trail_record(body) for body in bodies]
 
 
 def _aggregate(geolocate: Any = None) -> RunAggregate:

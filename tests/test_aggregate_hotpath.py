@@ -6,10 +6,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import pytest
 
-from tests.builders import US_IP, record
+from tests.builders import US_IP, record, trail_record
 from trailgeo.core.aggregate import MAX_DISTINCT_EVIDENCE, RunAggregate, event_digests
 from trailgeo.core.counters import HOURS_PARTITION_PREFIX, TOTAL
 from trailgeo.core.records import TrailRecord
@@ -22,7 +21,7 @@ def geolocate(ip: str) -> str | None:
 
 
 def trail(*bodies: dict[str, object]) -> list[TrailRecord]:
-    return [msgspec.convert(body, TrailRecord) for body in bodies]
+    return [trail_record(body) for body in bodies]
 
 
 def test_given_one_method_back_and_forth_across_hours_when_added_then_each_hour_counted_once() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.builders import US_IP, record
+from tests.builders import US_IP, record, trail_record
 from tests.conftest import SHARED_DATA, require
 from trailgeo.core.aggregate import (
     MAX_DISTINCT_EVIDENCE,
@@ -153,13 +153,9 @@ def test_given_group_over_the_evidence_bound_in_both_parts_when_merged_then_boun
     are merged, then its addresses are bounded at MAX_DISTINCT_EVIDENCE with the same "…other"
     count as one aggregate would give: evidence stays raw until derived."""
     ips = [f"67.43.156.{n}" for n in range(1, 71)]
-    part_a = [
-        msgspec.convert(record(T0 + timedelta(seconds=n), ip=ip), TrailRecord)
-        for n, ip in enumerate(ips[:40])
-    ]
+    part_a = [trail_record(record(T0 + timedelta(seconds=n), ip=ip)) for n, ip in enumerate(ips[:40])]
     part_b = [
-        msgspec.convert(record(T0 + timedelta(minutes=5, seconds=n), ip=ip), TrailRecord)
-        for n, ip in enumerate(ips[30:])
+        trail_record(record(T0 + timedelta(minutes=5, seconds=n), ip=ip)) for n, ip in enumerate(ips[30:])
     ]
     whole = fed([part_a, part_b])
 
@@ -176,8 +172,8 @@ def test_given_same_event_in_both_parts_when_merged_then_counted_as_duplicate_bu
     then it is counted once under duplicate_event, as one aggregate would, but each part had
     already counted it: geolocated and the event tallies include it twice, while hours, first and
     last seen and the evidence's distinct values are those of one aggregate."""
-    shared = msgspec.convert(record(T0), TrailRecord)
-    own = msgspec.convert(record(T0 + timedelta(minutes=1), ip="67.43.156.2"), TrailRecord)
+    shared = trail_record(record(T0))
+    own = trail_record(record(T0 + timedelta(minutes=1), ip="67.43.156.2"))
     whole = fed([[shared, own], [shared]])
 
     combined = merged(fed([[shared, own]]), fed([[shared]]))
@@ -310,7 +306,7 @@ def test_given_ids_differing_only_in_case_when_added_then_not_duplicates() -> No
     only canonical lower-case UUIDs are folded to their bits, so no two distinct ids share one."""
     lower = record(T0, eventID="0123abcd-4567-489a-8bcd-ef0123456789")
     upper = record(T0, eventID="0123ABCD-4567-489A-8BCD-EF0123456789")
-    result = fed([[msgspec.convert(lower, TrailRecord), msgspec.convert(upper, TrailRecord)]])
+    result = fed([[trail_record(lower), trail_record(upper)]])
 
     assert result.skipped == {}
     assert result.geolocated == 2

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import msgspec
-
-from tests.builders import BT_IP, record
+from tests.builders import BT_IP, record, trail_record
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.alert_builder import build_alert
 from trailgeo.core.alerts import MAX_LIST, Alert, UserAgent
 from trailgeo.core.counters import CounterState, decay_weight, hour_of
-from trailgeo.core.records import TrailRecord
 from trailgeo.core.render.email import SUBJECT_LIMIT, email_body, email_subject
 from trailgeo.core.render.envelope import SNS_MESSAGE_LIMIT, sns_message
 from trailgeo.core.scoring import ScoringPolicy, score_group
@@ -48,7 +45,7 @@ def established(method: str, now_hour: int = NOW) -> dict[str, dict[str, Counter
 
 def alert_for(records: list[dict[str, object]]) -> Alert:
     aggregate = RunAggregate(geolocate=lambda ip: "BT")
-    aggregate.add_records([msgspec.convert(r, TrailRecord) for r in records])
+    aggregate.add_records([trail_record(r) for r in records])
     (group,) = aggregate.groups.values()
     history: dict[str, dict[str, CounterState]] = {}
     for method in group.methods:

@@ -12,10 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, BOB, T0, US_IP, files_by_delivery, record, write_tree
+from tests.builders import ACCOUNT, ALICE, BOB, T0, US_IP, files_by_delivery, record, trail_record, write_tree
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryGeoResolver
 from trailgeo.app.detect import RunOptions
@@ -40,7 +39,6 @@ from trailgeo.core.evidence import (
 )
 from trailgeo.core.identities import permission_set_of
 from trailgeo.core.networks import AsnInfo
-from trailgeo.core.records import TrailRecord
 from trailgeo.core.render.email import email_subject
 from trailgeo.core.scoring import ScoringPolicy
 
@@ -241,7 +239,7 @@ def test_given_an_attacker_flooding_made_up_agents_when_counted_then_an_identity
     ]
     aggregate = RunAggregate(geolocate=lambda ip: "BT")
     for item in records:
-        aggregate.add(msgspec.convert(item, TrailRecord))
+        aggregate.add(trail_record(item))
 
     # When the run's counters are derived
     families = {

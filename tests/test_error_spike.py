@@ -9,10 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, T0, US_IP, files_by_delivery, record, write_tree
+from tests.builders import ACCOUNT, ALICE, T0, US_IP, files_by_delivery, record, trail_record, write_tree
 from tests.test_siblings import DESCRIBE, NOW, WEIGHT, total
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
@@ -20,7 +19,6 @@ from trailgeo.app.detect import RunOptions, subject_of
 from trailgeo.app.replay import replay
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, MethodActivity, RunAggregate
 from trailgeo.core.counters import ERROR_LEVELS, CounterState
-from trailgeo.core.records import TrailRecord
 from trailgeo.core.scoring import History, ScoringPolicy, score_error_spike
 
 SPIKE = frozenset({"country", "error_spike"})
@@ -194,7 +192,7 @@ def test_given_a_flood_of_made_up_error_codes_when_only_the_spike_is_on_then_the
     def aggregate(codes: list[str]) -> RunAggregate:
         run = RunAggregate(geolocate=lambda ip: "US" if ip == US_IP else None, detectors=SPIKE)
         bodies = [_denied(T0 + timedelta(seconds=n), code) for n, code in enumerate(codes)]
-        run.add_records([msgspec.convert(b, TrailRecord) for b in bodies])
+        run.add_records([trail_record(b) for b in bodies])
         return run
 
     same = aggregate(["AccessDenied"] * 5000)

@@ -11,10 +11,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, SE_IP, T0, US_IP, files_by_delivery, record, write_tree
+from tests.builders import (
+    ACCOUNT,
+    ALICE,
+    SE_IP,
+    T0,
+    US_IP,
+    files_by_delivery,
+    record,
+    trail_record,
+    write_tree,
+)
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.app.detect import RunOptions
@@ -45,7 +54,7 @@ def geo(country_test_mmdb: Path) -> MaxMindGeoResolver:
 
 
 def _records(*bodies: dict[str, Any]) -> list[TrailRecord]:
-    return [msgspec.convert(body, TrailRecord) for body in bodies]
+    return [trail_record(body) for body in bodies]
 
 
 def _data(when: datetime = WHEN, **fields: Any) -> dict[str, Any]:

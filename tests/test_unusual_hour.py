@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
-from tests.builders import ACCOUNT, ALICE, files_by_delivery, record, write_tree
+from tests.builders import ACCOUNT, ALICE, files_by_delivery, record, trail_record, write_tree
 from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryGeoResolver
 from trailgeo.app.detect import RunOptions
@@ -22,7 +21,6 @@ from trailgeo.core.counters import HOURS_PARTITION_PREFIX, TOTAL, category_sort_
 from trailgeo.core.evidence import FACTORS, MIN_HOUR_HISTORY, REGISTRY, hour_evidence
 from trailgeo.core.local_time import UTC_OFFSET_MINUTES, local_slot
 from trailgeo.core.networks import AsnInfo
-from trailgeo.core.records import TrailRecord
 
 CLI_V2 = "aws-cli/2.15.30 Python/3.11.8 Linux/6.5 exe/x86_64.ubuntu.22"
 DE_IP = "91.0.0.1"
@@ -154,7 +152,7 @@ def test_given_a_person_and_a_role_when_counted_then_only_the_person_keeps_local
     at = datetime(2026, 10, 20, 8, 30, tzinfo=UTC)
     aggregate = RunAggregate(geolocate=lambda ip: "DE")
     for item in _calls(DE_IP, at) + _calls(DE_IP, at, arn=DEPLOYER):
-        aggregate.add(msgspec.convert(item, TrailRecord))
+        aggregate.add(trail_record(item))
 
     # When the run's counters are derived
     keys = {key for key in aggregate.counters if key[0].startswith(HOURS_PARTITION_PREFIX)}

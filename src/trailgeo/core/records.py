@@ -81,6 +81,11 @@ class TrailRecord(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     vpcEndpointAccountId: str | None = None  # noqa: N815 - the endpoint's owner (sources.endpoint_location)
     # "Management", "Data", "NetworkActivity" (events.category_reasons); absent from older records
     eventCategory: str | None = None  # noqa: N815
+    # Kept undecoded (a slice of the file, empty when absent): only sign-in records' are ever read
+    # (core/sign_ins.py), so no other record pays for their contents.
+    additionalEventData: msgspec.Raw = msgspec.Raw()  # noqa: N815
+    responseElements: msgspec.Raw = msgspec.Raw()  # noqa: N815
+    serviceEventDetails: msgspec.Raw = msgspec.Raw()  # noqa: N815
 
 
 class _TrailFile(msgspec.Struct, gc=False):
