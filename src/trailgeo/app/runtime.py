@@ -15,8 +15,9 @@ from trailgeo.app.settings import Settings, SettingsError
 from trailgeo.app.tuning_watch import TuningWatch, tuning_watch
 from trailgeo.app.wiring import build_dependencies, build_fanout
 from trailgeo.core.categories import REASONS as CATEGORY_REASONS
-from trailgeo.core.evidence import ORG_EGRESS_REASON
+from trailgeo.core.evidence import MFA_SIGN_IN_REASON, ORG_EGRESS_REASON
 from trailgeo.core.keys import KeyKind
+from trailgeo.core.sign_ins import SIGN_IN_SKIP, UNREADABLE_SIGN_IN
 from trailgeo.core.sources import SourceKind
 from trailgeo.core.tuning import Tuning, TuningError, Verdict
 from trailgeo.observability import count_by, logger, metrics
@@ -56,9 +57,12 @@ REASONS: Mapping[str, frozenset[str]] = {
         # the _scored suffix, scored and counted apart (Events=All)
         | CATEGORY_REASONS
         | {"invalid_utf8_replaced", "record_not_object", "field_wrong_type"}  # core.records
+        | {SIGN_IN_SKIP, UNREADABLE_SIGN_IN}  # core.sign_ins: Identity Center's sign-in records
     ),
-    # the tuning's verdicts, and core.evidence: alerts held at the organization's learned egress
-    "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict) | {ORG_EGRESS_REASON},
+    # the tuning's verdicts, and core.evidence: alerts held at the organization's learned egress, and
+    # where the person signed in with a security key
+    "AlertsAllowlisted": frozenset(verdict.value for verdict in Verdict)
+    | {ORG_EGRESS_REASON, MFA_SIGN_IN_REASON},
 }
 
 

@@ -67,6 +67,7 @@ USER_METHODS_PARTITION_PREFIX = "U#"
 CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.py), for new_client
 SENSITIVE_PARTITION_PREFIX = "SM#"  # an identity's sensitive methods (core/sensitive.py), for the factor
 HOURS_PARTITION_PREFIX = "HR#"  # a person's local hours of the week (core/local_time.py), for unusual_hour
+SIGN_INS_PARTITION_PREFIX = "SI#"  # a person's networks of sign-ins with a security key (core/sign_ins.py)
 IDENTITY_INDEX_PREFIX = "I#"
 ERROR_LEVELS_PARTITION_PREFIX = "ES#"  # an identity's hourly error levels (error_spike)
 COUNTER_PREFIXES = (
@@ -77,6 +78,7 @@ COUNTER_PREFIXES = (
     CLIENTS_PARTITION_PREFIX,
     SENSITIVE_PARTITION_PREFIX,
     HOURS_PARTITION_PREFIX,
+    SIGN_INS_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
@@ -119,6 +121,10 @@ def sensitive_partition(identity: str) -> str:
 
 def hours_partition(identity: str) -> str:
     return HOURS_PARTITION_PREFIX + identity
+
+
+def sign_ins_partition(identity: str) -> str:
+    return SIGN_INS_PARTITION_PREFIX + identity
 
 
 def error_levels_partition(identity: str) -> str:

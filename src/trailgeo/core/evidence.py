@@ -154,6 +154,29 @@ UNUSUAL_HOUR = EvidenceFactor(
     re_alerts=False,
 )
 
+# Hours before an alert's first call within which a person's sign-in with a security key from the
+# same network explains it: a working day's session (Identity Center's default is 8 hours; a long
+# day's evening session comes back to the same hotel).
+SIGN_IN_HOURS = 12
+MFA_SIGN_IN = EvidenceFactor(
+    name="mfa_sign_in",
+    title="signed in there with a security key",
+    raises=0,
+    description=(
+        "The person (an IAM user, an Identity Center user) signed in from the same network (the "
+        "same country and autonomous system; without an ASN database the same /24 or /48) with a "
+        "phishing-resistant factor, a FIDO2 security key or passkey, in the hour of the alert's "
+        f"calls or the {SIGN_IN_HOURS} before, for every address of the alert: the person is where "
+        "the calls come from (a trip, an offsite, a new hire's first week, a home line geolocated "
+        "across the border). A country alert that has it and no evidence raising it is held back "
+        "(counted and logged, never silent); with a raising factor it still alerts, the sign-in "
+        "shown beside it. Weighs nothing: a one-time code does not count (a phishing page relays "
+        "it from the attacker's address), nor a sign-in through an external identity provider "
+        "(the trail does not say which factor it asked for)."
+    ),
+)
+MFA_SIGN_IN_REASON = "mfa_sign_in"  # the run's count of alerts held back by it (AlertsAllowlisted)
+
 REGISTRY: Mapping[str, EvidenceFactor] = {
     factor.name: factor
     for factor in (
@@ -163,6 +186,7 @@ REGISTRY: Mapping[str, EvidenceFactor] = {
         SHARED_EGRESS,
         CONCURRENT_USE,
         UNUSUAL_HOUR,
+        MFA_SIGN_IN,
     )
 }
 FACTORS = frozenset(REGISTRY)
@@ -392,6 +416,41 @@ def concurrent_evidence(hours: Collection[int], usual: Mapping[str, Collection[i
         "both from consumer or business networks"
     )
     return Evidence(factor=CONCURRENT_USE.name, raises=CONCURRENT_USE.raises, text=text)
+
+
+def sign_in_evidence(
+    networks: Mapping[str, str | None], signed_in: Mapping[str, Collection[int]], hours: Collection[int]
+) -> Evidence | None:
+    """The MFA sign-in factor: every address of the alert (``networks``: address -> its sign-in
+    network, ``core.sign_ins.sign_in_network``; None for no public address) is on a network the
+    person signed in from with a phishing-resistant factor (``signed_in``: network -> the hours of
+    those sign-ins) in one of the alert's ``hours`` or the ``SIGN_IN_HOURS`` before its first."""
+    if not networks or not hours:
+        return None
+    earliest, latest = min(hours) - SIGN_IN_HOURS, max(hours)
+    for network in networks.values():
+        found = signed_in.get(network, ()) if network is not None else ()
+        if not any(earliest <= h <= latest for h in found):
+            return None
+    places = sorted({n for n in networks.values() if n is not None})
+    text = (
+        f"{MFA_SIGN_IN.title}: the person signed in with a security key or passkey from "
+        f"{', '.join(places[:3])}{' and more' if len(places) > 3 else ''} within {SIGN_IN_HOURS} hours "
+        "before these calls"
+    )
+    return Evidence(factor=MFA_SIGN_IN.name, raises=MFA_SIGN_IN.raises, text=text)
+
+
+def held_signed_in(alert: Alert) -> bool:
+    """Whether ``alert`` is held back because the person signed in there with a security key
+    (``MFA_SIGN_IN`` among its evidence) and nothing raises it; a list of addresses the alert cut
+    short is never all signed in from."""
+    evidence = alert.evidence
+    return (
+        not alert.omitted.source_ip
+        and any(e.factor == MFA_SIGN_IN.name for e in evidence)
+        and not any(e.raises > 0 for e in evidence)
+    )
 
 
 def raised(severity: Severity, levels: int) -> Severity:

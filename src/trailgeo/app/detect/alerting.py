@@ -15,6 +15,7 @@ from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
 from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, is_country, more_severe
 from trailgeo.core.counters import (
+    EMPTY,
     ORG_EGRESS,
     ORG_EGRESS_HOURS,
     TOTAL,
@@ -27,9 +28,11 @@ from trailgeo.core.counters import (
     is_long_term_key,
     principal_partition,
     sensitive_partition,
+    sign_ins_partition,
 )
 from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.evidence import (
+    MFA_SIGN_IN_REASON,
     MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
     ORG_EGRESS_REASON,
@@ -37,6 +40,7 @@ from trailgeo.core.evidence import (
     client_evidence,
     concurrent_evidence,
     held_at_egress,
+    held_signed_in,
     hour_evidence,
     is_person,
     learned_egress,
@@ -44,6 +48,7 @@ from trailgeo.core.evidence import (
     new_sensitive_methods,
     remembered_egress,
     sensitive_evidence,
+    sign_in_evidence,
     with_evidence,
 )
 from trailgeo.core.evidence import REGISTRY as EVIDENCE_FACTORS
@@ -68,6 +73,7 @@ from trailgeo.core.scoring import (
     score_group,
     score_user_methods,
 )
+from trailgeo.core.sign_ins import sign_in_network
 from trailgeo.core.tuning import Tuning
 from trailgeo.observability import logger
 from trailgeo.ports import IncidentRecord, Suppression
@@ -208,6 +214,8 @@ def score_and_raise(
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
     egress, learned = _org_egress(aggregate, history, usual.by_address, candidates, scheduled_at, deps)
+    for alert_id, signed_in in _signed_in_there(aggregate, history, candidates, deps).items():
+        found.setdefault(alert_id, []).append(signed_in)
     evidenced = _evidenced(candidates, found, usual, (egress, learned), deps, report, options, aggregate)
     _raise_alerts(_correlated(evidenced), recent, scheduled_at, deps, options, report, extensions, fresh)
     for subject, extra in sorted(extensions.items()):
@@ -434,8 +442,61 @@ def _evidenced(
                 source_ips=alert.source.ip,
             )
             continue
+        if alert.detector == COUNTRY.name and held_signed_in(alert):
+            # The person is there: their calls count as theirs (unlike a gateway's country).
+            report.alerts_allowlisted[MFA_SIGN_IN_REASON] += 1
+            logger.info(
+                "alert held: the person signed in there with a security key",
+                principal=alert.principal,
+                country=alert.source.geo.country_iso_code,
+                source_ips=alert.source.ip,
+            )
+            continue
         kept.append((alert, hours))
     return kept
+
+
+def _signed_in_there(
+    aggregate: RunAggregate,
+    history: History,
+    candidates: Sequence[tuple[Alert, frozenset[int]]],
+    deps: Dependencies,
+) -> dict[str, Evidence]:
+    """The MFA sign-in factor of each country alert of a person (core/evidence.sign_in_evidence), by
+    alert id: their sign-ins with a security key from each network of the alert's addresses, this
+    run's (its ``SI#`` counters, derived with the batch) and the runs' before (the stored counters'
+    recent hours; those the run did not write are read here, one batch for all the alerts)."""
+    asn_of = deps.asn_numbers()
+    wanted: dict[str, tuple[str, dict[str, str | None], frozenset[int]]] = {}
+    for alert, hours in candidates:
+        identity = subject_identity(alert.principal)
+        if alert.detector != COUNTRY.name or not is_person(identity) or alert.omitted.source_ip:
+            continue
+        networks = {ip: sign_in_network(ip, alert.country, asn_of) for ip in alert.source.ip[:MAX_LIST]}
+        wanted[alert.alert_id] = (identity, networks, hours)
+    keys = {
+        (sign_ins_partition(identity), category_sort_key(network))
+        for identity, networks, _ in wanted.values()
+        for network in networks.values()
+        if network is not None
+    }
+    counters = aggregate.counters
+    unread = [key for key in keys if key not in counters]
+    stored = deps.store.load(unread) if unread else {}
+    found: dict[str, Evidence] = {}
+    for alert_id, (identity, networks, hours) in wanted.items():
+        partition = sign_ins_partition(identity)
+        signed_in: dict[str, set[int]] = {}
+        for network in {n for n in networks.values() if n is not None}:
+            key = (partition, category_sort_key(network))
+            before = (history if key in counters else stored).get(partition, {}).get(key[1], EMPTY)
+            at = signed_in[network] = set(before.recent_hours)
+            if key in counters:
+                at.update(counters[key].hours)
+        evidence = sign_in_evidence(networks, signed_in, hours)
+        if evidence is not None:
+            found[alert_id] = evidence
+    return found
 
 
 def _load_egress_hours(groups: Sequence[HitGroup], history: History, deps: Dependencies) -> None:

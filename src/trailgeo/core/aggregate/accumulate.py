@@ -44,6 +44,13 @@ from trailgeo.core.counters import (
 )
 from trailgeo.core.detectors import DEFAULT_DETECTORS, DETECTORS
 from trailgeo.core.records import TrailRecord, clip, gc_paused
+from trailgeo.core.sign_ins import (
+    SIGN_IN_SKIP,
+    SIGN_IN_SOURCE,
+    UNREADABLE_SIGN_IN,
+    SignInReader,
+    is_identity_center_sign_in,
+)
 from trailgeo.core.sources import (
     UNKNOWN_LOCATION,
     SourceKind,
@@ -67,6 +74,7 @@ _FIELDS = attrgetter(
     "eventID",
 )
 _EVENT_ID = attrgetter("eventID")
+_SOURCE = attrgetter("eventSource")
 
 
 def _tally(cells: dict[Any, list[Any]], key: Any, event_time: str) -> None:
@@ -110,6 +118,9 @@ class RunAggregate:
     geolocate: GeoLookup
     detectors: frozenset[str] = DEFAULT_DETECTORS
     locate_city: GeoLookup | None = None  # "CC/City" of an address: the city detector only
+    # The autonomous system number of an address (an ASN database): the networks of sign-ins
+    # (core/sign_ins.sign_in_network); without one, their /24 or /48
+    asn_of: Callable[[str], int | None] | None = None
     # Accounts whose VPC endpoints are the organization's besides each file's own (tuning's
     # trusted_vpc_endpoint_accounts): calls through them are skipped, not scored (endpoints.count_endpoints).
     trusted_endpoint_accounts: frozenset[str] = frozenset()
@@ -145,6 +156,9 @@ class RunAggregate:
     # eventCategory -> its reason ("Data", "NetworkActivity" only), and whether those are skipped
     _categories: dict[str, str] = field(default_factory=dict)
     _skip_categories: bool = True
+    # The run's sign-in records, followed to the phishing-resistant sign-ins they complete (carried
+    # in a snapshot: a fan-out worker's reach the reduce)
+    sign_in_reader: SignInReader = field(default_factory=SignInReader)
 
     def __post_init__(self) -> None:
         unknown = self.detectors - DETECTORS
@@ -249,6 +263,11 @@ class RunAggregate:
         count_errors, keep_codes = self._count_errors, self._keep_error_codes
         earliest, latest = self._window  # the file's (set by add_records and add_files)
         not_counted = 0  # skips in the loop below (the duplicates never reach it)
+        set_apart = 0  # Identity Center's sign-in records: read as evidence, not counted as calls
+        if located_as is None and SIGN_IN_SOURCE in map(_SOURCE, kept):  # one C-level scan
+            before = len(kept)
+            kept = self._read_sign_ins(kept, skipped)
+            set_apart = before - len(kept)
         # One loop, no call per event on the common path (measured: the calls were a third of it).
         for (
             category,
@@ -356,7 +375,32 @@ class RunAggregate:
         self.geolocated += len(kept) - not_counted
         if skipped:
             self.skipped.update(skipped)
-        return not_counted
+        return not_counted + set_apart
+
+    def _read_sign_ins(self, kept: Sequence[TrailRecord], skipped: Counter[str]) -> list[TrailRecord]:
+        """Each sign-in record (from a public address, in the file's window) to the run's
+        ``sign_in_reader``; the records to count, without Identity Center's sign-in records (no
+        principal: every user's sign-ins would be one), those counted as ``identity_center_sign_in``."""
+        earliest, latest = self._window
+        counted: list[TrailRecord] = []
+        reader = self.sign_in_reader
+        unreadable = reader.unreadable
+        for record in kept:
+            if record.eventSource != SIGN_IN_SOURCE:
+                counted.append(record)
+                continue
+            located = self._sources.get(record.sourceIPAddress) or self._locate(record.sourceIPAddress)
+            event_time = record.eventTime
+            hour = self._hour(event_time) if event_time else None
+            if not isinstance(located, str) and hour is not None and earliest <= hour <= latest:
+                reader.add(record, *located, event_time or "")
+            if is_identity_center_sign_in(record):
+                skipped[SIGN_IN_SKIP] += 1
+            else:
+                counted.append(record)
+        if reader.unreadable > unreadable:
+            skipped[UNREADABLE_SIGN_IN] += reader.unreadable - unreadable
+        return counted
 
     def _new_evidence(self, evidence_key: EvidenceKey) -> EvidenceTally:
         """The tally of a piece of evidence met for the first time, with what its events add."""

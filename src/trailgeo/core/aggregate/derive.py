@@ -39,6 +39,7 @@ from trailgeo.core.counters import (
     country_sort_key,
     error_level,
     error_levels_partition,
+    hour_of,
     hours_partition,
     identity_index_partition,
     method_cities_partition,
@@ -46,6 +47,7 @@ from trailgeo.core.counters import (
     principal_cities_partition,
     principal_partition,
     sensitive_partition,
+    sign_ins_partition,
     user_methods_partition,
 )
 from trailgeo.core.evidence import is_person
@@ -53,6 +55,7 @@ from trailgeo.core.identities import identity_of, permission_set_of, role_of, su
 from trailgeo.core.local_time import local_slot, slot_name
 from trailgeo.core.records import clip
 from trailgeo.core.sensitive import is_sensitive
+from trailgeo.core.sign_ins import sign_in_network
 
 if TYPE_CHECKING:
     from trailgeo.core.aggregate.accumulate import RunAggregate
@@ -134,7 +137,7 @@ def derive(aggregate: RunAggregate) -> Derived:
 def _derive_keys_and_evidence(
     aggregate: RunAggregate, counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]
 ) -> None:
-    """The long-term keys' counters, and each group's evidence."""
+    """The long-term keys' counters, each group's evidence, and the sign-ins' counters."""
     for (access_key, country, hour), (_, first, last) in aggregate._key_cells.items():
         kp = access_key_partition(clip(access_key, 128) or "")
         for key in ((kp, country_sort_key(country)), (kp, TOTAL)):
@@ -144,6 +147,7 @@ def _derive_keys_and_evidence(
         group = groups[(clip(account, 64) or "unknown", principal, country)]
         group.add_evidence(seen, unpack_ids(aggregate._event_id_lists[(account, principal, country)][0]))
         _observe_clients(counters, group, seen, families_of)
+    _observe_sign_ins(aggregate, counters)
 
 
 def _observe_sensitive(counters: dict[CounterKey, CounterDelta], groups: dict[GroupKey, HitGroup]) -> None:
@@ -193,6 +197,20 @@ def _observe_hours(counters: dict[CounterKey, CounterDelta], groups: dict[GroupK
             if slot is not None:
                 _observe(counters, (partition, category_sort_key(slot_name(slot))), (hour,), first, last)
                 _observe(counters, (partition, TOTAL), (hour,), first, last)
+
+
+def _observe_sign_ins(aggregate: RunAggregate, counters: dict[CounterKey, CounterDelta]) -> None:
+    """Each person's sign-ins with a phishing-resistant factor (core/sign_ins.py), in the hour they
+    were made, under the identity's ``SI#`` partition, one category per network (``JP/AS4713``):
+    the history the ``mfa_sign_in`` evidence reads (the counters keep their recent hours)."""
+    for sign_in in aggregate.sign_in_reader.sign_ins():
+        network = sign_in_network(sign_in.ip, sign_in.country, aggregate.asn_of)
+        hour = hour_of(sign_in.event_time)
+        if network is not None and hour is not None:
+            at = sign_in.event_time
+            _observe(
+                counters, (sign_ins_partition(sign_in.identity), category_sort_key(network)), (hour,), at, at
+            )
 
 
 # Client families counted per identity and group in one run: the agent is the caller's to write,

@@ -12,6 +12,7 @@ import msgspec
 
 from trailgeo.core.aggregate.derive import evidence_by_group
 from trailgeo.core.aggregate.groups import MAX_DISTINCT_EVIDENCE, Cell, CellPrefix, pack_id, unpack_ids
+from trailgeo.core.sign_ins import SignIn
 
 if TYPE_CHECKING:
     from trailgeo.core.aggregate.accumulate import RunAggregate
@@ -40,6 +41,10 @@ class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     # the aggregate's EventScope; last and with a default, so that a snapshot without it (taken
     # before data events could be scored) reads as the MANAGEMENT it was
     scope: str = "Management"
+    # the phishing-resistant sign-ins the partial's records completed (identity, ip, country, time,
+    # credential):
+    # a sign-in whose records two partials split completes in neither (more alerts, never fewer)
+    sign_ins: list[tuple[str, str, str, str, str]] = []
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -91,6 +96,10 @@ def snapshot_of(aggregate: RunAggregate) -> bytes:
         ],
         event_digests=_pack_digests(aggregate._event_ids),
         scope=aggregate.scope.value,
+        sign_ins=[
+            (s.identity, s.ip, s.country, s.event_time, s.credential)
+            for s in aggregate.sign_in_reader.sign_ins()
+        ],
     )
     return _snapshot_encoder.encode(snapshot)
 
@@ -149,6 +158,7 @@ def merge_into(aggregate: RunAggregate, data: bytes) -> None:
     aggregate.geolocated += snapshot.geolocated
     for reason, count in snapshot.skipped:
         aggregate.skipped[reason] += count
+    aggregate.sign_in_reader.merge([SignIn(*sign_in) for sign_in in snapshot.sign_ins])
     seen_ids = aggregate._event_ids
     overlap = len(seen_ids.intersection(digests))
     if overlap:
