@@ -432,21 +432,15 @@ def _evidenced(
         extra = [*found.get(candidate.alert_id, []), *_concurrent(candidate, hours, usual, deps)]
         extra = [e for e in extra if e.factor != UNUSUAL_HOUR.name or _local_time_applies(candidate, deps)]
         alert = _with_networks(candidate, deps, report, extra, usual.by_address, recorded, options)
-        if alert.detector == COUNTRY.name and held_at_egress(alert, learned):
-            report.alerts_allowlisted[ORG_EGRESS_REASON] += 1
-            _not_counted_there(aggregate, alert, alert.location, hours)
+        held = _held_reason(alert, learned)
+        if held is not None:
+            report.alerts_allowlisted[held] += 1
+            if held == ORG_EGRESS_REASON:
+                _not_counted_there(aggregate, alert, alert.location, hours)
+            # (a person who signed in there is there: those calls count as theirs)
             logger.info(
-                "alert held at the organization's egress",
-                principal=alert.principal,
-                country=alert.source.geo.country_iso_code,
-                source_ips=alert.source.ip,
-            )
-            continue
-        if alert.detector == COUNTRY.name and held_signed_in(alert):
-            # The person is there: their calls count as theirs (unlike a gateway's country).
-            report.alerts_allowlisted[MFA_SIGN_IN_REASON] += 1
-            logger.info(
-                "alert held: the person signed in there with a security key",
+                "alert held back",
+                reason=held,
                 principal=alert.principal,
                 country=alert.source.geo.country_iso_code,
                 source_ips=alert.source.ip,
@@ -454,6 +448,18 @@ def _evidenced(
             continue
         kept.append((alert, hours))
     return kept
+
+
+def _held_reason(alert: Alert, learned: frozenset[str]) -> str | None:
+    """Why a country alert is held back (core/evidence: at the organization's learned egress, where
+    the person signed in with a security key), None when it is not."""
+    if alert.detector != COUNTRY.name:
+        return None
+    if held_at_egress(alert, learned):
+        return ORG_EGRESS_REASON
+    if held_signed_in(alert):
+        return MFA_SIGN_IN_REASON
+    return None
 
 
 def _signed_in_there(
