@@ -42,6 +42,9 @@ OTHER_JP_IP = "210.130.0.1"  # another network in Japan (IIJ)
 NTT = AsnInfo(4713, "NTT Communications Corporation")
 IIJ = AsnInfo(2497, "Internet Initiative Japan Inc.")
 TELEKOM = AsnInfo(3320, "Deutsche Telekom AG")
+AMAZON = AsnInfo(16509, "Amazon.com, Inc.")
+TOKYO_GATEWAY_IP = "13.112.0.1"  # the company's VPN gateway on EC2 in ap-northeast-1
+TOKYO_EC2_IP = "13.113.0.1"  # another EC2 instance there: anyone's for rent
 MONDAY = datetime(2026, 10, 5, tzinfo=UTC)
 # Tuesday of the fourth week, 10:00 in Tokyo (01:00 UTC): a traveller's working morning.
 TRIP = datetime(2026, 10, 27, 1, 0, tzinfo=UTC)
@@ -49,8 +52,24 @@ TRIP = datetime(2026, 10, 27, 1, 0, tzinfo=UTC)
 
 def _geo(*, asn: bool = True) -> MemoryGeoResolver:
     return MemoryGeoResolver(
-        countries={DE_IP: "DE", HOTEL_IP: "JP", HOTEL_PHONE_IP: "JP", OTHER_JP_IP: "JP"},
-        networks={DE_IP: TELEKOM, HOTEL_IP: NTT, HOTEL_PHONE_IP: NTT, OTHER_JP_IP: IIJ} if asn else None,
+        countries={
+            DE_IP: "DE",
+            HOTEL_IP: "JP",
+            HOTEL_PHONE_IP: "JP",
+            OTHER_JP_IP: "JP",
+            TOKYO_GATEWAY_IP: "JP",
+            TOKYO_EC2_IP: "JP",
+        },
+        networks={
+            DE_IP: TELEKOM,
+            HOTEL_IP: NTT,
+            HOTEL_PHONE_IP: NTT,
+            OTHER_JP_IP: IIJ,
+            TOKYO_GATEWAY_IP: AMAZON,
+            TOKYO_EC2_IP: AMAZON,
+        }
+        if asn
+        else None,
     )
 
 
@@ -285,7 +304,8 @@ def test_given_a_workers_sign_ins_when_its_snapshot_is_merged_then_the_reduce_ha
 @pytest.mark.parametrize(
     ("address", "asn", "network"),
     [
-        (HOTEL_IP, 4713, "JP/AS4713"),
+        (HOTEL_IP, NTT, "JP/AS4713"),
+        (TOKYO_GATEWAY_IP, AMAZON, f"JP/{TOKYO_GATEWAY_IP}"),  # a cloud address vouches for itself alone
         (HOTEL_IP, None, "JP/202.248.0.0/24"),  # no ASN database, or an address it lacks
         ("2001:218:4:1::7", None, "JP/2001:218:4::/48"),
         ("::ffff:202.248.0.1", None, "JP/202.248.0.0/24"),
@@ -398,6 +418,22 @@ def test_given_an_attacker_on_another_network_of_the_country_she_signed_in_from_
     (alert,), _ = _replayed(tmp_path, _working_weeks() + trip)
     assert alert["location"] == "JP"
     assert [e["factor"] for e in alert["evidence"]] == []
+
+
+def test_given_she_signed_in_through_a_cloud_gateway_when_a_thief_rents_the_next_instance_then_not_hers(
+    tmp_path: Path,
+) -> None:
+    """A cloud provider's AS is no network one is at: anyone rents an instance in it."""
+    # Given alice signing in through the company's VPN gateway on EC2 in Tokyo, and her session's
+    # calls from another EC2 instance there
+    trip = _identity_center(TRIP - timedelta(minutes=20), TOKYO_GATEWAY_IP) + _calls(TOKYO_EC2_IP, TRIP)
+
+    # When replayed
+    (alert,), held = _replayed(tmp_path, _working_weeks() + trip)
+
+    # Then the alert has the rented server and no sign-in beside it
+    assert [e["factor"] for e in alert["evidence"]] == ["hosting_provider"]
+    assert held[MFA_SIGN_IN_REASON] == 0
 
 
 def test_given_no_asn_database_then_the_sign_in_vouches_for_its_own_slash_24_only(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from trailgeo.core.networks import lookup_address
+from trailgeo.core.networks import AsnInfo, hosting_provider, lookup_address
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.text import plain
 
@@ -205,17 +205,20 @@ class SignInReader:
         return sorted(found, key=lambda s: (s.event_time, s.identity, s.ip))
 
 
-def sign_in_network(address: str, country: str, asn_of: Callable[[str], int | None] | None) -> str | None:
+def sign_in_network(address: str, country: str, asn_of: Callable[[str], AsnInfo | None] | None) -> str | None:
     """The network a sign-in from ``address`` (located in ``country``) vouches for: the country and
     autonomous system (``JP/AS4713``; ``asn_of``: the ASN database's answer), or for an address the
     database lacks (or with none) its /24 or /48 (``JP/202.248.0.0/24``); None for what is no public
     address. A hotel's or conference's Wi-Fi and the phone beside it share a country and a network,
-    seldom an address."""
+    seldom an address. A hosting or cloud provider's address (a VPN gateway on a cloud instance)
+    vouches for itself alone (``DE/3.120.0.1``): anyone rents the next one in that provider's AS."""
     ip = lookup_address(address)
     if ip is None:
         return None
     asn = asn_of(ip) if asn_of is not None else None
+    if asn is not None and hosting_provider(asn) is not None:
+        return f"{country}/{ip}"
     if asn is not None:
-        return f"{country}/AS{asn}"
+        return f"{country}/AS{asn.number}"
     prefix = 24 if ipaddress.ip_address(ip).version == 4 else 48
     return f"{country}/{ipaddress.ip_network(f'{ip}/{prefix}', strict=False)}"

@@ -472,7 +472,7 @@ def _signed_in_there(
     alert id: their sign-ins with a security key from each network of the alert's addresses, this
     run's (its ``SI#`` counters, derived with the batch) and the runs' before (the stored counters'
     recent hours; those the run did not write are read here, one batch for all the alerts)."""
-    asn_of = deps.asn_numbers()
+    asn_of = deps.geo.asn if deps.geo.has_asn else None
     wanted: dict[str, tuple[str, dict[str, str | None], frozenset[int]]] = {}
     for alert, hours in candidates:
         identity = subject_identity(alert.principal)

@@ -84,19 +84,6 @@ class Dependencies:
     # ``source`` still reads them, and lists for reconciliation.
     intake: NotificationIntake | None = None
 
-    def asn_numbers(self) -> Callable[[str], int | None] | None:
-        """The autonomous system number of an address, with an ASN database (the networks of
-        sign-ins, core/sign_ins.sign_in_network); None without one."""
-        if not self.geo.has_asn:
-            return None
-        asn = self.geo.asn
-
-        def number(ip: str) -> int | None:
-            found = asn(ip)
-            return found.number if found is not None else None
-
-        return number
-
 
 @dataclass(slots=True)
 class RunReport:

@@ -48,7 +48,7 @@ def new_aggregate(deps: Dependencies, options: RunOptions) -> RunAggregate:
         geolocate=deps.geo.country,
         detectors=options.detectors,
         locate_city=deps.geo.city,  # used only when the city detector is on
-        asn_of=deps.asn_numbers(),
+        asn_of=deps.geo.asn if deps.geo.has_asn else None,
         trusted_endpoint_accounts=frozenset(options.tuning.trusted_vpc_endpoint_accounts),
         scope=options.events,
     )

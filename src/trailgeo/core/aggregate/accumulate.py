@@ -43,6 +43,7 @@ from trailgeo.core.counters import (
     hour_of,
 )
 from trailgeo.core.detectors import DEFAULT_DETECTORS, DETECTORS
+from trailgeo.core.networks import AsnInfo
 from trailgeo.core.records import TrailRecord, clip, gc_paused
 from trailgeo.core.sign_ins import (
     SIGN_IN_SKIP,
@@ -118,9 +119,9 @@ class RunAggregate:
     geolocate: GeoLookup
     detectors: frozenset[str] = DEFAULT_DETECTORS
     locate_city: GeoLookup | None = None  # "CC/City" of an address: the city detector only
-    # The autonomous system number of an address (an ASN database): the networks of sign-ins
+    # The autonomous system of an address (an ASN database): the networks of sign-ins
     # (core/sign_ins.sign_in_network); without one, their /24 or /48
-    asn_of: Callable[[str], int | None] | None = None
+    asn_of: Callable[[str], AsnInfo | None] | None = None
     # Accounts whose VPC endpoints are the organization's besides each file's own (tuning's
     # trusted_vpc_endpoint_accounts): calls through them are skipped, not scored (endpoints.count_endpoints).
     trusted_endpoint_accounts: frozenset[str] = frozenset()
