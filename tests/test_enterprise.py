@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.builders import trail_record
 from trailgeo.adapters.geoip import MaxMindGeoResolver
+from trailgeo.core.aggregate import RunAggregate
+from trailgeo.core.evidence import FACTORS
+from trailgeo.core.sign_ins import SIGN_IN_SKIP
 from trailgeo_tools import cli, enterprise_eval
 from trailgeo_tools.enterprise import (
     _HOMES,
@@ -191,6 +195,48 @@ def test_given_the_attacks_then_copied_agents_ipv6_and_ec2_are_as_planted(
     assert agents.count(next(iter(theirs))) > copied["events"]
 
 
+def test_given_identity_center_people_then_they_sign_in_where_they_are_and_attackers_never_do(
+    truth: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    # Given the Identity Center sign-in records, and what trailgeo's reader makes of them
+    sign_ins = [
+        r
+        for r in records
+        if r["eventSource"] == "signin.amazonaws.com" and r["eventType"] == "AwsServiceEvent"
+    ]
+    aggregate = RunAggregate(geolocate=country_of)
+    aggregate.add_records([trail_record(r) for r in sign_ins])
+    completed = aggregate.sign_in_reader.sign_ins()
+
+    # Then they are CloudTrail's: no principal, the user named once per sign-in (the password's challenge)
+    assert all(
+        r["userIdentity"]["type"] == "IdentityCenterUser" and not r["userIdentity"]["arn"] for r in sign_ins
+    )
+    named = [r for r in sign_ins if "UserName" in r["additionalEventData"]]
+    assert named
+    assert all(r["additionalEventData"]["CredentialType"] == "PASSWORD" for r in named)
+    assert aggregate.skipped[SIGN_IN_SKIP] == len(sign_ins)
+    # and most people's second factor is a security key or passkey, the others' an app's code:
+    # only the former complete a sign-in that vouches; vendors' staff never sign in to ours
+    factors = {p["identity"]: p["second_factor"] for p in truth["people"] if p["kind"] == "sso"}
+    keys = {who for who, factor in factors.items() if factor == "WEBAUTHN"}
+    assert 0.5 < len(keys) / len(factors) < 0.9
+    assert {s.identity for s in completed} == keys
+    assert all(v["second_factor"] is None for v in truth["vendors"])
+    # and no sign-in comes from an attack's address
+    attack_ips = {ip for i in truth["incidents"] if i["kind"] == "attack" for ip in i["source_ips"]}
+    assert attack_ips.isdisjoint(r["sourceIPAddress"] for r in sign_ins)
+    # and a traveller signs in from the trip's country on its days
+    trips = [i for i in truth["incidents"] if i["benign_kind"] == "trip"]
+    travelling = {
+        (s.identity, s.country)
+        for s in completed
+        for i in trips
+        if i["first_event"] <= s.event_time <= i["last_event"]
+    }
+    assert any(country == i["country"] for i in trips for _, country in travelling)
+
+
 # ------------------------------------------------------------------------------------------------ DB-IP
 def test_given_dbip_lite_then_every_emittable_address_resolves_to_its_country(dbip_mmdb: Path) -> None:
     maxminddb = pytest.importorskip("maxminddb")
@@ -322,6 +368,33 @@ def test_given_eval_with_org_enterprise_when_run_then_it_prints_the_enterprise_r
     assert calls == [([3], 15)]
     assert "TARGET " in capsys.readouterr().out
     assert json.loads(out.read_text(encoding="utf-8"))["org"] == "enterprise"
+
+
+def test_given_eval_without_a_factor_then_the_replay_leaves_it_out_and_a_made_up_one_is_refused(
+    dbip_mmdb: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    small_eval: dict[str, Any],
+) -> None:
+    # Given the evaluation already run (what the command hands it is what is tested here)
+    handed: list[Any] = []
+
+    def fake(_geo: Any, _seeds: list[int], _days: int, **kwargs: Any) -> dict[str, Any]:
+        handed.append(kwargs["options"])
+        return small_eval
+
+    monkeypatch.setattr(enterprise_eval, "run_enterprise_evaluation", fake)
+    base = ["eval", "--org", "enterprise", "--geoip", str(dbip_mmdb), "--seeds", "3"]
+
+    # When run without mfa_sign_in, then with a factor that does not exist
+    assert cli.main([*base, "--without", "mfa_sign_in"]) == 0
+    refused = cli.main([*base, "--without", "gut_feeling"])
+
+    # Then the replay's detector has every factor but that one; the made-up one is a usage error
+    (options,) = handed
+    assert options.factors == FACTORS - {"mfa_sign_in"}
+    assert refused == 2
+    assert "gut_feeling" in capsys.readouterr().err
 
 
 def test_given_eval_without_org_then_the_small_organization_stays_the_default() -> None:

@@ -137,6 +137,14 @@ def _add_evaluation_commands(commands: Any) -> None:
     ev.add_argument("--days", type=int, default=28, help="days per simulation (default 28)")
     ev.add_argument("--json", type=Path, help="write every figure as JSON here")
     ev.add_argument(
+        "--without",
+        nargs="+",
+        default=[],
+        metavar="FACTOR",
+        help="replay the enterprise with these evidence factors (core/evidence.py's registry) left "
+        "out: an ablation that needs its own replay, such as mfa_sign_in, which holds alerts back",
+    )
+    ev.add_argument(
         "--report-dir",
         type=Path,
         help="write trailgeo's replay of each seed here as an HTML page, report-seed<N>.html (small org)",
@@ -219,6 +227,10 @@ def _eval(args: argparse.Namespace) -> int:
     _progress(f"GeoIP: {geo.description}")
     if args.org == "enterprise":
         return _eval_enterprise(args, geo)
+    if args.without:
+        return _usage_error(
+            "--without is for --org enterprise (the small organization's ablation is in its report)"
+        )
     try:
         result = run_evaluation(geo, args.seeds, args.days, progress=_progress, report_dir=args.report_dir)
     except ValueError as exc:  # a simulation config the simulator refuses (e.g. too few days)
@@ -231,14 +243,22 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _eval_enterprise(args: argparse.Namespace, geo: Any) -> int:
+    from trailgeo.app.detect import RunOptions
+    from trailgeo.core.evidence import FACTORS
     from trailgeo_tools.enterprise_eval import (
         format_enterprise_report,
         run_enterprise_evaluation,
         write_enterprise_json,
     )
 
+    unknown = sorted(set(args.without) - FACTORS)
+    if unknown:
+        return _usage_error(
+            f"--without: no evidence factor {', '.join(unknown)} (among {', '.join(sorted(FACTORS))})"
+        )
+    options = RunOptions(factors=FACTORS - frozenset(args.without))
     try:
-        result = run_enterprise_evaluation(geo, args.seeds, args.days, progress=_progress)
+        result = run_enterprise_evaluation(geo, args.seeds, args.days, progress=_progress, options=options)
     except ValueError as exc:  # e.g. too few days for the enterprise's episodes
         return _usage_error(str(exc))
     _out(format_enterprise_report(result))

@@ -74,6 +74,7 @@ from trailgeo_tools.simulate import (
     _iso,
     _Method,
     _persistence_steps,
+    _pick,
     _rand,
     _resources,
     _RoleActor,
@@ -81,6 +82,7 @@ from trailgeo_tools.simulate import (
     _run_steps,
     _Step,
     _theft_steps,
+    _uuid,
     _World,
 )
 
@@ -396,6 +398,12 @@ class _EntWorld(_World):
             self.tagged.setdefault(tag, []).append((account, region, ts, rec))
 
 
+# People who sign in to IAM Identity Center with a security key or passkey (the rest use an
+# authenticator app), and how long an access portal session lasts (Identity Center's default).
+_WEBAUTHN_SHARE = 0.7
+_PORTAL_SESSION = 8 * _HOUR
+
+
 @dataclass(slots=True)
 class _Net:
     """Where a person's calls come from on one day, and the episode it belongs to."""
@@ -415,6 +423,8 @@ class _Away:
 
 class _Person(_HumanActor):
     """A person of the enterprise: offices, home lines (IPv6 too), VPN, commuting, episodes."""
+
+    in_identity_center = True  # signs in to the organization's IAM Identity Center (an SSO person)
 
     def __init__(
         self,
@@ -450,6 +460,12 @@ class _Person(_HumanActor):
         self.vpn_tags: dict[str, str] = {}  # gateway country -> episode id (when not the home country)
         self.away: list[_Away] = []
         self.glitches: dict[int, _Net] = {}  # local day -> a home line geolocated across the border
+        # Identity Center sign-ins (their own stream: the rest of the simulation draws as before).
+        # Most people sign in with a security key or passkey, the others with an authenticator app.
+        self.sign_in_rng = world.rng("person-sign-in", index)
+        self.mfa = "WEBAUTHN" if self.sign_in_rng.random() < _WEBAUTHN_SHARE else "TOTP"
+        self.directory_id = _uuid(self.sign_in_rng)
+        self.signed_in_until = 0  # the access portal's session lasts _PORTAL_SESSION
 
     def all_arns(self) -> tuple[str, ...]:
         if self.kind == "iam_user":
@@ -477,6 +493,74 @@ class _Person(_HumanActor):
             finally:
                 self.offset = home_offset
                 w.episode = None
+
+    def work(self, day: int, midnight: int, start_h: float, end_h: float, budget: float) -> None:
+        """A work session, begun with a sign-in to the access portal when its session has ended."""
+        at = midnight + int(start_h * _HOUR) - self.sign_in_rng.randint(60, 900)
+        if self.kind == "sso" and self.in_identity_center and at >= self.signed_in_until:
+            self.sign_in(at)
+        super().work(day, midnight, start_h, end_h, budget)
+
+    def sign_in(self, ts: int) -> None:
+        """An Identity Center sign-in from where the person is: the password's challenge (naming the
+        user), its verification, the second factor's challenge and verification, then
+        ``UserAuthentication``, one ``AuthWorkflowID`` for them all (the records CloudTrail writes in
+        the Identity Center's account and region). Part of no episode: trailgeo reads them as
+        evidence, never as calls."""
+        w, rng = self.ent, self.sign_in_rng
+        self.signed_in_until = ts + _PORTAL_SESSION
+        ip = self.ips[_pick(rng, self.ip_cum)]
+        workflow = _uuid(rng)
+        account, region = w.cfg.accounts[0], w.cfg.regions[0]
+        who = {
+            "type": "IdentityCenterUser",
+            "arn": "",
+            "accountId": account,
+            "accessKeyId": "",
+            "onBehalfOf": {
+                "userId": self.directory_id,
+                "identityStoreArn": f"arn:aws:identitystore::{account}:identitystore/d-9067e2a1b3",
+            },
+        }
+        verified, signed_in = {"CredentialVerification": "Success"}, {"UserAuthentication": "Success"}
+        steps: list[tuple[str, dict[str, Any], dict[str, str] | None]] = [
+            ("CredentialChallenge", {"CredentialType": "PASSWORD", "UserName": self.email}, None),
+            ("CredentialVerification", {"CredentialType": "PASSWORD"}, verified),
+            ("CredentialChallenge", {"CredentialType": self.mfa}, None),
+            ("CredentialVerification", {"CredentialType": self.mfa}, verified),
+            ("UserAuthentication", {"CredentialType": f"PASSWORD,{self.mfa}"}, signed_in),
+        ]
+        episode, w.episode = w.episode, None
+        try:
+            for n, (name, details, outcome) in enumerate(steps):
+                rec: dict[str, Any] = {
+                    "eventVersion": "1.10",
+                    "userIdentity": who,
+                    "eventTime": _iso(ts + 4 * n),
+                    "eventSource": "signin.amazonaws.com",
+                    "eventName": name,
+                    "awsRegion": region,
+                    "sourceIPAddress": ip,
+                    "userAgent": self.browser,
+                    "requestParameters": None,
+                    "responseElements": None,
+                    "additionalEventData": {
+                        "AuthWorkflowID": workflow,
+                        "LoginTo": "https://d-9067e2a1b3.awsapps.com/start/",
+                        **details,
+                    },
+                    "eventID": _uuid(rng),
+                    "readOnly": False,
+                    "eventType": "AwsServiceEvent",
+                    "managementEvent": True,
+                    "recipientAccountId": account,
+                    "eventCategory": "Management",
+                }
+                if outcome is not None:
+                    rec["serviceEventDetails"] = outcome
+                w.add(ts + 4 * n, account, region, rec)
+        finally:
+            w.episode = episode
 
     def network(self, day: int) -> tuple[_Net, bool]:
         """The day's network: away (trip, offsite, conference), a GeoIP glitch, VPN, office or home."""
@@ -510,6 +594,8 @@ class _Person(_HumanActor):
 
 class _VendorStaff(_Person):
     """A vendor's employee: sessions of the vendor's role in our accounts, named after them."""
+
+    in_identity_center = False  # the vendor's own directory signs them in, not ours
 
     def __init__(
         self,
@@ -1258,4 +1344,6 @@ def _person_json(p: _Person) -> dict[str, Any]:
         "access_key_id": p.key_id,
         "arns": list(p.all_arns()),
         "identity": p.identity(),
+        # the second factor of their Identity Center sign-ins (WEBAUTHN: a security key or passkey)
+        "second_factor": p.mfa if p.kind == "sso" and p.in_identity_center else None,
     }

@@ -50,7 +50,7 @@ from trailgeo.app.detect import RunOptions
 from trailgeo.core.alert_builder import rarity_severity
 from trailgeo.core.alerts import PAGING_NOTIFICATIONS, SEVERITY_LEVELS, Alert, paging_filter_policy
 from trailgeo.core.detectors import COUNTRY
-from trailgeo.core.evidence import HOSTING_PROVIDER, REGISTRY, SHARED_EGRESS, raised
+from trailgeo.core.evidence import FACTORS, HOSTING_PROVIDER, MFA_SIGN_IN, REGISTRY, SHARED_EGRESS, raised
 from trailgeo.ports import GeoResolver
 from trailgeo_tools.enterprise import (
     EnterpriseConfig,
@@ -175,10 +175,11 @@ def replay_alerts(logs: Path, geo: GeoResolver, options: RunOptions | None = Non
 # ------------------------------------------------------------------------------------------------
 def ablation_variants() -> dict[str, frozenset[str]]:
     """The evidence factors left in, by variant: every one, none (the rarity alone), and each left
-    out in turn."""
+    out in turn. ``mfa_sign_in`` weighs nothing and holds alerts back, so no recomputed severity
+    shows it: what it buys is measured by a replay without it (``eval --without mfa_sign_in``)."""
     parts = frozenset(REGISTRY)
     variants = {"all": parts, "rarity alone": frozenset[str]()}
-    for part in sorted(parts):
+    for part in sorted(parts - {MFA_SIGN_IN.name}):
         variants[f"without {part}"] = parts - {part}
     return variants
 
@@ -409,7 +410,12 @@ def targets(m: Mapping[str, Any]) -> list[dict[str, Any]]:
 # Running it
 # ------------------------------------------------------------------------------------------------
 def evaluate_enterprise_simulation(
-    sim: EnterpriseSimulation, geo: GeoResolver, *, workdir: Path | None = None, progress: Progress = _quiet
+    sim: EnterpriseSimulation,
+    geo: GeoResolver,
+    *,
+    workdir: Path | None = None,
+    progress: Progress = _quiet,
+    options: RunOptions | None = None,
 ) -> dict[str, Any]:
     truth = sim.ground_truth()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -418,7 +424,7 @@ def evaluate_enterprise_simulation(
         write_enterprise_tree(sim, root)
         progress(f"  wrote {len(sim.files):,} objects ({time.perf_counter() - started:.1f} s)")
         started = time.perf_counter()
-        alerts = replay_alerts(root, geo)
+        alerts = replay_alerts(root, geo, options)
         replay_s = time.perf_counter() - started
         progress(f"  trailgeo replay: {len(alerts)} notifications ({replay_s:.1f} s)")
     figures = evaluate_enterprise(alerts, truth)
@@ -462,11 +468,13 @@ def run_enterprise_evaluation(
     progress: Progress = _quiet,
     make_config: Callable[[int, int], EnterpriseConfig] | None = None,
     simulator: Callable[[EnterpriseConfig], EnterpriseSimulation] = simulate_enterprise,
+    options: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Simulate and evaluate each seed; per-seed figures, the aggregate and the targets.
 
     ``make_config(seed, days)`` gives each configuration (default :func:`enterprise_config`);
-    ``simulator`` turns it into a simulation (a test hands one it already has).
+    ``simulator`` turns it into a simulation (a test hands one it already has); ``options``: the
+    detector's (default ``RunOptions()``; the evidence factors left out for an ablation replay).
     """
     configure = make_config or enterprise_config
     reports = []
@@ -479,13 +487,20 @@ def run_enterprise_evaluation(
             f"seed {seed}: simulated the enterprise, {sim.config.days} days, {sim.events_count:,} events "
             f"({sim_s:.1f} s)"
         )
-        report = evaluate_enterprise_simulation(sim, geo, progress=progress)
+        report = evaluate_enterprise_simulation(sim, geo, progress=progress, options=options)
         report["simulate_seconds"] = round(sim_s, 1)
         report["seconds"] = round(time.perf_counter() - started, 1)
         reports.append(report)
     overall = aggregate_enterprise(reports)
     overall["seconds"] = round(time.perf_counter() - began, 1)
-    return {"org": "enterprise", "seeds": reports, "aggregate": overall, "targets": targets(overall)}
+    left_out = sorted(FACTORS - (options or RunOptions()).factors)
+    return {
+        "org": "enterprise",
+        "factors_left_out": left_out,
+        "seeds": reports,
+        "aggregate": overall,
+        "targets": targets(overall),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -560,6 +575,10 @@ def _summary(m: Mapping[str, Any]) -> list[str]:
 
 def format_enterprise_report(result: Mapping[str, Any]) -> str:
     lines: list[str] = []
+    if result.get("factors_left_out"):
+        lines.append(
+            f"== evidence factors left out of the detector: {', '.join(result['factors_left_out'])} =="
+        )
     for s in result["seeds"]:
         lines.append(
             f"== enterprise seed {s['seed']}: {s['days']} days from {s['start']}, {s['people']} people in "
