@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -500,4 +499,3 @@ def test_given_a_role_session_from_the_network_she_signed_in_from_then_the_sign_
 
 def test_given_run_options_then_the_factor_is_on_by_default() -> None:
     assert "mfa_sign_in" in RunOptions().factors
-    assert replace(RunOptions(), factors=frozenset()).factors == frozenset()
