@@ -115,7 +115,7 @@ def test_given_a_foreign_endpoint_alert_when_rendered_then_every_channel_names_t
 
     # Then each says "VPC endpoint of account <attacker>", never a "country VPCE:..."
     label = f"VPC endpoint of account {ATTACKER}"
-    assert subject.startswith(f"Unusual {label} for AWS command: 2 methods by ")
+    assert subject.startswith(f"[{alert.severity.upper()}] Unusual {label} for AWS command: 2 methods by ")
     assert f"From:     {label}  IPs: {PRIVATE_IP} via {ENDPOINT}" in body
     assert label in slack
     assert label in chatbot["content"]["title"]
@@ -221,8 +221,9 @@ def test_given_a_public_address_absent_from_the_geoip_database_then_it_is_scored
     assert alert["score"] >= 90
     assert "from unknown location (address not in the GeoIP database) are unusual" in alert["explanation"]
     assert "The GeoIP database has no country for the address(es)" in alert["explanation"]
+    severity = alert["severity"].upper()
     assert email_subject(Alert.model_validate(alert)).startswith(
-        "Unusual location for AWS command: 2 methods from an address not in GeoIP by "
+        f"[{severity}] Unusual location for AWS command: 2 methods from an address not in GeoIP by "
     )
     assert summary.records_skipped == Counter({"geo_unknown": 2})
     assert summary.events_geolocated == 40 + 2

@@ -66,6 +66,22 @@ def test_given_a_rare_group_then_the_alert_is_stable_and_round_trips_as_json() -
     assert len(alert.methods) == 3
 
 
+def test_given_a_principal_too_long_for_the_subject_then_the_severity_still_leads_it() -> None:
+    """An inbox or a pager's e-mail integration sorts on the subject's start; SNS keeps 100 characters."""
+    # Given an alert for a principal whose ARN alone fills the subject
+    alert = alert_for([record(DETECTED, ip=BT_IP, arn=f"arn:aws:iam::111122223333:user/{'a' * 120}")])
+
+    # When its subject is made
+    subject = email_subject(alert)
+
+    # Then it starts with the severity, and the principal is what was cut
+    assert subject.startswith(f"[{alert.severity.upper()}] Unusual country for AWS command: ")
+    assert alert.severity in {"medium", "high", "critical"}
+    assert len(subject) == SUBJECT_LIMIT
+    assert subject.endswith("...")
+    assert " by arn:aws:iam::" in subject
+
+
 def test_given_hostile_strings_then_subject_is_one_ascii_line_and_body_has_no_injected_lines() -> None:
     agent = "curl/8\nSubject: you are fired\x1b[31m" + "x" * 2_000_000
     alert = alert_for([record(DETECTED, ip=BT_IP, arn=EVIL_ARN, agent=agent)])

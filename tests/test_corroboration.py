@@ -601,7 +601,7 @@ def test_given_a_re_alert_no_more_severe_than_the_first_then_an_update_else_an_e
         True,
         "update",
     )
-    assert email_subject(second).startswith("Update: ")
+    assert email_subject(second).startswith("[CRITICAL] Update: ")
 
     # Given a medium first alert (her own client from a home line), When the same backdoor follows
     quiet_first = [r | {"userAgent": CLI_V2} for r in backdoor]

@@ -27,4 +27,4 @@ def test_given_a_simulated_organization_when_the_demo_runs_then_the_attacker_is_
     assert "detected: yes" in text
     assert "other alerts: 0" in text
     assert "What an email subscriber reads:" in text
-    assert "subject: Unusual country for AWS command: " in text
+    assert "subject: [HIGH] Unusual country for AWS command: " in text

@@ -126,7 +126,7 @@ def test_given_a_trail_in_s3_when_the_schedule_fires_then_counts_land_in_dynamod
     assert len(envelopes) == 1
     envelope = envelopes[0]
     assert envelope["Subject"].startswith(
-        "Unusual country for AWS command: 2 methods from BT by arn:aws:iam::"
+        "[HIGH] Unusual country for AWS command: 2 methods from BT by arn:aws:iam::"
     )
     assert envelope["MessageAttributes"]["country"]["Value"] == "BT"
     assert envelope["MessageAttributes"]["severity"]["Value"] == "high"

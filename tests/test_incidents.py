@@ -299,7 +299,7 @@ def test_given_a_harmless_alert_first_when_the_real_attack_follows_from_its_netw
     assert (alert.incident.id, alert.incident.update, alert.incident.escalation) == ("decoy", False, True)
     assert alert.thread_id == "attack"
     assert asff_finding(alert, PRODUCT_ARN)["Id"] == "attack"
-    assert email_subject(alert).startswith("Incident escalation: ")
+    assert email_subject(alert).startswith(f"[{alert.severity.upper()}] Incident escalation: ")
 
 
 def test_given_an_incident_past_its_window_when_its_network_alerts_again_then_a_new_incident() -> None:

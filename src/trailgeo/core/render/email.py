@@ -47,7 +47,10 @@ def email_subject(alert: Alert) -> str:
         subject = f"Unusual {location_label(alert.country)} for AWS command: {what} by {alert.principal}"
     else:
         subject = f"Unusual country for AWS command: {what} from {alert.country} by {alert.principal}"
-    subject = ("Update: " if alert.quiet_update else "") + _incident_prefix(alert) + subject
+    # The severity first: an inbox, or a pager's e-mail integration, sorts on it before anything
+    # the subject had to cut (SNS keeps 100 characters; a principal's ARN is long).
+    prefix = f"[{alert.severity.upper()}] " + ("Update: " if alert.quiet_update else "")
+    subject = prefix + _incident_prefix(alert) + subject
     # SNS subjects: ASCII, no line breaks, at most 100 characters.
     subject = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in subject)
     return subject if len(subject) <= SUBJECT_LIMIT else subject[: SUBJECT_LIMIT - 3] + "..."
