@@ -164,7 +164,8 @@ MFA_SIGN_IN = EvidenceFactor(
     raises=0,
     description=(
         "The person (an IAM user, an Identity Center user) signed in from the same network (the "
-        "same country and autonomous system; without an ASN database the same /24 or /48) with a "
+        "same country and autonomous system; a hosting provider's address only itself; without an "
+        "ASN database the same /24 or /48) with a "
         "phishing-resistant factor, a FIDO2 security key or passkey, in the hour of the alert's "
         f"calls or the {SIGN_IN_HOURS} before, for every address of the alert: the person is where "
         "the calls come from (a trip, an offsite, a new hire's first week, a home line geolocated "

@@ -390,7 +390,7 @@ class RunAggregate:
             if record.eventSource != SIGN_IN_SOURCE:
                 counted.append(record)
                 continue
-            located = self._sources.get(record.sourceIPAddress) or self._locate(record.sourceIPAddress)
+            located = self._locate(record.sourceIPAddress)  # cached: worked out once per source
             event_time = record.eventTime
             hour = self._hour(event_time) if event_time else None
             if not isinstance(located, str) and hour is not None and earliest <= hour <= latest:
