@@ -10,7 +10,7 @@ import io
 import json
 import random
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ from trailgeo.ports import AlertRefusedError, BatchTooLargeError
 
 ATTACK_AT = T0 + timedelta(days=10, hours=3)
 TRAINED = RunOptions(policy=ScoringPolicy(learning_days=0))
+# Publishing at once, not after the wait to settle (app/detect/publish.py: tests/test_settle.py)
+AT_ONCE = RunOptions(settle=timedelta(0))
 DESCRIBE = "M#ec2.amazonaws.com:DescribeInstances"
 
 
@@ -316,7 +318,7 @@ def test_given_a_megabyte_identity_type_on_a_rare_call_when_it_alerts_then_the_a
     hostile["userIdentity"]["type"] = "T" * 1_000_000
 
     # When the run scores it
-    report = attack_run(aws, geo, deployment, [hostile], TRAINED)
+    report = attack_run(aws, geo, deployment, [hostile], replace(TRAINED, settle=timedelta(0)))
 
     # Then the alert is queued and published, its identity type cut
     assert (report.alerts_raised, report.alerts_published, report.alerts_parked) == (1, 1, 0)
@@ -351,9 +353,9 @@ def test_given_sns_refusing_one_alert_for_its_content_when_published_then_it_is_
 
     # When pending alerts are published, then again at the next run
     first = RunReport(scheduled_at=ATTACK_AT, window_start=ATTACK_AT, window_end=ATTACK_AT)
-    publish_pending(deps, first)
+    publish_pending(deps, first, AT_ONCE)
     second = RunReport(scheduled_at=ATTACK_AT, window_start=ATTACK_AT, window_end=ATTACK_AT)
-    publish_pending(deps, second)
+    publish_pending(deps, second, AT_ONCE)
 
     # Then the refused alert is parked (kept, with why, counted) and the other one goes out; the
     # next run does not try the parked one again
@@ -399,7 +401,7 @@ def test_given_an_outbox_item_that_is_no_alert_when_pending_are_read_then_it_is_
 
     # When pending alerts are published
     report = RunReport(scheduled_at=ATTACK_AT, window_start=ATTACK_AT, window_end=ATTACK_AT)
-    publish_pending(deps, report)
+    publish_pending(deps, report, AT_ONCE)
 
     # Then the real one goes out and the broken one is parked
     assert report.alerts_published == 1

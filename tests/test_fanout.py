@@ -261,6 +261,7 @@ OPTIONS = RunOptions(
     lookback=timedelta(hours=24),
     policy=ScoringPolicy(learning_days=0, learning_buckets=0),
     lease=FANOUT_LEASE,
+    settle=timedelta(0),  # published by the reduce that raised them: the subject is the reduce, not the wait
 )
 
 

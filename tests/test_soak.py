@@ -87,6 +87,9 @@ def run_deployment(sim: Simulation, geo: MaxMindGeoResolver, faults: RandomFault
         # A last clean pass lets the final dead run (if any) be taken over.
         final = tick + timedelta(hours=1)
         detect(final, deps_for(session, geo, deployment, final), options)
+        # One more, a schedule period later, sends what its alerts wait for (app/detect/publish.py).
+        settled = final + options.settle
+        detect(settled, deps_for(session, geo, deployment, settled), options)
         for envelope in receive_alerts(session, deployment.queue_url):
             delivered[envelope["MessageAttributes"]["alert_id"]["Value"]] += 1
         items = session.client("dynamodb").get_paginator("scan").paginate(TableName=TABLE)

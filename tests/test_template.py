@@ -58,6 +58,7 @@ FUNCTION_ENVIRONMENT = {
     "GEOIP_ASN_PATH",
     "LOOKBACK_MINUTES",
     "SCORE_THRESHOLD",
+    "PAGING_SEVERITY",
     "LEARNING_BUCKETS",
     "LEARNING_DAYS",
     "TUNING_PARAMETER",
@@ -439,6 +440,9 @@ def test_given_the_function_then_its_environment_is_what_the_package_reads(templ
         "ReportBatchItemFailures"
     ]
     assert variables["GEOIP_DB_PATH"] == "/opt/geoip/country.mmdb"
+    # What waits to settle is what the pager's filter leaves out (app/detect/publish.py)
+    for name in (DETECTOR, "FanOutWorkerFunction", "ArrivalsFunction"):
+        assert merged(template, name, "Environment")["PAGING_SEVERITY"] == {"Ref": "PagingSeverity"}
     assert variables["GEOIP_ASN_PATH"] == worker_variables["GEOIP_ASN_PATH"] == "/opt/geoip/asn.mmdb"
     assert (props["Runtime"], props["Handler"], props["Architectures"]) == (
         "python3.13",

@@ -181,7 +181,7 @@ def reduce_batch(task: FanoutTask, deps: Dependencies, options: RunOptions, fano
     with gc_paused():  # until the merged aggregate is dropped, as in detect
         report, outcomes = _merge_and_finish(task, deps, options, fanout)
     if options.alerting:
-        publish_pending(deps, report)
+        publish_pending(deps, report, options)
     fanout.partials.discard(task.run_id, task.tasks)
     logger.info(
         "fanned-out batch finished",

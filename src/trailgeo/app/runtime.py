@@ -281,6 +281,8 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "alerts_published": report.alerts_published,
         "alerts_pending": report.alerts_pending,
         "alerts_parked": report.alerts_parked,
+        "alerts_settling": report.alerts_settling,
+        "alerts_settled": report.alerts_settled,
         "oldest_pending_minutes": report.oldest_pending_minutes,
         "networks": dict(report.networks),
         **(_intake_summary(report) if report.notified else {}),

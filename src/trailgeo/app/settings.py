@@ -52,6 +52,11 @@ class Settings(BaseModel):
     # Alerts linked by source network within this many hours of an incident's last member are one
     # incident (docs/scoring.md#incidents); 0 links nothing.
     incident_hours: float = Field(default=24.0, ge=0, le=MAX_INCIDENT_WINDOW.total_seconds() / 3600)
+    # A thread's first notification below PAGING_SEVERITY (the template's PagingSeverity) waits
+    # SETTLE_MINUTES, so that what joins it meanwhile goes out inside it (docs/notifications.md); 0
+    # sends at once.
+    paging_severity: Literal["medium", "high", "critical"] = "high"
+    settle_minutes: int = Field(default=15, ge=0, le=60)
     # Allowlists and per-method overrides (docs/tuning.md): an SSM parameter name, or a file
     # deployed with the function. Read at every run, so an edit applies on the next run.
     tuning_parameter: str = Field(default="", max_length=2048)
@@ -141,6 +146,8 @@ class Settings(BaseModel):
             batch_records=self.batch_records,
             suppress_for=timedelta(hours=self.suppress_hours),
             incident_window=timedelta(hours=self.incident_hours),
+            paging_severity=self.paging_severity,
+            settle=timedelta(minutes=self.settle_minutes),
             # A fanned-out batch is not taken over while SQS may still deliver its tasks.
             lease=FANOUT_LEASE if self.fanout else DEFAULT_LEASE,
             intake_messages=self.intake_max_messages,

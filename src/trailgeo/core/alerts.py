@@ -218,6 +218,12 @@ class IncidentMember(_Model):
     methods: list[str] = []  # the rarest few
     first_event_time: str = ""
     last_event_time: str = ""
+    detector: str = "country"
+    # What weighed in its severity beside the rarity: each evidence factor's levels (raises; 0 shown
+    # only) and whether another detector fired with it. An evaluation's ablation recomputes the
+    # member's severity from these, as the carrier's from its evidence.
+    factors: dict[str, int] = {}
+    correlated: bool = False
 
 
 class AlertIncident(_Model):

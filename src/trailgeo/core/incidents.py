@@ -215,12 +215,23 @@ def _assign(
 def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str]) -> bool:
     """Whether alerts linked to an open incident page anew: a severity above the incident's highest,
     a sensitive method new to it, or an incident record this very run wrote (a retried run cannot
-    tell what it held before, and errs toward paging)."""
+    tell what it held before, and errs toward paging). An incident that paged at critical for a
+    sensitive method pages no more (``paged_to_the_top``)."""
     if incident.last_alert_id in run_ids:
         return incident.incident_id not in run_ids
+    if paged_to_the_top(incident):
+        return False
     highest = max(severity_rank(a.severity) for a in group)
     new_sensitive = {m for a in group for m in a.sensitive_methods} - incident.sensitive_methods
     return highest > severity_rank(incident.severity) or bool(new_sensitive)
+
+
+def paged_to_the_top(incident: OpenIncident) -> bool:
+    """Whether an incident has paged all it can: at critical, for a sensitive method. Its later
+    members (a role chain's next accounts, each with methods new to the incident) are updates in its
+    thread, each named with its sensitive methods: nothing is above critical, and the team was paged
+    for that network's sensitive calls. A decoy that never reached both still escalates."""
+    return incident.severity == "critical" and bool(incident.sensitive_methods)
 
 
 def _member(alert: Alert) -> IncidentMember:
@@ -236,6 +247,9 @@ def _member(alert: Alert) -> IncidentMember:
         or [f.value for f in alert.findings[:MEMBER_METHODS]],
         first_event_time=alert.first_event_time,
         last_event_time=alert.last_event_time,
+        detector=alert.detector,
+        factors={e.factor: e.raises for e in alert.evidence},
+        correlated=bool(alert.correlated_detectors),
     )
 
 
@@ -260,6 +274,11 @@ def member_line(member: IncidentMember) -> str:
 
 
 def _explained(carrier: Alert, info: AlertIncident) -> str:
+    return carrier.explanation + _incident_text(info)
+
+
+def _incident_text(info: AlertIncident) -> str:
+    """What an incident adds to its carrier's explanation (removed again when it is re-told)."""
     if info.update:
         kind = f"An update of incident {info.id}"
     elif info.escalation:
@@ -271,7 +290,60 @@ def _explained(carrier: Alert, info: AlertIncident) -> str:
     if more > 0:
         lines.append(f"- and {more} more (in this alert's incident members, or counted there)")
     networks = ", ".join(info.networks) or "none"
-    text = f"{carrier.explanation}\n\n{headline(info)}, linked by source network ({networks}). {kind}."
+    text = f"\n\n{headline(info)}, linked by source network ({networks}). {kind}."
     if lines:
         text += "\nThe other alerts, each recorded and suppressed as if sent alone:\n" + "\n".join(lines)
     return text
+
+
+def _member_urgency(member: IncidentMember) -> tuple[bool, int, float, str]:
+    return (not member.sensitive_methods, -severity_rank(member.severity), -member.score, member.alert_id)
+
+
+def thread_joined(alert: Alert) -> str | None:
+    """The notification an alert follows, when it is not its thread's first: its incident's first
+    alert (an update or an escalation of it) or the subject's alert it re-alerts."""
+    if alert.incident is not None and alert.incident.id != alert.alert_id:
+        return alert.incident.id
+    return alert.follows_alert_id
+
+
+def absorbed(opener: Alert, joined: Sequence[Alert]) -> Alert:
+    """An incident's first notification, not sent yet, carrying what joined it since (updates,
+    escalations, re-alerts of its subject, all still pending too): one notification at the highest
+    severity of them all, naming each as a member (most urgent first), instead of a first
+    notification and an escalation of it a run later. ``opener`` stays the carrier: its id is the
+    thread and the incident every later update is sent in."""
+    if not joined:
+        return opener
+    before = opener.incident
+    base = (
+        opener.explanation.removesuffix(_incident_text(before)) if before is not None else opener.explanation
+    )
+    members = [*(before.members if before is not None else ())]
+    for alert in joined:
+        members.append(_member(alert))
+        if alert.incident is not None:
+            members.extend(alert.incident.members)
+    members.sort(key=_member_urgency)
+    omitted = sum(a.incident.omitted_members for a in joined if a.incident is not None)
+    omitted += (before.omitted_members if before is not None else 0) + max(0, len(members) - MAX_MEMBERS)
+    named = [(opener.cloud.account.id, opener.principal), *((m.account, m.principal) for m in members)]
+    group = (opener, *joined)
+    networks = {n for a in group for n in network_keys(a)}
+    networks.update(n for a in group if a.incident is not None for n in a.incident.networks)
+    info = AlertIncident(
+        id=opener.alert_id,
+        networks=sorted(networks)[:MAX_LIST],
+        alerts=(before.alerts if before is not None else 1)
+        + sum(a.incident.alerts if a.incident is not None else 1 for a in joined),
+        accounts=max(len({a for a, _ in named}), before.accounts if before is not None else 1),
+        principals=max(len({p for _, p in named}), before.principals if before is not None else 1),
+        members=members[:MAX_MEMBERS],
+        omitted_members=omitted,
+    )
+    severity = max((a.severity for a in group), key=severity_rank)
+    carrier = opener.model_copy(update={"explanation": base})
+    return opener.model_copy(
+        update={"incident": info, "severity": severity, "explanation": _explained(carrier, info)}
+    )

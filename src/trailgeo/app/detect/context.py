@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, Severity
 from trailgeo.core.categories import EventScope
 from trailgeo.core.detectors import DEFAULT_DETECTORS
 from trailgeo.core.evidence import FACTORS
@@ -67,6 +67,10 @@ class RunOptions:
     # the window no longer reaches it) are listed by the first run of each ``late_every`` to complete
     # (app.detect.plan.late_prefixes), the window's every run.
     late_every: timedelta = timedelta(hours=1)
+    # A thread's first notification below ``paging_severity`` waits ``settle`` before it goes out, so
+    # that what joins it meanwhile goes out inside it (app/detect/publish.py); zero sends at once.
+    paging_severity: Severity = "high"
+    settle: timedelta = timedelta(minutes=15)
 
 
 @dataclass(slots=True)
@@ -135,6 +139,8 @@ class RunReport:
     alerts_published: int = 0
     alerts_pending: int = 0
     alerts_parked: int = 0  # refused by the channel for what they hold: set aside (publish_pending)
+    alerts_settling: int = 0  # first notifications below the paging severity waiting one period
+    alerts_settled: int = 0  # sent inside the first notification of their thread (publish_pending)
     oldest_pending_minutes: int = 0  # the alert waiting longest after publishing, since detected
     # Source addresses of alert candidates looked up in the ASN database: "hosting", "other",
     # "not_found" (no AS, or no public address), "unavailable" (no ASN database open).

@@ -73,7 +73,7 @@ def detect(
     if not report.files_deferred and not report.files_released:
         deps.ledger.advance_watermark(end)
     if options.alerting:
-        publish_pending(deps, report)
+        publish_pending(deps, report, options)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -94,7 +94,7 @@ def detect_arrivals(arrived_at: datetime, deps: Dependencies, options: RunOption
     _run_batches(listed, end, deps, options, report, None, takeovers=False)
     settle(deps.intake, delivery, end, deps, report)
     if options.alerting:
-        publish_pending(deps, report)
+        publish_pending(deps, report, options)
     report.seconds = time.perf_counter() - started
     return report
 
