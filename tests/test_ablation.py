@@ -113,3 +113,24 @@ def test_given_notifications_of_each_severity_when_counted_then_only_high_pages_
     hits = hits_of([first, quiet, louder])
     assert [h.page for h in hits] == [True, False, True]
     assert [h.pager for h in hits] == [False, False, True]
+
+
+def test_given_a_notification_carrying_a_settled_member_when_recomputed_then_the_member_counts_too(
+    tmp_path: Path,
+) -> None:
+    # Given the stolen-key alert raised to high by the thief's client, sent inside a medium first
+    # notification it joined while that waited to settle (core.incidents.absorbed)
+    from tests.test_incidents import an_alert
+    from trailgeo.core.incidents import absorbed
+
+    (raw,) = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver())
+    joined = Alert.model_validate(raw).model_copy(update={"follows_alert_id": "first"})
+    first = an_alert("first", severity="medium", score=60.0)
+    sent = absorbed(first, [joined])
+    variants = ablation_variants()
+
+    # When its severity is recomputed per variant
+    # Then the notification is at its member's recomputed severity where that is higher: high with
+    # every factor (as published), the rarity's medium without the thief's client
+    assert sent.severity == severity_with(sent, variants["all"]) == "high"
+    assert severity_with(sent, variants["without new_client"]) == "medium"

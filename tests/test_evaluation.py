@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -512,3 +513,27 @@ def test_given_an_incident_carrier_when_evaluated_then_it_counts_once_and_member
     assert figures["attack_recall"] == 1.0
     assert [r["alerts"] for r in figures["attacks"]] == [1, 1]
     assert figures["false_alerts"] == 0
+
+
+def test_given_an_alert_that_waited_to_settle_when_received_then_its_latency_counts_from_the_run_that_sent_it(
+    tmp_path: Path, country_test_mmdb: Path
+) -> None:
+    # Given a replayed tree where alice calls from BT once (a medium alert: the country's rarity
+    # alone, which waits a run before it goes out)
+    from tests.builders import BT_IP, files_by_delivery, record, write_tree
+    from trailgeo.app.detect import RunOptions
+    from trailgeo.core.scoring import ScoringPolicy
+
+    home = [record(T0 + timedelta(hours=h)) for h in range(0, 72, 3)]
+    write_tree(tmp_path, files_by_delivery([*home, record(T0 + timedelta(days=3, minutes=2), ip=BT_IP)]))
+    options = RunOptions(policy=ScoringPolicy(learning_days=0, learning_buckets=0))
+
+    # When the evaluation replays it, waiting to settle as deployed, and sending at once
+    geo = MaxMindGeoResolver(country_test_mmdb)
+    (found,) = evaluation.run_trailgeo(tmp_path, geo, options)
+    (at_once,) = evaluation.run_trailgeo(tmp_path, geo, replace(options, settle=timedelta(0)))
+
+    # Then the detection is dated by the run that sent it, a schedule period after the one that raised
+    # it (delivered at 00:20, raised at 00:30, sent at 00:45), and the team's latency counts from there
+    assert at_once.detected_at == T0 + timedelta(days=3, minutes=30)
+    assert found.detected_at == T0 + timedelta(days=3, minutes=45)

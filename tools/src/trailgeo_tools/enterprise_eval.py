@@ -166,8 +166,8 @@ def replay_alerts(logs: Path, geo: GeoResolver, options: RunOptions | None = Non
     from trailgeo.app.replay import replay
 
     sink = ListAlertSink()
-    replay(logs, geo, sink, options or RunOptions())
-    return sink.alerts
+    replay(logs, geo, sink, options or RunOptions(), on_tick=lambda r: sink.stamp(r.scheduled_at))
+    return sink.as_received()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,14 +189,42 @@ def severity_with(alert: Alert, parts: frozenset[str]) -> str:
     recomputed from its score and its evidence (a factor sets a severity; the alerts that
     ``concurrent_use`` makes under the threshold and those the learned egress holds back are the
     replay's, in every variant). Without ``shared_egress`` a hosting address the run recognised as the
-    organization's own egress counts as hosting again. Other detectors' alerts keep theirs."""
-    if alert.detector != COUNTRY.name:
-        return alert.severity
-    factors = {e.factor: e.raises for e in alert.evidence}
+    organization's own egress counts as hosting again. Other detectors' alerts keep theirs. A
+    notification carrying others (an incident's members, the alerts that joined a first
+    notification while it waited) is at the highest of them all, each recomputed."""
+    own = _recomputed(
+        alert.detector,
+        alert.severity,
+        alert.score,
+        {e.factor: e.raises for e in alert.evidence},
+        bool(alert.correlated_detectors),
+        parts,
+    )
+    members = alert.incident.members if alert.incident is not None else []
+    return max(
+        [
+            own,
+            *(_recomputed(m.detector, m.severity, m.score, m.factors, m.correlated, parts) for m in members),
+        ],
+        key=SEVERITY_LEVELS.index,
+    )
+
+
+def _recomputed(
+    detector: str,
+    severity: str,
+    score: float,
+    factors: Mapping[str, int],
+    correlated: bool,
+    parts: frozenset[str],
+) -> str:
+    """One alert's severity with only ``parts`` weighing in (``severity_with``)."""
+    if detector != COUNTRY.name:
+        return severity
     levels = sum(raises for factor, raises in factors.items() if factor in parts)
     if SHARED_EGRESS.name in factors and SHARED_EGRESS.name not in parts and HOSTING_PROVIDER.name in parts:
         levels += HOSTING_PROVIDER.raises * (HOSTING_PROVIDER.name not in factors)
-    return raised(rarity_severity(alert.score), levels + bool(alert.correlated_detectors))
+    return raised(rarity_severity(score), levels + correlated)
 
 
 def ablation(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -297,13 +297,29 @@ def _dt(ts: int) -> datetime:
 # ------------------------------------------------------------------------------------------------
 @dataclass(slots=True)
 class ListAlertSink:
-    """Keeps every published alert in a list."""
+    """Keeps every published alert in a list, and the run that sent each (``stamp``)."""
 
     alerts: list[Alert] = field(default_factory=list)
+    sent_at: list[datetime] = field(default_factory=list)
 
     def publish(self, alert: Alert) -> str:
         self.alerts.append(alert)
         return f"list-{len(self.alerts)}"
+
+    def stamp(self, at: datetime) -> None:
+        """The alerts published since the last stamp went out in the run at ``at`` (a replay's
+        ``on_tick``)."""
+        self.sent_at.extend([at] * (len(self.alerts) - len(self.sent_at)))
+
+    def as_received(self) -> list[Alert]:
+        """Every alert as the team got it, ``detected_at`` the run that sent it: a first
+        notification below the paging severity waits a run to settle (app/detect/publish.py), and
+        the latency figures count from when it went out, not from when it was detected."""
+        unstamped = (a.detected_at for a in self.alerts[len(self.sent_at) :])
+        return [
+            a if a.detected_at == at else a.model_copy(update={"detected_at": at})
+            for a, at in zip(self.alerts, [*self.sent_at, *unstamped], strict=True)
+        ]
 
 
 def run_trailgeo(
@@ -321,11 +337,18 @@ def run_trailgeo(
     from trailgeo.app.replay import html_report, replay
 
     sink = ListAlertSink()
-    summary, state = replay(logs, geo, sink, options or RunOptions(), continuous=continuous)
+    summary, state = replay(
+        logs,
+        geo,
+        sink,
+        options or RunOptions(),
+        on_tick=lambda r: sink.stamp(r.scheduled_at),
+        continuous=continuous,
+    )
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(html_report(summary, state, sink.alerts, title=title), encoding="utf-8")
-    return [d for a in sink.alerts for d in detections_of(a)]
+    return [d for a in sink.as_received() for d in detections_of(a)]
 
 
 # ------------------------------------------------------------------------------------------------
