@@ -537,3 +537,22 @@ def test_given_an_alert_that_waited_to_settle_when_received_then_its_latency_cou
     # it (delivered at 00:20, raised at 00:30, sent at 00:45), and the team's latency counts from there
     assert at_once.detected_at == T0 + timedelta(days=3, minutes=30)
     assert found.detected_at == T0 + timedelta(days=3, minutes=45)
+
+
+def test_given_a_first_alert_carrying_its_own_re_alert_when_counted_then_the_re_alert_is_an_update() -> None:
+    # Given a medium first alert of alice from BT that waited to settle, carrying her re-alert of the
+    # next run (a sensitive method new to her) and bob's alert from the same network
+    from trailgeo.core.incidents import absorbed
+
+    first = an_alert("first")
+    again = an_alert("again", sensitive=True).model_copy(update={"follows_alert_id": "first"})
+    other = an_alert("other", principal=BOB, ip="67.43.156.11")
+    sent = absorbed(first, [again, other])
+
+    # When the evaluation reads its detections
+    found = {d.alert_id: d for d in evaluation.detections_of(sent)}
+
+    # Then alice's re-alert counts as an update of her alert (as sent alone it was one), bob's as an
+    # alert of his own, carried
+    assert (found["again"].follows, found["again"].member_of) == ("first", "first")
+    assert (found["other"].follows, found["other"].member_of) == (None, "first")

@@ -173,9 +173,12 @@ class Detection:
 
 def detections_of(alert: Alert) -> list[Detection]:
     """An alert's detection, then one for each incident member it carries (each matched to the
-    planted incident it belongs to; the notification counted once, as the carrier)."""
+    planted incident it belongs to; the notification counted once, as the carrier). A member of the
+    carrier's own subject (its re-alert, sent inside it after waiting to settle) is an update of it,
+    as it would have been sent alone."""
     carrier = Detection.from_alert(alert)
     members = alert.incident.members if alert.incident is not None else []
+    subject = (carrier.account, carrier.principal, alert.location)
     return [
         carrier,
         *(
@@ -188,7 +191,7 @@ def detections_of(alert: Alert) -> list[Detection]:
                 first_event=parse_time(m.first_event_time) or carrier.first_event,
                 last_event=parse_time(m.last_event_time) or carrier.last_event,
                 score=m.score,
-                follows=None,
+                follows=alert.alert_id if (m.account, m.principal, m.location) == subject else None,
                 alert_id=m.alert_id,
                 member_of=alert.alert_id,
             )
