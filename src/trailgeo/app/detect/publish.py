@@ -47,7 +47,7 @@ def publish_pending(deps: Dependencies, report: RunReport, options: RunOptions |
             continue  # goes out with the notification it joined
         group = joined.get(alert.alert_id, [])
         now = deps.clock()
-        if thread_joined(alert) is None and _settling(absorbed(alert, group), now, options):
+        if thread_joined(alert) is None and _settling(alert, group, now, options):
             settling.extend((alert, *group))
             report.alerts_settling += 1
             logger.info(
@@ -118,10 +118,10 @@ def _joined(pending: Sequence[Alert]) -> dict[str, list[Alert]]:
     return joined
 
 
-def _settling(notification: Alert, now: datetime, options: RunOptions) -> bool:
-    """Whether a thread's first notification (with what joined it) still waits: below the paging
-    severity and younger than the settle period."""
+def _settling(first: Alert, joined: Sequence[Alert], now: datetime, options: RunOptions) -> bool:
+    """Whether a thread's first notification still waits: it and what joined it all below the paging
+    severity, and the first younger than the settle period (a joiner never extends it)."""
     if options.settle <= timedelta(0):
         return False
-    below = severity_rank(notification.severity) < severity_rank(options.paging_severity)
-    return below and now - notification.detected_at < options.settle
+    highest = max(severity_rank(a.severity) for a in (first, *joined))
+    return highest < severity_rank(options.paging_severity) and now - first.detected_at < options.settle
