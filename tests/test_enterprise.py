@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +221,8 @@ def test_given_identity_center_people_then_they_sign_in_where_they_are_and_attac
     factors = {p["identity"]: p["second_factor"] for p in truth["people"] if p["kind"] == "sso"}
     keys = {who for who, factor in factors.items() if factor == "WEBAUTHN"}
     assert 0.5 < len(keys) / len(factors) < 0.9
-    assert {s.identity for s in completed} == keys
+    assert {s.identity for s in completed if s.phishing_resistant} == keys
+    assert {s.identity for s in completed if not s.phishing_resistant} == set(factors) - keys
     assert all(v["second_factor"] is None for v in truth["vendors"])
     # and no sign-in comes from an attack's address
     attack_ips = {ip for i in truth["incidents"] if i["kind"] == "attack" for ip in i["source_ips"]}
@@ -235,6 +236,56 @@ def test_given_identity_center_people_then_they_sign_in_where_they_are_and_attac
         if i["first_event"] <= s.event_time <= i["last_event"]
     }
     assert any(country == i["country"] for i in trips for _, country in travelling)
+
+
+def test_given_identity_center_people_then_every_call_of_theirs_is_within_a_portal_session(
+    truth: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    """Role credentials come only from a live access portal session (8 hours): whoever works past
+    its end signs in again."""
+    # Given each person's completed sign-ins
+    aggregate = RunAggregate(geolocate=country_of)
+    aggregate.add_records([trail_record(r) for r in records if r["eventSource"] == "signin.amazonaws.com"])
+    signed_in: dict[str, list[datetime]] = defaultdict(list)
+    for sign_in in aggregate.sign_in_reader.sign_ins():
+        signed_in[sign_in.identity.removeprefix("sso:")].append(_time(sign_in.event_time))
+    attack_ips = {ip for i in truth["incidents"] if i["kind"] == "attack" for ip in i["source_ips"]}
+
+    # Then every call of an Identity Center role session (not an attacker's) is within 8 hours of one
+    outside = []
+    for r in records:
+        arn = r["userIdentity"].get("arn", "")
+        if ":assumed-role/AWSReservedSSO_" not in arn or r["sourceIPAddress"] in attack_ips:
+            continue
+        at, times = _time(r["eventTime"]), signed_in[arn.rsplit("/", 1)[-1]]
+        if not any(timedelta(0) <= at - t <= timedelta(hours=8) for t in times):
+            outside.append((arn, r["eventTime"]))
+    assert outside == []
+
+
+def test_given_the_hijacked_identity_center_sessions_then_each_is_used_within_a_portal_session_of_the_victim(
+    truth: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    """Role credentials come only from a live access portal session (8 hours by default): a stolen
+    session is used within one the victim opened, from where the victim signed in."""
+    # Given the victims' completed sign-ins
+    aggregate = RunAggregate(geolocate=country_of)
+    aggregate.add_records([trail_record(r) for r in records if r["eventSource"] == "signin.amazonaws.com"])
+    completed = aggregate.sign_in_reader.sign_ins()
+    for scenario in ("hijacked-admin-persistence", "hijacked-session-org-country-copied-ua"):
+        incident = next(i for i in truth["incidents"] if i["id"] == f"attack-{scenario}")
+        (arn,) = incident["principal_arns"]
+        victim = "sso:" + arn.rsplit("/", 1)[-1]
+        first = _time(incident["first_event"])
+
+        # Then the victim signed in within the 8 hours before the first call, from another country
+        before = [
+            s
+            for s in completed
+            if s.identity == victim and timedelta(0) < first - _time(s.event_time) < timedelta(hours=8)
+        ]
+        assert before, scenario
+        assert all(s.country != incident["country"] for s in before), scenario
 
 
 # ------------------------------------------------------------------------------------------------ DB-IP

@@ -28,7 +28,9 @@ what the detector happens to handle:
 
 Attacks (each an ``incident_group``; see :data:`ATTACK_SCENARIOS`): a stolen key used from a country
 new to the organization, a hijacked admin session with persistence, a hijacked session used from a
-country where many colleagues live (IN) with the victim's own user agent, a stolen key used from EC2 in
+country where many colleagues live (IN) with the victim's own user agent (both hijacks within the
+access portal session of one of the victim's own sign-ins: the stolen cookie or cached token is
+only good while it lasts), a stolen key used from EC2 in
 another region, a stolen key over IPv6, a compromised vendor role (a real staffer's session name and
 user agent), low-and-slow (a probe, the theft days later), a role chain (a stolen key assumes
 ``OrganizationAccountAccessRole`` in 2-3 other accounts from the same address: one incident, several
@@ -466,6 +468,7 @@ class _Person(_HumanActor):
         self.mfa = "WEBAUTHN" if self.sign_in_rng.random() < _WEBAUTHN_SHARE else "TOTP"
         self.directory_id = _uuid(self.sign_in_rng)
         self.signed_in_until = 0  # the access portal's session lasts _PORTAL_SESSION
+        self.sign_in_times: list[int] = []  # when each portal session began (a hijack happens in one)
 
     def all_arns(self) -> tuple[str, ...]:
         if self.kind == "iam_user":
@@ -495,10 +498,16 @@ class _Person(_HumanActor):
                 w.episode = None
 
     def work(self, day: int, midnight: int, start_h: float, end_h: float, budget: float) -> None:
-        """A work session, begun with a sign-in to the access portal when its session has ended."""
+        """A work session, begun with a sign-in to the access portal when its session has ended, and
+        signed in again whenever the portal session ends before the work does (the CLI and the
+        portal ask: role credentials come only from a live portal session)."""
         at = midnight + int(start_h * _HOUR) - self.sign_in_rng.randint(60, 900)
-        if self.kind == "sso" and self.in_identity_center and at >= self.signed_in_until:
-            self.sign_in(at)
+        end = midnight + int(end_h * _HOUR)
+        if self.kind == "sso" and self.in_identity_center:
+            if at >= self.signed_in_until:
+                self.sign_in(at)
+            while self.signed_in_until < end + _HOUR:  # a burst of calls may run past the hour
+                self.sign_in(self.signed_in_until - self.sign_in_rng.randint(60, 300))
         super().work(day, midnight, start_h, end_h, budget)
 
     def sign_in(self, ts: int) -> None:
@@ -509,6 +518,7 @@ class _Person(_HumanActor):
         evidence, never as calls."""
         w, rng = self.ent, self.sign_in_rng
         self.signed_in_until = ts + _PORTAL_SESSION
+        self.sign_in_times.append(ts)
         ip = self.ips[_pick(rng, self.ip_cum)]
         workflow = _uuid(rng)
         account, region = w.cfg.accounts[0], w.cfg.regions[0]
@@ -938,6 +948,19 @@ class _Attacker:
     def start(self, day: int) -> float:
         return float(self.world.t0 + day * _DAY + self.rng.randint(1 * _HOUR, 20 * _HOUR))
 
+    def in_portal_session(self, victim: _Person, day: int) -> float:
+        """When an Identity Center session stolen from ``victim`` (its cookie or cached token) is
+        used: within the access portal session of their first sign-in from ``day`` on, 40 minutes
+        to 6 hours after it (role credentials come only from a live portal session, 8 hours by
+        default). One draw, as ``start``."""
+        begun = self.world.t0 + day * _DAY
+        at = next((ts for ts in victim.sign_in_times if ts >= begun), None)
+        if at is None:
+            at = victim.sign_in_times[-1] if victim.sign_in_times else None
+        if at is None:
+            return self.start(day)
+        return float(at + self.rng.randint(40 * 60, 6 * _HOUR))
+
     def steps(self, plan: Sequence[_Method]) -> list[_Step]:
         g, home = self.world.global_region, self.world.cfg.regions[0]
         return [(m, g if m[0] in {"iam", "s3", "sts"} else home, "", False if m[3] else None) for m in plan]
@@ -991,7 +1014,7 @@ class _Attacker:
     def _hijacked_admin_persistence(self, scenario: str) -> None:
         v, country = self.victim("sso", lambda p: p.team == "platform"), self.countries.pop()
         account = v.accounts[0]
-        t = self.start(next(self.days))
+        t = self.in_portal_session(v, next(self.days))
         ident = v.sso_ident(account, "ASIA" + _rand(self.rng, _KEYCHARS, 16), int(t) - 1800)
         what = f"{v.name}'s admin SSO session hijacked from {country}: backdoor user and key, StopLogging"
         tag = self._episode(scenario, what)
@@ -1010,7 +1033,7 @@ class _Attacker:
     def _hijacked_session_org_country_copied_ua(self, scenario: str) -> None:
         v = self.victim("sso", lambda p: p.country not in {"IN"} and p.team in {"developer", "platform"})
         account = v.accounts[0]
-        t = self.start(next(self.days))
+        t = self.in_portal_session(v, next(self.days))
         ident = v.sso_ident(account, "ASIA" + _rand(self.rng, _KEYCHARS, 16), int(t) - 900)
         what = f"{v.name}'s SSO session replayed from IN (where many colleagues live) with {v.name}'s own SDK"
         tag = self._episode(scenario, what)
