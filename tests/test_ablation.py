@@ -23,7 +23,7 @@ from tests.test_corroboration import (
     replayed,
     resolver,
 )
-from trailgeo.core.alerts import Alert, AlertIncident
+from trailgeo.core.alerts import Alert, AlertIncident, Evidence
 from trailgeo_tools.enterprise_eval import ablation_variants, hits_of, severity_with
 
 
@@ -36,6 +36,7 @@ def test_given_the_registry_then_the_variants_are_all_none_and_each_part_left_ou
         "without hosting_provider",
         "without new_client",
         "without new_sensitive_method",
+        "without session_elsewhere",
         "without shared_egress",
         "without unusual_hour",
     }
@@ -134,3 +135,22 @@ def test_given_a_notification_carrying_a_settled_member_when_recomputed_then_the
     # every factor (as published), the rarity's medium without the thief's client
     assert sent.severity == severity_with(sent, variants["all"]) == "high"
     assert severity_with(sent, variants["without new_client"]) == "medium"
+
+
+def test_given_a_session_begun_elsewhere_beside_a_new_client_when_the_client_is_left_out_then_medium(
+    tmp_path: Path,
+) -> None:
+    """The recomputation applies the rule the run applies: a factor that only corroborates, alone,
+    takes an alert no higher than medium (core/evidence.evidenced_severity)."""
+    # Given the stolen-key alert raised by the thief's client, with a session begun elsewhere beside it
+    (raw,) = replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI), resolver())
+    alert = Alert.model_validate(raw)
+    session = Evidence(factor="session_elsewhere", raises=1, text="session begun elsewhere")
+    both = alert.model_copy(update={"evidence": [*alert.evidence, session], "severity": "critical"})
+    variants = ablation_variants()
+
+    # When its severity is recomputed per variant
+    # Then with both it is critical; without the client the session alone leaves the rarity's medium
+    assert severity_with(both, variants["all"]) == "critical"
+    assert severity_with(both, variants["without new_client"]) == "medium"
+    assert severity_with(both, variants["without session_elsewhere"]) == "high"

@@ -1,11 +1,14 @@
-"""The MFA sign-in evidence: a person's sign-ins with a security key or passkey (core/sign_ins.py),
-the ``SI#`` counters, core/evidence.MFA_SIGN_IN and the alerts it holds back."""
+"""The sign-in evidence: a person's sign-ins with a security key or passkey (core/sign_ins.py), the
+``SI#`` counters, core/evidence.MFA_SIGN_IN and the alerts it holds back; every Identity Center
+sign-in, the ``SS#`` counters and core/evidence.SESSION_ELSEWHERE (a session used from where its
+person did not sign in)."""
 
 from __future__ import annotations
 
 import io
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +21,18 @@ from trailgeo.adapters.memory import MemoryGeoResolver
 from trailgeo.app.detect import RunOptions
 from trailgeo.app.replay import replay
 from trailgeo.core.aggregate import RunAggregate
-from trailgeo.core.evidence import FACTORS, MFA_SIGN_IN_REASON, REGISTRY, SIGN_IN_HOURS, sign_in_evidence
+from trailgeo.core.alerts import Severity
+from trailgeo.core.evidence import (
+    FACTORS,
+    MFA_SIGN_IN_REASON,
+    REGISTRY,
+    SIGN_IN_HOURS,
+    evidenced_severity,
+    session_evidence,
+    sign_in_evidence,
+)
 from trailgeo.core.networks import AsnInfo
+from trailgeo.core.scoring import ScoringPolicy
 from trailgeo.core.sign_ins import (
     MAX_WORKFLOWS,
     SIGN_IN_SKIP,
@@ -44,6 +57,8 @@ TELEKOM = AsnInfo(3320, "Deutsche Telekom AG")
 AMAZON = AsnInfo(16509, "Amazon.com, Inc.")
 TOKYO_GATEWAY_IP = "13.112.0.1"  # the company's VPN gateway on EC2 in ap-northeast-1
 TOKYO_EC2_IP = "13.113.0.1"  # another EC2 instance there: anyone's for rent
+AT_TELEKOM_IP = "91.0.9.9"  # alice's own home line (Telekom) on a day the database places it in Austria
+JP_HOME_IPS = ("210.130.1.1", "210.130.2.1", "210.130.3.1")  # colleagues' home lines in Japan (IIJ)
 MONDAY = datetime(2026, 10, 5, tzinfo=UTC)
 # Tuesday of the fourth week, 10:00 in Tokyo (01:00 UTC): a traveller's working morning.
 TRIP = datetime(2026, 10, 27, 1, 0, tzinfo=UTC)
@@ -58,6 +73,8 @@ def _geo(*, asn: bool = True) -> MemoryGeoResolver:
             OTHER_JP_IP: "JP",
             TOKYO_GATEWAY_IP: "JP",
             TOKYO_EC2_IP: "JP",
+            AT_TELEKOM_IP: "AT",
+            **dict.fromkeys(JP_HOME_IPS, "JP"),
         },
         networks={
             DE_IP: TELEKOM,
@@ -66,6 +83,8 @@ def _geo(*, asn: bool = True) -> MemoryGeoResolver:
             OTHER_JP_IP: IIJ,
             TOKYO_GATEWAY_IP: AMAZON,
             TOKYO_EC2_IP: AMAZON,
+            AT_TELEKOM_IP: TELEKOM,
+            **dict.fromkeys(JP_HOME_IPS, IIJ),
         }
         if asn
         else None,
@@ -239,7 +258,27 @@ def test_given_a_sign_in_without_a_phishing_resistant_factor_completed_then_it_v
     records: list[dict[str, Any]], why: str
 ) -> None:
     sign_ins, _ = _read(records)
-    assert sign_ins == [], why
+    assert [s for s in sign_ins if s.phishing_resistant] == [], why
+
+
+@pytest.mark.parametrize("factor", ["TOTP", "SMS"])
+def test_given_a_sign_in_with_a_one_time_code_then_it_is_kept_as_where_sessions_began_vouching_for_nothing(
+    factor: str,
+) -> None:
+    # Given alice's sign-in from the hotel with a one-time code
+    sign_ins, _ = _read(_identity_center(TRIP, HOTEL_IP, factor=factor))
+
+    # Then it is hers, from the hotel (where her sessions begin), and not phishing-resistant
+    assert sign_ins == [
+        SignIn(
+            f"sso:{USER}",
+            HOTEL_IP,
+            "JP",
+            "2026-10-27T01:00:20Z",
+            f"{factor} (Identity Center)",
+            phishing_resistant=False,
+        )
+    ]
 
 
 def test_given_an_external_identity_provider_then_its_factor_is_unknown_and_vouches_for_nothing() -> None:
@@ -499,3 +538,217 @@ def test_given_a_role_session_from_the_network_she_signed_in_from_then_the_sign_
 
 def test_given_run_options_then_the_factor_is_on_by_default() -> None:
     assert "mfa_sign_in" in RunOptions().factors
+
+
+# ---------------------------------------------------------------------------- session begun elsewhere
+
+# alice signs in at home in Germany (with a one-time code, as a third of the staff do), and two
+# hours later her portal session's role credentials are used from Japan.
+HOME_SIGN_IN = TRIP - timedelta(hours=2)
+
+
+def _home_sign_in(factor: str = "TOTP", ip: str = DE_IP) -> list[dict[str, Any]]:
+    return _identity_center(HOME_SIGN_IN, ip, factor=factor, workflow="w-home")
+
+
+def _factors(alert: dict[str, Any]) -> list[str]:
+    return [e["factor"] for e in alert["evidence"]]
+
+
+def test_given_the_registry_then_a_session_begun_elsewhere_raises_one_level() -> None:
+    assert REGISTRY["session_elsewhere"].raises == 1
+    assert "session_elsewhere" in RunOptions().factors
+
+
+def test_given_sign_in_hours_when_judged_then_a_sign_in_elsewhere_in_the_window_and_none_there() -> None:
+    hour = 500_000
+    assert session_evidence({hour - SIGN_IN_HOURS}, set(), {hour, hour + 1}, "JP") is not None
+    assert (
+        session_evidence({hour - SIGN_IN_HOURS - 1}, set(), {hour}, "JP") is None
+    )  # the session outlived it
+    assert session_evidence(set(), set(), {hour}, "JP") is None  # no sign-in on record: nothing known
+    # a sign-in from the calls' country or network in the window: the person is there
+    assert session_evidence({hour - 2, hour - 1}, {hour - 1}, {hour}, "JP") is None
+    assert session_evidence({hour - 2}, {hour - SIGN_IN_HOURS - 3}, {hour}, "JP") is not None
+
+
+@pytest.mark.parametrize(
+    ("base", "factors", "expected"),
+    [
+        ("low", {"session_elsewhere": 1}, "medium"),
+        ("medium", {"session_elsewhere": 1}, "medium"),  # alone: a look, not a page
+        ("high", {"session_elsewhere": 1}, "high"),  # never lowers
+        ("medium", {"session_elsewhere": 1, "new_client": 1}, "critical"),  # beside another: its level
+        ("low", {"session_elsewhere": 1, "unusual_hour": 1}, "high"),
+        ("medium", {"session_elsewhere": 1, "mfa_sign_in": 0}, "medium"),  # weighing nothing is no other
+        ("medium", {"new_client": 1}, "high"),
+    ],
+)
+def test_given_factors_when_a_severity_is_evidenced_then_one_that_only_corroborates_alone_stops_at_medium(
+    base: Severity, factors: dict[str, int], expected: str
+) -> None:
+    assert evidenced_severity(base, factors) == expected
+
+
+@pytest.mark.parametrize("factor", ["TOTP", "WEBAUTHN"])
+def test_given_her_session_used_from_japan_two_hours_after_she_signed_in_at_home_then_the_factor_is_shown(
+    tmp_path: Path, factor: str
+) -> None:
+    """A stolen portal session (an infostealer's cookie, a cached token) needs no second sign-in:
+    her security key does not stop it, and the trail shows where she signed in."""
+    # Given alice's weeks in Germany, her sign-in at home, then her session's calls from Japan
+    records = _working_weeks() + _home_sign_in(factor) + _calls(OTHER_JP_IP, TRIP)
+
+    # When replayed
+    (alert,), _ = _replayed(tmp_path, records)
+
+    # Then the alert has the session begun elsewhere and says so; alone it stays at medium (a
+    # traveller on the morning's portal session looks the same)
+    assert alert["location"] == "JP"
+    assert _factors(alert) == ["session_elsewhere"]
+    assert alert["severity"] == "medium"
+    (evidence,) = alert["evidence"]
+    assert "never from JP" in evidence["text"]
+    assert "alone, no higher than medium" in alert["explanation"]
+
+
+def test_given_her_session_used_from_japan_with_a_client_she_never_ran_then_both_raise(
+    tmp_path: Path,
+) -> None:
+    # Given her session's calls from Japan with a client she never ran
+    records = _working_weeks() + _home_sign_in() + _calls(OTHER_JP_IP, TRIP, agent=PYTHON_SDK)
+
+    # When replayed, with the factor and without it
+    (alert,), _ = _replayed(tmp_path, records)
+    (without,), _ = _replayed(
+        tmp_path / "without", records, RunOptions(factors=FACTORS - {"session_elsewhere"})
+    )
+
+    # Then beside the new client the session adds its level: critical, where the client alone is high
+    assert sorted(_factors(alert)) == ["new_client", "session_elsewhere"]
+    assert (alert["severity"], without["severity"]) == ("critical", "high")
+
+
+@pytest.mark.parametrize(
+    ("records", "why"),
+    [
+        (
+            _identity_center(TRIP - timedelta(minutes=30), HOTEL_IP, factor="TOTP", workflow="w-hotel"),
+            "she signed in at the hotel: she is in Japan",
+        ),
+        (
+            _identity_center(HOME_SIGN_IN, TOKYO_GATEWAY_IP, factor="TOTP", workflow="w-vpn"),
+            "her only sign-in came through a cloud gateway: it says nothing of where she is",
+        ),
+        (
+            _identity_center(
+                TRIP - timedelta(hours=SIGN_IN_HOURS + 2), DE_IP, factor="TOTP", workflow="w-old"
+            ),
+            "her last sign-in is older than a working day's session",
+        ),
+        ([], "no sign-in on record (the trail lacks Identity Center's account)"),
+    ],
+)
+def test_given_a_sign_in_that_does_not_place_her_elsewhere_then_no_factor(
+    tmp_path: Path, records: list[dict[str, Any]], why: str
+) -> None:
+    (alert,), _ = _replayed(tmp_path, _working_weeks() + records + _calls(OTHER_JP_IP, TRIP))
+    assert "session_elsewhere" not in _factors(alert), why
+
+
+def test_given_her_home_line_placed_across_the_border_then_her_own_network_is_not_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """She signs in at home over Telekom; the database puts her line in Austria that day."""
+    records = _working_weeks() + _home_sign_in() + _calls(AT_TELEKOM_IP, TRIP)
+    alerts, _ = _replayed(tmp_path, records)
+    assert all("session_elsewhere" not in _factors(a) for a in alerts)
+
+
+def test_given_her_session_used_from_a_cloud_instance_then_the_hosting_provider_not_the_session_speaks(
+    tmp_path: Path,
+) -> None:
+    """A hosting address's country says nothing of where the caller is (a VPN gateway)."""
+    records = _working_weeks() + _home_sign_in() + _calls(TOKYO_EC2_IP, TRIP)
+    (alert,), _ = _replayed(tmp_path, records)
+    assert "session_elsewhere" not in _factors(alert)
+
+
+def test_given_no_asn_database_then_no_session_factor(tmp_path: Path) -> None:
+    records = _working_weeks() + _home_sign_in() + _calls(OTHER_JP_IP, TRIP)
+    (alert,), _ = _replayed(tmp_path, records, asn=False)
+    assert "session_elsewhere" not in _factors(alert)
+
+
+def test_given_a_thief_who_starts_a_sign_in_as_her_from_japan_then_the_session_is_still_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Anyone may type her name at the sign-in page: a challenge with no ``UserAuthentication``
+    (the thief has her session, not her password and second factor) places nobody in Japan."""
+    unfinished = _identity_center(
+        TRIP - timedelta(minutes=10), OTHER_JP_IP, outcome="Failure", workflow="w-x"
+    )
+    records = _working_weeks() + _home_sign_in() + unfinished + _calls(OTHER_JP_IP, TRIP)
+    (alert,), _ = _replayed(tmp_path, records)
+    assert _factors(alert) == ["session_elsewhere"]
+
+
+def test_given_the_factor_turned_off_then_the_session_is_not_weighed(tmp_path: Path) -> None:
+    records = _working_weeks() + _home_sign_in() + _calls(OTHER_JP_IP, TRIP)
+    options = RunOptions(factors=FACTORS - {"session_elsewhere"})
+    (alert,), _ = _replayed(tmp_path, records, options)
+    assert _factors(alert) == []
+    assert "alone, no higher" not in alert["explanation"]
+
+
+def test_given_a_sign_in_read_by_an_earlier_run_then_the_session_is_still_elsewhere(tmp_path: Path) -> None:
+    """Her sign-in eight hours before: an earlier run read it, this one finds it in the counters."""
+    sign_in = _identity_center(TRIP - timedelta(hours=8), DE_IP, factor="TOTP", workflow="w-early")
+    (alert,), _ = _replayed(tmp_path, _working_weeks() + sign_in + _calls(OTHER_JP_IP, TRIP))
+    assert _factors(alert) == ["session_elsewhere"]
+
+
+# Japan, where three colleagues live, scores under this threshold for alice (the organization works
+# there): her session used from Japan alerts only for what comes with it.
+STRICT = RunOptions(policy=ScoringPolicy(threshold=99.0))
+
+
+def _japanese_colleagues() -> list[dict[str, Any]]:
+    days = [MONDAY + timedelta(days=d) for d in range(22) if (MONDAY + timedelta(days=d)).weekday() < 5]
+    return [
+        record(day + timedelta(hours=h, minutes=7), ip=ip, arn=f"arn:aws:iam::{ACCOUNT}:user/{name}")
+        for day in days
+        for h in range(8)
+        for name, ip in zip(("kenji", "yuki", "aiko"), JP_HOME_IPS, strict=True)
+    ]
+
+
+def test_given_her_session_used_from_a_colleagues_country_under_the_threshold_then_admitted_for_it(
+    tmp_path: Path,
+) -> None:
+    """The hijacked session of the enterprise simulation: used from where many colleagues live,
+    with her own client and everyday methods; rarity alone stays quiet, the sign-in does not."""
+    # Given alice in Germany, colleagues in Japan, her sign-in at home, her session's calls from Japan
+    records = _working_weeks() + _japanese_colleagues() + _home_sign_in() + _calls(OTHER_JP_IP, TRIP)
+
+    # When replayed with a threshold Japan does not reach
+    (alert,), _ = _replayed(tmp_path, records, STRICT)
+
+    # Then it alerts for the session begun elsewhere, saying it was under the threshold
+    assert alert["location"] == "JP"
+    assert alert["score"] < STRICT.policy.threshold
+    assert _factors(alert) == ["session_elsewhere"]
+    assert alert["severity"] == "medium"  # low for the rarity, one level for the session
+    assert "under the threshold 99" in alert["explanation"]
+
+
+def test_given_the_same_calls_without_her_sign_in_at_home_then_no_alert(tmp_path: Path) -> None:
+    """The control: what the factor admits is below the threshold."""
+    records = _working_weeks() + _japanese_colleagues() + _calls(OTHER_JP_IP, TRIP)
+    assert _replayed(tmp_path, records, STRICT)[0] == []
+
+
+def test_given_the_factor_turned_off_then_under_the_threshold_nothing_is_admitted(tmp_path: Path) -> None:
+    records = _working_weeks() + _japanese_colleagues() + _home_sign_in() + _calls(OTHER_JP_IP, TRIP)
+    options = replace(STRICT, factors=FACTORS - {"session_elsewhere"})
+    assert _replayed(tmp_path, records, options)[0] == []

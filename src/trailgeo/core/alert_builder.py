@@ -86,8 +86,8 @@ def build_alert(
 ) -> Alert | None:
     """An alert for a (principal, country) when some method in it is rare enough, else None.
     ``below``: the group is under ``threshold`` and alerts for evidence beside its rarity (a person
-    in two countries at once): its top-scoring methods are the alert's, the threshold stays the
-    rule's and the explanation says so."""
+    in two countries at once, a session begun elsewhere): its top-scoring methods are the alert's,
+    the threshold stays the rule's and the explanation says so."""
     rare = scored.rare_methods(scored.score if below else threshold)
     if not rare:
         return None
@@ -385,7 +385,7 @@ def explain(scored: GroupScore, rare: tuple[MethodScore, ...], under: float | No
             if under is None
             else f"{plain(group.principal)} called AWS from {cc}, a country new to them (top score "
             f"{top.score:g}, under the threshold {under:g}): alerted because the same person called "
-            "from a usual country at the same time (see the evidence)."
+            "from a usual country at the same time, or their session began elsewhere (see the evidence)."
         ),
     ]
     note = location_note(group.country)

@@ -68,6 +68,9 @@ CLIENTS_PARTITION_PREFIX = "UA#"  # an identity's client families (core/clients.
 SENSITIVE_PARTITION_PREFIX = "SM#"  # an identity's sensitive methods (core/sensitive.py), for the factor
 HOURS_PARTITION_PREFIX = "HR#"  # a person's local hours of the week (core/local_time.py), for unusual_hour
 SIGN_INS_PARTITION_PREFIX = "SI#"  # a person's networks of sign-ins with a security key (core/sign_ins.py)
+# An Identity Center user's sign-ins with any factor, by country and autonomous system: where their
+# sessions began (core/sign_ins.sign_in_places), for session_elsewhere
+SESSION_SIGN_INS_PARTITION_PREFIX = "SS#"
 IDENTITY_INDEX_PREFIX = "I#"
 ERROR_LEVELS_PARTITION_PREFIX = "ES#"  # an identity's hourly error levels (error_spike)
 COUNTER_PREFIXES = (
@@ -79,6 +82,7 @@ COUNTER_PREFIXES = (
     SENSITIVE_PARTITION_PREFIX,
     HOURS_PARTITION_PREFIX,
     SIGN_INS_PARTITION_PREFIX,
+    SESSION_SIGN_INS_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
@@ -125,6 +129,10 @@ def hours_partition(identity: str) -> str:
 
 def sign_ins_partition(identity: str) -> str:
     return SIGN_INS_PARTITION_PREFIX + identity
+
+
+def session_sign_ins_partition(identity: str) -> str:
+    return SESSION_SIGN_INS_PARTITION_PREFIX + identity
 
 
 def error_levels_partition(identity: str) -> str:

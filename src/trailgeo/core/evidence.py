@@ -37,11 +37,17 @@ class EvidenceFactor:
     # only its location's rarity would leave suppressed): a client or a method the identity never
     # used is news on any day; an odd hour on a trip's third day is the trip's schedule.
     re_alerts: bool = True
+    # Whether it only corroborates: alone (no other factor raising) it takes an alert no higher than
+    # ``CORROBORATED_ONLY_CEILING``; beside another raising factor it adds its levels as any other.
+    corroborates_only: bool = False
 
     def __post_init__(self) -> None:
         if self.raises < 0:
             raise ValueError(f"evidence factor {self.name}: factors only raise a severity, never lower it")
 
+
+# The highest severity factors that only corroborate reach alone: a look, not a page.
+CORROBORATED_ONLY_CEILING: Severity = "medium"
 
 HOSTING_PROVIDER = EvidenceFactor(
     name="hosting_provider",
@@ -178,6 +184,31 @@ MFA_SIGN_IN = EvidenceFactor(
 )
 MFA_SIGN_IN_REASON = "mfa_sign_in"  # the run's count of alerts held back by it (AlertsAllowlisted)
 
+SESSION_ELSEWHERE = EvidenceFactor(
+    name="session_elsewhere",
+    title="session begun elsewhere",
+    raises=1,
+    description=(
+        "The calls are an IAM Identity Center user's role session, from consumer or business "
+        "networks, and the person signed in to Identity Center (with any factor) in the hour of the "
+        f"calls or the {SIGN_IN_HOURS} before, every time from another country and another "
+        "autonomous system than the calls'. A role session's credentials come from the access "
+        "portal session a sign-in opened (8 hours by default): used from where the person did not "
+        "sign in, the session (its cookie, its cached token or credentials) is in other hands, "
+        "whatever client it copies and however common its country is for colleagues. A "
+        "phishing-resistant factor does not stop it: a stolen session needs no second sign-in. "
+        "Hosting addresses are left out on both sides (a VPN gateway says nothing of where the "
+        "person is), and a sign-in from the calls' network in a neighbouring country (a home line "
+        "geolocated across the border) counts as there. Only with an ASN database. One severity "
+        f"level up, but alone no higher than {CORROBORATED_ONLY_CEILING}: a person who flies to a "
+        "nearby country and works there on the morning's portal session before signing in again "
+        "has it too; beside another raising factor it adds its level. Its absence lowers nothing: "
+        "there is none when the trail lacks the sign-ins (they are written in Identity Center's "
+        "account and region) or the session outlives the window."
+    ),
+    corroborates_only=True,
+)
+
 REGISTRY: Mapping[str, EvidenceFactor] = {
     factor.name: factor
     for factor in (
@@ -188,6 +219,7 @@ REGISTRY: Mapping[str, EvidenceFactor] = {
         CONCURRENT_USE,
         UNUSUAL_HOUR,
         MFA_SIGN_IN,
+        SESSION_ELSEWHERE,
     )
 }
 FACTORS = frozenset(REGISTRY)
@@ -442,6 +474,25 @@ def sign_in_evidence(
     return Evidence(factor=MFA_SIGN_IN.name, raises=MFA_SIGN_IN.raises, text=text)
 
 
+def session_evidence(
+    signed_in: Collection[int], there: Collection[int], hours: Collection[int], country: str
+) -> Evidence | None:
+    """The session-elsewhere factor: the person signed in (``signed_in``: the hours of their
+    Identity Center sign-ins from access networks) in one of the alert's ``hours`` or the
+    ``SIGN_IN_HOURS`` before its first, and never from the alert's country or its addresses'
+    autonomous systems (``there``: the hours of those) in that time."""
+    if not hours:
+        return None
+    earliest, latest = min(hours) - SIGN_IN_HOURS, max(hours)
+    if not any(earliest <= h <= latest for h in signed_in) or any(earliest <= h <= latest for h in there):
+        return None
+    text = (
+        f"{SESSION_ELSEWHERE.title}: the person signed in to IAM Identity Center within "
+        f"{SIGN_IN_HOURS} hours before these calls, never from {plain(country, 8)} or these networks"
+    )
+    return Evidence(factor=SESSION_ELSEWHERE.name, raises=SESSION_ELSEWHERE.raises, text=text)
+
+
 def held_signed_in(alert: Alert) -> bool:
     """Whether ``alert`` is held back because the person signed in there with a security key
     (``MFA_SIGN_IN`` among its evidence) and nothing raises it; a list of addresses the alert cut
@@ -452,6 +503,19 @@ def held_signed_in(alert: Alert) -> bool:
         and any(e.factor == MFA_SIGN_IN.name for e in evidence)
         and not any(e.raises > 0 for e in evidence)
     )
+
+
+def evidenced_severity(base: Severity, factors: Mapping[str, int]) -> Severity:
+    """``base`` raised by the ``factors`` present (name -> levels): each adds its levels, up to
+    critical, except that factors which only corroborate (``corroborates_only``), alone among the
+    raising ones, take it no higher than ``CORROBORATED_ONLY_CEILING`` (never below ``base``)."""
+    severity = raised(base, sum(factors.values()))
+    raising = [name for name, levels in factors.items() if levels > 0]
+    known = [REGISTRY[name] for name in raising if name in REGISTRY]
+    if raising and len(known) == len(raising) and all(f.corroborates_only for f in known):
+        ceiling = max(base, CORROBORATED_ONLY_CEILING, key=SEVERITY_LEVELS.index)
+        severity = min(severity, ceiling, key=SEVERITY_LEVELS.index)
+    return severity
 
 
 def raised(severity: Severity, levels: int) -> Severity:
@@ -475,7 +539,7 @@ def with_evidence(
         return alert
     update: dict[str, object] = {"networks": networks, "evidence": [*alert.evidence, *found]}
     if found:
-        update["severity"] = raised(alert.severity, sum(e.raises for e in found))
+        update["severity"] = evidenced_severity(alert.severity, {e.factor: e.raises for e in found})
         update["explanation"] = alert.explanation + "\n" + "\n".join(_line(e) for e in found)
     return alert.model_copy(update=update)
 
@@ -484,4 +548,10 @@ def _line(evidence: Evidence) -> str:
     if evidence.raises == 0:
         return f"Evidence: {evidence.text} (weighs nothing)."
     plural = "s" if evidence.raises != 1 else ""
+    factor = REGISTRY.get(evidence.factor)
+    if factor is not None and factor.corroborates_only:
+        return (
+            f"Evidence: {evidence.text} (severity raised {evidence.raises} level{plural}; alone, no "
+            f"higher than {CORROBORATED_ONLY_CEILING})."
+        )
     return f"Evidence: {evidence.text} (severity raised {evidence.raises} level{plural})."

@@ -35,6 +35,12 @@ def _identity(principal: str) -> str:
     return principal
 
 
+def is_identity_center_user(identity: str) -> bool:
+    """Whether an identity (``identity_of``) is an IAM Identity Center user's: their role sessions
+    are opened from the access portal session of a sign-in."""
+    return identity.startswith("sso:")
+
+
 _ASSUMED_ROLE = ":assumed-role/"
 
 

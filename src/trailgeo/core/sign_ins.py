@@ -1,6 +1,9 @@
-"""Sign-ins with a phishing-resistant factor: who signed in with a security key or passkey, from which
-address, when. The ``mfa_sign_in`` evidence (core/evidence.MFA_SIGN_IN) reads them: a person who has
-just signed in from a hotel with their own security key is the one calling from that hotel.
+"""Sign-ins: who signed in, from which address, when, and whether with a phishing-resistant factor.
+The ``mfa_sign_in`` evidence (core/evidence.MFA_SIGN_IN) reads those with a security key or passkey:
+a person who has just signed in from a hotel with their own security key is the one calling from
+that hotel. The ``session_elsewhere`` evidence (core/evidence.SESSION_ELSEWHERE) reads every
+completed Identity Center sign-in, whatever its factor: a role session is opened from the access
+portal session a sign-in began, so where the person signed in is where their sessions start.
 
 Two kinds of record say so (``eventSource`` ``signin.amazonaws.com``):
 
@@ -12,8 +15,9 @@ Two kinds of record say so (``eventSource`` ``signin.amazonaws.com``):
   ``UserAuthentication`` says the user was signed in. All three are needed, from one address; a
   workflow whose records are split between two runs vouches for nothing (more alerts, never fewer).
 
-A one-time code (TOTP, SMS, e-mail) does not count: an adversary-in-the-middle page relays it from
-the attacker's own address. Nor does a sign-in through an external identity provider
+A one-time code (TOTP, SMS, e-mail) does not vouch: an adversary-in-the-middle page relays it from
+the attacker's own address (such a sign-in is kept, ``phishing_resistant`` false, for where the
+person's sessions began). Nor does a sign-in through an external identity provider
 (``EXTERNAL_IDP``): the trail does not say which factor the provider asked for.
 
 Identity Center's sign-in records are no API call (their ``userIdentity`` names no principal but
@@ -45,6 +49,7 @@ PHISHING_RESISTANT = frozenset({"WEBAUTHN"})
 SIGN_IN_SKIP = "identity_center_sign_in"  # the counted reason Identity Center's records are set apart
 UNREADABLE_SIGN_IN = "sign_in_unreadable"  # a sign-in record whose details do not decode (still counted)
 MAX_USER_NAME_CHARS = 256
+MAX_FACTOR_CHARS = 32  # a credential type as shown (the record's to write)
 # Workflows kept per run: a flood of challenges (anyone may type any user name at the sign-in page)
 # must not grow a run's memory without bound; past this, new workflows are not followed (no vouch).
 MAX_WORKFLOWS = 20_000
@@ -74,13 +79,15 @@ _console_outcome = msgspec.json.Decoder(_ConsoleOutcome | None)
 
 @dataclass(frozen=True, slots=True)
 class SignIn:
-    """A person signed in with a phishing-resistant factor from ``ip`` at ``event_time``."""
+    """A person signed in from ``ip`` at ``event_time`` (an IAM user's console sign-ins only with a
+    security key: theirs say nothing of where their access keys are used)."""
 
     identity: str  # whose history it joins: ``sso:<user>`` or an IAM user's ARN (identities.identity_of)
     ip: str
     country: str
     event_time: str
-    credential: str  # what proved it: "security key (IAM user)" or "WEBAUTHN (Identity Center)"
+    credential: str  # what proved it: "security key (IAM user)", "WEBAUTHN (Identity Center)", ...
+    phishing_resistant: bool = True  # a security key or passkey (mfa_sign_in vouches only for these)
 
 
 def is_identity_center_sign_in(record: TrailRecord) -> bool:
@@ -100,6 +107,7 @@ class _Workflow:
     country: str
     user_name: str | None = None
     key_verified: bool = False
+    factor: str | None = None  # the second factor verified (WEBAUTHN, TOTP, ...)
     authenticated_at: str | None = None
     other_address: bool = False
 
@@ -175,31 +183,35 @@ class SignInReader:
         if outcome is None or record.errorCode:
             return
         if name == "CredentialVerification":
-            if outcome.CredentialVerification == "Success" and details.CredentialType in PHISHING_RESISTANT:
+            verified = outcome.CredentialVerification == "Success"
+            if verified and details.CredentialType in PHISHING_RESISTANT:
                 workflow.key_verified = True
+            elif verified and details.CredentialType and details.CredentialType != "PASSWORD":
+                workflow.factor = plain(details.CredentialType, MAX_FACTOR_CHARS)
         elif outcome.UserAuthentication == "Success":
             workflow.authenticated_at = event_time
 
     def sign_ins(self) -> list[SignIn]:
-        """The run's completed phishing-resistant sign-ins, in order of time."""
+        """The run's completed sign-ins (``phishing_resistant`` says which vouch), in order of time."""
         found = list(self._completed)
         for workflow in self._workflows.values():
             name = workflow.user_name
             if (
                 name
-                and workflow.key_verified
                 and workflow.authenticated_at
                 and not workflow.other_address
                 and len(name) <= MAX_USER_NAME_CHARS
                 and plain(name, MAX_USER_NAME_CHARS) == name
             ):
+                factor = "WEBAUTHN" if workflow.key_verified else workflow.factor or "password"
                 found.append(
                     SignIn(
                         f"sso:{name}",
                         workflow.ip,
                         workflow.country,
                         workflow.authenticated_at,
-                        "WEBAUTHN (Identity Center)",
+                        f"{factor} (Identity Center)",
+                        workflow.key_verified,
                     )
                 )
         return sorted(found, key=lambda s: (s.event_time, s.identity, s.ip))
@@ -222,3 +234,18 @@ def sign_in_network(address: str, country: str, asn_of: Callable[[str], AsnInfo 
         return f"{country}/AS{asn.number}"
     prefix = 24 if ipaddress.ip_address(ip).version == 4 else 48
     return f"{country}/{ipaddress.ip_network(f'{ip}/{prefix}', strict=False)}"
+
+
+def sign_in_places(address: str, country: str, asn_of: Callable[[str], AsnInfo | None]) -> tuple[str, ...]:
+    """Where a sign-in from ``address`` (located in ``country``) says the person is: the country and
+    the autonomous system (``("JP", "AS4713")``; the country alone for an address the ASN database
+    lacks).
+    Nothing for a hosting or cloud provider's address (a VPN gateway on a cloud instance says
+    nothing of where the person is) or what is no public address."""
+    ip = lookup_address(address)
+    if ip is None:
+        return ()
+    asn = asn_of(ip)
+    if asn is not None and hosting_provider(asn) is not None:
+        return ()
+    return (country, f"AS{asn.number}") if asn is not None else (country,)

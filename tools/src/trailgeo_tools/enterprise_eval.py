@@ -50,7 +50,15 @@ from trailgeo.app.detect import RunOptions
 from trailgeo.core.alert_builder import rarity_severity
 from trailgeo.core.alerts import PAGING_NOTIFICATIONS, SEVERITY_LEVELS, Alert, paging_filter_policy
 from trailgeo.core.detectors import COUNTRY
-from trailgeo.core.evidence import FACTORS, HOSTING_PROVIDER, MFA_SIGN_IN, REGISTRY, SHARED_EGRESS, raised
+from trailgeo.core.evidence import (
+    FACTORS,
+    HOSTING_PROVIDER,
+    MFA_SIGN_IN,
+    REGISTRY,
+    SHARED_EGRESS,
+    evidenced_severity,
+    raised,
+)
 from trailgeo.ports import GeoResolver
 from trailgeo_tools.enterprise import (
     EnterpriseConfig,
@@ -221,10 +229,10 @@ def _recomputed(
     """One alert's severity with only ``parts`` weighing in (``severity_with``)."""
     if detector != COUNTRY.name:
         return severity
-    levels = sum(raises for factor, raises in factors.items() if factor in parts)
+    weighing = {factor: raises for factor, raises in factors.items() if factor in parts}
     if SHARED_EGRESS.name in factors and SHARED_EGRESS.name not in parts and HOSTING_PROVIDER.name in parts:
-        levels += HOSTING_PROVIDER.raises * (HOSTING_PROVIDER.name not in factors)
-    return raised(rarity_severity(score), levels + correlated)
+        weighing[HOSTING_PROVIDER.name] = HOSTING_PROVIDER.raises
+    return raised(evidenced_severity(rarity_severity(score), weighing), correlated)
 
 
 def ablation(alerts: Sequence[Alert], truth: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -5,7 +5,7 @@ rolled up in a flood, and written to the outbox (before anything is counted)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -20,6 +20,7 @@ from trailgeo.core.counters import (
     ORG_EGRESS_HOURS,
     TOTAL,
     CounterDelta,
+    CounterKey,
     access_key_partition,
     category_sort_key,
     clients_partition,
@@ -28,6 +29,7 @@ from trailgeo.core.counters import (
     is_long_term_key,
     principal_partition,
     sensitive_partition,
+    session_sign_ins_partition,
     sign_ins_partition,
 )
 from trailgeo.core.detectors import COUNTRY, REGISTRY
@@ -36,6 +38,7 @@ from trailgeo.core.evidence import (
     MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
     ORG_EGRESS_REASON,
+    SESSION_ELSEWHERE,
     UNUSUAL_HOUR,
     client_evidence,
     concurrent_evidence,
@@ -48,6 +51,7 @@ from trailgeo.core.evidence import (
     new_sensitive_methods,
     remembered_egress,
     sensitive_evidence,
+    session_evidence,
     sign_in_evidence,
     with_evidence,
 )
@@ -55,6 +59,7 @@ from trailgeo.core.evidence import REGISTRY as EVIDENCE_FACTORS
 from trailgeo.core.identities import (
     identity_digest,
     identity_of,
+    is_identity_center_user,
     permission_set_of,
     role_of,
     subject_identity,
@@ -73,7 +78,7 @@ from trailgeo.core.scoring import (
     score_group,
     score_user_methods,
 )
-from trailgeo.core.sign_ins import sign_in_network
+from trailgeo.core.sign_ins import sign_in_network, sign_in_places
 from trailgeo.core.tuning import Tuning
 from trailgeo.observability import logger
 from trailgeo.ports import IncidentRecord, Suppression
@@ -209,7 +214,17 @@ def score_and_raise(
         candidates.append((alert, hours))
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
     candidates.extend(
-        _two_countries(usual, history, scheduled_at, run_id, deps, options, report, (found, fresh))
+        _beside_rarity(
+            aggregate,
+            history,
+            candidates,
+            usual,
+            (scheduled_at, run_id),
+            deps,
+            options,
+            report,
+            (found, fresh),
+        )
     )
     siblings = _sibling_scores(groups, errors, cities, history, now_hour, options, spikes)
     candidates.extend(_sibling_candidates(siblings, scheduled_at, run_id, options, report))
@@ -344,27 +359,60 @@ def _allowlisted(tuning: Tuning, group: HitGroup, scheduled_at: datetime, report
     return True
 
 
-def _two_countries(
-    usual: UsualCalls,
+def _beside_rarity(
+    aggregate: RunAggregate,
     history: History,
-    scheduled_at: datetime,
-    run_id: str,
+    candidates: Sequence[tuple[Alert, frozenset[int]]],
+    usual: UsualCalls,
+    run: tuple[datetime, str],
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
     evidence: tuple[dict[str, list[Evidence]], dict[str, frozenset[str]]],
 ) -> list[tuple[Alert, frozenset[int]]]:
-    """Alerts for a person's groups under the threshold in a country new to them while the same
-    run read their calls from a usual country within the hour (core/evidence.CONCURRENT_USE): the
-    location's rarity alone would not alert (a colleague's country), two countries at once does.
-    Their history's evidence goes into ``evidence`` (found, fresh), as the other alerts'."""
+    """The session-elsewhere factor of the ``candidates`` and of a person's groups under the
+    threshold in a country new to them, into ``evidence``'s found; those groups' alerts admitted
+    for it or for concurrent use (``_admitted_below``)."""
+    scheduled_at, run_id = run
+    below = [
+        (alert, hours, scored.group)
+        for scored, hours in usual.new_to_person
+        if (alert := build_alert(scored, options.policy.threshold, scheduled_at, run_id, below=True))
+    ]
+    elsewhere = (
+        _sessions_elsewhere(aggregate, history, [*candidates, *((a, h) for a, h, _ in below)], deps)
+        if SESSION_ELSEWHERE.name in options.factors
+        else {}
+    )
+    admitted = _admitted_below(
+        below, (usual, elsewhere), history, scheduled_at, deps, options, report, evidence
+    )
+    for alert_id, session in elsewhere.items():
+        evidence[0].setdefault(alert_id, []).append(session)
+    return admitted
+
+
+def _admitted_below(
+    below: Sequence[tuple[Alert, frozenset[int], HitGroup]],
+    beside: tuple[UsualCalls, Mapping[str, Evidence]],
+    history: History,
+    scheduled_at: datetime,
+    deps: Dependencies,
+    options: RunOptions,
+    report: RunReport,
+    evidence: tuple[dict[str, list[Evidence]], dict[str, frozenset[str]]],
+) -> list[tuple[Alert, frozenset[int]]]:
+    """Alerts for a person's groups under the threshold in a country new to them (``below``) while
+    the same run read their calls from a usual country within the hour (core/evidence.CONCURRENT_USE)
+    or their session began elsewhere (``elsewhere``: core/evidence.SESSION_ELSEWHERE): the
+    location's rarity alone would not alert (a colleague's country), either of these does. Their
+    history's evidence goes into ``evidence`` (found, fresh), as the other alerts'."""
     found, fresh = evidence
+    usual, elsewhere = beside
     admitted = []
-    for scored, hours in usual.new_to_person:
-        alert = build_alert(scored, options.policy.threshold, scheduled_at, run_id, below=True)
-        if alert is None or not _concurrent(alert, hours, usual, deps):
+    for alert, hours, group in below:
+        if alert.alert_id not in elsewhere and not _concurrent(alert, hours, usual, deps):
             continue
-        group = scored.group
         if _allowlisted(options.tuning, group, scheduled_at, report):
             continue
         admitted.append((alert, hours))
@@ -486,22 +534,74 @@ def _signed_in_there(
         for network in networks.values()
         if network is not None
     }
-    counters = aggregate.counters
-    unread = [key for key in keys if key not in counters]
-    stored = deps.store.load(unread) if unread else {}
+    recent = _recent_hours(aggregate, history, keys, deps)
     found: dict[str, Evidence] = {}
     for alert_id, (identity, networks, hours) in wanted.items():
         partition = sign_ins_partition(identity)
-        signed_in: dict[str, set[int]] = {}
-        for network in {n for n in networks.values() if n is not None}:
-            key = (partition, category_sort_key(network))
-            before = (history if key in counters else stored).get(partition, {}).get(key[1], EMPTY)
-            at = signed_in[network] = set(before.recent_hours)
-            if key in counters:
-                at.update(counters[key].hours)
+        signed_in = {
+            network: recent[(partition, category_sort_key(network))]
+            for network in networks.values()
+            if network is not None
+        }
         evidence = sign_in_evidence(networks, signed_in, hours)
         if evidence is not None:
             found[alert_id] = evidence
+    return found
+
+
+def _sessions_elsewhere(
+    aggregate: RunAggregate,
+    history: History,
+    candidates: Sequence[tuple[Alert, frozenset[int]]],
+    deps: Dependencies,
+) -> dict[str, Evidence]:
+    """The session-elsewhere factor of each country alert of an Identity Center user from access
+    networks (core/evidence.session_evidence), by alert id: their sign-ins from access networks
+    (``SS#``: ``TOTAL``) and those from the alert's country or its addresses' autonomous systems,
+    this run's (derived with the batch) and the runs' before (one batch read for all the alerts).
+    Only with an ASN database: without one, no address is known to be an access network."""
+    if not deps.geo.has_asn:
+        return {}
+    wanted: dict[str, tuple[str, set[str], frozenset[int], str]] = {}
+    for alert, hours in candidates:
+        identity = subject_identity(alert.principal)
+        addresses = alert.source.ip[:MAX_LIST]
+        if alert.detector != COUNTRY.name or not is_identity_center_user(identity) or not addresses:
+            continue
+        located = [sign_in_places(ip, alert.country, deps.geo.asn) for ip in addresses]
+        if not all(located):  # a hosting address (or no public one): nothing says where the caller is
+            continue
+        wanted[alert.alert_id] = (identity, {p for found in located for p in found}, hours, alert.country)
+    keys = {
+        (session_sign_ins_partition(identity), category)
+        for identity, places, _, _ in wanted.values()
+        for category in (TOTAL, *map(category_sort_key, places))
+    }
+    recent = _recent_hours(aggregate, history, keys, deps)
+    found: dict[str, Evidence] = {}
+    for alert_id, (identity, places, hours, country) in wanted.items():
+        partition = session_sign_ins_partition(identity)
+        there = set().union(*(recent[(partition, category_sort_key(p))] for p in places))
+        evidence = session_evidence(recent[(partition, TOTAL)], there, hours, country)
+        if evidence is not None:
+            found[alert_id] = evidence
+    return found
+
+
+def _recent_hours(
+    aggregate: RunAggregate, history: History, keys: Collection[CounterKey], deps: Dependencies
+) -> dict[CounterKey, set[int]]:
+    """Each counter's recent hours: this run's (derived with the batch; the history holds what they
+    were before) and the runs' before (the stored counters the run did not write, one batch read)."""
+    counters = aggregate.counters
+    unread = [key for key in keys if key not in counters]
+    stored = deps.store.load(unread) if unread else {}
+    found: dict[CounterKey, set[int]] = {}
+    for key in keys:
+        before = (history if key in counters else stored).get(key[0], {}).get(key[1], EMPTY)
+        found[key] = set(before.recent_hours)
+        if key in counters:
+            found[key].update(counters[key].hours)
     return found
 
 

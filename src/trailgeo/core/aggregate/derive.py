@@ -47,15 +47,22 @@ from trailgeo.core.counters import (
     principal_cities_partition,
     principal_partition,
     sensitive_partition,
+    session_sign_ins_partition,
     sign_ins_partition,
     user_methods_partition,
 )
 from trailgeo.core.evidence import is_person
-from trailgeo.core.identities import identity_of, permission_set_of, role_of, subject_identity
+from trailgeo.core.identities import (
+    identity_of,
+    is_identity_center_user,
+    permission_set_of,
+    role_of,
+    subject_identity,
+)
 from trailgeo.core.local_time import local_slot, slot_name
 from trailgeo.core.records import clip
 from trailgeo.core.sensitive import is_sensitive
-from trailgeo.core.sign_ins import sign_in_network
+from trailgeo.core.sign_ins import sign_in_network, sign_in_places
 
 if TYPE_CHECKING:
     from trailgeo.core.aggregate.accumulate import RunAggregate
@@ -202,15 +209,25 @@ def _observe_hours(counters: dict[CounterKey, CounterDelta], groups: dict[GroupK
 def _observe_sign_ins(aggregate: RunAggregate, counters: dict[CounterKey, CounterDelta]) -> None:
     """Each person's sign-ins with a phishing-resistant factor (core/sign_ins.py), in the hour they
     were made, under the identity's ``SI#`` partition, one category per network (``JP/AS4713``):
-    the history the ``mfa_sign_in`` evidence reads (the counters keep their recent hours)."""
+    the history the ``mfa_sign_in`` evidence reads (the counters keep their recent hours). With an
+    ASN database, every Identity Center sign-in from an access network, whatever its factor, under
+    the user's ``SS#`` partition: ``TOTAL``, its country and its autonomous system (``JP``,
+    ``AS4713``), the history the ``session_elsewhere`` evidence reads."""
+    asn_of = aggregate.asn_of
     for sign_in in aggregate.sign_in_reader.sign_ins():
-        network = sign_in_network(sign_in.ip, sign_in.country, aggregate.asn_of)
-        hour = hour_of(sign_in.event_time)
-        if network is not None and hour is not None:
-            at = sign_in.event_time
+        hour, at = hour_of(sign_in.event_time), sign_in.event_time
+        if hour is None:
+            continue
+        network = sign_in_network(sign_in.ip, sign_in.country, asn_of)
+        if sign_in.phishing_resistant and network is not None:
             _observe(
                 counters, (sign_ins_partition(sign_in.identity), category_sort_key(network)), (hour,), at, at
             )
+        if asn_of is not None and is_identity_center_user(sign_in.identity):
+            places = sign_in_places(sign_in.ip, sign_in.country, asn_of)
+            partition = session_sign_ins_partition(sign_in.identity)
+            for category in (TOTAL, *map(category_sort_key, places)) if places else ():
+                _observe(counters, (partition, category), (hour,), at, at)
 
 
 # Client families counted per identity and group in one run: the agent is the caller's to write,

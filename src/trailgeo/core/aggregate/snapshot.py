@@ -17,7 +17,7 @@ from trailgeo.core.sign_ins import SignIn
 if TYPE_CHECKING:
     from trailgeo.core.aggregate.accumulate import RunAggregate
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
@@ -44,7 +44,7 @@ class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     # the phishing-resistant sign-ins the partial's records completed (identity, ip, country, time,
     # credential):
     # a sign-in whose records two partials split completes in neither (more alerts, never fewer)
-    sign_ins: list[tuple[str, str, str, str, str]] = []
+    sign_ins: list[tuple[str, str, str, str, str, bool]] = []
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -97,7 +97,7 @@ def snapshot_of(aggregate: RunAggregate) -> bytes:
         event_digests=_pack_digests(aggregate._event_ids),
         scope=aggregate.scope.value,
         sign_ins=[
-            (s.identity, s.ip, s.country, s.event_time, s.credential)
+            (s.identity, s.ip, s.country, s.event_time, s.credential, s.phishing_resistant)
             for s in aggregate.sign_in_reader.sign_ins()
         ],
     )
