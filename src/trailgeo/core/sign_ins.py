@@ -239,9 +239,8 @@ def sign_in_network(address: str, country: str, asn_of: Callable[[str], AsnInfo 
 def sign_in_places(address: str, country: str, asn_of: Callable[[str], AsnInfo | None]) -> tuple[str, ...]:
     """Where a sign-in from ``address`` (located in ``country``) says the person is: the country and
     the autonomous system (``("JP", "AS4713")``; the country alone for an address the ASN database
-    lacks).
-    Nothing for a hosting or cloud provider's address (a VPN gateway on a cloud instance says
-    nothing of where the person is) or what is no public address."""
+    lacks). Nothing for a hosting or cloud provider's address (a VPN gateway on a cloud instance
+    says nothing of where the person is) or what is no public address."""
     ip = lookup_address(address)
     if ip is None:
         return ()

@@ -218,8 +218,10 @@ def _observe_sign_ins(aggregate: RunAggregate, counters: dict[CounterKey, Counte
         hour, at = hour_of(sign_in.event_time), sign_in.event_time
         if hour is None:
             continue
-        network = sign_in_network(sign_in.ip, sign_in.country, asn_of)
-        if sign_in.phishing_resistant and network is not None:
+        if (
+            sign_in.phishing_resistant
+            and (network := sign_in_network(sign_in.ip, sign_in.country, asn_of)) is not None
+        ):
             _observe(
                 counters, (sign_ins_partition(sign_in.identity), category_sort_key(network)), (hour,), at, at
             )

@@ -41,8 +41,8 @@ class _Snapshot(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
     # the aggregate's EventScope; last and with a default, so that a snapshot without it (taken
     # before data events could be scored) reads as the MANAGEMENT it was
     scope: str = "Management"
-    # the phishing-resistant sign-ins the partial's records completed (identity, ip, country, time,
-    # credential):
+    # the sign-ins the partial's records completed (identity, ip, country, time, credential,
+    # phishing-resistant):
     # a sign-in whose records two partials split completes in neither (more alerts, never fewer)
     sign_ins: list[tuple[str, str, str, str, str, bool]] = []
 
