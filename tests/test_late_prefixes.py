@@ -119,8 +119,10 @@ def test_given_a_late_file_in_yesterdays_prefix_when_not_due_then_the_prefix_is_
     assert (skipped.prefixes_listed, skipped.prefixes_not_due) == (1, 1)
     assert skipped.objects == []
 
-    # When the hour's late listing comes
-    listed = source.list_window(start, end, LatePrefixes(listed=True, since=start - HOUR))
+    # When the hour's late listing comes (since an hour before the window, within its day: from
+    # yesterday's 23:00 the tolerance would reach the day before yesterday too, a third prefix)
+    today = datetime.combine(start.date(), datetime.min.time(), tzinfo=UTC)
+    listed = source.list_window(start, end, LatePrefixes(listed=True, since=max(start - HOUR, today)))
 
     # Then it lists yesterday's prefix too and finds the late file
     assert calls[yesterday] == 1
