@@ -40,7 +40,7 @@ _DAY_PREFIX = re.compile(r"/CloudTrail/[^/]+/(\d{4}/\d{2}/\d{2})/$")
 def test_given_a_run_of_an_hour_already_listed_then_it_leaves_the_late_prefixes() -> None:
     # Given the 10:00 run completed (the watermark), when the 10:15 and 10:45 runs plan
     for end in (DAY + timedelta(hours=10, minutes=15), DAY + timedelta(hours=10, minutes=45)):
-        late = late_prefixes(end, DAY + timedelta(hours=10), end - LOOKBACK, HOUR)
+        late = late_prefixes(end, DAY + timedelta(hours=10), end - LOOKBACK, HOUR, LOOKBACK)
 
         # Then they list only their window's day prefixes
         assert late == LatePrefixes(listed=False)
@@ -49,7 +49,7 @@ def test_given_a_run_of_an_hour_already_listed_then_it_leaves_the_late_prefixes(
 def test_given_a_new_hour_then_its_first_run_lists_them_from_an_hour_before_its_window() -> None:
     # Given the 10:45 run completed, when the 11:00 run plans
     end = DAY + timedelta(hours=11)
-    late = late_prefixes(end, DAY + timedelta(hours=10, minutes=45), end - LOOKBACK, HOUR)
+    late = late_prefixes(end, DAY + timedelta(hours=10, minutes=45), end - LOOKBACK, HOUR, LOOKBACK)
 
     # Then it lists them, for files landed since an hour before its window's start
     assert late == LatePrefixes(listed=True, since=end - LOOKBACK - HOUR)
@@ -62,7 +62,7 @@ def test_given_the_hours_first_runs_failed_then_the_next_run_lists_them_from_the
     end = DAY + timedelta(hours=12, minutes=30)
 
     # When the 12:30 run plans (a catch-up: its window starts at the watermark)
-    late = late_prefixes(end, watermark, watermark, HOUR)
+    late = late_prefixes(end, watermark, watermark, HOUR, TICK)
 
     # Then it lists them, from an hour before the start of the watermark's hour: the last run that
     # listed them and completed ended at 10:00 or later
@@ -71,7 +71,24 @@ def test_given_the_hours_first_runs_failed_then_the_next_run_lists_them_from_the
 
 def test_given_no_run_ever_completed_then_the_first_run_lists_them() -> None:
     end = DAY + timedelta(hours=11, minutes=30)
-    assert late_prefixes(end, None, end - LOOKBACK, HOUR) == LatePrefixes(listed=True, since=end - 3 * HOUR)
+    late = late_prefixes(end, None, end - LOOKBACK, HOUR, LOOKBACK)
+    assert late == LatePrefixes(listed=True, since=end - 3 * HOUR)
+
+
+def test_given_an_outage_then_the_catch_up_lists_them_from_where_the_schedule_would_have() -> None:
+    # Given the last complete run at 01:59 (runs a minute apart), then two hours of failed runs, and
+    # the 2-hour look-back: had the schedule gone on, the 02:00 run (window from 00:00) would have
+    # listed them for files landed since 23:00, named up to the late tolerance before that
+    watermark = DAY + timedelta(hours=1, minutes=59)
+    scheduled = late_prefixes(DAY + timedelta(hours=2), watermark, DAY, HOUR, LOOKBACK)
+
+    # When the 04:00 run plans (a catch-up: its window starts at the watermark)
+    late = late_prefixes(DAY + timedelta(hours=4), watermark, watermark, HOUR, LOOKBACK)
+
+    # Then it lists them from as far back as that run would have, not from the watermark's hour
+    # less one (00:00): a file named 23:50 two days before and landed at 01:05 is still within the
+    # late tolerance it counts from there
+    assert late == scheduled == LatePrefixes(listed=True, since=DAY - HOUR)
 
 
 # ---- The S3 source: what is listed, what is left, what is counted -----------------------------------

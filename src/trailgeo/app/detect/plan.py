@@ -29,7 +29,7 @@ MAX_CATCH_UP = timedelta(days=7)
 
 
 def late_prefixes(
-    end: datetime, watermark: datetime | None, window_start: datetime, every: timedelta
+    end: datetime, watermark: datetime | None, window_start: datetime, every: timedelta, lookback: timedelta
 ) -> LatePrefixes:
     """Whether the run ending at ``end`` lists the day prefixes only the late tolerance keeps in
     play, and for files landed since when. Stateless, from the watermark (the last run that
@@ -40,11 +40,17 @@ def late_prefixes(
     ``every`` (the last run that listed them and completed ended there or later: every complete
     run since left them, so none of them moved the watermark out of that ``every``) or the window's
     start, whichever is earlier, one ``every`` more: a file a run every 15 minutes would have read
-    within the late tolerance is still read, at most an hour later."""
+    within the late tolerance is still read, at most an hour later. After an outage the bound goes
+    back as far as the first run of the hour after the watermark's would have (its window starts
+    ``lookback`` before it): the late tolerance counts from ``since``, so a catch-up, whose window
+    starts later, would otherwise refuse a file named at the edge of the tolerance that the
+    schedule would have read."""
     if watermark is not None and watermark >= window_start and _floor(watermark, every) >= _floor(end, every):
         return LatePrefixes(listed=False)
-    since = window_start if watermark is None else min(window_start, _floor(watermark, every))
-    return LatePrefixes(listed=True, since=since - every)
+    if watermark is None:
+        return LatePrefixes(listed=True, since=window_start - every)
+    hour = _floor(watermark, every)
+    return LatePrefixes(listed=True, since=min(window_start, hour, hour + every - lookback) - every)
 
 
 def _floor(moment: datetime, every: timedelta) -> datetime:

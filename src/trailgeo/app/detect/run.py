@@ -59,7 +59,7 @@ def detect(
         logger.warning("catching up after incomplete runs", since=report.window_start.isoformat())
     delivery = None
     if deps.intake is None:
-        late = late_prefixes(end, watermark, report.window_start, options.late_every)
+        late = late_prefixes(end, watermark, report.window_start, options.late_every, options.lookback)
         report.late_prefixes_listed = late.listed
         listed = deps.source.list_window(report.window_start, end, late)
     else:  # Intake=Notifications: the queue's files, and now and then a reconciling listing
