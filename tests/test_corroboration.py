@@ -850,3 +850,66 @@ def test_given_a_country_under_the_threshold_without_a_second_person_then_no_ale
 
     # When replayed with a threshold no group reaches, Then no alert
     assert replayed(tmp_path, records, geo, STRICT) == []
+
+
+# ------------------------------------------------------------- two countries at once, across runs
+
+
+@pytest.mark.parametrize("threshold", [None, 95.0], ids=["above-the-threshold", "under-the-threshold"])
+def test_given_her_calls_from_home_read_by_the_run_before_when_her_key_calls_from_abroad_then_raised(
+    tmp_path: Path, threshold: float | None
+) -> None:
+    """Which run reads a file is the delivery's timing, not the thief's doing: alice at home at
+    02:35, read by the 03:00 run; her key from abroad at 03:05, read by the 03:30 run. Half an hour
+    apart is still nobody's journey (the same-run rule missed it)."""
+    # Given alice's history from the US, her calls from home 25 minutes before her key's from
+    # abroad (BT; DE, a colleague's country, under the strict threshold), in files two runs read
+    abroad_ip = FOREIGN_IP if threshold is None else DE_IP
+    records = (
+        history()
+        + DE_COLLEAGUES
+        + calls(US_IP, CLI_V2, at=ATTACK_AT - timedelta(minutes=25))
+        + calls(abroad_ip, CLI_V2, at=ATTACK_AT + timedelta(minutes=5))
+    )
+    options = STRICT if threshold is not None else None
+
+    # When replayed with an ASN database that knows both as access networks
+    alerts = replayed(tmp_path, records, resolver({US_IP: COMCAST}), options)
+
+    # Then the alert from abroad carries the factor (under the threshold: alerts for it)
+    (alert,) = alerts
+    assert alert["location"] == ("BT" if threshold is None else "DE")
+    assert [e["factor"] for e in alert["evidence"]] == ["concurrent_use"]
+    assert "also called from US" in alert["evidence"][0]["text"]
+    assert alert["severity"] == raised(rarity_severity(alert["score"]), 1)
+
+
+@pytest.mark.parametrize(
+    ("home_ip", "gap"),
+    [
+        (US_IP, timedelta(hours=3)),  # she flew: hours apart, read by runs hours apart
+        (EC2_US_IP, timedelta(minutes=30)),  # her script on EC2 at home, read by the run before
+        (VPN_IP, timedelta(minutes=30)),  # on the VPN gateway (DE) before, her home line after
+    ],
+    ids=["hours-apart", "own-script-on-ec2", "on-the-vpn"],
+)
+def test_given_an_earlier_runs_calls_from_a_hosting_address_or_hours_before_then_no_factor(
+    tmp_path: Path, home_ip: str, gap: timedelta
+) -> None:
+    """What the run before recorded of her is only her calls from access networks: her own script
+    on a cloud instance and the organization's VPN gateway are no second person."""
+    # Given alice's history from the US and from DE (she uses the VPN), her calls from home_ip, then
+    # from BT after gap (another run)
+    geo = resolver({US_IP: COMCAST, EC2_US_IP: AMAZON, VPN_IP: AMAZON})
+    geo.countries[EC2_US_IP] = "US"
+    at = ATTACK_AT + timedelta(minutes=5)
+    records = history() + history(ip=VPN_IP, hours=20) + calls(home_ip, CLI_V2, at=at - gap)
+    records += calls(FOREIGN_IP, CLI_V2, at=at)
+
+    # When replayed
+    alerts = replayed(tmp_path, records, geo)
+
+    # Then the BT alert has no concurrent use
+    (alert,) = alerts
+    assert alert["location"] == "BT"
+    assert "concurrent_use" not in [e["factor"] for e in alert["evidence"]]

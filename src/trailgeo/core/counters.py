@@ -71,6 +71,9 @@ SIGN_INS_PARTITION_PREFIX = "SI#"  # a person's networks of sign-ins with a secu
 # An Identity Center user's sign-ins with any factor, by country and autonomous system: where their
 # sessions began (core/sign_ins.sign_in_places), for session_elsewhere
 SESSION_SIGN_INS_PARTITION_PREFIX = "SS#"
+# A person's calls from access networks in countries usual for them, by country (the counters'
+# recent hours): concurrent_use across runs, whichever run read the other country's calls
+PRESENCE_PARTITION_PREFIX = "PA#"
 IDENTITY_INDEX_PREFIX = "I#"
 ERROR_LEVELS_PARTITION_PREFIX = "ES#"  # an identity's hourly error levels (error_spike)
 COUNTER_PREFIXES = (
@@ -83,6 +86,7 @@ COUNTER_PREFIXES = (
     HOURS_PARTITION_PREFIX,
     SIGN_INS_PARTITION_PREFIX,
     SESSION_SIGN_INS_PARTITION_PREFIX,
+    PRESENCE_PARTITION_PREFIX,
     "MC#",
     "PC#",
     IDENTITY_INDEX_PREFIX,
@@ -133,6 +137,10 @@ def sign_ins_partition(identity: str) -> str:
 
 def session_sign_ins_partition(identity: str) -> str:
     return SESSION_SIGN_INS_PARTITION_PREFIX + identity
+
+
+def presence_partition(identity: str) -> str:
+    return PRESENCE_PARTITION_PREFIX + identity
 
 
 def error_levels_partition(identity: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
@@ -18,15 +18,18 @@ from trailgeo.core.counters import (
     EMPTY,
     ORG_EGRESS,
     ORG_EGRESS_HOURS,
+    PRESENCE_PARTITION_PREFIX,
     TOTAL,
     CounterDelta,
     CounterKey,
+    CounterState,
     access_key_partition,
     category_sort_key,
     clients_partition,
     country_sort_key,
     hours_partition,
     is_long_term_key,
+    presence_partition,
     principal_partition,
     sensitive_partition,
     session_sign_ins_partition,
@@ -213,6 +216,7 @@ def score_and_raise(
             continue
         candidates.append((alert, hours))
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
+    usual.earlier = _presence(aggregate, history, usual, candidates, deps)
     candidates.extend(
         _beside_rarity(
             aggregate,
@@ -322,6 +326,9 @@ class UsualCalls:
     # A person's groups under the threshold in a country new to them (with a day of history): an
     # alert when the same person called from a usual country at the same time (``_two_countries``).
     new_to_person: list[tuple[GroupScore, frozenset[int]]] = field(default_factory=list)
+    # per person and usual country: the hours of the runs before (``PA#``, from access networks),
+    # for the persons of the run's alerts and of ``new_to_person`` (``_presence``)
+    earlier: dict[str, dict[str, frozenset[int]]] = field(default_factory=dict)
 
     def add(self, scored: GroupScore, hours: frozenset[int]) -> None:
         """``scored`` raised no alert (and its subject is not quarantined). A person's group in a
@@ -422,23 +429,81 @@ def _admitted_below(
 
 def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: Dependencies) -> list[Evidence]:
     """The concurrent-use factor for a country alert of a person (core/evidence.concurrent_evidence):
-    only with an ASN database, to leave the hosting addresses out on both sides."""
-    others = usual.by_person.get(subject_identity(alert.principal))
-    if not others or not deps.geo.has_asn or alert.detector != COUNTRY.name:
+    this run's calls from their usual countries and the runs' before (``usual.earlier``); only with
+    an ASN database, to leave the hosting addresses out on both sides. The alert's own country is
+    no second country (a person's other role there)."""
+    identity = subject_identity(alert.principal)
+    others = usual.by_person.get(identity, {})
+    earlier = usual.earlier.get(identity, {})
+    if not (others or earlier) or not deps.geo.has_asn or alert.detector != COUNTRY.name:
         return []
-
-    def access(addresses: Iterable[str]) -> bool:
-        return any(_network_kind(address, deps) == "access" for address in addresses)
-
-    if not access(alert.source.ip[:MAX_LIST]):
+    if not _any_access(alert.source.ip[:MAX_LIST], deps):
         return []
-    usable = {
-        country: at
-        for country, (at, groups) in others.items()
-        if any(access(ip for ip, _ in addresses.most_common(MAX_LIST)) for addresses in groups)
-    }
+    usable: dict[str, set[int]] = {country: set(at) for country, at in earlier.items()}
+    for country, (at, groups) in others.items():
+        if any(_any_access((ip for ip, _ in addresses.most_common(MAX_LIST)), deps) for addresses in groups):
+            usable.setdefault(country, set()).update(at)
+    usable.pop(alert.country, None)
     found = concurrent_evidence(hours, usable)
     return [found] if found is not None else []
+
+
+def _any_access(addresses: Iterable[str], deps: Dependencies) -> bool:
+    return any(_network_kind(address, deps) == "access" for address in addresses)
+
+
+def _presence(
+    aggregate: RunAggregate,
+    history: History,
+    usual: UsualCalls,
+    candidates: Sequence[tuple[Alert, frozenset[int]]],
+    deps: Dependencies,
+) -> dict[str, dict[str, frozenset[int]]]:
+    """This run's calls of each person from access networks in countries usual for them, recorded
+    (``PA#``: the counters' recent hours); and what the runs before recorded for the persons of the
+    country alerts ``candidates`` and of the groups under the threshold in a country new to them, by
+    identity and country: the concurrent-use factor whichever run read the other country's calls
+    (one batch read, which also gives the writes their versions). Only with an ASN database, like
+    the factor."""
+    if not deps.geo.has_asn:
+        return {}
+    written = {
+        (presence_partition(identity), country_sort_key(country)): at
+        for identity, countries in usual.by_person.items()
+        for country, (at, groups) in countries.items()
+        if any(_any_access((ip for ip, _ in a.most_common(MAX_LIST)), deps) for a in groups)
+    }
+    persons = {subject_identity(alert.principal) for alert, _ in candidates if alert.detector == COUNTRY.name}
+    persons.update(subject_identity(scored.group.principal) for scored, _ in usual.new_to_person)
+    wanted = {
+        (presence_partition(identity), country_sort_key(country))
+        for identity in persons
+        if is_person(identity)
+        for country in _known_countries(history, identity)
+    }
+    stored = deps.store.load(written.keys() | wanted) if written or wanted else {}
+    for partition, states in stored.items():
+        history.setdefault(partition, {}).update(states)
+    for key, at in written.items():
+        aggregate.counters[key] = CounterDelta(set(at), _hour_stamp(min(at)), _hour_stamp(max(at), 3599))
+    earlier: dict[str, dict[str, frozenset[int]]] = {}
+    for partition, sort_key in sorted(wanted):
+        state: CounterState = stored.get(partition, {}).get(sort_key, EMPTY)
+        if state.recent_hours:
+            identity = partition.removeprefix(PRESENCE_PARTITION_PREFIX)
+            country = sort_key.removeprefix(country_sort_key(""))
+            earlier.setdefault(identity, {})[country] = frozenset(state.recent_hours)
+    return earlier
+
+
+def _known_countries(history: History, identity: str) -> list[str]:
+    """The countries of a person's history (their ``P#`` total's copy of its countries)."""
+    total = history.get(principal_partition(identity), {}).get(TOTAL, EMPTY)
+    return [cc for cc, (buckets, _) in total.countries.items() if buckets > 0 and is_country(cc)]
+
+
+def _hour_stamp(hour: int, seconds: int = 0) -> str:
+    return datetime.fromtimestamp(hour * 3600 + seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _local_time_applies(alert: Alert, deps: Dependencies) -> bool:
