@@ -22,7 +22,6 @@ from trailgeo.core.counters import (
     TOTAL,
     CounterDelta,
     CounterKey,
-    CounterState,
     access_key_partition,
     category_sort_key,
     clients_partition,
@@ -216,7 +215,7 @@ def score_and_raise(
             continue
         candidates.append((alert, hours))
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
-    usual.earlier = _presence(aggregate, history, usual, candidates, deps)
+    usual.access_hours = _presence(aggregate, history, usual, candidates, deps)
     candidates.extend(
         _beside_rarity(
             aggregate,
@@ -326,9 +325,10 @@ class UsualCalls:
     # A person's groups under the threshold in a country new to them (with a day of history): an
     # alert when the same person called from a usual country at the same time (``_two_countries``).
     new_to_person: list[tuple[GroupScore, frozenset[int]]] = field(default_factory=list)
-    # per person and usual country: the hours of the runs before (``PA#``, from access networks),
-    # for the persons of the run's alerts and of ``new_to_person`` (``_presence``)
-    earlier: dict[str, dict[str, frozenset[int]]] = field(default_factory=dict)
+    # per person and usual country: the hours of their calls from access networks, this run's and
+    # the runs' before (``PA#``), for the persons of the run's alerts and of ``new_to_person``
+    # (``_presence``)
+    access_hours: dict[str, dict[str, set[int]]] = field(default_factory=dict)
 
     def add(self, scored: GroupScore, hours: frozenset[int]) -> None:
         """``scored`` raised no alert (and its subject is not quarantined). A person's group in a
@@ -429,22 +429,13 @@ def _admitted_below(
 
 def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: Dependencies) -> list[Evidence]:
     """The concurrent-use factor for a country alert of a person (core/evidence.concurrent_evidence):
-    this run's calls from their usual countries and the runs' before (``usual.earlier``); only with
-    an ASN database, to leave the hosting addresses out on both sides. The alert's own country is
-    no second country (a person's other role there)."""
-    identity = subject_identity(alert.principal)
-    others = usual.by_person.get(identity, {})
-    earlier = usual.earlier.get(identity, {})
-    if not (others or earlier) or not deps.geo.has_asn or alert.detector != COUNTRY.name:
+    their calls from access networks in their usual countries, this run's and the runs' before
+    (``usual.access_hours``); only with an ASN database, to leave the hosting addresses out on both
+    sides. The alert's own country is no second country (a person's other role there)."""
+    present = usual.access_hours.get(subject_identity(alert.principal), {})
+    if not present or alert.detector != COUNTRY.name or not _any_access(alert.source.ip[:MAX_LIST], deps):
         return []
-    if not _any_access(alert.source.ip[:MAX_LIST], deps):
-        return []
-    usable: dict[str, set[int]] = {country: set(at) for country, at in earlier.items()}
-    for country, (at, groups) in others.items():
-        if any(_any_access((ip for ip, _ in addresses.most_common(MAX_LIST)), deps) for addresses in groups):
-            usable.setdefault(country, set()).update(at)
-    usable.pop(alert.country, None)
-    found = concurrent_evidence(hours, usable)
+    found = concurrent_evidence(hours, {cc: at for cc, at in present.items() if cc != alert.country})
     return [found] if found is not None else []
 
 
@@ -458,13 +449,13 @@ def _presence(
     usual: UsualCalls,
     candidates: Sequence[tuple[Alert, frozenset[int]]],
     deps: Dependencies,
-) -> dict[str, dict[str, frozenset[int]]]:
+) -> dict[str, dict[str, set[int]]]:
     """This run's calls of each person from access networks in countries usual for them, recorded
-    (``PA#``: the counters' recent hours); and what the runs before recorded for the persons of the
-    country alerts ``candidates`` and of the groups under the threshold in a country new to them, by
-    identity and country: the concurrent-use factor whichever run read the other country's calls
-    (one batch read, which also gives the writes their versions). Only with an ASN database, like
-    the factor."""
+    (``PA#``: the counters' recent hours); and, for the persons of the country alerts ``candidates``
+    and of the groups under the threshold in a country new to them, those hours with what the runs
+    before recorded, by identity and country: the concurrent-use factor whichever run read the
+    other country's calls (one batch read, which also gives the writes their versions). Only with
+    an ASN database, like the factor."""
     if not deps.geo.has_asn:
         return {}
     written = {
@@ -479,21 +470,21 @@ def _presence(
         (presence_partition(identity), country_sort_key(country))
         for identity in persons
         if is_person(identity)
-        for country in _known_countries(history, identity)
+        for country in {*_known_countries(history, identity), *usual.by_person.get(identity, {})}
     }
     stored = deps.store.load(written.keys() | wanted) if written or wanted else {}
     for partition, states in stored.items():
         history.setdefault(partition, {}).update(states)
     for key, at in written.items():
         aggregate.counters[key] = CounterDelta(set(at), _hour_stamp(min(at)), _hour_stamp(max(at), 3599))
-    earlier: dict[str, dict[str, frozenset[int]]] = {}
-    for partition, sort_key in sorted(wanted):
-        state: CounterState = stored.get(partition, {}).get(sort_key, EMPTY)
-        if state.recent_hours:
+    present: dict[str, dict[str, set[int]]] = {}
+    for partition, sort_key in wanted:
+        hours = set(stored.get(partition, {}).get(sort_key, EMPTY).recent_hours)
+        hours.update(written.get((partition, sort_key), ()))
+        if hours:
             identity = partition.removeprefix(PRESENCE_PARTITION_PREFIX)
-            country = sort_key.removeprefix(country_sort_key(""))
-            earlier.setdefault(identity, {})[country] = frozenset(state.recent_hours)
-    return earlier
+            present.setdefault(identity, {})[sort_key.removeprefix(country_sort_key(""))] = hours
+    return present
 
 
 def _known_countries(history: History, identity: str) -> list[str]:
