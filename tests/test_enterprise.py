@@ -21,6 +21,7 @@ from tests.builders import trail_record
 from trailgeo.adapters.geoip import MaxMindGeoResolver
 from trailgeo.core.aggregate import RunAggregate
 from trailgeo.core.evidence import FACTORS
+from trailgeo.core.networks import lookup_address
 from trailgeo.core.sign_ins import SIGN_IN_SKIP
 from trailgeo_tools import cli, enterprise_eval
 from trailgeo_tools.enterprise import (
@@ -41,6 +42,7 @@ from trailgeo_tools.enterprise_eval import (
     run_enterprise_evaluation,
     targets,
 )
+from trailgeo_tools.simulate import journey_seconds
 
 SMALL = EnterpriseConfig(seed=3, days=15, people=60, accounts=8, regions=("us-east-1",), first_episode_day=8)
 
@@ -451,3 +453,40 @@ def test_given_eval_without_a_factor_then_the_replay_leaves_it_out_and_a_made_up
 def test_given_eval_without_org_then_the_small_organization_stays_the_default() -> None:
     args = cli.build_parser().parse_args(["eval", "--geoip", "x.mmdb"])
     assert args.org == "small"
+
+
+def test_given_a_traveller_then_they_reach_the_trip_and_home_again_no_sooner_than_a_flight(
+    truth: dict[str, Any], records: list[dict[str, Any]]
+) -> None:
+    """Travellers take flights: their first call abroad comes a journey after their last at home
+    (and the same on the way back), never at the local midnight of the trip's first day."""
+    # Given each trip, offsite and conference, and each person's calls in time order
+    away = [i for i in truth["incidents"] if i["benign_kind"] in {"trip", "offsite", "conference"}]
+    home_of = {arn: p["country"] for p in truth["people"] for arn in p["arns"]}
+    attack_ips = {ip for i in truth["incidents"] if i["kind"] == "attack" for ip in i["source_ips"]}
+    times: dict[str, list[datetime]] = defaultdict(list)
+    for r in records:
+        arn, ip = r["userIdentity"].get("arn", ""), r["sourceIPAddress"]
+        if (
+            arn in home_of and lookup_address(ip) is not None and ip not in attack_ips
+        ):  # theirs, not AWS's or a thief's
+            times[arn].append(_time(r["eventTime"]))
+    assert away
+
+    # Then between the calls before an episode and its first, and its last and the calls after,
+    # there is at least the journey between the two countries
+    checked = 0
+    for incident in away:
+        arns = [a for a in incident["principal_arns"] if a in home_of]
+        home, there = home_of[arns[0]], incident["country"]
+        first, last = _time(incident["first_event"]), _time(incident["last_event"])
+        calls = sorted(t for a in arns for t in times[a])
+        before = [t for t in calls if t < first]
+        after = [t for t in calls if t > last]
+        journey = timedelta(seconds=journey_seconds(home, there))
+        if before:
+            assert first - before[-1] >= journey, (incident["id"], home, there)
+            checked += 1
+        if after:
+            assert after[0] - last >= journey, (incident["id"], home, there)
+    assert checked

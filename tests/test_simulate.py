@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from trailgeo.core.networks import lookup_address
 from trailgeo_tools.simulate import (
     _UTC_OFFSETS,
     SCENARIOS,
@@ -29,6 +30,7 @@ from trailgeo_tools.simulate import (
     emittable_ips,
     eval_config,
     incidents,
+    journey_seconds,
     simulate,
     write_ground_truth,
     write_tree,
@@ -896,3 +898,33 @@ def test_given_too_few_days_then_the_eval_preset_is_rejected() -> None:
 def test_given_invalid_episode_specs_then_the_config_is_rejected(changes: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         replace(DEFAULT, **changes)
+
+
+def test_given_a_trip_then_the_traveller_works_abroad_no_sooner_than_a_flight_after_home_and_back(
+    eval_sim: Simulation, eval_events: list[Event], eval_incidents: dict[str, dict[str, Any]]
+) -> None:
+    """Travellers take flights: a journey's time between their last call at home and their first
+    abroad, and the same back (never a move at the trip's first local midnight)."""
+    # Given each trip, and each traveller's own calls from public addresses, in order
+    trips = [inc for inc in eval_incidents.values() if inc["kind"] == "travel"]
+    attack_ips = {
+        ip for inc in eval_incidents.values() if inc["kind"] == "attack" for ip in inc["source_ips"]
+    }
+    assert trips
+    for trip in trips:
+        traveller = next(h for h in eval_sim.humans if trip["principal_arns"][0] in h.arns)
+        calls = sorted(
+            _time(e.time)
+            for e in eval_events
+            if e.arn in traveller.arns and e.ip not in attack_ips and lookup_address(e.ip) is not None
+        )
+        first, last = _time(trip["first_event"]), _time(trip["last_event"])
+        journey = timedelta(seconds=journey_seconds(traveller.country, trip["country"]))
+
+        # Then the calls around the trip are a journey away from it
+        before = [t for t in calls if t < first]
+        after = [t for t in calls if t > last]
+        assert before
+        assert first - before[-1] >= journey, trip["id"]
+        if after:
+            assert after[0] - last >= journey, trip["id"]

@@ -489,6 +489,7 @@ class _Person(_HumanActor):
             if self.start_day is not None and day < self.start_day:
                 continue
             net, forced = self.network(day)
+            self.move_to(self.whereabouts(day))
             self.offset, self.ips, self.ip_cum = net.offset, net.ips, net.cum
             w.episode = net.tag or self.hire_tag
             try:
@@ -497,10 +498,24 @@ class _Person(_HumanActor):
                 self.offset = home_offset
                 w.episode = None
 
+    def whereabouts(self, day: int) -> str:
+        """The country the person is in on ``day``: away (a trip, an offsite, a conference) or at
+        home (a VPN's gateway, an office across the border or a home line geolocated there move
+        nobody far)."""
+        for away in self.away:
+            if away.start <= day <= away.end:
+                return country_of(away.net.ips[0]) or self.country
+        return self.country
+
     def work(self, day: int, midnight: int, start_h: float, end_h: float, budget: float) -> None:
         """A work session, begun with a sign-in to the access portal when its session has ended, and
         signed in again whenever the portal session ends before the work does (the CLI and the
-        portal ask: role credentials come only from a live portal session)."""
+        portal ask: role credentials come only from a live portal session). None while the person
+        is on their way to where the day is spent (``move_to``)."""
+        arrived = self.arrived(midnight, start_h, end_h, budget)
+        if arrived is None:  # on the way
+            return
+        start_h, budget = arrived
         at = midnight + int(start_h * _HOUR) - self.sign_in_rng.randint(60, 900)
         end = midnight + int(end_h * _HOUR)
         if self.kind == "sso" and self.in_identity_center:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
 import re
 import time
@@ -190,6 +191,46 @@ _UTC_OFFSETS: dict[str, tuple[int, ...]] = {
     "ZA": (120,),
     "AR": (-180,),
 }
+
+# Where the people of the simulations live and travel: a big city of each country (latitude,
+# longitude), for how long a journey between two takes. A flight covers about 800 km an hour gate to
+# gate, and getting to the airport, through it and out of the other one about three hours more:
+# nobody works from Tokyo an hour after their last call from Frankfurt.
+_CITIES: dict[str, tuple[float, float]] = {
+    "US": (41.88, -87.63),  # Chicago
+    "DE": (50.11, 8.68),  # Frankfurt
+    "IN": (12.97, 77.59),  # Bengaluru
+    "GB": (51.51, -0.13),  # London
+    "BR": (-23.55, -46.63),  # Sao Paulo
+    "FR": (48.86, 2.35),  # Paris
+    "ES": (40.42, -3.70),  # Madrid
+    "JP": (35.68, 139.69),  # Tokyo
+    "AU": (-33.87, 151.21),  # Sydney
+    "CA": (43.65, -79.38),  # Toronto
+    "IT": (41.90, 12.50),  # Rome
+    "NL": (52.37, 4.90),  # Amsterdam
+    "PL": (52.23, 21.01),  # Warsaw
+    "MX": (19.43, -99.13),  # Mexico City
+    "ZA": (-26.20, 28.05),  # Johannesburg
+    "AR": (-34.60, -58.38),  # Buenos Aires
+    "PT": (38.72, -9.14),  # Lisbon
+    "IE": (53.35, -6.26),  # Dublin
+    "PH": (14.60, 120.98),  # Manila
+    "EG": (30.04, 31.24),  # Cairo
+}
+_FLIGHT_KMH = 800.0
+_AIRPORTS_S = 3 * 3600
+
+
+def journey_seconds(origin: str, destination: str) -> int:
+    """How long a person needs to get from ``origin`` to ``destination`` (countries of ``_CITIES``):
+    nothing within a country, else the flight between their cities and the airports at both ends."""
+    if origin == destination:
+        return 0
+    (lat1, lon1), (lat2, lon2) = (tuple(map(math.radians, _CITIES[c])) for c in (origin, destination))
+    cos = math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
+    km = 6371.0 * math.acos(min(1.0, max(-1.0, cos)))
+    return _AIRPORTS_S + int(km / _FLIGHT_KMH * 3600)
 
 
 def emittable_ips() -> dict[str, tuple[str, ...]]:
@@ -1208,6 +1249,11 @@ class _HumanActor:
         self._idents: dict[tuple[str, int, bool], dict[str, Any]] = {}
         self.arns: list[str] = []
         self._sso: dict[str, tuple[str, str]] = {}
+        # Where the person is (a trip's country while on it), when their last work ended, and the
+        # time before which they are still on their way (``move_to``).
+        self.where = self.country
+        self.busy_until = 0
+        self.free_from = 0
 
     def user_arn(self, account: str) -> str:
         return f"arn:aws:iam::{account}:user/{self.name}"
@@ -1309,6 +1355,7 @@ class _HumanActor:
             if self.start_day is not None and day < self.start_day:
                 continue
             trip = self.trips.get(day) if self.trips else None
+            self.move_to(_country_of(trip.ips[0]) or self.country if trip is not None else self.country)
             if trip is not None:
                 self.travel_day(day, trip)
             elif self.crossovers and day in self.crossovers:
@@ -1316,6 +1363,26 @@ class _HumanActor:
             else:
                 self.day(day, day * _DAY - self.offset, forced=self.start_day == day)
         w.tag = None
+
+    def move_to(self, where: str) -> None:
+        """The person is in ``where`` from the day about to be lived: a journey from where they were
+        begins after their last work there, and they do not work before they arrive."""
+        if where != self.where:
+            self.free_from = self.busy_until + journey_seconds(self.where, where)
+            self.where = where
+
+    def arrived(
+        self, midnight: int, start_h: float, end_h: float, budget: float
+    ) -> tuple[float, float] | None:
+        """Work planned from ``start_h`` to ``end_h`` (hours after ``midnight``) with ``budget`` calls,
+        as the person can do it: from their arrival (``free_from``) on, with the calls of the hours
+        left (start, budget); None while they are still on their way at its end. The work then
+        counts as done until ``end_h``."""
+        begin = max(start_h, (self.free_from - midnight) / _HOUR)
+        if begin >= end_h:
+            return None
+        self.busy_until = max(self.busy_until, midnight + int(end_h * _HOUR))
+        return begin, budget * (end_h - begin) / (end_h - start_h)
 
     def travel_day(self, day: int, trip: _Trip) -> None:
         """A working day abroad: the trip's time zone and networks, the usual work (never a day off)."""
@@ -1377,6 +1444,10 @@ class _HumanActor:
 
     def work(self, day: int, midnight: int, start_h: float, end_h: float, budget: float) -> None:
         rng, cfg = self.rng, self.world.cfg
+        arrived = self.arrived(midnight, start_h, end_h, budget)
+        if arrived is None:  # on the way
+            return
+        start_h, budget = arrived
         remaining = int(budget)
         plan: list[tuple[int, str, int]] = []
         while remaining > 0:
