@@ -625,3 +625,58 @@ def test_given_an_incident_carrier_over_an_item_when_compacted_then_its_members_
     assert len(cut.incident.members) == 5
     assert cut.incident.omitted_members == MAX_MEMBERS + 10 - 5
     assert cut.incident.alerts == MAX_MEMBERS + 11
+
+
+# ------------------------------------------------------- a quiet re-alert never silences the others
+
+
+def test_given_a_subjects_two_alerts_in_one_run_when_linked_then_the_notification_pages() -> None:
+    """A stolen key's recon and its theft in one run (two accounts or regions): the run's first
+    alert of the subject, then a re-alert for the sensitive method, no more severe. Both go out in
+    one notification, the first about this attacker: it pages, in a thread of its own."""
+    # Given the run's first alert of the subject (critical) and its re-alert (critical, sensitive),
+    # which follows it and is quiet (paged at this severity already)
+    first = an_alert("first", ip="171.100.5.84", location="TH", severity="critical", score=99)
+    again = an_alert("again", ip="171.100.5.90", location="TH", severity="critical", score=99, sensitive=True)
+    again = again.model_copy(update={"follows_alert_id": "first", "quiet_update": True})
+
+    # When the run links them
+    (assignment,) = link([first, again], {}, NOW, DAY)
+
+    # Then the notification is the incident's first: it pages, in its own thread
+    carrier = assignment.alert
+    assert carrier.alert_id == "again"
+    assert not carrier.is_update
+    assert carrier.notification == "new"
+    assert carrier.thread_id == "again"
+    assert [m.alert_id for m in assignment.members] == ["first"]
+
+
+def test_given_a_quiet_re_alert_and_a_fresh_alert_from_one_network_then_the_fresh_one_pages() -> None:
+    """An attacker's new victim must not ride, silenced, in another subject's quiet re-alert."""
+    # Given a quiet re-alert of an alert sent in an earlier run, and another principal's first
+    # alert from the same network, less urgent
+    again = an_alert("again", ip="171.100.5.84", location="TH", severity="critical", score=99, sensitive=True)
+    again = again.model_copy(update={"follows_alert_id": "earlier", "quiet_update": True})
+    fresh = an_alert("fresh", principal=BOB, ip="171.100.5.90", location="TH", severity="high", score=90)
+
+    # When linked
+    (assignment,) = link([again, fresh], {}, NOW, DAY)
+
+    # Then the notification pages (as an escalation in the re-alert's thread)
+    carrier = assignment.alert
+    assert carrier.alert_id == "again"
+    assert not carrier.is_update
+    assert carrier.thread_id == "earlier"
+
+
+def test_given_only_quiet_re_alerts_of_earlier_alerts_when_linked_then_the_notification_stays_quiet() -> None:
+    # Given two quiet re-alerts, each of an alert sent in an earlier run
+    a = an_alert("a", ip="171.100.5.84", location="TH", severity="high", sensitive=True)
+    b = an_alert("b", principal=BOB, ip="171.100.5.90", location="TH", severity="high", sensitive=True)
+    a = a.model_copy(update={"follows_alert_id": "a0", "quiet_update": True})
+    b = b.model_copy(update={"follows_alert_id": "b0", "quiet_update": True})
+
+    # When linked, Then the notification is the quiet update its subjects' earlier pages allow
+    (assignment,) = link([a, b], {}, NOW, DAY)
+    assert assignment.alert.is_update

@@ -206,10 +206,30 @@ def _assign(
         members=[_member(a) for a in members[:MAX_MEMBERS]],
         omitted_members=max(0, len(members) - MAX_MEMBERS),
     )
-    alert = carrier.model_copy(
-        update={"incident": info, "severity": severity, "explanation": _explained(carrier, info)}
-    )
+    update: dict[str, object] = {
+        "incident": info,
+        "severity": severity,
+        "explanation": _explained(carrier, info),
+    }
+    update.update(_not_quieter(ranked))
+    alert = carrier.model_copy(update=update)
     return Assignment(alert, members, networks, incident)
+
+
+def _not_quieter(ranked: list[Alert]) -> dict[str, object]:
+    """What a carrier that is a quiet re-alert (``quiet_update``: its subject paged at this severity
+    already) must lose so that the notification pages as its members would alone: quiet only when
+    every alert it carries is a quiet re-alert of an alert sent before. A re-alert of a member of
+    the same notification follows nothing anyone was sent (the run's first alert of that subject
+    goes out inside it), so it follows nothing; and a fresh alert in the group pages, whichever of
+    them carries it."""
+    carrier, ids = ranked[0], {a.alert_id for a in ranked}
+    update: dict[str, object] = {}
+    if carrier.follows_alert_id in ids:
+        update["follows_alert_id"] = None
+    if carrier.quiet_update and not all(a.quiet_update and a.follows_alert_id not in ids for a in ranked):
+        update["quiet_update"] = False
+    return update
 
 
 def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str]) -> bool:
