@@ -556,3 +556,30 @@ def test_given_a_first_alert_carrying_its_own_re_alert_when_counted_then_the_re_
     # alert of his own, carried
     assert (found["again"].follows, found["again"].member_of) == ("first", "first")
     assert (found["other"].follows, found["other"].member_of) == (None, "first")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The severity ablation (as the enterprise's, on the small organization)
+# ---------------------------------------------------------------------------------------------------------
+def test_given_severities_by_variant_when_evaluated_then_the_ablation_counts_attacks_and_alerts_at_high() -> (
+    None
+):
+    # Given an attack alerted at high only with its new client, and a traveller's alert at medium
+    attack = replace(alert(), severities={"all": "high", "without new_client": "medium"})
+    trip = replace(
+        alert(principal=BOB, country="FR", start=300.0, detected=300.5),
+        severities={"all": "medium", "without new_client": "medium"},
+    )
+
+    # When evaluated, and two seeds of it aggregated
+    figures = evaluate([attack, trip], [incident("a")], days=28.0)
+    overall = aggregate([figures, figures])
+
+    # Then the variant without the client has the attack under high, and nothing at high at all
+    assert figures["ablation"] == {
+        "all": {"attacks_high": 1, "alerts_high": 1, "alerts_high_on_attacks": 1},
+        "without new_client": {"attacks_high": 0, "alerts_high": 0, "alerts_high_on_attacks": 0},
+    }
+    assert overall["ablation"]["all"] == {"attacks_high": 2, "alerts_high": 2, "alerts_high_on_attacks": 2}
+    # and the references, without severities, have none
+    assert evaluate([alert()], [incident("a")], days=28.0)["ablation"] == {}

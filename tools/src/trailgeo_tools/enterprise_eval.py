@@ -218,6 +218,22 @@ def severity_with(alert: Alert, parts: frozenset[str]) -> str:
     )
 
 
+def variant_severities(alert: Alert) -> dict[str, tuple[str, ...]]:
+    """For each ablation variant (``ablation_variants``): the alert's own severity recomputed, then
+    each incident member's, in order (each alert of a notification judged on its own evidence: the
+    small organization's ablation matches each to its planted incident)."""
+    members = alert.incident.members if alert.incident is not None else []
+    factors = {e.factor: e.raises for e in alert.evidence}
+    correlated = bool(alert.correlated_detectors)
+    return {
+        name: (
+            _recomputed(alert.detector, alert.severity, alert.score, factors, correlated, parts),
+            *(_recomputed(m.detector, m.severity, m.score, m.factors, m.correlated, parts) for m in members),
+        )
+        for name, parts in ablation_variants().items()
+    }
+
+
 def _recomputed(
     detector: str,
     severity: str,

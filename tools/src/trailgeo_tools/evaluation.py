@@ -93,6 +93,8 @@ BENIGN_KINDS = ("travel", "new_hire", "crossover")
 ALLOWED_BENIGN = frozenset({"travel", "new_hire"})  # at most one alert each: a target of its own
 EVAL_START = datetime(2026, 10, 5, tzinfo=UTC)  # the simulated window when eval_config is absent
 LATENCY_TARGET_MINUTES = 30.0
+# The severities that page the on-call (the enterprise's ">= high"): the ablation's figures.
+_HIGH = frozenset({"high", "critical"})
 # Continuous mode's batching window (template parameter ContinuousBatchingWindow's default), and its
 # target: the median attack detected within 2 minutes of its first file's delivery.
 CONTINUOUS_WINDOW = timedelta(seconds=60)
@@ -129,6 +131,9 @@ class Detection:
     # An alert sent inside another's incident notification (core/incidents.py): the carrier's id.
     # Matched to its own incident (recall), never counted as a notification of its own.
     member_of: str | None = None
+    # trailgeo's severity with each ablation variant's evidence factors (enterprise_eval's
+    # ablation_variants: "all", "rarity alone", "without <factor>"); empty for the references.
+    severities: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_alert(cls, alert: Alert) -> Detection:
@@ -176,7 +181,10 @@ def detections_of(alert: Alert) -> list[Detection]:
     planted incident it belongs to; the notification counted once, as the carrier). A member of the
     carrier's own subject (its re-alert, sent inside it after waiting to settle) is an update of it,
     as it would have been sent alone."""
-    carrier = Detection.from_alert(alert)
+    from trailgeo_tools.enterprise_eval import variant_severities  # it imports this module
+
+    by_variant = variant_severities(alert)
+    carrier = replace(Detection.from_alert(alert), severities={v: s[0] for v, s in by_variant.items()})
     members = alert.incident.members if alert.incident is not None else []
     subject = (carrier.account, carrier.principal, alert.location)
     return [
@@ -194,8 +202,9 @@ def detections_of(alert: Alert) -> list[Detection]:
                 follows=alert.alert_id if (m.account, m.principal, m.location) == subject else None,
                 alert_id=m.alert_id,
                 member_of=alert.alert_id,
+                severities={v: s[k + 1] for v, s in by_variant.items()},
             )
-            for m in members
+            for k, m in enumerate(members)
         ),
     ]
 
@@ -761,7 +770,28 @@ def evaluate(
         ),
         "false_alerts_by_cause": dict(sorted(causes.items())),
         "benign": benign_stats,
+        "ablation": severity_ablation(alerts, matched_attack, attacks),
     }
+
+
+def severity_ablation(
+    alerts: Sequence[Detection], matched: Sequence[Sequence[Incident]], attacks: Sequence[Incident]
+) -> dict[str, dict[str, int]]:
+    """For each ablation variant of trailgeo's alerts (``Detection.severities``): the attack
+    incidents with an alert at >= high, and the alerts at >= high, those on an attack among them
+    (each incident member counted as the alert it is). Empty for the references."""
+    variants = sorted({v for al in alerts for v in al.severities})
+    out: dict[str, dict[str, int]] = {}
+    for variant in variants:
+        high = [
+            (al, hit) for al, hit in zip(alerts, matched, strict=True) if al.severities.get(variant) in _HIGH
+        ]
+        out[variant] = {
+            "attacks_high": sum(1 for a in attacks if any(a in hit for _, hit in high)),
+            "alerts_high": len(high),
+            "alerts_high_on_attacks": sum(1 for _, hit in high if hit),
+        }
+    return out
 
 
 def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -827,6 +857,13 @@ def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "max_latency_from_first_delivery_min": max(latencies) if latencies else None,
         "detected_by_scenario": dict(sorted(Counter(r["scenario"] for r in detected).items())),
         "attacks_by_scenario": dict(sorted(Counter(r["scenario"] for r in attacks).items())),
+        "ablation": {
+            variant: {
+                key: sum(m.get("ablation", {}).get(variant, {}).get(key, 0) for m in per_seed)
+                for key in ("attacks_high", "alerts_high", "alerts_high_on_attacks")
+            }
+            for variant in sorted({v for m in per_seed for v in m.get("ablation", {})})
+        },
     }
 
 
@@ -1151,6 +1188,7 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"({continuous['attacks_detected']}/{continuous['attack_incidents']}), "
             f"false alerts per day {_num(continuous['false_alerts_per_day'])}"
         )
+    lines.extend(_ablation_lines(overall["trailgeo"]))
     lines.append("")
     failed = 0
     for target in result["targets"]:
@@ -1163,6 +1201,23 @@ def format_report(result: Mapping[str, Any]) -> str:
         + (f", {failed} FAILED (see FAIL lines)" if failed else "")
     )
     return "\n".join(lines)
+
+
+def _ablation_lines(figures: Mapping[str, Any]) -> list[str]:
+    """trailgeo's severity ablation (attacks at >= high, precision at >= high), as the enterprise's."""
+    ablation = figures.get("ablation") or {}
+    if not ablation:
+        return []
+    lines = ["ablation (severity recomputed; attacks with an alert at >= high / precision at >= high):"]
+    attacks = figures["attack_incidents"]
+    for variant in ("all", "rarity alone", *sorted(v for v in ablation if v.startswith("without "))):
+        row = ablation.get(variant)
+        if row is None:
+            continue
+        high, on_attacks = row["alerts_high"], row["alerts_high_on_attacks"]
+        precision = f"{on_attacks / high:.3g} ({on_attacks}/{high})" if high else "None (0/0)"
+        lines.append(f"  {variant:<28} {row['attacks_high']}/{attacks}  {precision}")
+    return lines
 
 
 def write_json(result: Mapping[str, Any], path: Path) -> None:
