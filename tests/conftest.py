@@ -164,6 +164,7 @@ FILE_TIERS: dict[str, str] = {
     "test_evaluation.py": "tooling",
     "test_enterprise.py": "tooling",
     "test_ablation.py": "tooling",  # the evaluation's ablation, on replayed alerts
+    "test_country_distances.py": "tooling",  # trailgeo-tools country-distances
     "test_bench.py": "tooling",
     "test_corpus.py": "tooling",
 }

@@ -34,6 +34,7 @@ def test_given_the_registry_then_the_variants_are_all_none_and_each_part_left_ou
         "rarity alone",
         "without concurrent_use",
         "without hosting_provider",
+        "without impossible_travel",
         "without new_client",
         "without new_sensitive_method",
         "without session_elsewhere",

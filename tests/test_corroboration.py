@@ -36,7 +36,9 @@ from trailgeo.core.evidence import (
     learned_egress,
     new_sensitive_methods,
     raised,
+    travel_evidence,
 )
+from trailgeo.core.geography import CountryDistances, country_distances
 from trailgeo.core.identities import permission_set_of
 from trailgeo.core.networks import AsnInfo
 from trailgeo.core.render.email import email_subject
@@ -829,7 +831,7 @@ def test_given_a_country_under_the_threshold_when_the_person_is_at_home_at_the_s
 @pytest.mark.parametrize(
     ("home_ip", "gap", "history_hours"),
     [
-        (US_IP, timedelta(hours=3), 40),  # she flew: read by another run
+        (US_IP, timedelta(hours=9), 40),  # she flew (a flight's 9 hours): read by another run
         (EC2_US_IP, timedelta(minutes=5), 40),  # her script on EC2 at home
         (US_IP, timedelta(minutes=5), 3),  # a new user: too little history to know her countries
     ],
@@ -887,7 +889,7 @@ def test_given_her_calls_from_home_read_by_the_run_before_when_her_key_calls_fro
 @pytest.mark.parametrize(
     ("home_ip", "gap"),
     [
-        (US_IP, timedelta(hours=3)),  # she flew: hours apart, read by runs hours apart
+        (US_IP, timedelta(hours=3)),  # hours apart, read by runs hours apart (impossible travel: below)
         (EC2_US_IP, timedelta(minutes=30)),  # her script on EC2 at home, read by the run before
         (VPN_IP, timedelta(minutes=30)),  # on the VPN gateway (DE) before, her home line after
     ],
@@ -913,3 +915,148 @@ def test_given_an_earlier_runs_calls_from_a_hosting_address_or_hours_before_then
     (alert,) = alerts
     assert alert["location"] == "BT"
     assert "concurrent_use" not in [e["factor"] for e in alert["evidence"]]
+
+
+# ---------------------------------------------------------------------------------- impossible travel
+
+CA_IP = "24.48.0.1"  # a Canadian home line (Videotron)
+HOUR = 498_788  # 2026-11-25 20:00 UTC, in hours since the epoch
+KM = {("US", "BT"): 7300, ("CA", "BT"): 7000, ("US", "CA"): 0, ("US", "DE"): 4700}
+
+
+def _km(a: str, b: str) -> int | None:
+    return 0 if a == b else KM.get((a, b), KM.get((b, a)))
+
+
+@pytest.mark.parametrize(
+    ("whereabouts", "found"),
+    [
+        ({"called": {"US": {HOUR - 3}}}, True),  # 3 buckets apart: at most 4 hours, 4,000 km < 7,300
+        ({"called": {"US": {HOUR - 6}}}, True),  # at most 7 hours: 7,000 km < 7,300
+        ({"called": {"US": {HOUR - 7}}}, False),  # at most 8 hours: an airliner could have made it
+        ({"called": {"US": {HOUR + 2}}}, True),  # after the calls: back home too soon
+        ({"signed in": {"CA": {HOUR - 1}}}, True),
+        ({"called": {"BT": {HOUR - 1}}}, False),  # the calls' own country
+        ({"called": {"XX": {HOUR}}}, False),  # a country the table lacks: nothing known
+        ({"called": {}, "signed in": {}}, False),
+    ],
+    ids=["3h", "6h", "7h", "after", "signed-in", "own-country", "unknown", "nothing"],
+)
+def test_given_whereabouts_when_judged_then_only_a_journey_faster_than_an_airliner_is_impossible(
+    whereabouts: dict[str, dict[str, set[int]]], found: bool
+) -> None:
+    # Given calls from BT in HOUR, When the person's other whereabouts are judged
+    evidence = travel_evidence("BT", {HOUR}, whereabouts, _km)
+
+    # Then only a journey over TRAVEL_KMH is impossible
+    assert (evidence is not None) is found
+    if evidence is not None:
+        assert evidence.factor == "impossible_travel"
+        assert evidence.raises == 1
+
+
+def test_given_neighbours_in_the_same_hour_then_never_impossible() -> None:
+    """A commuter's office across the border, a home line geolocated there: 0 km apart."""
+    assert travel_evidence("CA", {HOUR}, {"called": {"US": {HOUR}}}, _km) is None
+
+
+def test_given_the_evidence_then_it_says_where_when_and_how_far() -> None:
+    evidence = travel_evidence("BT", {HOUR, HOUR + 1}, {"signed in": {"US": {HOUR - 2, HOUR - 5}}}, _km)
+    assert evidence is not None
+    assert evidence.text == (
+        "impossible travel: the same person signed in from US (2026-11-25 18:00 UTC, a consumer or "
+        "business network), 2 hours from these calls from BT; the two countries are at least 7,300 km "
+        "apart, more than 1,000 km an hour covers in 3 hours"
+    )
+
+
+def test_given_the_shipped_table_then_neighbours_are_0_and_continents_apart() -> None:
+    # Given the table shipped with trailgeo
+    table = country_distances()
+
+    # Then neighbours, and countries an hour's flight apart, are never too far
+    for a, b in [("DE", "NL"), ("US", "CA"), ("GB", "IE"), ("FR", "ES"), ("US", "MX"), ("IN", "PK")]:
+        assert table.km(a, b) == 0, (a, b)
+    # and continents are thousands of km apart, whichever way round
+    for a, b in [("US", "IN"), ("DE", "JP"), ("BR", "JP"), ("CA", "IN"), ("US", "VN")]:
+        km = table.km(a, b)
+        assert km is not None, (a, b)
+        assert km >= 6000, (a, b, km)
+        assert table.km(b, a) == km
+    assert table.km("DE", "DE") == 0
+    assert table.km("DE", "ZZ") is None
+    assert "ZZ" not in table
+    assert "DE" in table
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {},
+        {"countries": ["DE", "FR"], "distances": [[1]], "unit_km": 100},  # a row missing
+        {"countries": ["DE", "FR"], "distances": [[1], [2]], "unit_km": 100},  # the last row not empty
+        {"countries": ["DE", "FR"], "distances": [[-1], []], "unit_km": 100},
+        {"countries": ["DEU", "FR"], "distances": [[1], []], "unit_km": 100},
+        {"countries": ["DE", "FR"], "distances": [[1], []], "unit_km": 0},
+        [],
+    ],
+)
+def test_given_a_malformed_table_then_a_clear_error(document: Any) -> None:
+    with pytest.raises(ValueError, match="country distances"):
+        CountryDistances(document)
+
+
+def test_given_her_calls_from_home_hours_before_her_key_calls_from_far_away_then_raised(
+    tmp_path: Path,
+) -> None:
+    """Three hours after her last call from home in the US, her key calls from Bhutan: no flight
+    does that. A run apart, and hours apart, so not "two countries at once"."""
+    # Given alice's history from the US, her calls from home, then her key's from BT 3 hours later
+    records = history() + calls(US_IP, CLI_V2, at=ATTACK_AT - timedelta(hours=3))
+    records += calls(FOREIGN_IP, CLI_V2)
+
+    # When replayed with an ASN database that knows her home line, with the factor and without
+    alerts = replayed(tmp_path, records, resolver({US_IP: COMCAST}))
+    without = replayed(
+        tmp_path / "without",
+        records,
+        resolver({US_IP: COMCAST}),
+        RunOptions(factors=FACTORS - {"impossible_travel"}),
+    )
+
+    # Then the alert from abroad carries the factor, one level up; without it, the rarity alone
+    (alert,) = alerts
+    assert alert["location"] == "BT"
+    assert [e["factor"] for e in alert["evidence"]] == ["impossible_travel"]
+    assert "called from US" in alert["evidence"][0]["text"]
+    assert alert["severity"] == raised(rarity_severity(alert["score"]), 1)
+    (plain_alert,) = without
+    assert plain_alert["evidence"] == []
+    assert plain_alert["severity"] == rarity_severity(plain_alert["score"])
+
+
+@pytest.mark.parametrize(
+    ("home_ip", "gap"),
+    [
+        (US_IP, timedelta(hours=9)),  # long enough to have flown
+        (EC2_US_IP, timedelta(hours=3)),  # her script on a cloud instance: nobody's whereabouts
+        (CA_IP, timedelta(hours=3)),  # her other home, in Canada, and BT 3 hours later: raised
+    ],
+    ids=["could-have-flown", "own-script-on-ec2", "from-canada"],
+)
+def test_given_her_earlier_calls_when_a_journey_was_possible_or_from_a_server_then_no_factor(
+    tmp_path: Path, home_ip: str, gap: timedelta
+) -> None:
+    # Given alice's history from the US and CA, her calls from home_ip, then from BT after gap
+    geo = resolver({US_IP: COMCAST, EC2_US_IP: AMAZON, CA_IP: AsnInfo(5769, "Videotron Telecom Ltee")})
+    geo.countries.update({EC2_US_IP: "US", CA_IP: "CA"})
+    records = history() + history(ip=CA_IP, hours=20) + calls(home_ip, CLI_V2, at=ATTACK_AT - gap)
+    records += calls(FOREIGN_IP, CLI_V2)
+
+    # When replayed
+    alerts = replayed(tmp_path, records, geo)
+
+    # Then impossible travel only from the Canadian home line 3 hours before
+    (alert,) = alerts
+    assert alert["location"] == "BT"
+    assert ("impossible_travel" in [e["factor"] for e in alert["evidence"]]) is (home_ip == CA_IP)

@@ -156,13 +156,14 @@ def test_given_the_layer_wheel_then_no_development_tooling_is_in_it(layer_wheel:
 
     # Then no simulator, evaluation, benchmark or demo module, nor the tools' package, is in it
     assert sorted(m for m in modules if m.split(".")[-1] in TOOLING or m.startswith("trailgeo_tools")) == []
-    # and its one console script is the operator CLI; its data are the type marker, the method list
-    # and the hosting networks
+    # and its one console script is the operator CLI; its data are the type marker, the method list,
+    # the hosting networks and the distances between countries
     assert re.findall(r"^(\S+) = (\S+)$", entry_points, re.MULTILINE) == [("trailgeo", "trailgeo.cli:main")]
     assert data == {
         "trailgeo/py.typed",
         "trailgeo/data/attack_methods.json",
         "trailgeo/data/hosting_networks.json",
+        "trailgeo/data/country_distances.json",
     }
 
 

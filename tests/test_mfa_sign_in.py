@@ -542,9 +542,11 @@ def test_given_run_options_then_the_factor_is_on_by_default() -> None:
 
 # ---------------------------------------------------------------------------- session begun elsewhere
 
-# alice signs in at home in Germany (with a one-time code, as a third of the staff do), and two
-# hours later her portal session's role credentials are used from Japan.
-HOME_SIGN_IN = TRIP - timedelta(hours=2)
+# alice signs in at home in Germany (with a one-time code, as a third of the staff do) in the
+# evening, and nine hours later her portal session's role credentials are used from Japan: long
+# enough to have flown there (impossible travel would otherwise speak too, as it does two hours
+# after: see the end).
+HOME_SIGN_IN = TRIP - timedelta(hours=9)
 
 
 def _home_sign_in(factor: str = "TOTP", ip: str = DE_IP) -> list[dict[str, Any]]:
@@ -591,7 +593,7 @@ def test_given_factors_when_a_severity_is_evidenced_then_one_that_only_corrobora
 
 
 @pytest.mark.parametrize("factor", ["TOTP", "WEBAUTHN"])
-def test_given_her_session_used_from_japan_two_hours_after_she_signed_in_at_home_then_the_factor_is_shown(
+def test_given_her_session_used_from_japan_nine_hours_after_she_signed_in_at_home_then_the_factor_is_shown(
     tmp_path: Path, factor: str
 ) -> None:
     """A stolen portal session (an infostealer's cookie, a cached token) needs no second sign-in:
@@ -752,3 +754,33 @@ def test_given_the_factor_turned_off_then_under_the_threshold_nothing_is_admitte
     records = _working_weeks() + _japanese_colleagues() + _home_sign_in() + _calls(OTHER_JP_IP, TRIP)
     options = replace(STRICT, factors=FACTORS - {"session_elsewhere"})
     assert _replayed(tmp_path, records, options)[0] == []
+
+
+# ---------------------------------------------------------------------------- impossible travel
+
+
+@pytest.mark.parametrize("options", [None, STRICT], ids=["above-the-threshold", "under-the-threshold"])
+def test_given_her_session_used_from_japan_two_hours_after_she_signed_in_at_home_then_it_pages(
+    tmp_path: Path, options: RunOptions | None
+) -> None:
+    """The hijacked session of the enterprise simulation: her own client, everyday methods, a
+    country where colleagues live. Nobody flies from Germany to Japan in two hours: the sign-in
+    places her at home, and the session is in other hands."""
+    # Given alice in Germany, colleagues in Japan, her sign-in at home, her session's calls from
+    # Japan two hours later
+    sign_in = _identity_center(TRIP - timedelta(hours=2), DE_IP, factor="TOTP", workflow="w-two")
+    records = _working_weeks() + _japanese_colleagues() + sign_in + _calls(OTHER_JP_IP, TRIP)
+
+    # When replayed (under the strict threshold too), with impossible travel and without it
+    (alert,), _ = _replayed(tmp_path, records, options)
+    without_options = replace(options or RunOptions(), factors=FACTORS - {"impossible_travel"})
+    (without,), _ = _replayed(tmp_path / "without", records, without_options)
+
+    # Then the session begun elsewhere has impossible travel beside it: a page, where the session
+    # alone is a look
+    assert alert["location"] == "JP"
+    assert sorted(_factors(alert)) == ["impossible_travel", "session_elsewhere"]
+    assert "signed in from DE" in alert["explanation"]
+    assert alert["severity"] in {"high", "critical"}
+    assert _factors(without) == ["session_elsewhere"]
+    assert without["severity"] == "medium"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from trailgeo.core.alerts import MAX_LIST, SEVERITY_LEVELS, Alert, Evidence, Network, Severity
 from trailgeo.core.clients import client_family
@@ -132,6 +132,31 @@ CONCURRENT_USE = EvidenceFactor(
     ),
 )
 
+# The speed no journey between two countries beats, in km an hour: an airliner cruises at 850-950
+# km/h (a jet stream adds up to ~200 at altitude), and a journey also goes to and from airports.
+TRAVEL_KMH = 1000
+IMPOSSIBLE_TRAVEL = EvidenceFactor(
+    name="impossible_travel",
+    title="impossible travel",
+    raises=1,
+    description=(
+        "The identity is one person (an IAM user, an Identity Center user), and they called from a "
+        "country usual for them, or signed in to Identity Center from another country, so shortly "
+        "before or after the alert's calls that nobody could have travelled between the two: the "
+        "least distance between the countries (data/country_distances.json: their closest places "
+        f"that DB-IP locates addresses at, less a margin) is more than {TRAVEL_KMH:,} km an hour "
+        "covers in the time between them, counted generously (calls in the hours 19:00 and 21:00 "
+        "UTC may be three hours apart). Both from consumer or business networks, none a hosting "
+        "provider's (a VPN gateway or a person's own scripts on a cloud instance are nobody's "
+        "whereabouts). Neighbouring countries are never too far (a commuter, a home line "
+        "geolocated across the border), nor is a country within an hour's flight. The key or the "
+        "session is in a second pair of hands, whatever client it copies. One severity level up; "
+        "not counted beside the concurrent-use factor (the same fact: two countries at once). An "
+        "attacker who waits until the victim could have flown to them defeats it (from the United "
+        "States to India, 7 hours after the victim's last call), so its absence lowers nothing."
+    ),
+)
+
 # Hours of a person's local-time history (``HR#``) before an hour can be unusual for them: about
 # two working weeks (one week shows no habit of weekend or evening work yet). Hours either side of
 # an alert's hour that count as near it (a long day, daylight saving time, a country of several time
@@ -217,6 +242,7 @@ REGISTRY: Mapping[str, EvidenceFactor] = {
         NEW_SENSITIVE_METHOD,
         SHARED_EGRESS,
         CONCURRENT_USE,
+        IMPOSSIBLE_TRAVEL,
         UNUSUAL_HOUR,
         MFA_SIGN_IN,
         SESSION_ELSEWHERE,
@@ -449,6 +475,43 @@ def concurrent_evidence(hours: Collection[int], usual: Mapping[str, Collection[i
         "both from consumer or business networks"
     )
     return Evidence(factor=CONCURRENT_USE.name, raises=CONCURRENT_USE.raises, text=text)
+
+
+def travel_evidence(
+    country: str,
+    hours: Collection[int],
+    whereabouts: Mapping[str, Mapping[str, Collection[int]]],
+    km: Callable[[str, str], int | None],
+) -> Evidence | None:
+    """The impossible-travel factor of calls from ``country`` in ``hours`` (hour numbers since the
+    epoch): ``whereabouts`` (how the person was placed, ``called`` or ``signed in``, -> country ->
+    hours) holds another country farther from ``country`` (``km``: the least distance, None when
+    unknown) than ``TRAVEL_KMH`` covers between one of its hours and one of the alert's (two hour
+    buckets ``n`` apart may be ``n + 1`` hours apart)."""
+    if not hours:
+        return None
+    best: tuple[int, int, str, str, int] | None = None  # (hours apart, -km, how, country, hour)
+    for how, places in sorted(whereabouts.items()):
+        for other, at in sorted(places.items()):
+            distance = km(other, country) if other != country else None
+            if not distance:
+                continue
+            for h0 in at:
+                apart = min(abs(h - h0) for h in hours)
+                if distance > TRAVEL_KMH * (apart + 1) and (best is None or (apart, -distance) < best[:2]):
+                    best = (apart, -distance, how, other, h0)
+    if best is None:
+        return None
+    apart, distance, how, other, h0 = best
+    when = datetime.fromtimestamp(h0 * 3600, tz=UTC).strftime("%Y-%m-%d %H:00 UTC")
+    gap = "in the same hour as" if apart == 0 else f"{apart} hour{'s' if apart > 1 else ''} from"
+    text = (
+        f"{IMPOSSIBLE_TRAVEL.title}: the same person {how} from {plain(other, 8)} ({when}, a consumer "
+        f"or business network), {gap} these calls from {plain(country, 8)}; the two countries are at "
+        f"least {-distance:,} km apart, more than {TRAVEL_KMH:,} km an hour covers in {apart + 1} "
+        f"hour{'s' if apart else ''}"
+    )
+    return Evidence(factor=IMPOSSIBLE_TRAVEL.name, raises=IMPOSSIBLE_TRAVEL.raises, text=text)
 
 
 def sign_in_evidence(

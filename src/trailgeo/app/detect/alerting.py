@@ -36,6 +36,7 @@ from trailgeo.core.counters import (
 )
 from trailgeo.core.detectors import COUNTRY, REGISTRY
 from trailgeo.core.evidence import (
+    IMPOSSIBLE_TRAVEL,
     MFA_SIGN_IN_REASON,
     MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
@@ -55,9 +56,11 @@ from trailgeo.core.evidence import (
     sensitive_evidence,
     session_evidence,
     sign_in_evidence,
+    travel_evidence,
     with_evidence,
 )
 from trailgeo.core.evidence import REGISTRY as EVIDENCE_FACTORS
+from trailgeo.core.geography import country_distances
 from trailgeo.core.identities import (
     identity_digest,
     identity_of,
@@ -215,7 +218,7 @@ def score_and_raise(
             continue
         candidates.append((alert, hours))
         found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
-    usual.access_hours = _presence(aggregate, history, usual, candidates, deps)
+    usual.access_hours, usual.sign_in_hours = _presence(aggregate, history, usual, candidates, deps)
     candidates.extend(
         _beside_rarity(
             aggregate,
@@ -329,6 +332,9 @@ class UsualCalls:
     # the runs' before (``PA#``), for the persons of the run's alerts and of ``new_to_person``
     # (``_presence``)
     access_hours: dict[str, dict[str, set[int]]] = field(default_factory=dict)
+    # per Identity Center user of those and country they are usual in: the hours of their sign-ins
+    # from access networks there, this run's and the runs' before (``SS#``: impossible travel)
+    sign_in_hours: dict[str, dict[str, set[int]]] = field(default_factory=dict)
 
     def add(self, scored: GroupScore, hours: frozenset[int]) -> None:
         """``scored`` raised no alert (and its subject is not quarantined). A person's group in a
@@ -410,15 +416,16 @@ def _admitted_below(
     evidence: tuple[dict[str, list[Evidence]], dict[str, frozenset[str]]],
 ) -> list[tuple[Alert, frozenset[int]]]:
     """Alerts for a person's groups under the threshold in a country new to them (``below``) while
-    the same run read their calls from a usual country within the hour (core/evidence.CONCURRENT_USE)
-    or their session began elsewhere (``elsewhere``: core/evidence.SESSION_ELSEWHERE): the
-    location's rarity alone would not alert (a colleague's country), either of these does. Their
-    history's evidence goes into ``evidence`` (found, fresh), as the other alerts'."""
+    they called from a usual country within the hour (core/evidence.CONCURRENT_USE) or were too far
+    away to have travelled there (core/evidence.IMPOSSIBLE_TRAVEL), or their session began elsewhere
+    (``elsewhere``: core/evidence.SESSION_ELSEWHERE): the location's rarity alone would not alert
+    (a colleague's country), any of these does. Their history's evidence goes into ``evidence``
+    (found, fresh), as the other alerts'."""
     found, fresh = evidence
     usual, elsewhere = beside
     admitted = []
     for alert, hours, group in below:
-        if alert.alert_id not in elsewhere and not _concurrent(alert, hours, usual, deps):
+        if alert.alert_id not in elsewhere and not _two_places(alert, hours, usual, deps, options):
             continue
         if _allowlisted(options.tuning, group, scheduled_at, report):
             continue
@@ -439,6 +446,38 @@ def _concurrent(alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: De
     return [found] if found is not None else []
 
 
+def _two_places(
+    alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: Dependencies, options: RunOptions
+) -> list[Evidence]:
+    """The concurrent-use factor, else the impossible-travel one (the same fact, two countries at
+    once, counted once)."""
+    concurrent = _concurrent(alert, hours, usual, deps)
+    return concurrent or _impossible_travel(alert, hours, usual, deps, options)
+
+
+def _impossible_travel(
+    alert: Alert, hours: frozenset[int], usual: UsualCalls, deps: Dependencies, options: RunOptions
+) -> list[Evidence]:
+    """The impossible-travel factor for a country alert of a person (core/evidence.travel_evidence):
+    their calls from access networks in their usual countries and their Identity Center sign-ins
+    from access networks there, this run's and the runs' before (``usual``); only with an ASN
+    database, to leave the hosting addresses out on both sides."""
+    identity = subject_identity(alert.principal)
+    whereabouts = {
+        "called": usual.access_hours.get(identity, {}),
+        "signed in": usual.sign_in_hours.get(identity, {}),
+    }
+    if (
+        IMPOSSIBLE_TRAVEL.name not in options.factors
+        or not any(whereabouts.values())
+        or alert.detector != COUNTRY.name
+        or not _any_access(alert.source.ip[:MAX_LIST], deps)
+    ):
+        return []
+    found = travel_evidence(alert.country, hours, whereabouts, country_distances().km)
+    return [found] if found is not None else []
+
+
 def _any_access(addresses: Iterable[str], deps: Dependencies) -> bool:
     return any(_network_kind(address, deps) == "access" for address in addresses)
 
@@ -449,15 +488,17 @@ def _presence(
     usual: UsualCalls,
     candidates: Sequence[tuple[Alert, frozenset[int]]],
     deps: Dependencies,
-) -> dict[str, dict[str, set[int]]]:
+) -> tuple[dict[str, dict[str, set[int]]], dict[str, dict[str, set[int]]]]:
     """This run's calls of each person from access networks in countries usual for them, recorded
     (``PA#``: the counters' recent hours); and, for the persons of the country alerts ``candidates``
     and of the groups under the threshold in a country new to them, those hours with what the runs
-    before recorded, by identity and country: the concurrent-use factor whichever run read the
-    other country's calls (one batch read, which also gives the writes their versions). Only with
-    an ASN database, like the factor."""
+    before recorded, by identity and country: the concurrent-use and impossible-travel factors
+    whichever run read the other country's calls; with, for the Identity Center users among them,
+    the hours of their sign-ins from access networks in those countries (``SS#``), this run's and
+    the runs' before. One batch read, which also gives the writes their versions. Only with an ASN
+    database, like the factors."""
     if not deps.geo.has_asn:
-        return {}
+        return {}, {}
     written = {
         (presence_partition(identity), country_sort_key(country)): at
         for identity, countries in usual.by_person.items()
@@ -466,13 +507,24 @@ def _presence(
     }
     persons = {subject_identity(alert.principal) for alert, _ in candidates if alert.detector == COUNTRY.name}
     persons.update(subject_identity(scored.group.principal) for scored, _ in usual.new_to_person)
-    wanted = {
-        (presence_partition(identity), country_sort_key(country))
+    countries = {
+        identity: {*_known_countries(history, identity), *usual.by_person.get(identity, {})}
         for identity in persons
         if is_person(identity)
-        for country in {*_known_countries(history, identity), *usual.by_person.get(identity, {})}
     }
-    stored = deps.store.load(written.keys() | wanted) if written or wanted else {}
+    wanted = {
+        (presence_partition(identity), country_sort_key(country))
+        for identity, theirs in countries.items()
+        for country in theirs
+    }
+    signed = {
+        (session_sign_ins_partition(identity), category_sort_key(country))
+        for identity, theirs in countries.items()
+        if is_identity_center_user(identity)
+        for country in theirs
+    }
+    unread = written.keys() | wanted | {key for key in signed if key not in aggregate.counters}
+    stored = deps.store.load(unread) if unread else {}
     for partition, states in stored.items():
         history.setdefault(partition, {}).update(states)
     for key, at in written.items():
@@ -484,7 +536,16 @@ def _presence(
         if hours:
             identity = partition.removeprefix(PRESENCE_PARTITION_PREFIX)
             present.setdefault(identity, {})[sort_key.removeprefix(country_sort_key(""))] = hours
-    return present
+    signed_in: dict[str, dict[str, set[int]]] = {}
+    for partition, sort_key in signed:
+        hours = set(history.get(partition, {}).get(sort_key, EMPTY).recent_hours)
+        this_run = aggregate.counters.get((partition, sort_key))
+        if this_run is not None:  # the history holds what it was before the run
+            hours.update(this_run.hours)
+        if hours:
+            identity = partition.removeprefix(session_sign_ins_partition(""))
+            signed_in.setdefault(identity, {})[sort_key.removeprefix(category_sort_key(""))] = hours
+    return present, signed_in
 
 
 def _known_countries(history: History, identity: str) -> list[str]:
@@ -533,7 +594,7 @@ def _evidenced(
     recorded, learned = egress
     kept = []
     for candidate, hours in candidates:
-        extra = [*found.get(candidate.alert_id, []), *_concurrent(candidate, hours, usual, deps)]
+        extra = [*found.get(candidate.alert_id, []), *_two_places(candidate, hours, usual, deps, options)]
         extra = [e for e in extra if e.factor != UNUSUAL_HOUR.name or _local_time_applies(candidate, deps)]
         alert = _with_networks(candidate, deps, report, extra, usual.by_address, recorded, options)
         held = _held_reason(alert, learned)
