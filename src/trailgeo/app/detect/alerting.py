@@ -529,23 +529,11 @@ def _presence(
         history.setdefault(partition, {}).update(states)
     for key, at in written.items():
         aggregate.counters[key] = CounterDelta(set(at), _hour_stamp(min(at)), _hour_stamp(max(at), 3599))
-    present: dict[str, dict[str, set[int]]] = {}
-    for partition, sort_key in wanted:
-        hours = set(stored.get(partition, {}).get(sort_key, EMPTY).recent_hours)
-        hours.update(written.get((partition, sort_key), ()))
-        if hours:
-            identity = partition.removeprefix(PRESENCE_PARTITION_PREFIX)
-            present.setdefault(identity, {})[sort_key.removeprefix(country_sort_key(""))] = hours
-    signed_in: dict[str, dict[str, set[int]]] = {}
-    for partition, sort_key in signed:
-        hours = set(history.get(partition, {}).get(sort_key, EMPTY).recent_hours)
-        this_run = aggregate.counters.get((partition, sort_key))
-        if this_run is not None:  # the history holds what it was before the run
-            hours.update(this_run.hours)
-        if hours:
-            identity = partition.removeprefix(session_sign_ins_partition(""))
-            signed_in.setdefault(identity, {})[sort_key.removeprefix(category_sort_key(""))] = hours
-    return present, signed_in
+    # The history now holds each counter as it was before the run (the batch's, or just read)
+    return (
+        _hours_by_identity(aggregate, history, wanted, PRESENCE_PARTITION_PREFIX),
+        _hours_by_identity(aggregate, history, signed, session_sign_ins_partition("")),
+    )
 
 
 def _known_countries(history: History, identity: str) -> list[str]:
@@ -713,12 +701,30 @@ def _recent_hours(
     counters = aggregate.counters
     unread = [key for key in keys if key not in counters]
     stored = deps.store.load(unread) if unread else {}
-    found: dict[CounterKey, set[int]] = {}
+    return {key: _with_this_run(aggregate, history if key in counters else stored, key) for key in keys}
+
+
+def _with_this_run(aggregate: RunAggregate, before: History, key: CounterKey) -> set[int]:
+    """A counter's recent hours as ``before`` holds them (the counters before the run), with the
+    hours this run adds to it."""
+    hours = set(before.get(key[0], {}).get(key[1], EMPTY).recent_hours)
+    this_run = aggregate.counters.get(key)
+    if this_run is not None:
+        hours.update(this_run.hours)
+    return hours
+
+
+def _hours_by_identity(
+    aggregate: RunAggregate, history: History, keys: Collection[CounterKey], prefix: str
+) -> dict[str, dict[str, set[int]]]:
+    """The recent hours of counters keyed by an identity's partition (``prefix`` + identity) and a
+    country (``C#<cc>``), this run's included, by identity and country; none for a counter without."""
+    found: dict[str, dict[str, set[int]]] = {}
     for key in keys:
-        before = (history if key in counters else stored).get(key[0], {}).get(key[1], EMPTY)
-        found[key] = set(before.recent_hours)
-        if key in counters:
-            found[key].update(counters[key].hours)
+        hours = _with_this_run(aggregate, history, key)
+        if hours:
+            identity, country = key[0].removeprefix(prefix), key[1].removeprefix(country_sort_key(""))
+            found.setdefault(identity, {})[country] = hours
     return found
 
 
