@@ -32,6 +32,8 @@ from trailgeo.core.evidence import (
     REGISTRY,
     client_evidence,
     concurrent_evidence,
+    held_out_clients,
+    held_out_slots,
     is_person,
     learned_egress,
     new_sensitive_methods,
@@ -710,6 +712,108 @@ def test_given_principals_then_only_identity_center_users_have_a_permission_set(
     assert permission_set_of(f"arn:aws:sts::{ACCOUNT}:assumed-role/Deployer/ci-1") is None
     assert permission_set_of(ALICE) is None
     assert permission_set_of(POWER_USER) is None  # no session: not a caller
+
+
+# ---------------------------------------------------------------- what an alerted subject's calls teach
+
+IAM = "iam.amazonaws.com"
+MAC_CLI = "aws-cli/2.15.17 Python/3.11.6 Darwin/23.3.0 exe/x86_64 prompt/off"  # a new laptop's
+
+
+def test_given_a_thiefs_probe_when_they_return_days_later_then_their_client_is_still_new(
+    tmp_path: Path,
+) -> None:
+    """A thief probes the key once (one call, their own client), waits out the suppression window,
+    and comes back for the backdoor: their probe must not have made their client the victim's."""
+    key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
+    probe = [record(ATTACK_AT, ip=FOREIGN_IP, key=key, agent=KALI_CLI, name="GetCallerIdentity")]
+    back = ATTACK_AT + timedelta(days=4)
+    backdoor = [
+        record(
+            back + timedelta(minutes=m),
+            ip=FOREIGN_IP,
+            key=key,
+            agent=KALI_CLI,
+            name="CreateAccessKey",
+            source=IAM,
+        )
+        for m in range(2)
+    ]
+    # Given alice's 40 hours from the US with her CLI v2, When her key is probed from BT with a
+    # CLI v1 on Kali, and four days later creates an access key from there with the same client
+    first, second = replayed(tmp_path, history() + probe + backdoor, resolver())
+
+    # Then both alerts name the new client: the probe's hours, quarantined, taught no client
+    assert [e["factor"] for e in first["evidence"]] == ["new_client"]
+    assert [e["factor"] for e in second["evidence"]] == ["new_client", "new_sensitive_method"]
+    assert (first["severity"], second["severity"]) == ("high", "critical")
+
+
+def test_given_a_traveller_with_a_new_laptop_when_she_calls_again_the_next_day_then_no_new_alert(
+    tmp_path: Path,
+) -> None:
+    """Her new laptop's client, told with her first alert, is still not hers (it only ever called
+    from the alerted country), but no news: a repeat it alone would corroborate stays suppressed."""
+    trip = calls(FOREIGN_IP, MAC_CLI) + calls(FOREIGN_IP, MAC_CLI, at=ATTACK_AT + timedelta(days=1))
+    # Given alice's history, When she calls from BT with a new laptop two days running
+    alerts = replayed(tmp_path, history() + trip, resolver())
+
+    # Then one alert, for the first day
+    (alert,) = alerts
+    assert [e["factor"] for e in alert["evidence"]] == ["new_client"]
+
+
+def _office_hours(days: int) -> list[dict[str, Any]]:
+    """alice from the US on weekdays, 09:00-12:00 there (14:00-17:00 UTC), for ``days`` days."""
+    return [
+        record(T0 + timedelta(days=d, hours=h, minutes=5))
+        for d in range(days)
+        if (T0 + timedelta(days=d)).weekday() < 5
+        for h in (14, 15, 16)
+    ]
+
+
+def test_given_a_thiefs_probe_at_night_when_they_return_at_that_hour_then_it_is_still_unusual(
+    tmp_path: Path,
+) -> None:
+    """The probe's hour is the thief's, not the victim's: it must not make 02:00 a working hour."""
+    key = "AKIAALICE0000000001"
+    probe_at = T0 + timedelta(days=46, hours=20, minutes=30)  # a Monday, 02:30 in BT
+    probe = [record(probe_at, ip=FOREIGN_IP, key=key, name="GetCallerIdentity")]
+    back = probe_at + timedelta(days=2)
+    backdoor = [
+        record(back + timedelta(minutes=m), ip=FOREIGN_IP, key=key, name="CreateAccessKey", source=IAM)
+        for m in range(2)
+    ]
+    # Given six weeks of alice's office hours, When her key (her own client) is probed from BT at
+    # 02:30 there, and two days later creates an access key from there at the same hour
+    first, second = replayed(tmp_path, _office_hours(45) + probe + backdoor, resolver())
+
+    # Then both alerts find the hour unusual: the probe's hour, quarantined, taught no habit
+    assert [e["factor"] for e in first["evidence"]] == ["unusual_hour"]
+    assert [e["factor"] for e in second["evidence"]] == ["new_sensitive_method", "unusual_hour"]
+
+
+@pytest.mark.parametrize(
+    ("held", "known", "hours"),
+    [
+        (0, {"aws-cli/2 linux": (40, 9.0), "aws-cli/1 linux": (1, 0.5)}, 41),
+        (1, {"aws-cli/2 linux": (39, 9.0), "aws-cli/1 linux": (0, 0.5)}, 40),
+        (50, {"aws-cli/2 linux": (0, 9.0), "aws-cli/1 linux": (0, 0.5)}, 0),
+    ],
+)
+def test_given_held_hours_then_each_client_family_loses_them(
+    held: int, known: dict[str, tuple[int, float]], hours: int
+) -> None:
+    families = {"aws-cli/2 linux": (40, 9.0), "aws-cli/1 linux": (1, 0.5)}
+    assert held_out_clients(families, 41, held) == (known, hours)
+
+
+def test_given_held_slots_then_each_hour_is_taken_from_its_slot_once() -> None:
+    known = {"wd09": (50, 9.0), "wd02": (1, 0.1)}
+    # Two held hours at 02:00 on weekdays: one was counted there, the other never (nothing below 0)
+    assert held_out_slots(known, 51, ["wd02", "wd02", "we03"]) == ({"wd09": (50, 9.0), "wd02": (0, 0.1)}, 50)
+    assert held_out_slots(known, 51, []) == (known, 51)
 
 
 # ---------------------------------------------------------------------------- two countries at once

@@ -326,6 +326,40 @@ def _networks_text(networks: list[Network]) -> str:
     return "; ".join(parts) + more
 
 
+def held_out_clients(
+    known: Mapping[str, tuple[int, float]], history_hours: int, held_hours: int
+) -> tuple[dict[str, tuple[int, float]], int]:
+    """An identity's client families (family -> (hourly buckets, weight)) and hours of client
+    history as its own calls made them: less the ``held_hours`` of an alerted subject's calls (its
+    quarantined hours, which taught the counters whatever client they ran). Which families those
+    calls ran is not kept, so each family loses them all: a family known only from the subject's
+    own alerted calls is new again, one the identity ran in more hours than those is still its own
+    (a thief's probe cannot make their client the victim's)."""
+    if held_hours <= 0:
+        return dict(known), history_hours
+    return (
+        {family: (max(0, buckets - held_hours), weight) for family, (buckets, weight) in known.items()},
+        max(0, history_hours - held_hours),
+    )
+
+
+def held_out_slots(
+    known: Mapping[str, tuple[int, float]], history_hours: int, held_slots: Iterable[str]
+) -> tuple[dict[str, tuple[int, float]], int]:
+    """A person's local hours of the week (slot -> (hourly buckets, weight)) and hours of history
+    less the slots of an alerted subject's quarantined hours (``wd09``, one per hour: each was
+    counted once, where its calls came from), so that an attacker's own hours never make their
+    hour of the day the victim's."""
+    counted = dict(known)
+    held = 0
+    for slot in held_slots:
+        buckets, weight = counted.get(slot, (0, 0.0))
+        if buckets > 0:
+            counted[slot] = (buckets - 1, weight)
+            held += 1
+    return counted, max(0, history_hours - held)
+
+
 def client_evidence(
     user_agents: Iterable[str], known: Mapping[str, tuple[int, float]], history_hours: int
 ) -> Evidence | None:

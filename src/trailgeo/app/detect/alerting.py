@@ -40,12 +40,15 @@ from trailgeo.core.evidence import (
     MFA_SIGN_IN_REASON,
     MIN_CLIENT_HISTORY_HOURS,
     MIN_EGRESS_COLLEAGUES,
+    NEW_CLIENT,
     ORG_EGRESS_REASON,
     SESSION_ELSEWHERE,
     UNUSUAL_HOUR,
     client_evidence,
     concurrent_evidence,
     held_at_egress,
+    held_out_clients,
+    held_out_slots,
     held_signed_in,
     hour_evidence,
     is_person,
@@ -70,7 +73,7 @@ from trailgeo.core.identities import (
     subject_identity,
 )
 from trailgeo.core.incidents import Assignment
-from trailgeo.core.local_time import local_slot
+from trailgeo.core.local_time import local_slot, slot_name
 from trailgeo.core.networks import hosting_provider, lookup_address
 from trailgeo.core.scoring import (
     GroupScore,
@@ -182,9 +185,9 @@ def score_and_raise(
     extensions: dict[str, set[int]] = {}
     candidates: list[tuple[Alert, frozenset[int]]] = []
     # Evidence found from the group and its history, by alert id (the networks come later), and
-    # the alert's sensitive methods that are news for its identity (a re-alert needs one).
+    # what of it is news for its identity (a re-alert needs some).
     found: dict[str, list[Evidence]] = {}
-    fresh: dict[str, frozenset[str]] = {}
+    fresh: dict[str, News] = {}
     # This run's calls from countries usual for their identities: the organization's own egress
     # (core/evidence.SHARED_EGRESS) and a person's other country at the same time (CONCURRENT_USE).
     usual = UsualCalls()
@@ -194,12 +197,13 @@ def score_and_raise(
         subject = subject_of(group.principal, "country", group.country)
         last = recent.get(subject)
         active = last is not None and scheduled_at - last.at < options.quarantine
+        held = last.hours if last is not None and active else frozenset()
         scored = score_group(
             group,
             history,
             options.policy,
             now_hour,
-            quarantined_hours=last.hours if last is not None and active else frozenset(),
+            quarantined_hours=held,
             quarantined_identities=held_by_country.get(group.country, frozenset()),
             method_policy=tuning.method_policy if tuning.methods else None,
             method_views=method_views,
@@ -217,7 +221,7 @@ def score_and_raise(
         if _allowlisted(tuning, group, scheduled_at, report):
             continue
         candidates.append((alert, hours))
-        found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history)
+        found[alert.alert_id], fresh[alert.alert_id] = _history_evidence(alert, group, history, held)
     usual.access_hours, usual.sign_in_hours = _presence(aggregate, history, usual, candidates, deps)
     candidates.extend(
         _beside_rarity(
@@ -245,11 +249,24 @@ def score_and_raise(
         deps.outbox.extend_quarantine(subject, recent[subject].alert_id, extra)
 
 
+@dataclass(frozen=True, slots=True)
+class News:
+    """What of an alert is news for its identity, which a re-alert or a repeat needs: its sensitive
+    methods the identity never called, and whether its new client (if any) is one the subject's own
+    alerted calls ran (``client_retold``: the team was told of it with that alert)."""
+
+    sensitive_methods: frozenset[str]
+    client_retold: bool = False
+
+
 def _history_evidence(
-    alert: Alert, group: HitGroup, history: History
-) -> tuple[list[Evidence], frozenset[str]]:
+    alert: Alert, group: HitGroup, history: History, held: frozenset[int] = frozenset()
+) -> tuple[list[Evidence], News]:
     """The factors found against the subject's own history before this run (a client it never ran,
-    a sensitive method it never called), and the alert's sensitive methods that are news for it."""
+    a sensitive method it never called, an hour it never works), and what of them is news for it
+    (``News``). ``held``: the subject's quarantined hours (since its last alert), whose calls taught
+    the client and hour histories as the country's counters: they are taken out, so that a thief's
+    probe does not make their client or hours the victim's."""
     identity = subject_identity(group.principal)
     clients = history.get(clients_partition(identity), {}).get(TOTAL)
     own = history.get(principal_partition(identity), {}).get(TOTAL)
@@ -259,17 +276,21 @@ def _history_evidence(
     team = history.get(sensitive_partition(permission_set), {}).get(TOTAL) if permission_set else None
     peers = team.countries if team else {}
     news = new_sensitive_methods(alert.sensitive_methods, known, hours, peers)
+    families, client_hours = (clients.countries, clients.buckets) if clients else ({}, 0)
+    client = client_evidence(group.user_agents, *held_out_clients(families, client_hours, len(held)))
+    retold = client is not None and client_evidence(group.user_agents, families, client_hours) is None
     local_hours = history.get(hours_partition(identity), {}).get(TOTAL) if is_person(identity) else None
+    held_slots = (slot_name(s) for h in held if (s := local_slot(h, group.country)) is not None)
     found = (
-        client_evidence(
-            group.user_agents, clients.countries if clients else {}, clients.buckets if clients else 0
-        ),
+        client,
         sensitive_evidence(news, hours),
-        hour_evidence(_local_slots(group), local_hours.countries, local_hours.buckets)
+        hour_evidence(
+            _local_slots(group), *held_out_slots(local_hours.countries, local_hours.buckets, held_slots)
+        )
         if local_hours
         else None,
     )
-    return [e for e in found if e is not None], frozenset(news)
+    return [e for e in found if e is not None], News(frozenset(news), retold)
 
 
 def _local_slots(group: HitGroup) -> set[tuple[str, int]]:
@@ -381,7 +402,7 @@ def _beside_rarity(
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
-    evidence: tuple[dict[str, list[Evidence]], dict[str, frozenset[str]]],
+    evidence: tuple[dict[str, list[Evidence]], dict[str, News]],
 ) -> list[tuple[Alert, frozenset[int]]]:
     """The session-elsewhere factor of the ``candidates`` and of a person's groups under the
     threshold in a country new to them, into ``evidence``'s found; those groups' alerts admitted
@@ -413,7 +434,7 @@ def _admitted_below(
     deps: Dependencies,
     options: RunOptions,
     report: RunReport,
-    evidence: tuple[dict[str, list[Evidence]], dict[str, frozenset[str]]],
+    evidence: tuple[dict[str, list[Evidence]], dict[str, News]],
 ) -> list[tuple[Alert, frozenset[int]]]:
     """Alerts for a person's groups under the threshold in a country new to them (``below``) while
     they called from a usual country within the hour (core/evidence.CONCURRENT_USE) or were too far
@@ -858,7 +879,7 @@ def _raise_alerts(
     options: RunOptions,
     report: RunReport,
     extensions: dict[str, set[int]],
-    fresh: Mapping[str, frozenset[str]] | None = None,
+    fresh: Mapping[str, News] | None = None,
 ) -> None:
     """Queue alerts, one per (identity, country) per suppression window: an attacker's next
     runs of calls do not page the team again within the window, unless they reach for a
@@ -883,7 +904,7 @@ def _raise_alerts(
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
         subject = alert_subject(candidate)
         news = (fresh or {}).get(
-            candidate.alert_id, frozenset(m.method for m in candidate.methods if m.sensitive)
+            candidate.alert_id, News(frozenset(m.method for m in candidate.methods if m.sensitive))
         )
         for _ in range(MAX_SUBJECT_RACES):
             if _raise_one(
@@ -914,7 +935,7 @@ def _raise_alerts(
 def _raise_one(
     candidate: Alert,
     hours: frozenset[int],
-    sensitive: frozenset[str],
+    news: News,
     subject: str,
     recent: dict[str, Suppression],
     scheduled_at: datetime,
@@ -926,8 +947,9 @@ def _raise_one(
 ) -> bool:
     """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``, the
     hours of a suppressed one to ``extensions``); False when the subject's record changed under us.
-    ``sensitive``: the candidate's sensitive methods that are news for its identity."""
+    ``news``: what of the candidate is news for its identity."""
     alert = candidate
+    sensitive = news.sensitive_methods
     last = recent.get(subject)
     within = (
         last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
@@ -935,7 +957,7 @@ def _raise_one(
     quarantined = last is not None and scheduled_at - last.at < options.quarantine
     held = last.hours if last is not None and quarantined else frozenset()
     repeat = last is not None and last.alert_id != alert.alert_id and quarantined and not within
-    if last is not None and repeat and not _corroborated(alert):
+    if last is not None and repeat and not _corroborated(alert, news.client_retold):
         # A subject alerted within the quarantine, back without anything beside its location's
         # rarity (a trip's next days): the team was told once; telling it daily adds nothing.
         # Corroboration (an evidence factor, another detector) pages again as ever.
@@ -990,15 +1012,19 @@ def _suppress(
     logger.info(message, alert_id=alert.alert_id, previous_alert_id=last.alert_id, since=last.at.isoformat())
 
 
-def _corroborated(alert: Alert) -> bool:
+def _corroborated(alert: Alert, retold: bool = False) -> bool:
     """Whether anything beside the location's rarity weighs in the alert, enough to alert again for
     a subject alerted within the quarantine: an evidence factor that raises and re-alerts (a
-    sensitive method new to the identity among them; not an unusual hour alone), another detector
-    firing. Sibling detectors' alerts always are (their subjects are no location)."""
+    sensitive method new to the identity among them; not an unusual hour alone; not a new client
+    the subject's alerted calls ran, ``retold``: the team was told of it), another detector firing.
+    Sibling detectors' alerts always are (their subjects are no location)."""
     return (
         alert.detector != COUNTRY.name
         or bool(alert.correlated_detectors)
-        or any(e.raises > 0 and _re_alerts(e) for e in alert.evidence)
+        or any(
+            e.raises > 0 and _re_alerts(e) and not (retold and e.factor == NEW_CLIENT.name)
+            for e in alert.evidence
+        )
     )
 
 
