@@ -34,7 +34,14 @@ from trailgeo.core.evidence import (
     raised,
     with_evidence,
 )
-from trailgeo.core.networks import AsnInfo, hosting_networks, hosting_provider, lookup_address
+from trailgeo.core.networks import (
+    AsnInfo,
+    PublicAddress,
+    hosting_networks,
+    hosting_provider,
+    lookup_address,
+    public_address,
+)
 from trailgeo.core.render.asff import asff_finding, default_product_arn, validate_finding
 from trailgeo.core.render.chatbot import chatbot_message
 from trailgeo.core.render.email import email_body
@@ -191,6 +198,30 @@ def test_given_a_db_answering_for_anything_when_crafted_sources_are_checked_then
     assert asked == []
     assert networks == []
     assert hosting_evidence(networks) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "asn", "found"),
+    [
+        ("::ffff:3.120.1.9", AMAZON, PublicAddress("3.120.1.9", AMAZON, hosting=True)),
+        ("73.1.2.3", COMCAST, PublicAddress("73.1.2.3", COMCAST, hosting=False)),
+        ("73.1.2.3", None, PublicAddress("73.1.2.3", None, hosting=False)),  # the database lacks it
+        ("10.0.0.1", AMAZON, None),  # no public address, whatever a database says
+        ("ec2.amazonaws.com", AMAZON, None),
+    ],
+)
+def test_given_a_source_address_then_one_decision_says_public_and_hosting_or_access(
+    source: str, asn: AsnInfo | None, found: PublicAddress | None
+) -> None:
+    # Given a source and what the ASN database answers for it, When classified (the one place the
+    # detector, the sign-ins' networks and their places decide it)
+    classified = public_address(source, lambda _: asn)
+    # Then a public address with its AS, hosting or access, or nothing
+    assert classified == found
+    assert classified is None or classified.access is not classified.hosting
+    # and without an ASN database, no address is a hosting provider's
+    without = public_address(source, None)
+    assert without is None or (without.asn, without.hosting) == (None, False)
 
 
 # ---------------------------------------------------------------------------- the factor and severity

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -102,3 +103,30 @@ def lookup_address(text: str) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return str(address) if address.is_global and not address.is_multicast else None
+
+
+@dataclass(frozen=True, slots=True)
+class PublicAddress:
+    """A source address that is a public one (``lookup_address``), with its autonomous system and
+    whether a hosting or cloud provider's network holds it."""
+
+    ip: str
+    asn: AsnInfo | None  # None: no ASN database, or one that lacks the address
+    hosting: bool
+
+    @property
+    def access(self) -> bool:
+        """Whether it is an access network's (a consumer or business line, or one the ASN database
+        lacks): where a person is, unlike a rented server or a VPN gateway on one."""
+        return not self.hosting
+
+
+def public_address(address: str, asn_of: Callable[[str], AsnInfo | None] | None) -> PublicAddress | None:
+    """``address`` as a public address with its AS (``asn_of``: the ASN database's answer, when
+    there is one) and whether it is a hosting provider's; None for what is no public address (the
+    one place the detector decides whether a source is a server for rent or where a person is)."""
+    ip = lookup_address(address)
+    if ip is None:
+        return None
+    asn = asn_of(ip) if asn_of is not None else None
+    return PublicAddress(ip, asn, hosting_provider(asn) is not None)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from trailgeo.core.networks import AsnInfo, hosting_provider, lookup_address
+from trailgeo.core.networks import AsnInfo, public_address
 from trailgeo.core.records import TrailRecord
 from trailgeo.core.text import plain
 
@@ -224,16 +224,15 @@ def sign_in_network(address: str, country: str, asn_of: Callable[[str], AsnInfo 
     address. A hotel's or conference's Wi-Fi and the phone beside it share a country and a network,
     seldom an address. A hosting or cloud provider's address (a VPN gateway on a cloud instance)
     vouches for itself alone (``DE/3.120.0.1``): anyone rents the next one in that provider's AS."""
-    ip = lookup_address(address)
-    if ip is None:
+    found = public_address(address, asn_of)
+    if found is None:
         return None
-    asn = asn_of(ip) if asn_of is not None else None
-    if asn is not None and hosting_provider(asn) is not None:
-        return f"{country}/{ip}"
-    if asn is not None:
-        return f"{country}/AS{asn.number}"
-    prefix = 24 if ipaddress.ip_address(ip).version == 4 else 48
-    return f"{country}/{ipaddress.ip_network(f'{ip}/{prefix}', strict=False)}"
+    if found.hosting:
+        return f"{country}/{found.ip}"
+    if found.asn is not None:
+        return f"{country}/AS{found.asn.number}"
+    prefix = 24 if ipaddress.ip_address(found.ip).version == 4 else 48
+    return f"{country}/{ipaddress.ip_network(f'{found.ip}/{prefix}', strict=False)}"
 
 
 def sign_in_places(address: str, country: str, asn_of: Callable[[str], AsnInfo | None]) -> tuple[str, ...]:
@@ -241,10 +240,7 @@ def sign_in_places(address: str, country: str, asn_of: Callable[[str], AsnInfo |
     the autonomous system (``("JP", "AS4713")``; the country alone for an address the ASN database
     lacks). Nothing for a hosting or cloud provider's address (a VPN gateway on a cloud instance
     says nothing of where the person is) or what is no public address."""
-    ip = lookup_address(address)
-    if ip is None:
+    found = public_address(address, asn_of)
+    if found is None or found.hosting:
         return ()
-    asn = asn_of(ip)
-    if asn is not None and hosting_provider(asn) is not None:
-        return ()
-    return (country, f"AS{asn.number}") if asn is not None else (country,)
+    return (country, f"AS{found.asn.number}") if found.asn is not None else (country,)

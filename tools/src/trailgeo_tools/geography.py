@@ -75,9 +75,25 @@ def settled_cells(cells: Mapping[str, Counter[Cell]]) -> dict[str, set[Cell]]:
     }
 
 
+def unit_vector(lat: float, lon: float) -> tuple[float, float, float]:
+    """A place (degrees of latitude and longitude) as a point of the unit sphere."""
+    phi, lam = math.radians(lat), math.radians(lon)
+    return (math.cos(phi) * math.cos(lam), math.cos(phi) * math.sin(lam), math.sin(phi))
+
+
+def arc_km(dot: float) -> float:
+    """The great-circle distance between two points of the unit sphere whose dot product is ``dot``."""
+    return EARTH_KM * math.acos(max(-1.0, min(1.0, dot)))
+
+
+def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """The great-circle distance between two places (latitude, longitude in degrees)."""
+    (ax, ay, az), (bx, by, bz) = unit_vector(*a), unit_vector(*b)
+    return arc_km(ax * bx + ay * by + az * bz)
+
+
 def _unit_vector(cell: Cell) -> tuple[float, float, float]:
-    lat, lon = math.radians(cell[0] + 0.5), math.radians(cell[1] + 0.5)
-    return (math.cos(lat) * math.cos(lon), math.cos(lat) * math.sin(lon), math.sin(lat))
+    return unit_vector(cell[0] + 0.5, cell[1] + 0.5)
 
 
 def closest_km(cells: Mapping[str, set[Cell]]) -> dict[tuple[str, str], float]:
@@ -90,7 +106,7 @@ def closest_km(cells: Mapping[str, set[Cell]]) -> dict[tuple[str, str], float]:
         for b in countries[i + 1 :]:
             # the largest dot product of two unit vectors: the smallest angle between them
             best = max(ax * bx + ay * by + az * bz for ax, ay, az in vectors[a] for bx, by, bz in vectors[b])
-            found[(a, b)] = EARTH_KM * math.acos(max(-1.0, min(1.0, best)))
+            found[(a, b)] = arc_km(best)
     return found
 
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import random
 import re
 import time
@@ -55,6 +54,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from trailgeo_tools.geography import great_circle_km
 
 try:  # isal is a project dependency and ~4x faster; stdlib gzip keeps the module importable without it
     from isal.igzip import compress as _isal_compress
@@ -227,9 +228,7 @@ def journey_seconds(origin: str, destination: str) -> int:
     nothing within a country, else the flight between their cities and the airports at both ends."""
     if origin == destination:
         return 0
-    (lat1, lon1), (lat2, lon2) = (tuple(map(math.radians, _CITIES[c])) for c in (origin, destination))
-    cos = math.sin(lat1) * math.sin(lat2) + math.cos(lat1) * math.cos(lat2) * math.cos(lon2 - lon1)
-    km = 6371.0 * math.acos(min(1.0, max(-1.0, cos)))
+    km = great_circle_km(_CITIES[origin], _CITIES[destination])
     return _AIRPORTS_S + int(km / _FLIGHT_KMH * 3600)
 
 

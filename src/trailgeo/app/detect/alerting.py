@@ -74,7 +74,7 @@ from trailgeo.core.identities import (
 )
 from trailgeo.core.incidents import Assignment
 from trailgeo.core.local_time import local_slot, slot_name
-from trailgeo.core.networks import hosting_provider, lookup_address
+from trailgeo.core.networks import lookup_address, public_address
 from trailgeo.core.scoring import (
     GroupScore,
     History,
@@ -577,10 +577,10 @@ def _network_kind(address: str, deps: Dependencies) -> str | None:
     """``hosting`` for a public address in a hosting or cloud provider's network, ``access`` for any
     other public address (a consumer or business line, or one the ASN database lacks), None for
     what is no public address."""
-    ip = lookup_address(address)
-    if ip is None:
+    found = public_address(address, deps.geo.asn)
+    if found is None:
         return None
-    return "hosting" if hosting_provider(deps.geo.asn(ip)) is not None else "access"
+    return "access" if found.access else "hosting"
 
 
 def _evidenced(
