@@ -749,6 +749,42 @@ def test_given_a_thiefs_probe_when_they_return_days_later_then_their_client_is_s
     assert (first["severity"], second["severity"]) == ("high", "critical")
 
 
+def test_given_a_thiefs_recon_when_their_backdoor_follows_within_the_window_then_an_escalation(
+    tmp_path: Path,
+) -> None:
+    """The recon run's hours taught the thief's client; the backdoor two hours later was then high
+    like the recon, a quiet update in its thread. Judged without them it is critical, as one run
+    holding both would be: the escalation pages."""
+    key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
+    later = ATTACK_AT + timedelta(hours=2)
+    backdoor = [
+        record(
+            later + timedelta(minutes=m),
+            ip=FOREIGN_IP,
+            key=key,
+            agent=KALI_CLI,
+            name="CreateAccessKey",
+            source=IAM,
+        )
+        for m in range(2)
+    ]
+    # Given alice's history, When her key's recon from BT (a home line, a Kali CLI) alerts, and the
+    # backdoor follows two hours later
+    first, second = (
+        Alert.model_validate(a)
+        for a in replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI) + backdoor, resolver())
+    )
+
+    # Then the re-alert still names the new client and pages as an escalation, at critical
+    assert (first.severity, second.severity) == ("high", "critical")
+    assert [e.factor for e in second.evidence] == ["new_client", "new_sensitive_method"]
+    assert (second.follows_alert_id, second.quiet_update, second.notification) == (
+        first.alert_id,
+        False,
+        "escalation",
+    )
+
+
 def test_given_a_traveller_with_a_new_laptop_when_she_calls_again_the_next_day_then_no_new_alert(
     tmp_path: Path,
 ) -> None:
