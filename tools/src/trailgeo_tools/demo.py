@@ -277,7 +277,12 @@ def run_demo(geoip: Path, days: int = 14, seed: int = 7, out: Callable[[str], No
             for envelope in receive_envelopes(session, deployment.queue_url):
                 alert = Alert.model_validate_json(envelope["Message"])
                 received.append(alert)
-                kind = f"UPDATE of {alert.follows_alert_id[:8]}" if alert.follows_alert_id else "ALERT"
+                # What it is to a pager: a new thread, an escalation of one (it pages), an update (no page)
+                kind = (
+                    f"{alert.notification.upper()} of {alert.thread_id[:8]}"
+                    if alert.notification != "new"
+                    else "ALERT"
+                )
                 out(
                     f"  {tick:%H:%M}Z {kind} via SNS: {alert.country} {alert.principal} "
                     f"score {alert.score:g} ({alert.severity}) methods: {', '.join(alert.event.action)}"
