@@ -720,17 +720,12 @@ IAM = "iam.amazonaws.com"
 MAC_CLI = "aws-cli/2.15.17 Python/3.11.6 Darwin/23.3.0 exe/x86_64 prompt/off"  # a new laptop's
 
 
-def test_given_a_thiefs_probe_when_they_return_days_later_then_their_client_is_still_new(
-    tmp_path: Path,
-) -> None:
-    """A thief probes the key once (one call, their own client), waits out the suppression window,
-    and comes back for the backdoor: their probe must not have made their client the victim's."""
+def _kali_backdoor(at: Any) -> list[dict[str, Any]]:
+    """alice's key creating an access key from BT with a Kali CLI, twice from ``at``."""
     key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
-    probe = [record(ATTACK_AT, ip=FOREIGN_IP, key=key, agent=KALI_CLI, name="GetCallerIdentity")]
-    back = ATTACK_AT + timedelta(days=4)
-    backdoor = [
+    return [
         record(
-            back + timedelta(minutes=m),
+            at + timedelta(minutes=m),
             ip=FOREIGN_IP,
             key=key,
             agent=KALI_CLI,
@@ -739,6 +734,16 @@ def test_given_a_thiefs_probe_when_they_return_days_later_then_their_client_is_s
         )
         for m in range(2)
     ]
+
+
+def test_given_a_thiefs_probe_when_they_return_days_later_then_their_client_is_still_new(
+    tmp_path: Path,
+) -> None:
+    """A thief probes the key once (one call, their own client), waits out the suppression window,
+    and comes back for the backdoor: their probe must not have made their client the victim's."""
+    key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
+    probe = [record(ATTACK_AT, ip=FOREIGN_IP, key=key, agent=KALI_CLI, name="GetCallerIdentity")]
+    backdoor = _kali_backdoor(ATTACK_AT + timedelta(days=4))
     # Given alice's 40 hours from the US with her CLI v2, When her key is probed from BT with a
     # CLI v1 on Kali, and four days later creates an access key from there with the same client
     first, second = replayed(tmp_path, history() + probe + backdoor, resolver())
@@ -755,19 +760,7 @@ def test_given_a_thiefs_recon_when_their_backdoor_follows_within_the_window_then
     """The recon run's hours taught the thief's client; the backdoor two hours later was then high
     like the recon, a quiet update in its thread. Judged without them it is critical, as one run
     holding both would be: the escalation pages."""
-    key = "AKIA" + ALICE[-5:].upper().rjust(16, "0")
-    later = ATTACK_AT + timedelta(hours=2)
-    backdoor = [
-        record(
-            later + timedelta(minutes=m),
-            ip=FOREIGN_IP,
-            key=key,
-            agent=KALI_CLI,
-            name="CreateAccessKey",
-            source=IAM,
-        )
-        for m in range(2)
-    ]
+    backdoor = _kali_backdoor(ATTACK_AT + timedelta(hours=2))
     # Given alice's history, When her key's recon from BT (a home line, a Kali CLI) alerts, and the
     # backdoor follows two hours later
     first, second = (
