@@ -156,13 +156,15 @@ def test_given_a_subject_when_two_invocations_remember_an_alert_then_only_the_on
 def test_given_a_suppression_with_methods_and_hours_then_it_is_read_back_as_written(
     outbox: AlertOutbox,
 ) -> None:
-    # Given a subject's alert with its sensitive methods, alerted hours and severity
+    # Given a subject's alert with its sensitive methods, alerted hours, severity and the alert its
+    # thread began with
     written = Suppression(
         NOW,
         "a1",
         frozenset({"iam.amazonaws.com:CreateUser", "sts.amazonaws.com:GetSessionToken"}),
         frozenset({HOUR - 1, HOUR}),
         "high",
+        "a0",
     )
 
     # When it is remembered and read back

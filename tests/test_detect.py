@@ -499,6 +499,9 @@ class ConcurrentOutbox:
     def park(self, alert_id: str, reason: str) -> None:
         self.inner.park(alert_id, reason)
 
+    def resolved(self, alert_ids: Collection[str]) -> frozenset[str]:
+        return self.inner.resolved(alert_ids)
+
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
         return self.inner.remember(subject, suppression, expected_alert_id)
 

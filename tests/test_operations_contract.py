@@ -293,6 +293,25 @@ def test_given_no_resolution_when_triage_is_read_then_there_is_no_record(deploym
     assert deployment.view.triage(NOW - timedelta(days=90)) == []
 
 
+def test_given_alerts_resolved_when_the_detector_asks_then_it_finds_those_and_only_those(
+    deployment: Deployment,
+) -> None:
+    # Given 120 alerts the detector asks about (more than one batch read), of which the team
+    # resolved three, one of them twice
+    view = deployment.view
+    for n in (3, 77, 110):
+        view.write_triage(triage_record(n), 0)
+    changed = triage_record(77).resolved(Resolution("attack", "bob", NOW + timedelta(minutes=5)))
+    view.write_triage(changed, 1)
+
+    # When the detector asks which of its threads' alerts are resolved
+    found = deployment.outbox.resolved([alert(n).alert_id for n in range(1, 121)])
+
+    # Then exactly those three, whatever their verdict; none when nothing is asked
+    assert found == {alert(n).alert_id for n in (3, 77, 110)}
+    assert deployment.outbox.resolved([]) == frozenset()
+
+
 def test_given_a_first_resolution_when_written_then_it_reads_back_and_by_detection_time(
     deployment: Deployment,
 ) -> None:

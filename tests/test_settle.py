@@ -1,6 +1,6 @@
 """A thread's first notification below the paging severity waits one schedule period, and what
 joins it meanwhile goes out inside it (app/detect/publish.py, core.incidents.absorbed); an incident
-that paged at critical for a sensitive method pages no more (core.incidents.paged_to_the_top)."""
+that paged the on-call pages no more until the team resolves it (core.alerts.pages_again)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from trailgeo.adapters.local import JsonLinesAlertSink
 from trailgeo.adapters.memory import MemoryOutbox
 from trailgeo.app.detect import Dependencies, RunOptions, RunReport, publish_pending
 from trailgeo.app.settings import Settings
-from trailgeo.core.alerts import Alert
+from trailgeo.core.alerts import Alert, Severity
 from trailgeo.core.incidents import link
 from trailgeo.core.render.email import email_subject
 from trailgeo.ports import AlertRefusedError
@@ -272,30 +272,33 @@ def test_given_the_deployment_s_environment_then_the_paging_severity_and_settle_
     assert (set_.paging_severity, set_.settle) == ("critical", timedelta(0))
 
 
-# --------------------------------------------------------------------------- paged to the top
+# --------------------------------------------------------------------------- paged the on-call
 
 
 @pytest.mark.parametrize(
-    ("severity", "sensitive", "escalates"),
+    ("severity", "sensitive", "paging", "escalates"),
     [
-        ("critical", frozenset({"sts.amazonaws.com:AssumeRole"}), False),  # paged to the top
-        ("critical", frozenset(), True),  # a critical decoy without a sensitive method
-        ("high", frozenset({"sts.amazonaws.com:AssumeRole"}), True),  # below critical
+        ("critical", frozenset({"sts.amazonaws.com:AssumeRole"}), "high", False),  # paged the on-call
+        ("critical", frozenset(), "high", False),  # a critical decoy: the on-call holds its network
+        ("high", frozenset({"sts.amazonaws.com:AssumeRole"}), "high", False),
+        ("medium", frozenset(), "high", True),  # below the pager: a new sensitive method is news
+        ("high", frozenset(), "critical", True),  # a team paged at critical only
     ],
 )
-def test_given_an_incident_when_a_member_brings_a_new_sensitive_method_then_it_pages_unless_paged_to_the_top(
-    severity: str, sensitive: frozenset[str], escalates: bool
+def test_given_an_incident_when_a_member_brings_a_new_sensitive_method_then_it_pages_unless_on_call_paged(
+    severity: str, sensitive: frozenset[str], paging: Severity, escalates: bool
 ) -> None:
     # Given an open incident at some severity, with or without sensitive methods (a role chain's
-    # first hop: critical, sts:AssumeRole)
+    # first hop: critical, sts:AssumeRole), not resolved
     open_ = {NET: an_open_incident("first", severity, sensitive)}
 
     # When the chain's next account alerts from that network at medium with a sensitive method new
     # to the incident (iam:CreateAccessKey)
-    (assignment,) = link([an_alert("next", principal=BOB, ip="203.0.113.9", sensitive=True)], open_, NOW, DAY)
+    next_ = an_alert("next", principal=BOB, ip="203.0.113.9", sensitive=True)
+    (assignment,) = link([next_], open_, NOW, DAY, paging)
 
-    # Then it pages anew unless the incident paged at critical for a sensitive method already; as an
-    # update it is still named in the incident's thread with its sensitive method
+    # Then it pages anew unless the incident paged at the paging severity already; as an update it
+    # is still named in the incident's thread with its sensitive method
     alert = assignment.alert
     assert alert.incident is not None
     assert alert.incident.escalation is escalates

@@ -292,6 +292,14 @@ class Suppression:
     sensitive_methods: frozenset[str] = frozenset()
     hours: frozenset[int] = frozenset()  # the subject's hours since it alerted: quarantined
     severity: str = ""  # "" for a record written before severities were kept: a re-alert pages
+    # The alert the subject's thread began with (what paged; "" for an older record: its last
+    # alert): resolving either makes what follows in the window page anew.
+    thread: str = ""
+
+    @property
+    def thread_alerts(self) -> frozenset[str]:
+        """The alerts whose resolution closes the subject's thread: its first and its last."""
+        return frozenset(a for a in (self.thread, self.alert_id) if a)
 
 
 MAX_REMEMBERED_METHODS = 200
@@ -374,6 +382,11 @@ class AlertOutbox(Protocol):
 
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         """The last alert of each subject (identity|country) that has one."""
+        ...
+
+    def resolved(self, alert_ids: Collection[str]) -> frozenset[str]:
+        """The alerts among ``alert_ids`` the team has resolved (a triage record, any verdict: the
+        ``TRIAGE`` partition ``trailgeo alerts resolve`` writes), read consistently."""
         ...
 
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:

@@ -16,7 +16,8 @@ pk                     sk              item
 ``SUPPRESS``           ``identity|cc`` when a subject and country last alerted, its hours (TTL)
 ``INCIDENT``           ``<network>``   an open incident under one of its source networks (TTL)
 ``OUTBOX``             ``A#<id>``      an alert, pending or sent (TTL)
-``TRIAGE``             ``A#<id>``      an alert's triage record (TTL; adapters/operations.py)
+``TRIAGE``             ``A#<id>``      an alert's triage record (TTL; adapters/operations.py; read here
+                                       only for whether a thread's alerts have one)
 =====================  ==============  ==========================================
 
 Counters are written with optimistic concurrency (``ver``): a writer that lost a race
@@ -87,7 +88,11 @@ SUPPRESS_RETENTION = timedelta(days=30)
 # last members' runs, ISO 8601 UTC), ``aid`` (the alert that last recorded it: compared-and-set),
 # ``sev`` (highest severity), ``n`` (members), ``ms`` (sensitive methods, a list). It expires this
 # long after its last member: longer than any incident window we accept (core.incidents.MAX_WINDOW).
+MAX_ALERT_ID_CHARS = 128  # an alert id is 32 hex characters; a longer stored one is no id
 INCIDENT_PARTITION = "INCIDENT"
+# An alert's triage record (``A#<id>``), written by the operator commands (adapters/operations.py);
+# the detector reads only whether one exists: a resolved thread pages anew.
+TRIAGE_PARTITION = "TRIAGE"
 INCIDENT_RETENTION = timedelta(days=8)
 # A closed run record says its files are done: it lives as long as their claims.
 RUN_RETENTION = LEDGER_RETENTION
@@ -116,7 +121,13 @@ def _suppression(item: Item) -> Suppression:
         sensitive_methods=frozenset(v["S"] for v in item.get("ms", {}).get("L", [])),
         hours=frozenset(hours),
         severity=_known_severity(item.get("sev", {}).get("S")),
+        thread=_bounded_id(item.get("tid", {}).get("S")),
     )
+
+
+def _bounded_id(value: object) -> str:
+    """A stored alert id, or "" for anything else (a record written before threads were kept)."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ALERT_ID_CHARS else ""
 
 
 def _known_severity(value: object) -> str:
@@ -674,6 +685,13 @@ class DynamoOutbox:
                 found[item["sk"]["S"]] = _suppression(item)
         return found
 
+    def resolved(self, alert_ids: Collection[str]) -> frozenset[str]:
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(alert_ids)), 100):
+            for item in _get_items(self.client, self.table, [(TRIAGE_PARTITION, f"A#{a}") for a in chunk]):
+                found.add(item["sk"]["S"].removeprefix("A#"))
+        return frozenset(found)
+
     def extend_quarantine(self, subject: str, alert_id: str, hours: Collection[int]) -> None:
         if not hours:
             return
@@ -734,6 +752,7 @@ class DynamoOutbox:
                 "ms": {"L": [{"S": m} for m in methods]},
                 "hr": {"L": [{"N": str(h)} for h in hours]},
                 **({"sev": {"S": suppression.severity}} if suppression.severity else {}),
+                **({"tid": {"S": suppression.thread}} if suppression.thread else {}),
                 "expires_at": ttl_after(suppression.at, SUPPRESS_RETENTION),
             },
             **condition,

@@ -285,6 +285,9 @@ class MemoryOutbox:
     def recent(self, subjects: Collection[str]) -> Mapping[str, Suppression]:
         return {s: self.last_alerted[s] for s in subjects if s in self.last_alerted}
 
+    def resolved(self, alert_ids: Collection[str]) -> frozenset[str]:
+        return frozenset(a for a in alert_ids if a in self.triage_records)
+
     def remember(self, subject: str, suppression: Suppression, expected_alert_id: str | None) -> bool:
         current = self.last_alerted.get(subject)
         if (current.alert_id if current is not None else None) != expected_alert_id:

@@ -20,6 +20,7 @@ from trailgeo.adapters.dynamodb import (
     OUTBOX_PARTITION,
     RUN_PARTITION,
     STATE_PARTITION,
+    TRIAGE_PARTITION,
     DynamoLedger,
     StoreError,
     conditional_write,
@@ -46,7 +47,6 @@ from trailgeo.ports import (
 TUNING_SORT_KEY = "TUNING"
 # An alert's triage record (``trailgeo alerts resolve``), sort key ``A#<alert id>`` as in the outbox.
 # Written by the operator CLI only: the detector's code never writes nor reads it.
-TRIAGE_PARTITION = "TRIAGE"
 Seen = tuple[int, str]  # (version, digest of its text)
 
 

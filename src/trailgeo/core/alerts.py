@@ -37,6 +37,7 @@ SEVERITY_LEVELS: tuple[Severity, ...] = get_args(Severity)  # lowest first
 # attribute of every message on the alerts topic), and the kinds that page.
 NOTIFICATION_KINDS = ("new", "escalation", "update")
 PAGING_NOTIFICATIONS = ("new", "escalation")
+DEFAULT_PAGING_SEVERITY: Severity = "high"  # the template's PagingSeverity default
 
 
 def paging_filter_policy(lowest: Severity) -> dict[str, list[str]]:
@@ -48,13 +49,40 @@ def paging_filter_policy(lowest: Severity) -> dict[str, list[str]]:
     }
 
 
+def _rank(value: str) -> int:
+    return SEVERITY_LEVELS.index(value) if value in SEVERITY_LEVELS else -1
+
+
 def more_severe(severity: str, than: str) -> bool:
     """Whether ``severity`` is above ``than`` (anything unknown is below every level)."""
+    return _rank(severity) > _rank(than)
 
-    def rank(value: str) -> int:
-        return SEVERITY_LEVELS.index(value) if value in SEVERITY_LEVELS else -1
 
-    return rank(severity) > rank(than)
+def pages_again(
+    severity: str, paged: str, paging: Severity, *, resolved: bool, new_sensitive: bool = False
+) -> bool:
+    """Whether a later alert of a thread (a subject's re-alert, an incident's new members) pages as
+    an escalation rather than going into the thread as a quiet update. ``paged``: the thread's
+    highest severity so far; ``paging``: the deployment's paging severity; ``new_sensitive``: it
+    brings a sensitive method new to the thread.
+
+    A thread pages the on-call once: a later alert pages only while the thread's highest severity
+    is below ``paging`` (the on-call has not been paged for it), and then only for a higher
+    severity (or a new sensitive method). Once the on-call was paged, what follows (a higher
+    severity, a role chain's next accounts) is sent in the thread at the severity it brings, every
+    channel's copy raised to it: the responder already holds the incident. Once the team resolved
+    the thread (any verdict), whatever follows pages anew: an attacker's decoy that a hurried
+    analyst closed as a trip cannot carry the real theft in quietly."""
+    if resolved:
+        return True
+    if at_least(paged, paging):
+        return False
+    return more_severe(severity, paged) or new_sensitive
+
+
+def at_least(severity: str, level: Severity) -> bool:
+    """Whether ``severity`` is ``level`` or above (anything unknown is below every level)."""
+    return _rank(severity) >= _rank(level)
 
 
 class _Model(BaseModel):

@@ -10,10 +10,13 @@ only by that exact location and address (private ranges are everyone's); an AWS 
 reserved and unspecified addresses never link. Only the country detector's alerts link (the
 calls came from somewhere unusual for each principal); the sibling detectors' never do.
 
-Linking never quietens: an update whose severity is above the incident's highest, or that
-brings a sensitive method new to the incident, pages as a new notification (an escalation, still
-naming the incident); a notification carries the highest severity of its members, and each member
-is named (up to ``MAX_MEMBERS``, then counted).
+An incident pages the on-call once. Below the paging severity, an update whose severity is above
+the incident's highest, or that brings a sensitive method new to the incident, pages as a new
+notification (an escalation, still naming the incident); once the incident paged at the paging
+severity, what follows is an update in its thread at the severity it brings, until the team
+resolves the incident (its first or last alert): from then on whatever joins it pages anew
+(``core.alerts.pages_again``). A notification carries the highest severity of its members, and
+each member is named (up to ``MAX_MEMBERS``, then counted).
 
 Imports: the standard library and pure modules of ``trailgeo.core`` (the alert model; never
 ``core.render``, never boto3).
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from trailgeo.core.alerts import (
+    DEFAULT_PAGING_SEVERITY,
     MAX_LIST,
     SEVERITY_LEVELS,
     Alert,
@@ -35,6 +39,7 @@ from trailgeo.core.alerts import (
     Severity,
     is_country,
     location_label,
+    pages_again,
 )
 from trailgeo.core.detectors import COUNTRY
 from trailgeo.core.sources import UNKNOWN_LOCATION, endpoint_account
@@ -100,6 +105,7 @@ class OpenIncident:
     sensitive_methods: frozenset[str]
     alerts: int  # members so far
     first_at: datetime | None = None  # its first member's run (None: its last's)
+    resolved: bool = False  # the team resolved its first or its last alert: what follows pages anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +164,16 @@ class _Links:
 
 
 def link(
-    decided: Sequence[Alert], open_incidents: Mapping[str, OpenIncident], now: datetime, window: timedelta
+    decided: Sequence[Alert],
+    open_incidents: Mapping[str, OpenIncident],
+    now: datetime,
+    window: timedelta,
+    paging: Severity = DEFAULT_PAGING_SEVERITY,
 ) -> list[Assignment]:
     """Each of the run's decided alerts assigned to an incident: alerts sharing a network, or
     networks of one open incident (last member within ``window``), are one; order kept (the
-    first alert of each incident decides its place). A zero window links nothing."""
+    first alert of each incident decides its place). A zero window links nothing. ``paging``: the
+    deployment's paging severity (an incident that paged at it pages no more until resolved)."""
     keys = [network_keys(a) if window > timedelta(0) else frozenset() for a in decided]
     live = {k: i for k, i in open_incidents.items() if timedelta(0) <= now - i.last_at < window}
     links = _Links(len(decided))
@@ -182,19 +193,24 @@ def link(
         networks = frozenset(k for i in indices for k in keys[i])
         touched = [live[k] for k in networks if k in live]
         incident = min(touched, key=lambda i: (-i.alerts, i.incident_id)) if touched else None
-        out.append(_assign([decided[i] for i in indices], networks, incident, {a.alert_id for a in decided}))
+        run_ids = {a.alert_id for a in decided}
+        out.append(_assign([decided[i] for i in indices], networks, incident, run_ids, paging))
     return out
 
 
 def _assign(
-    group: list[Alert], networks: frozenset[str], incident: OpenIncident | None, run_ids: set[str]
+    group: list[Alert],
+    networks: frozenset[str],
+    incident: OpenIncident | None,
+    run_ids: set[str],
+    paging: Severity,
 ) -> Assignment:
     ranked = sorted(group, key=urgency)
     carrier, members = ranked[0], tuple(ranked[1:])
     if incident is None and not members:
         return Assignment(carrier, (), networks, None)
     severity = max((a.severity for a in ranked), key=severity_rank)
-    escalation = incident is not None and _escalates(ranked, incident, run_ids)
+    escalation = incident is not None and _escalates(ranked, incident, run_ids, paging)
     info = AlertIncident(
         id=incident.incident_id if incident is not None else carrier.alert_id,
         update=incident is not None and not escalation,
@@ -232,26 +248,20 @@ def _not_quieter(ranked: list[Alert]) -> dict[str, object]:
     return update
 
 
-def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str]) -> bool:
-    """Whether alerts linked to an open incident page anew: a severity above the incident's highest,
-    a sensitive method new to it, or an incident record this very run wrote (a retried run cannot
-    tell what it held before, and errs toward paging). An incident that paged at critical for a
-    sensitive method pages no more (``paged_to_the_top``)."""
+def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str], paging: Severity) -> bool:
+    """Whether alerts linked to an open incident page anew (``core.alerts.pages_again``: a higher
+    severity or a sensitive method new to it while it has not paged the on-call, anything once the
+    team resolved it), or when this very run wrote the incident's record (a retried run cannot tell
+    what it held before, and errs toward paging). Once it paged, its later members (a higher
+    severity, a role chain's next accounts) are updates in its thread, each named with its severity
+    and sensitive methods."""
     if incident.last_alert_id in run_ids:
         return incident.incident_id not in run_ids
-    if paged_to_the_top(incident):
-        return False
-    highest = max(severity_rank(a.severity) for a in group)
+    highest = max((a.severity for a in group), key=severity_rank)
     new_sensitive = {m for a in group for m in a.sensitive_methods} - incident.sensitive_methods
-    return highest > severity_rank(incident.severity) or bool(new_sensitive)
-
-
-def paged_to_the_top(incident: OpenIncident) -> bool:
-    """Whether an incident has paged all it can: at critical, for a sensitive method. Its later
-    members (a role chain's next accounts, each with methods new to the incident) are updates in its
-    thread, each named with its sensitive methods: nothing is above critical, and the team was paged
-    for that network's sensitive calls. A decoy that never reached both still escalates."""
-    return incident.severity == "critical" and bool(incident.sensitive_methods)
+    return pages_again(
+        highest, incident.severity, paging, resolved=incident.resolved, new_sensitive=bool(new_sensitive)
+    )
 
 
 def _member(alert: Alert) -> IncidentMember:

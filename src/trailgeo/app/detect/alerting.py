@@ -13,7 +13,7 @@ from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, is_country, more_severe
+from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, is_country, more_severe, pages_again
 from trailgeo.core.counters import (
     EMPTY,
     ORG_EGRESS,
@@ -901,6 +901,9 @@ def _raise_alerts(
     in between is repaired by the takeover of the run: the same alert id, found recorded, is
     queued then."""
     decided: list[Alert] = []
+    # One read of which of the candidates' threads the team has resolved (a resolved thread's next
+    # alert pages anew); a subject read again after a race is asked again.
+    resolved = set(_resolved_threads([alert_subject(c) for c, _ in candidates], recent, deps))
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
         subject = alert_subject(candidate)
         news = (fresh or {}).get(
@@ -913,6 +916,7 @@ def _raise_alerts(
                 news,
                 subject,
                 recent,
+                resolved,
                 scheduled_at,
                 deps,
                 options,
@@ -922,6 +926,7 @@ def _raise_alerts(
             ):
                 break
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
+            resolved.update(_resolved_threads([subject], recent, deps))
         else:
             raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
     # The open incidents, in one read (their own records: core/incidents.py), once the run's alerts
@@ -932,12 +937,21 @@ def _raise_alerts(
     _queue(linked(decided, networks, scheduled_at, deps, options), options, deps, report)
 
 
+def _resolved_threads(
+    subjects: list[str], recent: Mapping[str, Suppression], deps: Dependencies
+) -> frozenset[str]:
+    """The alerts of the subjects' threads (``Suppression.thread_alerts``) the team has resolved."""
+    threads = {a for s in subjects if s in recent for a in recent[s].thread_alerts}
+    return deps.outbox.resolved(threads) if threads else frozenset()
+
+
 def _raise_one(
     candidate: Alert,
     hours: frozenset[int],
     news: News,
     subject: str,
     recent: dict[str, Suppression],
+    resolved: set[str],
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
@@ -947,10 +961,12 @@ def _raise_one(
 ) -> bool:
     """Decide on one candidate against ``recent`` (an alert to queue goes to ``decided``, the
     hours of a suppressed one to ``extensions``); False when the subject's record changed under us.
-    ``news``: what of the candidate is news for its identity."""
+    ``news``: what of the candidate is news for its identity; ``resolved``: the alerts the team
+    resolved among the subjects' threads."""
     alert = candidate
     sensitive = news.sensitive_methods
     last = recent.get(subject)
+    closed = False  # the team resolved the subject's thread (a re-alert within the window asks)
     within = (
         last is not None and last.alert_id != alert.alert_id and scheduled_at - last.at < options.suppress_for
     )
@@ -974,20 +990,34 @@ def _raise_one(
     if last is not None and within:
         # One escalation per window: the first rare sensitive method new to the identity after an
         # alert without any pages again (as an update of that alert); later ones are part of the
-        # same story. An engineer's daily AssumeRole, away from home, is not news.
-        if not sensitive or last.sensitive_methods:
+        # same story. An engineer's daily AssumeRole, away from home, is not news. Once the team
+        # resolved the thread (a decoy closed as a trip), a sensitive method new to the identity is
+        # news again: it pages and opens a thread of its own.
+        closed = bool(last.thread_alerts & resolved)
+        if not sensitive or (last.sensitive_methods and not closed):
             _suppress(alert, last, subject, hours, report, extensions, "alert suppressed")
             return True
-        # Paged at this severity already (or higher): the re-alert is an update in its thread.
-        quiet = not more_severe(alert.severity, last.severity)
-        alert = alert.model_copy(update={"follows_alert_id": last.alert_id, "quiet_update": quiet})
-        logger.info("re-alert within the window: sensitive method", methods=sorted(sensitive), quiet=quiet)
-    carried = last.sensitive_methods if last is not None and within else frozenset()
+        # Paged at this severity already (or higher), or paged the on-call already: the re-alert is
+        # an update in its thread (core.alerts.pages_again). After a resolved thread it is a new
+        # one's first alert: a resolved finding or chat thread is no place for it.
+        quiet = not pages_again(alert.severity, last.severity, options.paging_severity, resolved=closed)
+        follows = None if closed else last.alert_id
+        alert = alert.model_copy(update={"follows_alert_id": follows, "quiet_update": quiet})
+        logger.info(
+            "re-alert within the window: sensitive method",
+            methods=sorted(sensitive),
+            quiet=quiet,
+            resolved=closed,
+        )
+    # A thread goes on within the window; after a resolved one, this alert begins its own.
+    going_on = last is not None and within and not closed
+    carried = last.sensitive_methods if last is not None and going_on else frozenset()
     highest = (
-        last.severity if last is not None and within and more_severe(last.severity, alert.severity) else ""
+        last.severity if last is not None and going_on and more_severe(last.severity, alert.severity) else ""
     )
+    thread = (last.thread or last.alert_id) if last is not None and going_on else alert.alert_id
     remembered = Suppression(
-        scheduled_at, alert.alert_id, sensitive | carried, held | hours, highest or alert.severity
+        scheduled_at, alert.alert_id, sensitive | carried, held | hours, highest or alert.severity, thread
     )
     if not deps.outbox.remember(subject, remembered, last.alert_id if last is not None else None):
         return False

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from trailgeo.core.alerts import Alert, Severity
+from trailgeo.core.alerts import DEFAULT_PAGING_SEVERITY, Alert, Severity
 from trailgeo.core.categories import EventScope
 from trailgeo.core.detectors import DEFAULT_DETECTORS
 from trailgeo.core.evidence import FACTORS
@@ -68,8 +68,9 @@ class RunOptions:
     # (app.detect.plan.late_prefixes), the window's every run.
     late_every: timedelta = timedelta(hours=1)
     # A thread's first notification below ``paging_severity`` waits ``settle`` before it goes out, so
-    # that what joins it meanwhile goes out inside it (app/detect/publish.py); zero sends at once.
-    paging_severity: Severity = "high"
+    # that what joins it meanwhile goes out inside it (app/detect/publish.py); zero sends at once. A
+    # thread that paged at ``paging_severity`` pages no more until resolved (core.alerts.pages_again).
+    paging_severity: Severity = DEFAULT_PAGING_SEVERITY
     settle: timedelta = timedelta(minutes=15)
 
 

@@ -37,7 +37,9 @@ def to_record(network: str, incident: OpenIncident) -> IncidentRecord:
     )
 
 
-def from_record(record: IncidentRecord) -> OpenIncident:
+def from_record(record: IncidentRecord, resolved: frozenset[str] = frozenset()) -> OpenIncident:
+    """The incident a record keeps; ``resolved``: the alerts the team resolved (its first or its
+    last among them closes it: what follows pages anew)."""
     return OpenIncident(
         incident_id=record.incident_id,
         last_at=record.last_at,
@@ -46,12 +48,15 @@ def from_record(record: IncidentRecord) -> OpenIncident:
         sensitive_methods=record.sensitive_methods,
         alerts=record.members,
         first_at=record.first_at,
+        resolved=bool({record.incident_id, record.last_alert_id} & resolved),
     )
 
 
-def open_incidents(records: Mapping[str, IncidentRecord]) -> dict[str, OpenIncident]:
+def open_incidents(
+    records: Mapping[str, IncidentRecord], resolved: frozenset[str] = frozenset()
+) -> dict[str, OpenIncident]:
     """The incidents of ``records`` by network (any age; ``core.incidents.link`` keeps the live)."""
-    return {network: from_record(record) for network, record in records.items()}
+    return {network: from_record(record, resolved) for network, record in records.items()}
 
 
 def linked(
@@ -62,8 +67,17 @@ def linked(
     options: RunOptions,
 ) -> list[Assignment]:
     """The run's decided alerts as incidents, each incident remembered under its networks before
-    anything is queued (a crash in between is repaired by the takeover, which queues the same ids)."""
-    assignments = link(decided, open_incidents(records), scheduled_at, options.incident_window)
+    anything is queued (a crash in between is repaired by the takeover, which queues the same ids).
+    One read tells which of the open incidents the team has resolved."""
+    threads = {i for r in records.values() for i in (r.incident_id, r.last_alert_id)}
+    resolved = deps.outbox.resolved(threads) if threads else frozenset()
+    assignments = link(
+        decided,
+        open_incidents(records, resolved),
+        scheduled_at,
+        options.incident_window,
+        options.paging_severity,
+    )
     for assignment in assignments:
         if not assignment.networks:
             continue

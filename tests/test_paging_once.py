@@ -1,0 +1,192 @@
+"""A thread pages the on-call once (core.alerts.pages_again): once a subject's alert or an incident
+paged at the paging severity, what follows in its window (a higher severity, a role chain's next
+accounts) is an update in its thread, at the severity it brings. Whatever follows a thread the team
+has resolved (``trailgeo alerts resolve``, any verdict: AlertOutbox.resolved) pages anew, so that a
+decoy a hurried analyst closed as a trip cannot carry the real theft in quietly."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from tests.aws import TABLE, create_deployment
+from tests.builders import BOB
+from tests.test_incidents import NOW, an_alert, deps_of
+from trailgeo.adapters.dynamodb import DynamoOutbox
+from trailgeo.adapters.memory import MemoryOutbox
+from trailgeo.app.detect import RunOptions, RunReport
+from trailgeo.app.detect.alerting import _raise_alerts, alert_subject
+from trailgeo.app.detect.incidents import to_record
+from trailgeo.core.alerts import Alert, pages_again
+from trailgeo.core.incidents import OpenIncident
+from trailgeo.ports import AlertDigest, AlertOutbox, Resolution, Suppression, TriageRecord
+
+NETWORK = "67.43.156.0/24"  # tests.test_incidents.an_alert's address
+LIST_SECRETS = "secretsmanager.amazonaws.com:ListSecrets"
+
+
+@pytest.mark.parametrize(
+    ("severity", "paged", "paging", "resolved", "new_sensitive", "pages"),
+    [
+        ("high", "medium", "high", False, False, True),  # the thread reaches the pager
+        ("medium", "medium", "high", False, True, True),  # below it, a new sensitive method
+        ("medium", "medium", "high", False, False, False),  # below it, nothing new
+        ("critical", "high", "high", False, False, False),  # the on-call holds the thread
+        ("critical", "high", "high", False, True, False),
+        ("critical", "high", "critical", False, False, True),  # a team paged at critical only
+        ("high", "high", "high", True, False, True),  # the team closed the thread
+        ("critical", "", "high", False, False, True),  # a record from before severities were kept
+    ],
+)
+def test_given_a_threads_state_then_a_later_alert_pages_only_when_news_to_the_pager(
+    severity: str, paged: str, paging: str, resolved: bool, new_sensitive: bool, pages: bool
+) -> None:
+    assert (
+        pages_again(severity, paged, paging, resolved=resolved, new_sensitive=new_sensitive)  # type: ignore[arg-type]
+        is pages
+    )
+
+
+def resolve(outbox: MemoryOutbox, alert_id: str, verdict: str = "expected") -> None:
+    """The team resolves an alert (what ``trailgeo alerts resolve`` writes)."""
+    digest = AlertDigest.of(an_alert(alert_id))
+    outbox.triage_records[alert_id] = TriageRecord(digest, Resolution(verdict, "bob", NOW), 1)  # type: ignore[arg-type]
+
+
+def recorded_recon(
+    outbox: MemoryOutbox, *, last: str = "recon", sensitive: frozenset[str] = frozenset()
+) -> dict[str, Suppression]:
+    """alice's recon from BT alerted at high two hours ago (its thread ``recon``; ``last``: the
+    subject's latest alert in it), as the subject's record holds it."""
+    subject = alert_subject(an_alert("recon"))
+    record = Suppression(NOW - timedelta(hours=2), last, sensitive, frozenset(), "high", "recon")
+    assert outbox.remember(subject, record, None)
+    return {subject: record}
+
+
+def run(outbox: AlertOutbox, recent: dict[str, Suppression], alert: Alert) -> Alert:
+    """One run deciding on ``alert``: what it queued."""
+    report = RunReport(NOW, NOW, NOW)
+    _raise_alerts([(alert, frozenset())], dict(recent), NOW, deps_of(outbox), RunOptions(), report, {})
+    (queued,) = outbox.pending()
+    return queued
+
+
+def backdoor() -> Alert:
+    return an_alert("backdoor", severity="critical", sensitive=True)
+
+
+def test_given_a_recon_paged_at_high_when_the_backdoor_follows_critical_then_an_update_in_its_thread() -> (
+    None
+):
+    # Given alice's recon from BT, paged at high two hours ago, not resolved
+    outbox = MemoryOutbox()
+    recent = recorded_recon(outbox)
+
+    # When her key's backdoor follows from there, critical
+    queued = run(outbox, recent, backdoor())
+
+    # Then the on-call, already holding the thread, is not paged again: the backdoor goes in the
+    # thread at critical (each channel's copy raised to it), and the thread stays the recon's
+    assert (queued.severity, queued.follows_alert_id, queued.notification) == ("critical", "recon", "update")
+    (record,) = outbox.recent(recent).values()
+    assert (record.alert_id, record.thread, record.severity) == ("backdoor", "recon", "critical")
+
+
+@pytest.mark.parametrize(
+    ("verdict", "recon_methods"),
+    [("expected", frozenset()), ("false-positive", frozenset({LIST_SECRETS})), ("attack", frozenset())],
+)
+def test_given_a_recon_the_team_resolved_when_the_backdoor_follows_then_it_pages_anew(
+    verdict: str, recon_methods: frozenset[str]
+) -> None:
+    # Given alice's recon from BT paged at high (with or without a sensitive method of its own),
+    # and resolved by the team: a trip, a false positive, an attack being handled
+    outbox = MemoryOutbox()
+    recent = recorded_recon(outbox, sensitive=recon_methods)
+    resolve(outbox, "recon", verdict)
+
+    # When her key's backdoor follows from there within the window
+    queued = run(outbox, recent, backdoor())
+
+    # Then it pages (neither quiet nor suppressed) as the first alert of a thread of its own, not in
+    # the closed one's finding or chat thread: what follows it is judged against it
+    assert (queued.severity, queued.follows_alert_id, queued.notification, queued.thread_id) == (
+        "critical",
+        None,
+        "new",
+        "backdoor",
+    )
+    (record,) = outbox.recent(recent).values()
+    assert (record.alert_id, record.thread) == ("backdoor", "backdoor")
+
+
+def test_given_a_threads_first_alert_resolved_when_its_latest_was_an_update_then_it_still_pages() -> None:
+    # Given alice's thread: the recon that paged, then a quiet update ("update-1", the subject's
+    # latest alert); the team resolved the recon, what it was paged with
+    outbox = MemoryOutbox()
+    recent = recorded_recon(outbox, last="update-1")
+    resolve(outbox, "recon")
+
+    # When the backdoor follows
+    queued = run(outbox, recent, backdoor())
+
+    # Then it pages: resolving the alert a thread began with closes the thread
+    assert (queued.follows_alert_id, queued.notification) == (None, "new")
+
+
+def recorded_incident(outbox: MemoryOutbox) -> None:
+    """An incident from the attacker's network, paged at high two hours ago (no sensitive method)."""
+    incident = OpenIncident("decoy", NOW - timedelta(hours=2), "decoy", "high", frozenset(), 1)
+    assert outbox.remember_incident(to_record(NETWORK, incident), None)
+
+
+@pytest.mark.parametrize("resolved", [False, True])
+def test_given_an_incident_that_paged_when_another_principal_follows_then_an_update_until_resolved(
+    resolved: bool,
+) -> None:
+    # Given an incident from a network, paged at high, resolved by the team or not
+    outbox = MemoryOutbox()
+    recorded_incident(outbox)
+    if resolved:
+        resolve(outbox, "decoy")
+
+    # When bob's key creates an access key from that network, critical
+    queued = run(outbox, {}, an_alert("attack", principal=BOB, severity="critical", sensitive=True))
+
+    # Then it is an update in the incident's thread while the on-call holds it, and pages anew (an
+    # escalation naming the incident, in its own thread) once the team has closed it
+    assert queued.incident is not None
+    assert queued.incident.id == "decoy"
+    assert (queued.incident.escalation, queued.notification) == (
+        (True, "escalation") if resolved else (False, "update")
+    )
+    assert queued.thread_id == ("attack" if resolved else "decoy")
+
+
+@pytest.mark.parametrize("forged", [{"N": "1"}, {"S": ""}, {"S": "x" * 129}, {"L": []}])
+def test_given_a_subject_record_with_a_forged_thread_when_read_then_its_latest_alert_is_its_thread(
+    aws: Any, forged: dict[str, Any]
+) -> None:
+    # Given alice's record in the table (recon, paged at high), its thread field written by someone
+    # else (no alert id a run could have kept there)
+    create_deployment(aws)
+    client = aws.client("dynamodb")
+    outbox = DynamoOutbox(client, TABLE, clock=lambda: NOW)
+    recent = recorded_recon(MemoryOutbox())
+    (subject,) = recent
+    assert outbox.remember(subject, recent[subject], None)
+    client.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": "SUPPRESS"}, "sk": {"S": subject}},
+        UpdateExpression="SET tid = :forged",
+        ExpressionAttributeValues={":forged": forged},
+    )
+
+    # When it is read
+    (record,) = outbox.recent([subject]).values()
+
+    # Then its thread is its latest alert alone: the run goes on, and resolving that alert closes it
+    assert (record.thread, record.thread_alerts) == ("", {"recon"})
