@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -156,8 +157,8 @@ def test_given_a_subject_when_two_invocations_remember_an_alert_then_only_the_on
 def test_given_a_suppression_with_methods_and_hours_then_it_is_read_back_as_written(
     outbox: AlertOutbox,
 ) -> None:
-    # Given a subject's alert with its sensitive methods, alerted hours, severity and the alert its
-    # thread began with
+    # Given a subject's alert with its sensitive methods, alerted hours, severity, the alert its
+    # thread began with and when the thread last paged
     written = Suppression(
         NOW,
         "a1",
@@ -165,6 +166,7 @@ def test_given_a_suppression_with_methods_and_hours_then_it_is_read_back_as_writ
         frozenset({HOUR - 1, HOUR}),
         "high",
         "a0",
+        NOW - timedelta(minutes=30),
     )
 
     # When it is remembered and read back
@@ -242,8 +244,9 @@ def an_incident(
 
 
 def test_given_an_incident_remembered_then_it_is_read_back_as_written(outbox: AlertOutbox) -> None:
-    # Given an incident with its sensitive methods remembered under its network
-    written = an_incident(methods=frozenset({"iam.amazonaws.com:CreateAccessKey", "sts.amazonaws.com:Foo"}))
+    # Given an incident with its sensitive methods and its last page remembered under its network
+    methods = frozenset({"iam.amazonaws.com:CreateAccessKey", "sts.amazonaws.com:Foo"})
+    written = replace(an_incident(methods=methods), paged_at=NOW - timedelta(hours=2))
     assert outbox.remember_incident(written, None)
 
     # When it is read back among the open incidents and by its network (with a network that has none)

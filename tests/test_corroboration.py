@@ -754,12 +754,13 @@ def test_given_a_thiefs_probe_when_they_return_days_later_then_their_client_is_s
     assert (first["severity"], second["severity"]) == ("high", "critical")
 
 
-def test_given_a_thiefs_recon_when_their_backdoor_follows_within_the_window_then_critical_in_its_thread(
+def test_given_a_thiefs_recon_when_their_backdoor_follows_within_the_window_then_an_escalation(
     tmp_path: Path,
 ) -> None:
     """The recon run's hours taught the thief's client; the backdoor two hours later was then high
-    like the recon. Judged without them it is critical, as one run holding both would be: in the
-    recon's thread (the on-call was paged for it at high), raised to critical."""
+    like the recon, a quiet update in its thread. Judged without them it is critical, as one run
+    holding both would be; the recon's page, two hours old and unresolved, no longer holds: the
+    escalation pages."""
     backdoor = _kali_backdoor(ATTACK_AT + timedelta(hours=2))
     # Given alice's history, When her key's recon from BT (a home line, a Kali CLI) alerts, and the
     # backdoor follows two hours later
@@ -768,11 +769,14 @@ def test_given_a_thiefs_recon_when_their_backdoor_follows_within_the_window_then
         for a in replayed(tmp_path, history() + calls(FOREIGN_IP, KALI_CLI) + backdoor, resolver())
     )
 
-    # Then the re-alert still names the new client, at critical, in the recon's thread
+    # Then the re-alert still names the new client and pages as an escalation, at critical
     assert (first.severity, second.severity) == ("high", "critical")
     assert [e.factor for e in second.evidence] == ["new_client", "new_sensitive_method"]
-    assert (second.follows_alert_id, second.thread_id) == (first.alert_id, first.alert_id)
-    assert email_subject(second).startswith("[CRITICAL] Update: ")
+    assert (second.follows_alert_id, second.quiet_update, second.notification) == (
+        first.alert_id,
+        False,
+        "escalation",
+    )
 
 
 def test_given_a_traveller_with_a_new_laptop_when_she_calls_again_the_next_day_then_no_new_alert(

@@ -496,6 +496,10 @@ FORGED_ITEMS: dict[str, dict[str, Any]] = {
     "first-after-last": {**VALID_ITEM, "first": {"S": NOW.isoformat()}},
     "empty-incident-id": {**VALID_ITEM, "iid": {"S": ""}},
     "alert-id-a-map": {**VALID_ITEM, "aid": {"M": {}}},
+    "page-no-time": {**VALID_ITEM, "pat": {"S": "now"}},
+    "page-no-zone": {**VALID_ITEM, "pat": {"S": "2026-10-02T11:00:00"}},
+    "page-after-last": {**VALID_ITEM, "pat": {"S": NOW.isoformat()}},
+    "page-a-number": {**VALID_ITEM, "pat": {"N": "1"}},
 }
 
 

@@ -1,8 +1,9 @@
-"""A thread pages the on-call once (core.alerts.pages_again): once a subject's alert or an incident
-paged at the paging severity, what follows in its window (a higher severity, a role chain's next
-accounts) is an update in its thread, at the severity it brings. Whatever follows a thread the team
-has resolved (``trailgeo alerts resolve``, any verdict: AlertOutbox.resolved) pages anew, so that a
-decoy a hurried analyst closed as a trip cannot carry the real theft in quietly."""
+"""A page holds the on-call for an hour (core.alerts.pages_again): once a subject's alert or an
+incident paged at the paging severity, what follows within the hour (a higher severity, a role
+chain's next accounts) is an update in its thread, at the severity it brings; a higher severity
+after it pages again. Whatever follows a thread the team has resolved (``trailgeo alerts resolve``,
+any verdict: AlertOutbox.resolved) pages anew, so that a decoy a hurried analyst closed as a trip,
+or set aside, cannot carry the real theft in quietly."""
 
 from __future__ import annotations
 
@@ -27,26 +28,43 @@ NETWORK = "67.43.156.0/24"  # tests.test_incidents.an_alert's address
 LIST_SECRETS = "secretsmanager.amazonaws.com:ListSecrets"
 
 
+MINUTES = timedelta(minutes=1)
+
+
 @pytest.mark.parametrize(
-    ("severity", "paged", "paging", "resolved", "new_sensitive", "pages"),
+    ("severity", "paged", "paging", "resolved", "new_sensitive", "ago", "pages"),
     [
-        ("high", "medium", "high", False, False, True),  # the thread reaches the pager
-        ("medium", "medium", "high", False, True, True),  # below it, a new sensitive method
-        ("medium", "medium", "high", False, False, False),  # below it, nothing new
-        ("critical", "high", "high", False, False, False),  # the on-call holds the thread
-        ("critical", "high", "high", False, True, False),
-        ("critical", "high", "critical", False, False, True),  # a team paged at critical only
-        ("high", "high", "high", True, False, True),  # the team closed the thread
-        ("critical", "", "high", False, False, True),  # a record from before severities were kept
+        ("high", "medium", "high", False, False, None, True),  # the thread reaches the pager
+        ("medium", "medium", "high", False, True, None, True),  # below it, a new sensitive method
+        ("medium", "medium", "high", False, False, None, False),  # below it, nothing new
+        ("critical", "high", "high", False, False, 15 * MINUTES, False),  # the page holds
+        ("critical", "high", "high", False, True, 59 * MINUTES, False),
+        ("critical", "high", "high", False, False, 60 * MINUTES, True),  # the hour is over
+        ("high", "high", "high", False, True, 3 * 60 * MINUTES, False),  # no higher: in the thread
+        ("critical", "high", "high", False, False, None, True),  # no known page: it pages
+        ("critical", "high", "critical", False, False, None, True),  # a team paged at critical only
+        ("high", "high", "high", True, False, 5 * MINUTES, True),  # the team closed the thread
+        ("critical", "", "high", False, False, None, True),  # a record from before severities
     ],
 )
 def test_given_a_threads_state_then_a_later_alert_pages_only_when_news_to_the_pager(
-    severity: str, paged: str, paging: str, resolved: bool, new_sensitive: bool, pages: bool
+    severity: str,
+    paged: str,
+    paging: str,
+    resolved: bool,
+    new_sensitive: bool,
+    ago: timedelta | None,
+    pages: bool,
 ) -> None:
-    assert (
-        pages_again(severity, paged, paging, resolved=resolved, new_sensitive=new_sensitive)  # type: ignore[arg-type]
-        is pages
+    found = pages_again(
+        severity,
+        paged,
+        paging,  # type: ignore[arg-type]
+        resolved=resolved,
+        new_sensitive=new_sensitive,
+        paged_ago=ago,
     )
+    assert found is pages
 
 
 def resolve(outbox: MemoryOutbox, alert_id: str, verdict: str = "expected") -> None:
@@ -56,12 +74,17 @@ def resolve(outbox: MemoryOutbox, alert_id: str, verdict: str = "expected") -> N
 
 
 def recorded_recon(
-    outbox: MemoryOutbox, *, last: str = "recon", sensitive: frozenset[str] = frozenset()
+    outbox: MemoryOutbox,
+    *,
+    last: str = "recon",
+    sensitive: frozenset[str] = frozenset(),
+    paged: timedelta = 15 * MINUTES,
 ) -> dict[str, Suppression]:
-    """alice's recon from BT alerted at high two hours ago (its thread ``recon``; ``last``: the
-    subject's latest alert in it), as the subject's record holds it."""
+    """alice's recon from BT alerted at high, paging the on-call ``paged`` ago (its thread
+    ``recon``; ``last``: the subject's latest alert in it), as the subject's record holds it."""
     subject = alert_subject(an_alert("recon"))
-    record = Suppression(NOW - timedelta(hours=2), last, sensitive, frozenset(), "high", "recon")
+    at = NOW - paged
+    record = Suppression(at, last, sensitive, frozenset(), "high", "recon", at)
     assert outbox.remember(subject, record, None)
     return {subject: record}
 
@@ -81,18 +104,40 @@ def backdoor() -> Alert:
 def test_given_a_recon_paged_at_high_when_the_backdoor_follows_critical_then_an_update_in_its_thread() -> (
     None
 ):
-    # Given alice's recon from BT, paged at high two hours ago, not resolved
+    # Given alice's recon from BT, paged at high 15 minutes ago, not resolved
     outbox = MemoryOutbox()
     recent = recorded_recon(outbox)
 
     # When her key's backdoor follows from there, critical
     queued = run(outbox, recent, backdoor())
 
-    # Then the on-call, already holding the thread, is not paged again: the backdoor goes in the
-    # thread at critical (each channel's copy raised to it), and the thread stays the recon's
+    # Then the on-call, holding the thread, is not paged again: the backdoor goes in the thread at
+    # critical (each channel's copy raised to it); the thread and its page stay the recon's
     assert (queued.severity, queued.follows_alert_id, queued.notification) == ("critical", "recon", "update")
     (record,) = outbox.recent(recent).values()
     assert (record.alert_id, record.thread, record.severity) == ("backdoor", "recon", "critical")
+    assert record.paged_at == NOW - 15 * MINUTES
+
+
+def test_given_a_recon_paged_hours_ago_and_set_aside_when_the_backdoor_follows_critical_then_it_pages() -> (
+    None
+):
+    # Given alice's recon from BT, paged at high three hours ago, set aside: not resolved
+    outbox = MemoryOutbox()
+    recent = recorded_recon(outbox, paged=3 * 60 * MINUTES)
+
+    # When her key's backdoor follows from there, critical
+    queued = run(outbox, recent, backdoor())
+
+    # Then the page no longer holds: the backdoor pages as an escalation in the recon's thread, and
+    # is the thread's page from now
+    assert (queued.severity, queued.follows_alert_id, queued.notification) == (
+        "critical",
+        "recon",
+        "escalation",
+    )
+    (record,) = outbox.recent(recent).values()
+    assert (record.thread, record.paged_at) == ("recon", NOW)
 
 
 @pytest.mark.parametrize(
@@ -137,41 +182,55 @@ def test_given_a_threads_first_alert_resolved_when_its_latest_was_an_update_then
     assert (queued.follows_alert_id, queued.notification) == (None, "new")
 
 
-def recorded_incident(outbox: MemoryOutbox) -> None:
-    """An incident from the attacker's network, paged at high two hours ago (no sensitive method)."""
-    incident = OpenIncident("decoy", NOW - timedelta(hours=2), "decoy", "high", frozenset(), 1)
+def recorded_incident(outbox: MemoryOutbox, paged: timedelta | None) -> None:
+    """An incident from the attacker's network at high (no sensitive method), its last member 30
+    minutes ago, which paged the on-call ``paged`` ago (None: a record from before pages were kept)."""
+    at = NOW - 30 * MINUTES
+    paged_at = NOW - paged if paged is not None else None
+    incident = OpenIncident("decoy", at, "decoy", "high", frozenset(), 1, at, paged_at=paged_at)
     assert outbox.remember_incident(to_record(NETWORK, incident), None)
 
 
-@pytest.mark.parametrize("resolved", [False, True])
+@pytest.mark.parametrize(
+    ("paged", "resolved", "pages"),
+    [
+        (30 * MINUTES, False, False),  # the on-call holds it
+        (30 * MINUTES, True, True),  # the team closed it
+        (None, False, True),  # no page known: a higher severity pages
+    ],
+)
 def test_given_an_incident_that_paged_when_another_principal_follows_then_an_update_until_resolved(
-    resolved: bool,
+    paged: timedelta | None, resolved: bool, pages: bool
 ) -> None:
-    # Given an incident from a network, paged at high, resolved by the team or not
+    # Given an incident from a network at high, which paged the on-call half an hour ago (or no page
+    # is known), resolved by the team or not
     outbox = MemoryOutbox()
-    recorded_incident(outbox)
+    recorded_incident(outbox, paged)
     if resolved:
         resolve(outbox, "decoy")
 
     # When bob's key creates an access key from that network, critical
     queued = run(outbox, {}, an_alert("attack", principal=BOB, severity="critical", sensitive=True))
 
-    # Then it is an update in the incident's thread while the on-call holds it, and pages anew (an
-    # escalation naming the incident, in its own thread) once the team has closed it
+    # Then it is an update in the incident's thread while the page holds, and pages anew (an
+    # escalation naming the incident, in its own thread) once the team has closed it; the incident
+    # records when it paged
     assert queued.incident is not None
     assert queued.incident.id == "decoy"
     assert (queued.incident.escalation, queued.notification) == (
-        (True, "escalation") if resolved else (False, "update")
+        (True, "escalation") if pages else (False, "update")
     )
-    assert queued.thread_id == ("attack" if resolved else "decoy")
+    assert queued.thread_id == ("attack" if pages else "decoy")
+    record = outbox.incidents([NETWORK])[NETWORK]
+    assert record.paged_at == (NOW if pages else NOW - 30 * MINUTES)
 
 
 @pytest.mark.parametrize("forged", [{"N": "1"}, {"S": ""}, {"S": "x" * 129}, {"L": []}])
 def test_given_a_subject_record_with_a_forged_thread_when_read_then_its_latest_alert_is_its_thread(
     aws: Any, forged: dict[str, Any]
 ) -> None:
-    # Given alice's record in the table (recon, paged at high), its thread field written by someone
-    # else (no alert id a run could have kept there)
+    # Given alice's record in the table (recon, paged at high), its thread and page fields written by
+    # someone else (no alert id, no zoned time a run could have kept there)
     create_deployment(aws)
     client = aws.client("dynamodb")
     outbox = DynamoOutbox(client, TABLE, clock=lambda: NOW)
@@ -181,12 +240,13 @@ def test_given_a_subject_record_with_a_forged_thread_when_read_then_its_latest_a
     client.update_item(
         TableName=TABLE,
         Key={"pk": {"S": "SUPPRESS"}, "sk": {"S": subject}},
-        UpdateExpression="SET tid = :forged",
+        UpdateExpression="SET tid = :forged, pat = :forged",
         ExpressionAttributeValues={":forged": forged},
     )
 
     # When it is read
     (record,) = outbox.recent([subject]).values()
 
-    # Then its thread is its latest alert alone: the run goes on, and resolving that alert closes it
-    assert (record.thread, record.thread_alerts) == ("", {"recon"})
+    # Then its thread is its latest alert alone (resolving that alert closes it), and no page is
+    # known (a higher severity pages): the run goes on
+    assert (record.thread, record.thread_alerts, record.paged_at) == ("", {"recon"}, None)

@@ -295,6 +295,9 @@ class Suppression:
     # The alert the subject's thread began with (what paged; "" for an older record: its last
     # alert): resolving either makes what follows in the window page anew.
     thread: str = ""
+    # The run at which the thread last paged the on-call (at the paging severity); None when it
+    # has not, or for an older record (a higher severity then pages).
+    paged_at: datetime | None = None
 
     @property
     def thread_alerts(self) -> frozenset[str]:
@@ -334,6 +337,7 @@ class IncidentRecord:
     severity: Severity  # the highest of its members
     members: int  # alerts so far
     sensitive_methods: frozenset[str] = frozenset()
+    paged_at: datetime | None = None  # the run it last paged the on-call at (None: not, or unknown)
 
     def readable(self) -> bool:
         """Whether this is a record some run could have written: a known severity, a member count,
@@ -350,6 +354,14 @@ class IncidentRecord:
             and self.first_at.tzinfo is not None
             and self.last_at.tzinfo is not None
             and self.first_at <= self.last_at
+            and (
+                self.paged_at is None
+                or (
+                    isinstance(self.paged_at, datetime)
+                    and self.paged_at.tzinfo is not None
+                    and self.paged_at <= self.last_at
+                )
+            )
             and len(self.sensitive_methods) <= MAX_INCIDENT_METHODS
             and all(isinstance(m, str) and m for m in self.sensitive_methods)
         )

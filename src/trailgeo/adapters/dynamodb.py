@@ -122,7 +122,20 @@ def _suppression(item: Item) -> Suppression:
         hours=frozenset(hours),
         severity=_known_severity(item.get("sev", {}).get("S")),
         thread=_bounded_id(item.get("tid", {}).get("S")),
+        paged_at=_zoned_time(item.get("pat", {}).get("S")),
     )
+
+
+def _zoned_time(value: object) -> datetime | None:
+    """A stored time with its zone, or None for anything else (an older record, someone else's
+    write: a thread with no known page pages for a higher severity, never the other way round)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None
 
 
 def _bounded_id(value: object) -> str:
@@ -150,6 +163,7 @@ def _incident(item: Item) -> IncidentRecord | None:
             severity=item["sev"]["S"],
             members=int(item["n"]["N"]),
             sensitive_methods=frozenset(m["S"] for m in methods),
+            paged_at=datetime.fromisoformat(item["pat"]["S"]) if "pat" in item else None,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
         return None
@@ -168,8 +182,13 @@ def _incident_item(record: IncidentRecord) -> Item:
         "sev": {"S": kept.severity},
         "n": {"N": str(kept.members)},
         "ms": {"L": [{"S": m} for m in sorted(kept.sensitive_methods)]},
+        **({"pat": {"S": _iso(kept.paged_at)}} if kept.paged_at is not None else {}),
         "expires_at": ttl_after(kept.last_at, INCIDENT_RETENTION),
     }
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
 
 
 def _get_items(client: DynamoDBClient, table: str, keys: Sequence[tuple[str, str]]) -> list[Item]:
@@ -753,6 +772,7 @@ class DynamoOutbox:
                 "hr": {"L": [{"N": str(h)} for h in hours]},
                 **({"sev": {"S": suppression.severity}} if suppression.severity else {}),
                 **({"tid": {"S": suppression.thread}} if suppression.thread else {}),
+                **({"pat": {"S": _iso(suppression.paged_at)}} if suppression.paged_at is not None else {}),
                 "expires_at": ttl_after(suppression.at, SUPPRESS_RETENTION),
             },
             **condition,

@@ -14,7 +14,7 @@ Imports: pydantic, the standard library and pure modules of ``trailgeo.core`` (n
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeGuard, get_args
 
 from pydantic import (
@@ -38,6 +38,9 @@ SEVERITY_LEVELS: tuple[Severity, ...] = get_args(Severity)  # lowest first
 NOTIFICATION_KINDS = ("new", "escalation", "update")
 PAGING_NOTIFICATIONS = ("new", "escalation")
 DEFAULT_PAGING_SEVERITY: Severity = "high"  # the template's PagingSeverity default
+# How long a page holds the on-call's attention: within it a thread's higher severity is an update
+# in the thread the responder is working; after it, a page again (core.alerts.pages_again).
+PAGE_HOLDS = timedelta(hours=1)
 
 
 def paging_filter_policy(lowest: Severity) -> dict[str, list[str]]:
@@ -59,24 +62,33 @@ def more_severe(severity: str, than: str) -> bool:
 
 
 def pages_again(
-    severity: str, paged: str, paging: Severity, *, resolved: bool, new_sensitive: bool = False
+    severity: str,
+    paged: str,
+    paging: Severity,
+    *,
+    resolved: bool,
+    new_sensitive: bool = False,
+    paged_ago: timedelta | None = None,
 ) -> bool:
     """Whether a later alert of a thread (a subject's re-alert, an incident's new members) pages as
     an escalation rather than going into the thread as a quiet update. ``paged``: the thread's
     highest severity so far; ``paging``: the deployment's paging severity; ``new_sensitive``: it
-    brings a sensitive method new to the thread.
+    brings a sensitive method new to the thread; ``paged_ago``: how long since the thread last paged
+    the on-call (None: unknown).
 
-    A thread pages the on-call once: a later alert pages only while the thread's highest severity
-    is below ``paging`` (the on-call has not been paged for it), and then only for a higher
-    severity (or a new sensitive method). Once the on-call was paged, what follows (a higher
-    severity, a role chain's next accounts) is sent in the thread at the severity it brings, every
-    channel's copy raised to it: the responder already holds the incident. Once the team resolved
-    the thread (any verdict), whatever follows pages anew: an attacker's decoy that a hurried
-    analyst closed as a trip cannot carry the real theft in quietly."""
+    While the thread's highest severity is below ``paging`` (the on-call has not been paged for it),
+    a higher severity (or a new sensitive method) pages. Once the on-call was paged, the page holds
+    for ``PAGE_HOLDS`` (an hour): what follows within it (the backdoor a run after the recon, a role
+    chain's next accounts) is sent in the thread at the severity it brings, every channel's copy
+    raised to it, since the responder is on it; after it, a higher severity pages again (a thread set
+    aside unresolved cannot absorb the real theft hours later), anything else stays in the thread.
+    Once the team resolved the thread (any verdict), whatever follows pages anew: an attacker's
+    decoy that a hurried analyst closed as a trip cannot carry the real theft in quietly."""
     if resolved:
         return True
     if at_least(paged, paging):
-        return False
+        held = paged_ago is not None and paged_ago < PAGE_HOLDS
+        return more_severe(severity, paged) and not held
     return more_severe(severity, paged) or new_sensitive
 
 

@@ -10,12 +10,12 @@ only by that exact location and address (private ranges are everyone's); an AWS 
 reserved and unspecified addresses never link. Only the country detector's alerts link (the
 calls came from somewhere unusual for each principal); the sibling detectors' never do.
 
-An incident pages the on-call once. Below the paging severity, an update whose severity is above
-the incident's highest, or that brings a sensitive method new to the incident, pages as a new
-notification (an escalation, still naming the incident); once the incident paged at the paging
-severity, what follows is an update in its thread at the severity it brings, until the team
-resolves the incident (its first or last alert): from then on whatever joins it pages anew
-(``core.alerts.pages_again``). A notification carries the highest severity of its members, and
+Below the paging severity, an update whose severity is above the incident's highest, or that brings
+a sensitive method new to the incident, pages as a new notification (an escalation, still naming
+the incident). Once the incident paged at the paging severity, the page holds for an hour: what
+follows within it is an update in its thread at the severity it brings; after it, a higher severity
+pages again. Once the team resolves the incident (its first or last alert), whatever joins it pages
+anew (``core.alerts.pages_again``). A notification carries the highest severity of its members, and
 each member is named (up to ``MAX_MEMBERS``, then counted).
 
 Imports: the standard library and pure modules of ``trailgeo.core`` (the alert model; never
@@ -37,6 +37,7 @@ from trailgeo.core.alerts import (
     AlertIncident,
     IncidentMember,
     Severity,
+    at_least,
     is_country,
     location_label,
     pages_again,
@@ -106,6 +107,7 @@ class OpenIncident:
     alerts: int  # members so far
     first_at: datetime | None = None  # its first member's run (None: its last's)
     resolved: bool = False  # the team resolved its first or its last alert: what follows pages anew
+    paged_at: datetime | None = None  # the run it last paged the on-call at (None: not, or unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +121,24 @@ class Assignment:
     networks: frozenset[str]
     incident: OpenIncident | None
 
-    def remembered(self, at: datetime) -> OpenIncident:
-        """The incident as it stands once this assignment is sent."""
+    def remembered(self, at: datetime, paging: Severity = DEFAULT_PAGING_SEVERITY) -> OpenIncident:
+        """The incident as it stands once this assignment is sent (``paging``: the deployment's
+        paging severity, to tell whether this notification pages the on-call)."""
         group = (self.alert, *self.members)
         before = self.incident
         severity = max((a.severity for a in group), key=severity_rank)
         sensitive = frozenset(m for a in group for m in a.sensitive_methods)
+        pages = not self.alert.is_update and at_least(self.alert.severity, paging)
         if before is None:
             return OpenIncident(
-                self.alert.alert_id, at, self.alert.alert_id, severity, sensitive, len(group), first_at=at
+                self.alert.alert_id,
+                at,
+                self.alert.alert_id,
+                severity,
+                sensitive,
+                len(group),
+                first_at=at,
+                paged_at=at if pages else None,
             )
         return OpenIncident(
             incident_id=before.incident_id,
@@ -137,6 +148,7 @@ class Assignment:
             severity=max(severity, before.severity, key=severity_rank),
             sensitive_methods=before.sensitive_methods | sensitive,
             alerts=before.alerts + len(group),
+            paged_at=at if pages else before.paged_at,
         )
 
 
@@ -194,7 +206,7 @@ def link(
         touched = [live[k] for k in networks if k in live]
         incident = min(touched, key=lambda i: (-i.alerts, i.incident_id)) if touched else None
         run_ids = {a.alert_id for a in decided}
-        out.append(_assign([decided[i] for i in indices], networks, incident, run_ids, paging))
+        out.append(_assign([decided[i] for i in indices], networks, incident, run_ids, paging, now))
     return out
 
 
@@ -204,13 +216,14 @@ def _assign(
     incident: OpenIncident | None,
     run_ids: set[str],
     paging: Severity,
+    now: datetime,
 ) -> Assignment:
     ranked = sorted(group, key=urgency)
     carrier, members = ranked[0], tuple(ranked[1:])
     if incident is None and not members:
         return Assignment(carrier, (), networks, None)
     severity = max((a.severity for a in ranked), key=severity_rank)
-    escalation = incident is not None and _escalates(ranked, incident, run_ids, paging)
+    escalation = incident is not None and _escalates(ranked, incident, run_ids, paging, now)
     info = AlertIncident(
         id=incident.incident_id if incident is not None else carrier.alert_id,
         update=incident is not None and not escalation,
@@ -248,7 +261,9 @@ def _not_quieter(ranked: list[Alert]) -> dict[str, object]:
     return update
 
 
-def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str], paging: Severity) -> bool:
+def _escalates(
+    group: list[Alert], incident: OpenIncident, run_ids: set[str], paging: Severity, now: datetime
+) -> bool:
     """Whether alerts linked to an open incident page anew (``core.alerts.pages_again``: a higher
     severity or a sensitive method new to it while it has not paged the on-call, anything once the
     team resolved it), or when this very run wrote the incident's record (a retried run cannot tell
@@ -260,7 +275,12 @@ def _escalates(group: list[Alert], incident: OpenIncident, run_ids: set[str], pa
     highest = max((a.severity for a in group), key=severity_rank)
     new_sensitive = {m for a in group for m in a.sensitive_methods} - incident.sensitive_methods
     return pages_again(
-        highest, incident.severity, paging, resolved=incident.resolved, new_sensitive=bool(new_sensitive)
+        highest,
+        incident.severity,
+        paging,
+        resolved=incident.resolved,
+        new_sensitive=bool(new_sensitive),
+        paged_ago=now - incident.paged_at if incident.paged_at is not None else None,
     )
 
 

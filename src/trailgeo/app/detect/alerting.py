@@ -13,7 +13,7 @@ from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.app.detect.incidents import linked
 from trailgeo.core.aggregate import CategoryGroup, HitGroup, RunAggregate
 from trailgeo.core.alert_builder import build_alert, build_sibling_alert, with_correlation, with_rollup
-from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, is_country, more_severe, pages_again
+from trailgeo.core.alerts import MAX_LIST, Alert, Evidence, at_least, is_country, more_severe, pages_again
 from trailgeo.core.counters import (
     EMPTY,
     ORG_EGRESS,
@@ -1000,7 +1000,13 @@ def _raise_one(
         # Paged at this severity already (or higher), or paged the on-call already: the re-alert is
         # an update in its thread (core.alerts.pages_again). After a resolved thread it is a new
         # one's first alert: a resolved finding or chat thread is no place for it.
-        quiet = not pages_again(alert.severity, last.severity, options.paging_severity, resolved=closed)
+        quiet = not pages_again(
+            alert.severity,
+            last.severity,
+            options.paging_severity,
+            resolved=closed,
+            paged_ago=scheduled_at - last.paged_at if last.paged_at is not None else None,
+        )
         follows = None if closed else last.alert_id
         alert = alert.model_copy(update={"follows_alert_id": follows, "quiet_update": quiet})
         logger.info(
@@ -1016,8 +1022,15 @@ def _raise_one(
         last.severity if last is not None and going_on and more_severe(last.severity, alert.severity) else ""
     )
     thread = (last.thread or last.alert_id) if last is not None and going_on else alert.alert_id
+    pages = not alert.quiet_update and at_least(alert.severity, options.paging_severity)
     remembered = Suppression(
-        scheduled_at, alert.alert_id, sensitive | carried, held | hours, highest or alert.severity, thread
+        scheduled_at,
+        alert.alert_id,
+        sensitive | carried,
+        held | hours,
+        highest or alert.severity,
+        thread,
+        scheduled_at if pages else (last.paged_at if last is not None and going_on else None),
     )
     if not deps.outbox.remember(subject, remembered, last.alert_id if last is not None else None):
         return False

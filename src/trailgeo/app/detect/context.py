@@ -69,7 +69,8 @@ class RunOptions:
     late_every: timedelta = timedelta(hours=1)
     # A thread's first notification below ``paging_severity`` waits ``settle`` before it goes out, so
     # that what joins it meanwhile goes out inside it (app/detect/publish.py); zero sends at once. A
-    # thread that paged at ``paging_severity`` pages no more until resolved (core.alerts.pages_again).
+    # thread that paged at ``paging_severity`` pages again only for a higher severity an hour on, or
+    # once resolved (core.alerts.pages_again).
     paging_severity: Severity = DEFAULT_PAGING_SEVERITY
     settle: timedelta = timedelta(minutes=15)
 

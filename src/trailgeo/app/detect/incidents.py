@@ -34,6 +34,7 @@ def to_record(network: str, incident: OpenIncident) -> IncidentRecord:
         severity=incident.severity,
         members=incident.alerts,
         sensitive_methods=incident.sensitive_methods,
+        paged_at=incident.paged_at,
     )
 
 
@@ -49,6 +50,7 @@ def from_record(record: IncidentRecord, resolved: frozenset[str] = frozenset()) 
         alerts=record.members,
         first_at=record.first_at,
         resolved=bool({record.incident_id, record.last_alert_id} & resolved),
+        paged_at=record.paged_at,
     )
 
 
@@ -81,7 +83,7 @@ def linked(
     for assignment in assignments:
         if not assignment.networks:
             continue
-        state = assignment.remembered(scheduled_at)
+        state = assignment.remembered(scheduled_at, options.paging_severity)
         for network in sorted(assignment.networks)[:MAX_NETWORKS]:
             _remember(network, state, records, deps)
         if assignment.members or assignment.incident is not None:
