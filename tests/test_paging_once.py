@@ -7,6 +7,8 @@ or set aside, cannot carry the real theft in quietly."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -89,10 +91,12 @@ def recorded_recon(
     return {subject: record}
 
 
-def run(outbox: AlertOutbox, recent: dict[str, Suppression], alert: Alert) -> Alert:
-    """One run deciding on ``alert``: what it queued."""
+def run(outbox: AlertOutbox, recent: dict[str, Suppression], alert: Alert, reopened: int = 0) -> Alert:
+    """One run deciding on ``alert``: what it queued (``reopened``: the threads the run must count
+    as back after the team resolved them)."""
     report = RunReport(NOW, NOW, NOW)
     _raise_alerts([(alert, frozenset())], dict(recent), NOW, deps_of(outbox), RunOptions(), report, {})
+    assert report.threads_reopened == reopened
     (queued,) = outbox.pending()
     return queued
 
@@ -153,8 +157,8 @@ def test_given_a_recon_the_team_resolved_when_the_backdoor_follows_then_it_pages
     recent = recorded_recon(outbox, sensitive=recon_methods)
     resolve(outbox, "recon", verdict)
 
-    # When her key's backdoor follows from there within the window
-    queued = run(outbox, recent, backdoor())
+    # When her key's backdoor follows from there within the window (counted: the thread is back)
+    queued = run(outbox, recent, backdoor(), reopened=1)
 
     # Then it pages (neither quiet nor suppressed) as the first alert of a thread of its own, not in
     # the closed one's finding or chat thread: what follows it is judged against it
@@ -176,7 +180,7 @@ def test_given_a_threads_first_alert_resolved_when_its_latest_was_an_update_then
     resolve(outbox, "recon")
 
     # When the backdoor follows
-    queued = run(outbox, recent, backdoor())
+    queued = run(outbox, recent, backdoor(), reopened=1)
 
     # Then it pages: resolving the alert a thread began with closes the thread
     assert (queued.follows_alert_id, queued.notification) == (None, "new")
@@ -210,7 +214,8 @@ def test_given_an_incident_that_paged_when_another_principal_follows_then_an_upd
         resolve(outbox, "decoy")
 
     # When bob's key creates an access key from that network, critical
-    queued = run(outbox, {}, an_alert("attack", principal=BOB, severity="critical", sensitive=True))
+    attack = an_alert("attack", principal=BOB, severity="critical", sensitive=True)
+    queued = run(outbox, {}, attack, reopened=int(resolved))
 
     # Then it is an update in the incident's thread while the page holds, and pages anew (an
     # escalation naming the incident, in its own thread) once the team has closed it; the incident
@@ -250,3 +255,31 @@ def test_given_a_subject_record_with_a_forged_thread_when_read_then_its_latest_a
     # Then its thread is its latest alert alone (resolving that alert closes it), and no page is
     # known (a higher severity pages): the run goes on
     assert (record.thread, record.thread_alerts, record.paged_at) == ("", {"recon"}, None)
+
+
+@dataclass(slots=True)
+class AskedOutbox(MemoryOutbox):
+    """The in-memory outbox, noting which alerts a run asks about."""
+
+    asked: set[str] = field(default_factory=set)
+
+    def resolved(self, alert_ids: Collection[str]) -> frozenset[str]:
+        self.asked |= set(alert_ids)
+        return MemoryOutbox.resolved(self, alert_ids)
+
+
+@pytest.mark.parametrize(("ago", "asked"), [(2 * 60 * MINUTES, True), (2 * 24 * 60 * MINUTES, False)])
+def test_given_a_subjects_last_alert_when_a_run_decides_then_it_asks_of_its_thread_only_within_the_window(
+    ago: timedelta, asked: bool
+) -> None:
+    # Given alice's recon alerted 2 hours ago (within the 24-hour window) or 2 days ago (over, still
+    # quarantined)
+    outbox = AskedOutbox()
+    recent = recorded_recon(outbox, paged=ago)
+
+    # When a run decides on her key's next alert
+    report = RunReport(NOW, NOW, NOW)
+    _raise_alerts([(backdoor(), frozenset())], dict(recent), NOW, deps_of(outbox), RunOptions(), report, {})
+
+    # Then it asks whether the team resolved the recon only while its thread can go on
+    assert ("recon" in outbox.asked) is asked

@@ -283,6 +283,7 @@ def summarize(report: RunReport) -> dict[str, Any]:
         "alerts_parked": report.alerts_parked,
         "alerts_settling": report.alerts_settling,
         "alerts_settled": report.alerts_settled,
+        "threads_reopened": report.threads_reopened,
         "oldest_pending_minutes": report.oldest_pending_minutes,
         "networks": dict(report.networks),
         **(_intake_summary(report) if report.notified else {}),

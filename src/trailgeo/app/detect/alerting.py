@@ -901,9 +901,10 @@ def _raise_alerts(
     in between is repaired by the takeover of the run: the same alert id, found recorded, is
     queued then."""
     decided: list[Alert] = []
-    # One read of which of the candidates' threads the team has resolved (a resolved thread's next
-    # alert pages anew); a subject read again after a race is asked again.
-    resolved = set(_resolved_threads([alert_subject(c) for c, _ in candidates], recent, deps))
+    # One read of which of the candidates' threads within the window the team has resolved (a
+    # resolved thread's next alert pages anew); a subject read again after a race is asked again.
+    since = scheduled_at - options.suppress_for
+    resolved = set(_resolved_threads([alert_subject(c) for c, _ in candidates], recent, since, deps))
     for candidate, hours in sorted(candidates, key=lambda c: (-c[0].score, c[0].alert_id)):
         subject = alert_subject(candidate)
         news = (fresh or {}).get(
@@ -926,7 +927,7 @@ def _raise_alerts(
             ):
                 break
             recent.update(deps.outbox.recent([subject]))  # another invocation recorded one: read it
-            resolved.update(_resolved_threads([subject], recent, deps))
+            resolved.update(_resolved_threads([subject], recent, since, deps))
         else:
             raise SuppressionRaceError(f"subject {subject} kept changing under {MAX_SUBJECT_RACES} attempts")
     # The open incidents, in one read (their own records: core/incidents.py), once the run's alerts
@@ -934,14 +935,17 @@ def _raise_alerts(
     networks: dict[str, IncidentRecord] = {}
     if decided and options.incident_window > timedelta(0):
         networks = dict(deps.outbox.open_incidents(scheduled_at - options.incident_window))
-    _queue(linked(decided, networks, scheduled_at, deps, options), options, deps, report)
+    _queue(linked(decided, networks, scheduled_at, deps, options, report), options, deps, report)
 
 
 def _resolved_threads(
-    subjects: list[str], recent: Mapping[str, Suppression], deps: Dependencies
+    subjects: list[str], recent: Mapping[str, Suppression], since: datetime, deps: Dependencies
 ) -> frozenset[str]:
-    """The alerts of the subjects' threads (``Suppression.thread_alerts``) the team has resolved."""
-    threads = {a for s in subjects if s in recent for a in recent[s].thread_alerts}
+    """The alerts of the subjects' threads (``Suppression.thread_alerts``) the team has resolved,
+    asked only of threads whose last alert is after ``since`` (within the window: an older one is
+    over, and its next alert opens a thread of its own anyway)."""
+    live = (recent[s] for s in subjects if s in recent and recent[s].at > since)
+    threads = {a for last in live for a in last.thread_alerts}
     return deps.outbox.resolved(threads) if threads else frozenset()
 
 
@@ -1015,6 +1019,13 @@ def _raise_one(
             quiet=quiet,
             resolved=closed,
         )
+        if closed:
+            # The team closed this thread and the same subject is back with a sensitive method new
+            # to it: worth a look at the verdict as well as at the alert.
+            report.threads_reopened += 1
+            logger.warning(
+                "a thread the team resolved is back: it pages anew", thread_id=last.thread or last.alert_id
+            )
     # A thread goes on within the window; after a resolved one, this alert begins its own.
     going_on = last is not None and within and not closed
     carried = last.sensitive_methods if last is not None and going_on else frozenset()

@@ -143,6 +143,7 @@ class RunReport:
     alerts_parked: int = 0  # refused by the channel for what they hold: set aside (publish_pending)
     alerts_settling: int = 0  # first notifications below the paging severity waiting one period
     alerts_settled: int = 0  # sent inside the first notification of their thread (publish_pending)
+    threads_reopened: int = 0  # alerts paging anew in a thread (subject's, incident's) the team resolved
     oldest_pending_minutes: int = 0  # the alert waiting longest after publishing, since detected
     # Source addresses of alert candidates looked up in the ASN database: "hosting", "other",
     # "not_found" (no AS, or no public address), "unavailable" (no ASN database open).

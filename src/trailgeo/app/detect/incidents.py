@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from trailgeo.app.detect.context import Dependencies, RunOptions
+from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.core.alerts import Alert
 from trailgeo.core.incidents import MAX_NETWORKS, Assignment, OpenIncident, link
 from trailgeo.observability import logger
@@ -67,6 +67,7 @@ def linked(
     scheduled_at: datetime,
     deps: Dependencies,
     options: RunOptions,
+    report: RunReport | None = None,
 ) -> list[Assignment]:
     """The run's decided alerts as incidents, each incident remembered under its networks before
     anything is queued (a crash in between is repaired by the takeover, which queues the same ids).
@@ -86,6 +87,12 @@ def linked(
         state = assignment.remembered(scheduled_at, options.paging_severity)
         for network in sorted(assignment.networks)[:MAX_NETWORKS]:
             _remember(network, state, records, deps)
+        if assignment.incident is not None and assignment.incident.resolved and report is not None:
+            report.threads_reopened += 1
+            logger.warning(
+                "an incident the team resolved has new members: it pages anew",
+                incident_id=assignment.incident.incident_id,
+            )
         if assignment.members or assignment.incident is not None:
             info = assignment.alert.incident
             logger.info(
