@@ -17,7 +17,7 @@ from datetime import datetime
 
 from trailgeo.app.detect.context import Dependencies, RunOptions, RunReport
 from trailgeo.core.alerts import Alert
-from trailgeo.core.incidents import MAX_NETWORKS, Assignment, OpenIncident, link
+from trailgeo.core.incidents import MAX_NETWORKS, Assignment, OpenIncident, link, network_keys
 from trailgeo.observability import logger
 from trailgeo.ports import IncidentRecord
 
@@ -71,8 +71,9 @@ def linked(
 ) -> list[Assignment]:
     """The run's decided alerts as incidents, each incident remembered under its networks before
     anything is queued (a crash in between is repaired by the takeover, which queues the same ids).
-    One read tells which of the open incidents the team has resolved."""
-    threads = {i for r in records.values() for i in (r.incident_id, r.last_alert_id)}
+    One read tells which of the open incidents the run's alerts touch the team has resolved."""
+    touched = {k for alert in decided for k in network_keys(alert)}
+    threads = {i for n, r in records.items() if n in touched for i in (r.incident_id, r.last_alert_id)}
     resolved = deps.outbox.resolved(threads) if threads else frozenset()
     assignments = link(
         decided,
